@@ -1,0 +1,395 @@
+//! Figures and their renderings: terminal table, JSON, SVG, Markdown.
+
+use serde::Serialize;
+use std::fmt::Write;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub median: f64,
+    pub p95: f64,
+    pub n: usize,
+}
+
+impl Stats {
+    pub fn from_values(v: &[f64]) -> Stats {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let pick = |q: f64| -> f64 {
+            if s.is_empty() {
+                return f64::NAN;
+            }
+            let i = ((s.len() - 1) as f64 * q).round() as usize;
+            s[i.min(s.len() - 1)]
+        };
+        Stats {
+            median: pick(0.5),
+            p95: pick(0.95),
+            n: s.len(),
+        }
+    }
+
+    pub fn from_durations(v: &[Duration]) -> Stats {
+        let ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        Stats::from_values(&ms)
+    }
+
+    pub fn single(x: f64) -> Stats {
+        Stats {
+            median: x,
+            p95: x,
+            n: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub unit: String,
+    /// (side, stats) in insertion order.
+    pub values: Vec<(String, Stats)>,
+    pub higher_is_better: bool,
+}
+
+impl Figure {
+    pub fn new(name: &str, unit: &str) -> Figure {
+        Figure {
+            name: name.into(),
+            unit: unit.into(),
+            values: Vec::new(),
+            higher_is_better: false,
+        }
+    }
+
+    pub fn set(&mut self, side: &str, s: Stats) {
+        self.values.push((side.into(), s));
+    }
+
+    pub fn get(&self, side: &str) -> Option<&Stats> {
+        self.values.iter().find(|(k, _)| k == side).map(|(_, s)| s)
+    }
+
+    /// rcni's median over the reference's (for throughput: reference over rcni
+    /// is not used; the ratio is always rcni/reference as printed).
+    pub fn ratio(&self) -> Option<f64> {
+        let a = self.get("rcni")?.median;
+        let b = self.get("reference")?.median;
+        (b > 0.0).then(|| a / b)
+    }
+}
+
+pub struct Report {
+    pub command: String,
+    pub figures: Vec<Figure>,
+    /// host-local ADD/DEL per allocated count, for the chart.
+    pub curve: Vec<(usize, Figure, Figure)>,
+    pub date: String,
+    pub machine: String,
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown cpu".into())
+}
+
+impl Report {
+    pub fn new(command: String) -> Report {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Report {
+            command,
+            figures: Vec::new(),
+            curve: Vec::new(),
+            date: sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            machine: format!(
+                "{cpus} cores, {}, Linux {}",
+                cpu_model(),
+                sh("uname", &["-r"])
+            ),
+        }
+    }
+
+    pub fn push(&mut self, f: Figure) {
+        self.figures.push(f);
+    }
+
+    fn cell(f: &Figure, side: &str) -> String {
+        match f.get(side) {
+            Some(s) if s.n > 1 => format!("{:.2} / {:.2}", s.median, s.p95),
+            Some(s) => format!("{:.2}", s.median),
+            None => "—".into(),
+        }
+    }
+
+    fn rows(&self) -> Vec<[String; 5]> {
+        self.figures
+            .iter()
+            .map(|f| {
+                let ratio = f.ratio().map_or("—".into(), |r| format!("{r:.3}"));
+                let first = if f.get("kernel").is_some() {
+                    Self::cell(f, "kernel")
+                } else {
+                    Self::cell(f, "rcni")
+                };
+                [
+                    f.name.clone(),
+                    f.unit.clone(),
+                    first,
+                    Self::cell(f, "reference"),
+                    ratio,
+                ]
+            })
+            .collect()
+    }
+
+    const HEADER: [&'static str; 5] = [
+        "figure",
+        "unit",
+        "rcni (median / p95)",
+        "reference (median / p95)",
+        "rcni / reference",
+    ];
+
+    pub fn table(&self) -> String {
+        let rows = self.rows();
+        let mut w = Self::HEADER.map(str::len);
+        for r in &rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let line = |out: &mut String, cells: &[String]| {
+            for (i, c) in cells.iter().enumerate() {
+                let pad = w[i] - c.chars().count();
+                let _ = write!(out, "{c}{}  ", " ".repeat(pad));
+            }
+            out.push('\n');
+        };
+        line(&mut out, &Self::HEADER.map(String::from));
+        line(&mut out, &w.map(|n| "-".repeat(n)));
+        for r in &rows {
+            line(&mut out, r);
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        let v = serde_json::json!({
+            "date": self.date,
+            "machine": self.machine,
+            "command": self.command,
+            "figures": self.figures.iter().map(|f| serde_json::json!({
+                "name": f.name,
+                "unit": f.unit,
+                "values": f.values.iter().map(|(k, s)| (k.clone(), serde_json::to_value(s).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+                "ratio_rcni_over_reference": f.ratio(),
+                "higher_is_better": f.higher_is_better,
+            })).collect::<Vec<_>>(),
+        });
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# Benchmarks\n");
+        let _ = writeln!(
+            out,
+            "Latest run: {} on {}.\n\nCommand (as root, from the repository root):\n\n```sh\nbash scripts/dev.sh bench\n# which runs: {}\n```\n",
+            self.date, self.machine, self.command
+        );
+        let _ = writeln!(
+            out,
+            "Every figure runs inside throwaway network namespaces; rcni and the reference (Debian's `containernetworking-plugins`) alternate A B / B A after 3 warm-up runs. Times are wall clock from spawning the plugin process to reaping it, in milliseconds: median / p95. A ratio below 1 means rcni is faster (or smaller), except for pods/s where higher is better.\n"
+        );
+        let _ = writeln!(out, "| {} |", Self::HEADER.join(" | "));
+        let _ = writeln!(out, "|{}", "---|".repeat(5));
+        for r in self.rows() {
+            let _ = writeln!(out, "| {} |", r.join(" | "));
+        }
+        let _ = writeln!(out, "\n![latency chart](benchmarks.svg)");
+        out
+    }
+
+    /// Two charts side by side: host-local ADD latency against allocated
+    /// addresses, and median ADD/DEL per main-plugin figure.
+    pub fn svg(&self) -> String {
+        let (w, h) = (960.0, 400.0);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+        let colors = [("rcni", "#d9480f"), ("reference", "#1864ab")];
+
+        // Left: line chart.
+        let (x0, y0, cw, ch) = (60.0, 40.0, 380.0, 300.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{x0}" y="24" font-weight="bold">host-local ADD median (ms) vs allocated addresses</text>"#
+        );
+        let max_n = self
+            .curve
+            .iter()
+            .map(|(n, _, _)| *n)
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let max_y = self
+            .curve
+            .iter()
+            .flat_map(|(_, a, _)| a.values.iter().map(|(_, st)| st.median))
+            .fold(0.0f64, f64::max)
+            .max(0.001)
+            * 1.1;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+            y0 + ch,
+            x0 + cw,
+            y0 + ch
+        );
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{}" stroke="black"/>"#,
+            y0 + ch
+        );
+        for k in 0..=4 {
+            let v = max_y * k as f64 / 4.0;
+            let y = y0 + ch - ch * k as f64 / 4.0;
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="end">{v:.1}</text>"#,
+                x0 - 6.0,
+                y + 4.0
+            );
+        }
+        for (n, _, _) in &self.curve {
+            let x = x0 + cw * *n as f64 / max_n;
+            let _ = writeln!(
+                s,
+                r#"<text x="{x}" y="{}" text-anchor="middle">{n}</text>"#,
+                y0 + ch + 16.0
+            );
+        }
+        for (side, color) in colors {
+            let pts: Vec<String> = self
+                .curve
+                .iter()
+                .filter_map(|(n, a, _)| {
+                    let m = a.get(side)?.median;
+                    Some(format!(
+                        "{:.1},{:.1}",
+                        x0 + cw * *n as f64 / max_n,
+                        y0 + ch - ch * m / max_y
+                    ))
+                })
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                pts.join(" ")
+            );
+            for p in &pts {
+                let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
+                let _ = writeln!(s, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
+            }
+        }
+
+        // Right: grouped bars for ADD/DEL figures of main plugins.
+        let bars: Vec<&Figure> = self
+            .figures
+            .iter()
+            .filter(|f| {
+                (f.name.ends_with(" ADD") || f.name.ends_with(" DEL"))
+                    && !f.name.starts_with("host-local")
+            })
+            .collect();
+        let (bx0, by0, bw, bh) = (520.0, 40.0, 420.0, 300.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{bx0}" y="24" font-weight="bold">median per call (ms)</text>"#
+        );
+        let bmax = bars
+            .iter()
+            .flat_map(|f| f.values.iter().map(|(_, st)| st.median))
+            .fold(0.0f64, f64::max)
+            .max(0.001)
+            * 1.1;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{bx0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+            by0 + bh,
+            bx0 + bw,
+            by0 + bh
+        );
+        let slot = bw / bars.len().max(1) as f64;
+        for (i, f) in bars.iter().enumerate() {
+            for (j, (side, color)) in colors.iter().enumerate() {
+                if let Some(st) = f.get(side) {
+                    let bar_w = slot * 0.35;
+                    let x = bx0 + slot * i as f64 + slot * 0.1 + bar_w * j as f64;
+                    let hgt = bh * st.median / bmax;
+                    let _ = writeln!(
+                        s,
+                        r#"<rect x="{x:.1}" y="{:.1}" width="{bar_w:.1}" height="{hgt:.1}" fill="{color}"/>"#,
+                        by0 + bh - hgt
+                    );
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{:.1}</text>"#,
+                        x + bar_w / 2.0,
+                        by0 + bh - hgt - 3.0,
+                        st.median
+                    );
+                }
+            }
+            let short = f
+                .name
+                .replace(" + host-local", "+hl")
+                .replace(" + ipMasq", "+masq");
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="end" transform="rotate(-30 {:.1} {:.1})">{}</text>"#,
+                bx0 + slot * (i as f64 + 0.5),
+                by0 + bh + 12.0,
+                bx0 + slot * (i as f64 + 0.5),
+                by0 + bh + 12.0,
+                short
+            );
+        }
+        for (j, (side, color)) in colors.iter().enumerate() {
+            let y = h - 14.0;
+            let x = 60.0 + 120.0 * j as f64;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x}" y="{}" width="12" height="12" fill="{color}"/><text x="{}" y="{y}">{side}</text>"#,
+                y - 10.0,
+                x + 16.0
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}

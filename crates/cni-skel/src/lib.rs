@@ -1,0 +1,364 @@
+//! The plugin entry point: turns `CNI_*` variables and stdin into a call of
+//! a [`Plugin`] method and prints the result or the error object.
+//!
+//! Only the result or the error object ever reaches stdout; diagnostics go
+//! to stderr (see [`log`]).
+
+pub mod log;
+
+use cni_spec::error::CniResult;
+use cni_spec::{validate, version, CniArgs, Error, ErrorCode, NetConf, VersionInfo};
+use std::io::{Read, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+/// The verbs of the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Gc,
+    Status,
+    Version,
+}
+
+impl Command {
+    pub fn parse(s: &str) -> Option<Command> {
+        Some(match s {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "GC" => Command::Gc,
+            "STATUS" => Command::Status,
+            "VERSION" => Command::Version,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Gc => "GC",
+            Command::Status => "STATUS",
+            Command::Version => "VERSION",
+        }
+    }
+
+    /// Environment variables the reference skeleton insists on for this verb.
+    fn required_env(self) -> &'static [&'static str] {
+        match self {
+            Command::Add | Command::Check => {
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]
+            }
+            Command::Del => &["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"],
+            Command::Gc | Command::Status => &["CNI_PATH"],
+            Command::Version => &[],
+        }
+    }
+
+    /// The first spec version that has this verb.
+    fn since(self) -> &'static str {
+        match self {
+            Command::Check => "0.4.0",
+            Command::Gc | Command::Status => "1.1.0",
+            _ => "0.1.0",
+        }
+    }
+}
+
+/// Everything a plugin method gets.
+#[derive(Debug, Clone)]
+pub struct CmdArgs {
+    pub command: Command,
+    pub container_id: String,
+    /// `CNI_NETNS`; empty on containerd's second DEL.
+    pub netns: String,
+    pub ifname: String,
+    /// Raw `CNI_ARGS`.
+    pub args: String,
+    pub path: Vec<PathBuf>,
+    /// The raw config, for plugin-specific parsing.
+    pub stdin: Vec<u8>,
+    /// The common config fields, already parsed.
+    pub conf: NetConf,
+}
+
+impl CmdArgs {
+    /// The container namespace path, if one was given.
+    pub fn netns_path(&self) -> Option<&Path> {
+        (!self.netns.is_empty()).then(|| Path::new(&self.netns))
+    }
+
+    /// The container namespace path, required (ADD and CHECK).
+    pub fn require_netns(&self) -> CniResult<&Path> {
+        self.netns_path()
+            .ok_or_else(|| Error::invalid_env("CNI_NETNS is empty"))
+    }
+
+    pub fn cni_args(&self) -> CniResult<CniArgs> {
+        CniArgs::parse(&self.args)
+    }
+
+    /// Parses the whole config into a plugin's own type: code 6 when the
+    /// JSON itself is broken, code 7 when a field has the wrong shape — with
+    /// the field's path in the message (`ipam.ranges[0][0].subnet: ...`).
+    pub fn parse_conf<T: serde::de::DeserializeOwned>(&self) -> CniResult<T> {
+        let mut de = serde_json::Deserializer::from_slice(&self.stdin);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let code = if inner.is_data() {
+                ErrorCode::InvalidConfig
+            } else {
+                ErrorCode::Decoding
+            };
+            let at = if path.is_empty() || path == "." {
+                String::new()
+            } else {
+                format!("field {path}: ")
+            };
+            Error::new(
+                code,
+                format!(
+                    "invalid {} configuration: {at}{inner}",
+                    self.conf.plugin_type
+                ),
+            )
+        })
+    }
+
+    /// The cniVersion results must be printed in.
+    pub fn version(&self) -> &str {
+        &self.conf.cni_version
+    }
+}
+
+/// A CNI plugin. Methods read like the reference's cmdAdd/cmdDel/cmdCheck.
+pub trait Plugin: Sync {
+    /// The `type` name this plugin answers to.
+    fn name(&self) -> &'static str;
+
+    /// Versions this plugin speaks.
+    fn supported_versions(&self) -> &'static [&'static str] {
+        version::ALL_VERSIONS
+    }
+
+    fn add(&self, args: &CmdArgs) -> CniResult<cni_spec::Result>;
+    fn del(&self, args: &CmdArgs) -> CniResult<()>;
+    fn check(&self, args: &CmdArgs) -> CniResult<()>;
+
+    /// Default: nothing to collect.
+    fn gc(&self, _args: &CmdArgs) -> CniResult<()> {
+        Ok(())
+    }
+
+    /// Default: always ready.
+    fn status(&self, _args: &CmdArgs) -> CniResult<()> {
+        Ok(())
+    }
+}
+
+/// What a plugin invocation produced: stdout bytes and an exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: Vec<u8>,
+    pub exit_code: i32,
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+/// Runs one invocation with the given environment and stdin, without
+/// touching the process's own environment or stdio (so it also serves the
+/// in-process IPAM shortcut).
+pub fn execute(
+    plugin: &dyn Plugin,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+) -> Outcome {
+    let mut version_for_errors = version::LATEST.to_string();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        dispatch(plugin, env, stdin, &mut version_for_errors)
+    }));
+    let result = match outcome {
+        Ok(r) => r,
+        Err(p) => Err(Error::internal(format!(
+            "plugin {} panicked: {}",
+            plugin.name(),
+            panic_message(p.as_ref())
+        ))),
+    };
+    match result {
+        Ok(stdout) => Outcome {
+            stdout,
+            exit_code: 0,
+        },
+        Err(mut e) => {
+            if e.cni_version.is_empty() {
+                e.cni_version = version_for_errors;
+            }
+            log::error(&format!("{} failed: {e}", plugin.name()));
+            let mut stdout = e.to_json().into_bytes();
+            stdout.push(b'\n');
+            Outcome {
+                stdout,
+                exit_code: 1,
+            }
+        }
+    }
+}
+
+fn dispatch(
+    plugin: &dyn Plugin,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    version_for_errors: &mut String,
+) -> CniResult<Vec<u8>> {
+    let get = |k: &str| env(k).unwrap_or_default();
+    let raw_cmd = get("CNI_COMMAND");
+    if raw_cmd.is_empty() {
+        return Err(Error::invalid_env(
+            "required env variables [CNI_COMMAND] missing",
+        ));
+    }
+    let command = Command::parse(&raw_cmd)
+        .ok_or_else(|| Error::invalid_env(format!("unknown CNI_COMMAND: {raw_cmd}")))?;
+    if command == Command::Version {
+        let mut out = serde_json::to_vec(&VersionInfo::new(plugin.supported_versions()))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        out.push(b'\n');
+        return Ok(out);
+    }
+
+    let missing: Vec<&str> = command
+        .required_env()
+        .iter()
+        .copied()
+        .filter(|k| env(k).is_none_or(|v| v.is_empty()))
+        // An empty container id has its own code below.
+        .filter(|k| *k != "CNI_CONTAINERID")
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::invalid_env(format!(
+            "required env variables [{}] missing",
+            missing.join(",")
+        )));
+    }
+
+    let mut data = Vec::new();
+    stdin
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io(format!("error reading from stdin: {e}")))?;
+    let conf = NetConf::parse(&data)?;
+    *version_for_errors = if version::is_known(&conf.cni_version) {
+        conf.cni_version.clone()
+    } else {
+        version::LATEST.to_string()
+    };
+
+    if !plugin
+        .supported_versions()
+        .contains(&conf.cni_version.as_str())
+    {
+        return Err(
+            Error::new(ErrorCode::IncompatibleVersion, "incompatible CNI versions").details(
+                format!(
+                    "config is {:?}, plugin supports {:?}",
+                    conf.cni_version,
+                    plugin.supported_versions()
+                ),
+            ),
+        );
+    }
+    if !version::at_least(&conf.cni_version, command.since()) {
+        return Err(Error::new(
+            ErrorCode::IncompatibleVersion,
+            format!("config version does not allow {}", command.as_str()),
+        )
+        .details(format!(
+            "{} needs cniVersion {} or later, config is {}",
+            command.as_str(),
+            command.since(),
+            conf.cni_version
+        )));
+    }
+    validate::network_name(&conf.name)?;
+    if matches!(command, Command::Add | Command::Del | Command::Check) {
+        validate::container_id(&get("CNI_CONTAINERID"))?;
+        validate::interface_name(&get("CNI_IFNAME"))?;
+    }
+    if command == Command::Check && conf.prev_result.is_none() {
+        return Err(Error::invalid_config(
+            "CHECK needs prevResult in the configuration",
+        ));
+    }
+
+    let args = CmdArgs {
+        command,
+        container_id: get("CNI_CONTAINERID"),
+        netns: get("CNI_NETNS"),
+        ifname: get("CNI_IFNAME"),
+        args: get("CNI_ARGS"),
+        path: std::env::split_paths(&get("CNI_PATH")).collect(),
+        stdin: data,
+        conf,
+    };
+    log::debug(&format!(
+        "{} {} container={} ifname={} netns={}",
+        plugin.name(),
+        command.as_str(),
+        args.container_id,
+        args.ifname,
+        args.netns
+    ));
+    match command {
+        Command::Add => {
+            let result = plugin.add(&args)?;
+            let mut out = result.to_json(args.version())?.into_bytes();
+            out.push(b'\n');
+            Ok(out)
+        }
+        Command::Del => plugin.del(&args).map(|()| Vec::new()),
+        Command::Check => plugin.check(&args).map(|()| Vec::new()),
+        Command::Gc => plugin.gc(&args).map(|()| Vec::new()),
+        Command::Status => plugin.status(&args).map(|()| Vec::new()),
+        Command::Version => unreachable!("answered above"),
+    }
+}
+
+/// `main` of a plugin process: real environment, stdin and stdout; exits.
+pub fn plugin_main(plugin: &dyn Plugin) -> ! {
+    // Panics are turned into error objects; keep their text off stdout.
+    std::panic::set_hook(Box::new(|info| {
+        log::error(&format!("panic: {info}"));
+    }));
+    if std::env::var_os("CNI_COMMAND").is_none() {
+        // A person ran the binary by hand: explain, like the reference does.
+        eprintln!(
+            "CNI {} plugin (rcni {})\nCNI protocol versions supported: {}",
+            plugin.name(),
+            env!("CARGO_PKG_VERSION"),
+            plugin.supported_versions().join(", ")
+        );
+        std::process::exit(0);
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let outcome = execute(plugin, &env, &mut std::io::stdin().lock());
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&outcome.stdout);
+    let _ = out.flush();
+    std::process::exit(outcome.exit_code);
+}
+
+#[cfg(test)]
+mod tests;

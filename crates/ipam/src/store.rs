@@ -1,0 +1,831 @@
+//! Allocation store. [`DiskStore`] keeps exactly the reference host-local
+//! layout — `<dataDir>/<network>/<ip>` holding `<containerID>\r\n<ifname>`,
+//! `last_reserved_ip.<rangeset index>`, and a `lock` file taken with flock —
+//! so the reference plugin and rcni can share one directory.
+//!
+//! For flat ADD/DEL cost it keeps an index from container ID to addresses in
+//! a sidecar directory `<dataDir>/.rcni-index/<network>/` (outside the
+//! network directory, so the reference never reads it). The index is trusted
+//! only while the network directory's mtime equals a sentinel that we set
+//! with utimensat after each of our changes (`gen` seconds after the epoch,
+//! 0 ns) and that is recorded in the sidecar's `state` file. Any create or
+//! unlink by someone else sets the mtime to the current time, and the next
+//! locker rebuilds the index by scanning once. Index hits are also verified
+//! by reading the one allocation file they point to.
+//!
+//! Crash safety: an allocation file is written complete under a temporary
+//! name and then hard-linked to the IP name (link fails atomically with
+//! EEXIST like O_EXCL); the temporary is removed at the end and by the next
+//! locker. A process killed anywhere leaves each IP file complete or absent.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Default data directory of host-local.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+/// Name of the lock file inside the network directory (the reference's).
+pub const LOCK_FILE: &str = "lock";
+/// Prefix of the round-robin cursor files (the reference's).
+pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+/// Temporary allocation file inside the network directory; never a valid IP.
+pub const TMP_FILE: &str = "rcni-alloc.tmp";
+/// Sidecar directory under the data directory (no network name can start
+/// with a dot, so it never collides with a network).
+pub const INDEX_DIR: &str = ".rcni-index";
+const STATE_FILE: &str = "state";
+const STATE_MAGIC: &str = "rcni-ipam-index v2";
+/// Number of index buckets (files keyed by a hash of the container ID): a
+/// rebuild writes at most this many files.
+const BUCKETS: u64 = 256;
+/// Generations wrap below this (≈ 1973), far from any real clock reading.
+const GEN_WRAP: u64 = 100_000_000;
+
+/// Who holds an address, as read from its file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner {
+    pub id: String,
+    /// `None` for files of old host-local versions that held only the ID.
+    pub ifname: Option<String>,
+}
+
+impl Owner {
+    /// Parse file contents the way the reference compares them (trimmed).
+    pub fn parse(content: &str) -> Owner {
+        let t = content.trim();
+        match t.split_once("\r\n") {
+            Some((id, ifname)) => Owner {
+                id: id.to_string(),
+                ifname: Some(ifname.to_string()),
+            },
+            None => Owner {
+                id: t.to_string(),
+                ifname: None,
+            },
+        }
+    }
+
+    /// Exact match on (id, ifname).
+    pub fn is(&self, id: &str, ifname: &str) -> bool {
+        self.id == id.trim() && self.ifname.as_deref() == Some(ifname)
+    }
+
+    /// Old-format file of this container (matches any ifname).
+    pub fn is_legacy_of(&self, id: &str) -> bool {
+        self.ifname.is_none() && self.id == id.trim()
+    }
+}
+
+/// Operations the allocator needs, performed under the store's lock.
+pub trait Store {
+    /// Create the allocation of `ip` for (id, ifname); false when taken.
+    fn reserve(&mut self, id: &str, ifname: &str, ip: IpAddr, range_id: &str) -> Result<bool>;
+    /// The round-robin cursor of range set `range_id`.
+    fn last_reserved(&mut self, range_id: &str) -> Option<IpAddr>;
+    /// Addresses held by (id, ifname), including old ID-only files.
+    fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>>;
+    /// Release everything (id, ifname) holds (old ID-only files only when no
+    /// exact match exists, like the reference). Returns what was released.
+    fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>>;
+    /// Release `ip` if (id, ifname) holds it.
+    fn release_ip(&mut self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool>;
+    /// Every allocation.
+    fn all(&mut self) -> Result<Vec<(IpAddr, Owner)>>;
+}
+
+/// The reference-compatible on-disk store of one network.
+#[derive(Debug, Clone)]
+pub struct DiskStore {
+    net_dir: PathBuf,
+    index_dir: PathBuf,
+}
+
+fn valid_network_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && !name.contains('\0')
+}
+
+fn mkdir_p(path: &Path, mode: u32) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+}
+
+impl DiskStore {
+    /// Open (creating if needed) the store of `network` under `data_dir`
+    /// (default [`DEFAULT_DATA_DIR`]).
+    pub fn open(data_dir: Option<&Path>, network: &str) -> Result<DiskStore> {
+        if !valid_network_name(network) {
+            return Err(Error::InvalidConfig(format!(
+                "invalid network name {network:?}"
+            )));
+        }
+        let data_dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
+        let net_dir = data_dir.join(network);
+        mkdir_p(&net_dir, 0o755)
+            .map_err(|e| Error::io("failed to create data directory", &net_dir, e))?;
+        let index_dir = data_dir.join(INDEX_DIR).join(network);
+        Ok(DiskStore { net_dir, index_dir })
+    }
+
+    /// The network directory `<dataDir>/<network>`.
+    pub fn dir(&self) -> &Path {
+        &self.net_dir
+    }
+
+    /// Take the lock (flock on `<dir>/lock`, shared with the reference) and
+    /// make the index trustworthy.
+    pub fn lock(&self) -> Result<DiskGuard<'_>> {
+        let lock_path = self.net_dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&lock_path)
+            .map_err(|e| Error::io("failed to open lock file", &lock_path, e))?;
+        loop {
+            // SAFETY: flock on an fd we own.
+            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != ErrorKind::Interrupted {
+                return Err(Error::io("failed to lock", &lock_path, err));
+            }
+        }
+        let mut guard = DiskGuard {
+            store: self,
+            _lock: lock,
+            dirty: false,
+            index_usable: true,
+            gen: 0,
+            tmp_content: None,
+            bucket_cache: RefCell::new(None),
+        };
+        guard.prepare()?;
+        Ok(guard)
+    }
+}
+
+/// The store while its lock is held. Dropping it (or [`DiskGuard::commit`])
+/// seals the index and releases the lock.
+pub struct DiskGuard<'a> {
+    store: &'a DiskStore,
+    _lock: File,
+    /// We changed the network directory or the index under this lock.
+    dirty: bool,
+    /// False when the index could not be maintained; the sentinel is then
+    /// not set, so the next locker rebuilds.
+    index_usable: bool,
+    gen: u64,
+    tmp_content: Option<String>,
+    /// The last bucket read or written under this lock (path, content),
+    /// so an ADD reads its bucket once.
+    bucket_cache: RefCell<Option<(PathBuf, String)>>,
+}
+
+struct IndexLine {
+    ip: IpAddr,
+    owner: Owner,
+}
+
+/// FNV-1a, 64 bit: a stable hash (the index must read the same across
+/// builds of rcni).
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\t' => out.push_str("%09"),
+            '\n' => out.push_str("%0A"),
+            '\r' => out.push_str("%0D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("%09", "\t")
+        .replace("%0A", "\n")
+        .replace("%0D", "\r")
+        .replace("%25", "%")
+}
+
+fn mtime_of(path: &Path) -> io::Result<(i64, i64)> {
+    let md = fs::metadata(path)?;
+    Ok((md.mtime(), md.mtime_nsec()))
+}
+
+fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "path contains NUL"))?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: valid C string and a two-element timespec array.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// link(2) following a /proc/self/fd magic link (linkat AT_SYMLINK_FOLLOW);
+/// fails with EEXIST when `to` exists, atomically.
+fn link_follow(from: &Path, to: &Path) -> io::Result<()> {
+    let f = CString::new(from.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "path contains NUL"))?;
+    let t = CString::new(to.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: two valid C strings.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Replace a small file's contents in place: write at offset 0, then cut
+/// the tail. Avoids O_TRUNC to zero, which on ext4 (auto_da_alloc) forces
+/// a flush at close and costs most of an ADD. A torn write is harmless for
+/// every file written this way (cursor, index bucket, index state).
+fn overwrite(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)?;
+    f.write_all_at(data, 0)?;
+    if f.metadata()?.len() > data.len() as u64 {
+        f.set_len(data.len() as u64)?;
+    }
+    Ok(())
+}
+
+/// Cut an existing file to zero length; absent is fine.
+fn empty_if_exists(path: &Path) -> io::Result<()> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(f) => {
+            if f.metadata()?.len() > 0 {
+                f.set_len(0)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+impl DiskGuard<'_> {
+    fn net(&self, name: &str) -> PathBuf {
+        self.store.net_dir.join(name)
+    }
+
+    fn bucket_path(&self, id: &str) -> PathBuf {
+        self.store
+            .index_dir
+            .join(format!("b{:02x}", fnv1a(id.trim().as_bytes()) % BUCKETS))
+    }
+
+    /// Clean up after a crashed holder and validate (or rebuild) the index.
+    fn prepare(&mut self) -> Result<()> {
+        let tmp = self.net(TMP_FILE);
+        remove_if_exists(&tmp).map_err(|e| Error::io("failed to remove", &tmp, e))?;
+        let mtime = mtime_of(&self.store.net_dir)
+            .map_err(|e| Error::io("failed to stat", &self.store.net_dir, e))?;
+        let state = fs::read_to_string(self.store.index_dir.join(STATE_FILE)).ok();
+        let recorded = state.as_deref().and_then(|s| {
+            let rest = s.trim().strip_prefix(STATE_MAGIC)?;
+            rest.trim().strip_prefix("gen=")?.parse::<u64>().ok()
+        });
+        match recorded {
+            Some(g) if mtime == (g as i64, 0) => {
+                self.gen = g;
+                Ok(())
+            }
+            other => {
+                self.gen = other.unwrap_or(0);
+                self.rebuild()
+            }
+        }
+    }
+
+    /// Read one allocation file.
+    fn read_owner(&self, ip: IpAddr) -> Option<Owner> {
+        fs::read_to_string(self.net(&ip.to_string()))
+            .ok()
+            .map(|c| Owner::parse(&c))
+    }
+
+    /// Every allocation file: names that are IP addresses in canonical form.
+    fn scan(&self) -> Result<Vec<(IpAddr, Owner)>> {
+        let dir = &self.store.net_dir;
+        let rd = fs::read_dir(dir).map_err(|e| Error::io("failed to read", dir, e))?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("failed to read", dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(ip) = name.parse::<IpAddr>() else {
+                continue;
+            };
+            if ip.to_string() != name {
+                continue;
+            }
+            if let Ok(content) = fs::read_to_string(entry.path()) {
+                out.push((ip, Owner::parse(&content)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Names of allocation files only (no content reads).
+    pub fn allocated_ips(&self) -> Result<Vec<IpAddr>> {
+        let dir = &self.store.net_dir;
+        let rd = fs::read_dir(dir).map_err(|e| Error::io("failed to read", dir, e))?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("failed to read", dir, e))?;
+            if let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpAddr>().ok().filter(|ip| ip.to_string() == n))
+            {
+                out.push(ip);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Recreate the index from a scan of the network directory.
+    fn rebuild(&mut self) -> Result<()> {
+        self.dirty = true;
+        *self.bucket_cache.get_mut() = None;
+        let entries = self.scan()?;
+        let idx = self.store.index_dir.clone();
+        if let Err(e) = self.write_index(&idx, &entries) {
+            // The allocation files are the truth; without an index we only
+            // lose speed. Leave the sentinel unset so the next locker retries.
+            self.index_usable = false;
+            eprintln!("rcni ipam: cannot rebuild index {}: {e}", idx.display());
+        }
+        Ok(())
+    }
+
+    fn write_index(&self, idx: &Path, entries: &[(IpAddr, Owner)]) -> io::Result<()> {
+        mkdir_p(idx, 0o755)?;
+        remove_if_exists(&idx.join(STATE_FILE))?;
+        let mut buckets: BTreeMap<PathBuf, String> = BTreeMap::new();
+        for (ip, owner) in entries {
+            let b = buckets.entry(self.bucket_path(&owner.id)).or_default();
+            b.push_str(&line_of(*ip, owner));
+        }
+        for entry in fs::read_dir(idx)? {
+            let path = entry?.path();
+            if !buckets.contains_key(&path) {
+                remove_if_exists(&path)?;
+            }
+        }
+        for (path, content) in buckets {
+            fs::write(path, content)?;
+        }
+        Ok(())
+    }
+
+    fn read_bucket(&self, id: &str) -> Vec<IndexLine> {
+        let path = self.bucket_path(id);
+        let mut cache = self.bucket_cache.borrow_mut();
+        let content = match cache.as_ref() {
+            Some((p, c)) if *p == path => c,
+            _ => {
+                // Absent reads as empty, like an empty file.
+                let c = fs::read_to_string(&path).unwrap_or_default();
+                &cache.insert((path, c)).1
+            }
+        };
+        content
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                let ip = f.next()?.parse::<IpAddr>().ok()?;
+                let id = unescape(f.next()?);
+                let ifname = f.next().map(unescape);
+                Some(IndexLine {
+                    ip,
+                    owner: Owner { id, ifname },
+                })
+            })
+            .collect()
+    }
+
+    fn write_bucket(&mut self, id: &str, lines: &[IndexLine]) {
+        let path = self.bucket_path(id);
+        let s: String = lines.iter().map(|l| line_of(l.ip, &l.owner)).collect();
+        let res = if s.is_empty() {
+            // Empty rather than unlink: the next ADD hashing here then
+            // rewrites it instead of allocating an inode again.
+            empty_if_exists(&path)
+        } else {
+            overwrite(&path, s.as_bytes())
+        };
+        *self.bucket_cache.get_mut() = match res {
+            Ok(()) => Some((path, s)),
+            Err(_) => {
+                self.index_usable = false;
+                None
+            }
+        };
+    }
+
+    /// Index lines of `id` after checking each against its file; rebuilds the
+    /// index once when a line turns out stale.
+    fn verified_lines(&mut self, id: &str) -> Result<Vec<IndexLine>> {
+        if !self.index_usable {
+            return Ok(self
+                .scan()?
+                .into_iter()
+                .filter(|(_, o)| o.id == id.trim())
+                .map(|(ip, owner)| IndexLine { ip, owner })
+                .collect());
+        }
+        for attempt in 0..2 {
+            let lines: Vec<IndexLine> = self
+                .read_bucket(id)
+                .into_iter()
+                .filter(|l| l.owner.id == id.trim())
+                .collect();
+            let fresh = lines
+                .iter()
+                .all(|l| self.read_owner(l.ip).as_ref() == Some(&l.owner));
+            if fresh {
+                return Ok(lines);
+            }
+            if attempt == 0 {
+                self.rebuild()?;
+                if !self.index_usable {
+                    return self.verified_lines(id);
+                }
+            }
+        }
+        Err(Error::io(
+            "index keeps disagreeing with",
+            &self.store.net_dir,
+            io::Error::other("stale index after rebuild"),
+        ))
+    }
+
+    fn index_add(&mut self, ip: IpAddr, owner: Owner) {
+        if !self.index_usable {
+            return;
+        }
+        let mut lines = self.read_bucket(&owner.id);
+        lines.retain(|l| l.ip != ip);
+        let id = owner.id.clone();
+        lines.push(IndexLine { ip, owner });
+        self.write_bucket(&id, &lines);
+    }
+
+    fn index_remove(&mut self, id: &str, ips: &[IpAddr]) {
+        if !self.index_usable {
+            return;
+        }
+        let mut lines = self.read_bucket(id);
+        lines.retain(|l| !ips.contains(&l.ip));
+        self.write_bucket(id, &lines);
+    }
+
+    /// Write `content` to an anonymous file in the network directory
+    /// (O_TMPFILE: a crash leaves nothing behind), or to the named temporary
+    /// file where O_TMPFILE is unsupported. Returns the path to link from.
+    fn write_tmp(&mut self, content: &str) -> Result<(PathBuf, Option<File>)> {
+        let dir = &self.store.net_dir;
+        let anon = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o644)
+            .open(dir);
+        if let Ok(mut f) = anon {
+            f.write_all(content.as_bytes())
+                .map_err(|e| Error::io("failed to write temporary file in", dir, e))?;
+            let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+            return Ok((path, Some(f)));
+        }
+        let tmp = self.net(TMP_FILE);
+        if self.tmp_content.as_deref() == Some(content) {
+            return Ok((tmp, None));
+        }
+        self.dirty = true;
+        self.tmp_content = None;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(|e| Error::io("failed to create", &tmp, e))?;
+        f.write_all(content.as_bytes())
+            .map_err(|e| Error::io("failed to write", &tmp, e))?;
+        drop(f);
+        self.tmp_content = Some(content.to_string());
+        Ok((tmp, None))
+    }
+
+    /// Release every allocation whose owner `keep` rejects; returns them.
+    pub fn retain(&mut self, keep: impl Fn(&Owner) -> bool) -> Result<Vec<(IpAddr, Owner)>> {
+        let mut removed = Vec::new();
+        let mut first_err = None;
+        for (ip, owner) in self.scan()? {
+            if keep(&owner) {
+                continue;
+            }
+            let path = self.net(&ip.to_string());
+            match remove_if_exists(&path) {
+                Ok(_) => removed.push((ip, owner)),
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(Error::io("failed to remove", path, e));
+                    }
+                }
+            }
+        }
+        if !removed.is_empty() {
+            self.dirty = true;
+            self.rebuild()?;
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
+    }
+
+    /// Seal the index (record a new sentinel) and release the lock.
+    pub fn commit(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.tmp_content.take().is_some() {
+            let tmp = self.net(TMP_FILE);
+            remove_if_exists(&tmp).map_err(|e| Error::io("failed to remove", &tmp, e))?;
+        }
+        if !self.dirty {
+            return Ok(());
+        }
+        self.dirty = false;
+        if !self.index_usable {
+            return Ok(());
+        }
+        let gen = self.gen % GEN_WRAP + 1;
+        let state_path = self.store.index_dir.join(STATE_FILE);
+        overwrite(
+            &state_path,
+            format!("{STATE_MAGIC} gen={gen:09}\n").as_bytes(),
+        )
+        .map_err(|e| Error::io("failed to write", &state_path, e))?;
+        set_mtime(&self.store.net_dir, gen as i64)
+            .map_err(|e| Error::io("failed to set mtime of", &self.store.net_dir, e))?;
+        self.gen = gen;
+        Ok(())
+    }
+}
+
+impl Drop for DiskGuard<'_> {
+    fn drop(&mut self) {
+        // Best effort: on failure the sentinel stays unset and the next
+        // locker rebuilds the index.
+        let _ = self.finish();
+    }
+}
+
+fn line_of(ip: IpAddr, owner: &Owner) -> String {
+    match &owner.ifname {
+        Some(ifn) => format!("{ip}\t{}\t{}\n", escape(&owner.id), escape(ifn)),
+        None => format!("{ip}\t{}\n", escape(&owner.id)),
+    }
+}
+
+impl Store for DiskGuard<'_> {
+    fn reserve(&mut self, id: &str, ifname: &str, ip: IpAddr, range_id: &str) -> Result<bool> {
+        let content = format!("{}\r\n{}", id.trim(), ifname);
+        let target = self.net(&ip.to_string());
+        // Cheap pre-check: most candidates of a busy range are taken.
+        if fs::symlink_metadata(&target).is_ok() {
+            return Ok(false);
+        }
+        let (tmp, _anon) = self.write_tmp(&content)?;
+        match link_follow(&tmp, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(Error::io("failed to create", target, e)),
+        }
+        self.dirty = true;
+        let cursor = self.net(&format!("{LAST_RESERVED_PREFIX}{range_id}"));
+        overwrite(&cursor, ip.to_string().as_bytes())
+            .map_err(|e| Error::io("failed to write", cursor, e))?;
+        self.index_add(
+            ip,
+            Owner {
+                id: id.trim().to_string(),
+                ifname: Some(ifname.to_string()),
+            },
+        );
+        Ok(true)
+    }
+
+    fn last_reserved(&mut self, range_id: &str) -> Option<IpAddr> {
+        fs::read_to_string(self.net(&format!("{LAST_RESERVED_PREFIX}{range_id}")))
+            .ok()
+            .and_then(|s| crate::range::parse_ip(&s))
+    }
+
+    fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        Ok(self
+            .verified_lines(id)?
+            .into_iter()
+            .filter(|l| l.owner.is(id, ifname) || l.owner.is_legacy_of(id))
+            .map(|l| l.ip)
+            .collect())
+    }
+
+    fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        let lines = self.verified_lines(id)?;
+        let mut victims: Vec<IpAddr> = lines
+            .iter()
+            .filter(|l| l.owner.is(id, ifname))
+            .map(|l| l.ip)
+            .collect();
+        if victims.is_empty() {
+            victims = lines
+                .iter()
+                .filter(|l| l.owner.is_legacy_of(id))
+                .map(|l| l.ip)
+                .collect();
+        }
+        let mut released = Vec::new();
+        let mut first_err = None;
+        for ip in victims {
+            let path = self.net(&ip.to_string());
+            match remove_if_exists(&path) {
+                Ok(_) => released.push(ip),
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(Error::io("failed to remove", path, e));
+                    }
+                }
+            }
+        }
+        if !released.is_empty() {
+            self.dirty = true;
+            self.index_remove(id, &released);
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(released),
+        }
+    }
+
+    fn release_ip(&mut self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool> {
+        match self.read_owner(ip) {
+            Some(o) if o.is(id, ifname) => {}
+            _ => return Ok(false),
+        }
+        let path = self.net(&ip.to_string());
+        let removed =
+            remove_if_exists(&path).map_err(|e| Error::io("failed to remove", path, e))?;
+        if removed {
+            self.dirty = true;
+            self.index_remove(id, &[ip]);
+        }
+        Ok(removed)
+    }
+
+    fn all(&mut self) -> Result<Vec<(IpAddr, Owner)>> {
+        self.scan()
+    }
+}
+
+/// An in-memory store for tests of allocation logic.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    pub allocations: BTreeMap<IpAddr, Owner>,
+    pub last: BTreeMap<String, IpAddr>,
+}
+
+impl Store for MemStore {
+    fn reserve(&mut self, id: &str, ifname: &str, ip: IpAddr, range_id: &str) -> Result<bool> {
+        if self.allocations.contains_key(&ip) {
+            return Ok(false);
+        }
+        self.allocations.insert(
+            ip,
+            Owner {
+                id: id.trim().into(),
+                ifname: Some(ifname.into()),
+            },
+        );
+        self.last.insert(range_id.into(), ip);
+        Ok(true)
+    }
+    fn last_reserved(&mut self, range_id: &str) -> Option<IpAddr> {
+        self.last.get(range_id).copied()
+    }
+    fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        Ok(self
+            .allocations
+            .iter()
+            .filter(|(_, o)| o.is(id, ifname) || o.is_legacy_of(id))
+            .map(|(ip, _)| *ip)
+            .collect())
+    }
+    fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        let mut v: Vec<IpAddr> = self
+            .allocations
+            .iter()
+            .filter(|(_, o)| o.is(id, ifname))
+            .map(|(ip, _)| *ip)
+            .collect();
+        if v.is_empty() {
+            v = self
+                .allocations
+                .iter()
+                .filter(|(_, o)| o.is_legacy_of(id))
+                .map(|(ip, _)| *ip)
+                .collect();
+        }
+        for ip in &v {
+            self.allocations.remove(ip);
+        }
+        Ok(v)
+    }
+    fn release_ip(&mut self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool> {
+        if self.allocations.get(&ip).is_some_and(|o| o.is(id, ifname)) {
+            self.allocations.remove(&ip);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+    fn all(&mut self) -> Result<Vec<(IpAddr, Owner)>> {
+        Ok(self
+            .allocations
+            .iter()
+            .map(|(ip, o)| (*ip, o.clone()))
+            .collect())
+    }
+}
+
+/// Attachments named by a GC request.
+pub type Attachments = HashSet<(String, String)>;

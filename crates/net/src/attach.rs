@@ -1,0 +1,166 @@
+//! Attachments of one network on this node, one small file per
+//! (containerID, ifname) under `<state root>/<network>/`, so that a
+//! per-network resource (the masquerade rule) is created with the first
+//! attachment and removed with the last — also when DEL comes without a
+//! netns, and by GC. Every change happens under an flock of `<dir>/lock`.
+
+use crate::error::{Error, Result};
+use ipnet::IpNet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Default root: on tmpfs, because the records mirror kernel state (links,
+/// nftables rules) that a reboot wipes too; records on persistent disk would
+/// outlive their pods and keep a masquerade rule alive until GC.
+pub const DEFAULT_STATE_ROOT: &str = "/run/cni/rcni";
+
+const PREFIX: &str = "att.";
+
+/// One attachment as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+    /// The subnets this attachment's addresses are in.
+    pub subnets: Vec<IpNet>,
+}
+
+/// The attachment records of one network.
+#[derive(Debug, Clone)]
+pub struct Attachments {
+    dir: PathBuf,
+}
+
+/// Held while the records are read and changed.
+pub struct Lock {
+    _file: File,
+}
+
+impl Attachments {
+    /// Records of `network` under `root` (None: [`DEFAULT_STATE_ROOT`]).
+    pub fn new(root: Option<&Path>, network: &str) -> Attachments {
+        let root = root.unwrap_or(Path::new(DEFAULT_STATE_ROOT));
+        Attachments {
+            dir: root.join(network),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the network's lock (creating the directory).
+    pub fn lock(&self) -> Result<Lock> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io(format!("create {}", self.dir.display()), e))?;
+        let p = self.dir.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+        loop {
+            // SAFETY: plain flock on an fd we own.
+            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io(format!("lock {}", p.display()), err));
+            }
+        }
+        Ok(Lock { _file: f })
+    }
+
+    fn file_for(&self, container_id: &str, ifname: &str) -> PathBuf {
+        // Container ids and interface names contain no '/' (validated by
+        // the skeleton); '\u{1}' cannot appear in either.
+        self.dir
+            .join(format!("{PREFIX}{container_id}\u{1}{ifname}"))
+    }
+
+    /// Records an attachment (overwrites a previous record of the same pair).
+    pub fn add(&self, _lock: &Lock, a: &Attachment) -> Result<()> {
+        let p = self.file_for(&a.container_id, &a.ifname);
+        let body: Vec<String> = a.subnets.iter().map(|s| s.to_string()).collect();
+        let tmp = p.with_extension("tmp");
+        let mut f =
+            File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        f.write_all(body.join("\n").as_bytes())
+            .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, &p).map_err(|e| Error::io(format!("rename {}", p.display()), e))
+    }
+
+    /// Removes a record; `false` when there was none.
+    pub fn remove(&self, _lock: &Lock, container_id: &str, ifname: &str) -> Result<bool> {
+        let p = self.file_for(container_id, ifname);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(format!("remove {}", p.display()), e)),
+        }
+    }
+
+    /// Every record (a missing directory is none).
+    pub fn list(&self, _lock: &Lock) -> Result<Vec<Attachment>> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("list {}", self.dir.display()), e)),
+        };
+        let mut out = Vec::new();
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            if rest.ends_with(".tmp") {
+                continue;
+            }
+            let Some((cid, ifname)) = rest.split_once('\u{1}') else {
+                continue;
+            };
+            let body = std::fs::read_to_string(ent.path()).unwrap_or_default();
+            out.push(Attachment {
+                container_id: cid.to_string(),
+                ifname: ifname.to_string(),
+                subnets: body.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether any record is left.
+    pub fn is_empty(&self, lock: &Lock) -> Result<bool> {
+        Ok(self.list(lock)?.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_list_remove() {
+        let root = std::env::temp_dir().join(format!("rcni-net-attach-{}", std::process::id()));
+        let a = Attachments::new(Some(&root), "n1");
+        let l = a.lock().expect("lock");
+        assert!(a.is_empty(&l).expect("empty"));
+        let x = Attachment {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            subnets: vec!["10.1.0.0/24".parse().expect("net")],
+        };
+        a.add(&l, &x).expect("add");
+        assert_eq!(a.list(&l).expect("list"), vec![x.clone()]);
+        assert!(a.remove(&l, "c1", "eth0").expect("rm"));
+        assert!(!a.remove(&l, "c1", "eth0").expect("rm again"));
+        assert!(a.is_empty(&l).expect("empty"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -1,0 +1,229 @@
+//! Configuring the container interface from a CNI result, and verifying it
+//! again for CHECK.
+
+use crate::error::{Error, Result};
+use cni_spec::Result as CniResult;
+use ipnet::IpNet;
+use netlink::{AddressOptions, Family, Link, Socket};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IfaceOptions {
+    /// Keep IPv6 duplicate address detection (and wait for it to settle).
+    /// Otherwise addresses are added with IFA_F_NODAD: usable at once.
+    pub dad: bool,
+    /// Leave the link down (and add no routes): the bridge plugin's
+    /// `disableContainerInterface`.
+    pub keep_down: bool,
+}
+
+/// The IPs of `result` that belong to interface `ifname` (by index into
+/// `interfaces`; IPs without an index count as this interface's, like Go).
+fn ips_for<'a>(
+    result: &'a CniResult,
+    ifname: &'a str,
+) -> impl Iterator<Item = &'a cni_spec::IpConfig> + 'a {
+    result.ips.iter().filter(move |ip| match ip.interface {
+        Some(i) => result.interfaces.get(i).is_some_and(|x| x.name == ifname),
+        None => true,
+    })
+}
+
+/// Adds the addresses of `result` meant for `link`, brings it up, and adds
+/// the routes (a route without `gw` goes via the gateway of its family).
+/// `sock` must be bound to the container namespace.
+pub fn configure_iface(
+    sock: &Socket,
+    link: &Link,
+    result: &CniResult,
+    opts: &IfaceOptions,
+) -> Result<()> {
+    let mut gw4 = None;
+    let mut gw6 = None;
+    let mut v6 = false;
+    if !opts.keep_down && !link.up {
+        // Up first: IPv4 prefix routes and gateway routes need a live link.
+        sock.set_link_up(link.index)?;
+    }
+    for ip in ips_for(result, &link.name) {
+        let addr = ip.address.addr();
+        add_address(
+            sock,
+            link,
+            addr,
+            ip.address.prefix_len(),
+            &AddressOptions {
+                nodad: !opts.dad,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "failed to add IP addr {} to {:?}: {e}",
+                ip.address, link.name
+            ))
+        })?;
+        match addr {
+            IpAddr::V4(_) => gw4 = gw4.or(ip.gateway),
+            IpAddr::V6(_) => {
+                v6 = true;
+                gw6 = gw6.or(ip.gateway)
+            }
+        }
+    }
+    if opts.keep_down {
+        return Ok(());
+    }
+    if v6 && opts.dad {
+        settle_addresses(sock, link.index, Duration::from_secs(10))?;
+    }
+    for r in &result.routes {
+        let dst = r.dst;
+        let gw = r.gw.or(if dst.addr().is_ipv4() { gw4 } else { gw6 });
+        let mut route = netlink::Route::to(dst.addr(), dst.prefix_len()).dev(link.index);
+        if let Some(gw) = gw {
+            route = route.via(gw);
+        }
+        if let Some(t) = r.table {
+            route = route.table(t);
+        }
+        if let Some(s) = r.scope {
+            route = route.scope(s);
+        }
+        if let Some(p) = r.priority {
+            route = route.metric(p);
+        }
+        if let Some(m) = r.mtu {
+            route = route.mtu(m);
+        }
+        if let Some(a) = r.adv_mss {
+            route = route.advmss(a);
+        }
+        match sock.add_route(&route) {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "failed to add route {dst} via {} dev {:?}: {e}",
+                    gw.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+                    link.name
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds `addr/prefix` to `link` (through `sock`, bound to the link's
+/// namespace). When the kernel refuses an IPv6 address because the runtime
+/// disabled IPv6 in the pod (`disable_ipv6=1`, EACCES), IPv6 is turned back
+/// on for `lo` and the link, as the reference's `ipam.ConfigureIface` does
+/// before adding an IPv6 address, and the add is retried. Checked only on
+/// that failure, so the common case costs no sysctl.
+pub fn add_address(
+    sock: &Socket,
+    link: &Link,
+    addr: IpAddr,
+    prefix: u8,
+    opts: &AddressOptions,
+) -> std::result::Result<(), netlink::Error> {
+    match sock.add_address_with(link.index, addr, prefix, opts) {
+        Err(e) if addr.is_ipv6() && e.errno() == Some(libc::EACCES) => {
+            if enable_ipv6(sock, &link.name).is_err() {
+                return Err(e);
+            }
+            sock.add_address_with(link.index, addr, prefix, opts)
+        }
+        r => r,
+    }
+}
+
+/// Writes `disable_ipv6=0` for `lo` and `ifname` in `sock`'s namespace.
+fn enable_ipv6(sock: &Socket, ifname: &str) -> Result<()> {
+    let write = || -> Result<()> {
+        for dev in ["lo", ifname] {
+            let key = format!("net/ipv6/conf/{dev}/disable_ipv6");
+            if crate::sysctl::sysctl_get(&key).is_ok_and(|v| v != "0") {
+                crate::sysctl::sysctl_set(&key, "0")?;
+            }
+        }
+        Ok(())
+    };
+    match sock.netns_path() {
+        Some(p) => netns::NetNs::open(p)?.run(write)?,
+        None => write(),
+    }
+}
+
+/// Waits until no IPv6 address of `index` is tentative (DAD done), like
+/// Go's `ip.SettleAddresses`. Only used when DAD was asked for.
+fn settle_addresses(sock: &Socket, index: u32, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let addrs = sock.addresses(Some(index), Family::V6)?;
+        if let Some(a) = addrs
+            .iter()
+            .find(|a| a.flags & netlink::addr::IFA_F_DADFAILED != 0)
+        {
+            return Err(Error::Exists(format!(
+                "duplicate address detection failed for {}",
+                a.addr
+            )));
+        }
+        if !addrs.iter().any(|a| {
+            a.flags & netlink::addr::IFA_F_TENTATIVE != 0 && a.scope != netlink::addr::RT_SCOPE_LINK
+        }) {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::Invalid(
+                "IPv6 addresses still tentative after 10 s of DAD".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CHECK: every IP of `result` for `link` is on it.
+pub fn validate_iface_ips(sock: &Socket, link: &Link, result: &CniResult) -> Result<()> {
+    let have = sock.addresses(Some(link.index), Family::All)?;
+    for ip in ips_for(result, &link.name) {
+        let want: IpNet = ip.address;
+        if !have
+            .iter()
+            .any(|a| a.addr == want.addr() && a.prefix == want.prefix_len())
+        {
+            return Err(Error::Missing(format!(
+                "Failed to match addr {want} on interface {}",
+                link.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// CHECK: every route of `result` exists (same destination and gateway).
+pub fn validate_routes(sock: &Socket, result: &CniResult) -> Result<()> {
+    if result.routes.is_empty() {
+        return Ok(());
+    }
+    let have = sock.routes(Family::All, None)?;
+    for r in &result.routes {
+        let found = have.iter().any(|k| {
+            let dst_ok = match k.dst {
+                Some((ip, p)) => ip == r.dst.addr() && p == r.dst.prefix_len(),
+                None => r.dst.prefix_len() == 0 && k.family == Family::of(r.dst.addr()),
+            };
+            dst_ok && (r.gw.is_none() || k.gateway == r.gw)
+        });
+        if !found {
+            return Err(Error::Missing(format!(
+                "Failed to find route {} via {}",
+                r.dst,
+                r.gw.map(|g| g.to_string()).unwrap_or_else(|| "-".into())
+            )));
+        }
+    }
+    Ok(())
+}

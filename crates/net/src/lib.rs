@@ -1,0 +1,24 @@
+//! Shared recipes every rcni plugin reuses (what Go's `pkg/ip` and
+//! `pkg/ipam` helpers are to the reference plugins): veth pairs created
+//! straight into the container, race-free bridges, interface configuration
+//! from a CNI result, sysctls inside a namespace, MAC helpers, an undo stack
+//! for failed ADDs, and per-network attachment state.
+
+pub mod attach;
+pub mod bridge;
+pub mod error;
+pub mod iface;
+pub mod mac;
+pub mod masq;
+pub mod sysctl;
+pub mod undo;
+pub mod veth;
+
+pub use attach::{Attachment, Attachments, DEFAULT_STATE_ROOT};
+pub use bridge::{ensure_bridge, ensure_gateway_addr, BridgeOptions};
+pub use error::{Error, Result};
+pub use iface::{configure_iface, validate_iface_ips, validate_routes, IfaceOptions};
+pub use masq::{MasqBackend, NetworkMasq};
+pub use sysctl::{enable_ip_forward, sysctl_get, sysctl_set};
+pub use undo::Undo;
+pub use veth::{host_veth_name, setup_veth, VethPair};

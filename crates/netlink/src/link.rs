@@ -1,0 +1,1357 @@
+//! Links (network interfaces): query, create, modify, delete.
+
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+
+use crate::error::{Error, Result};
+use crate::msg::*;
+use crate::socket::Socket;
+
+pub(crate) const RTM_NEWLINK: u16 = 16;
+pub(crate) const RTM_DELLINK: u16 = 17;
+pub(crate) const RTM_GETLINK: u16 = 18;
+pub(crate) const RTM_SETLINK: u16 = 19;
+
+pub const IFLA_ADDRESS: u16 = 1;
+pub const IFLA_BROADCAST: u16 = 2;
+pub const IFLA_IFNAME: u16 = 3;
+pub const IFLA_MTU: u16 = 4;
+pub const IFLA_LINK: u16 = 5;
+pub const IFLA_MASTER: u16 = 10;
+pub const IFLA_PROTINFO: u16 = 12;
+pub const IFLA_TXQLEN: u16 = 13;
+pub const IFLA_OPERSTATE: u16 = 16;
+pub const IFLA_LINKINFO: u16 = 18;
+pub const IFLA_NET_NS_PID: u16 = 19;
+pub const IFLA_IFALIAS: u16 = 20;
+pub const IFLA_NET_NS_FD: u16 = 28;
+pub const IFLA_EXT_MASK: u16 = 29;
+/// IFLA_EXT_MASK bit: leave out the counters (IFLA_STATS*, IPv6 SNMP
+/// stats summed over all CPUs); [`Link`] does not carry them.
+pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+pub const IFLA_PROMISCUITY: u16 = 30;
+pub const IFLA_LINK_NETNSID: u16 = 37;
+pub const IFLA_AF_SPEC: u16 = 26;
+/// Inside IFLA_AF_SPEC / AF_INET: the IPv4 devconf, one u32 attribute per
+/// `IPV4_DEVCONF_*` index.
+pub const IFLA_INET_CONF: u16 = 1;
+pub const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
+
+pub const IFLA_INFO_KIND: u16 = 1;
+pub const IFLA_INFO_DATA: u16 = 2;
+pub const IFLA_INFO_SLAVE_KIND: u16 = 4;
+pub const IFLA_INFO_SLAVE_DATA: u16 = 5;
+
+pub const VETH_INFO_PEER: u16 = 1;
+pub const IFLA_BR_VLAN_FILTERING: u16 = 7;
+pub const IFLA_MACVLAN_MODE: u16 = 1;
+pub const IFLA_IPVLAN_MODE: u16 = 1;
+pub const IFLA_VLAN_ID: u16 = 1;
+pub const IFLA_VRF_TABLE: u16 = 1;
+
+pub const IFLA_VXLAN_ID: u16 = 1;
+pub const IFLA_VXLAN_GROUP: u16 = 2;
+pub const IFLA_VXLAN_LINK: u16 = 3;
+pub const IFLA_VXLAN_LOCAL: u16 = 4;
+pub const IFLA_VXLAN_TTL: u16 = 5;
+pub const IFLA_VXLAN_LEARNING: u16 = 7;
+pub const IFLA_VXLAN_PORT: u16 = 15;
+pub const IFLA_VXLAN_GROUP6: u16 = 16;
+pub const IFLA_VXLAN_LOCAL6: u16 = 17;
+
+pub const IFLA_BRPORT_STATE: u16 = 1;
+pub const IFLA_BRPORT_PRIORITY: u16 = 2;
+pub const IFLA_BRPORT_COST: u16 = 3;
+pub const IFLA_BRPORT_MODE: u16 = 4;
+pub const IFLA_BRPORT_GUARD: u16 = 5;
+pub const IFLA_BRPORT_PROTECT: u16 = 6;
+pub const IFLA_BRPORT_FAST_LEAVE: u16 = 7;
+pub const IFLA_BRPORT_LEARNING: u16 = 8;
+pub const IFLA_BRPORT_UNICAST_FLOOD: u16 = 9;
+pub const IFLA_BRPORT_PROXYARP: u16 = 10;
+pub const IFLA_BRPORT_ISOLATED: u16 = 33;
+
+const IFF_UP: u32 = libc::IFF_UP as u32;
+const IFF_PROMISC: u32 = libc::IFF_PROMISC as u32;
+const IFF_ALLMULTI: u32 = libc::IFF_ALLMULTI as u32;
+const IFF_LOWER_UP: u32 = 0x10000;
+
+/// `struct ifinfomsg`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IfInfoMsg {
+    pub family: u8,
+    pub pad: u8,
+    pub ty: u16,
+    pub index: i32,
+    pub flags: u32,
+    pub change: u32,
+}
+// SAFETY: repr(C), integers only, no padding (1+1+2+4+4+4).
+unsafe impl Pod for IfInfoMsg {}
+
+/// RFC 2863 operational state (IFLA_OPERSTATE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OperState {
+    #[default]
+    Unknown,
+    NotPresent,
+    Down,
+    LowerLayerDown,
+    Testing,
+    Dormant,
+    Up,
+}
+
+impl From<u8> for OperState {
+    fn from(v: u8) -> Self {
+        match v {
+            1 => OperState::NotPresent,
+            2 => OperState::Down,
+            3 => OperState::LowerLayerDown,
+            4 => OperState::Testing,
+            5 => OperState::Dormant,
+            6 => OperState::Up,
+            _ => OperState::Unknown,
+        }
+    }
+}
+
+/// Bridge-port settings as read back from the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgePortInfo {
+    pub state: u8,
+    pub priority: u16,
+    pub cost: u32,
+    pub hairpin: bool,
+    pub guard: bool,
+    pub root_block: bool,
+    pub fast_leave: bool,
+    pub learning: bool,
+    pub unicast_flood: bool,
+    pub proxyarp: bool,
+    pub isolated: bool,
+}
+
+/// A network interface as the kernel reports it.
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// IFLA_INFO_KIND: "veth", "bridge", "macvlan", ... (None for physical/lo).
+    pub kind: Option<String>,
+    /// IFLA_INFO_SLAVE_KIND: "bridge" when this is a bridge port.
+    pub slave_kind: Option<String>,
+    pub mtu: u32,
+    pub mac: Vec<u8>,
+    pub broadcast: Vec<u8>,
+    /// Raw IFF_* flags.
+    pub flags: u32,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Carrier present (IFF_LOWER_UP).
+    pub lower_up: bool,
+    pub promisc: bool,
+    pub allmulti: bool,
+    /// Master device (bridge, vrf) index.
+    pub master: Option<u32>,
+    /// IFLA_LINK: veth peer or macvlan/vlan parent index (possibly in another netns).
+    pub link: Option<u32>,
+    /// The netns id IFLA_LINK refers to, when it is another namespace.
+    pub link_netnsid: Option<i32>,
+    pub txqlen: u32,
+    pub operstate: OperState,
+    pub alias: Option<String>,
+    /// ARPHRD_* hardware type.
+    pub hw_type: u16,
+    pub bridge_port: Option<BridgePortInfo>,
+    /// Raw IFLA_INFO_DATA payload; see [`Link::info_attrs`].
+    pub info_data: Vec<u8>,
+}
+
+impl Link {
+    /// The kind-specific attributes (IFLA_INFO_DATA), e.g. IFLA_MACVLAN_MODE.
+    pub fn info_attrs(&self) -> Attrs<'_> {
+        Attrs::new(&self.info_data)
+    }
+
+    pub fn macvlan_mode(&self) -> Option<MacvlanMode> {
+        if !matches!(self.kind.as_deref(), Some("macvlan" | "macvtap")) {
+            return None;
+        }
+        self.info_attrs()
+            .get(IFLA_MACVLAN_MODE)
+            .and_then(|a| a.u32())
+            .and_then(MacvlanMode::from_raw)
+    }
+
+    pub fn vxlan_vni(&self) -> Option<u32> {
+        if self.kind.as_deref() != Some("vxlan") {
+            return None;
+        }
+        self.info_attrs().get(IFLA_VXLAN_ID).and_then(|a| a.u32())
+    }
+
+    pub fn bridge_vlan_filtering(&self) -> Option<bool> {
+        if self.kind.as_deref() != Some("bridge") {
+            return None;
+        }
+        self.info_attrs()
+            .get(IFLA_BR_VLAN_FILTERING)
+            .and_then(|a| a.u8())
+            .map(|v| v != 0)
+    }
+
+    fn parse(payload: &[u8]) -> Option<Link> {
+        let hdr = IfInfoMsg::from_bytes(payload)?;
+        let mut l = Link {
+            index: u32::try_from(hdr.index).ok()?,
+            flags: hdr.flags,
+            up: hdr.flags & IFF_UP != 0,
+            lower_up: hdr.flags & IFF_LOWER_UP != 0,
+            promisc: hdr.flags & IFF_PROMISC != 0,
+            allmulti: hdr.flags & IFF_ALLMULTI != 0,
+            hw_type: hdr.ty,
+            ..Default::default()
+        };
+        for a in Attrs::after_header(payload, std::mem::size_of::<IfInfoMsg>()) {
+            match a.ty {
+                IFLA_IFNAME => l.name = a.string(),
+                IFLA_MTU => l.mtu = a.u32().unwrap_or(0),
+                IFLA_ADDRESS => l.mac = a.data.to_vec(),
+                IFLA_BROADCAST => l.broadcast = a.data.to_vec(),
+                IFLA_MASTER => l.master = a.u32().filter(|&m| m != 0),
+                IFLA_LINK => l.link = a.u32().filter(|&m| m != 0),
+                IFLA_LINK_NETNSID => l.link_netnsid = a.i32(),
+                IFLA_TXQLEN => l.txqlen = a.u32().unwrap_or(0),
+                IFLA_OPERSTATE => l.operstate = a.u8().map(OperState::from).unwrap_or_default(),
+                IFLA_IFALIAS => l.alias = Some(a.string()).filter(|s| !s.is_empty()),
+                IFLA_LINKINFO => l.parse_linkinfo(a.nested()),
+                _ => {}
+            }
+        }
+        Some(l)
+    }
+
+    fn parse_linkinfo(&mut self, attrs: Attrs<'_>) {
+        let mut slave_data = None;
+        for a in attrs {
+            match a.ty {
+                IFLA_INFO_KIND => self.kind = Some(a.string()),
+                IFLA_INFO_DATA => self.info_data = a.data.to_vec(),
+                IFLA_INFO_SLAVE_KIND => self.slave_kind = Some(a.string()),
+                IFLA_INFO_SLAVE_DATA => slave_data = Some(a),
+                _ => {}
+            }
+        }
+        if let (Some("bridge"), Some(d)) = (self.slave_kind.as_deref(), slave_data) {
+            let mut p = BridgePortInfo::default();
+            for a in d.nested() {
+                let b = a.u8().unwrap_or(0) != 0;
+                match a.ty {
+                    IFLA_BRPORT_STATE => p.state = a.u8().unwrap_or(0),
+                    IFLA_BRPORT_PRIORITY => p.priority = a.u16().unwrap_or(0),
+                    IFLA_BRPORT_COST => p.cost = a.u32().unwrap_or(0),
+                    IFLA_BRPORT_MODE => p.hairpin = b,
+                    IFLA_BRPORT_GUARD => p.guard = b,
+                    IFLA_BRPORT_PROTECT => p.root_block = b,
+                    IFLA_BRPORT_FAST_LEAVE => p.fast_leave = b,
+                    IFLA_BRPORT_LEARNING => p.learning = b,
+                    IFLA_BRPORT_UNICAST_FLOOD => p.unicast_flood = b,
+                    IFLA_BRPORT_PROXYARP => p.proxyarp = b,
+                    IFLA_BRPORT_ISOLATED => p.isolated = b,
+                    _ => {}
+                }
+            }
+            self.bridge_port = Some(p);
+        }
+    }
+}
+
+/// macvlan/macvtap modes (IFLA_MACVLAN_MODE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MacvlanMode {
+    Private,
+    Vepa,
+    #[default]
+    Bridge,
+    Passthru,
+    Source,
+}
+
+impl MacvlanMode {
+    pub fn raw(self) -> u32 {
+        match self {
+            MacvlanMode::Private => 1,
+            MacvlanMode::Vepa => 2,
+            MacvlanMode::Bridge => 4,
+            MacvlanMode::Passthru => 8,
+            MacvlanMode::Source => 16,
+        }
+    }
+    pub fn from_raw(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => MacvlanMode::Private,
+            2 => MacvlanMode::Vepa,
+            4 => MacvlanMode::Bridge,
+            8 => MacvlanMode::Passthru,
+            16 => MacvlanMode::Source,
+            _ => return None,
+        })
+    }
+}
+
+/// ipvlan modes (IFLA_IPVLAN_MODE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpvlanMode {
+    #[default]
+    L2,
+    L3,
+    L3s,
+}
+
+/// VXLAN settings. Unset options keep the kernel defaults (note: the
+/// kernel's default UDP port is 8472, not IANA's 4789).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vxlan {
+    pub vni: u32,
+    pub local: Option<IpAddr>,
+    /// Unicast remote or multicast group.
+    pub remote: Option<IpAddr>,
+    pub port: Option<u16>,
+    /// Underlying device index.
+    pub underlying: Option<u32>,
+    pub learning: Option<bool>,
+    pub ttl: Option<u8>,
+}
+
+/// The type-specific part of a new link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkKind {
+    Veth {
+        peer_name: String,
+        peer_mac: Option<Vec<u8>>,
+        peer_mtu: Option<u32>,
+        /// Create the peer directly in this namespace.
+        peer_netns_fd: Option<RawFd>,
+    },
+    Bridge {
+        vlan_filtering: Option<bool>,
+    },
+    Macvlan(MacvlanMode),
+    Macvtap(MacvlanMode),
+    Ipvlan(IpvlanMode),
+    Vlan {
+        id: u16,
+    },
+    Vxlan(Vxlan),
+    Ifb,
+    Dummy,
+    Vrf {
+        table: u32,
+    },
+}
+
+impl LinkKind {
+    /// The IFLA_INFO_KIND string.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LinkKind::Veth { .. } => "veth",
+            LinkKind::Bridge { .. } => "bridge",
+            LinkKind::Macvlan(_) => "macvlan",
+            LinkKind::Macvtap(_) => "macvtap",
+            LinkKind::Ipvlan(_) => "ipvlan",
+            LinkKind::Vlan { .. } => "vlan",
+            LinkKind::Vxlan(_) => "vxlan",
+            LinkKind::Ifb => "ifb",
+            LinkKind::Dummy => "dummy",
+            LinkKind::Vrf { .. } => "vrf",
+        }
+    }
+}
+
+/// Everything needed to create a link; see [`Socket::create_link`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    pub name: String,
+    pub kind: LinkKind,
+    pub mtu: Option<u32>,
+    pub mac: Option<Vec<u8>>,
+    pub txqlen: Option<u32>,
+    /// IFLA_LINK: the parent device (macvlan, ipvlan, vlan), in the socket's netns.
+    pub parent: Option<u32>,
+    /// Create the link directly in this namespace.
+    pub netns_fd: Option<RawFd>,
+    /// Bring it up at creation.
+    pub up: bool,
+    /// Enslave it to this device (bridge, vrf) at creation (IFLA_MASTER).
+    pub master: Option<u32>,
+}
+
+impl LinkSpec {
+    pub fn new(name: impl Into<String>, kind: LinkKind) -> Self {
+        LinkSpec {
+            name: name.into(),
+            kind,
+            mtu: None,
+            mac: None,
+            txqlen: None,
+            parent: None,
+            netns_fd: None,
+            up: false,
+            master: None,
+        }
+    }
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+    pub fn mac(mut self, mac: &[u8]) -> Self {
+        self.mac = Some(mac.to_vec());
+        self
+    }
+    pub fn parent(mut self, index: u32) -> Self {
+        self.parent = Some(index);
+        self
+    }
+    pub fn netns_fd(mut self, fd: RawFd) -> Self {
+        self.netns_fd = Some(fd);
+        self
+    }
+    pub fn up(mut self) -> Self {
+        self.up = true;
+        self
+    }
+}
+
+/// Bridge-port settings to change (IFLA_PROTINFO); `None` leaves a setting alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgePortOptions {
+    pub hairpin: Option<bool>,
+    pub learning: Option<bool>,
+    pub isolated: Option<bool>,
+    pub guard: Option<bool>,
+    pub root_block: Option<bool>,
+    pub unicast_flood: Option<bool>,
+    pub fast_leave: Option<bool>,
+    pub proxyarp: Option<bool>,
+}
+
+/// Kernel interface-name rules (dev_valid_name): 1..=15 bytes, no '/',
+/// ':' or whitespace, not "." or "..".
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+}
+
+/// `aa:bb:cc:dd:ee:ff` formatting.
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (any length of colon-separated hex octets).
+pub fn parse_mac(s: &str) -> Option<Vec<u8>> {
+    let v: Option<Vec<u8>> = s
+        .split(':')
+        .map(|p| {
+            if p.is_empty() || p.len() > 2 {
+                None
+            } else {
+                u8::from_str_radix(p, 16).ok()
+            }
+        })
+        .collect();
+    v.filter(|v| v.len() >= 6)
+}
+
+fn check_name(op: impl FnOnce() -> String, name: &str) -> Result<()> {
+    if valid_ifname(name) {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            op: op(),
+            detail: format!("bad interface name {name:?}"),
+        })
+    }
+}
+
+impl Socket {
+    /// The link named `name`, or `None` if there is none.
+    pub fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let what = || format!("get link {name:?}");
+        check_name(|| self.op(what()), name)?;
+        let mut m = MessageBuilder::new(RTM_GETLINK, 0);
+        m.header(&IfInfoMsg::default())
+            .attr_str(IFLA_IFNAME, name)
+            .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+        self.get_link(&m, what)
+    }
+
+    /// The link with `index`, or `None` if there is none.
+    pub fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut m = MessageBuilder::new(RTM_GETLINK, 0);
+        m.header(&IfInfoMsg {
+            index: index as i32,
+            ..Default::default()
+        })
+        .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+        self.get_link(&m, || format!("get link #{index}"))
+    }
+
+    fn get_link(&self, m: &MessageBuilder, what: impl FnOnce() -> String) -> Result<Option<Link>> {
+        let what_s = what();
+        match self.exec(m, || what_s.clone()) {
+            Ok(msgs) => msgs
+                .iter()
+                .find(|m| m.ty == RTM_NEWLINK)
+                .map(|m| {
+                    Link::parse(&m.payload).ok_or_else(|| Error::Malformed {
+                        op: self.op(&what_s),
+                        detail: "short ifinfomsg".into(),
+                    })
+                })
+                .transpose(),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every link in the namespace.
+    pub fn links(&self) -> Result<Vec<Link>> {
+        let mut m = MessageBuilder::new(RTM_GETLINK, 0);
+        m.header(&IfInfoMsg::default());
+        let msgs = self.dump_as(&m, || "list links".into())?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.ty == RTM_NEWLINK)
+            .filter_map(|m| Link::parse(&m.payload))
+            .collect())
+    }
+
+    /// Creates a link of any supported kind.
+    pub fn create_link(&self, spec: &LinkSpec) -> Result<()> {
+        self.create_link_flags(spec, 0).map(drop)
+    }
+
+    /// [`Socket::create_link`], returning the new link as the kernel echoes
+    /// it (NLM_F_ECHO, honoured for RTM_NEWLINK since Linux 6.3; `None` on
+    /// older kernels). The echo is taken before IFLA_MASTER is applied, so
+    /// `master` is filled in from `spec`.
+    pub fn create_link_echo(&self, spec: &LinkSpec) -> Result<Option<Link>> {
+        let msgs = self.create_link_flags(spec, NLM_F_ECHO)?;
+        let mut link = msgs
+            .iter()
+            .filter(|m| m.ty == RTM_NEWLINK)
+            .filter_map(|m| Link::parse(&m.payload))
+            .find(|l| l.name == spec.name && l.index != 0);
+        if let Some(l) = &mut link {
+            l.master = l.master.or(spec.master);
+        }
+        Ok(link)
+    }
+
+    fn create_link_flags(&self, spec: &LinkSpec, extra: u16) -> Result<Vec<OwnedMsg>> {
+        let what = || format!("create {} {:?}", spec.kind.name(), spec.name);
+        check_name(|| self.op(what()), &spec.name)?;
+        if let LinkKind::Veth { peer_name, .. } = &spec.kind {
+            check_name(|| self.op(what()), peer_name)?;
+        }
+        let mut m = MessageBuilder::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | extra);
+        let up = if spec.up { IFF_UP } else { 0 };
+        m.header(&IfInfoMsg {
+            flags: up,
+            change: up,
+            ..Default::default()
+        });
+        m.attr_str(IFLA_IFNAME, &spec.name);
+        if let Some(mtu) = spec.mtu {
+            m.attr_u32(IFLA_MTU, mtu);
+        }
+        if let Some(mac) = &spec.mac {
+            m.attr(IFLA_ADDRESS, mac);
+        }
+        if let Some(q) = spec.txqlen {
+            m.attr_u32(IFLA_TXQLEN, q);
+        }
+        if let Some(p) = spec.parent {
+            m.attr_u32(IFLA_LINK, p);
+        }
+        if let Some(fd) = spec.netns_fd {
+            m.attr_u32(IFLA_NET_NS_FD, fd as u32);
+        }
+        if let Some(master) = spec.master {
+            m.attr_u32(IFLA_MASTER, master);
+        }
+        let info = m.nest_raw(IFLA_LINKINFO);
+        m.attr_str(IFLA_INFO_KIND, spec.kind.name());
+        encode_info_data(&mut m, &spec.kind);
+        m.end_nest(info);
+        self.exec(&m, what)
+    }
+
+    /// Creates a veth pair; the peer goes straight into `peer_netns_fd` when
+    /// given (no create-then-move window). `mtu` applies to both ends.
+    pub fn create_veth(
+        &self,
+        name: &str,
+        peer_name: &str,
+        peer_netns_fd: Option<RawFd>,
+        mtu: Option<u32>,
+        mac: Option<&[u8]>,
+        peer_mac: Option<&[u8]>,
+    ) -> Result<()> {
+        let spec = LinkSpec {
+            mtu,
+            mac: mac.map(<[u8]>::to_vec),
+            ..LinkSpec::new(
+                name,
+                LinkKind::Veth {
+                    peer_name: peer_name.to_string(),
+                    peer_mac: peer_mac.map(<[u8]>::to_vec),
+                    peer_mtu: mtu,
+                    peer_netns_fd,
+                },
+            )
+        };
+        self.create_link(&spec)
+    }
+
+    pub fn create_bridge(&self, name: &str, mtu: Option<u32>, mac: Option<&[u8]>) -> Result<()> {
+        let spec = LinkSpec {
+            mtu,
+            mac: mac.map(<[u8]>::to_vec),
+            ..LinkSpec::new(
+                name,
+                LinkKind::Bridge {
+                    vlan_filtering: None,
+                },
+            )
+        };
+        self.create_link(&spec)
+    }
+
+    /// macvlan (or macvtap with `tap`) on `parent`, optionally created
+    /// directly in another namespace.
+    pub fn create_macvlan(
+        &self,
+        name: &str,
+        parent: u32,
+        mode: MacvlanMode,
+        mtu: Option<u32>,
+        netns_fd: Option<RawFd>,
+        tap: bool,
+    ) -> Result<()> {
+        let kind = if tap {
+            LinkKind::Macvtap(mode)
+        } else {
+            LinkKind::Macvlan(mode)
+        };
+        let spec = LinkSpec {
+            mtu,
+            netns_fd,
+            parent: Some(parent),
+            ..LinkSpec::new(name, kind)
+        };
+        self.create_link(&spec)
+    }
+
+    pub fn create_ipvlan(
+        &self,
+        name: &str,
+        parent: u32,
+        mode: IpvlanMode,
+        mtu: Option<u32>,
+        netns_fd: Option<RawFd>,
+    ) -> Result<()> {
+        let spec = LinkSpec {
+            mtu,
+            netns_fd,
+            parent: Some(parent),
+            ..LinkSpec::new(name, LinkKind::Ipvlan(mode))
+        };
+        self.create_link(&spec)
+    }
+
+    /// 802.1Q VLAN `id` on `parent`.
+    pub fn create_vlan(
+        &self,
+        name: &str,
+        parent: u32,
+        id: u16,
+        mtu: Option<u32>,
+        netns_fd: Option<RawFd>,
+    ) -> Result<()> {
+        let spec = LinkSpec {
+            mtu,
+            netns_fd,
+            parent: Some(parent),
+            ..LinkSpec::new(name, LinkKind::Vlan { id })
+        };
+        self.create_link(&spec)
+    }
+
+    pub fn create_vxlan(&self, name: &str, vxlan: &Vxlan, mtu: Option<u32>) -> Result<()> {
+        let spec = LinkSpec {
+            mtu,
+            ..LinkSpec::new(name, LinkKind::Vxlan(vxlan.clone()))
+        };
+        self.create_link(&spec)
+    }
+
+    pub fn create_ifb(&self, name: &str) -> Result<()> {
+        self.create_link(&LinkSpec::new(name, LinkKind::Ifb))
+    }
+
+    pub fn create_dummy(&self, name: &str) -> Result<()> {
+        self.create_link(&LinkSpec::new(name, LinkKind::Dummy))
+    }
+
+    pub fn create_vrf(&self, name: &str, table: u32) -> Result<()> {
+        self.create_link(&LinkSpec::new(name, LinkKind::Vrf { table }))
+    }
+
+    /// Deletes a link; `Ok(false)` if it was already gone.
+    pub fn delete_link(&self, index: u32) -> Result<bool> {
+        let mut m = MessageBuilder::new(RTM_DELLINK, 0);
+        m.header(&IfInfoMsg {
+            index: index as i32,
+            ..Default::default()
+        });
+        gone_is_false(self.exec(&m, || format!("delete link #{index}")))
+    }
+
+    /// Deletes a link by name; `Ok(false)` if it was already gone.
+    pub fn delete_link_by_name(&self, name: &str) -> Result<bool> {
+        let what = || format!("delete link {name:?}");
+        check_name(|| self.op(what()), name)?;
+        let mut m = MessageBuilder::new(RTM_DELLINK, 0);
+        m.header(&IfInfoMsg::default()).attr_str(IFLA_IFNAME, name);
+        gone_is_false(self.exec(&m, what))
+    }
+
+    /// One RTM_SETLINK on `index` with flag changes and extra attributes.
+    fn set_link(
+        &self,
+        index: u32,
+        what: impl FnOnce() -> String,
+        flags: u32,
+        change: u32,
+        attrs: impl FnOnce(&mut MessageBuilder),
+    ) -> Result<()> {
+        let mut m = MessageBuilder::new(RTM_SETLINK, 0);
+        m.header(&IfInfoMsg {
+            index: index as i32,
+            flags,
+            change,
+            ..Default::default()
+        });
+        attrs(&mut m);
+        self.exec(&m, what).map(drop)
+    }
+
+    pub fn set_link_up(&self, index: u32) -> Result<()> {
+        self.set_link(
+            index,
+            || format!("set link #{index} up"),
+            IFF_UP,
+            IFF_UP,
+            |_| {},
+        )
+    }
+
+    /// Sets IPv4 devconf values (`IPV4_DEVCONF_*` index, value) of link
+    /// `index` (like writing `net/ipv4/conf/<dev>/*`, without /proc/sys)
+    /// and, with `up`, brings it up in the same RTM_SETLINK. The kernel
+    /// applies the flags first, then the devconf.
+    pub fn set_link_ipv4_conf(&self, index: u32, up: bool, conf: &[(u16, u32)]) -> Result<()> {
+        let f = if up { IFF_UP } else { 0 };
+        self.set_link(
+            index,
+            || format!("set ipv4 conf {conf:?} (up: {up}) on link #{index}"),
+            f,
+            f,
+            |m| {
+                m.nested(IFLA_AF_SPEC, |m| {
+                    m.nested(libc::AF_INET as u16, |m| {
+                        m.nested(IFLA_INET_CONF, |m| {
+                            for &(ty, v) in conf {
+                                m.attr_u32(ty, v);
+                            }
+                        });
+                    });
+                });
+            },
+        )
+    }
+
+    pub fn set_link_down(&self, index: u32) -> Result<()> {
+        self.set_link(
+            index,
+            || format!("set link #{index} down"),
+            0,
+            IFF_UP,
+            |_| {},
+        )
+    }
+
+    pub fn set_promisc(&self, index: u32, on: bool) -> Result<()> {
+        let f = if on { IFF_PROMISC } else { 0 };
+        self.set_link(
+            index,
+            || format!("set promisc {on} on link #{index}"),
+            f,
+            IFF_PROMISC,
+            |_| {},
+        )
+    }
+
+    pub fn set_allmulti(&self, index: u32, on: bool) -> Result<()> {
+        let f = if on { IFF_ALLMULTI } else { 0 };
+        self.set_link(
+            index,
+            || format!("set allmulti {on} on link #{index}"),
+            f,
+            IFF_ALLMULTI,
+            |_| {},
+        )
+    }
+
+    pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.set_link(
+            index,
+            || format!("set mtu {mtu} on link #{index}"),
+            0,
+            0,
+            |m| {
+                m.attr_u32(IFLA_MTU, mtu);
+            },
+        )
+    }
+
+    pub fn set_mac(&self, index: u32, mac: &[u8]) -> Result<()> {
+        self.set_link(
+            index,
+            || format!("set mac {} on link #{index}", format_mac(mac)),
+            0,
+            0,
+            |m| {
+                m.attr(IFLA_ADDRESS, mac);
+            },
+        )
+    }
+
+    /// Renames a link (the kernel wants it down, EBUSY otherwise).
+    pub fn set_name(&self, index: u32, name: &str) -> Result<()> {
+        let what = || format!("rename link #{index} to {name:?}");
+        check_name(|| self.op(what()), name)?;
+        self.set_link(index, what, 0, 0, |m| {
+            m.attr_str(IFLA_IFNAME, name);
+        })
+    }
+
+    pub fn set_txqlen(&self, index: u32, qlen: u32) -> Result<()> {
+        self.set_link(
+            index,
+            || format!("set txqlen {qlen} on link #{index}"),
+            0,
+            0,
+            |m| {
+                m.attr_u32(IFLA_TXQLEN, qlen);
+            },
+        )
+    }
+
+    /// Enslaves `index` to `master` (bridge, vrf).
+    pub fn set_master(&self, index: u32, master: u32) -> Result<()> {
+        self.set_link(
+            index,
+            || format!("set master #{master} on link #{index}"),
+            0,
+            0,
+            |m| {
+                m.attr_u32(IFLA_MASTER, master);
+            },
+        )
+    }
+
+    pub fn set_nomaster(&self, index: u32) -> Result<()> {
+        self.set_link(
+            index,
+            || format!("release link #{index} from its master"),
+            0,
+            0,
+            |m| {
+                m.attr_u32(IFLA_MASTER, 0);
+            },
+        )
+    }
+
+    /// Moves a link into the namespace behind `netns_fd`.
+    pub fn set_netns_fd(&self, index: u32, netns_fd: RawFd) -> Result<()> {
+        self.set_link(
+            index,
+            || format!("move link #{index} to another netns"),
+            0,
+            0,
+            |m| {
+                m.attr_u32(IFLA_NET_NS_FD, netns_fd as u32);
+            },
+        )
+    }
+
+    /// Changes bridge-port settings of a port (hairpin, isolation, ...).
+    /// IFLA_PROTINFO must carry NLA_F_NESTED, otherwise the bridge reads it
+    /// as the old single-byte port state.
+    pub fn set_bridge_port(&self, index: u32, opts: &BridgePortOptions) -> Result<()> {
+        let mut m = MessageBuilder::new(RTM_SETLINK, 0);
+        m.header(&IfInfoMsg {
+            family: libc::AF_BRIDGE as u8,
+            index: index as i32,
+            ..Default::default()
+        });
+        m.nested(IFLA_PROTINFO, |m| {
+            let items = [
+                (IFLA_BRPORT_MODE, opts.hairpin),
+                (IFLA_BRPORT_LEARNING, opts.learning),
+                (IFLA_BRPORT_ISOLATED, opts.isolated),
+                (IFLA_BRPORT_GUARD, opts.guard),
+                (IFLA_BRPORT_PROTECT, opts.root_block),
+                (IFLA_BRPORT_UNICAST_FLOOD, opts.unicast_flood),
+                (IFLA_BRPORT_FAST_LEAVE, opts.fast_leave),
+                (IFLA_BRPORT_PROXYARP, opts.proxyarp),
+            ];
+            for (ty, v) in items {
+                if let Some(v) = v {
+                    m.attr_u8(ty, v as u8);
+                }
+            }
+        });
+        self.exec(&m, || format!("set bridge port options on link #{index}"))
+            .map(drop)
+    }
+
+    /// Shortcut for the bridge plugin's `hairpinMode`.
+    pub fn set_hairpin(&self, index: u32, on: bool) -> Result<()> {
+        self.set_bridge_port(
+            index,
+            &BridgePortOptions {
+                hairpin: Some(on),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Turns VLAN filtering on a bridge on or off; returns the kernel's
+    /// error (EOPNOTSUPP) when it was built without it.
+    pub fn set_bridge_vlan_filtering(&self, index: u32, on: bool) -> Result<()> {
+        let mut m = MessageBuilder::new(RTM_NEWLINK, 0);
+        m.header(&IfInfoMsg {
+            index: index as i32,
+            ..Default::default()
+        });
+        let info = m.nest_raw(IFLA_LINKINFO);
+        m.attr_str(IFLA_INFO_KIND, "bridge");
+        let data = m.nest_raw(IFLA_INFO_DATA);
+        m.attr_u8(IFLA_BR_VLAN_FILTERING, on as u8);
+        m.end_nest(data);
+        m.end_nest(info);
+        self.exec(&m, || format!("set vlan_filtering {on} on bridge #{index}"))
+            .map(drop)
+    }
+}
+
+fn encode_info_data(m: &mut MessageBuilder, kind: &LinkKind) {
+    match kind {
+        LinkKind::Veth {
+            peer_name,
+            peer_mac,
+            peer_mtu,
+            peer_netns_fd,
+        } => {
+            let data = m.nest_raw(IFLA_INFO_DATA);
+            // The peer is a full ifinfomsg + attributes inside VETH_INFO_PEER.
+            let peer = m.nest_raw(VETH_INFO_PEER);
+            m.header(&IfInfoMsg::default());
+            m.attr_str(IFLA_IFNAME, peer_name);
+            if let Some(mac) = peer_mac {
+                m.attr(IFLA_ADDRESS, mac);
+            }
+            if let Some(mtu) = peer_mtu {
+                m.attr_u32(IFLA_MTU, *mtu);
+            }
+            if let Some(fd) = peer_netns_fd {
+                m.attr_u32(IFLA_NET_NS_FD, *fd as u32);
+            }
+            m.end_nest(peer);
+            m.end_nest(data);
+        }
+        LinkKind::Bridge { vlan_filtering } => {
+            if let Some(v) = vlan_filtering {
+                let data = m.nest_raw(IFLA_INFO_DATA);
+                m.attr_u8(IFLA_BR_VLAN_FILTERING, *v as u8);
+                m.end_nest(data);
+            }
+        }
+        LinkKind::Macvlan(mode) | LinkKind::Macvtap(mode) => {
+            let data = m.nest_raw(IFLA_INFO_DATA);
+            m.attr_u32(IFLA_MACVLAN_MODE, mode.raw());
+            m.end_nest(data);
+        }
+        LinkKind::Ipvlan(mode) => {
+            let data = m.nest_raw(IFLA_INFO_DATA);
+            let v = match mode {
+                IpvlanMode::L2 => 0,
+                IpvlanMode::L3 => 1,
+                IpvlanMode::L3s => 2,
+            };
+            m.attr_u16(IFLA_IPVLAN_MODE, v);
+            m.end_nest(data);
+        }
+        LinkKind::Vlan { id } => {
+            let data = m.nest_raw(IFLA_INFO_DATA);
+            m.attr_u16(IFLA_VLAN_ID, *id);
+            m.end_nest(data);
+        }
+        LinkKind::Vxlan(v) => {
+            let data = m.nest_raw(IFLA_INFO_DATA);
+            m.attr_u32(IFLA_VXLAN_ID, v.vni);
+            match v.remote {
+                Some(ip @ IpAddr::V4(_)) => {
+                    m.attr_ip(IFLA_VXLAN_GROUP, ip);
+                }
+                Some(ip @ IpAddr::V6(_)) => {
+                    m.attr_ip(IFLA_VXLAN_GROUP6, ip);
+                }
+                None => {}
+            }
+            match v.local {
+                Some(ip @ IpAddr::V4(_)) => {
+                    m.attr_ip(IFLA_VXLAN_LOCAL, ip);
+                }
+                Some(ip @ IpAddr::V6(_)) => {
+                    m.attr_ip(IFLA_VXLAN_LOCAL6, ip);
+                }
+                None => {}
+            }
+            if let Some(dev) = v.underlying {
+                m.attr_u32(IFLA_VXLAN_LINK, dev);
+            }
+            if let Some(port) = v.port {
+                m.attr_be16(IFLA_VXLAN_PORT, port);
+            }
+            if let Some(l) = v.learning {
+                m.attr_u8(IFLA_VXLAN_LEARNING, l as u8);
+            }
+            if let Some(ttl) = v.ttl {
+                m.attr_u8(IFLA_VXLAN_TTL, ttl);
+            }
+            m.end_nest(data);
+        }
+        LinkKind::Vrf { table } => {
+            let data = m.nest_raw(IFLA_INFO_DATA);
+            m.attr_u32(IFLA_VRF_TABLE, *table);
+            m.end_nest(data);
+        }
+        LinkKind::Ifb | LinkKind::Dummy => {}
+    }
+}
+
+/// Maps "already gone" to `Ok(false)` for idempotent deletes.
+pub(crate) fn gone_is_false<T>(r: Result<T>) -> Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_rules() {
+        assert!(valid_ifname("eth0"));
+        assert!(valid_ifname("a23456789012345"));
+        assert!(!valid_ifname("a234567890123456"));
+        assert!(!valid_ifname(""));
+        assert!(!valid_ifname("a/b"));
+        assert!(!valid_ifname("a b"));
+        assert!(!valid_ifname(".."));
+    }
+
+    use crate::testns::{lacks, veth_up, TestNs};
+
+    const MAC_A: [u8; 6] = [0x0a, 0x58, 0x0a, 0, 0, 1];
+    const MAC_B: [u8; 6] = [0x0a, 0x58, 0x0a, 0, 0, 2];
+
+    fn get(s: &Socket, name: &str) -> Link {
+        s.link_by_name(name)
+            .expect("get link")
+            .expect("link exists")
+    }
+
+    #[test]
+    fn veth_pair_across_namespaces() {
+        let a = TestNs::new("veth-a");
+        let b = TestNs::new("veth-b");
+        let (sa, sb) = (a.sock(), b.sock());
+        sa.create_veth(
+            "host0",
+            "ctr0",
+            Some(b.ns.fd()),
+            Some(1400),
+            Some(&MAC_A),
+            Some(&MAC_B),
+        )
+        .expect("create veth");
+        let host = get(&sa, "host0");
+        assert_eq!(host.kind.as_deref(), Some("veth"));
+        assert_eq!(host.mtu, 1400);
+        assert_eq!(host.mac, MAC_A);
+        assert!(
+            sa.link_by_name("ctr0").expect("get").is_none(),
+            "peer must not be in a"
+        );
+        let ctr = get(&sb, "ctr0");
+        assert_eq!(ctr.mtu, 1400);
+        assert_eq!(ctr.mac, MAC_B);
+        assert_eq!(ctr.link, Some(host.index), "IFLA_LINK names the peer");
+        assert!(ctr.link_netnsid.is_some());
+        sa.set_link_up(host.index).expect("up");
+        sb.set_link_up(ctr.index).expect("up");
+        assert!(get(&sb, "ctr0").up);
+        let j = b.ip(&["-j", "link", "show", "ctr0"]);
+        assert!(
+            j.contains("\"mtu\":1400") && j.contains("0a:58:0a:00:00:02"),
+            "{j}"
+        );
+
+        // Creating it again names the object and the namespace.
+        let e = sa
+            .create_veth("host0", "ctr1", None, None, None, None)
+            .expect_err("duplicate");
+        assert!(e.is_exists(), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("failed to create veth \"host0\" in netns /run/netns/rcni-nl-veth-a-"),
+            "{text}"
+        );
+        assert!(text.contains("File exists (os error 17)"), "{text}");
+
+        assert!(sa.links().expect("dump").iter().any(|l| l.name == "host0"));
+        assert!(sa.delete_link_by_name("host0").expect("delete"));
+        assert!(!sa.delete_link_by_name("host0").expect("delete again"));
+        assert!(
+            sb.link_by_name("ctr0").expect("get").is_none(),
+            "peer went too"
+        );
+    }
+
+    #[test]
+    fn not_found_errors_have_context() {
+        let t = TestNs::new("notfound");
+        let s = t.sock();
+        assert!(s.link_by_name("nosuch0").expect("get").is_none());
+        assert!(s.link_by_index(99999).expect("get").is_none());
+        assert!(!s.delete_link(99999).expect("delete"));
+        let e = s.set_mtu(99999, 1300).expect_err("no such link");
+        assert!(e.is_not_found(), "{e}");
+        assert_eq!(e.errno(), Some(libc::ENODEV));
+        assert!(
+            e.to_string()
+                .contains("set mtu 1300 on link #99999 in netns"),
+            "{e}"
+        );
+        let e = s.create_ifb("bad name").expect_err("bad name");
+        assert!(matches!(e, Error::Invalid { .. }), "{e}");
+        // Unknown kinds come back with the kernel's extended ack text.
+        let mut m = MessageBuilder::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+        m.header(&IfInfoMsg::default()).attr_str(IFLA_IFNAME, "x0");
+        let info = m.nest_raw(IFLA_LINKINFO);
+        m.attr_str(IFLA_INFO_KIND, "no-such-kind");
+        m.end_nest(info);
+        let e = s.request(&m).expect_err("unknown kind");
+        assert_eq!(e.errno(), Some(libc::EOPNOTSUPP), "{e}");
+        assert_eq!(e.ext_message(), Some("Unknown device type"), "{e}");
+    }
+
+    #[test]
+    fn bridge_ports_and_link_settings() {
+        let t = TestNs::new("bridge");
+        let other = TestNs::new("bridge-other");
+        let s = t.sock();
+        s.create_bridge("br0", Some(1450), Some(&MAC_A))
+            .expect("bridge");
+        let br = get(&s, "br0");
+        assert_eq!(br.kind.as_deref(), Some("bridge"));
+        assert_eq!((br.mtu, br.mac.as_slice()), (1450, &MAC_A[..]));
+        assert_eq!(br.bridge_vlan_filtering(), Some(false));
+        let (v0, v1) = veth_up(&s, "v0", "v1");
+        s.set_master(v0, br.index).expect("master");
+        s.set_hairpin(v0, true).expect("hairpin");
+        s.set_bridge_port(
+            v0,
+            &BridgePortOptions {
+                isolated: Some(true),
+                learning: Some(false),
+                ..Default::default()
+            },
+        )
+        .expect("port options");
+        let port = get(&s, "v0");
+        assert_eq!(port.master, Some(br.index));
+        assert_eq!(port.slave_kind.as_deref(), Some("bridge"));
+        let bp = port.bridge_port.expect("bridge port info");
+        assert!(bp.hairpin && bp.isolated && !bp.learning, "{bp:?}");
+        let j = t.ip(&["-d", "-j", "link", "show", "v0"]);
+        for want in [
+            "\"hairpin\":true",
+            "\"isolated\":true",
+            "\"learning\":false",
+            "\"master\":\"br0\"",
+        ] {
+            assert!(j.contains(want), "{want} missing in {j}");
+        }
+        s.set_nomaster(v0).expect("nomaster");
+        assert_eq!(get(&s, "v0").master, None);
+
+        s.set_promisc(v1, true).expect("promisc");
+        s.set_allmulti(v1, true).expect("allmulti");
+        s.set_txqlen(v1, 77).expect("txqlen");
+        s.set_mtu(v1, 1280).expect("mtu");
+        s.set_mac(v1, &MAC_B).expect("mac");
+        let l = get(&s, "v1");
+        assert!(l.promisc && l.allmulti, "{l:?}");
+        assert_eq!((l.txqlen, l.mtu, l.mac.as_slice()), (77, 1280, &MAC_B[..]));
+        s.set_promisc(v1, false).expect("promisc off");
+        assert!(!get(&s, "v1").promisc);
+        s.set_link_down(v1).expect("down");
+        assert!(!get(&s, "v1").up);
+        s.set_name(v1, "renamed1").expect("rename");
+        assert_eq!(
+            s.link_by_index(v1).expect("get").expect("exists").name,
+            "renamed1"
+        );
+        s.set_netns_fd(v1, other.ns.fd()).expect("move");
+        assert!(s.link_by_name("renamed1").expect("get").is_none());
+        assert!(other
+            .sock()
+            .link_by_name("renamed1")
+            .expect("get")
+            .is_some());
+    }
+
+    #[test]
+    fn bridge_vlan_filtering_reports_kernel_answer() {
+        let t = TestNs::new("vlanfilter");
+        let s = t.sock();
+        s.create_bridge("br0", None, None).expect("bridge");
+        let br = get(&s, "br0");
+        match s.set_bridge_vlan_filtering(br.index, true) {
+            Err(e) if lacks(&e, "bridge VLAN filtering") => {}
+            Err(e) => panic!("unexpected: {e}"),
+            Ok(()) => assert_eq!(get(&s, "br0").bridge_vlan_filtering(), Some(true)),
+        }
+    }
+
+    #[test]
+    fn macvlan_and_macvtap() {
+        let t = TestNs::new("macvlan");
+        let c = TestNs::new("macvlan-ctr");
+        let s = t.sock();
+        let (parent, _) = veth_up(&s, "uplink0", "uplink1");
+        s.create_macvlan(
+            "mv0",
+            parent,
+            MacvlanMode::Bridge,
+            Some(1400),
+            Some(c.ns.fd()),
+            false,
+        )
+        .expect("macvlan");
+        let mv = get(&c.sock(), "mv0");
+        assert_eq!(mv.kind.as_deref(), Some("macvlan"));
+        assert_eq!(mv.macvlan_mode(), Some(MacvlanMode::Bridge));
+        assert_eq!(mv.mtu, 1400);
+        s.create_macvlan("mvt0", parent, MacvlanMode::Private, None, None, true)
+            .expect("macvtap");
+        let mvt = get(&s, "mvt0");
+        assert_eq!(mvt.kind.as_deref(), Some("macvtap"));
+        assert_eq!(mvt.link, Some(parent));
+        assert_eq!(mvt.macvlan_mode(), Some(MacvlanMode::Private));
+    }
+
+    #[test]
+    fn vxlan_and_ifb() {
+        let t = TestNs::new("vxlan");
+        let s = t.sock();
+        let (under, _) = veth_up(&s, "under0", "under1");
+        let vx = Vxlan {
+            vni: 42,
+            local: Some("10.0.0.1".parse().expect("ip")),
+            remote: Some("10.0.0.2".parse().expect("ip")),
+            port: Some(4789),
+            underlying: Some(under),
+            learning: Some(false),
+            ttl: Some(64),
+        };
+        s.create_vxlan("vx0", &vx, Some(1450)).expect("vxlan");
+        let l = get(&s, "vx0");
+        assert_eq!(l.kind.as_deref(), Some("vxlan"));
+        assert_eq!(l.vxlan_vni(), Some(42));
+        let j = t.ip(&["-d", "-j", "link", "show", "vx0"]);
+        for want in [
+            "\"id\":42",
+            "\"port\":4789",
+            "\"local\":\"10.0.0.1\"",
+            "\"remote\":\"10.0.0.2\"",
+            "\"ttl\":64",
+            "\"learning\":false",
+        ] {
+            assert!(j.contains(want), "{want} missing in {j}");
+        }
+        s.create_ifb("ifb0").expect("ifb");
+        assert_eq!(get(&s, "ifb0").kind.as_deref(), Some("ifb"));
+    }
+
+    #[test]
+    fn kinds_this_kernel_may_lack() {
+        let t = TestNs::new("optional-kinds");
+        let s = t.sock();
+        let (parent, _) = veth_up(&s, "p0", "p1");
+        let cases: Vec<(&str, &str, Result<()>)> = vec![
+            ("dummy", "dm0", s.create_dummy("dm0")),
+            (
+                "ipvlan",
+                "ipv0",
+                s.create_ipvlan("ipv0", parent, IpvlanMode::L2, None, None),
+            ),
+            ("vlan", "vl0", s.create_vlan("vl0", parent, 100, None, None)),
+            ("vrf", "vrf0", s.create_vrf("vrf0", 1001)),
+        ];
+        for (kind, name, res) in cases {
+            match res {
+                Err(e) if lacks(&e, kind) => {}
+                Err(e) => panic!("{kind}: {e}"),
+                Ok(()) => assert_eq!(get(&s, name).kind.as_deref(), Some(kind)),
+            }
+        }
+    }
+
+    #[test]
+    fn mac_roundtrip() {
+        let m = parse_mac("0a:58:0A:f4:00:01").expect("mac");
+        assert_eq!(format_mac(&m), "0a:58:0a:f4:00:01");
+        assert!(parse_mac("0a:58").is_none());
+        assert!(parse_mac("0a:58:0a:f4:00:zz").is_none());
+    }
+}

@@ -1,0 +1,482 @@
+//! Routes (RTM_*ROUTE).
+
+use std::net::IpAddr;
+
+use crate::addr::{RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RT_SCOPE_UNIVERSE};
+use crate::error::{Error, Result};
+use crate::link::gone_is_false;
+use crate::msg::*;
+use crate::socket::Socket;
+use crate::Family;
+
+pub(crate) const RTM_NEWROUTE: u16 = 24;
+pub(crate) const RTM_DELROUTE: u16 = 25;
+pub(crate) const RTM_GETROUTE: u16 = 26;
+
+pub const RTA_DST: u16 = 1;
+pub const RTA_SRC: u16 = 2;
+pub const RTA_OIF: u16 = 4;
+pub const RTA_GATEWAY: u16 = 5;
+pub const RTA_PRIORITY: u16 = 6;
+pub const RTA_PREFSRC: u16 = 7;
+pub const RTA_METRICS: u16 = 8;
+pub const RTA_TABLE: u16 = 15;
+
+pub const RTAX_MTU: u16 = 2;
+pub const RTAX_ADVMSS: u16 = 8;
+
+pub const RT_TABLE_UNSPEC: u32 = 0;
+pub const RT_TABLE_MAIN: u32 = 254;
+pub const RT_TABLE_LOCAL: u32 = 255;
+
+pub const RTPROT_UNSPEC: u8 = 0;
+pub const RTPROT_KERNEL: u8 = 2;
+pub const RTPROT_BOOT: u8 = 3;
+pub const RTPROT_STATIC: u8 = 4;
+
+const RTM_F_CLONED: u32 = 0x200;
+
+/// `struct rtmsg` (also the layout of `struct fib_rule_hdr`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RtMsg {
+    pub family: u8,
+    pub dst_len: u8,
+    pub src_len: u8,
+    pub tos: u8,
+    pub table: u8,
+    pub protocol: u8,
+    pub scope: u8,
+    pub ty: u8,
+    pub flags: u32,
+}
+// SAFETY: repr(C), integers only, no padding.
+unsafe impl Pod for RtMsg {}
+
+/// Route types (RTN_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteKind {
+    #[default]
+    Unicast,
+    Local,
+    Broadcast,
+    Anycast,
+    Multicast,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+    Throw,
+    Other(u8),
+}
+
+impl RouteKind {
+    pub fn raw(self) -> u8 {
+        match self {
+            RouteKind::Unicast => 1,
+            RouteKind::Local => 2,
+            RouteKind::Broadcast => 3,
+            RouteKind::Anycast => 4,
+            RouteKind::Multicast => 5,
+            RouteKind::Blackhole => 6,
+            RouteKind::Unreachable => 7,
+            RouteKind::Prohibit => 8,
+            RouteKind::Throw => 9,
+            RouteKind::Other(v) => v,
+        }
+    }
+    pub fn from_raw(v: u8) -> Self {
+        match v {
+            1 => RouteKind::Unicast,
+            2 => RouteKind::Local,
+            3 => RouteKind::Broadcast,
+            4 => RouteKind::Anycast,
+            5 => RouteKind::Multicast,
+            6 => RouteKind::Blackhole,
+            7 => RouteKind::Unreachable,
+            8 => RouteKind::Prohibit,
+            9 => RouteKind::Throw,
+            v => RouteKind::Other(v),
+        }
+    }
+}
+
+/// A route. Build with [`Route::to`] / [`Route::default_for`] and the
+/// chained setters; read back from [`Socket::routes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// V4 or V6 (needed for default routes without gateway).
+    pub family: Family,
+    /// Destination prefix; `None` is the default route.
+    pub dst: Option<(IpAddr, u8)>,
+    pub gateway: Option<IpAddr>,
+    /// Output interface index.
+    pub oif: Option<u32>,
+    /// Routing table (254 = main). Tables above 255 go in RTA_TABLE.
+    pub table: u32,
+    /// `None` when adding: link scope for device routes, universe otherwise
+    /// (iproute2's rule); when deleting: any scope.
+    pub scope: Option<u8>,
+    /// `None` when adding: RTPROT_BOOT (what `ip route add` uses); when deleting: any.
+    pub protocol: Option<u8>,
+    /// Metric (RTA_PRIORITY).
+    pub priority: Option<u32>,
+    /// Preferred source address (RTA_PREFSRC).
+    pub src: Option<IpAddr>,
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+    pub kind: RouteKind,
+}
+
+impl Route {
+    /// A route to `dst/prefix` in the main table.
+    pub fn to(dst: IpAddr, prefix: u8) -> Route {
+        let mut r = Route::default_for(Family::of(dst));
+        r.dst = Some((dst, prefix));
+        r
+    }
+
+    /// The default route of `family` in the main table.
+    pub fn default_for(family: Family) -> Route {
+        Route {
+            family,
+            dst: None,
+            gateway: None,
+            oif: None,
+            table: RT_TABLE_MAIN,
+            scope: None,
+            protocol: None,
+            priority: None,
+            src: None,
+            mtu: None,
+            advmss: None,
+            kind: RouteKind::Unicast,
+        }
+    }
+
+    pub fn via(mut self, gw: IpAddr) -> Self {
+        self.gateway = Some(gw);
+        self
+    }
+    pub fn dev(mut self, oif: u32) -> Self {
+        self.oif = Some(oif);
+        self
+    }
+    pub fn table(mut self, table: u32) -> Self {
+        self.table = table;
+        self
+    }
+    pub fn scope(mut self, scope: u8) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+    pub fn metric(mut self, m: u32) -> Self {
+        self.priority = Some(m);
+        self
+    }
+    pub fn src(mut self, src: IpAddr) -> Self {
+        self.src = Some(src);
+        self
+    }
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+    pub fn advmss(mut self, advmss: u32) -> Self {
+        self.advmss = Some(advmss);
+        self
+    }
+    pub fn kind(mut self, kind: RouteKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// True for the default route (no destination or /0).
+    pub fn is_default(&self) -> bool {
+        !matches!(self.dst, Some((_, p)) if p != 0)
+    }
+
+    fn describe(&self) -> String {
+        let mut s = match self.dst {
+            Some((ip, p)) if p != 0 || !ip.is_unspecified() => format!("{ip}/{p}"),
+            _ => "default".to_string(),
+        };
+        if let Some(gw) = self.gateway {
+            s.push_str(&format!(" via {gw}"));
+        }
+        if let Some(oif) = self.oif {
+            s.push_str(&format!(" dev #{oif}"));
+        }
+        if self.table != RT_TABLE_MAIN {
+            s.push_str(&format!(" table {}", self.table));
+        }
+        s
+    }
+
+    fn encode(
+        &self,
+        ty: u16,
+        flags: u16,
+        deleting: bool,
+    ) -> std::result::Result<MessageBuilder, String> {
+        if self.family == Family::All {
+            return Err("route family must be V4 or V6".into());
+        }
+        let max = if self.family == Family::V4 { 32 } else { 128 };
+        for ip in [self.dst.map(|d| d.0), self.gateway, self.src]
+            .into_iter()
+            .flatten()
+        {
+            if Family::of(ip) != self.family {
+                return Err(format!("{ip} does not match the route family"));
+            }
+        }
+        let dst_len = self.dst.map_or(0, |d| d.1);
+        if dst_len > max {
+            return Err(format!("prefix length {dst_len} too long"));
+        }
+        let scope = match self.scope {
+            Some(s) => s,
+            None if deleting => RT_SCOPE_NOWHERE,
+            None if self.gateway.is_none() && self.kind == RouteKind::Unicast => RT_SCOPE_LINK,
+            None => RT_SCOPE_UNIVERSE,
+        };
+        let protocol = match self.protocol {
+            Some(p) => p,
+            None if deleting => RTPROT_UNSPEC,
+            None => RTPROT_BOOT,
+        };
+        let mut m = MessageBuilder::new(ty, flags);
+        m.header(&RtMsg {
+            family: self.family.raw(),
+            dst_len,
+            table: u8::try_from(self.table).unwrap_or(RT_TABLE_UNSPEC as u8),
+            protocol,
+            scope,
+            ty: self.kind.raw(),
+            ..Default::default()
+        });
+        m.attr_u32(RTA_TABLE, self.table);
+        if let Some((dst, _)) = self.dst {
+            m.attr_ip(RTA_DST, dst);
+        }
+        if let Some(gw) = self.gateway {
+            m.attr_ip(RTA_GATEWAY, gw);
+        }
+        if let Some(oif) = self.oif {
+            m.attr_u32(RTA_OIF, oif);
+        }
+        if let Some(p) = self.priority {
+            m.attr_u32(RTA_PRIORITY, p);
+        }
+        if let Some(src) = self.src {
+            m.attr_ip(RTA_PREFSRC, src);
+        }
+        if self.mtu.is_some() || self.advmss.is_some() {
+            let n = m.nest_raw(RTA_METRICS);
+            if let Some(mtu) = self.mtu {
+                m.attr_u32(RTAX_MTU, mtu);
+            }
+            if let Some(a) = self.advmss {
+                m.attr_u32(RTAX_ADVMSS, a);
+            }
+            m.end_nest(n);
+        }
+        Ok(m)
+    }
+
+    fn parse(payload: &[u8]) -> Option<Route> {
+        let hdr = RtMsg::from_bytes(payload)?;
+        if hdr.flags & RTM_F_CLONED != 0 {
+            return None;
+        }
+        let family = match i32::from(hdr.family) {
+            libc::AF_INET => Family::V4,
+            libc::AF_INET6 => Family::V6,
+            _ => return None,
+        };
+        let mut r = Route::default_for(family);
+        r.table = u32::from(hdr.table);
+        r.scope = Some(hdr.scope);
+        r.protocol = Some(hdr.protocol);
+        r.kind = RouteKind::from_raw(hdr.ty);
+        for a in Attrs::after_header(payload, std::mem::size_of::<RtMsg>()) {
+            match a.ty {
+                RTA_DST => r.dst = a.ip().map(|ip| (ip, hdr.dst_len)),
+                RTA_GATEWAY => r.gateway = a.ip(),
+                RTA_OIF => r.oif = a.u32(),
+                RTA_PRIORITY => r.priority = a.u32(),
+                RTA_PREFSRC => r.src = a.ip(),
+                RTA_TABLE => r.table = a.u32().unwrap_or(r.table),
+                RTA_METRICS => {
+                    for x in a.nested() {
+                        match x.ty {
+                            RTAX_MTU => r.mtu = x.u32(),
+                            RTAX_ADVMSS => r.advmss = x.u32(),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(r)
+    }
+}
+
+impl Socket {
+    fn route_op(&self, r: &Route, ty: u16, flags: u16, verb: &str) -> Result<Vec<OwnedMsg>> {
+        let what = || format!("{verb} route {}", r.describe());
+        let m = r
+            .encode(ty, flags, ty == RTM_DELROUTE)
+            .map_err(|detail| Error::Invalid {
+                op: self.op(what()),
+                detail,
+            })?;
+        self.exec(&m, what)
+    }
+
+    /// Adds a route; EEXIST if an identical one exists.
+    pub fn add_route(&self, r: &Route) -> Result<()> {
+        self.route_op(r, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, "add")
+            .map(drop)
+    }
+
+    /// Adds a route or replaces the one with the same key.
+    pub fn replace_route(&self, r: &Route) -> Result<()> {
+        self.route_op(r, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, "replace")
+            .map(drop)
+    }
+
+    /// Deletes a route; `Ok(false)` if no such route.
+    pub fn del_route(&self, r: &Route) -> Result<bool> {
+        gone_is_false(self.route_op(r, RTM_DELROUTE, 0, "delete"))
+    }
+
+    /// Routes of `family` (All for both), optionally of one table only.
+    /// Without a table filter every table is listed, local included.
+    pub fn routes(&self, family: Family, table: Option<u32>) -> Result<Vec<Route>> {
+        let mut m = MessageBuilder::new(RTM_GETROUTE, 0);
+        m.header(&RtMsg {
+            family: family.raw(),
+            ..Default::default()
+        });
+        let msgs = self.dump_as(&m, || "list routes".into())?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.ty == RTM_NEWROUTE)
+            .filter_map(|m| Route::parse(&m.payload))
+            .filter(|r| !matches!(table, Some(t) if t != r.table))
+            .filter(|r| family == Family::All || r.family == family)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::AddressOptions;
+    use crate::testns::{veth_up, TestNs};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn add_list_replace_delete() {
+        let t = TestNs::new("route");
+        let s = t.sock();
+        let (i, _) = veth_up(&s, "r0", "r1");
+        s.add_address(i, ip("10.1.2.3"), 24).expect("addr");
+        let nodad = AddressOptions {
+            nodad: true,
+            ..Default::default()
+        };
+        s.add_address_with(i, ip("2001:db8::3"), 64, &nodad)
+            .expect("addr6");
+
+        let via = Route::to(ip("10.9.0.0"), 16)
+            .via(ip("10.1.2.1"))
+            .mtu(1400)
+            .advmss(1360);
+        s.add_route(&via).expect("add via");
+        let e = s.add_route(&via).expect_err("dup");
+        assert!(e.is_exists(), "{e}");
+        assert!(
+            e.to_string().contains("add route 10.9.0.0/16 via 10.1.2.1"),
+            "{e}"
+        );
+        let dev = Route::to(ip("192.168.7.0"), 24).dev(i).src(ip("10.1.2.3"));
+        s.add_route(&dev).expect("add dev route");
+        let dflt = Route::default_for(Family::V4)
+            .via(ip("10.1.2.1"))
+            .table(1000)
+            .metric(50);
+        s.add_route(&dflt).expect("add default in table 1000");
+        let v6 = Route::to(ip("2001:db8:1::"), 48)
+            .via(ip("2001:db8::2"))
+            .dev(i);
+        s.add_route(&v6).expect("add v6");
+
+        let main = s
+            .routes(Family::V4, Some(RT_TABLE_MAIN))
+            .expect("dump main");
+        let r = main
+            .iter()
+            .find(|r| r.dst == Some((ip("10.9.0.0"), 16)))
+            .expect("via route");
+        assert_eq!(
+            (r.gateway, r.oif, r.mtu, r.advmss),
+            (Some(ip("10.1.2.1")), Some(i), Some(1400), Some(1360))
+        );
+        assert_eq!(
+            (r.protocol, r.scope, r.kind),
+            (
+                Some(RTPROT_BOOT),
+                Some(RT_SCOPE_UNIVERSE),
+                RouteKind::Unicast
+            )
+        );
+        let r = main
+            .iter()
+            .find(|r| r.dst == Some((ip("192.168.7.0"), 24)))
+            .expect("dev route");
+        assert_eq!(
+            (r.scope, r.src, r.gateway),
+            (Some(RT_SCOPE_LINK), Some(ip("10.1.2.3")), None)
+        );
+        let t1000 = s.routes(Family::V4, Some(1000)).expect("dump 1000");
+        assert_eq!(t1000.len(), 1, "{t1000:?}");
+        assert!(t1000[0].is_default());
+        assert_eq!((t1000[0].table, t1000[0].priority), (1000, Some(50)));
+        let r6 = s.routes(Family::V6, None).expect("dump v6");
+        assert!(r6.iter().any(
+            |r| r.dst == Some((ip("2001:db8:1::"), 48)) && r.gateway == Some(ip("2001:db8::2"))
+        ));
+
+        let j = t.ip(&["-j", "route", "show", "table", "1000"]);
+        assert!(
+            j.contains("\"dst\":\"default\",\"gateway\":\"10.1.2.1\""),
+            "{j}"
+        );
+        assert!(j.contains("\"metric\":50"), "{j}");
+
+        s.replace_route(&dflt.clone().via(ip("10.1.2.2")))
+            .expect("replace");
+        let t1000 = s.routes(Family::V4, Some(1000)).expect("dump 1000");
+        assert_eq!(t1000.len(), 1);
+        assert_eq!(t1000[0].gateway, Some(ip("10.1.2.2")));
+
+        assert!(s
+            .del_route(&Route::default_for(Family::V4).table(1000))
+            .expect("del"));
+        assert!(!s
+            .del_route(&Route::default_for(Family::V4).table(1000))
+            .expect("del again"));
+        assert!(s.del_route(&via).expect("del via"));
+        assert!(s.del_route(&v6).expect("del v6"));
+        assert!(s.routes(Family::V4, Some(1000)).expect("dump").is_empty());
+
+        let bad = Route::to(ip("10.0.0.0"), 8).via(ip("2001:db8::1"));
+        assert!(matches!(s.add_route(&bad), Err(Error::Invalid { .. })));
+    }
+}

@@ -1,0 +1,316 @@
+//! nf_tables expressions and their netlink encoding.
+//!
+//! Registers use the 32-bit numbering (`NFT_REG32_00` = 8 …): a value of
+//! `n` bytes occupies `ceil(n/4)` consecutive registers, which is what
+//! concatenations (set keys like `ipv4_addr . inet_proto . inet_service`)
+//! need.
+
+use netlink::msg::MessageBuilder;
+
+use crate::sys::*;
+
+/// A 32-bit data register, `Reg(0)` = `NFT_REG32_00`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reg(pub u8);
+
+impl Reg {
+    /// The kernel register number.
+    pub fn raw(self) -> u32 {
+        NFT_REG32_00 + self.0 as u32
+    }
+    /// The register `n` 32-bit slots further.
+    pub fn offset(self, n: u8) -> Reg {
+        Reg(self.0 + n)
+    }
+}
+
+/// `meta` keys (`enum nft_meta_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    Mark = 3,
+    Iif = 4,
+    Oif = 5,
+    IifName = 6,
+    OifName = 7,
+    NfProto = 15,
+    L4Proto = 16,
+}
+
+/// `ct` keys (`enum nft_ct_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtKey {
+    State = 0,
+    Status = 2,
+    Mark = 3,
+}
+
+/// `ct state` bits (host byte order, 4 bytes).
+pub mod ct_state {
+    pub const INVALID: u32 = 1;
+    pub const ESTABLISHED: u32 = 1 << 1;
+    pub const RELATED: u32 = 1 << 2;
+    pub const NEW: u32 = 1 << 3;
+    pub const UNTRACKED: u32 = 1 << 6;
+}
+
+/// `ct status` bits (`enum ip_conntrack_status`, host byte order).
+pub mod ct_status {
+    pub const SEEN_REPLY: u32 = 1 << 1;
+    pub const ASSURED: u32 = 1 << 2;
+    pub const SNAT: u32 = 1 << 4;
+    pub const DNAT: u32 = 1 << 5;
+}
+
+/// Where a payload offset counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadBase {
+    LinkLayer = 0,
+    Network = 1,
+    Transport = 2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq = 0,
+    Neq = 1,
+    Lt = 2,
+    Lte = 3,
+    Gt = 4,
+    Gte = 5,
+}
+
+/// A rule's final decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Return,
+    Jump(String),
+    Goto(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    Snat,
+    Dnat,
+}
+
+/// The address family of NAT addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatFamily {
+    V4,
+    V6,
+}
+
+impl NatFamily {
+    fn raw(self) -> u32 {
+        match self {
+            NatFamily::V4 => NFPROTO_IPV4 as u32,
+            NatFamily::V6 => NFPROTO_IPV6 as u32,
+        }
+    }
+}
+
+/// One nf_tables expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    /// Loads a `meta` value into `dreg`.
+    Meta { key: MetaKey, dreg: Reg },
+    /// Stores `sreg` into a `meta` key (e.g. `meta mark set`).
+    MetaSet { key: MetaKey, sreg: Reg },
+    /// Loads `len` bytes at `offset` from a header into `dreg`.
+    Payload {
+        base: PayloadBase,
+        offset: u32,
+        len: u32,
+        dreg: Reg,
+    },
+    /// Compares `sreg` with `data`; the rule stops (break) when false.
+    Cmp { sreg: Reg, op: CmpOp, data: Vec<u8> },
+    /// `dreg = (sreg & mask) ^ xor`, `mask` and `xor` of equal length.
+    Bitwise {
+        sreg: Reg,
+        dreg: Reg,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
+    /// Loads a constant into `dreg`.
+    Immediate { dreg: Reg, data: Vec<u8> },
+    /// Sets the verdict.
+    Verdict(Verdict),
+    /// Looks `sreg` up in a named set; with `dreg` (maps) loads the value.
+    Lookup {
+        set: String,
+        sreg: Reg,
+        dreg: Option<Reg>,
+        invert: bool,
+    },
+    /// Loads a conntrack value into `dreg`.
+    Ct { key: CtKey, dreg: Reg },
+    /// SNAT/DNAT to the address (and port) in registers.
+    Nat {
+        kind: NatKind,
+        family: NatFamily,
+        addr: Option<Reg>,
+        proto: Option<Reg>,
+    },
+    /// Masquerade to the outgoing interface's address.
+    Masq,
+    /// Packet and byte counter.
+    Counter,
+    /// `fib daddr type` (`dst: true`) / `fib saddr type` into `dreg`.
+    FibAddrType { dst: bool, dreg: Reg },
+}
+
+impl Expr {
+    /// The kernel expression name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Expr::Meta { .. } | Expr::MetaSet { .. } => "meta",
+            Expr::Payload { .. } => "payload",
+            Expr::Cmp { .. } => "cmp",
+            Expr::Bitwise { .. } => "bitwise",
+            Expr::Immediate { .. } | Expr::Verdict(_) => "immediate",
+            Expr::Lookup { .. } => "lookup",
+            Expr::Ct { .. } => "ct",
+            Expr::Nat { .. } => "nat",
+            Expr::Masq => "masq",
+            Expr::Counter => "counter",
+            Expr::FibAddrType { .. } => "fib",
+        }
+    }
+
+    /// Appends this expression as one NFTA_LIST_ELEM.
+    pub(crate) fn encode(&self, m: &mut MessageBuilder) {
+        m.nested(NFTA_LIST_ELEM, |m| {
+            m.attr_str(NFTA_EXPR_NAME, self.name());
+            m.nested(NFTA_EXPR_DATA, |m| self.encode_data(m));
+        });
+    }
+
+    fn encode_data(&self, m: &mut MessageBuilder) {
+        match self {
+            Expr::Meta { key, dreg } => {
+                m.attr_be32(NFTA_META_KEY, *key as u32)
+                    .attr_be32(NFTA_META_DREG, dreg.raw());
+            }
+            Expr::MetaSet { key, sreg } => {
+                m.attr_be32(NFTA_META_KEY, *key as u32)
+                    .attr_be32(NFTA_META_SREG, sreg.raw());
+            }
+            Expr::Payload {
+                base,
+                offset,
+                len,
+                dreg,
+            } => {
+                m.attr_be32(NFTA_PAYLOAD_DREG, dreg.raw())
+                    .attr_be32(NFTA_PAYLOAD_BASE, *base as u32)
+                    .attr_be32(NFTA_PAYLOAD_OFFSET, *offset)
+                    .attr_be32(NFTA_PAYLOAD_LEN, *len);
+            }
+            Expr::Cmp { sreg, op, data } => {
+                m.attr_be32(NFTA_CMP_SREG, sreg.raw())
+                    .attr_be32(NFTA_CMP_OP, *op as u32);
+                m.nested(NFTA_CMP_DATA, |m| {
+                    m.attr(NFTA_DATA_VALUE, data);
+                });
+            }
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                mask,
+                xor,
+            } => {
+                m.attr_be32(NFTA_BITWISE_SREG, sreg.raw())
+                    .attr_be32(NFTA_BITWISE_DREG, dreg.raw())
+                    .attr_be32(NFTA_BITWISE_LEN, mask.len() as u32);
+                m.nested(NFTA_BITWISE_MASK, |m| {
+                    m.attr(NFTA_DATA_VALUE, mask);
+                });
+                m.nested(NFTA_BITWISE_XOR, |m| {
+                    m.attr(NFTA_DATA_VALUE, xor);
+                });
+            }
+            Expr::Immediate { dreg, data } => {
+                m.attr_be32(NFTA_IMMEDIATE_DREG, dreg.raw());
+                m.nested(NFTA_IMMEDIATE_DATA, |m| {
+                    m.attr(NFTA_DATA_VALUE, data);
+                });
+            }
+            Expr::Verdict(v) => {
+                m.attr_be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+                m.nested(NFTA_IMMEDIATE_DATA, |m| {
+                    m.nested(NFTA_DATA_VERDICT, |m| {
+                        let (code, chain) = match v {
+                            Verdict::Accept => (NF_ACCEPT, None),
+                            Verdict::Drop => (NF_DROP, None),
+                            Verdict::Return => (NFT_RETURN, None),
+                            Verdict::Jump(c) => (NFT_JUMP, Some(c)),
+                            Verdict::Goto(c) => (NFT_GOTO, Some(c)),
+                        };
+                        m.attr_be32(NFTA_VERDICT_CODE, code as u32);
+                        if let Some(c) = chain {
+                            m.attr_str(NFTA_VERDICT_CHAIN, c);
+                        }
+                    });
+                });
+            }
+            Expr::Lookup {
+                set,
+                sreg,
+                dreg,
+                invert,
+            } => {
+                m.attr_str(NFTA_LOOKUP_SET, set)
+                    .attr_be32(NFTA_LOOKUP_SREG, sreg.raw());
+                if let Some(d) = dreg {
+                    m.attr_be32(NFTA_LOOKUP_DREG, d.raw());
+                }
+                if *invert {
+                    m.attr_be32(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+                }
+            }
+            Expr::Ct { key, dreg } => {
+                m.attr_be32(NFTA_CT_KEY, *key as u32)
+                    .attr_be32(NFTA_CT_DREG, dreg.raw());
+            }
+            Expr::Nat {
+                kind,
+                family,
+                addr,
+                proto,
+            } => {
+                let ty = match kind {
+                    NatKind::Snat => NFT_NAT_SNAT,
+                    NatKind::Dnat => NFT_NAT_DNAT,
+                };
+                m.attr_be32(NFTA_NAT_TYPE, ty)
+                    .attr_be32(NFTA_NAT_FAMILY, family.raw());
+                let mut flags = 0;
+                if let Some(a) = addr {
+                    m.attr_be32(NFTA_NAT_REG_ADDR_MIN, a.raw());
+                    flags |= NF_NAT_RANGE_MAP_IPS;
+                }
+                if let Some(p) = proto {
+                    m.attr_be32(NFTA_NAT_REG_PROTO_MIN, p.raw());
+                    flags |= NF_NAT_RANGE_PROTO_SPECIFIED;
+                }
+                if flags != 0 {
+                    m.attr_be32(NFTA_NAT_FLAGS, flags);
+                }
+            }
+            Expr::Masq | Expr::Counter => {}
+            Expr::FibAddrType { dst, dreg } => {
+                let flag = if *dst {
+                    NFTA_FIB_F_DADDR
+                } else {
+                    NFTA_FIB_F_SADDR
+                };
+                m.attr_be32(NFTA_FIB_DREG, dreg.raw())
+                    .attr_be32(NFTA_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE)
+                    .attr_be32(NFTA_FIB_FLAGS, flag);
+            }
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! `bandwidth`: rate limits for a container, a chained plugin.
+//!
+//! Traffic *to* the container (ingress) is shaped by a token bucket (tbf)
+//! at the root of the host-side veth. Traffic *from* the container (egress)
+//! arrives on the host veth's ingress; an ingress qdisc with a u32
+//! match-all filter redirects it (mirred) to an IFB device named `bwp` + a
+//! hash of network name and container id, as the reference names it, where
+//! a second tbf shapes it. Rates are bits per second, bursts bits; both
+//! come from the config or the `bandwidth` capability (either spelling).
+//!
+//! The IFB carries the alias `rcni-bandwidth:<network>:<containerID>`, so GC
+//! can tell the devices of this network from others.
+
+use cni_skel::{CmdArgs, Plugin};
+use cni_spec::error::CniResult;
+use cni_spec::runtime_config::Bandwidth;
+use cni_spec::{Error, ErrorCode, Interface, Result};
+use netlink::tc::{handle, TC_H_INGRESS};
+use netlink::{Link, Psched, RedirectMatch, Socket, Tbf};
+use netns::NetNs;
+use serde::Deserialize;
+use sha2::{Digest, Sha512};
+use std::collections::BTreeSet;
+
+pub struct BandwidthPlugin;
+
+const IFB_PREFIX: &str = "bwp";
+const MAX_IFNAME: usize = 15;
+const ALIAS_PREFIX: &str = "rcni-bandwidth:";
+/// Reference: versions from 0.3.0 (it needs the interfaces of prevResult).
+const VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// The IFB device of (network, container), as the reference names it:
+/// `bwp` followed by the start of the hex SHA-512 of name+id, 15 bytes.
+pub fn ifb_name(network: &str, container_id: &str) -> String {
+    let digest = Sha512::digest(format!("{network}{container_id}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut name = String::from(IFB_PREFIX);
+    name.push_str(&hex[..MAX_IFNAME - IFB_PREFIX.len()]);
+    name
+}
+
+fn ifb_alias(network: &str, container_id: &str) -> String {
+    format!("{ALIAS_PREFIX}{network}:{container_id}")
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RawRuntime {
+    #[serde(default)]
+    bandwidth: Option<Bandwidth>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RawConf {
+    #[serde(rename = "ingressRate", alias = "IngressRate", default)]
+    ingress_rate: Option<u64>,
+    #[serde(rename = "ingressBurst", alias = "IngressBurst", default)]
+    ingress_burst: Option<u64>,
+    #[serde(rename = "egressRate", alias = "EgressRate", default)]
+    egress_rate: Option<u64>,
+    #[serde(rename = "egressBurst", alias = "EgressBurst", default)]
+    egress_burst: Option<u64>,
+    #[serde(rename = "runtimeConfig", default)]
+    runtime_config: Option<RawRuntime>,
+}
+
+/// One direction's limit, in bytes as tc wants them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limit {
+    rate_bytes: u64,
+    burst_bytes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Limits {
+    ingress: Option<Limit>,
+    egress: Option<Limit>,
+}
+
+fn limit(dir: &str, rate: u64, burst: u64) -> CniResult<Option<Limit>> {
+    match (rate, burst) {
+        (0, 0) => Ok(None),
+        (_, 0) => Err(Error::invalid_config(format!(
+            "{dir}: if rate is set, burst must also be set"
+        ))),
+        (0, _) => Err(Error::invalid_config(format!(
+            "{dir}: if burst is set, rate must also be set"
+        ))),
+        _ if burst / 8 >= u64::from(u32::MAX) => Err(Error::invalid_config(format!(
+            "{dir}: burst cannot be more than 4GB"
+        ))),
+        _ if rate < 8 || burst < 8 => Err(Error::invalid_config(format!(
+            "{dir}: rate and burst must be at least 8 bits"
+        ))),
+        _ => Ok(Some(Limit {
+            rate_bytes: rate / 8,
+            burst_bytes: (burst / 8) as u32,
+        })),
+    }
+}
+
+impl Limits {
+    fn load(args: &CmdArgs) -> CniResult<Limits> {
+        let raw: RawConf = args.parse_conf()?;
+        Self::from_raw(raw)
+    }
+
+    /// The config's own fields win when any is present; otherwise the
+    /// capability (the reference's precedence).
+    fn from_raw(raw: RawConf) -> CniResult<Limits> {
+        let own = [
+            raw.ingress_rate,
+            raw.ingress_burst,
+            raw.egress_rate,
+            raw.egress_burst,
+        ];
+        let bw = if own.iter().any(Option::is_some) {
+            Bandwidth {
+                ingress_rate: raw.ingress_rate.unwrap_or(0),
+                ingress_burst: raw.ingress_burst.unwrap_or(0),
+                egress_rate: raw.egress_rate.unwrap_or(0),
+                egress_burst: raw.egress_burst.unwrap_or(0),
+            }
+        } else {
+            raw.runtime_config
+                .and_then(|r| r.bandwidth)
+                .unwrap_or_default()
+        };
+        Ok(Limits {
+            ingress: limit("ingress", bw.ingress_rate, bw.ingress_burst)?,
+            egress: limit("egress", bw.egress_rate, bw.egress_burst)?,
+        })
+    }
+
+    fn is_zero(&self) -> bool {
+        self.ingress.is_none() && self.egress.is_none()
+    }
+}
+
+fn nl(e: netlink::Error) -> Error {
+    Error::io(e.to_string())
+}
+
+fn tbf(l: Limit) -> Tbf {
+    Tbf::new(l.rate_bytes, l.burst_bytes)
+}
+
+/// The host side of the container's veth: the peer index of the container
+/// interface, looked up here, and listed in prevResult without a sandbox
+/// (the reference's rule, which also guards against an index that means
+/// something else in this namespace).
+fn host_interface(host: &Socket, prev: &Result, netns: &str, ifname: &str) -> CniResult<Link> {
+    let ns = NetNs::open(netns).map_err(|e| {
+        Error::new(
+            ErrorCode::UnknownContainer,
+            format!("failed to open netns: {e}"),
+        )
+    })?;
+    let pod = Socket::route_in(&ns).map_err(nl)?;
+    let c = pod
+        .link_by_name(ifname)
+        .map_err(nl)?
+        .ok_or_else(|| Error::io(format!("container interface {ifname} not found")))?;
+    let peer = c
+        .link
+        .filter(|_| c.kind.as_deref() == Some("veth"))
+        .ok_or_else(|| Error::io(format!("container interface {ifname} has no veth peer")))?;
+    let link = host
+        .link_by_index(peer)
+        .map_err(nl)?
+        .ok_or_else(|| Error::io(format!("veth peer with index {peer} is not in host ns")))?;
+    if prev
+        .interfaces
+        .iter()
+        .any(|i| i.sandbox.is_empty() && i.name == link.name)
+    {
+        Ok(link)
+    } else {
+        Err(Error::io(format!(
+            "no veth peer of container interface {ifname} found in prevResult (host side is {})",
+            link.name
+        )))
+    }
+}
+
+/// Removes what ADD may have set on the host veth and the IFB.
+fn teardown(host: &Socket, host_if: Option<&Link>, ifb: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if let Err(e) = host.delete_link_by_name(ifb) {
+        errs.push(e.to_string());
+    }
+    if let Some(l) = host_if {
+        match host.qdiscs(Some(l.index)) {
+            Ok(qs) => {
+                for q in qs {
+                    let ours_root = q.kind == "tbf" && q.handle == handle(1, 0);
+                    let ours_ingress = q.kind == "ingress";
+                    let r = if ours_root {
+                        host.del_root_qdisc(l.index)
+                    } else if ours_ingress {
+                        host.del_ingress_qdisc(l.index)
+                    } else {
+                        continue;
+                    };
+                    if let Err(e) = r {
+                        errs.push(e.to_string());
+                    }
+                }
+            }
+            Err(e) => errs.push(e.to_string()),
+        }
+    }
+    errs
+}
+
+fn setup(
+    host: &Socket,
+    host_if: &Link,
+    limits: &Limits,
+    network: &str,
+    container_id: &str,
+) -> CniResult<Option<Interface>> {
+    if let Some(l) = limits.ingress {
+        host.add_tbf(host_if.index, handle(1, 0), &tbf(l), false)
+            .map_err(nl)?;
+    }
+    let Some(l) = limits.egress else {
+        return Ok(None);
+    };
+    let name = ifb_name(network, container_id);
+    host.create_ifb(&name).map_err(nl)?;
+    let ifb = host
+        .link_by_name(&name)
+        .map_err(nl)?
+        .ok_or_else(|| Error::io(format!("ifb device {name} vanished after creation")))?;
+    host.set_alias(ifb.index, &ifb_alias(network, container_id))
+        .map_err(nl)?;
+    host.set_mtu(ifb.index, host_if.mtu).map_err(nl)?;
+    host.set_txqlen(ifb.index, host_if.txqlen).map_err(nl)?;
+    host.set_link_up(ifb.index).map_err(nl)?;
+    host.add_ingress_qdisc(host_if.index).map_err(nl)?;
+    host.add_redirect_filter(
+        host_if.index,
+        handle(0xffff, 0),
+        1,
+        RedirectMatch::U32,
+        ifb.index,
+    )
+    .map_err(nl)?;
+    host.add_tbf(ifb.index, handle(1, 0), &tbf(l), false)
+        .map_err(nl)?;
+    Ok(Some(Interface {
+        name,
+        mac: netlink::format_mac(&ifb.mac),
+        ..Default::default()
+    }))
+}
+
+/// The root tbf of `index` has this rate and (within tick rounding) burst.
+fn check_tbf(host: &Socket, index: u32, what: &str, l: Limit, ps: &Psched) -> CniResult<()> {
+    let qs = host.qdiscs(Some(index)).map_err(nl)?;
+    let t = qs
+        .iter()
+        .find(|q| q.kind == "tbf" && q.handle == handle(1, 0))
+        .and_then(|q| q.tbf)
+        .ok_or_else(|| Error::internal(format!("no tbf qdisc on {what}")))?;
+    if t.rate != l.rate_bytes {
+        return Err(Error::internal(format!(
+            "rate of the tbf on {what} is {} bytes/s, configured {}",
+            t.rate, l.rate_bytes
+        )));
+    }
+    let burst = t.burst(ps);
+    let want = u64::from(l.burst_bytes);
+    if burst.abs_diff(want) > want / 100 + 2 {
+        return Err(Error::internal(format!(
+            "burst of the tbf on {what} is {burst} bytes, configured {want}"
+        )));
+    }
+    Ok(())
+}
+
+impl Plugin for BandwidthPlugin {
+    fn name(&self) -> &'static str {
+        "bandwidth"
+    }
+
+    fn supported_versions(&self) -> &'static [&'static str] {
+        VERSIONS
+    }
+
+    fn add(&self, args: &CmdArgs) -> CniResult<Result> {
+        let limits = Limits::load(args)?;
+        let prev = args.conf.prev_result()?;
+        if limits.is_zero() {
+            return Ok(prev.unwrap_or_else(|| Result::new(args.version())));
+        }
+        let mut prev = prev
+            .ok_or_else(|| Error::invalid_config("bandwidth must be called as a chained plugin"))?;
+        let host = Socket::route().map_err(nl)?;
+        let host_if = host_interface(&host, &prev, &args.netns, &args.ifname)?;
+        // Refuse to stack on a shaping someone else set up.
+        if host
+            .qdiscs(Some(host_if.index))
+            .map_err(nl)?
+            .iter()
+            .any(|q| {
+                (q.kind == "tbf" && limits.ingress.is_some())
+                    || (q.kind == "ingress" && limits.egress.is_some())
+            })
+        {
+            return Err(Error::io(format!(
+                "{} already has traffic shaping configured",
+                host_if.name
+            )));
+        }
+        match setup(
+            &host,
+            &host_if,
+            &limits,
+            &args.conf.name,
+            &args.container_id,
+        ) {
+            Ok(ifb) => {
+                prev.interfaces.extend(ifb);
+                Ok(prev)
+            }
+            Err(e) => {
+                let ifb = ifb_name(&args.conf.name, &args.container_id);
+                let _ = teardown(&host, Some(&host_if), &ifb);
+                Err(e)
+            }
+        }
+    }
+
+    fn del(&self, args: &CmdArgs) -> CniResult<()> {
+        Limits::load(args)?;
+        let host = Socket::route().map_err(nl)?;
+        let ifb = ifb_name(&args.conf.name, &args.container_id);
+        // With prevResult and the sandbox still there, also clear the
+        // host veth's qdiscs (the veth usually dies with the pod anyway).
+        let prev = args.conf.prev_result().ok().flatten();
+        let host_if = match (&prev, args.netns_path()) {
+            (Some(p), Some(_)) => host_interface(&host, p, &args.netns, &args.ifname).ok(),
+            _ => None,
+        };
+        let errs = teardown(&host, host_if.as_ref(), &ifb);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::io(errs.join("; ")))
+        }
+    }
+
+    fn check(&self, args: &CmdArgs) -> CniResult<()> {
+        let limits = Limits::load(args)?;
+        let prev = args
+            .conf
+            .prev_result()?
+            .ok_or_else(|| Error::invalid_config("bandwidth must be called as a chained plugin"))?;
+        let host = Socket::route().map_err(nl)?;
+        let host_if = host_interface(&host, &prev, &args.netns, &args.ifname)?;
+        let ps = Psched::read();
+        if let Some(l) = limits.ingress {
+            check_tbf(&host, host_if.index, &host_if.name, l, &ps)?;
+        }
+        if let Some(l) = limits.egress {
+            let name = ifb_name(&args.conf.name, &args.container_id);
+            let ifb = host
+                .link_by_name(&name)
+                .map_err(nl)?
+                .ok_or_else(|| Error::internal(format!("ifb device {name} not found")))?;
+            check_tbf(&host, ifb.index, &name, l, &ps)?;
+            let has_ingress = host
+                .qdiscs(Some(host_if.index))
+                .map_err(nl)?
+                .iter()
+                .any(|q| q.kind == "ingress" && q.parent == TC_H_INGRESS);
+            let filters = host.filters(host_if.index, handle(0xffff, 0)).map_err(nl)?;
+            if !has_ingress || filters.is_empty() {
+                return Err(Error::internal(format!(
+                    "no ingress redirect from {} to {name}",
+                    host_if.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes this network's IFB devices whose attachment is not listed.
+    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
+        let network = &args.conf.name;
+        let keep: BTreeSet<String> = args
+            .conf
+            .gc_attachments()
+            .iter()
+            .map(|a| ifb_name(network, &a.container_id))
+            .collect();
+        let prefix = format!("{ALIAS_PREFIX}{network}:");
+        let host = Socket::route().map_err(nl)?;
+        let mut errs = Vec::new();
+        for l in host.links().map_err(nl)? {
+            let ours = l.kind.as_deref() == Some("ifb")
+                && l.name.starts_with(IFB_PREFIX)
+                && l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix));
+            if ours && !keep.contains(&l.name) {
+                if let Err(e) = host.delete_link(l.index) {
+                    errs.push(e.to_string());
+                }
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::io(errs.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> CniResult<Limits> {
+        let r: RawConf =
+            serde_json::from_str(json).map_err(|e| Error::invalid_config(e.to_string()))?;
+        Limits::from_raw(r)
+    }
+
+    #[test]
+    fn ifb_name_is_the_reference_hash() {
+        let n = ifb_name("mynet", "ctr1");
+        assert_eq!(n.len(), 15);
+        assert!(n.starts_with("bwp"));
+        // sha512("mynetctr1") starts with these hex digits.
+        let d = Sha512::digest(b"mynetctr1");
+        assert_eq!(&n[3..5], format!("{:02x}", d[0]));
+        assert_ne!(n, ifb_name("mynet", "ctr2"));
+    }
+
+    #[test]
+    fn pairs_are_all_or_none() {
+        assert!(raw("{}").expect("empty").is_zero());
+        assert_eq!(
+            raw(r#"{"ingressRate":1000}"#).expect_err("no burst").code,
+            7
+        );
+        assert_eq!(raw(r#"{"egressBurst":1000}"#).expect_err("no rate").code, 7);
+        assert_eq!(
+            raw(r#"{"egressRate":8000,"egressBurst":34359738368}"#)
+                .expect_err("4GB")
+                .code,
+            7
+        );
+        let l = raw(r#"{"ingressRate":8000000,"ingressBurst":80000}"#).expect("ok");
+        assert_eq!(
+            l.ingress,
+            Some(Limit {
+                rate_bytes: 1_000_000,
+                burst_bytes: 10_000
+            })
+        );
+        assert_eq!(l.egress, None);
+    }
+
+    #[test]
+    fn capability_in_both_spellings_and_precedence() {
+        let l = raw(r#"{"runtimeConfig":{"bandwidth":{"IngressRate":16000,"IngressBurst":4294967295,"EgressRate":8000,"EgressBurst":800}}}"#)
+            .expect("containerd");
+        assert_eq!(l.ingress.map(|x| x.rate_bytes), Some(2000));
+        assert_eq!(l.egress.map(|x| x.burst_bytes), Some(100));
+        let l = raw(r#"{"runtimeConfig":{"bandwidth":{"ingressRate":16000,"ingressBurst":800}}}"#)
+            .expect("podman");
+        assert_eq!(l.ingress.map(|x| x.rate_bytes), Some(2000));
+        // Config fields win over the capability.
+        let l = raw(r#"{"egressRate":80000,"egressBurst":800,"runtimeConfig":{"bandwidth":{"ingressRate":16000,"ingressBurst":800}}}"#)
+            .expect("both");
+        assert_eq!(l.ingress, None);
+        assert_eq!(l.egress.map(|x| x.rate_bytes), Some(10000));
+    }
+}

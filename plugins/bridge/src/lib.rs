@@ -1,0 +1,754 @@
+//! `bridge`: connects the container to a Linux bridge on the host through a
+//! veth pair, optionally making the bridge the pods' gateway and
+//! masquerading their traffic. Reads like the reference's cmdAdd: config →
+//! IPAM → links → container side → host side → result; every step that
+//! creates something registers its undo.
+
+use cni_skel::{CmdArgs, Command, Plugin};
+use cni_spec::error::CniResult;
+use cni_spec::{Error, ErrorCode, Interface, Result};
+use ipnet::IpNet;
+use net::{NetworkMasq, Undo};
+use netlink::{BridgePortOptions, Link, Socket};
+use netns::NetNs;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+pub struct Bridge;
+
+fn default_bridge() -> String {
+    "cni0".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct MacArg {
+    #[serde(default)]
+    mac: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ArgsSection {
+    #[serde(default)]
+    cni: MacArg,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct VlanTrunk {
+    #[serde(rename = "minID")]
+    min_id: Option<i64>,
+    #[serde(rename = "maxID")]
+    max_id: Option<i64>,
+    id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Conf {
+    #[serde(default)]
+    name: String,
+    #[serde(default = "default_bridge")]
+    bridge: String,
+    #[serde(rename = "isGateway", default, deserialize_with = "flex")]
+    is_gw: bool,
+    #[serde(rename = "isDefaultGateway", default, deserialize_with = "flex")]
+    is_default_gw: bool,
+    #[serde(rename = "forceAddress", default, deserialize_with = "flex")]
+    force_address: bool,
+    #[serde(rename = "ipMasq", default, deserialize_with = "flex")]
+    ip_masq: bool,
+    /// The reference chooses iptables or nftables; rcni always uses nftables.
+    #[serde(rename = "ipMasqBackend", default)]
+    _ip_masq_backend: Option<String>,
+    #[serde(default)]
+    mtu: u32,
+    #[serde(rename = "hairpinMode", default, deserialize_with = "flex")]
+    hairpin_mode: bool,
+    #[serde(rename = "promiscMode", default, deserialize_with = "flex")]
+    promisc_mode: bool,
+    #[serde(default)]
+    vlan: i64,
+    #[serde(rename = "vlanTrunk", default)]
+    vlan_trunk: Option<Vec<VlanTrunk>>,
+    #[serde(
+        rename = "preserveDefaultVlan",
+        default = "yes",
+        deserialize_with = "flex"
+    )]
+    _preserve_default_vlan: bool,
+    #[serde(default, deserialize_with = "flex")]
+    macspoofchk: bool,
+    #[serde(default, deserialize_with = "flex")]
+    enabledad: bool,
+    #[serde(
+        rename = "disableContainerInterface",
+        default,
+        deserialize_with = "flex"
+    )]
+    disable_container_interface: bool,
+    #[serde(rename = "portIsolation", default, deserialize_with = "flex")]
+    port_isolation: bool,
+    #[serde(default)]
+    args: Option<ArgsSection>,
+    #[serde(rename = "runtimeConfig", default)]
+    runtime_config: Option<MacArg>,
+    /// rcni: where attachment records live (default /run/cni/rcni).
+    #[serde(rename = "stateDir", default)]
+    state_dir: Option<PathBuf>,
+}
+
+fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    cni_spec::conf::bool_or_string(d)
+}
+
+/// The parsed config with the derived values.
+struct Net {
+    c: Conf,
+    ipam: Option<String>,
+    mac: Option<[u8; 6]>,
+    vlans: Vec<u16>,
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::invalid_config(msg)
+}
+
+fn collect_trunk(trunk: &[VlanTrunk]) -> CniResult<Vec<u16>> {
+    let ok = |v: i64| (1..=4094).contains(&v);
+    let mut out = std::collections::BTreeSet::new();
+    for t in trunk {
+        match (t.min_id, t.max_id) {
+            (Some(lo), Some(hi)) => {
+                if !ok(lo) {
+                    return Err(invalid("incorrect trunk minID parameter"));
+                }
+                if !ok(hi) {
+                    return Err(invalid("incorrect trunk maxID parameter"));
+                }
+                if hi < lo {
+                    return Err(invalid("minID is greater than maxID in trunk parameter"));
+                }
+                out.extend((lo..=hi).map(|v| v as u16));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "minID and maxID should be configured simultaneously, minID is missing",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "minID and maxID should be configured simultaneously, maxID is missing",
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(id) = t.id {
+            if !ok(id) {
+                return Err(invalid("incorrect trunk id parameter"));
+            }
+            out.insert(id as u16);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn load(args: &CmdArgs) -> CniResult<Net> {
+    let mut c: Conf = args.parse_conf()?;
+    if c.name.is_empty() {
+        c.name = args.conf.name.clone();
+    }
+    if !(0..=4094).contains(&c.vlan) {
+        return Err(invalid(format!(
+            "invalid VLAN ID {} (must be between 0 and 4094)",
+            c.vlan
+        )));
+    }
+    let vlans = match &c.vlan_trunk {
+        Some(t) => collect_trunk(t)?,
+        None => Vec::new(),
+    };
+    if c.vlan > 0 && !vlans.is_empty() {
+        return Err(invalid("cannot set vlan and vlanTrunk at the same time"));
+    }
+    if !netlink::valid_ifname(&c.bridge) {
+        return Err(invalid(format!("invalid bridge name {:?}", c.bridge)));
+    }
+    // MAC: CNI_ARGS, then args.cni.mac, then runtimeConfig.mac (last wins).
+    let env = args.cni_args()?;
+    env.check_known(&["MAC", "IP"])?;
+    let mut mac_s = env.get("MAC").unwrap_or("").to_string();
+    if let Some(m) = c.args.as_ref().map(|a| a.cni.mac.clone()) {
+        if !m.is_empty() {
+            mac_s = m;
+        }
+    }
+    if let Some(m) = c.runtime_config.as_ref().map(|r| r.mac.clone()) {
+        if !m.is_empty() {
+            mac_s = m;
+        }
+    }
+    let mac = if mac_s.is_empty() {
+        None
+    } else {
+        Some(net::mac::parse(&mac_s).map_err(Error::from)?)
+    };
+    let ipam = args
+        .conf
+        .ipam_type()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    if c.is_default_gw {
+        c.is_gw = true;
+    }
+    Ok(Net {
+        c,
+        ipam,
+        mac,
+        vlans,
+    })
+}
+
+fn nft_err(e: nft::Error) -> Error {
+    Error::io(format!("macspoofchk: {e}"))
+}
+
+fn nl(e: netlink::Error) -> Error {
+    Error::io(e.to_string())
+}
+
+fn open_ns(path: &std::path::Path) -> CniResult<NetNs> {
+    NetNs::open(path).map_err(|e| {
+        Error::new(
+            ErrorCode::UnknownContainer,
+            format!("failed to open netns {:?}: {e}", path.display()),
+        )
+    })
+}
+
+/// The gateway addresses to put on the bridge, per family, and the
+/// default routes to add, as the reference's calcGateways does.
+fn calc_gateways(result: &mut Result, n: &Net) -> Vec<IpNet> {
+    let mut gws = Vec::new();
+    let mut have_default = [false, false];
+    for ip in result.ips.iter_mut() {
+        ip.interface = Some(2);
+        let addr = ip.address;
+        let fam = usize::from(addr.addr().is_ipv6());
+        if ip.gateway.is_none() && n.c.is_gw {
+            ip.gateway = first_host(&addr);
+        }
+        if n.c.is_default_gw {
+            let zero: IpAddr = if fam == 0 {
+                IpAddr::from([0u8; 4])
+            } else {
+                IpAddr::from([0u16; 8])
+            };
+            if !have_default[fam] {
+                have_default[fam] = result
+                    .routes
+                    .iter()
+                    .any(|r| r.gw.is_some() && r.dst.prefix_len() == 0 && r.dst.addr() == zero);
+            }
+            if !have_default[fam] {
+                if let Ok(dst) = IpNet::new(zero, 0) {
+                    result.routes.push(cni_spec::Route::new(dst, ip.gateway));
+                }
+                have_default[fam] = true;
+            }
+        }
+        if n.c.is_gw {
+            if let Some(gw) = ip.gateway {
+                if let Ok(g) = IpNet::new(gw, addr.prefix_len()) {
+                    gws.push(g);
+                }
+            }
+        }
+    }
+    gws
+}
+
+/// The network address + 1.
+fn first_host(n: &IpNet) -> Option<IpAddr> {
+    match n.network() {
+        IpAddr::V4(a) => Some(IpAddr::from(u32::from(a).checked_add(1)?.to_be_bytes())),
+        IpAddr::V6(a) => Some(IpAddr::from(u128::from(a).checked_add(1)?.to_be_bytes())),
+    }
+}
+
+fn subnets_of(result: &Result) -> Vec<IpNet> {
+    let mut v: Vec<IpNet> = Vec::new();
+    for ip in &result.ips {
+        let s = ip.address.trunc();
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    }
+    v
+}
+
+/// Container-side sysctls, run on a thread inside the container namespace.
+/// The reference's container sysctls (errors ignored, as there). IPv6 DAD
+/// has no netlink setter and must be set before the link goes up; then
+/// `arp_notify` is set over netlink in the RTM_SETLINK that brings the link
+/// up (no /proc/sys lookup), with the /proc write as fallback.
+fn container_sysctls_and_up(
+    ns: &NetNs,
+    cont: &Socket,
+    link: &mut Link,
+    ifname: &str,
+    dad: bool,
+) -> CniResult<()> {
+    ns.run(|| {
+        if dad {
+            let _ = net::sysctl_set(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
+            let _ = net::sysctl_set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
+        } else {
+            let _ = net::sysctl_set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+        }
+    })
+    .map_err(|e| Error::io(e.to_string()))?;
+    let conf = [(netlink::link::IPV4_DEVCONF_ARP_NOTIFY, 1)];
+    if cont.set_link_ipv4_conf(link.index, true, &conf).is_ok() {
+        link.up = true;
+        return Ok(());
+    }
+    ns.run(|| {
+        let _ = net::sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+    })
+    .map_err(|e| Error::io(e.to_string()))
+}
+
+fn failure_injected(point: &str) -> CniResult<()> {
+    if std::env::var("RCNI_INJECT_FAILURE").is_ok_and(|v| v == point) {
+        return Err(Error::internal(format!("injected failure at {point}")));
+    }
+    Ok(())
+}
+
+impl Plugin for Bridge {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn add(&self, args: &CmdArgs) -> CniResult<Result> {
+        let n = load(args)?;
+        if n.c.hairpin_mode && n.c.promisc_mode {
+            return Err(invalid(
+                "cannot set hairpin mode and promiscuous mode at the same time",
+            ));
+        }
+        if n.c.disable_container_interface && n.ipam.is_some() {
+            return Err(invalid(
+                "disableContainerInterface cannot be used together with IPAM",
+            ));
+        }
+        // Find the IPAM plugin before the bridge exists: a bad `ipam.type`
+        // must not leave a bridge behind.
+        if let Some(ipam) = &n.ipam {
+            cni_invoke::find_in_path(ipam, &args.path)?;
+        }
+        let want_vlan = n.c.vlan != 0 || n.c.vlan_trunk.is_some();
+        let netns_path = args.require_netns()?;
+        let cns = open_ns(netns_path)?;
+        let host = Socket::route().map_err(nl)?;
+        let cont = Socket::route_in(&cns).map_err(nl)?;
+
+        let br = net::ensure_bridge(
+            &host,
+            &n.c.bridge,
+            &net::BridgeOptions {
+                mtu: (n.c.mtu > 0).then_some(n.c.mtu),
+                promisc: n.c.promisc_mode,
+                vlan_filtering: want_vlan,
+            },
+        )
+        .map_err(|e| Error::from(e).details(format!("failed to create bridge {:?}", n.c.bridge)))?;
+        if want_vlan {
+            // The kernel has VLAN filtering, but rcni does not program port
+            // VLANs yet: refuse rather than connect an untagged port.
+            return Err(Error::new(
+                ErrorCode::UnsupportedField,
+                format!(
+                    "vlan/vlanTrunk ({} trunk VLANs): bridge port VLAN programming is not supported yet by rcni",
+                    n.vlans.len()
+                ),
+            ));
+        }
+
+        let mut undo = Undo::new();
+        let mut result = Result::new(args.version());
+
+        // IPAM first: a failure in any later step releases the address.
+        if let Some(ipam) = &n.ipam {
+            let r = cni_invoke::delegate_add(ipam, args, &args.stdin)?;
+            undo.push("release IPAM address", move || {
+                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+            });
+            if r.ips.is_empty() {
+                return Err(Error::internal("IPAM plugin returned missing IP config"));
+            }
+            result.ips = r.ips;
+            result.routes = r.routes;
+            result.dns = r.dns;
+        }
+        let gws = calc_gateways(&mut result, &n);
+
+        let pair = net::veth::setup_veth(
+            &host,
+            &cont,
+            &cns,
+            &args.container_id,
+            &args.ifname,
+            &net::veth::VethOptions {
+                mtu: (n.c.mtu > 0).then_some(n.c.mtu),
+                mac: n.mac.as_ref().map(|m| &m[..]),
+                host_up: true,
+                master: Some(br.index),
+            },
+        )
+        .map_err(Error::from)?;
+        let host_index = pair.host.index;
+        {
+            let host = &host;
+            undo.push("delete veth", move || {
+                let _ = host.delete_link(host_index);
+            });
+        }
+        if pair.host.master != Some(br.index) {
+            host.set_master(host_index, br.index).map_err(|e| {
+                Error::io(format!(
+                    "failed to connect {:?} to bridge {:?}: {e}",
+                    pair.host.name, n.c.bridge
+                ))
+            })?;
+        }
+        if n.c.hairpin_mode || n.c.port_isolation {
+            host.set_bridge_port(
+                host_index,
+                &BridgePortOptions {
+                    hairpin: n.c.hairpin_mode.then_some(true),
+                    isolated: n.c.port_isolation.then_some(true),
+                    ..Default::default()
+                },
+            )
+            .map_err(nl)?;
+        }
+
+        if n.c.macspoofchk {
+            let mac: [u8; 6] = pair.container.mac.as_slice().try_into().map_err(|_| {
+                Error::internal(format!(
+                    "container interface MAC {:?} is not 6 bytes",
+                    pair.container.mac
+                ))
+            })?;
+            let nft = nft::Nft::open().map_err(nft_err)?;
+            nft::spoofchk::add(
+                &nft,
+                &nft::spoofchk::Port {
+                    network: n.c.name.clone(),
+                    container_id: args.container_id.clone(),
+                    ifname: args.ifname.clone(),
+                    host_veth: pair.host.name.clone(),
+                    mac,
+                },
+            )
+            .map_err(nft_err)?;
+            let name = n.c.name.clone();
+            undo.push("remove MAC spoof check", move || {
+                if let Ok(nft) = nft::Nft::open() {
+                    let _ = nft::spoofchk::remove(&nft, &name, &args.container_id, &args.ifname);
+                }
+            });
+        }
+
+        let mut cont_link: Link = pair.container.clone();
+        result.interfaces = vec![
+            Interface {
+                name: br.name.clone(),
+                mac: net::mac::format(&br.mac),
+                ..Default::default()
+            },
+            Interface {
+                name: pair.host.name.clone(),
+                mac: net::mac::format(&pair.host.mac),
+                ..Default::default()
+            },
+            Interface {
+                name: cont_link.name.clone(),
+                mac: net::mac::format(&cont_link.mac),
+                sandbox: args.netns.clone(),
+                ..Default::default()
+            },
+        ];
+        if n.ipam.is_some() {
+            container_sysctls_and_up(&cns, &cont, &mut cont_link, &args.ifname, n.c.enabledad)?;
+            net::configure_iface(
+                &cont,
+                &cont_link,
+                &result,
+                &net::IfaceOptions {
+                    dad: n.c.enabledad,
+                    keep_down: false,
+                },
+            )
+            .map_err(Error::from)?;
+            cont_link.up = true;
+            if n.c.is_gw {
+                for gw in &gws {
+                    net::ensure_gateway_addr(&host, &br, *gw, n.c.force_address).map_err(|e| {
+                        Error::from(e)
+                            .details(format!("failed to set bridge addr on {:?}", n.c.bridge))
+                    })?;
+                }
+                let v4 = gws.iter().any(|g| g.addr().is_ipv4());
+                let v6 = gws.iter().any(|g| g.addr().is_ipv6());
+                net::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
+            }
+            if n.c.ip_masq {
+                let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
+                masq.attach(&args.container_id, &args.ifname, subnets_of(&result))
+                    .map_err(Error::from)?;
+                undo.push("forget masquerade attachment", move || {
+                    let _ = masq.detach(&args.container_id, &args.ifname);
+                });
+            }
+        } else if !n.c.disable_container_interface {
+            cont.set_link_up(cont_link.index).map_err(nl)?;
+        }
+        failure_injected("after-setup")?;
+
+        // The bridge MAC may have followed a port if someone else made it.
+        if let Some(br_now) = host.link_by_name(&n.c.bridge).map_err(nl)? {
+            result.interfaces[0].mac = net::mac::format(&br_now.mac);
+        }
+        if let Some(dns) = &args.conf.dns {
+            if !dns.is_empty() {
+                result.dns = dns.clone();
+            }
+        }
+        undo.commit();
+        Ok(result)
+    }
+
+    fn del(&self, args: &CmdArgs) -> CniResult<()> {
+        let n = load(args)?;
+        let mut errors: Vec<String> = Vec::new();
+        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
+            errors.push(e);
+        }
+        if let Some(ipam) = &n.ipam {
+            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
+                errors.push(e.to_string());
+            }
+        }
+        if n.c.macspoofchk {
+            let r = nft::Nft::open().and_then(|nft| {
+                nft::spoofchk::remove(&nft, &n.c.name, &args.container_id, &args.ifname)
+            });
+            if let Err(e) = r {
+                errors.push(e.to_string());
+            }
+        }
+        if n.c.ip_masq {
+            let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
+            if let Err(e) = masq.detach(&args.container_id, &args.ifname) {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::io(errors.join("; ")))
+        }
+    }
+
+    fn check(&self, args: &CmdArgs) -> CniResult<()> {
+        let n = load(args)?;
+        if let Some(ipam) = &n.ipam {
+            cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
+        }
+        let prev = args
+            .conf
+            .prev_result()?
+            .ok_or_else(|| invalid("Required prevResult missing"))?;
+        let host = Socket::route().map_err(nl)?;
+        let cns = open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(nl)?;
+
+        let br_if = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == n.c.bridge && i.sandbox.is_empty())
+            .ok_or_else(|| Error::internal(format!("bridge {} not in prevResult", n.c.bridge)))?;
+        let br = host.link_by_name(&br_if.name).map_err(nl)?.ok_or_else(|| {
+            Error::internal(format!(
+                "CNI created bridge {} in host namespace was not found",
+                n.c.bridge
+            ))
+        })?;
+        if br.kind.as_deref() != Some("bridge") {
+            return Err(Error::internal(format!(
+                "Interface {} does not have link type of bridge",
+                br.name
+            )));
+        }
+        if !br_if.mac.is_empty() && br_if.mac != net::mac::format(&br.mac) {
+            return Err(Error::internal(format!(
+                "Bridge interface {} Mac doesn't match: {}",
+                br.name, br_if.mac
+            )));
+        }
+        if br.promisc != n.c.promisc_mode {
+            return Err(Error::internal(format!(
+                "Bridge interface {} configured Promisc Mode {} doesn't match current state: {}",
+                br.name, n.c.promisc_mode, br.promisc
+            )));
+        }
+
+        let c_if = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "CNI created interface in container {} not found",
+                    args.ifname
+                ))
+            })?;
+        let c = cont
+            .link_by_name(&args.ifname)
+            .map_err(nl)?
+            .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
+        if c.kind.as_deref() != Some("veth") {
+            return Err(Error::internal(format!(
+                "Error: Container interface {} not of type veth",
+                c.name
+            )));
+        }
+        if !c_if.mac.is_empty() && c_if.mac != net::mac::format(&c.mac) {
+            return Err(Error::internal(format!(
+                "Interface {} Mac {} doesn't match container Mac: {}",
+                c.name,
+                c_if.mac,
+                net::mac::format(&c.mac)
+            )));
+        }
+        // The host end: a veth in prevResult whose peer is the container
+        // interface and whose master is the bridge.
+        let peer = c.link.ok_or_else(|| {
+            Error::internal(format!(
+                "Unable to obtain veth peer index for veth {}",
+                c.name
+            ))
+        })?;
+        let mut found = false;
+        for i in prev
+            .interfaces
+            .iter()
+            .filter(|i| i.sandbox.is_empty() && i.name != br.name)
+        {
+            let Some(h) = host.link_by_name(&i.name).map_err(nl)? else {
+                continue;
+            };
+            if h.kind.as_deref() != Some("veth") || h.index != peer {
+                continue;
+            }
+            if h.link != Some(c.index) || h.master != Some(br.index) {
+                continue;
+            }
+            if !i.mac.is_empty() && i.mac != net::mac::format(&h.mac) {
+                return Err(Error::internal(format!(
+                    "Interface {} Mac doesn't match: {} not found",
+                    h.name, i.mac
+                )));
+            }
+            found = true;
+            break;
+        }
+        if !found {
+            return Err(Error::internal(format!(
+                "CNI veth created for bridge {} was not found",
+                n.c.bridge
+            )));
+        }
+        net::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
+        net::validate_routes(&cont, &prev).map_err(Error::from)?;
+        if n.c.macspoofchk {
+            let nft = nft::Nft::open().map_err(nft_err)?;
+            if !nft::spoofchk::exists(&nft, &n.c.name, &args.container_id, &args.ifname)
+                .map_err(nft_err)?
+            {
+                return Err(Error::internal(format!(
+                    "MAC spoof check rule for {} {} is missing",
+                    args.container_id, args.ifname
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
+        let n = load(args)?;
+        let mut errors = Vec::new();
+        if let Some(ipam) = &n.ipam {
+            if let Err(e) = cni_invoke::delegate(ipam, Command::Gc, args, &args.stdin) {
+                errors.push(e.to_string());
+            }
+        }
+        // Spoof checks of attachments no longer valid (cheap when the
+        // table does not exist).
+        let keep: Vec<(String, String)> = args
+            .conf
+            .gc_attachments()
+            .into_iter()
+            .map(|a| (a.container_id, a.ifname))
+            .collect();
+        if let Err(e) = nft::Nft::open().and_then(|nft| nft::spoofchk::gc(&nft, &n.c.name, &keep)) {
+            errors.push(e.to_string());
+        }
+        let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
+        if let Err(e) = masq.gc(n.c.ip_masq, &args.conf.gc_attachments()) {
+            errors.push(e.to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::io(errors.join("; ")))
+        }
+    }
+
+    fn status(&self, args: &CmdArgs) -> CniResult<()> {
+        let n = load(args)?;
+        if let Some(ipam) = &n.ipam {
+            cni_invoke::delegate(ipam, Command::Status, args, &args.stdin)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trunk_collects_sorted_unique() {
+        let t: Vec<VlanTrunk> =
+            serde_json::from_str(r#"[{"minID":10,"maxID":12},{"id":11},{"id":5}]"#).expect("json");
+        assert_eq!(collect_trunk(&t).expect("ok"), vec![5, 10, 11, 12]);
+        let bad: Vec<VlanTrunk> = serde_json::from_str(r#"[{"maxID":3}]"#).expect("json");
+        assert!(collect_trunk(&bad).is_err());
+        let bad: Vec<VlanTrunk> = serde_json::from_str(r#"[{"minID":5,"maxID":3}]"#).expect("json");
+        assert!(collect_trunk(&bad).is_err());
+    }
+
+    #[test]
+    fn gateway_is_first_host() {
+        let n: IpNet = "10.1.2.7/24".parse().expect("net");
+        assert_eq!(first_host(&n), Some("10.1.2.1".parse().expect("ip")));
+        let n: IpNet = "fd00::7/64".parse().expect("net");
+        assert_eq!(first_host(&n), Some("fd00::1".parse().expect("ip")));
+    }
+}

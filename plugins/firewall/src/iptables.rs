@@ -1,0 +1,725 @@
+//! The iptables backend: the reference plugin's chains, by running the
+//! `iptables`/`ip6tables` binaries (the only place the plugin spawns
+//! processes).
+//!
+//! ```text
+//! -A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD
+//! -A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN
+//! -A CNI-FORWARD -d POD/32 -m comment --comment "rcni-fw:…:in:POD" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+//! -A CNI-FORWARD -s POD/32 -m comment --comment "rcni-fw:…:out:POD" -j ACCEPT
+//! # ingressPolicy same-bridge / isolated (jump placed before CNI-FORWARD):
+//! -A FORWARD -j CNI-ISOLATION-STAGE-1
+//! -A CNI-ISOLATION-STAGE-1 -i BR ! -o BR -j CNI-ISOLATION-STAGE-2
+//! -A CNI-ISOLATION-STAGE-1 -i BR -o BR -j DROP          (isolated only)
+//! -A CNI-ISOLATION-STAGE-1 -j RETURN
+//! -A CNI-ISOLATION-STAGE-2 -o BR -j DROP
+//! -A CNI-ISOLATION-STAGE-2 -j RETURN
+//! ```
+//!
+//! Unlike the reference, per-pod rules carry the attachment's comment, so
+//! DEL needs no prevResult and GC can find stale rules. Like the
+//! reference, per-bridge isolation rules stay (another pod may use the
+//! bridge).
+//!
+//! Which binary: where the host's iptables state lives. A legacy `filter`
+//! table in this namespace (listed in `/proc/net/ip_tables_names`) and no
+//! iptables-nft `filter` table → `iptables-legacy`; an nftables `ip filter`
+//! table → `iptables-nft`; neither → plain `iptables`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cni_spec::error::CniResult;
+use cni_spec::{Error, ErrorCode};
+use nft::{Family, Hook, IpVersion, Nft};
+
+use crate::tag::{Dir, Tag};
+use crate::{nft_err, Backend, Pod, Policy};
+
+pub const FORWARD: &str = "FORWARD";
+pub const CNI_FORWARD: &str = "CNI-FORWARD";
+pub const STAGE1: &str = "CNI-ISOLATION-STAGE-1";
+pub const STAGE2: &str = "CNI-ISOLATION-STAGE-2";
+const FORWARD_COMMENT: &str = "CNI firewall plugin rules";
+const ADMIN_COMMENT: &str = "CNI firewall plugin admin overrides";
+
+/// iptables chain names: 1–28 bytes, no whitespace, not an option.
+pub fn check_chain_name(c: &str) -> Result<(), String> {
+    if c.is_empty() || c.len() > 28 {
+        return Err("must be 1 to 28 bytes long".into());
+    }
+    if c.starts_with('-') || c.starts_with('!') {
+        return Err("must not start with '-' or '!'".into());
+    }
+    if c.chars()
+        .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '"')
+    {
+        return Err("must not contain whitespace, control characters or quotes".into());
+    }
+    if ["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"].contains(&c) {
+        return Err("must not be a built-in chain".into());
+    }
+    Ok(())
+}
+
+/// Where the iptables state of one IP version lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Legacy,
+    Nft,
+    /// Whatever `iptables` points to (nothing exists yet).
+    Default,
+}
+
+impl Variant {
+    fn binary(self, v: IpVersion) -> &'static str {
+        match (self, v) {
+            (Variant::Legacy, IpVersion::V4) => "iptables-legacy",
+            (Variant::Legacy, IpVersion::V6) => "ip6tables-legacy",
+            (Variant::Nft, IpVersion::V4) => "iptables-nft",
+            (Variant::Nft, IpVersion::V6) => "ip6tables-nft",
+            (Variant::Default, IpVersion::V4) => "iptables",
+            (Variant::Default, IpVersion::V6) => "ip6tables",
+        }
+    }
+}
+
+/// The plugin may run with an empty environment (libcni passes its own,
+/// tests clear it): look in `PATH` and the usual system directories.
+fn find_bin(name: &str) -> Option<PathBuf> {
+    let from_env = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let fixed = [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ];
+    from_env
+        .into_iter()
+        .chain(fixed.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// STATUS: the binaries can be run.
+pub fn usable() -> Result<(), String> {
+    for v in [IpVersion::V4, IpVersion::V6] {
+        let name = Variant::Default.binary(v);
+        let bin = find_bin(name).ok_or_else(|| format!("{name} not found"))?;
+        let out = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        if !out.status.success() {
+            return Err(format!("{} --version failed", bin.display()));
+        }
+    }
+    Ok(())
+}
+
+fn nft_family(v: IpVersion) -> Family {
+    match v {
+        IpVersion::V4 => Family::Ip,
+        IpVersion::V6 => Family::Ip6,
+    }
+}
+
+/// A legacy `filter` table exists in the calling thread's namespace.
+fn legacy_present(v: IpVersion) -> bool {
+    let file = match v {
+        IpVersion::V4 => "ip_tables_names",
+        IpVersion::V6 => "ip6_tables_names",
+    };
+    std::fs::read_to_string(Path::new("/proc/thread-self/net").join(file))
+        .map(|s| s.lines().any(|l| l.trim() == "filter"))
+        .unwrap_or(false)
+}
+
+/// Chains of the iptables-nft `filter` table (empty when absent).
+fn nft_filter_chains(nft: &Nft, v: IpVersion) -> CniResult<Vec<nft::ChainInfo>> {
+    match nft.chains(nft_family(v), "filter") {
+        Ok(c) => Ok(c),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(nft_err(e)),
+    }
+}
+
+/// The variant that holds this version's state, if any.
+fn present_variant(nft: &Nft, v: IpVersion) -> CniResult<Option<Variant>> {
+    if !nft_filter_chains(nft, v)?.is_empty() {
+        return Ok(Some(Variant::Nft));
+    }
+    if legacy_present(v) {
+        return Ok(Some(Variant::Legacy));
+    }
+    Ok(None)
+}
+
+/// One binary for one IP version.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    pub version: IpVersion,
+    pub bin: PathBuf,
+}
+
+fn tool(v: IpVersion, variant: Variant) -> CniResult<Tool> {
+    let bin = find_bin(variant.binary(v))
+        .or_else(|| find_bin(Variant::Default.binary(v)))
+        .ok_or_else(|| {
+            Error::io(format!(
+                "firewall backend iptables: {} not found",
+                variant.binary(v)
+            ))
+        })?;
+    Ok(Tool { version: v, bin })
+}
+
+/// Whether the `FORWARD` chain's policy is DROP.
+fn policy_drop(t: &Tool) -> CniResult<bool> {
+    let out = t.run(&["-w", "-t", "filter", "-S", FORWARD])?;
+    Ok(out.lines().any(|l| tokens(l) == ["-P", FORWARD, "DROP"]))
+}
+
+/// Auto-detection: for each version the pod uses, an iptables `FORWARD`
+/// chain with policy DROP (iptables-nft is seen through nf_tables, legacy
+/// through `/proc/net/ip_tables_names`; only then is a binary run to read
+/// the policy, which nf_tables chain dumps here do not expose).
+pub fn detect_drop_policy(
+    nft: &Nft,
+    versions: &[IpVersion],
+) -> CniResult<Option<Vec<(IpVersion, Variant)>>> {
+    let mut found = Vec::new();
+    for &v in versions {
+        let nft_forward = nft_filter_chains(nft, v)?.iter().any(|c| {
+            c.name == FORWARD && matches!(c.hook, Some((h, _)) if h == Hook::Forward.raw())
+        });
+        if nft_forward && policy_drop(&tool(v, Variant::Nft)?)? {
+            found.push((v, Variant::Nft));
+            continue;
+        }
+        if legacy_present(v) && policy_drop(&tool(v, Variant::Legacy)?)? {
+            found.push((v, Variant::Legacy));
+        }
+    }
+    Ok((!found.is_empty()).then_some(found))
+}
+
+/// Splits one `iptables -S` line like a shell would (double quotes,
+/// backslash escapes inside them).
+pub fn tokens(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    out
+}
+
+/// One rule of an `-S` listing: its chain and spec (after `-A CHAIN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRule {
+    pub chain: String,
+    pub spec: Vec<String>,
+}
+
+impl ListedRule {
+    pub fn comment(&self) -> Option<&str> {
+        self.spec
+            .windows(2)
+            .find(|w| w[0] == "--comment")
+            .map(|w| w[1].as_str())
+    }
+    /// The spec without `-m comment --comment X`.
+    fn bare(&self) -> Vec<String> {
+        strip_comment(&self.spec)
+    }
+    fn target(&self) -> Option<&str> {
+        self.spec
+            .windows(2)
+            .rev()
+            .find(|w| w[0] == "-j")
+            .map(|w| w[1].as_str())
+    }
+}
+
+fn strip_comment(spec: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < spec.len() {
+        if spec[i] == "-m" && spec.get(i + 1).map(String::as_str) == Some("comment") {
+            i += 2;
+            if spec.get(i).map(String::as_str) == Some("--comment") {
+                i += 2;
+            }
+            continue;
+        }
+        out.push(spec[i].clone());
+        i += 1;
+    }
+    out
+}
+
+/// The filter table as `iptables -S` prints it.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub chains: BTreeSet<String>,
+    pub rules: Vec<ListedRule>,
+}
+
+impl Listing {
+    pub fn parse(text: &str) -> Listing {
+        let mut l = Listing::default();
+        for line in text.lines() {
+            let t = tokens(line);
+            match t.first().map(String::as_str) {
+                Some("-N") | Some("-P") if t.len() >= 2 => {
+                    l.chains.insert(t[1].clone());
+                }
+                Some("-A") if t.len() >= 2 => l.rules.push(ListedRule {
+                    chain: t[1].clone(),
+                    spec: t[2..].to_vec(),
+                }),
+                _ => {}
+            }
+        }
+        l
+    }
+    fn in_chain<'a>(&'a self, chain: &'a str) -> impl Iterator<Item = &'a ListedRule> + 'a {
+        self.rules.iter().filter(move |r| r.chain == chain)
+    }
+    /// 1-based position of the first rule of `chain` jumping to `target`.
+    fn jump_pos(&self, chain: &str, target: &str) -> Option<usize> {
+        self.in_chain(chain)
+            .position(|r| r.target() == Some(target))
+            .map(|i| i + 1)
+    }
+    fn has_bare(&self, chain: &str, bare: &[String]) -> bool {
+        self.in_chain(chain).any(|r| r.bare() == bare)
+    }
+    fn has_comment(&self, chain: &str, c: &str) -> bool {
+        self.in_chain(chain).any(|r| r.comment() == Some(c))
+    }
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn with_comment(mut spec: Vec<String>, comment: &str) -> Vec<String> {
+    // iptables prints interface matches first, then -m matches in order.
+    let at = spec
+        .iter()
+        .position(|t| t == "-m" || t == "-j")
+        .unwrap_or(spec.len());
+    let c = s(&["-m", "comment", "--comment", comment]);
+    spec.splice(at..at, c);
+    spec
+}
+
+fn host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    }
+}
+
+/// The spec of one per-pod rule.
+pub fn pod_spec(t: &Tag) -> Vec<String> {
+    let c = t.comment();
+    let h = host(t.ip);
+    match t.dir {
+        Dir::In => s(&[
+            "-d",
+            &h,
+            "-m",
+            "comment",
+            "--comment",
+            &c,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ]),
+        Dir::Out => s(&["-s", &h, "-m", "comment", "--comment", &c, "-j", "ACCEPT"]),
+    }
+}
+
+impl Tool {
+    fn run(&self, args: &[&str]) -> CniResult<String> {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .output()
+            .map_err(|e| Error::io(format!("failed to run {}: {e}", self.bin.display())))?;
+        if !out.status.success() {
+            return Err(Error::io(format!(
+                "`{} {}` failed: {}",
+                self.bin.display(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn run_spec(&self, op: &[&str], spec: &[String]) -> CniResult<()> {
+        let mut args: Vec<&str> = vec!["-w", "-t", "filter"];
+        args.extend_from_slice(op);
+        args.extend(spec.iter().map(String::as_str));
+        self.run(&args).map(|_| ())
+    }
+
+    fn listing(&self) -> CniResult<Listing> {
+        Ok(Listing::parse(&self.run(&["-w", "-t", "filter", "-S"])?))
+    }
+
+    fn ensure_chain(&self, l: &Listing, chain: &str) -> CniResult<()> {
+        if l.chains.contains(chain) {
+            return Ok(());
+        }
+        match self.run(&["-w", "-t", "filter", "-N", chain]) {
+            // A concurrent call created it first.
+            Err(e) if e.msg.contains("exists") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    fn ensure_first(
+        &self,
+        l: &Listing,
+        chain: &str,
+        pos: usize,
+        spec: Vec<String>,
+    ) -> CniResult<()> {
+        if l.has_bare(chain, &strip_comment(&spec)) {
+            return Ok(());
+        }
+        let p = pos.to_string();
+        self.run_spec(&["-I", chain, &p], &spec)
+    }
+
+    fn ensure_last(&self, l: &Listing, chain: &str, spec: Vec<String>) -> CniResult<()> {
+        if l.has_bare(chain, &strip_comment(&spec)) {
+            return Ok(());
+        }
+        self.run_spec(&["-A", chain], &spec)
+    }
+
+    fn isolation(&self, l: &Listing, bridge: &str, policy: Policy) -> CniResult<()> {
+        let comment = format!(
+            "CNI firewall plugin rules (ingressPolicy: {})",
+            policy.as_str()
+        );
+        self.ensure_chain(l, STAGE1)?;
+        self.ensure_chain(l, STAGE2)?;
+        if l.jump_pos(FORWARD, STAGE1).is_none() {
+            self.run_spec(
+                &["-I", FORWARD, "1"],
+                &with_comment(s(&["-j", STAGE1]), &comment),
+            )?;
+        }
+        let c = |spec: &[&str]| with_comment(s(spec), &comment);
+        self.ensure_first(
+            l,
+            STAGE1,
+            1,
+            c(&["-i", bridge, "!", "-o", bridge, "-j", STAGE2]),
+        )?;
+        if policy == Policy::Isolated {
+            self.ensure_first(l, STAGE1, 1, c(&["-i", bridge, "-o", bridge, "-j", "DROP"]))?;
+        }
+        self.ensure_last(l, STAGE1, c(&["-j", "RETURN"]))?;
+        self.ensure_first(l, STAGE2, 1, c(&["-o", bridge, "-j", "DROP"]))?;
+        self.ensure_last(l, STAGE2, c(&["-j", "RETURN"]))
+    }
+
+    fn add(&self, pod: &Pod, admin: &str) -> CniResult<()> {
+        let tags: Vec<Tag> = pod
+            .tags()
+            .into_iter()
+            .filter(|t| IpVersion::of(t.ip) == self.version)
+            .collect();
+        let l = self.listing()?;
+        self.ensure_chain(&l, CNI_FORWARD)?;
+        self.ensure_chain(&l, admin)?;
+        if l.jump_pos(FORWARD, CNI_FORWARD).is_none() {
+            // After the isolation jump, which must see packets first.
+            let pos = l.jump_pos(FORWARD, STAGE1).map_or(1, |p| p + 1);
+            self.run_spec(
+                &["-I", FORWARD, &pos.to_string()],
+                &with_comment(s(&["-j", CNI_FORWARD]), FORWARD_COMMENT),
+            )?;
+        }
+        if l.jump_pos(CNI_FORWARD, admin).is_none() {
+            self.run_spec(
+                &["-I", CNI_FORWARD, "1"],
+                &with_comment(s(&["-j", admin]), ADMIN_COMMENT),
+            )?;
+        }
+        // A repeated ADD replaces the attachment's rules.
+        self.remove_in(&l, &|t| pod.owner.owns(t))?;
+        for t in &tags {
+            self.run_spec(&["-A", CNI_FORWARD], &pod_spec(t))?;
+        }
+        if let Some(br) = &pod.bridge {
+            self.isolation(&self.listing()?, br, pod.policy)?;
+        }
+        Ok(())
+    }
+
+    fn remove_in(&self, l: &Listing, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
+        for r in l.in_chain(CNI_FORWARD) {
+            let Some(t) = r.comment().and_then(Tag::parse) else {
+                continue;
+            };
+            if gone(&t) {
+                match self.run_spec(&["-D", CNI_FORWARD], &r.spec) {
+                    // Gone meanwhile (a concurrent DEL).
+                    Err(e) if e.msg.contains("does a matching rule exist") => {}
+                    other => other?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, pod: &Pod, admin: &str) -> CniResult<()> {
+        let l = self.listing()?;
+        let bin = self.bin.display();
+        let fail = |what: String| Err(Error::internal(format!("firewall CHECK ({bin}): {what}")));
+        if l.jump_pos(FORWARD, CNI_FORWARD).is_none() {
+            return fail(format!("no jump from {FORWARD} to {CNI_FORWARD}"));
+        }
+        if !l.chains.contains(admin) || l.jump_pos(CNI_FORWARD, admin).is_none() {
+            return fail(format!("no jump from {CNI_FORWARD} to {admin}"));
+        }
+        for t in pod.tags() {
+            if IpVersion::of(t.ip) == self.version && !l.has_comment(CNI_FORWARD, &t.comment()) {
+                return fail(format!(
+                    "rule \"{}\" not found in {CNI_FORWARD}",
+                    t.comment()
+                ));
+            }
+        }
+        if let Some(br) = &pod.bridge {
+            let mut need = vec![
+                (STAGE1, s(&["-i", br, "!", "-o", br, "-j", STAGE2])),
+                (STAGE2, s(&["-o", br, "-j", "DROP"])),
+            ];
+            if pod.policy == Policy::Isolated {
+                need.push((STAGE1, s(&["-i", br, "-o", br, "-j", "DROP"])));
+            }
+            if l.jump_pos(FORWARD, STAGE1).is_none() {
+                return fail(format!("no jump from {FORWARD} to {STAGE1}"));
+            }
+            for (chain, spec) in need {
+                if !l.has_bare(chain, &spec) {
+                    return fail(format!("rule \"{}\" not found in {chain}", spec.join(" ")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The iptables backend: one tool per IP version it manages.
+pub struct IptBackend {
+    tools: Vec<Tool>,
+    admin: String,
+}
+
+impl IptBackend {
+    /// Tools for `versions`: the variant auto-detection found, else the
+    /// one holding the host's state, else the default binary.
+    pub fn select(
+        nft: &Nft,
+        admin: &str,
+        versions: &[IpVersion],
+        found: Option<Vec<(IpVersion, Variant)>>,
+    ) -> CniResult<IptBackend> {
+        let mut tools = Vec::new();
+        for &v in versions {
+            let detected = found
+                .as_ref()
+                .and_then(|f| f.iter().find(|(fv, _)| *fv == v).map(|(_, x)| *x));
+            let variant = match detected {
+                Some(x) => x,
+                None => present_variant(nft, v)?.unwrap_or(Variant::Default),
+            };
+            tools.push(tool(v, variant)?);
+        }
+        Ok(IptBackend {
+            tools,
+            admin: admin.to_string(),
+        })
+    }
+
+    /// For DEL and GC without an explicit backend: the tools of versions
+    /// where rules of ours may exist (iptables-nft: a `CNI-FORWARD` chain
+    /// seen through nf_tables; legacy: a legacy filter table).
+    pub fn in_use(nft: &Nft, admin: &str) -> Option<IptBackend> {
+        let mut tools = Vec::new();
+        for v in [IpVersion::V4, IpVersion::V6] {
+            let nft_has = nft_filter_chains(nft, v)
+                .map(|c| c.iter().any(|c| c.name == CNI_FORWARD))
+                .unwrap_or(false);
+            let variant = if nft_has {
+                Some(Variant::Nft)
+            } else if legacy_present(v) {
+                Some(Variant::Legacy)
+            } else {
+                None
+            };
+            if let Some(t) = variant.and_then(|x| tool(v, x).ok()) {
+                tools.push(t);
+            }
+        }
+        (!tools.is_empty()).then(|| IptBackend {
+            tools,
+            admin: admin.to_string(),
+        })
+    }
+}
+
+impl Backend for IptBackend {
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn add(&self, pod: &Pod) -> CniResult<()> {
+        for t in &self.tools {
+            if let Err(e) = t.add(pod, &self.admin) {
+                // Leave nothing of this attachment behind.
+                let _ = self.remove(&|x| pod.owner.owns(x));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, pod: &Pod) -> CniResult<()> {
+        for t in &self.tools {
+            t.check(pod, &self.admin)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
+        let mut errors = Vec::new();
+        for t in &self.tools {
+            let r = t.listing().and_then(|l| t.remove_in(&l, gone));
+            if let Err(e) = r {
+                errors.push(e.msg);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorCode::Io, errors.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_handle_quotes() {
+        assert_eq!(
+            tokens(r#"-A CNI-FORWARD -s 10.0.0.2/32 -m comment --comment "a b \"c\"" -j ACCEPT"#),
+            s(&[
+                "-A",
+                "CNI-FORWARD",
+                "-s",
+                "10.0.0.2/32",
+                "-m",
+                "comment",
+                "--comment",
+                "a b \"c\"",
+                "-j",
+                "ACCEPT"
+            ])
+        );
+        assert_eq!(tokens("  -P FORWARD DROP "), s(&["-P", "FORWARD", "DROP"]));
+        assert_eq!(tokens(r#"--comment """#), s(&["--comment", ""]));
+    }
+
+    #[test]
+    fn listing_finds_jumps_and_comments() {
+        let text = r#"-P INPUT ACCEPT
+-P FORWARD DROP
+-N CNI-ADMIN
+-N CNI-FORWARD
+-A FORWARD -m comment --comment "CNI firewall plugin rules (ingressPolicy: same-bridge)" -j CNI-ISOLATION-STAGE-1
+-A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD
+-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN
+-A CNI-FORWARD -s 10.0.0.2/32 -m comment --comment "rcni-fw:n:c:eth0:open:-:out:10.0.0.2" -j ACCEPT
+-A CNI-ISOLATION-STAGE-1 -i br0 ! -o br0 -m comment --comment "x" -j CNI-ISOLATION-STAGE-2
+"#;
+        let l = Listing::parse(text);
+        assert!(l.chains.contains("CNI-ADMIN") && l.chains.contains("FORWARD"));
+        assert_eq!(l.jump_pos(FORWARD, STAGE1), Some(1));
+        assert_eq!(l.jump_pos(FORWARD, CNI_FORWARD), Some(2));
+        assert!(l.has_comment(CNI_FORWARD, "rcni-fw:n:c:eth0:open:-:out:10.0.0.2"));
+        assert!(l.has_bare(STAGE1, &s(&["-i", "br0", "!", "-o", "br0", "-j", STAGE2])));
+        let t = Tag::parse("rcni-fw:n:c:eth0:open:-:out:10.0.0.2").expect("tag");
+        let spec = pod_spec(&t);
+        assert_eq!(l.in_chain(CNI_FORWARD).nth(1).map(|r| &r.spec), Some(&spec));
+    }
+
+    #[test]
+    fn comment_goes_before_matches() {
+        assert_eq!(
+            with_comment(s(&["-i", "b", "!", "-o", "b", "-j", "X"]), "c"),
+            s(&[
+                "-i",
+                "b",
+                "!",
+                "-o",
+                "b",
+                "-m",
+                "comment",
+                "--comment",
+                "c",
+                "-j",
+                "X"
+            ])
+        );
+        assert!(check_chain_name("CNI-ADMIN").is_ok());
+        assert!(check_chain_name("FORWARD").is_err());
+    }
+}

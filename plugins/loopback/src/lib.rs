@@ -1,0 +1,84 @@
+//! `loopback`: brings `lo` up inside the sandbox.
+
+use cni_skel::{CmdArgs, Plugin};
+use cni_spec::error::CniResult;
+use cni_spec::{Error, ErrorCode, Interface, IpConfig, Result};
+use netlink::Socket;
+use netns::NetNs;
+
+pub struct Loopback;
+
+fn open_sandbox(netns_path: &std::path::Path) -> CniResult<Socket> {
+    let ns = NetNs::open(netns_path).map_err(|e| {
+        Error::new(
+            ErrorCode::UnknownContainer,
+            format!("failed to open netns: {e}"),
+        )
+    })?;
+    Socket::route_in(&ns)
+        .map_err(|e| Error::io(format!("netlink in {}: {e}", netns_path.display())))
+}
+
+fn lo(sock: &Socket) -> CniResult<netlink::Link> {
+    sock.link_by_name("lo")
+        .map_err(|e| Error::io(e.to_string()))?
+        .ok_or_else(|| Error::io("sandbox has no loopback interface"))
+}
+
+impl Plugin for Loopback {
+    fn name(&self) -> &'static str {
+        "loopback"
+    }
+
+    fn add(&self, args: &CmdArgs) -> CniResult<Result> {
+        let sock = open_sandbox(args.require_netns()?)?;
+        let link = lo(&sock)?;
+        sock.set_link_up(link.index)
+            .map_err(|e| Error::io(e.to_string()))?;
+
+        // What the reference reports: the loopback interface and its addresses.
+        let mut r = Result::new(args.version());
+        r.interfaces.push(Interface {
+            name: "lo".into(),
+            mac: "00:00:00:00:00:00".into(),
+            sandbox: args.netns.clone(),
+            ..Default::default()
+        });
+        for addr in ["127.0.0.1/8", "::1/128"] {
+            r.ips.push(IpConfig {
+                interface: Some(0),
+                address: addr
+                    .parse()
+                    .map_err(|e| Error::internal(format!("{addr}: {e}")))?,
+                gateway: None,
+            });
+        }
+        Ok(r)
+    }
+
+    fn del(&self, args: &CmdArgs) -> CniResult<()> {
+        // Nothing to undo when the sandbox is already gone (containerd's
+        // second DEL comes without a netns).
+        let Some(path) = args.netns_path() else {
+            return Ok(());
+        };
+        let ns = match NetNs::open(path) {
+            Ok(ns) => ns,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(Error::io(format!("failed to open netns: {e}"))),
+        };
+        let sock = Socket::route_in(&ns).map_err(|e| Error::io(e.to_string()))?;
+        let link = lo(&sock)?;
+        sock.set_link_down(link.index)
+            .map_err(|e| Error::io(e.to_string()))
+    }
+
+    fn check(&self, args: &CmdArgs) -> CniResult<()> {
+        let sock = open_sandbox(args.require_netns()?)?;
+        let link = lo(&sock)?;
+        if !link.up {
+            return Err(Error::internal("loopback interface is down"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+use super::*;
+use std::collections::HashMap;
+
+fn run(cmd: &str, cni_args: &str, stdin: &str) -> (i32, serde_json::Value) {
+    let map: HashMap<String, String> = [
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_NETNS", "/proc/self/ns/net"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+        ("CNI_ARGS", cni_args),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let get = |k: &str| map.get(k).cloned();
+    let out = cni_skel::execute(&Static, &get, &mut stdin.as_bytes());
+    let v = if out.stdout.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+    };
+    (out.exit_code, v)
+}
+
+const FULL: &str = r#"{"cniVersion":"1.0.0","name":"s","type":"bridge",
+  "ipam":{"type":"static",
+    "addresses":[{"address":"10.10.0.1/24","gateway":"10.10.0.254"},{"address":"3ffe:ffff:0:01ff::1/64","gateway":"3ffe:ffff:0::1"}],
+    "routes":[{"dst":"0.0.0.0/0"},{"dst":"192.168.0.0/16","gw":"10.10.5.1"}],
+    "dns":{"nameservers":["8.8.8.8"],"domain":"example.com","search":["example.com"]}},
+  "args":{"cni":{"ips":["10.20.0.5/24"]}},
+  "runtimeConfig":{"ips":["10.30.0.5/16"]}}"#;
+
+#[test]
+fn add_every_field() {
+    let (code, out) = run("ADD", "IP=10.40.0.7/24;GATEWAY=10.40.0.1", FULL);
+    assert_eq!(code, 0, "{out}");
+    let ips = out["ips"].as_array().expect("ips");
+    let addrs: Vec<&str> = ips
+        .iter()
+        .map(|i| i["address"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            "10.10.0.1/24",
+            "3ffe:ffff:0:1ff::1/64",
+            "10.40.0.7/24",
+            "10.20.0.5/24",
+            "10.30.0.5/16"
+        ]
+    );
+    assert_eq!(ips[0]["gateway"], "10.10.0.254");
+    assert_eq!(ips[2]["gateway"], "10.40.0.1");
+    assert_eq!(out["routes"][1]["gw"], "10.10.5.1");
+    assert_eq!(out["dns"]["domain"], "example.com");
+    assert_eq!(run("DEL", "", FULL).0, 0);
+    assert_eq!(run("DEL", "", FULL).0, 0);
+}
+
+#[test]
+fn refusals() {
+    assert_eq!(run("ADD", "FOO=1", FULL).1["code"], 4);
+    let none = r#"{"cniVersion":"1.0.0","name":"s","ipam":{"type":"static"}}"#;
+    assert_eq!(run("ADD", "", none).1["code"], 7);
+    let bad = r#"{"cniVersion":"1.0.0","name":"s","ipam":{"type":"static","addresses":[{"address":"10.0.0.1"}]}}"#;
+    assert_eq!(run("ADD", "", bad).1["code"], 7);
+    assert_eq!(
+        run("ADD", "IP=10.0.0.1/24;GATEWAY=bogus", none).1["code"],
+        7
+    );
+    let two = r#"{"cniVersion":"0.2.0","name":"s","ipam":{"type":"static","addresses":[{"address":"10.0.0.1/24"},{"address":"10.0.1.1/24"}]}}"#;
+    assert_eq!(run("ADD", "", two).1["code"], 7);
+    // env-only address works
+    let (code, out) = run("ADD", "IP=10.0.0.1/24,10.0.1.1/24;GATEWAY=10.0.1.254", none);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["ips"][1]["gateway"], "10.0.1.254");
+}
+
+#[test]
+fn check_against_prev_result() {
+    let (_, out) = run("ADD", "", FULL);
+    let mut v: serde_json::Value = serde_json::from_str(FULL).expect("json");
+    v["prevResult"] = out;
+    assert_eq!(run("CHECK", "", &v.to_string()).0, 0);
+    v["prevResult"]["ips"] = serde_json::json!([]);
+    assert_eq!(run("CHECK", "", &v.to_string()).0, 1);
+}

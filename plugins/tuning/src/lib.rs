@@ -1,0 +1,473 @@
+//! `tuning`: a chained plugin that changes network sysctls and link
+//! attributes (MAC, MTU, promiscuous and all-multicast mode, transmit queue
+//! length) of the container interface, and puts them back on DEL.
+//!
+//! The original values are saved in `<dataDir>/<containerID>_<ifname>.json`
+//! (`dataDir` defaults to `/run/cni/tuning`, the reference's location and
+//! file format; the saved sysctl values are an addition the reference
+//! ignores when it reads the file).
+
+mod config;
+mod sysctl;
+
+use cni_skel::{CmdArgs, Plugin};
+use cni_spec::error::CniResult;
+use cni_spec::{Error, ErrorCode, Result};
+use config::TuningConf;
+use netlink::{Link, Socket};
+use netns::NetNs;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use sysctl::sysctl_path;
+
+pub struct Tuning;
+
+/// What DEL puts back; only the attributes the ADD changed are present.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Backup {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    mac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    promisc: Option<bool>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    mtu: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    allmulti: Option<bool>,
+    #[serde(rename = "txQLen", default, skip_serializing_if = "Option::is_none")]
+    txqlen: Option<u32>,
+    /// Full `/proc/sys/net/...` path to the value before ADD.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    sysctl: BTreeMap<String, String>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+impl Backup {
+    fn is_empty(&self) -> bool {
+        *self == Backup::default()
+    }
+
+    /// Keeps the values already saved (a repeated ADD must not overwrite
+    /// the true originals with values it set itself).
+    fn merge_older(mut self, older: Backup) -> Backup {
+        if !older.mac.is_empty() {
+            self.mac = older.mac;
+        }
+        if older.promisc.is_some() {
+            self.promisc = older.promisc;
+        }
+        if older.mtu != 0 {
+            self.mtu = older.mtu;
+        }
+        if older.allmulti.is_some() {
+            self.allmulti = older.allmulti;
+        }
+        if older.txqlen.is_some() {
+            self.txqlen = older.txqlen;
+        }
+        for (k, v) in older.sysctl {
+            self.sysctl.insert(k, v);
+        }
+        self
+    }
+}
+
+fn backup_path(dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
+    dir.join(format!("{container_id}_{ifname}.json"))
+}
+
+fn read_backup(path: &Path) -> CniResult<Option<Backup>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!(
+            "failed to read tuning backup {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn write_backup(path: &Path, b: &Backup) -> CniResult<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                Error::io(format!(
+                    "failed to create tuning data dir {}: {e}",
+                    dir.display()
+                ))
+            })?;
+    }
+    let data = serde_json::to_vec_pretty(b).map_err(|e| Error::internal(e.to_string()))?;
+    // Write a sibling and rename: a crash never leaves half a file.
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(format!("failed to save {}: {e}", tmp.display())))?;
+    f.write_all(&data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("failed to save {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("failed to save {}: {e}", path.display())))
+}
+
+fn remove_backup(path: &Path) -> CniResult<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!(
+            "failed to remove tuning backup {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn nl(e: netlink::Error) -> Error {
+    Error::io(e.to_string())
+}
+
+fn open_ns(path: &Path) -> CniResult<NetNs> {
+    NetNs::open(path).map_err(|e| {
+        Error::new(
+            ErrorCode::UnknownContainer,
+            format!("failed to open netns: {e}"),
+        )
+    })
+}
+
+fn container_link(sock: &Socket, ifname: &str) -> CniResult<Link> {
+    sock.link_by_name(ifname)
+        .map_err(nl)?
+        .ok_or_else(|| Error::io(format!("interface {ifname:?} not found in the container")))
+}
+
+/// Runs `f` on a thread inside `ns` (for `/proc/sys/net`, which resolves
+/// against the opening thread's namespace).
+fn in_ns<T: Send>(ns: &NetNs, f: impl FnOnce() -> CniResult<T> + Send) -> CniResult<T> {
+    ns.run(f)
+        .map_err(|e| Error::io(format!("failed to enter netns: {e}")))?
+}
+
+/// The link attributes that `conf` will change, as they are now.
+fn snapshot_link(conf: &TuningConf, link: &Link) -> Backup {
+    let mut b = Backup::default();
+    if conf.mac.is_some() {
+        b.mac = netlink::format_mac(&link.mac);
+    }
+    if conf.promisc {
+        b.promisc = Some(link.promisc);
+    }
+    if conf.mtu != 0 {
+        b.mtu = link.mtu;
+    }
+    if conf.allmulti.is_some() {
+        b.allmulti = Some(link.allmulti);
+    }
+    if conf.txqlen.is_some() {
+        b.txqlen = Some(link.txqlen);
+    }
+    b
+}
+
+/// Current values of the sysctls about to be written (inside the netns).
+fn snapshot_sysctls(sysctls: &[(PathBuf, String)]) -> CniResult<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (path, _) in sysctls {
+        out.insert(path.display().to_string(), sysctl::read(path)?);
+    }
+    Ok(out)
+}
+
+fn write_sysctls(sysctls: &[(PathBuf, String)]) -> CniResult<()> {
+    for (path, value) in sysctls {
+        sysctl::write(path, value)?;
+    }
+    Ok(())
+}
+
+fn apply_link(sock: &Socket, conf: &TuningConf, link: &Link) -> CniResult<()> {
+    if let Some(mac) = &conf.mac {
+        sock.set_mac(link.index, &mac.bytes).map_err(nl)?;
+    }
+    if conf.promisc {
+        sock.set_promisc(link.index, true).map_err(nl)?;
+    }
+    if conf.mtu != 0 {
+        sock.set_mtu(link.index, conf.mtu).map_err(nl)?;
+    }
+    if let Some(on) = conf.allmulti {
+        sock.set_allmulti(link.index, on).map_err(nl)?;
+    }
+    if let Some(q) = conf.txqlen {
+        sock.set_txqlen(link.index, q).map_err(nl)?;
+    }
+    Ok(())
+}
+
+/// Puts the saved sysctls back (inside the netns); keeps going after
+/// failures and reports them all.
+fn restore_sysctls(saved: &BTreeMap<String, String>) -> Vec<String> {
+    let mut errs = Vec::new();
+    for (path, value) in saved {
+        if let Err(e) = sysctl::write(Path::new(path), value) {
+            errs.push(format!("failed to restore sysctl: {e}"));
+        }
+    }
+    errs
+}
+
+/// Puts the saved link attributes back; keeps going after failures.
+fn restore_link(sock: &Socket, ifname: &str, b: &Backup) -> Vec<String> {
+    let mut errs = Vec::new();
+    let link = match sock.link_by_name(ifname) {
+        Ok(Some(l)) => l,
+        // The interface is gone: nothing left to put back on it.
+        Ok(None) => return errs,
+        Err(e) => {
+            errs.push(e.to_string());
+            return errs;
+        }
+    };
+    if b.mtu != 0 {
+        if let Err(e) = sock.set_mtu(link.index, b.mtu) {
+            errs.push(format!("failed to restore MTU: {e}"));
+        }
+    }
+    if !b.mac.is_empty() {
+        match netlink::parse_mac(&b.mac) {
+            Some(mac) => {
+                if let Err(e) = sock.set_mac(link.index, &mac) {
+                    errs.push(format!("failed to restore MAC address: {e}"));
+                }
+            }
+            None => errs.push(format!("saved MAC address {:?} is malformed", b.mac)),
+        }
+    }
+    if let Some(on) = b.promisc {
+        if let Err(e) = sock.set_promisc(link.index, on) {
+            errs.push(format!("failed to restore promiscuous mode: {e}"));
+        }
+    }
+    if let Some(on) = b.allmulti {
+        if let Err(e) = sock.set_allmulti(link.index, on) {
+            errs.push(format!("failed to restore all-multicast mode: {e}"));
+        }
+    }
+    if let Some(q) = b.txqlen {
+        if let Err(e) = sock.set_txqlen(link.index, q) {
+            errs.push(format!("failed to restore transmit queue length: {e}"));
+        }
+    }
+    errs
+}
+
+fn restore(ns: &NetNs, sock: &Socket, ifname: &str, b: &Backup) -> Vec<String> {
+    let mut errs = match ns.run(|| restore_sysctls(&b.sysctl)) {
+        Ok(e) => e,
+        Err(e) => vec![format!("failed to enter netns: {e}")],
+    };
+    errs.extend(restore_link(sock, ifname, b));
+    errs
+}
+
+impl Plugin for Tuning {
+    fn name(&self) -> &'static str {
+        "tuning"
+    }
+
+    fn add(&self, args: &CmdArgs) -> CniResult<Result> {
+        let conf = TuningConf::load(args)?;
+        let sysctls = conf.resolved_sysctls(&args.ifname)?;
+        let mut prev = args
+            .conf
+            .prev_result()?
+            .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
+
+        let ns = open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&ns).map_err(nl)?;
+        let link = container_link(&sock, &args.ifname)?;
+        let path = backup_path(&conf.data_dir, &args.container_id, &args.ifname);
+
+        let mut saved = snapshot_link(&conf, &link);
+        saved.sysctl = in_ns(&ns, || snapshot_sysctls(&sysctls))?;
+        let older = read_backup(&path)?;
+        let had_older = older.is_some();
+        if !saved.is_empty() {
+            let full = match older {
+                Some(older) => saved.clone().merge_older(older),
+                None => saved.clone(),
+            };
+            write_backup(&path, &full)?;
+        }
+
+        let applied =
+            in_ns(&ns, || write_sysctls(&sysctls)).and_then(|()| apply_link(&sock, &conf, &link));
+        if let Err(e) = applied {
+            // Undo what this call changed before reporting.
+            let _ = restore(&ns, &sock, &args.ifname, &saved);
+            if !saved.is_empty() && !had_older {
+                let _ = remove_backup(&path);
+            }
+            return Err(e);
+        }
+
+        if let Some(mac) = &conf.mac {
+            for iface in prev.interfaces.iter_mut() {
+                if iface.name == args.ifname {
+                    iface.mac = mac.text.clone();
+                }
+            }
+        }
+        Ok(prev)
+    }
+
+    fn del(&self, args: &CmdArgs) -> CniResult<()> {
+        let conf = TuningConf::load(args)?;
+        let path = backup_path(&conf.data_dir, &args.container_id, &args.ifname);
+        let Some(saved) = read_backup(&path)? else {
+            return Ok(());
+        };
+        let ns = match args.netns_path().map(NetNs::open) {
+            // No sandbox left: nothing to put back.
+            None => return remove_backup(&path),
+            Some(Err(e)) if e.is_not_found() => return remove_backup(&path),
+            Some(Err(e)) => return Err(Error::io(format!("failed to open netns: {e}"))),
+            Some(Ok(ns)) => ns,
+        };
+        let sock = Socket::route_in(&ns).map_err(nl)?;
+        let errs = restore(&ns, &sock, &args.ifname, &saved);
+        if !errs.is_empty() {
+            return Err(Error::io(errs.join("; ")));
+        }
+        remove_backup(&path)
+    }
+
+    fn check(&self, args: &CmdArgs) -> CniResult<()> {
+        let conf = TuningConf::load(args)?;
+        let sysctls = conf.resolved_sysctls(&args.ifname)?;
+        args.conf.prev_result()?;
+        let ns = open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&ns).map_err(nl)?;
+
+        in_ns(&ns, || {
+            for (path, want) in &sysctls {
+                let cur = sysctl::read(path)?;
+                if !sysctl::same_value(&cur, want) {
+                    return Err(Error::internal(format!(
+                        "tuning configured value of {} is {want:?}, current value is {cur:?}",
+                        path.display()
+                    )));
+                }
+            }
+            Ok(())
+        })?;
+
+        let link = sock
+            .link_by_name(&args.ifname)
+            .map_err(nl)?
+            .ok_or_else(|| {
+                Error::internal(format!("cannot find container link {}", args.ifname))
+            })?;
+        let mismatch = |what: &str, want: String, cur: String| {
+            Error::internal(format!(
+                "tuning configured {what} of {} is {want}, current value is {cur}",
+                args.ifname
+            ))
+        };
+        if let Some(mac) = &conf.mac {
+            if link.mac != mac.bytes {
+                return Err(mismatch(
+                    "MAC address",
+                    mac.text.clone(),
+                    netlink::format_mac(&link.mac),
+                ));
+            }
+        }
+        // As the reference: promiscuous mode must match the flag either way.
+        if link.promisc != conf.promisc {
+            return Err(mismatch(
+                "promiscuous mode",
+                conf.promisc.to_string(),
+                link.promisc.to_string(),
+            ));
+        }
+        if conf.mtu != 0 && link.mtu != conf.mtu {
+            return Err(mismatch("MTU", conf.mtu.to_string(), link.mtu.to_string()));
+        }
+        if let Some(on) = conf.allmulti {
+            if link.allmulti != on {
+                return Err(mismatch(
+                    "all-multicast mode",
+                    on.to_string(),
+                    link.allmulti.to_string(),
+                ));
+            }
+        }
+        if let Some(q) = conf.txqlen {
+            if link.txqlen != q {
+                return Err(mismatch(
+                    "transmit queue length",
+                    q.to_string(),
+                    link.txqlen.to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_file_matches_reference_fields() {
+        let b = Backup {
+            mac: "02:00:00:00:00:01".into(),
+            promisc: Some(false),
+            mtu: 1500,
+            allmulti: None,
+            txqlen: Some(1000),
+            sysctl: BTreeMap::new(),
+        };
+        let v: serde_json::Value = serde_json::to_value(&b).expect("ser");
+        assert_eq!(
+            v,
+            serde_json::json!({"mac":"02:00:00:00:00:01","promisc":false,"mtu":1500,"txQLen":1000})
+        );
+        // A file written by the reference reads back.
+        let r: Backup =
+            serde_json::from_str(r#"{"mac":"aa:bb:cc:dd:ee:ff","mtu":9000}"#).expect("de");
+        assert_eq!(r.mtu, 9000);
+    }
+
+    #[test]
+    fn merge_keeps_the_originals() {
+        let older = Backup {
+            mtu: 1500,
+            ..Default::default()
+        };
+        let mut newer = Backup {
+            mtu: 9000,
+            promisc: Some(true),
+            ..Default::default()
+        };
+        newer.sysctl.insert("/proc/sys/net/a".into(), "2".into());
+        let m = newer.merge_older(older);
+        assert_eq!(m.mtu, 1500);
+        assert_eq!(m.promisc, Some(true));
+        assert_eq!(m.sysctl.len(), 1);
+    }
+}

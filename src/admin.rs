@@ -1,0 +1,203 @@
+//! The admin CLI (`rcni ...`) and the `cnitool` entry.
+
+use crate::plugins::PLUGINS;
+use std::path::{Path, PathBuf};
+
+const USAGE: &str = "\
+rcni — CNI plugins, runtime and tools in one binary
+
+Usage:
+  rcni install --bin-dir DIR [--copy] [--conf-dir DIR [--subnet CIDR]]
+                                        put one entry per plugin name into DIR; with
+                                        --conf-dir, also write a default network
+                                        (10-rcni.conflist) unless one is there
+  rcni demo                             attach throwaway sandboxes, show them talk, tear down
+  rcni version                          build and supported CNI spec versions
+  rcni plugin NAME                      run plugin NAME (as if called by that name)
+  rcni help                             this text
+
+Called as a plugin name (a link made by `rcni install`), it is that plugin;
+called as `cnitool`, it is the runtime CLI (see `cnitool --help`).";
+
+pub fn main(args: &[String]) -> i32 {
+    let Some(cmd) = args.first() else {
+        println!("{USAGE}");
+        return 0;
+    };
+    match cmd.as_str() {
+        "install" => install(&args[1..]),
+        "version" | "--version" | "-V" => {
+            version();
+            0
+        }
+        "demo" => crate::demo::run(&args[1..]),
+        "plugin" => match args.get(1).and_then(|n| crate::plugins::lookup(n)) {
+            Some(p) => cni_skel::plugin_main(p),
+            None => {
+                eprintln!("rcni: unknown plugin {:?}; known: {}", args.get(1), names());
+                2
+            }
+        },
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            0
+        }
+        other => {
+            eprintln!("rcni: unknown command {other:?}\n\n{USAGE}");
+            2
+        }
+    }
+}
+
+pub fn cnitool(args: &[String]) -> i32 {
+    runtime::cnitool::main(args)
+}
+
+fn names() -> String {
+    PLUGINS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn version() {
+    println!("rcni {}", env!("CARGO_PKG_VERSION"));
+    println!("CNI spec versions: {}", cni_spec::ALL_VERSIONS.join(", "));
+    println!("plugins: {}", names());
+}
+
+fn install(args: &[String]) -> i32 {
+    let mut bin_dir: Option<PathBuf> = None;
+    let mut conf_dir: Option<PathBuf> = None;
+    let mut subnet = String::from("10.88.0.0/16");
+    let mut copy = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bin-dir" => bin_dir = it.next().map(PathBuf::from),
+            "--conf-dir" => conf_dir = it.next().map(PathBuf::from),
+            "--subnet" => match it.next() {
+                Some(s) => subnet = s.clone(),
+                None => {
+                    eprintln!("rcni install: --subnet needs a CIDR");
+                    return 2;
+                }
+            },
+            "--copy" => copy = true,
+            other => {
+                eprintln!("rcni install: unknown argument {other:?}");
+                return 2;
+            }
+        }
+    }
+    let Some(dir) = bin_dir else {
+        eprintln!("rcni install: --bin-dir DIR is required");
+        return 2;
+    };
+    match install_into(&dir, copy) {
+        Ok(n) => println!("installed {n} plugins into {}", dir.display()),
+        Err(e) => {
+            eprintln!("rcni install: {e}");
+            return 1;
+        }
+    }
+    if let Some(conf) = conf_dir {
+        match write_default_conf(&conf, &subnet) {
+            Ok(Some(p)) => println!("wrote {}", p.display()),
+            Ok(None) => println!(
+                "{} already has a network configuration; left it alone",
+                conf.display()
+            ),
+            Err(e) => {
+                eprintln!("rcni install: {e}");
+                return 1;
+            }
+        }
+    }
+    0
+}
+
+/// The network `rcni install --conf-dir` writes: what Podman's default
+/// network does (bridge with masquerade, host ports, forward accept, tuning).
+fn default_conflist(subnet: &str) -> String {
+    let v = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "rcni",
+        "plugins": [
+            {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true,
+             "hairpinMode": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "firewall"},
+            {"type": "tuning"}
+        ]
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+/// Writes `10-rcni.conflist` unless the directory already holds a
+/// configuration: a runtime picks the lexically first file, and an
+/// operator's own network must keep winning.
+fn write_default_conf(dir: &Path, subnet: &str) -> Result<Option<PathBuf>, String> {
+    let net: Result<ipnet::IpNet, _> = subnet.parse();
+    if net.is_err() {
+        return Err(format!("--subnet {subnet:?} is not a CIDR"));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let existing = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .flatten()
+        .any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".conflist") || n.ends_with(".conf") || n.ends_with(".json")
+        });
+    if existing {
+        return Ok(None);
+    }
+    let path = dir.join("10-rcni.conflist");
+    let body = default_conflist(subnet);
+    place(&path, |tmp| std::fs::write(tmp, &body))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// Replaces `dst` atomically: build at a temporary name, then rename, so a
+/// runtime exec'ing a plugin mid-upgrade sees the old or the new file.
+fn place(dst: &Path, make: impl Fn(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+    let tmp = dst.with_file_name(format!(
+        ".{}.rcni-tmp",
+        dst.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    make(&tmp)?;
+    std::fs::rename(&tmp, dst).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn install_into(dir: &Path, copy: bool) -> Result<usize, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let main = dir.join("rcni");
+    let same = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        matches!((std::fs::metadata(a), std::fs::metadata(b)),
+            (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino())
+    };
+    if !same(&exe, &main) {
+        place(&main, |tmp| std::fs::copy(&exe, tmp).map(|_| ()))
+            .map_err(|e| format!("cannot copy {} to {}: {e}", exe.display(), main.display()))?;
+    }
+    for (name, _) in PLUGINS {
+        let dst = dir.join(name);
+        let made = if copy {
+            place(&dst, |tmp| std::fs::copy(&main, tmp).map(|_| ()))
+        } else {
+            place(&dst, |tmp| std::os::unix::fs::symlink("rcni", tmp))
+        };
+        made.map_err(|e| format!("cannot install {}: {e}", dst.display()))?;
+    }
+    Ok(PLUGINS.len())
+}

@@ -1,0 +1,21 @@
+//! The plugins compiled into this binary, by `type` name.
+
+use cni_skel::Plugin;
+
+/// Every implemented plugin. `rcni install` links exactly these names.
+pub static PLUGINS: &[(&str, &dyn Plugin)] = &[
+    ("loopback", &plugin_loopback::Loopback),
+    ("bridge", &plugin_bridge::Bridge),
+    ("ptp", &plugin_ptp::Ptp),
+    ("bandwidth", &plugin_bandwidth::BandwidthPlugin),
+    ("sbr", &plugin_sbr::Sbr),
+    ("tuning", &plugin_tuning::Tuning),
+    ("host-local", &plugin_host_local::HostLocal),
+    ("static", &plugin_static::Static),
+    ("portmap", &plugin_portmap::Portmap),
+    ("firewall", &plugin_firewall::Firewall),
+];
+
+pub fn lookup(name: &str) -> Option<&'static dyn Plugin> {
+    PLUGINS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+}

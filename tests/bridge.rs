@@ -1,0 +1,660 @@
+//! bridge in real namespaces: every spec version, every config field's
+//! effect on the kernel, traffic between pods, concurrency, and cleanup
+//! after failures. The plugin runs inside a per-test node namespace.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use testutil::{
+    for_each_version, run_plugin, tcp_exchange, Call, Outcome, PluginDir, TempDir, TestNs,
+};
+
+struct Env {
+    bin: PluginDir,
+    node: TestNs,
+    ipam_dir: TempDir,
+    state_dir: TempDir,
+    net: String,
+}
+
+impl Env {
+    fn new(tag: &str) -> Env {
+        Env {
+            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
+            node: TestNs::new(tag),
+            ipam_dir: TempDir::new("ipam"),
+            state_dir: TempDir::new("state"),
+            net: format!("net-{}", testutil::unique(tag)),
+        }
+    }
+
+    /// rcni's own plugins first, then Debian's reference host-local.
+    fn cni_path(&self) -> String {
+        format!("{}:/usr/lib/cni", self.bin.path().display())
+    }
+
+    fn conf(&self, v: &str, subnet: &str, extra: Value) -> Value {
+        let mut c = json!({
+            "cniVersion": v,
+            "name": self.net,
+            "type": "bridge",
+            "stateDir": self.state_dir.path(),
+            "ipam": {
+                "type": "host-local",
+                "subnet": subnet,
+                "dataDir": self.ipam_dir.path(),
+            }
+        });
+        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
+    fn call(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
+        let mut call = Call::new(cmd, id, pod, &conf.to_string());
+        call.path = self.cni_path();
+        run_plugin(self.bin.path(), "bridge", &call, Some(self.node.ns()))
+    }
+
+    fn call_with(&self, call: Call) -> Outcome {
+        let mut call = call;
+        call.path = self.cni_path();
+        run_plugin(self.bin.path(), "bridge", &call, Some(self.node.ns()))
+    }
+
+    /// Addresses host-local has handed out (files named like an IP).
+    fn allocated(&self) -> Vec<String> {
+        let dir = self.ipam_dir.path().join(&self.net);
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return vec![];
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str().map(String::from))
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect()
+    }
+}
+
+fn link(ns: &TestNs, name: &str) -> Value {
+    let v = ns.ip_json(&["-d", "link", "show", "dev", name]);
+    v[0].clone()
+}
+
+fn has_flag(l: &Value, f: &str) -> bool {
+    l["flags"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == f))
+}
+
+fn addrs(ns: &TestNs, dev: &str) -> Vec<String> {
+    let v = ns.ip_json(&["addr", "show", "dev", dev]);
+    v[0]["addr_info"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|x| x["scope"] != "link")
+                .map(|x| format!("{}/{}", x["local"].as_str().unwrap_or(""), x["prefixlen"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn veth_names(ns: &TestNs) -> Vec<String> {
+    ns.link_names()
+        .into_iter()
+        .filter(|n| n.starts_with("veth"))
+        .collect()
+}
+
+#[test]
+fn add_check_del_del_every_version() {
+    let env = Env::new("brv");
+    for_each_version(|v| {
+        let pod = TestNs::new("brp");
+        let conf = env.conf(v, "10.20.0.0/24", json!({"isDefaultGateway": true}));
+        let res = env.call("ADD", "ctr-v", &pod.path(), &conf).ok();
+        assert_eq!(res["cniVersion"], v);
+        let ip = if v.starts_with("0.1") || v.starts_with("0.2") {
+            assert_eq!(res["ip4"]["gateway"], "10.20.0.1");
+            res["ip4"]["ip"].as_str().expect("ip4").to_string()
+        } else {
+            let ifs = res["interfaces"].as_array().expect("interfaces");
+            assert_eq!(ifs.len(), 3, "{res}");
+            assert_eq!(ifs[0]["name"], "cni0");
+            assert!(ifs[1]["name"].as_str().expect("veth").starts_with("veth"));
+            assert!(ifs[1].get("sandbox").is_none());
+            assert_eq!(ifs[2]["name"], "eth0");
+            assert_eq!(ifs[2]["sandbox"], pod.path().display().to_string());
+            assert_eq!(res["ips"][0]["interface"], 2);
+            assert_eq!(res["ips"][0]["gateway"], "10.20.0.1");
+            assert_eq!(res["routes"][0]["dst"], "0.0.0.0/0");
+            // The MACs reported are the kernel's.
+            let c = link(&pod, "eth0");
+            assert_eq!(ifs[2]["mac"], c["address"]);
+            let br = link(&env.node, "cni0");
+            assert_eq!(ifs[0]["mac"], br["address"]);
+            res["ips"][0]["address"].as_str().expect("ip").to_string()
+        };
+        // Kernel state: bridge up with the gateway, veth enslaved, pod addressed.
+        let br = link(&env.node, "cni0");
+        assert!(has_flag(&br, "UP"));
+        assert!(addrs(&env.node, "cni0").contains(&"10.20.0.1/24".to_string()));
+        assert_eq!(ip, addrs(&pod, "eth0")[0]);
+        assert!(has_flag(&link(&pod, "eth0"), "UP"));
+        let routes = pod.ip_json(&["route", "show", "default"]);
+        assert_eq!(routes[0]["gateway"], "10.20.0.1", "{routes}");
+        let hosts = veth_names(&env.node);
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(link(&env.node, &hosts[0])["master"], "cni0");
+        assert_eq!(
+            env.node
+                .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])
+                .trim(),
+            "1"
+        );
+
+        if cni_spec::version::at_least(v, "0.4.0") {
+            let mut with_prev = conf.clone();
+            with_prev["prevResult"] = res.clone();
+            env.call("CHECK", "ctr-v", &pod.path(), &with_prev).ok();
+            // CHECK notices a missing address.
+            pod.exec(&["ip", "addr", "flush", "dev", "eth0"]);
+            let bad = env.call("CHECK", "ctr-v", &pod.path(), &with_prev);
+            assert_ne!(bad.code, 0, "CHECK passed without the address");
+        }
+
+        env.call("DEL", "ctr-v", &pod.path(), &conf).ok();
+        assert!(!pod.link_names().contains(&"eth0".to_string()));
+        assert!(veth_names(&env.node).is_empty());
+        assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+        env.call("DEL", "ctr-v", &pod.path(), &conf).ok();
+        let mut no_ns = Call::new("DEL", "ctr-v", &pod.path(), &conf.to_string());
+        no_ns.netns = String::new();
+        env.call_with(no_ns).ok();
+        let mut gone = Call::new("DEL", "ctr-v", &pod.path(), &conf.to_string());
+        gone.netns = "/run/netns/rcni-test-gone-forever".into();
+        env.call_with(gone).ok();
+    });
+}
+
+#[test]
+fn two_pods_talk_and_reach_the_gateway() {
+    let env = Env::new("brt");
+    let a = TestNs::new("bra");
+    let b = TestNs::new("brb");
+    let conf = env.conf("1.0.0", "10.21.0.0/24", json!({"isGateway": true}));
+    let ra = env.call("ADD", "ctr-a", &a.path(), &conf).ok();
+    let rb = env.call("ADD", "ctr-b", &b.path(), &conf).ok();
+    let ip_of = |r: &Value| {
+        let s = r["ips"][0]["address"].as_str().expect("ip").to_string();
+        s.split('/').next().expect("addr").to_string()
+    };
+    let (ipa, ipb) = (ip_of(&ra), ip_of(&rb));
+    assert_ne!(ipa, ipb);
+    let seen = tcp_exchange(&a, &b, &ipb, 7000);
+    assert_eq!(seen, ipa, "pod b sees pod a's own address");
+    let seen = tcp_exchange(&b, &a, &ipa, 7001);
+    assert_eq!(seen, ipb);
+    // The gateway (bridge address in the node) answers too.
+    let seen = tcp_exchange(&a, &env.node, "10.21.0.1", 7002);
+    assert_eq!(seen, ipa);
+    env.call("DEL", "ctr-a", &a.path(), &conf).ok();
+    env.call("DEL", "ctr-b", &b.path(), &conf).ok();
+    assert!(veth_names(&env.node).is_empty());
+}
+
+#[test]
+fn config_fields_take_effect() {
+    let env = Env::new("brf");
+    // mtu, hairpinMode, portIsolation, CNI_ARGS MAC, own bridge name.
+    let pod = TestNs::new("brf");
+    let conf = env.conf(
+        "1.0.0",
+        "10.22.0.0/24",
+        json!({"bridge": "br-f", "mtu": 1400, "hairpinMode": true, "portIsolation": true}),
+    );
+    let add = Call::new("ADD", "ctr-f", &pod.path(), &conf.to_string())
+        .args("IgnoreUnknown=1;MAC=0a:58:0a:16:00:99;K8S_POD_NAME=x");
+    let res = env.call_with(add).ok();
+    let c = link(&pod, "eth0");
+    assert_eq!(c["mtu"], 1400);
+    assert_eq!(c["address"], "0a:58:0a:16:00:99");
+    assert_eq!(res["interfaces"][2]["mac"], "0a:58:0a:16:00:99");
+    let br = link(&env.node, "br-f");
+    assert_eq!(br["mtu"], 1400);
+    assert!(!has_flag(&br, "PROMISC"));
+    let host = res["interfaces"][1]["name"]
+        .as_str()
+        .expect("host")
+        .to_string();
+    let h = link(&env.node, &host);
+    assert_eq!(h["mtu"], 1400);
+    let port = &h["linkinfo"]["info_slave_data"];
+    assert_eq!(port["hairpin"], true, "{h}");
+    assert_eq!(port["isolated"], true, "{h}");
+    // isGateway unset: no address on the bridge.
+    assert!(addrs(&env.node, "br-f").is_empty());
+    // IPv6 DAD off and arp_notify on, like the reference.
+    assert_eq!(
+        pod.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/accept_dad"])
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        pod.exec(&["cat", "/proc/sys/net/ipv4/conf/eth0/arp_notify"])
+            .trim(),
+        "1"
+    );
+    env.call("DEL", "ctr-f", &pod.path(), &conf).ok();
+
+    // promiscMode, args.cni.mac beaten by runtimeConfig.mac, enabledad.
+    let pod = TestNs::new("brg");
+    let conf = env.conf(
+        "1.0.0",
+        "10.23.0.0/24",
+        json!({"bridge": "br-g", "promiscMode": true, "enabledad": true,
+               "args": {"cni": {"mac": "0a:58:00:00:00:01"}},
+               "runtimeConfig": {"mac": "0a:58:00:00:00:02"}}),
+    );
+    let res = env.call("ADD", "ctr-g", &pod.path(), &conf).ok();
+    assert!(has_flag(&link(&env.node, "br-g"), "PROMISC"));
+    assert_eq!(link(&pod, "eth0")["address"], "0a:58:00:00:00:02");
+    assert_eq!(
+        pod.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/accept_dad"])
+            .trim(),
+        "1"
+    );
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = res;
+    env.call("CHECK", "ctr-g", &pod.path(), &with_prev).ok();
+    env.call("DEL", "ctr-g", &pod.path(), &conf).ok();
+
+    // args.cni.mac alone.
+    let pod = TestNs::new("brh");
+    let conf = env.conf(
+        "1.0.0",
+        "10.23.0.0/24",
+        json!({"bridge": "br-g", "args": {"cni": {"mac": "0a:58:00:00:00:03"}}}),
+    );
+    env.call("ADD", "ctr-h", &pod.path(), &conf).ok();
+    assert_eq!(link(&pod, "eth0")["address"], "0a:58:00:00:00:03");
+    env.call("DEL", "ctr-h", &pod.path(), &conf).ok();
+
+    // hairpinMode + promiscMode is refused before anything is made.
+    let conf = env.conf(
+        "1.0.0",
+        "10.24.0.0/24",
+        json!({"bridge": "br-x", "promiscMode": true, "hairpinMode": true}),
+    );
+    assert_eq!(env.call("ADD", "ctr-x", &pod.path(), &conf).err_code(), 7);
+    assert!(!env.node.link_names().contains(&"br-x".to_string()));
+}
+
+#[test]
+fn force_address_replaces_a_foreign_bridge_address() {
+    let env = Env::new("bra");
+    env.node
+        .exec(&["ip", "link", "add", "br-a", "type", "bridge"]);
+    env.node
+        .exec(&["ip", "addr", "add", "10.99.0.1/24", "dev", "br-a"]);
+    let pod = TestNs::new("bra");
+    let conf = env.conf(
+        "1.0.0",
+        "10.25.0.0/24",
+        json!({"bridge": "br-a", "isGateway": true}),
+    );
+    let out = env.call("ADD", "ctr-a", &pod.path(), &conf);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stdout.contains("already has an IP address"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        env.allocated().is_empty(),
+        "failed ADD released its address"
+    );
+    assert!(veth_names(&env.node).is_empty());
+    let conf = env.conf(
+        "1.0.0",
+        "10.25.0.0/24",
+        json!({"bridge": "br-a", "isGateway": true, "forceAddress": true}),
+    );
+    env.call("ADD", "ctr-a", &pod.path(), &conf).ok();
+    assert_eq!(addrs(&env.node, "br-a"), vec!["10.25.0.1/24".to_string()]);
+    env.call("DEL", "ctr-a", &pod.path(), &conf).ok();
+}
+
+#[test]
+fn layer2_and_disabled_container_interface() {
+    let env = Env::new("brl");
+    let pod = TestNs::new("brl");
+    let l2 = json!({"cniVersion": "1.0.0", "name": env.net, "type": "bridge",
+                    "bridge": "br-l", "ipam": {}});
+    let res = env.call("ADD", "ctr-l", &pod.path(), &l2).ok();
+    assert!(res.get("ips").is_none(), "{res}");
+    assert_eq!(res["interfaces"].as_array().map(Vec::len), Some(3));
+    assert!(has_flag(&link(&pod, "eth0"), "UP"));
+    assert!(addrs(&pod, "eth0").is_empty());
+    env.call("DEL", "ctr-l", &pod.path(), &l2).ok();
+
+    let off = json!({"cniVersion": "1.0.0", "name": env.net, "type": "bridge",
+                     "bridge": "br-l", "disableContainerInterface": true});
+    env.call("ADD", "ctr-m", &pod.path(), &off).ok();
+    assert!(
+        !has_flag(&link(&pod, "eth0"), "UP"),
+        "container interface stays down"
+    );
+    env.call("DEL", "ctr-m", &pod.path(), &off).ok();
+    // With IPAM it is a config error.
+    let bad = env.conf(
+        "1.0.0",
+        "10.26.0.0/24",
+        json!({"disableContainerInterface": true}),
+    );
+    assert_eq!(env.call("ADD", "ctr-n", &pod.path(), &bad).err_code(), 7);
+}
+
+#[test]
+fn vlan_needs_kernel_vlan_filtering() {
+    let env = Env::new("brq");
+    let pod = TestNs::new("brq");
+    for extra in [
+        json!({"bridge": "br-v", "vlan": 100}),
+        json!({"bridge": "br-v", "vlanTrunk": [{"minID": 10, "maxID": 20}, {"id": 30}]}),
+    ] {
+        let conf = env.conf("1.0.0", "10.27.0.0/24", extra);
+        let out = env.call("ADD", "ctr-v", &pod.path(), &conf);
+        assert_eq!(out.err_code(), 2, "{}", out.stdout);
+        let msg = out.json()["msg"].as_str().unwrap_or("").to_string();
+        if msg.contains("lacks bridge VLAN filtering") {
+            println!("skipped: kernel lacks bridge VLAN filtering");
+            eprintln!("skipped: kernel lacks bridge VLAN filtering ({msg})");
+        }
+        // Nothing left behind either way.
+        assert!(env.allocated().is_empty());
+        assert!(!pod.link_names().contains(&"eth0".to_string()));
+        assert!(veth_names(&env.node).is_empty());
+    }
+    // Invalid VLAN settings are config errors.
+    for extra in [
+        json!({"vlan": 5000}),
+        json!({"vlan": 3, "vlanTrunk": [{"id": 4}]}),
+        json!({"vlanTrunk": [{"minID": 9, "maxID": 2}]}),
+    ] {
+        let conf = env.conf("1.0.0", "10.27.0.0/24", extra);
+        assert_eq!(env.call("ADD", "ctr-v", &pod.path(), &conf).err_code(), 7);
+    }
+}
+
+/// Whether a TCP connection from `from` reaches a listener in `to` within a
+/// second (for checks that expect a failure).
+fn can_connect(from: &TestNs, to: &TestNs, addr: &str, port: u16) -> bool {
+    let listen_at: std::net::SocketAddr = format!("0.0.0.0:{port}").parse().expect("addr");
+    let _listener = to.run(|| std::net::TcpListener::bind(listen_at).expect("bind"));
+    let target: std::net::SocketAddr = format!("{addr}:{port}").parse().expect("addr");
+    from.run(|| {
+        std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(1)).is_ok()
+    })
+}
+
+#[test]
+fn macspoofchk_drops_frames_with_a_forged_source_mac() {
+    let env = Env::new("brs");
+    let a = TestNs::new("brs");
+    let b = TestNs::new("brs");
+    let conf = env.conf(
+        "1.0.0",
+        "10.28.0.0/24",
+        json!({"isGateway": true, "macspoofchk": true}),
+    );
+    let ra = env.call("ADD", "ctr-s", &a.path(), &conf).ok();
+    let rb = env.call("ADD", "ctr-t", &b.path(), &conf).ok();
+    let ip_of = |r: &Value| {
+        let s = r["ips"][0]["address"].as_str().expect("ip").to_string();
+        s.split('/').next().expect("addr").to_string()
+    };
+    let ipb = ip_of(&rb);
+    let rules = env
+        .node
+        .exec(&["nft", "list", "table", "bridge", "rcni-macspoofchk"]);
+    assert_eq!(rules.matches("ether saddr !=").count(), 2, "{rules}");
+    // The pods' own MACs pass.
+    assert_eq!(tcp_exchange(&a, &b, &ipb, 7100), ip_of(&ra));
+    let mut check = conf.clone();
+    check["prevResult"] = ra.clone();
+    env.call("CHECK", "ctr-s", &a.path(), &check).ok();
+
+    // Pod a forges its source MAC: the bridge drops its frames.
+    a.exec(&["ip", "link", "set", "eth0", "address", "02:de:ad:00:be:ef"]);
+    b.exec(&["ip", "neigh", "flush", "dev", "eth0"]);
+    env.node.exec(&["ip", "neigh", "flush", "all"]);
+    assert!(
+        !can_connect(&a, &b, &ipb, 7101),
+        "a forged MAC must not pass"
+    );
+    assert!(
+        !can_connect(&a, &env.node, "10.28.0.1", 7102),
+        "nor reach the gateway"
+    );
+
+    // DEL removes exactly that pod's rule; DEL twice is fine.
+    env.call("DEL", "ctr-s", &a.path(), &conf).ok();
+    env.call("DEL", "ctr-s", &a.path(), &conf).ok();
+    let rules = env
+        .node
+        .exec(&["nft", "list", "table", "bridge", "rcni-macspoofchk"]);
+    assert_eq!(rules.matches("ether saddr !=").count(), 1, "{rules}");
+    // GC removes the rule of an attachment that is no longer valid.
+    let mut gc = conf.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let mut call = Call::new("GC", "", Path::new(""), &gc.to_string());
+    call.path = env.cni_path();
+    env.call_with(call).ok();
+    let rules = env
+        .node
+        .exec(&["nft", "list", "table", "bridge", "rcni-macspoofchk"]);
+    assert_eq!(rules.matches("ether saddr !=").count(), 0, "{rules}");
+    env.call("DEL", "ctr-t", &b.path(), &conf).ok();
+}
+
+#[test]
+fn failure_after_ipam_leaves_nothing() {
+    let env = Env::new("bre");
+    let pod = TestNs::new("bre");
+    // The container interface name is taken.
+    pod.exec(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
+    let conf = env.conf("1.0.0", "10.29.0.0/24", json!({"isGateway": true}));
+    let out = env.call("ADD", "ctr-e", &pod.path(), &conf);
+    assert_ne!(out.code, 0);
+    assert!(out.stdout.contains("already exists"), "{}", out.stdout);
+    assert!(
+        env.allocated().is_empty(),
+        "address released: {:?}",
+        env.allocated()
+    );
+    assert!(veth_names(&env.node).is_empty());
+
+    // A failure at the very end (injected) undoes links and the address.
+    let pod2 = TestNs::new("brf");
+    let mut call = Call::new("ADD", "ctr-e2", &pod2.path(), &conf.to_string());
+    call.env
+        .push(("RCNI_INJECT_FAILURE".into(), "after-setup".into()));
+    let out = env.call_with(call);
+    assert_ne!(out.code, 0);
+    assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+    assert!(veth_names(&env.node).is_empty());
+    assert!(!pod2.link_names().contains(&"eth0".to_string()));
+}
+
+#[test]
+fn fifty_concurrent_adds_on_one_bridge() {
+    let env = Env::new("brc");
+    let conf = env.conf("1.0.0", "10.30.0.0/24", json!({"isGateway": true}));
+    let pods: Vec<TestNs> = (0..50).map(|_| TestNs::new("brc")).collect();
+    let start = std::time::Instant::now();
+    let results: Vec<Outcome> = std::thread::scope(|s| {
+        let hs: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let env = &env;
+                let conf = &conf;
+                s.spawn(move || env.call("ADD", &format!("ctr-c{i}"), &p.path(), conf))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    eprintln!("50 parallel ADDs took {:?}", start.elapsed());
+    let mut ips = std::collections::HashSet::new();
+    for r in &results {
+        let v = r.ok();
+        assert!(ips.insert(v["ips"][0]["address"].as_str().expect("ip").to_string()));
+    }
+    assert_eq!(veth_names(&env.node).len(), 50);
+    assert_eq!(addrs(&env.node, "cni0"), vec!["10.30.0.1/24".to_string()]);
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for (i, p) in pods.iter().enumerate() {
+            let env = &env;
+            let conf = &conf;
+            s.spawn(move || env.call("DEL", &format!("ctr-c{i}"), &p.path(), conf).ok());
+        }
+    });
+    eprintln!("50 parallel DELs took {:?}", start.elapsed());
+    assert!(veth_names(&env.node).is_empty());
+    assert!(env.allocated().is_empty());
+}
+
+#[allow(dead_code)]
+fn unused(_: PathBuf) {}
+
+/// An "outside" namespace behind the node: node `up0` 192.168.x.1/24 <->
+/// outside `out0` 192.168.x.2/24. The outside has no route to pod subnets,
+/// so a pod only reaches it when masqueraded behind the node.
+fn outside(node: &TestNs, third: u8) -> TestNs {
+    let out = TestNs::new("out");
+    let up = format!("up{}", testutil::unique(""));
+    node.exec(&[
+        "ip",
+        "link",
+        "add",
+        &up,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "out0",
+        "netns",
+        out.name(),
+    ]);
+    node.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("192.168.{third}.1/24"),
+        "dev",
+        &up,
+    ]);
+    node.exec(&["ip", "link", "set", &up, "up"]);
+    out.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("192.168.{third}.2/24"),
+        "dev",
+        "out0",
+    ]);
+    out.exec(&["ip", "link", "set", "out0", "up"]);
+    out
+}
+
+fn masq_rules(node: &TestNs) -> String {
+    let out = testutil::command_in(Some(node.ns()), "nft")
+        .args(["list", "table", "inet", "rcni-nat"])
+        .output()
+        .expect("run nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ipmasq_hides_pods_behind_the_node_and_goes_with_the_last_pod() {
+    let env = Env::new("brm");
+    let world = outside(&env.node, 88);
+    let conf = env.conf(
+        "1.1.0",
+        "10.31.0.0/24",
+        json!({"isDefaultGateway": true, "ipMasq": true}),
+    );
+    let a = TestNs::new("bma");
+    let b = TestNs::new("bmb");
+    env.call("ADD", "ctr-a", &a.path(), &conf).ok();
+    env.call("ADD", "ctr-b", &b.path(), &conf).ok();
+    let rules = masq_rules(&env.node);
+    assert!(rules.contains("ip saddr 10.31.0.0/24"), "{rules}");
+    assert_eq!(
+        rules.matches("masquerade").count(),
+        1,
+        "one rule per network, not per pod: {rules}"
+    );
+    let seen = tcp_exchange(&a, &world, "192.168.88.2", 7100);
+    assert_eq!(seen, "192.168.88.1", "the outside sees the node's address");
+
+    // containerd's second DEL comes without a netns: still releases the
+    // pod's share; the rule stays while b is attached.
+    env.call("DEL", "ctr-a", &a.path(), &conf).ok();
+    let mut no_ns = Call::new("DEL", "ctr-a", &a.path(), &conf.to_string());
+    no_ns.netns = String::new();
+    env.call_with(no_ns).ok();
+    assert!(masq_rules(&env.node).contains("masquerade"));
+    // b's only DEL comes without a netns (pod already gone): the last
+    // attachment leaves, so does the rule (the reference leaks it here).
+    drop(b);
+    let mut no_ns = Call::new("DEL", "ctr-b", Path::new(""), &conf.to_string());
+    no_ns.netns = String::new();
+    env.call_with(no_ns).ok();
+    assert!(
+        !masq_rules(&env.node).contains("masquerade"),
+        "{}",
+        masq_rules(&env.node)
+    );
+    assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+}
+
+#[test]
+fn gc_removes_attachments_not_listed() {
+    let env = Env::new("brg");
+    let conf = env.conf(
+        "1.1.0",
+        "10.32.0.0/24",
+        json!({"isGateway": true, "ipMasq": true}),
+    );
+    let a = TestNs::new("bga");
+    let b = TestNs::new("bgb");
+    env.call("ADD", "ctr-a", &a.path(), &conf).ok();
+    env.call("ADD", "ctr-b", &b.path(), &conf).ok();
+    assert_eq!(env.allocated().len(), 2);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-a", "ifname": "eth0"}]);
+    env.call("GC", "", Path::new(""), &gc).ok();
+    assert_eq!(
+        env.allocated().len(),
+        1,
+        "IPAM GC ran: {:?}",
+        env.allocated()
+    );
+    assert!(
+        masq_rules(&env.node).contains("masquerade"),
+        "a is still attached"
+    );
+    gc["cni.dev/valid-attachments"] = json!([]);
+    env.call("GC", "", Path::new(""), &gc).ok();
+    assert!(env.allocated().is_empty());
+    assert!(!masq_rules(&env.node).contains("masquerade"));
+    env.call("STATUS", "", Path::new(""), &conf).ok();
+}

@@ -1,0 +1,301 @@
+//! Every plugin answers malformed environments and configs with a CNI error
+//! object carrying the spec's code — never a panic (code 999), never a
+//! half-made link — through the real binary.
+
+use serde_json::{json, Value};
+use std::path::Path;
+use testutil::{run_plugin, Call, PluginDir, TempDir, TestNs};
+
+fn plugins(bin: &Path) -> Vec<String> {
+    let out = std::process::Command::new(bin.join("rcni"))
+        .arg("version")
+        .output()
+        .expect("rcni version");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("plugins: "))
+        .expect("plugins line");
+    line.split(", ").map(str::to_string).collect()
+}
+
+/// A minimal valid-looking config for `plugin`, at `version`.
+fn base(plugin: &str, version: &str, data: &Path) -> Value {
+    let mut c = json!({"cniVersion": version, "name": "errnet", "type": plugin});
+    let ipam =
+        json!({"type": "host-local", "subnet": "10.203.0.0/24", "dataDir": data.join("ipam")});
+    match plugin {
+        "bridge" | "ptp" => {
+            c["ipam"] = ipam;
+            c["stateDir"] = json!(data.join("state"));
+        }
+        "host-local" => c["ipam"] = ipam,
+        "static" => {
+            c["ipam"] = json!({"type": "static", "addresses": [{"address": "10.203.1.2/24"}]})
+        }
+        "tuning" => c["dataDir"] = json!(data.join("tuning")),
+        _ => {}
+    }
+    c
+}
+
+struct Case {
+    what: &'static str,
+    command: &'static str,
+    stdin: String,
+    ifname: &'static str,
+    container: &'static str,
+    /// Acceptable codes.
+    codes: &'static [u64],
+}
+
+fn cases(plugin: &str, data: &Path) -> Vec<Case> {
+    let good = base(plugin, "1.0.0", data);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        c.to_string()
+    };
+    let mut v = vec![
+        Case {
+            what: "broken JSON",
+            command: "ADD",
+            stdin: "{\"cniVersion\":".into(),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[6],
+        },
+        Case {
+            what: "not an object",
+            command: "ADD",
+            stdin: "[1,2]".into(),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[6],
+        },
+        Case {
+            what: "unknown cniVersion",
+            command: "ADD",
+            stdin: with(&|c| c["cniVersion"] = json!("9.9.9")),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[1],
+        },
+        Case {
+            what: "missing network name",
+            command: "ADD",
+            stdin: with(&|c| {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("name");
+                }
+            }),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[7],
+        },
+        Case {
+            what: "bad network name",
+            command: "ADD",
+            stdin: with(&|c| c["name"] = json!("no spaces allowed")),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[7],
+        },
+        Case {
+            what: "interface name too long",
+            command: "ADD",
+            stdin: good.to_string(),
+            ifname: "ifnamewaytoolong0",
+            container: "c1",
+            codes: &[4],
+        },
+        Case {
+            what: "interface name with a slash",
+            command: "ADD",
+            stdin: good.to_string(),
+            ifname: "eth/0",
+            container: "c1",
+            codes: &[4],
+        },
+        Case {
+            what: "empty container id",
+            command: "ADD",
+            stdin: good.to_string(),
+            ifname: "eth0",
+            container: "",
+            codes: &[3],
+        },
+        Case {
+            what: "container id with bad characters",
+            command: "ADD",
+            stdin: good.to_string(),
+            ifname: "eth0",
+            container: "bad id!",
+            codes: &[4],
+        },
+        Case {
+            what: "unknown command",
+            command: "FROBNICATE",
+            stdin: good.to_string(),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[4],
+        },
+        Case {
+            what: "CHECK below 0.4.0",
+            command: "CHECK",
+            stdin: with(&|c| {
+                c["cniVersion"] = json!("0.3.1");
+                c["prevResult"] = json!({"cniVersion": "0.3.1"});
+            }),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[1],
+        },
+        Case {
+            what: "GC below 1.1.0",
+            command: "GC",
+            stdin: good.to_string(),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[1],
+        },
+        Case {
+            what: "STATUS below 1.1.0",
+            command: "STATUS",
+            stdin: good.to_string(),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[1],
+        },
+    ];
+    if matches!(plugin, "bridge" | "ptp" | "tuning") {
+        v.push(Case {
+            what: "mtu of the wrong type",
+            command: "ADD",
+            stdin: with(&|c| c["mtu"] = json!("large")),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[7],
+        });
+    }
+    if matches!(plugin, "bridge" | "ptp") {
+        v.push(Case {
+            what: "ipam of the wrong type",
+            command: "ADD",
+            stdin: with(&|c| c["ipam"] = json!(5)),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[6, 7],
+        });
+        v.push(Case {
+            what: "IPAM plugin type with a path",
+            command: "ADD",
+            stdin: with(&|c| c["ipam"]["type"] = json!("../../bin/sh")),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[7],
+        });
+    }
+    if matches!(
+        plugin,
+        "portmap" | "firewall" | "tuning" | "bandwidth" | "sbr"
+    ) {
+        v.push(Case {
+            what: "garbage prevResult",
+            command: "ADD",
+            stdin: with(&|c| c["prevResult"] = json!({"ips": "nope"})),
+            ifname: "eth0",
+            container: "c1",
+            codes: &[6, 7],
+        });
+    }
+    v
+}
+
+#[test]
+fn every_plugin_answers_malformed_input_with_the_spec_code() {
+    let bin = PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni")));
+    let names = plugins(bin.path());
+    assert!(names.len() >= 10, "{names:?}");
+    let node = TestNs::new("ern");
+    let pod = TestNs::new("erp");
+    let links_before = node.link_names();
+    let pod_links_before = pod.link_names();
+    let data = TempDir::new("errors");
+    let mut failures = Vec::new();
+    for plugin in &names {
+        for case in cases(plugin, data.path()) {
+            let mut call = Call::new(case.command, case.container, &pod.path(), &case.stdin)
+                .ifname(case.ifname);
+            if case.container.is_empty() {
+                call.container_id = String::new();
+            }
+            let out = run_plugin(bin.path(), plugin, &call, Some(node.ns()));
+            let parsed: Option<Value> = serde_json::from_str(&out.stdout).ok();
+            let ok = out.code != 0
+                && parsed.as_ref().is_some_and(|v| {
+                    v["cniVersion"].is_string()
+                        && v["msg"].as_str().is_some_and(|m| !m.is_empty())
+                        && v["code"].as_u64().is_some_and(|c| case.codes.contains(&c))
+                });
+            if !ok {
+                failures.push(format!(
+                    "{plugin}: {} → exit {} stdout {:?} (want code {:?})",
+                    case.what, out.code, out.stdout, case.codes
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(node.link_names(), links_before, "no link left in the node");
+    assert_eq!(
+        pod.link_names(),
+        pod_links_before,
+        "no link left in the pod"
+    );
+    let left: Vec<_> = std::fs::read_dir(data.path().join("ipam").join("errnet"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "no address allocated: {left:?}");
+}
+
+/// `rcni plugin NAME` with an unknown name is a usage error, with nothing
+/// on stdout (a runtime would otherwise try to parse it). Panics becoming
+/// code 999 are covered in cni-skel's error table.
+#[test]
+fn unknown_plugin_name_is_a_usage_error() {
+    let bin = PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni")));
+    let out = std::process::Command::new(bin.path().join("rcni"))
+        .args(["plugin", "no-such-plugin"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+}
+
+#[test]
+fn version_works_with_podman_style_dummy_env() {
+    // Podman asks every plugin for VERSION with placeholder values.
+    let bin = PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni")));
+    for plugin in plugins(bin.path()) {
+        let call = Call::new(
+            "VERSION",
+            "dummy",
+            Path::new("dummy"),
+            r#"{"cniVersion":"1.0.0"}"#,
+        )
+        .ifname("dummy");
+        let v = run_plugin(bin.path(), &plugin, &call, None).ok();
+        assert_eq!(
+            v["supportedVersions"].as_array().map(Vec::len),
+            Some(if plugin == "bandwidth" { 5 } else { 7 }),
+            "{plugin}: {v}"
+        );
+    }
+}

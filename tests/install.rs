@@ -1,0 +1,115 @@
+//! `rcni install`: links, copies, VERSION through a link, and the default
+//! network written with --conf-dir.
+
+use std::path::Path;
+use std::process::Command;
+use testutil::TempDir;
+
+fn rcni() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rcni"))
+}
+
+#[test]
+fn links_every_plugin_and_answers_version() {
+    let dir = TempDir::new("inst");
+    let out = rcni()
+        .args(["install", "--bin-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("install");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "rcni",
+        "loopback",
+        "bridge",
+        "ptp",
+        "host-local",
+        "static",
+        "portmap",
+        "firewall",
+        "bandwidth",
+        "tuning",
+        "sbr",
+    ] {
+        assert!(dir.path().join(name).exists(), "{name} installed");
+    }
+    let v = Command::new(dir.path().join("loopback"))
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .output()
+        .expect("VERSION");
+    let j: serde_json::Value = serde_json::from_slice(&v.stdout).expect("json");
+    assert_eq!(j["supportedVersions"].as_array().map(Vec::len), Some(7));
+    // Installing again replaces atomically and still works.
+    let again = rcni()
+        .args(["install", "--bin-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("again");
+    assert!(again.status.success());
+}
+
+#[test]
+fn copies_are_independent_files() {
+    let dir = TempDir::new("instc");
+    let out = rcni()
+        .args(["install", "--copy", "--bin-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("install");
+    assert!(out.status.success());
+    let meta = std::fs::symlink_metadata(dir.path().join("bridge")).expect("bridge");
+    assert!(meta.file_type().is_file(), "a real file, not a link");
+}
+
+#[test]
+fn writes_a_default_network_once() {
+    let bin = TempDir::new("instb");
+    let conf = TempDir::new("instn");
+    let run = |extra: &[&str]| {
+        rcni()
+            .args(["install", "--bin-dir"])
+            .arg(bin.path())
+            .arg("--conf-dir")
+            .arg(conf.path())
+            .args(extra)
+            .output()
+            .expect("install")
+    };
+    let out = run(&["--subnet", "10.250.0.0/16"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = conf.path().join("10-rcni.conflist");
+    let net = runtime::load_network(conf.path(), "rcni").expect("the runtime loads it");
+    assert_eq!(net.plugins.len(), 4);
+    assert!(std::fs::read_to_string(&file)
+        .expect("read")
+        .contains("10.250.0.0/16"));
+    // An existing configuration is never overwritten.
+    std::fs::write(&file, "{\"name\":\"mine\"}").expect("write");
+    let out = run(&[]);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("read"),
+        "{\"name\":\"mine\"}"
+    );
+    // A bad subnet is refused.
+    let other = TempDir::new("instx");
+    let out = rcni()
+        .args(["install", "--bin-dir"])
+        .arg(bin.path())
+        .arg("--conf-dir")
+        .arg(other.path())
+        .args(["--subnet", "nonsense"])
+        .output()
+        .expect("install");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!Path::new(&other.path().join("10-rcni.conflist")).exists());
+}

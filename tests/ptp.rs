@@ -1,0 +1,216 @@
+//! ptp in real namespaces: every spec version, routed pod-to-pod traffic
+//! through the node, masquerade to an outside namespace, cleanup after
+//! failures.
+
+use serde_json::{json, Value};
+use std::path::Path;
+use testutil::{
+    for_each_version, run_plugin, tcp_exchange, Call, Outcome, PluginDir, TempDir, TestNs,
+};
+
+struct Env {
+    bin: PluginDir,
+    node: TestNs,
+    ipam_dir: TempDir,
+    state_dir: TempDir,
+    net: String,
+}
+
+impl Env {
+    fn new(tag: &str) -> Env {
+        Env {
+            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
+            node: TestNs::new(tag),
+            ipam_dir: TempDir::new("ipam"),
+            state_dir: TempDir::new("state"),
+            net: format!("net-{}", testutil::unique(tag)),
+        }
+    }
+
+    fn conf(&self, v: &str, subnet: &str, extra: Value) -> Value {
+        let mut c = json!({
+            "cniVersion": v,
+            "name": self.net,
+            "type": "ptp",
+            "stateDir": self.state_dir.path(),
+            "ipam": {
+                "type": "host-local",
+                "subnet": subnet,
+                "dataDir": self.ipam_dir.path(),
+                "routes": [{"dst": "0.0.0.0/0"}],
+            }
+        });
+        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
+    fn call_with(&self, mut call: Call) -> Outcome {
+        call.path = format!("{}:/usr/lib/cni", self.bin.path().display());
+        run_plugin(self.bin.path(), "ptp", &call, Some(self.node.ns()))
+    }
+
+    fn call(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
+        self.call_with(Call::new(cmd, id, pod, &conf.to_string()))
+    }
+
+    fn allocated(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(self.ipam_dir.path().join(&self.net)) else {
+            return vec![];
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str().map(String::from))
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect()
+    }
+}
+
+fn veth_names(ns: &TestNs) -> Vec<String> {
+    ns.link_names()
+        .into_iter()
+        .filter(|n| n.starts_with("veth"))
+        .collect()
+}
+
+fn routes(ns: &TestNs) -> Vec<(String, String)> {
+    ns.ip_json(&["route", "show"])
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    (
+                        r["dst"].as_str().unwrap_or("").to_string(),
+                        r["gateway"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn add_check_del_del_every_version() {
+    let env = Env::new("ptv");
+    for_each_version(|v| {
+        let pod = TestNs::new("ptp");
+        let conf = env.conf(v, "10.40.0.0/24", json!({"mtu": 1450}));
+        let res = env.call("ADD", "ctr-p", &pod.path(), &conf).ok();
+        assert_eq!(res["cniVersion"], v);
+        if !(v.starts_with("0.1") || v.starts_with("0.2")) {
+            assert_eq!(res["interfaces"].as_array().map(Vec::len), Some(2), "{res}");
+            assert_eq!(res["interfaces"][1]["name"], "eth0");
+            assert_eq!(res["ips"][0]["interface"], 1);
+        }
+        // Container: the address, no on-link subnet route, the gateway
+        // on-link, subnet and default via the gateway.
+        let a = pod.ip_json(&["addr", "show", "dev", "eth0"]);
+        assert_eq!(a[0]["mtu"], 1450);
+        let r = routes(&pod);
+        assert!(r.contains(&("10.40.0.1".into(), String::new())), "{r:?}");
+        assert!(
+            r.contains(&("10.40.0.0/24".into(), "10.40.0.1".into())),
+            "{r:?}"
+        );
+        assert!(r.contains(&("default".into(), "10.40.0.1".into())), "{r:?}");
+        // Node: the gateway on the host veth, a /32 route to the pod.
+        let hosts = veth_names(&env.node);
+        assert_eq!(hosts.len(), 1);
+        let h = env.node.ip_json(&["addr", "show", "dev", &hosts[0]]);
+        assert_eq!(h[0]["mtu"], 1450);
+        assert!(h[0]["addr_info"].as_array().is_some_and(|x| x
+            .iter()
+            .any(|i| i["local"] == "10.40.0.1" && i["prefixlen"] == 32)));
+        let pod_ip = env.allocated()[0].clone();
+        assert!(routes(&env.node).contains(&(pod_ip, String::new())));
+
+        if cni_spec::version::at_least(v, "0.4.0") {
+            let mut with_prev = conf.clone();
+            with_prev["prevResult"] = res.clone();
+            env.call("CHECK", "ctr-p", &pod.path(), &with_prev).ok();
+        }
+        env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
+        assert!(veth_names(&env.node).is_empty());
+        assert!(env.allocated().is_empty());
+        env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
+        env.call_with(Call::new("DEL", "ctr-p", &pod.path(), &conf.to_string()).netns(""))
+            .ok();
+    });
+}
+
+#[test]
+fn pods_talk_through_the_node_and_masquerade_outside() {
+    let env = Env::new("ptt");
+    let world = TestNs::new("pto");
+    let up = format!("up{}", testutil::unique(""));
+    env.node.exec(&[
+        "ip",
+        "link",
+        "add",
+        &up,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "out0",
+        "netns",
+        world.name(),
+    ]);
+    env.node
+        .exec(&["ip", "addr", "add", "192.168.89.1/24", "dev", &up]);
+    env.node.exec(&["ip", "link", "set", &up, "up"]);
+    world.exec(&["ip", "addr", "add", "192.168.89.2/24", "dev", "out0"]);
+    world.exec(&["ip", "link", "set", "out0", "up"]);
+
+    let conf = env.conf("1.1.0", "10.41.0.0/24", json!({"ipMasq": true}));
+    let a = TestNs::new("pta");
+    let b = TestNs::new("ptb");
+    let ra = env.call("ADD", "ctr-a", &a.path(), &conf).ok();
+    let rb = env.call("ADD", "ctr-b", &b.path(), &conf).ok();
+    let ip = |r: &Value| {
+        r["ips"][0]["address"]
+            .as_str()
+            .expect("ip")
+            .split('/')
+            .next()
+            .expect("a")
+            .to_string()
+    };
+    assert_eq!(tcp_exchange(&a, &b, &ip(&rb), 7200), ip(&ra));
+    assert_eq!(
+        tcp_exchange(&a, &world, "192.168.89.2", 7201),
+        "192.168.89.1"
+    );
+    env.call("DEL", "ctr-a", &a.path(), &conf).ok();
+    env.call("DEL", "ctr-b", &b.path(), &conf).ok();
+    let nft = testutil::command_in(Some(env.node.ns()), "nft")
+        .args(["list", "table", "inet", "rcni-nat"])
+        .output()
+        .expect("nft");
+    assert!(!String::from_utf8_lossy(&nft.stdout).contains("masquerade"));
+    assert!(veth_names(&env.node).is_empty());
+}
+
+#[test]
+fn failure_after_ipam_leaves_nothing() {
+    let env = Env::new("pte");
+    let pod = TestNs::new("pte");
+    pod.exec(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
+    let conf = env.conf("1.0.0", "10.42.0.0/24", json!({}));
+    let out = env.call("ADD", "ctr-e", &pod.path(), &conf);
+    assert_ne!(out.code, 0);
+    assert!(env.allocated().is_empty());
+    assert!(veth_names(&env.node).is_empty());
+    let pod2 = TestNs::new("ptf");
+    let mut call = Call::new("ADD", "ctr-f", &pod2.path(), &conf.to_string());
+    call.env
+        .push(("RCNI_INJECT_FAILURE".into(), "after-setup".into()));
+    assert_ne!(env.call_with(call).code, 0);
+    assert!(env.allocated().is_empty());
+    assert!(veth_names(&env.node).is_empty());
+    assert!(!pod2.link_names().contains(&"eth0".to_string()));
+}
