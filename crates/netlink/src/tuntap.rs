@@ -227,9 +227,9 @@ mod tests {
             "{j}"
         );
         drop(tun); // not persistent: the device goes
-        // A parallel test forking a child can hold a copy of our queue fds
-        // until its exec closes them, so the device may outlive the drop by
-        // a moment.
+                   // A parallel test forking a child can hold a copy of our queue fds
+                   // until its exec closes them, so the device may outlive the drop by
+                   // a moment.
         let gone = (0..200).any(|_| {
             let absent = s.link_by_name("tunmq0").expect("get").is_none();
             if !absent {
