@@ -8,8 +8,13 @@
 #![cfg_attr(not(test), no_main)]
 
 mod admin;
+mod alloc;
 mod demo;
 mod plugins;
+
+#[cfg(not(test))]
+#[global_allocator]
+static ALLOCATOR: alloc::BumpThenSystem = alloc::BumpThenSystem;
 
 use std::path::Path;
 
@@ -23,14 +28,16 @@ mod entry {
     const SIGPIPE: c_int = 13;
     const SIG_IGN: usize = 1;
 
-    /// The C entry point. `std::env::args` still works: on glibc std
-    /// captures argv from `.init_array`, not from here.
+    /// The C entry point. argv is read from here: std's `env::args` is
+    /// only filled before `main` on glibc, and rcni also builds for musl.
     #[no_mangle]
-    pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         // As std does before `main`: a closed stdout gives EPIPE, not death.
         // SAFETY: setting a signal disposition to SIG_IGN.
         unsafe { signal(SIGPIPE, SIG_IGN) };
-        match std::panic::catch_unwind(super::run) {
+        // SAFETY: the C runtime passes argc valid NUL-terminated strings.
+        let args = unsafe { super::argv_from_c(argc, argv) };
+        match std::panic::catch_unwind(|| super::run(args)) {
             Ok(()) => 0,
             // std's exit code for a panicking main.
             Err(_) => 101,
@@ -38,9 +45,33 @@ mod entry {
     }
 }
 
+/// Copies the C runtime's argv.
+///
+/// # Safety
+/// `argv` must point to `argc` valid NUL-terminated strings.
+#[cfg(not(test))]
+unsafe fn argv_from_c(
+    argc: std::os::raw::c_int,
+    argv: *const *const std::os::raw::c_char,
+) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let n = usize::try_from(argc).unwrap_or(0);
+    (0..n)
+        .filter_map(|i| {
+            // SAFETY: i < argc, guaranteed by the caller.
+            let p = unsafe { *argv.add(i) };
+            (!p.is_null()).then(|| {
+                // SAFETY: non-null argv entries are NUL-terminated strings.
+                let c = unsafe { std::ffi::CStr::from_ptr(p) };
+                std::ffi::OsStr::from_bytes(c.to_bytes()).to_os_string()
+            })
+        })
+        .collect()
+}
+
 #[cfg_attr(test, allow(dead_code))]
-fn run() {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
+fn run(argv: Vec<std::ffi::OsString>) {
+    let argv0 = argv.first().cloned().unwrap_or_default();
     let role = Path::new(&argv0)
         .file_name()
         .and_then(|n| n.to_str())
@@ -50,7 +81,11 @@ fn run() {
     if let Some(plugin) = plugins::lookup(&role) {
         cni_skel::plugin_main(plugin);
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = argv
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let code = match role.as_str() {
         "cnitool" => admin::cnitool(&args),
         _ => admin::main(&args),

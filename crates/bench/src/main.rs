@@ -9,9 +9,9 @@ use netns::NetNs;
 use report::{Figure, Report, Stats};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testutil::{command_in, TempDir, TestNs};
+use testutil::{TempDir, TestNs};
 
 const USAGE: &str = "\
 rcni-bench — rcni vs the reference CNI plugins, in throwaway namespaces
@@ -161,8 +161,7 @@ pub struct Env<'a> {
 /// Execs one plugin inside `node` and times it from spawn to reaped.
 /// stderr is discarded; failures are reported through the error object.
 fn exec(side: &Side, plugin: &str, env: &Env, stdin: &str, node: &NetNs) -> Run {
-    let start = Instant::now();
-    let mut cmd = command_in(Some(node), side.bin_dir.join(plugin));
+    let mut cmd = Command::new(side.bin_dir.join(plugin));
     cmd.env_clear()
         .env("CNI_COMMAND", env.command)
         .env("CNI_CONTAINERID", env.container_id)
@@ -173,11 +172,22 @@ fn exec(side: &Side, plugin: &str, env: &Env, stdin: &str, node: &NetNs) -> Run 
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut child = match cmd.spawn() {
+    // Spawn from this thread switched into the node namespace: the child
+    // inherits it, and without a pre_exec hook std spawns with posix_spawn
+    // (vfork), as Go's os/exec does in containerd and CRI-O. A fork of this
+    // many-threaded harness would otherwise be timed as plugin cost.
+    let spawned = node
+        .run(|| {
+            let start = Instant::now();
+            cmd.spawn().map(|c| (start, c))
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
+    let (start, mut child) = match spawned {
         Ok(c) => c,
         Err(e) => {
             return Run {
-                elapsed: start.elapsed(),
+                elapsed: Duration::ZERO,
                 ok: false,
                 stdout: format!("spawn failed: {e}"),
             }
@@ -205,6 +215,36 @@ fn must(run: Run, what: &str) -> Run {
         std::process::exit(1);
     }
     run
+}
+
+/// Waits (at most 5 s) until the CPUs were at least 90% idle for 100 ms.
+/// The kernel tears down removed namespaces asynchronously; without this,
+/// the previous figure's teardown would be timed as part of the next one.
+fn settle() {
+    fn idle_and_total() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+        let v: Vec<u64> = cpu
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+        Some((idle, v.iter().sum()))
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let a = idle_and_total();
+        std::thread::sleep(Duration::from_millis(100));
+        match (a, idle_and_total()) {
+            (Some((i0, t0)), Some((i1, t1))) if t1 > t0 => {
+                if (i1 - i0) * 10 >= (t1 - t0) * 9 {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Alternates the order of sides per iteration: A B, B A, A B, ...
@@ -324,6 +364,7 @@ fn add_del(
     }
     let mut adds = Samples::new(sides.len());
     let mut dels = Samples::new(sides.len());
+    settle();
     for i in 0..total {
         for s in ordered(sides, i) {
             let idx = index_of(sides, s);
@@ -363,7 +404,7 @@ fn add_del(
 /// K ADDs at once onto one bridge: pods per second.
 fn parallel_adds(sides: &[Side], o: &Options) -> Figure {
     let mut f = Figure::new(&format!("{} parallel bridge ADDs", o.parallel), "pods/s");
-    let rounds = if o.quick { 1 } else { 3 };
+    let rounds = if o.quick { 1 } else { 5 };
     let mut per_side: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     for round in 0..rounds {
         for s in ordered(sides, round) {
@@ -372,6 +413,7 @@ fn parallel_adds(sides: &[Side], o: &Options) -> Figure {
             let data = TempDir::new("bench-par");
             let conf = main_conf("bridge", s, data.path(), false);
             let pods: Vec<TestNs> = (0..o.parallel).map(|_| TestNs::new("bq")).collect();
+            settle();
             let start = Instant::now();
             let all_ok = std::thread::scope(|sc| {
                 let handles: Vec<_> = pods

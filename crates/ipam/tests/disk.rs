@@ -124,6 +124,98 @@ fn add_del_del_and_round_robin() {
 }
 
 #[test]
+fn released_inodes_are_reused_and_the_pool_is_bounded() {
+    let t = TempDir::new("spare");
+    let c = hl(&t.0, "n", V4);
+    let s = sc(&t.0, "n");
+    let d = t.0.join("n");
+    let pool = t.0.join(ipam::store::INDEX_DIR).join(".spare").join("n");
+    let a = ops::add(&c, "a", "eth0").unwrap()[0].address.addr();
+    let ino = fs::metadata(d.join(a.to_string())).unwrap().ino();
+    assert_eq!(ops::del(&s, "a", "eth0").unwrap(), [a]);
+    assert!(!d.join(a.to_string()).exists());
+    assert_eq!(fs::read_dir(&pool).unwrap().count(), 1);
+    // A longer owner than the spare's previous content, then a shorter one:
+    // the bytes are exactly the reference's either way.
+    let long = "b".repeat(64);
+    let b = ops::add(&c, &long, "eth1").unwrap()[0].address.addr();
+    let file = d.join(b.to_string());
+    assert_eq!(fs::metadata(&file).unwrap().ino(), ino, "inode reused");
+    assert_eq!(
+        fs::read(&file).unwrap(),
+        format!("{long}\r\neth1").as_bytes()
+    );
+    assert_eq!(fs::read_dir(&pool).unwrap().count(), 0);
+    ops::del(&s, &long, "eth1").unwrap();
+    let c2 = ops::add(&c, "c", "eth0").unwrap()[0].address.addr();
+    assert_eq!(fs::read(d.join(c2.to_string())).unwrap(), b"c\r\neth0");
+    ops::del(&s, "c", "eth0").unwrap();
+
+    // A link planted in the pool is never written through.
+    let victim = t.0.join("victim");
+    fs::write(&victim, b"untouched").unwrap();
+    fs::remove_dir_all(&pool).unwrap();
+    fs::create_dir_all(&pool).unwrap();
+    std::os::unix::fs::symlink(&victim, pool.join("0")).unwrap();
+    let e = ops::add(&c, "e", "eth0").unwrap()[0].address.addr();
+    assert_eq!(fs::read(d.join(e.to_string())).unwrap(), b"e\r\neth0");
+    assert_eq!(fs::read(&victim).unwrap(), b"untouched");
+    ops::del(&s, "e", "eth0").unwrap();
+    fs::remove_dir_all(&pool).unwrap();
+
+    // Many releases in a row keep at most 16 spares; the rest are unlinked.
+    let ids: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
+    for id in &ids {
+        ops::add(&c, id, "eth0").unwrap();
+    }
+    for id in &ids {
+        assert_eq!(ops::del(&s, id, "eth0").unwrap().len(), 1);
+    }
+    assert!(files(&d).is_empty());
+    assert_eq!(fs::read_dir(&pool).unwrap().count(), 16);
+    // The index never counts spares: a rebuild sees an empty network.
+    fs::remove_dir_all(t.0.join(ipam::store::INDEX_DIR).join("n")).unwrap();
+    for id in &ids[..20] {
+        ops::add(&c, id, "eth0").unwrap();
+    }
+    assert_eq!(files(&d).len(), 20);
+    assert_eq!(fs::read_dir(&pool).unwrap().count(), 0);
+}
+
+#[test]
+fn index_buckets_overflow_and_rebuild() {
+    // Long container IDs overflow the fixed-size bucket slots into overflow
+    // files; lookups must still find every owner, before and after a rebuild.
+    let t = TempDir::new("overflow");
+    let c = hl(&t.0, "n", r#"[[{"subnet":"10.1.0.0/20"}]]"#);
+    let s = sc(&t.0, "n");
+    let id = |i: usize| format!("{i:0>180}");
+    let n = 1200;
+    let mut got = Vec::new();
+    for i in 0..n {
+        got.push(ops::add(&c, &id(i), "eth0").unwrap()[0].address.addr());
+    }
+    let idx = t.0.join(ipam::store::INDEX_DIR).join("n");
+    assert!(
+        fs::read_dir(&idx).unwrap().any(|e| {
+            let name = e.unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with('b') && name != "buckets"
+        }),
+        "some bucket overflowed"
+    );
+    for i in (0..n).step_by(2) {
+        assert_eq!(ops::del(&s, &id(i), "eth0").unwrap(), [got[i]]);
+    }
+    fs::remove_file(idx.join("state")).unwrap();
+    for i in (1..n).step_by(2) {
+        assert_eq!(ops::check(&s, &id(i), "eth0").unwrap(), [got[i]]);
+        assert!(ops::check(&s, &id(i - 1), "eth0").unwrap().is_empty());
+    }
+    assert_eq!(files(&t.0.join("n")).len(), n / 2);
+}
+
+#[test]
 fn requested_addresses() {
     let t = TempDir::new("req");
     let text = conf(&t.0, "n", V4);
