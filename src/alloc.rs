@@ -26,6 +26,10 @@ unsafe impl Sync for Arena {}
 static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_SIZE]));
 /// Offset of the first free byte in the arena.
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// Highest offset ever handed out: the arena beyond it is still the
+/// kernel's zero pages, so zeroed allocations there need no memset (which
+/// would also fault in pages a large buffer never uses).
+static HIGH: AtomicUsize = AtomicUsize::new(0);
 
 pub struct BumpThenSystem;
 
@@ -40,7 +44,9 @@ fn arena_offset(ptr: *mut u8) -> Option<usize> {
 }
 
 impl BumpThenSystem {
-    fn bump(layout: Layout) -> Option<*mut u8> {
+    /// A fresh block and the number of its leading bytes that may have been
+    /// used before (the rest is untouched zeroes).
+    fn bump(layout: Layout) -> Option<(*mut u8, usize)> {
         let mut cur = NEXT.load(Relaxed);
         loop {
             // Alignment is a power of two (Layout guarantees it).
@@ -50,7 +56,12 @@ impl BumpThenSystem {
                 return None;
             }
             match NEXT.compare_exchange_weak(cur, end, Relaxed, Relaxed) {
-                Ok(_) => return Some(start as *mut u8),
+                Ok(_) => {
+                    let off = start - base();
+                    let used_before = HIGH.fetch_max(end, Relaxed);
+                    let dirty = used_before.saturating_sub(off).min(layout.size());
+                    return Some((start as *mut u8, dirty));
+                }
                 Err(now) => cur = now,
             }
         }
@@ -63,7 +74,7 @@ impl BumpThenSystem {
 unsafe impl GlobalAlloc for BumpThenSystem {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match Self::bump(layout) {
-            Some(p) => p,
+            Some((p, _)) => p,
             // SAFETY: forwarded with the caller's guarantees.
             None => unsafe { System.alloc(layout) },
         }
@@ -71,10 +82,10 @@ unsafe impl GlobalAlloc for BumpThenSystem {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match Self::bump(layout) {
-            Some(p) => {
-                // Arena bytes may have been used by a rolled-back block.
-                // SAFETY: p is valid for layout.size() bytes.
-                unsafe { p.write_bytes(0, layout.size()) };
+            Some((p, dirty)) => {
+                // Only bytes a rolled-back block may have written need it.
+                // SAFETY: p is valid for layout.size() >= dirty bytes.
+                unsafe { p.write_bytes(0, dirty) };
                 p
             }
             // SAFETY: forwarded with the caller's guarantees.
@@ -152,6 +163,16 @@ mod tests {
             assert!((0..64).all(|i| *z.add(i) == 0));
             a.dealloc(z, Layout::from_size_align(64, 64).unwrap());
             a.dealloc(q, Layout::from_size_align(4096, 8).unwrap());
+
+            // A rolled-back block's bytes are zeroed when handed out again.
+            let l = Layout::from_size_align(256, 8).unwrap();
+            let d = a.alloc(l);
+            d.write_bytes(0xff, 256);
+            a.dealloc(d, l);
+            let z = a.alloc_zeroed(l);
+            assert_eq!(z, d, "the last block is rolled back");
+            assert!((0..256).all(|i| *z.add(i) == 0));
+            a.dealloc(z, l);
         }
     }
 }

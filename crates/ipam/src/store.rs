@@ -159,8 +159,13 @@ impl DiskStore {
         }
         let data_dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
         let net_dir = data_dir.join(network);
-        mkdir_p(&net_dir, 0o755)
-            .map_err(|e| Error::io("failed to create data directory", &net_dir, e))?;
+        // stat first: mkdir of an existing directory still takes the
+        // parent's lock, which parallel ADDs would contend on.
+        let exists = fs::metadata(&net_dir).is_ok_and(|m| m.is_dir());
+        if !exists {
+            mkdir_p(&net_dir, 0o755)
+                .map_err(|e| Error::io("failed to create data directory", &net_dir, e))?;
+        }
         let index_dir = data_dir.join(INDEX_DIR).join(network);
         let spare_dir = data_dir.join(INDEX_DIR).join(SPARE_DIR).join(network);
         Ok(DiskStore {
