@@ -116,7 +116,9 @@ unsafe impl GlobalAlloc for BumpThenSystem {
                 .compare_exchange(old_end, new_end, Relaxed, Relaxed)
                 .is_ok()
         {
-            // The most recent block grows or shrinks in place.
+            // The most recent block grows or shrinks in place; bytes it
+            // grows into are no longer pristine.
+            HIGH.fetch_max(new_end, Relaxed);
             return ptr;
         }
         if new_size <= layout.size() {
@@ -163,6 +165,18 @@ mod tests {
             assert!((0..64).all(|i| *z.add(i) == 0));
             a.dealloc(z, Layout::from_size_align(64, 64).unwrap());
             a.dealloc(q, Layout::from_size_align(4096, 8).unwrap());
+
+            // A block grown in place, then rolled back: every byte it
+            // covered is zeroed when handed out again.
+            let l8 = Layout::from_size_align(8, 8).unwrap();
+            let g = a.alloc(l8);
+            let g = a.realloc(g, l8, 512);
+            g.write_bytes(0xee, 512);
+            a.dealloc(g, Layout::from_size_align(512, 8).unwrap());
+            let z = a.alloc_zeroed(Layout::from_size_align(512, 8).unwrap());
+            assert_eq!(z, g);
+            assert!((0..512).all(|i| *z.add(i) == 0));
+            a.dealloc(z, Layout::from_size_align(512, 8).unwrap());
 
             // A rolled-back block's bytes are zeroed when handed out again.
             let l = Layout::from_size_align(256, 8).unwrap();
