@@ -101,6 +101,18 @@ fn addrs(ns: &TestNs, dev: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Number of possible CPUs, from a list like "0-1,4".
+fn possible_cpus() -> u64 {
+    let list = std::fs::read_to_string("/sys/devices/system/cpu/possible").expect("cpu list");
+    list.trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<u64>().expect("cpu") - a.parse::<u64>().expect("cpu") + 1,
+            None => 1,
+        })
+        .sum()
+}
+
 fn veth_names(ns: &TestNs) -> Vec<String> {
     ns.link_names()
         .into_iter()
@@ -231,6 +243,11 @@ fn config_fields_take_effect() {
         .to_string();
     let h = link(&env.node, &host);
     assert_eq!(h["mtu"], 1400);
+    // One queue per veth end by default (vethQueues).
+    for end in [&c, &h] {
+        assert_eq!(end["num_tx_queues"], 1, "{end}");
+        assert_eq!(end["num_rx_queues"], 1, "{end}");
+    }
     let port = &h["linkinfo"]["info_slave_data"];
     assert_eq!(port["hairpin"], true, "{h}");
     assert_eq!(port["isolated"], true, "{h}");
@@ -255,12 +272,19 @@ fn config_fields_take_effect() {
         "1.0.0",
         "10.23.0.0/24",
         json!({"bridge": "br-g", "promiscMode": true, "enabledad": true,
+               "vethQueues": 0,
                "args": {"cni": {"mac": "0a:58:00:00:00:01"}},
                "runtimeConfig": {"mac": "0a:58:00:00:00:02"}}),
     );
     let res = env.call("ADD", "ctr-g", &pod.path(), &conf).ok();
     assert!(has_flag(&link(&env.node, "br-g"), "PROMISC"));
     assert_eq!(link(&pod, "eth0")["address"], "0a:58:00:00:00:02");
+    // vethQueues 0: the kernel's default, one queue per possible CPU.
+    assert_eq!(
+        link(&pod, "eth0")["num_tx_queues"],
+        possible_cpus(),
+        "vethQueues 0"
+    );
     assert_eq!(
         pod.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0/accept_dad"])
             .trim(),

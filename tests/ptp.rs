@@ -120,6 +120,11 @@ fn add_check_del_del_every_version() {
         assert_eq!(hosts.len(), 1);
         let h = env.node.ip_json(&["addr", "show", "dev", &hosts[0]]);
         assert_eq!(h[0]["mtu"], 1450);
+        // One queue per veth end by default (vethQueues).
+        let hd = env.node.ip_json(&["-d", "link", "show", "dev", &hosts[0]]);
+        let cd = pod.ip_json(&["-d", "link", "show", "dev", "eth0"]);
+        assert_eq!(hd[0]["num_tx_queues"], 1, "{hd}");
+        assert_eq!(cd[0]["num_rx_queues"], 1, "{cd}");
         assert!(h[0]["addr_info"].as_array().is_some_and(|x| x
             .iter()
             .any(|i| i["local"] == "10.40.0.1" && i["prefixlen"] == 32)));

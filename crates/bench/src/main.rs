@@ -21,6 +21,7 @@ Usage: rcni-bench [options]
   --reference DIR      reference plugins (default /usr/lib/cni; 'none' to skip)
   --iterations N       timed runs per figure and side (default 30)
   --parallel K         pods in the parallel-ADD figure (default 50)
+  --rounds N           rounds of the parallel-ADD figure per side (default 9)
   --quick              few iterations and small sizes (keeps the tool working in CI)
   --json FILE          write the figures as JSON
   --svg FILE           write a chart (host-local cost vs allocated; per-plugin ADD/DEL)
@@ -46,6 +47,7 @@ struct Options {
     reference: Option<PathBuf>,
     iterations: usize,
     parallel: usize,
+    rounds: usize,
     quick: bool,
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
@@ -67,6 +69,7 @@ fn parse_options() -> Result<Options, String> {
         reference: Some(PathBuf::from("/usr/lib/cni")),
         iterations: 30,
         parallel: 50,
+        rounds: 9,
         quick: false,
         json: None,
         svg: None,
@@ -88,6 +91,7 @@ fn parse_options() -> Result<Options, String> {
             "--parallel" => {
                 o.parallel = value()?.parse().map_err(|e| format!("--parallel: {e}"))?
             }
+            "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--quick" => o.quick = true,
             "--json" => o.json = Some(PathBuf::from(value()?)),
             "--svg" => o.svg = Some(PathBuf::from(value()?)),
@@ -404,7 +408,7 @@ fn add_del(
 /// K ADDs at once onto one bridge: pods per second.
 fn parallel_adds(sides: &[Side], o: &Options) -> Figure {
     let mut f = Figure::new(&format!("{} parallel bridge ADDs", o.parallel), "pods/s");
-    let rounds = if o.quick { 1 } else { 5 };
+    let rounds = if o.quick { 1 } else { o.rounds.max(1) };
     let mut per_side: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     for round in 0..rounds {
         for s in ordered(sides, round) {

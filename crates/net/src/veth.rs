@@ -30,6 +30,23 @@ pub fn host_veth_name(container_id: &str, ifname: &str, attempt: u32) -> String 
     format!("veth{:011x}", fnv1a(&seed) >> 20)
 }
 
+/// Queues per veth end unless a config says otherwise (`vethQueues`). The
+/// kernel's default is one TX and one RX queue per possible CPU, each with
+/// its own sysfs objects, so creating a pair costs more the more cores a
+/// node has; without XDP on the veth, traffic never uses more than one.
+pub const DEFAULT_QUEUES: u32 = 1;
+
+/// `serde` default for a `vethQueues` field.
+pub fn default_queues() -> u32 {
+    DEFAULT_QUEUES
+}
+
+/// A `vethQueues` value as [`VethOptions::queues`]: 0 asks for the kernel's
+/// default.
+pub fn queues_from_config(n: u32) -> Option<u32> {
+    (n > 0).then_some(n)
+}
+
 /// Both ends, as read back after creation.
 #[derive(Debug, Clone)]
 pub struct VethPair {
@@ -49,6 +66,9 @@ pub struct VethOptions<'a> {
     /// kernel refuses, the pair is made without it and `host.master` stays
     /// `None`: the caller enslaves it (and reports the error) itself.
     pub master: Option<u32>,
+    /// TX/RX queues of both ends; `None` leaves the kernel's default (one
+    /// per possible CPU).
+    pub queues: Option<u32>,
 }
 
 /// Creates `host_name` in the namespace of `host` with its peer `ifname`
@@ -73,6 +93,7 @@ pub fn setup_veth(
             mtu: opts.mtu,
             up: opts.host_up,
             master,
+            queues: opts.queues,
             ..LinkSpec::new(
                 host_name.clone(),
                 LinkKind::Veth {

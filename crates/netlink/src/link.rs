@@ -20,6 +20,8 @@ pub const IFLA_LINK: u16 = 5;
 pub const IFLA_MASTER: u16 = 10;
 pub const IFLA_PROTINFO: u16 = 12;
 pub const IFLA_TXQLEN: u16 = 13;
+pub const IFLA_NUM_TX_QUEUES: u16 = 31;
+pub const IFLA_NUM_RX_QUEUES: u16 = 32;
 pub const IFLA_OPERSTATE: u16 = 16;
 pub const IFLA_LINKINFO: u16 = 18;
 pub const IFLA_NET_NS_PID: u16 = 19;
@@ -378,6 +380,9 @@ pub struct LinkSpec {
     pub mtu: Option<u32>,
     pub mac: Option<Vec<u8>>,
     pub txqlen: Option<u32>,
+    /// Number of TX and RX queues (the kernel's default for veth is one per
+    /// possible CPU, each with its own sysfs objects).
+    pub queues: Option<u32>,
     /// IFLA_LINK: the parent device (macvlan, ipvlan, vlan), in the socket's netns.
     pub parent: Option<u32>,
     /// Create the link directly in this namespace.
@@ -396,6 +401,7 @@ impl LinkSpec {
             mtu: None,
             mac: None,
             txqlen: None,
+            queues: None,
             parent: None,
             netns_fd: None,
             up: false,
@@ -581,6 +587,10 @@ impl Socket {
         if let Some(q) = spec.txqlen {
             m.attr_u32(IFLA_TXQLEN, q);
         }
+        if let Some(q) = spec.queues {
+            m.attr_u32(IFLA_NUM_TX_QUEUES, q);
+            m.attr_u32(IFLA_NUM_RX_QUEUES, q);
+        }
         if let Some(p) = spec.parent {
             m.attr_u32(IFLA_LINK, p);
         }
@@ -592,7 +602,7 @@ impl Socket {
         }
         let info = m.nest_raw(IFLA_LINKINFO);
         m.attr_str(IFLA_INFO_KIND, spec.kind.name());
-        encode_info_data(&mut m, &spec.kind);
+        encode_info_data(&mut m, &spec.kind, spec.queues);
         m.end_nest(info);
         self.exec(&m, what)
     }
@@ -968,7 +978,7 @@ impl Socket {
     }
 }
 
-fn encode_info_data(m: &mut MessageBuilder, kind: &LinkKind) {
+fn encode_info_data(m: &mut MessageBuilder, kind: &LinkKind, queues: Option<u32>) {
     match kind {
         LinkKind::Veth {
             peer_name,
@@ -989,6 +999,11 @@ fn encode_info_data(m: &mut MessageBuilder, kind: &LinkKind) {
             }
             if let Some(fd) = peer_netns_fd {
                 m.attr_u32(IFLA_NET_NS_FD, *fd as u32);
+            }
+            // The peer gets the same queue count as the main end.
+            if let Some(q) = queues {
+                m.attr_u32(IFLA_NUM_TX_QUEUES, q);
+                m.attr_u32(IFLA_NUM_RX_QUEUES, q);
             }
             m.end_nest(peer);
             m.end_nest(data);

@@ -98,6 +98,10 @@ struct Conf {
     /// rcni: where attachment records live (default /run/cni/rcni).
     #[serde(rename = "stateDir", default)]
     state_dir: Option<PathBuf>,
+    /// rcni: TX/RX queues per veth end (default 1; 0 = the kernel's
+    /// default of one per CPU).
+    #[serde(rename = "vethQueues", default = "net::veth::default_queues")]
+    veth_queues: u32,
 }
 
 fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -381,21 +385,6 @@ impl Plugin for Bridge {
         let mut undo = Undo::new();
         let mut result = Result::new(args.version());
 
-        // IPAM first: a failure in any later step releases the address.
-        if let Some(ipam) = &n.ipam {
-            let r = cni_invoke::delegate_add(ipam, args, &args.stdin)?;
-            undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
-            });
-            if r.ips.is_empty() {
-                return Err(Error::internal("IPAM plugin returned missing IP config"));
-            }
-            result.ips = r.ips;
-            result.routes = r.routes;
-            result.dns = r.dns;
-        }
-        let gws = calc_gateways(&mut result, &n);
-
         let pair = net::veth::setup_veth(
             &host,
             &cont,
@@ -407,6 +396,7 @@ impl Plugin for Bridge {
                 mac: n.mac.as_ref().map(|m| &m[..]),
                 host_up: true,
                 master: Some(br.index),
+                queues: net::veth::queues_from_config(n.c.veth_queues),
             },
         )
         .map_err(Error::from)?;
@@ -463,6 +453,24 @@ impl Plugin for Bridge {
                 }
             });
         }
+
+        // IPAM after the links exist, as the reference orders it: parallel
+        // ADDs then overlap their kernel work with each other's turn on the
+        // IPAM lock. The undo stack releases the address (and the links) if
+        // a later step fails.
+        if let Some(ipam) = &n.ipam {
+            let r = cni_invoke::delegate_add(ipam, args, &args.stdin)?;
+            undo.push("release IPAM address", move || {
+                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+            });
+            if r.ips.is_empty() {
+                return Err(Error::internal("IPAM plugin returned missing IP config"));
+            }
+            result.ips = r.ips;
+            result.routes = r.routes;
+            result.dns = r.dns;
+        }
+        let gws = calc_gateways(&mut result, &n);
 
         let mut cont_link: Link = pair.container.clone();
         result.interfaces = vec![

@@ -30,6 +30,10 @@ struct Conf {
     /// rcni: where attachment records live (default /run/cni/rcni).
     #[serde(rename = "stateDir", default)]
     state_dir: Option<PathBuf>,
+    /// rcni: TX/RX queues per veth end (default 1; 0 = the kernel's
+    /// default of one per CPU).
+    #[serde(rename = "vethQueues", default = "net::veth::default_queues")]
+    veth_queues: u32,
 }
 
 fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -136,6 +140,7 @@ impl Plugin for Ptp {
                 mac: None,
                 host_up: true,
                 master: None,
+                queues: net::veth::queues_from_config(n.c.veth_queues),
             },
         )
         .map_err(Error::from)?;
