@@ -299,3 +299,42 @@ fn version_works_with_podman_style_dummy_env() {
         );
     }
 }
+
+/// A field of the wrong type is named in the message, whichever layer
+/// (common config, IPAM config, plugin config) catches it.
+#[test]
+fn wrong_typed_fields_are_named() {
+    let bin = PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni")));
+    let node = TestNs::new("erf");
+    let pod = TestNs::new("erq");
+    let data = TempDir::new("errnames");
+    let mut failures = Vec::new();
+    for plugin in plugins(bin.path()) {
+        let mut cases: Vec<(Value, &str)> = Vec::new();
+        let mut c = base(&plugin, "1.0.0", data.path());
+        c["cniVersion"] = json!(1);
+        cases.push((c, "cniVersion"));
+        let mut c = base(&plugin, "1.0.0", data.path());
+        c["dns"] = json!({"nameservers": "8.8.8.8"});
+        cases.push((c, "dns.nameservers"));
+        if c_has_ipam(&plugin) {
+            let mut c = base(&plugin, "1.0.0", data.path());
+            c["ipam"]["routes"] = json!("x");
+            cases.push((c, "ipam.routes"));
+        }
+        for (conf, field) in cases {
+            let call = Call::new("ADD", "ctr-names", &pod.path(), &conf.to_string());
+            let out = run_plugin(bin.path(), &plugin, &call, Some(node.ns()));
+            let v: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+            let msg = v["msg"].as_str().unwrap_or("");
+            if out.code == 0 || !msg.contains(field) || !matches!(v["code"].as_u64(), Some(6 | 7)) {
+                failures.push(format!("{plugin}: {field}: {}", out.stdout.trim()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn c_has_ipam(plugin: &str) -> bool {
+    matches!(plugin, "bridge" | "ptp" | "host-local" | "static")
+}

@@ -110,3 +110,34 @@ fn version_answers_every_spec_version() {
         .collect();
     assert_eq!(got, testutil::ALL_SPEC_VERSIONS);
 }
+
+/// In a chain, loopback passes the previous result through untouched, and
+/// without IPv6 in the sandbox it reports only 127.0.0.1/8.
+#[test]
+fn chained_add_passes_prev_result_through() {
+    let bin = PluginDir::install(std::path::Path::new(env!("CARGO_BIN_EXE_rcni")));
+    let pod = TestNs::new("lch");
+    let prev = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": pod.path().display().to_string()}],
+        "ips": [{"address": "10.9.8.7/24", "interface": 0}]
+    });
+    let c = serde_json::json!({"cniVersion": "1.0.0", "name": "lonet", "type": "loopback", "prevResult": prev});
+    let add = Call::new("ADD", "ctr1", &pod.path(), &c.to_string()).ifname("lo");
+    let res = run_plugin(bin.path(), "loopback", &add, None).ok();
+    assert_eq!(res["ips"][0]["address"], "10.9.8.7/24", "{res}");
+    assert_eq!(res["interfaces"][0]["name"], "eth0", "{res}");
+    assert_eq!(res["ips"].as_array().map(Vec::len), Some(1), "{res}");
+    assert!(lo_state(&pod).0, "lo is still brought up");
+
+    let pod = TestNs::new("lv4");
+    pod.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    pod.exec(&["sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=1"]);
+    let add = Call::new("ADD", "ctr2", &pod.path(), &conf("1.0.0")).ifname("lo");
+    let res = run_plugin(bin.path(), "loopback", &add, None).ok();
+    let ips: Vec<&str> = res["ips"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["address"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ips, ["127.0.0.1/8"], "{res}");
+}

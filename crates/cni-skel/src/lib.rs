@@ -106,26 +106,15 @@ impl CmdArgs {
     /// JSON itself is broken, code 7 when a field has the wrong shape — with
     /// the field's path in the message (`ipam.ranges[0][0].subnet: ...`).
     pub fn parse_conf<T: serde::de::DeserializeOwned>(&self) -> CniResult<T> {
-        let mut de = serde_json::Deserializer::from_slice(&self.stdin);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let code = if inner.is_data() {
+        cni_spec::json::decode(&self.stdin).map_err(|e| {
+            let code = if e.is_data {
                 ErrorCode::InvalidConfig
             } else {
                 ErrorCode::Decoding
             };
-            let at = if path.is_empty() || path == "." {
-                String::new()
-            } else {
-                format!("field {path}: ")
-            };
             Error::new(
                 code,
-                format!(
-                    "invalid {} configuration: {at}{inner}",
-                    self.conf.plugin_type
-                ),
+                format!("invalid {} configuration: {e}", self.conf.plugin_type),
             )
         })
     }

@@ -85,7 +85,7 @@ pub struct NetConf {
 impl NetConf {
     /// Parses stdin. A config without `cniVersion` is 0.1.0 by the spec.
     pub fn parse(bytes: &[u8]) -> CniResult<NetConf> {
-        let mut c: NetConf = serde_json::from_slice(bytes)
+        let mut c: NetConf = crate::json::decode(bytes)
             .map_err(|e| Error::decoding(format!("failed to decode network configuration: {e}")))?;
         if c.cni_version.is_empty() {
             c.cni_version = "0.1.0".into();

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod conf;
 pub mod error;
+pub mod json;
 pub mod result;
 pub mod runtime_config;
 pub mod validate;

@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::range::{parse_ip, parse_ip_or_cidr, RangeConfig, RangeSet};
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    cni_spec::json::decode(bytes).map_err(|e| Error::Decode(e.to_string()))
 }
 
 /// (major, minor, patch) of a CNI version; "" means 0.1.0.
@@ -398,23 +398,14 @@ impl StaticConfig {
             };
             addresses.push(StaticAddress { address, gateway });
         }
-        let extra = env_ip
-            .map(|s| {
-                s.split(',')
-                    .map(|p| p.trim().to_string())
-                    .collect::<Vec<_>>()
-            })
+        // The reference's precedence: CNI_ARGS IP= adds to `addresses` and
+        // GATEWAY= applies to that list; a non-empty `args.cni.ips` then
+        // replaces the list, and a non-empty runtimeConfig `ips` replaces
+        // it again.
+        let env_ips: Vec<String> = env_ip
+            .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
             .unwrap_or_default();
-        let args_ips = n
-            .args
-            .and_then(|a| a.cni)
-            .and_then(|c| c.ips)
-            .unwrap_or_default();
-        let rt_ips = n.runtime_config.unwrap_or_default().ips.unwrap_or_default();
-        for s in extra.iter().chain(&args_ips).chain(&rt_ips) {
-            if s.is_empty() {
-                continue;
-            }
+        for s in env_ips.iter().filter(|s| !s.is_empty()) {
             addresses.push(StaticAddress {
                 address: parse_cidr(s)?,
                 gateway: None,
@@ -432,12 +423,29 @@ impl StaticConfig {
                 }
             }
         }
-        if addresses.is_empty() {
-            return Err(Error::InvalidConfig(
-                "IPAM config has no addresses (ipam.addresses, CNI_ARGS IP, args or runtimeConfig ips)"
-                    .into(),
-            ));
+        let args_ips = n
+            .args
+            .and_then(|a| a.cni)
+            .and_then(|c| c.ips)
+            .unwrap_or_default();
+        let rt_ips = n.runtime_config.unwrap_or_default().ips.unwrap_or_default();
+        for replacement in [args_ips, rt_ips] {
+            let ips: Vec<&String> = replacement.iter().filter(|s| !s.is_empty()).collect();
+            if ips.is_empty() {
+                continue;
+            }
+            addresses = ips
+                .into_iter()
+                .map(|s| {
+                    Ok(StaticAddress {
+                        address: parse_cidr(s)?,
+                        gateway: None,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
         }
+        // No address at all is valid (routes and DNS only), as in the
+        // reference.
         for a in &addresses {
             if let Some(gw) = a.gateway {
                 if gw.is_ipv4() != a.address.addr().is_ipv4() {
@@ -580,25 +588,35 @@ mod tests {
           "runtimeConfig": {"ips": ["10.30.0.5/16"]},
           "args": {"cni": {"ips": ["10.20.0.5/24"]}}
         }"#;
-        let c = StaticConfig::parse(conf, Some("10.40.0.7/24, 10.50.0.7/24"), Some("10.40.0.1"))
-            .unwrap();
-        let got: Vec<String> = c.addresses.iter().map(|a| a.address.to_string()).collect();
+        let env = (Some("10.40.0.7/24, 10.50.0.7/24"), Some("10.40.0.1"));
+        let got = |c: &StaticConfig| -> Vec<String> {
+            c.addresses.iter().map(|a| a.address.to_string()).collect()
+        };
+        // runtimeConfig ips replace everything else (the reference's order).
+        let c = StaticConfig::parse(conf, env.0, env.1).unwrap();
+        assert_eq!(got(&c), ["10.30.0.5/16"]);
+        assert_eq!(c.routes.len(), 1);
+        assert!(c.dns.is_some());
+        // Without them, args.cni.ips replace addresses and CNI_ARGS IP=.
+        let text = std::str::from_utf8(conf).unwrap();
+        let no_rt = text.replace(r#""runtimeConfig": {"ips": ["10.30.0.5/16"]},"#, "");
+        let c = StaticConfig::parse(no_rt.as_bytes(), env.0, env.1).unwrap();
+        assert_eq!(got(&c), ["10.20.0.5/24"]);
+        // Without either, CNI_ARGS IP= is appended and GATEWAY= applied.
+        let neither = no_rt.replace(r#""args": {"cni": {"ips": ["10.20.0.5/24"]}}"#, r#""x": 1"#);
+        let c = StaticConfig::parse(neither.as_bytes(), env.0, env.1).unwrap();
         assert_eq!(
-            got,
+            got(&c),
             [
                 "10.10.0.1/24",
                 "3ffe:ffff:0:1ff::1/64",
                 "10.40.0.7/24",
-                "10.50.0.7/24",
-                "10.20.0.5/24",
-                "10.30.0.5/16"
+                "10.50.0.7/24"
             ]
         );
         assert_eq!(c.addresses[0].gateway, Some(ip("10.10.0.254")));
         assert_eq!(c.addresses[2].gateway, Some(ip("10.40.0.1")));
         assert_eq!(c.addresses[3].gateway, None);
-        assert_eq!(c.routes.len(), 1);
-        assert!(c.dns.is_some());
     }
 
     #[test]
@@ -606,7 +624,6 @@ mod tests {
         type Case<'a> = (&'a [u8], Option<&'a str>, Option<&'a str>, &'a str);
         let cases: &[Case] = &[
             (br#"{"name":"s"}"#, None, None, "missing 'ipam'"),
-            (br#"{"name":"s","ipam":{}}"#, None, None, "no addresses"),
             (br#"{"name":"s","ipam":{"addresses":[{"address":"10.0.0.1"}]}}"#, None, None, "no prefix"),
             (br#"{"name":"s","ipam":{"addresses":[{"address":"x/24"}]}}"#, None, None, "invalid CIDR"),
             (br#"{"name":"s","ipam":{}}"#, Some("10.0.0.1/24"), Some("zz"), "invalid gateway"),

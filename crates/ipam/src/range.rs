@@ -92,7 +92,15 @@ impl Range {
         let parsed: IpNet = subnet_str
             .parse()
             .map_err(|_| Error::InvalidConfig(format!("invalid subnet {subnet_str:?}")))?;
-        let subnet = canonical_net(parsed.trunc());
+        if parsed.trunc() != parsed {
+            // As the reference (range.go) refuses it, with its wording.
+            return Err(Error::InvalidConfig(format!(
+                "Network has host bits set. For a subnet mask of length {} the network address is {}",
+                parsed.prefix_len(),
+                parsed.network()
+            )));
+        }
+        let subnet = canonical_net(parsed);
         if subnet.prefix_len() + 2 > subnet.max_prefix_len() {
             return Err(Error::InvalidConfig(format!(
                 "network {subnet} too small to allocate from"
@@ -116,8 +124,15 @@ impl Range {
             Ok(ip)
         };
 
+        // A gateway outside the subnet is allowed (the reference dropped
+        // that check for routed setups); only its family must match.
         let gateway = match opt_ip("gateway", &cfg.gateway)? {
-            Some(gw) => in_subnet("gateway", gw)?,
+            Some(gw) if gw.is_ipv4() != v4 => {
+                return Err(Error::InvalidConfig(format!(
+                    "gateway {gw} is not the same protocol as subnet {subnet}"
+                )))
+            }
+            Some(gw) => gw,
             None => from_u128(net + 1, v4),
         };
         let range_start = match opt_ip("rangeStart", &cfg.range_start)? {
@@ -359,7 +374,7 @@ mod tests {
 
     #[test]
     fn defaults_v4() {
-        let r = Range::from_config(&rc("10.1.2.3/24")).unwrap();
+        let r = Range::from_config(&rc("10.1.2.0/24")).unwrap();
         assert_eq!(r.subnet.to_string(), "10.1.2.0/24");
         assert_eq!(r.gateway, ip("10.1.2.1"));
         assert_eq!(r.range_start, ip("10.1.2.1"));
@@ -396,6 +411,17 @@ mod tests {
     }
 
     #[test]
+    fn gateway_outside_the_subnet_is_kept() {
+        let r = Range::from_config(&RangeConfig {
+            gateway: Some("10.9.9.1".into()),
+            ..rc("10.1.2.0/24")
+        })
+        .unwrap();
+        assert_eq!(r.gateway, ip("10.9.9.1"));
+        assert_eq!(r.range_start, ip("10.1.2.1"));
+    }
+
+    #[test]
     fn empty_strings_mean_unset() {
         let r = Range::from_config(&RangeConfig {
             subnet: Some("10.0.0.0/30".into()),
@@ -415,12 +441,13 @@ mod tests {
             (rc("2001:db8::/127"), "too small"),
             (rc("bogus"), "invalid subnet"),
             (RangeConfig::default(), "no subnet"),
+            (rc("10.1.2.5/24"), "host bits set"),
             (
                 RangeConfig {
-                    gateway: Some("10.0.1.1".into()),
+                    gateway: Some("2001:db8::1".into()),
                     ..rc("10.0.0.0/24")
                 },
-                "not in network",
+                "not the same protocol",
             ),
             (
                 RangeConfig {

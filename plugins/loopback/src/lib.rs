@@ -35,8 +35,29 @@ impl Plugin for Loopback {
         let link = lo(&sock)?;
         sock.set_link_up(link.index)
             .map_err(|e| Error::io(e.to_string()))?;
+        // The first address of each family actually on lo (none for IPv6
+        // when the sandbox has it disabled); anything non-loopback there
+        // is refused, as the reference does.
+        let mut firsts = Vec::new();
+        for family in [netlink::Family::V4, netlink::Family::V6] {
+            let addrs = sock
+                .addresses(Some(link.index), family)
+                .map_err(|e| Error::io(e.to_string()))?;
+            if let Some(bad) = addrs.iter().find(|a| !a.addr.is_loopback()) {
+                return Err(Error::internal(format!(
+                    "loopback interface found with non-loopback address \"{}\"",
+                    bad.addr
+                )));
+            }
+            if let Some(a) = addrs.first() {
+                firsts.push((a.addr, a.prefix));
+            }
+        }
 
-        // What the reference reports: the loopback interface and its addresses.
+        // Chained after another plugin: pass its result through untouched.
+        if let Some(prev) = args.conf.prev_result()? {
+            return Ok(prev);
+        }
         let mut r = Result::new(args.version());
         r.interfaces.push(Interface {
             name: "lo".into(),
@@ -44,12 +65,11 @@ impl Plugin for Loopback {
             sandbox: args.netns.clone(),
             ..Default::default()
         });
-        for addr in ["127.0.0.1/8", "::1/128"] {
+        for (addr, prefix) in firsts {
             r.ips.push(IpConfig {
                 interface: Some(0),
-                address: addr
-                    .parse()
-                    .map_err(|e| Error::internal(format!("{addr}: {e}")))?,
+                address: ipnet::IpNet::new(addr, prefix)
+                    .map_err(|e| Error::internal(format!("{addr}/{prefix}: {e}")))?,
                 gateway: None,
             });
         }

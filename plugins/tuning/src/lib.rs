@@ -349,7 +349,14 @@ impl Plugin for Tuning {
         let sock = Socket::route_in(&ns).map_err(nl)?;
         let errs = restore(&ns, &sock, &args.ifname, &saved);
         if !errs.is_empty() {
-            return Err(Error::io(errs.join("; ")));
+            // As the reference: a value that cannot be put back (say, the
+            // interface is gone) must not make every later DEL fail.
+            eprintln!(
+                "tuning: could not restore everything for {}/{}: {}",
+                args.container_id,
+                args.ifname,
+                errs.join("; ")
+            );
         }
         remove_backup(&path)
     }
@@ -357,7 +364,9 @@ impl Plugin for Tuning {
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let conf = TuningConf::load(args)?;
         let sysctls = conf.resolved_sysctls(&args.ifname)?;
-        args.conf.prev_result()?;
+        args.conf
+            .prev_result()?
+            .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
         let ns = open_ns(args.require_netns()?)?;
         let sock = Socket::route_in(&ns).map_err(nl)?;
 
