@@ -85,7 +85,12 @@ pub struct IpConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub dst: IpNet,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// An empty string reads as no gateway (Go's `net.IP` does the same).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
     pub gw: Option<IpAddr>,
     /// 1.1.0
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +108,16 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<u8>,
 }
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result2<Option<IpAddr>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    match s.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+type Result2<T, E> = std::result::Result<T, E>;
 
 impl Route {
     pub fn new(dst: IpNet, gw: Option<IpAddr>) -> Route {

@@ -248,3 +248,12 @@ proptest! {
         prop_assert!(c.ips.iter().all(|i| i.interface.is_none()));
     }
 }
+
+#[test]
+fn empty_route_gateway_is_none() {
+    let r: Route = serde_json::from_str(r#"{"dst":"0.0.0.0/0","gw":""}"#).unwrap();
+    assert_eq!(r.gw, None);
+    let r: Route = serde_json::from_str(r#"{"dst":"0.0.0.0/0","gw":"10.0.0.1"}"#).unwrap();
+    assert_eq!(r.gw, Some("10.0.0.1".parse().unwrap()));
+    assert!(serde_json::from_str::<Route>(r#"{"dst":"0.0.0.0/0","gw":"x"}"#).is_err());
+}
