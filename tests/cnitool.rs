@@ -318,10 +318,10 @@ fn cnitool_help_usage_and_readable_errors() {
     ] {
         assert!(help.contains(verb), "help mentions {verb}");
     }
-    let err = failed(&t.run(None, &["add", "net"], &[]), 2);
+    let err = failed(&t.run(None, &["add", "net"], &[]), 1);
     assert!(err.contains("needs <netns-path>"), "{err}");
-    failed(&t.run(None, &["frobnicate", "net", "/x"], &[]), 2);
-    failed(&t.run(None, &[], &[]), 2);
+    failed(&t.run(None, &["frobnicate", "net", "/x"], &[]), 1);
+    failed(&t.run(None, &[], &[]), 1);
 
     let err = failed(&t.run(None, &["add", "nonet", "/run/netns/x"], &[]), 1);
     assert!(err.contains("no network configurations found"), "{err}");

@@ -155,8 +155,9 @@ pub fn main(args: &[String]) -> i32 {
             return 0;
         }
         Err(e) => {
+            // Exit status 1, as the reference cnitool's usage().
             eprintln!("cnitool: {e}\n\n{HELP}");
-            return 2;
+            return 1;
         }
     };
     match run(&cli) {
