@@ -16,6 +16,7 @@
 //! [`portmap`] (host port DNAT through maps).
 
 mod batch;
+pub mod conntrack;
 mod error;
 pub mod expr;
 mod list;

@@ -20,7 +20,7 @@ use cni_spec::error::CniResult;
 use cni_spec::runtime_config::RuntimeConfig;
 use cni_spec::{Error, ErrorCode, Result};
 use nft::portmap::{self, Mapping, Options, Proto};
-use nft::Nft;
+use nft::{IpVersion, Nft};
 use serde::Deserialize;
 
 pub struct Portmap;
@@ -84,7 +84,12 @@ fn runtime_mappings(args: &CmdArgs) -> CniResult<Vec<cni_spec::runtime_config::P
     let Some(rc) = &args.conf.runtime_config else {
         return Ok(Vec::new());
     };
-    let rc: RuntimeConfig = serde_json::from_value(rc.clone())
+    // Go decodes `null` as the zero value (no mappings); so does this.
+    let mut rc = rc.clone();
+    if let Some(o) = rc.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    let rc: RuntimeConfig = serde_json::from_value(rc)
         .map_err(|e| Error::decoding(format!("failed to parse runtimeConfig: {e}")))?;
     Ok(rc.port_mappings)
 }
@@ -174,6 +179,62 @@ fn enable_route_localnet(prev: &Result) -> CniResult<()> {
     Ok(())
 }
 
+/// Host ports of the UDP mappings among `mappings`, per address family
+/// of the pod address (the entries to flush live in that family's table).
+fn udp_ports_per_family(mappings: &[Mapping]) -> Vec<(IpVersion, Vec<u16>)> {
+    let mut out: Vec<(IpVersion, Vec<u16>)> = Vec::new();
+    for m in mappings.iter().filter(|m| m.proto == Proto::Udp) {
+        let v = IpVersion::of(m.pod_ip);
+        match out.iter_mut().find(|(x, _)| *x == v) {
+            Some((_, ports)) => {
+                if !ports.contains(&m.host_port) {
+                    ports.push(m.host_port);
+                }
+            }
+            None => out.push((v, vec![m.host_port])),
+        }
+    }
+    out
+}
+
+/// Host ports of the runtime's UDP mappings (DEL: no validation, as the
+/// reference's DEL does not validate either).
+fn udp_host_ports(requested: &[cni_spec::runtime_config::PortMapping]) -> Vec<u16> {
+    let mut ports: Vec<u16> = requested
+        .iter()
+        .filter(|pm| pm.protocol.eq_ignore_ascii_case("udp") && pm.host_port != 0)
+        .map(|pm| pm.host_port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Families whose UDP entries DEL flushes: those of the pod's addresses in
+/// prevResult, or both when DEL comes without a usable one.
+fn del_families(args: &CmdArgs) -> Vec<IpVersion> {
+    let both = vec![IpVersion::V4, IpVersion::V6];
+    let Ok(Some(prev)) = args.conf.prev_result() else {
+        return both;
+    };
+    let (v4, v6) = pod_ips(&prev);
+    let found: Vec<IpVersion> = [v4, v6].into_iter().flatten().map(IpVersion::of).collect();
+    if found.is_empty() {
+        both
+    } else {
+        found
+    }
+}
+
+/// Deletes the conntrack entries of UDP datagrams to `ports`. As in the
+/// reference, a failure is reported on stderr and does not fail the call:
+/// the firewall change itself is done.
+fn flush_udp(version: IpVersion, ports: &[u16]) {
+    if let Err(e) = nft::conntrack::delete_udp_to_ports(version, ports) {
+        eprintln!("portmap: failed to delete stale UDP conntrack entries: {e}");
+    }
+}
+
 fn prev_result(args: &CmdArgs) -> CniResult<Result> {
     args.conf.prev_result()?.ok_or_else(|| {
         Error::invalid_config("portmap must be called as a chained plugin (no prevResult)")
@@ -199,16 +260,36 @@ impl Plugin for Portmap {
         }
         let nft = Nft::open().map_err(nft_err)?;
         portmap::add(&nft, &mappings, &opts).map_err(nft_err)?;
+        // Now that the maps are in place, stale UDP entries to the mapped
+        // ports must go, or their next datagrams keep bypassing the DNAT.
+        for (version, ports) in udp_ports_per_family(&mappings) {
+            flush_udp(version, &ports);
+        }
         Ok(prev)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let conf: Config = args.parse_conf()?;
         let _ = conf;
+        // The reference does nothing when the runtime passes no mappings.
+        // An unreadable runtimeConfig proves nothing, so it still cleans up.
+        let requested = runtime_mappings(args).ok();
+        if requested.as_ref().is_some_and(|m| m.is_empty()) {
+            return Ok(());
+        }
         let nft = Nft::open().map_err(nft_err)?;
-        portmap::remove_container(&nft, &args.conf.name, &args.container_id, &args.ifname)
-            .map_err(nft_err)?;
-        Ok(())
+        let removed =
+            portmap::remove_container(&nft, &args.conf.name, &args.container_id, &args.ifname)
+                .map_err(nft_err);
+        if let Some(requested) = requested {
+            let ports = udp_host_ports(&requested);
+            if !ports.is_empty() {
+                for version in del_families(args) {
+                    flush_udp(version, &ports);
+                }
+            }
+        }
+        removed.map(|_| ())
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -251,5 +332,53 @@ impl Plugin for Portmap {
         Nft::open()
             .map(|_| ())
             .map_err(|e| Error::new(ErrorCode::NotAvailable, e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(proto: Proto, host_port: u16, pod_ip: &str) -> Mapping {
+        Mapping {
+            network: "n".into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+            proto,
+            host_ip: None,
+            host_port,
+            pod_ip: pod_ip.parse().expect("ip"),
+            pod_port: 53,
+        }
+    }
+
+    #[test]
+    fn udp_ports_grouped_by_family_without_tcp() {
+        let got = udp_ports_per_family(&[
+            mapping(Proto::Tcp, 80, "10.0.0.2"),
+            mapping(Proto::Udp, 53, "10.0.0.2"),
+            mapping(Proto::Udp, 53, "10.0.0.2"),
+            mapping(Proto::Udp, 5353, "10.0.0.2"),
+            mapping(Proto::Udp, 53, "fd00::2"),
+            mapping(Proto::Sctp, 9, "fd00::2"),
+        ]);
+        assert_eq!(
+            got,
+            vec![(IpVersion::V4, vec![53, 5353]), (IpVersion::V6, vec![53])]
+        );
+        assert!(udp_ports_per_family(&[mapping(Proto::Tcp, 80, "10.0.0.2")]).is_empty());
+    }
+
+    #[test]
+    fn udp_host_ports_of_runtime_mappings() {
+        let pms: Vec<cni_spec::runtime_config::PortMapping> =
+            serde_json::from_value(serde_json::json!([
+                {"hostPort": 5353, "containerPort": 53, "protocol": "UDP"},
+                {"HostPort": 53, "ContainerPort": 53, "Protocol": "udp"},
+                {"hostPort": 80, "containerPort": 80},
+                {"hostPort": 53, "containerPort": 54, "protocol": "udp"}
+            ]))
+            .expect("mappings");
+        assert_eq!(udp_host_ports(&pms), vec![53, 5353]);
     }
 }

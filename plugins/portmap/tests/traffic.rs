@@ -1,10 +1,13 @@
 //! The portmap plugin in a node namespace, with real TCP/UDP traffic from
-//! an "outside" namespace through a host port into a pod namespace.
+//! an "outside" namespace through a host port into a pod namespace; the
+//! UDP conntrack flush; DEL without mappings.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use nft::conntrack::{Conntrack, Entry};
+use nft::{portmap, IpVersion};
 use plugin_portmap::Portmap;
 use serde_json::{json, Value};
 use testutil::TestNs;
@@ -45,7 +48,26 @@ fn topo() -> Topo {
     t
 }
 
+/// The mappings `call` passes: one TCP, one UDP (containerd's spelling).
+fn default_runtime_config() -> Value {
+    json!({"portMappings": [
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"HostPort": 5353, "ContainerPort": 53, "Protocol": "udp"}
+    ]})
+}
+
 fn call(t: &Topo, cmd: &str, version: &str, id: &str) -> (i32, Value) {
+    call_rc(t, cmd, version, id, Some(default_runtime_config()))
+}
+
+/// Runs the plugin in the node namespace with `runtime_config` (or none).
+fn call_rc(
+    t: &Topo,
+    cmd: &str,
+    version: &str,
+    id: &str,
+    runtime_config: Option<Value>,
+) -> (i32, Value) {
     let mut prev = json!({
         "cniVersion": version,
         "interfaces": [
@@ -57,17 +79,16 @@ fn call(t: &Topo, cmd: &str, version: &str, id: &str) -> (i32, Value) {
     if version.starts_with("0.") {
         prev["ips"][0]["version"] = json!("4");
     }
-    let conf = json!({
+    let mut conf = json!({
         "cniVersion": version,
         "name": "pmtest",
         "type": "portmap",
         "snat": true,
         "prevResult": prev,
-        "runtimeConfig": {"portMappings": [
-            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
-            {"HostPort": 5353, "ContainerPort": 53, "Protocol": "udp"}
-        ]}
     });
+    if let Some(rc) = runtime_config {
+        conf["runtimeConfig"] = rc;
+    }
     let stdin = conf.to_string();
     let netns = t.pod.path().display().to_string();
     let env = move |k: &str| -> Option<String> {
@@ -164,4 +185,162 @@ fn add_check_del_with_real_traffic() {
             assert_ne!(code, 0, "CHECK after DEL must fail");
         }
     }
+}
+
+/// One datagram on `sock` within a short wait: its payload and sender.
+fn recv_one(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    sock.set_read_timeout(Some(Duration::from_millis(700)))
+        .ok()?;
+    let mut b = [0u8; 16];
+    let (n, from) = sock.recv_from(&mut b).ok()?;
+    Some((b[..n].to_vec(), from))
+}
+
+/// The node's IPv4 conntrack entries of UDP datagrams to `port`.
+fn udp_entries_to(t: &Topo, port: u16) -> Vec<Entry> {
+    let ct = Conntrack::open_in(t.node.ns()).expect("open conntrack");
+    ct.entries(IpVersion::V4)
+        .expect("dump conntrack")
+        .into_iter()
+        .filter(|e| e.is_udp_to(&[port]))
+        .collect()
+}
+
+/// A UDP client that talked to the host port before the mapping existed
+/// keeps its source port; its conntrack entry (no DNAT) would keep sending
+/// its datagrams to the node itself. ADD deletes that entry, so the next
+/// datagram is DNATed to the pod; DEL deletes the DNATed entries, so the
+/// flow does not keep going to the removed pod.
+#[test]
+fn udp_conntrack_flushed_on_add_and_del() {
+    let t = topo();
+    let pod_ip: IpAddr = "10.61.0.2".parse().expect("ip");
+    let node_ip: IpAddr = "192.168.61.1".parse().expect("ip");
+    // Another pod's mapping creates the table (whose rules make the node
+    // track connections) and is removed again.
+    let warm =
+        json!({"portMappings": [{"hostPort": 9090, "containerPort": 90, "protocol": "tcp"}]});
+    let (code, out) = call_rc(&t, "ADD", "1.1.0", "warm", Some(warm.clone()));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = call_rc(&t, "DEL", "1.1.0", "warm", Some(warm));
+    assert_eq!(code, 0, "{out}");
+
+    let on_node = t.node.run(|| UdpSocket::bind("0.0.0.0:5353")).expect("udp");
+    let on_pod = t.pod.run(|| UdpSocket::bind("0.0.0.0:53")).expect("udp");
+    let client = t.outside.run(|| UdpSocket::bind("0.0.0.0:0")).expect("udp");
+    let cport = client.local_addr().expect("local").port();
+    let send = |msg: &[u8]| {
+        client
+            .send_to(msg, "192.168.61.1:5353")
+            .expect("send to host port");
+    };
+
+    // Before any mapping of 5353: delivered to the node, tracked without
+    // DNAT.
+    send(b"1");
+    let (msg, from) = recv_one(&on_node).expect("datagram 1 reaches the node");
+    assert_eq!((msg.as_slice(), from.port()), (&b"1"[..], cport));
+    let stale = udp_entries_to(&t, 5353);
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert_eq!(stale[0].orig.src_port, Some(cport));
+    assert_eq!(stale[0].reply.map(|r| r.src), Some(node_ip), "{stale:?}");
+
+    // Control: the same mapping committed without the flush leaves the
+    // flow on its stale entry, so what follows really tests the flush.
+    let nft = nft::Nft::open_in(t.node.ns()).expect("open nft");
+    let m = portmap::Mapping {
+        network: "pmtest".into(),
+        container_id: "ctr1".into(),
+        ifname: "eth0".into(),
+        proto: portmap::Proto::Udp,
+        host_ip: None,
+        host_port: 5353,
+        pod_ip,
+        pod_port: 53,
+    };
+    portmap::add(&nft, &[m], &portmap::Options::default()).expect("map without flush");
+    send(b"2");
+    let (msg, _) = recv_one(&on_node).expect("datagram 2 still follows the stale entry");
+    assert_eq!(msg, b"2");
+    assert!(recv_one(&on_pod).is_none());
+
+    // The plugin's ADD flushes: the same source port now reaches the pod.
+    let (code, out) = call(&t, "ADD", "1.1.0", "ctr1");
+    assert_eq!(code, 0, "ADD: {out}");
+    send(b"3");
+    let (msg, from) = recv_one(&on_pod).expect("datagram 3 reaches the pod");
+    assert_eq!(msg, b"3");
+    assert_eq!(
+        from,
+        SocketAddr::new("192.168.61.2".parse().expect("ip"), cport)
+    );
+    assert!(recv_one(&on_node).is_none(), "nothing more for the node");
+    let now = udp_entries_to(&t, 5353);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0].orig.src_port, Some(cport));
+    assert_eq!(
+        now[0].reply.map(|r| (r.src, r.src_port)),
+        Some((pod_ip, Some(53))),
+        "only the DNATed entry is left: {now:?}"
+    );
+
+    // DEL removes the DNATed entry with the mapping: the flow is tracked
+    // afresh and goes to the node again, not to the removed pod.
+    let (code, out) = call(&t, "DEL", "1.1.0", "ctr1");
+    assert_eq!(code, 0, "DEL: {out}");
+    let left = udp_entries_to(&t, 5353);
+    assert!(left.is_empty(), "{left:?}");
+    send(b"4");
+    let (msg, _) = recv_one(&on_node).expect("datagram 4 reaches the node");
+    assert_eq!(msg, b"4");
+    assert!(recv_one(&on_pod).is_none());
+}
+
+/// The reference's DEL returns at once when the runtime passes no port
+/// mappings: no table is read or created, nothing is removed.
+#[test]
+fn del_without_mappings_does_no_firewall_work() {
+    let t = topo();
+    let ruleset = || t.node.exec(&["nft", "list", "ruleset"]);
+    let no_mappings = [
+        None,
+        Some(json!({})),
+        Some(json!({"portMappings": []})),
+        Some(json!({"portMappings": null})),
+    ];
+    for version in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        // No table at all: DEL succeeds and creates none.
+        for rc in &no_mappings {
+            let (code, out) = call_rc(&t, "DEL", version, "ctr1", rc.clone());
+            assert_eq!(code, 0, "DEL {version} {rc:?}: {out}");
+            assert_eq!(ruleset().trim(), "", "DEL {version} {rc:?}");
+        }
+    }
+
+    // With ctr1's mappings in place, DEL without mappings leaves them (and
+    // the whole ruleset, down to its generation) untouched.
+    let web = t
+        .pod
+        .run(|| TcpListener::bind("0.0.0.0:80"))
+        .expect("listen");
+    let (code, out) = call(&t, "ADD", "1.1.0", "ctr1");
+    assert_eq!(code, 0, "ADD: {out}");
+    let nft = nft::Nft::open_in(t.node.ns()).expect("open nft");
+    let before = ruleset();
+    let gen = nft.genid().expect("genid");
+    for version in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        for rc in &no_mappings {
+            let (code, out) = call_rc(&t, "DEL", version, "ctr1", rc.clone());
+            assert_eq!(code, 0, "DEL {version} {rc:?}: {out}");
+            assert_eq!(ruleset(), before, "DEL {version} {rc:?}");
+            assert_eq!(nft.genid().expect("genid"), gen, "DEL {version} {rc:?}");
+        }
+    }
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_some());
+
+    // A DEL with the mappings still removes them.
+    let (code, out) = call(&t, "DEL", "1.1.0", "ctr1");
+    assert_eq!(code, 0, "DEL: {out}");
+    assert_ne!(ruleset(), before);
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none());
 }
