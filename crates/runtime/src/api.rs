@@ -391,7 +391,6 @@ impl CniConfig {
         if list.disable_gc {
             return Ok(());
         }
-        let bins = self.prepare(list, None)?;
         let mut errs = Vec::new();
         for a in self.cache.attachments(None) {
             if a.network != list.name
@@ -416,6 +415,15 @@ impl CniConfig {
                 });
             }
         }
+        // Every stale DEL is attempted before a broken list (say, a missing
+        // plugin binary) can stop the GC step, as libcni does.
+        let bins = match self.prepare(list, None) {
+            Ok(b) => b,
+            Err(e) => {
+                errs.push(e);
+                return Error::join(errs);
+            }
+        };
         if version::at_least(&list.cni_version, "1.1.0") {
             let keep = serde_json::to_value(valid).unwrap_or(Value::Array(Vec::new()));
             let extra = [

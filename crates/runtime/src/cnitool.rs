@@ -320,7 +320,7 @@ mod tests {
             .expect("cli");
         assert_eq!(c.ifname.as_deref(), Some("net1"));
         assert!(parse_cli(&s(&["gc", "net"])).expect("gc").is_some());
-        assert_eq!(main(&s(&["bogus"])), 2);
+        assert_eq!(main(&s(&["bogus"])), 1);
         assert_eq!(main(&s(&["--help"])), 0);
     }
 }
