@@ -247,6 +247,8 @@ fn config_fields_take_effect() {
     for end in [&c, &h] {
         assert_eq!(end["num_tx_queues"], 1, "{end}");
         assert_eq!(end["num_rx_queues"], 1, "{end}");
+        // Queue length 0, as the reference's veths (`ip -j` omits a 0).
+        assert!(end.get("txqlen").is_none_or(|q| q == 0), "txqlen: {end}");
     }
     let port = &h["linkinfo"]["info_slave_data"];
     assert_eq!(port["hairpin"], true, "{h}");

@@ -164,10 +164,15 @@ fn mac_from_runtime_config_and_cni_args() {
         4
     );
 
-    // DEL restores the MAC saved by the first ADD, not the intermediate one.
-    let del = Call::new("DEL", "c2", &p.pod.path(), &conf);
+    // DEL restores the MAC saved by the first ADD, not the intermediate one,
+    // even with a config whose `mac` is now invalid (DEL does not use it).
+    let mut bad = base.clone();
+    bad["mac"] = json!("zz:11");
+    let bad = p.conf("1.0.0", "tunet", "tuning", bad);
+    let del = Call::new("DEL", "c2", &p.pod.path(), &bad);
     run_plugin(bin.path(), "tuning", &del, Some(p.node.ns())).ok();
     assert_eq!(Pair::mac_of(&p.pod, "eth0"), original);
+    run_plugin(bin.path(), "tuning", &del, Some(p.node.ns())).ok();
 }
 
 #[test]

@@ -94,6 +94,9 @@ pub fn setup_veth(
             up: opts.host_up,
             master,
             queues: opts.queues,
+            // Queue length 0 on both ends, as the reference's veths have
+            // (veth needs no queue: it transmits synchronously).
+            txqlen: Some(0),
             ..LinkSpec::new(
                 host_name.clone(),
                 LinkKind::Veth {

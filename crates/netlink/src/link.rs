@@ -602,7 +602,7 @@ impl Socket {
         }
         let info = m.nest_raw(IFLA_LINKINFO);
         m.attr_str(IFLA_INFO_KIND, spec.kind.name());
-        encode_info_data(&mut m, &spec.kind, spec.queues);
+        encode_info_data(&mut m, &spec.kind, spec.queues, spec.txqlen);
         m.end_nest(info);
         self.exec(&m, what)
     }
@@ -978,7 +978,12 @@ impl Socket {
     }
 }
 
-fn encode_info_data(m: &mut MessageBuilder, kind: &LinkKind, queues: Option<u32>) {
+fn encode_info_data(
+    m: &mut MessageBuilder,
+    kind: &LinkKind,
+    queues: Option<u32>,
+    txqlen: Option<u32>,
+) {
     match kind {
         LinkKind::Veth {
             peer_name,
@@ -1000,7 +1005,10 @@ fn encode_info_data(m: &mut MessageBuilder, kind: &LinkKind, queues: Option<u32>
             if let Some(fd) = peer_netns_fd {
                 m.attr_u32(IFLA_NET_NS_FD, *fd as u32);
             }
-            // The peer gets the same queue count as the main end.
+            // The peer gets the same queue count and length as the main end.
+            if let Some(q) = txqlen {
+                m.attr_u32(IFLA_TXQLEN, q);
+            }
             if let Some(q) = queues {
                 m.attr_u32(IFLA_NUM_TX_QUEUES, q);
                 m.attr_u32(IFLA_NUM_RX_QUEUES, q);

@@ -284,11 +284,19 @@ impl Route {
         Ok(m)
     }
 
+    /// A route of a dump; cached clones are not routes of a table.
     fn parse(payload: &[u8]) -> Option<Route> {
         let hdr = RtMsg::from_bytes(payload)?;
         if hdr.flags & RTM_F_CLONED != 0 {
             return None;
         }
+        Self::parse_any(payload)
+    }
+
+    /// Any route message, clones included (the answer to a route lookup
+    /// is one).
+    fn parse_any(payload: &[u8]) -> Option<Route> {
+        let hdr = RtMsg::from_bytes(payload)?;
         let family = match i32::from(hdr.family) {
             libc::AF_INET => Family::V4,
             libc::AF_INET6 => Family::V6,
@@ -352,6 +360,34 @@ impl Socket {
         gone_is_false(self.route_op(r, RTM_DELROUTE, 0, "delete"))
     }
 
+    /// The route the kernel would use to reach `dst` (`ip route get`), or
+    /// `None` when `dst` is unreachable.
+    pub fn route_get(&self, dst: IpAddr) -> Result<Option<Route>> {
+        let family = Family::of(dst);
+        let mut m = MessageBuilder::new(RTM_GETROUTE, 0);
+        m.header(&RtMsg {
+            family: family.raw(),
+            dst_len: if family == Family::V4 { 32 } else { 128 },
+            ..Default::default()
+        });
+        m.attr_ip(RTA_DST, dst);
+        match self.exec(&m, || format!("get route to {dst}")) {
+            Ok(msgs) => Ok(msgs
+                .iter()
+                .filter(|m| m.ty == RTM_NEWROUTE)
+                .find_map(|m| Route::parse_any(&m.payload))),
+            Err(e)
+                if matches!(
+                    e.errno(),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ESRCH)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Routes of `family` (All for both), optionally of one table only.
     /// Without a table filter every table is listed, local included.
     pub fn routes(&self, family: Family, table: Option<u32>) -> Result<Vec<Route>> {
@@ -379,6 +415,17 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn route_get_picks_the_device() {
+        let t = TestNs::new("rget");
+        let s = t.sock();
+        let (i, _) = veth_up(&s, "g0", "g1");
+        s.add_address(i, ip("10.7.0.1"), 24).expect("addr");
+        let r = s.route_get(ip("10.7.0.9")).expect("get").expect("route");
+        assert_eq!(r.oif, Some(i));
+        assert!(s.route_get(ip("192.0.2.1")).expect("get").is_none());
     }
 
     #[test]

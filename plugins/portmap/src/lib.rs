@@ -163,17 +163,32 @@ fn build_mappings(args: &CmdArgs, prev: &Result) -> CniResult<Vec<Mapping>> {
     Ok(out)
 }
 
-/// Connections from 127.0.0.0/8 DNATed to a pod leave through the host-side
-/// interfaces of prevResult: they must accept local sources.
-fn enable_route_localnet(prev: &Result) -> CniResult<()> {
-    for i in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
-        if i.name.is_empty() || i.name.contains('/') || i.name.starts_with('.') {
+/// Connections from 127.0.0.0/8 DNATed to a pod leave through the node's
+/// interface that routes to the pod (a bridge, or a ptp host veth): it must
+/// accept local sources. Found by a route lookup, as the reference does, so
+/// it works for every result version (0.1.0/0.2.0 list no interfaces).
+fn enable_route_localnet(pod_ips: &[std::net::IpAddr]) -> CniResult<()> {
+    let sock = netlink::Socket::route().map_err(|e| Error::io(e.to_string()))?;
+    let mut done = Vec::new();
+    for ip in pod_ips.iter().filter(|ip| ip.is_ipv4()) {
+        let Some(oif) = sock
+            .route_get(*ip)
+            .map_err(|e| Error::io(e.to_string()))?
+            .and_then(|r| r.oif)
+        else {
+            continue;
+        };
+        if done.contains(&oif) {
             continue;
         }
-        let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", i.name);
-        if !std::path::Path::new(&path).exists() {
+        done.push(oif);
+        let Some(link) = sock
+            .link_by_index(oif)
+            .map_err(|e| Error::io(e.to_string()))?
+        else {
             continue;
-        }
+        };
+        let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", link.name);
         std::fs::write(&path, b"1").map_err(|e| Error::io(format!("failed to set {path}: {e}")))?;
     }
     Ok(())
@@ -255,8 +270,13 @@ impl Plugin for Portmap {
             return Ok(prev);
         }
         let opts = conf.options();
-        if opts.snat && mappings.iter().any(|m| m.pod_ip.is_ipv4()) {
-            enable_route_localnet(&prev)?;
+        if opts.snat {
+            let v4: Vec<std::net::IpAddr> = mappings
+                .iter()
+                .map(|m| m.pod_ip)
+                .filter(|ip| ip.is_ipv4())
+                .collect();
+            enable_route_localnet(&v4)?;
         }
         let nft = Nft::open().map_err(nft_err)?;
         portmap::add(&nft, &mappings, &opts).map_err(nft_err)?;

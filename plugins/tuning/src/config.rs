@@ -128,6 +128,23 @@ struct Raw {
     args: Option<RawArgs>,
 }
 
+/// Only what DEL needs: where the backups are.
+#[derive(Deserialize)]
+struct RawDataDir {
+    #[serde(rename = "dataDir", default)]
+    data_dir: Option<String>,
+}
+
+/// The backup directory of a config, read leniently: DEL must still put
+/// things back when a field DEL does not use (say, a bad `mac`) is invalid.
+pub fn data_dir_of(args: &CmdArgs) -> PathBuf {
+    let dir = serde_json::from_slice::<RawDataDir>(&args.stdin)
+        .ok()
+        .and_then(|r| r.data_dir)
+        .filter(|d| !d.is_empty());
+    PathBuf::from(dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()))
+}
+
 impl TuningConf {
     pub fn load(args: &CmdArgs) -> CniResult<TuningConf> {
         let raw: Raw = args.parse_conf()?;

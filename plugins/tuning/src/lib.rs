@@ -334,8 +334,8 @@ impl Plugin for Tuning {
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let conf = TuningConf::load(args)?;
-        let path = backup_path(&conf.data_dir, &args.container_id, &args.ifname);
+        let data_dir = config::data_dir_of(args);
+        let path = backup_path(&data_dir, &args.container_id, &args.ifname);
         let Some(saved) = read_backup(&path)? else {
             return Ok(());
         };
