@@ -684,3 +684,40 @@ fn gc_removes_attachments_not_listed() {
     assert!(!masq_rules(&env.node).contains("masquerade"));
     env.call("STATUS", "", Path::new(""), &conf).ok();
 }
+
+/// Two attachments of one pod (eth0, eth1) each get their default route;
+/// removing one leaves the other's, as with the reference.
+#[test]
+fn two_attachments_keep_their_own_default_routes() {
+    let env = Env::new("br2a");
+    let pod = TestNs::new("br2p");
+    let mut conf = env.conf(
+        "1.0.0",
+        "10.26.0.0/24",
+        json!({"bridge": "br-2a", "isGateway": true}),
+    );
+    conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    let defaults = |pod: &TestNs| -> Vec<String> {
+        pod.ip_json(&["-4", "route", "show", "default"])
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["dev"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for ifname in ["eth0", "eth1"] {
+        let add = Call::new("ADD", "ctr-2a", &pod.path(), &conf.to_string()).ifname(ifname);
+        env.call_with(add).ok();
+    }
+    let mut devs = defaults(&pod);
+    devs.sort();
+    assert_eq!(devs, ["eth0", "eth1"]);
+    let del = Call::new("DEL", "ctr-2a", &pod.path(), &conf.to_string()).ifname("eth0");
+    env.call_with(del).ok();
+    assert_eq!(defaults(&pod), ["eth1"]);
+    let del = Call::new("DEL", "ctr-2a", &pod.path(), &conf.to_string()).ifname("eth1");
+    env.call_with(del).ok();
+    assert!(env.allocated().is_empty());
+}

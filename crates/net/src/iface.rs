@@ -100,7 +100,10 @@ pub fn configure_iface(
         if let Some(a) = r.adv_mss {
             route = route.advmss(a);
         }
-        match sock.add_route(&route) {
+        // Alongside routes of other interfaces to the same destination (a
+        // second attachment's default route); an identical route already
+        // there is fine.
+        match sock.add_route_alongside(&route) {
             Ok(()) => {}
             Err(e) if e.is_exists() => {}
             Err(e) => {

@@ -349,6 +349,15 @@ impl Socket {
             .map(drop)
     }
 
+    /// Adds a route next to any others to the same destination (no
+    /// NLM_F_EXCL, like `RouteAddEcmp` in the reference): a pod with two
+    /// interfaces gets a default route through each. EEXIST only when this
+    /// very route exists.
+    pub fn add_route_alongside(&self, r: &Route) -> Result<()> {
+        self.route_op(r, RTM_NEWROUTE, NLM_F_CREATE, "add")
+            .map(drop)
+    }
+
     /// Adds a route or replaces the one with the same key.
     pub fn replace_route(&self, r: &Route) -> Result<()> {
         self.route_op(r, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, "replace")
@@ -415,6 +424,29 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn routes_alongside_share_a_destination() {
+        let t = TestNs::new("ralong");
+        let s = t.sock();
+        let (a, _) = veth_up(&s, "ra0", "ra1");
+        let (b, _) = veth_up(&s, "rb0", "rb1");
+        s.add_address(a, ip("10.8.0.2"), 24).expect("addr a");
+        s.add_address(b, ip("10.8.0.3"), 24).expect("addr b");
+        let via_a = Route::default_for(Family::V4).via(ip("10.8.0.1")).dev(a);
+        let via_b = Route::default_for(Family::V4).via(ip("10.8.0.1")).dev(b);
+        s.add_route_alongside(&via_a).expect("default via a");
+        s.add_route_alongside(&via_b).expect("default via b");
+        let e = s.add_route_alongside(&via_b).expect_err("identical");
+        assert!(e.is_exists(), "{e}");
+        let defaults = s
+            .routes(Family::V4, Some(RT_TABLE_MAIN))
+            .expect("list")
+            .into_iter()
+            .filter(|r| r.is_default())
+            .count();
+        assert_eq!(defaults, 2);
     }
 
     #[test]

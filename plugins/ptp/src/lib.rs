@@ -375,7 +375,9 @@ impl Plugin for Ptp {
 }
 
 fn add_route(sock: &Socket, r: &netlink::Route) -> CniResult<()> {
-    match sock.add_route(r) {
+    // Alongside other interfaces' routes to the same destination (a second
+    // attachment's default route), as the reference's RouteAddEcmp.
+    match sock.add_route_alongside(r) {
         Ok(()) => Ok(()),
         Err(e) if e.is_exists() => Ok(()),
         Err(e) => Err(nl(e)),
