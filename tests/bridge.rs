@@ -236,6 +236,18 @@ fn config_fields_take_effect() {
     assert_eq!(res["interfaces"][2]["mac"], "0a:58:0a:16:00:99");
     let br = link(&env.node, "br-f");
     assert_eq!(br["mtu"], 1400);
+    // The pinned MAC is also the bridge id (not 8000.0:0:0:0:0:0).
+    let id = br["linkinfo"]["info_data"]["bridge_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let mac_hex: Vec<String> = br["address"]
+        .as_str()
+        .unwrap_or("")
+        .split(':')
+        .map(|b| format!("{:x}", u8::from_str_radix(b, 16).unwrap_or(0)))
+        .collect();
+    assert_eq!(id, format!("8000.{}", mac_hex.join(":")), "{br}");
     assert!(!has_flag(&br, "PROMISC"));
     let host = res["interfaces"][1]["name"]
         .as_str()
@@ -720,4 +732,21 @@ fn two_attachments_keep_their_own_default_routes() {
     let del = Call::new("DEL", "ctr-2a", &pod.path(), &conf.to_string()).ifname("eth1");
     env.call_with(del).ok();
     assert!(env.allocated().is_empty());
+}
+
+/// A MAC that is not one refuses ADD with nothing made, but never blocks
+/// DEL: the runtime must always be able to tear a pod down.
+#[test]
+fn bad_mac_refuses_add_but_not_del() {
+    let env = Env::new("brm");
+    let pod = TestNs::new("brmp");
+    let good = env.conf("1.0.0", "10.27.0.0/24", json!({"bridge": "br-m"}));
+    env.call("ADD", "ctr-m", &pod.path(), &good).ok();
+    let mut bad = good.clone();
+    bad["runtimeConfig"] = json!({"mac": "zz:zz"});
+    assert_eq!(env.call("ADD", "ctr-n", &pod.path(), &bad).err_code(), 7);
+    env.call("DEL", "ctr-m", &pod.path(), &bad).ok();
+    env.call("DEL", "ctr-m", &pod.path(), &bad).ok();
+    assert!(env.allocated().is_empty());
+    assert!(veth_names(&env.node).is_empty());
 }

@@ -21,7 +21,7 @@ pub struct BridgeOptions {
 /// namespace for the sysctl (plugins run there).
 pub fn ensure_bridge(sock: &Socket, name: &str, opts: &BridgeOptions) -> Result<Link> {
     let mut created = false;
-    let link = match sock.link_by_name(name)? {
+    let mut link = match sock.link_by_name(name)? {
         Some(l) => l,
         None => {
             let spec = LinkSpec {
@@ -68,9 +68,15 @@ pub fn ensure_bridge(sock: &Socket, name: &str, opts: &BridgeOptions) -> Result<
         // routed to them (host ports, other subnets) stall 1-2 s.
         let _ = sysctl::sysctl_set(&format!("net/ipv6/conf/{name}/accept_dad"), "0");
         // Pin the bridge MAC: otherwise it follows the lowest port MAC and
-        // changes as pods come and go.
-        if !link.mac.is_empty() {
-            sock.set_mac(link.index, &link.mac)?;
+        // changes as pods come and go. It must be set to a *different*
+        // address (still the kernel's random one, one bit flipped): only a
+        // change also makes it the bridge id, which would otherwise stay
+        // 8000.00:00:00:00:00:00 for good once the address is pinned.
+        if link.mac.len() == 6 {
+            let mut mac = link.mac.clone();
+            mac[5] ^= 0x01;
+            sock.set_mac(link.index, &mac)?;
+            link.mac = mac;
         }
     }
     if opts.promisc && !link.promisc {
@@ -79,7 +85,6 @@ pub fn ensure_bridge(sock: &Socket, name: &str, opts: &BridgeOptions) -> Result<
     if !link.up {
         sock.set_link_up(link.index)?;
     }
-    let mut link = link;
     link.up = true;
     link.promisc |= opts.promisc;
     Ok(link)

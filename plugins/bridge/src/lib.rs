@@ -112,8 +112,21 @@ fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::
 struct Net {
     c: Conf,
     ipam: Option<String>,
-    mac: Option<[u8; 6]>,
+    /// The requested MAC, as given: parsed only by ADD, so that a bad one
+    /// never stops DEL from tearing the attachment down.
+    mac_text: String,
     vlans: Vec<u16>,
+}
+
+impl Net {
+    fn mac(&self) -> CniResult<Option<[u8; 6]>> {
+        if self.mac_text.is_empty() {
+            return Ok(None);
+        }
+        net::mac::parse(&self.mac_text)
+            .map(Some)
+            .map_err(Error::from)
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -194,11 +207,6 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
             mac_s = m;
         }
     }
-    let mac = if mac_s.is_empty() {
-        None
-    } else {
-        Some(net::mac::parse(&mac_s).map_err(Error::from)?)
-    };
     let ipam = args
         .conf
         .ipam_type()
@@ -210,7 +218,7 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
     Ok(Net {
         c,
         ipam,
-        mac,
+        mac_text: mac_s,
         vlans,
     })
 }
@@ -339,6 +347,7 @@ impl Plugin for Bridge {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
+        let mac = n.mac()?;
         if n.c.hairpin_mode && n.c.promisc_mode {
             return Err(invalid(
                 "cannot set hairpin mode and promiscuous mode at the same time",
@@ -393,7 +402,7 @@ impl Plugin for Bridge {
             &args.ifname,
             &net::veth::VethOptions {
                 mtu: (n.c.mtu > 0).then_some(n.c.mtu),
-                mac: n.mac.as_ref().map(|m| &m[..]),
+                mac: mac.as_ref().map(|m| &m[..]),
                 host_up: true,
                 master: Some(br.index),
                 queues: net::veth::queues_from_config(n.c.veth_queues),
