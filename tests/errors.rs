@@ -29,7 +29,7 @@ fn base(plugin: &str, version: &str, data: &Path) -> Value {
             c["ipam"] = ipam;
             c["stateDir"] = json!(data.join("state"));
         }
-        "host-local" => c["ipam"] = ipam,
+        "host-local" | "tap" => c["ipam"] = ipam,
         "static" => {
             c["ipam"] = json!({"type": "static", "addresses": [{"address": "10.203.1.2/24"}]})
         }
@@ -169,7 +169,7 @@ fn cases(plugin: &str, data: &Path) -> Vec<Case> {
             codes: &[1],
         },
     ];
-    if matches!(plugin, "bridge" | "ptp" | "tuning") {
+    if matches!(plugin, "bridge" | "ptp" | "tuning" | "tap") {
         v.push(Case {
             what: "mtu of the wrong type",
             command: "ADD",
@@ -179,7 +179,7 @@ fn cases(plugin: &str, data: &Path) -> Vec<Case> {
             codes: &[7],
         });
     }
-    if matches!(plugin, "bridge" | "ptp") {
+    if matches!(plugin, "bridge" | "ptp" | "tap") {
         v.push(Case {
             what: "ipam of the wrong type",
             command: "ADD",
