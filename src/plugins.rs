@@ -7,6 +7,7 @@ pub static PLUGINS: &[(&str, &dyn Plugin)] = &[
     ("loopback", &plugin_loopback::Loopback),
     ("bridge", &plugin_bridge::Bridge),
     ("ptp", &plugin_ptp::Ptp),
+    ("macvlan", &plugin_macvlan::Macvlan),
     ("bandwidth", &plugin_bandwidth::BandwidthPlugin),
     ("sbr", &plugin_sbr::Sbr),
     ("tuning", &plugin_tuning::Tuning),
