@@ -8,6 +8,7 @@ pub static PLUGINS: &[(&str, &dyn Plugin)] = &[
     ("bridge", &plugin_bridge::Bridge),
     ("ptp", &plugin_ptp::Ptp),
     ("tap", &plugin_tap::Tap),
+    ("macvlan", &plugin_macvlan::Macvlan),
     ("bandwidth", &plugin_bandwidth::BandwidthPlugin),
     ("sbr", &plugin_sbr::Sbr),
     ("tuning", &plugin_tuning::Tuning),

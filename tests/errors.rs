@@ -29,6 +29,12 @@ fn base(plugin: &str, version: &str, data: &Path) -> Value {
             c["ipam"] = ipam;
             c["stateDir"] = json!(data.join("state"));
         }
+        "macvlan" => {
+            // A real master: the ADD cases get past the lookup, so a late
+            // failure must also remove the macvlan.
+            c["master"] = json!("ermv0");
+            c["ipam"] = ipam;
+        }
         "host-local" | "tap" => c["ipam"] = ipam,
         "static" => {
             c["ipam"] = json!({"type": "static", "addresses": [{"address": "10.203.1.2/24"}]})
@@ -169,7 +175,7 @@ fn cases(plugin: &str, data: &Path) -> Vec<Case> {
             codes: &[1],
         },
     ];
-    if matches!(plugin, "bridge" | "ptp" | "tuning" | "tap") {
+    if matches!(plugin, "bridge" | "ptp" | "tuning" | "tap" | "macvlan") {
         v.push(Case {
             what: "mtu of the wrong type",
             command: "ADD",
@@ -179,7 +185,7 @@ fn cases(plugin: &str, data: &Path) -> Vec<Case> {
             codes: &[7],
         });
     }
-    if matches!(plugin, "bridge" | "ptp" | "tap") {
+    if matches!(plugin, "bridge" | "ptp" | "tap" | "macvlan") {
         v.push(Case {
             what: "ipam of the wrong type",
             command: "ADD",
@@ -220,6 +226,12 @@ fn every_plugin_answers_malformed_input_with_the_spec_code() {
     assert!(names.len() >= 10, "{names:?}");
     let node = TestNs::new("ern");
     let pod = TestNs::new("erp");
+    // The master for macvlan's base config.
+    node.exec(&[
+        "ip", "link", "add", "ermv0", "type", "veth", "peer", "name", "ermv1",
+    ]);
+    node.exec(&["ip", "link", "set", "ermv0", "up"]);
+    node.exec(&["ip", "link", "set", "ermv1", "up"]);
     let links_before = node.link_names();
     let pod_links_before = pod.link_names();
     let data = TempDir::new("errors");

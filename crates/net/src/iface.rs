@@ -16,6 +16,11 @@ pub struct IfaceOptions {
     /// Leave the link down (and add no routes): the bridge plugin's
     /// `disableContainerInterface`.
     pub keep_down: bool,
+    /// Add the addresses while the link is still down and bring it up
+    /// afterwards (the reference's order in `ipam.ConfigureIface`): with
+    /// `arp_notify`/`ndisc_notify` set, the kernel then announces the new
+    /// addresses (gratuitous ARP / unsolicited NA) as the link comes up.
+    pub addresses_first: bool,
 }
 
 /// The IPs of `result` that belong to interface `ifname` (by index into
@@ -42,7 +47,7 @@ pub fn configure_iface(
     let mut gw4 = None;
     let mut gw6 = None;
     let mut v6 = false;
-    if !opts.keep_down && !link.up {
+    if !opts.keep_down && !opts.addresses_first && !link.up {
         // Up first: IPv4 prefix routes and gateway routes need a live link.
         sock.set_link_up(link.index)?;
     }
@@ -74,6 +79,10 @@ pub fn configure_iface(
     }
     if opts.keep_down {
         return Ok(());
+    }
+    if opts.addresses_first && !link.up {
+        // The kernel adds the IPv4 prefix routes as the link comes up.
+        sock.set_link_up(link.index)?;
     }
     if v6 && opts.dad {
         settle_addresses(sock, link.index, Duration::from_secs(10))?;

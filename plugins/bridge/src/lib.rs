@@ -509,6 +509,7 @@ impl Plugin for Bridge {
                 &net::IfaceOptions {
                     dad: n.c.enabledad,
                     keep_down: false,
+                    addresses_first: false,
                 },
             )
             .map_err(Error::from)?;
