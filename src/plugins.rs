@@ -16,6 +16,7 @@ pub static PLUGINS: &[(&str, &dyn Plugin)] = &[
     ("static", &plugin_static::Static),
     ("portmap", &plugin_portmap::Portmap),
     ("firewall", &plugin_firewall::Firewall),
+    ("host-device", &plugin_host_device::HostDevice),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static dyn Plugin> {

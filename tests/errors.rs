@@ -40,6 +40,7 @@ fn base(plugin: &str, version: &str, data: &Path) -> Value {
             c["ipam"] = json!({"type": "static", "addresses": [{"address": "10.203.1.2/24"}]})
         }
         "tuning" => c["dataDir"] = json!(data.join("tuning")),
+        "host-device" => c["device"] = json!("hdnone0"),
         _ => {}
     }
     c

@@ -231,6 +231,32 @@ pub fn create_named(name: &str) -> Result<NetNs> {
     NetNs::open(&path)
 }
 
+/// Creates a namespace that lives only as long as the returned handle: no
+/// name, no bind mount, nothing to clean up after a crash. For transient
+/// work such as renaming a device away from every other namespace.
+pub fn create_anonymous() -> Result<NetNs> {
+    let err = |source| Error::Create {
+        name: "(anonymous)".to_string(),
+        source,
+    };
+    // unshare() on a throwaway thread, which exits right after opening the
+    // namespace: the open file alone keeps the namespace alive.
+    let file = std::thread::spawn(|| -> io::Result<File> {
+        // SAFETY: plain syscall.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        File::open("/proc/thread-self/ns/net")
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("netns creation thread panicked")))
+    .map_err(err)?;
+    Ok(NetNs {
+        file,
+        path: PathBuf::from("(anonymous netns)"),
+    })
+}
+
 /// Removes a named namespace created by [`create_named`] or `ip netns add`.
 /// Succeeds when it is already gone.
 pub fn delete_named(name: &str) -> Result<()> {
@@ -301,5 +327,19 @@ mod tests {
         delete_named(&name).expect("delete");
         delete_named(&name).expect("delete twice is fine");
         assert!(!Path::new(NETNS_RUN_DIR).join(&name).exists());
+    }
+
+    #[test]
+    fn anonymous_namespaces_are_distinct_and_usable() {
+        assert!(is_root(), "netns tests need root (CI runs as root)");
+        let a = create_anonymous().expect("create");
+        let b = create_anonymous().expect("create");
+        let here = NetNs::current().expect("current");
+        assert!(!a.same_as(&here) && !a.same_as(&b));
+        let inside = a
+            .run(|| NetNs::current().map(|c| c.same_as(&a)))
+            .expect("run")
+            .expect("current inside");
+        assert!(inside);
     }
 }

@@ -1,0 +1,619 @@
+//! `host-device`: moves an existing device of the node (selected by name,
+//! MAC address, sysfs path or PCI address) into the container, renamed to
+//! CNI_IFNAME, and hands it back on DEL under its original name. The
+//! original name travels with the device in its alias (IFLA_IFALIAS), as the
+//! reference keeps it, so DEL needs no state of its own.
+//!
+//! Renames happen inside a private, throwaway namespace: the device never
+//! carries CNI_IFNAME on the node nor its node name in the pod, so neither
+//! side can collide with an existing interface (and udev on the node never
+//! sees a transient name).
+
+use cni_skel::{CmdArgs, Command, Plugin};
+use cni_spec::error::CniResult;
+use cni_spec::{Error, ErrorCode, Interface, Result};
+use net::Undo;
+use netlink::{Link, Socket};
+use netns::NetNs;
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+pub struct HostDevice;
+
+/// Where the kernel lists PCI devices (a constant, as in the reference).
+const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";
+/// Drivers that bind a NIC to userspace (DPDK): no netdev exists then.
+const USERSPACE_DRIVERS: &[&str] = &["vfio-pci", "uio_pci_generic", "igb_uio"];
+
+#[derive(Debug, Default, Deserialize)]
+struct Conf {
+    #[serde(default, deserialize_with = "opt_string")]
+    device: String,
+    #[serde(default, deserialize_with = "opt_string")]
+    hwaddr: String,
+    #[serde(default, deserialize_with = "opt_string")]
+    kernelpath: String,
+    #[serde(rename = "pciBusID", default, deserialize_with = "opt_string")]
+    pci_addr: String,
+    #[serde(rename = "runtimeConfig", default)]
+    runtime_config: Option<RuntimeConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RuntimeConfig {
+    #[serde(rename = "deviceID", default, deserialize_with = "opt_string")]
+    device_id: String,
+}
+
+/// A JSON `null` reads as "not set", as Go decodes it into a string field.
+fn opt_string<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// How the device is found on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Selector {
+    Name(String),
+    Mac(String),
+    KernelPath(String),
+    Pci(String),
+}
+
+struct Net {
+    selector: Selector,
+    /// The device is bound to a userspace driver: nothing to move.
+    dpdk: bool,
+    ipam: Option<String>,
+}
+
+fn load(args: &CmdArgs) -> CniResult<Net> {
+    let c: Conf = args.parse_conf()?;
+    let mut pci = c.pci_addr;
+    // The runtime's standardized device ID wins over the static pciBusID.
+    if let Some(id) = c.runtime_config.map(|r| r.device_id) {
+        if !id.is_empty() {
+            pci = id;
+        }
+    }
+    let mut set = Vec::new();
+    if !c.device.is_empty() {
+        set.push(Selector::Name(c.device));
+    }
+    if !c.hwaddr.is_empty() {
+        set.push(Selector::Mac(c.hwaddr));
+    }
+    if !c.kernelpath.is_empty() {
+        set.push(Selector::KernelPath(c.kernelpath));
+    }
+    if !pci.is_empty() {
+        if pci.contains('/') {
+            return Err(Error::invalid_config(format!(
+                "PCI address {pci:?} must not contain '/'"
+            )));
+        }
+        set.push(Selector::Pci(pci));
+    }
+    if set.len() > 1 {
+        // The reference silently prefers one by a fixed order; two selectors
+        // naming different devices would move the wrong one.
+        return Err(Error::invalid_config(
+            r#"specify only one of "device", "hwaddr", "kernelpath" or "pciBusID""#,
+        ));
+    }
+    let Some(selector) = set.pop() else {
+        return Err(Error::invalid_config(
+            r#"specify either "device", "hwaddr", "kernelpath" or "pciBusID""#,
+        ));
+    };
+    let ipam = args
+        .conf
+        .ipam_type()
+        .filter(|t| !t.is_empty())
+        .map(String::from);
+    Ok(Net {
+        dpdk: dpdk_mode_field(&args.stdin)?,
+        selector,
+        ipam,
+    })
+}
+
+/// The reference's `DPDKMode` has no JSON tag: Go matches the key
+/// case-insensitively (`dpdkMode`, `DPDKMode`, ...), the last one winning.
+fn dpdk_mode_field(stdin: &[u8]) -> CniResult<bool> {
+    let v: Value = serde_json::from_slice(stdin)
+        .map_err(|e| Error::new(ErrorCode::Decoding, format!("failed to load netconf: {e}")))?;
+    let mut on = false;
+    if let Some(o) = v.as_object() {
+        for (k, v) in o {
+            if k.eq_ignore_ascii_case("dpdkmode") {
+                on = match v {
+                    Value::Null => false,
+                    Value::Bool(b) => *b,
+                    _ => {
+                        return Err(Error::invalid_config(format!(
+                            "invalid host-device configuration: {k}: expected a boolean"
+                        )))
+                    }
+                };
+            }
+        }
+    }
+    Ok(on)
+}
+
+/// Whether the PCI device is bound to a userspace (DPDK) driver. An error
+/// when the device or its driver link does not exist, as the reference.
+fn has_dpdk_driver(pci: &str) -> std::result::Result<bool, String> {
+    let link = Path::new(SYS_BUS_PCI).join(pci).join("driver");
+    let driver = std::fs::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+    let name = driver
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(USERSPACE_DRIVERS.contains(&name.as_str()))
+}
+
+/// DPDK mode for this call: set by a userspace-bound PCI device, or by the
+/// `dpdkMode` field when no PCI address is given (the reference's order).
+fn dpdk_for(n: &Net) -> CniResult<bool> {
+    match &n.selector {
+        Selector::Pci(pci) => has_dpdk_driver(pci)
+            .map_err(|e| Error::internal(format!("error with host device: {e}"))),
+        _ => Ok(n.dpdk),
+    }
+}
+
+fn nl(e: netlink::Error) -> Error {
+    Error::io(e.to_string())
+}
+
+fn open_ns(path: &Path) -> CniResult<NetNs> {
+    NetNs::open(path).map_err(|e| {
+        Error::new(
+            ErrorCode::UnknownContainer,
+            format!("failed to open netns {:?}: {e}", path.display()),
+        )
+    })
+}
+
+/// Go's net.ParseMAC for the colon/dash forms (6, 8 or 20 bytes).
+fn parse_hwaddr(s: &str) -> Option<Vec<u8>> {
+    let sep = if s.contains(':') { ':' } else { '-' };
+    let bytes: Option<Vec<u8>> = s
+        .split(sep)
+        .map(|p| {
+            (p.len() == 2)
+                .then(|| u8::from_str_radix(p, 16).ok())
+                .flatten()
+        })
+        .collect();
+    bytes.filter(|b| matches!(b.len(), 6 | 8 | 20))
+}
+
+/// Directory entries sorted by name (Go's os.ReadDir order).
+fn sorted_entries(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn not_found() -> Error {
+    Error::internal("failed to find host device: Link not found")
+}
+
+/// Finds the selected device among the node's links. sysfs lookups see the
+/// namespace sysfs was mounted for, as with the reference.
+fn find_device(host: &Socket, sel: &Selector) -> CniResult<Link> {
+    let find_err = |m: String| Error::internal(format!("failed to find host device: {m}"));
+    match sel {
+        Selector::Name(name) => host.link_by_name(name).ok().flatten().ok_or_else(not_found),
+        Selector::Mac(s) => {
+            let mac = parse_hwaddr(s)
+                .ok_or_else(|| find_err(format!("failed to parse MAC address {s:?}")))?;
+            let links = host
+                .links()
+                .map_err(|e| find_err(format!("failed to list node links: {e}")))?;
+            links
+                .into_iter()
+                .find(|l| l.mac == mac)
+                .ok_or_else(|| find_err("failed to find physical interface".into()))
+        }
+        Selector::KernelPath(kp) => {
+            if !kp.starts_with("/sys/devices/") {
+                return Err(find_err(format!(
+                    "kernel device path {kp:?} must be absolute and begin with /sys/devices/"
+                )));
+            }
+            let dir = Path::new(kp).join("net");
+            let names = sorted_entries(&dir).map_err(|_| {
+                find_err(format!(
+                    "failed to find network devices at {:?}",
+                    dir.display()
+                ))
+            })?;
+            let links = host
+                .links()
+                .map_err(|e| find_err(format!("failed to list node links: {e}")))?;
+            // The first entry that really is an interface of this namespace.
+            names
+                .iter()
+                .find_map(|n| links.iter().find(|l| &l.name == n).cloned())
+                .ok_or_else(|| find_err("failed to find physical interface".into()))
+        }
+        Selector::Pci(pci) => {
+            let base = Path::new(SYS_BUS_PCI).join(pci);
+            let mut dir = base.join("net");
+            if std::fs::symlink_metadata(&dir).is_err() {
+                // virtio NICs keep their netdev one level down.
+                dir = virtio_net_dir(&base)
+                    .ok_or_else(|| find_err(format!("no net directory under pci device {pci}")))?;
+            }
+            let names = sorted_entries(&dir).map_err(|e| {
+                find_err(format!(
+                    "failed to read net directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            let first = names.first().ok_or_else(|| {
+                find_err(format!("failed to find device name for pci address {pci}"))
+            })?;
+            host.link_by_name(first)
+                .ok()
+                .flatten()
+                .ok_or_else(not_found)
+        }
+    }
+}
+
+fn virtio_net_dir(base: &Path) -> Option<PathBuf> {
+    sorted_entries(base)
+        .ok()?
+        .into_iter()
+        .filter(|n| n.starts_with("virtio"))
+        .map(|n| base.join(n).join("net"))
+        .find(|p| p.exists())
+}
+
+/// Moves `dev` from the node into `cns` as `ifname`, with its node name in
+/// the alias, and brings it up. On failure the device is back on the node
+/// under its name, up again if it was.
+fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -> CniResult<Link> {
+    let tmp = netns::create_anonymous().map_err(|e| Error::io(e.to_string()))?;
+    let restore_up = |host: &Socket| {
+        if dev.up {
+            if let Ok(Some(l)) = host.link_by_name(&dev.name) {
+                let _ = host.set_link_up(l.index);
+            }
+        }
+    };
+    // Leaving a namespace takes the device down.
+    if let Err(e) = host.set_netns_fd(dev.index, tmp.fd()) {
+        restore_up(host);
+        return Err(Error::internal(format!(
+            "failed to move {:?} to a temporary netns: {e}",
+            dev.name
+        )));
+    }
+    let t = Socket::route_in(&tmp).map_err(nl)?;
+    let staged = (|| -> std::result::Result<(), String> {
+        // The index may change with the namespace: look it up by name.
+        let l = t
+            .link_by_name(&dev.name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("failed to find {:?}", dev.name))?;
+        t.set_alias(l.index, &dev.name)
+            .map_err(|e| format!("failed to set alias to {:?}: {e}", dev.name))?;
+        t.set_name(l.index, ifname)
+            .map_err(|e| format!("failed to rename device {:?} to {ifname:?}: {e}", dev.name))?;
+        t.set_netns_fd(l.index, cns.fd())
+            .map_err(|e| format!("failed to move {ifname:?} to the container netns: {e}"))
+    })();
+    if let Err(e) = staged {
+        // Still in the temporary namespace (unless the last move failed
+        // half-way, which the kernel does not do): undo the renames.
+        let stuck = [ifname, dev.name.as_str()]
+            .into_iter()
+            .find_map(|n| t.link_by_name(n).ok().flatten());
+        if let Some(l) = stuck {
+            let _ = t.set_name(l.index, &dev.name);
+            let _ = t.set_alias(l.index, dev.alias.as_deref().unwrap_or(""));
+            let _ = t.set_netns_fd(l.index, node.fd());
+        }
+        restore_up(host);
+        return Err(Error::internal(format!("failed to move link {e}")));
+    }
+    let cont = Socket::route_in(cns).map_err(nl)?;
+    let up = (|| -> std::result::Result<Link, String> {
+        let l = cont
+            .link_by_name(ifname)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("failed to find {ifname:?}"))?;
+        cont.set_link_up(l.index)
+            .map_err(|e| format!("failed to set {ifname:?} up: {e}"))?;
+        cont.link_by_name(ifname)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("failed to find {ifname:?}"))
+    })();
+    match up {
+        Ok(l) => Ok(l),
+        Err(e) => {
+            let _ = move_out(cns, ifname, node);
+            restore_up(host);
+            Err(Error::internal(format!("failed to move link {e}")))
+        }
+    }
+}
+
+/// In the temporary namespace (socket `t`): gives the device called `name`
+/// back its original name from the alias, clears the alias and moves it to
+/// `node`.
+fn restore_from(t: &Socket, name: &str, node: &NetNs) -> std::result::Result<(), String> {
+    let l = t
+        .link_by_name(name)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("failed to find {name:?}"))?;
+    let orig = l
+        .alias
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| format!("{name:?} has no alias recording its original name"))?;
+    if orig != name {
+        t.set_name(l.index, &orig)
+            .map_err(|e| format!("failed to restore {name:?} to original name {orig:?}: {e}"))?;
+    }
+    t.set_alias(l.index, "")
+        .map_err(|e| format!("failed to clear the alias of {orig:?}: {e}"))?;
+    t.set_netns_fd(l.index, node.fd()).map_err(|e| {
+        // Keep the alias so that a retry still knows the name.
+        let _ = t.set_alias(l.index, &orig);
+        format!("failed to move {orig:?} to host netns: {e}")
+    })
+}
+
+/// Hands the container's `ifname` back to `node` under its original name,
+/// down (as the reference leaves it). `Ok(false)` when there is no such
+/// interface. On failure the device stays in the container as `ifname`, up
+/// again if it was, so that DEL can be retried.
+fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
+    let cont = Socket::route_in(cns).map_err(nl)?;
+    let Some(dev) = cont.link_by_name(ifname).map_err(nl)? else {
+        return Ok(false);
+    };
+    let Some(orig) = dev.alias.clone().filter(|a| !a.is_empty()) else {
+        // Not a device this plugin moved in: leave it alone.
+        return Err(Error::internal(format!(
+            "failed to restore {ifname:?}: it has no alias recording its original name"
+        )));
+    };
+    cont.set_link_down(dev.index)
+        .map_err(|e| Error::internal(format!("failed to set {ifname:?} down: {e}")))?;
+    let back_up = |cont: &Socket| {
+        if dev.up {
+            if let Ok(Some(l)) = cont.link_by_name(ifname) {
+                let _ = cont.set_link_up(l.index);
+            }
+        }
+    };
+    let tmp = match netns::create_anonymous() {
+        Ok(t) => t,
+        Err(e) => {
+            back_up(&cont);
+            return Err(Error::io(e.to_string()));
+        }
+    };
+    if let Err(e) = cont.set_netns_fd(dev.index, tmp.fd()) {
+        back_up(&cont);
+        return Err(Error::internal(format!(
+            "failed to move {ifname:?} to a temporary netns: {e}"
+        )));
+    }
+    let t = Socket::route_in(&tmp).map_err(nl)?;
+    if let Err(e) = restore_from(&t, ifname, node) {
+        // Back into the container under the name DEL looks for, whichever
+        // name the failed step left it with.
+        let stuck = [orig.as_str(), ifname]
+            .into_iter()
+            .find_map(|n| t.link_by_name(n).ok().flatten());
+        if let Some(l) = stuck {
+            let _ = t.set_alias(l.index, &orig);
+            let _ = t.set_name(l.index, ifname);
+            let _ = t.set_netns_fd(l.index, cns.fd());
+        }
+        back_up(&cont);
+        return Err(Error::internal(e));
+    }
+    Ok(true)
+}
+
+impl Plugin for HostDevice {
+    fn name(&self) -> &'static str {
+        "host-device"
+    }
+
+    fn add(&self, args: &CmdArgs) -> CniResult<Result> {
+        let n = load(args)?;
+        let cns = open_ns(args.require_netns()?)?;
+        let dpdk = dpdk_for(&n)?;
+        let node = NetNs::current().map_err(|e| Error::io(e.to_string()))?;
+        let host = Socket::route().map_err(nl)?;
+        let mut undo = Undo::new();
+        let mut result = Result::new(args.version());
+
+        let mut cont_link = None;
+        if !dpdk {
+            let dev = find_device(&host, &n.selector)?;
+            let l = move_in(&host, &node, &cns, &dev, &args.ifname)?;
+            {
+                let (cns, node) = (&cns, &node);
+                undo.push("move the device back to the node", move || {
+                    let _ = move_out(cns, &args.ifname, node);
+                    // The reference leaves a returned device down; a failed
+                    // ADD puts it back as it found it.
+                    if dev.up {
+                        if let Ok(h) = Socket::route() {
+                            if let Ok(Some(l)) = h.link_by_name(&dev.name) {
+                                let _ = h.set_link_up(l.index);
+                            }
+                        }
+                    }
+                });
+            }
+            result.interfaces = vec![Interface {
+                name: l.name.clone(),
+                mac: net::mac::format(&l.mac),
+                sandbox: args.netns.clone(),
+                ..Default::default()
+            }];
+            cont_link = Some(l);
+        }
+
+        if let Some(ipam) = n.ipam.as_deref() {
+            let r = cni_invoke::delegate_add(ipam, args, &args.stdin)?;
+            undo.push("release IPAM address", move || {
+                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+            });
+            if r.ips.is_empty() {
+                return Err(Error::internal("IPAM plugin returned missing IP config"));
+            }
+            result.ips = r.ips;
+            result.routes = r.routes;
+            for ip in &mut result.ips {
+                // Every address belongs to the moved device.
+                ip.interface = Some(0);
+            }
+            if let Some(l) = &cont_link {
+                let cont = Socket::route_in(&cns).map_err(nl)?;
+                net::configure_iface(&cont, l, &result, &net::IfaceOptions::default())
+                    .map_err(Error::from)?;
+            }
+            if let Some(dns) = &args.conf.dns {
+                result.dns = dns.clone();
+            }
+        }
+        if std::env::var("RCNI_INJECT_FAILURE").is_ok_and(|v| v == "after-setup") {
+            return Err(Error::internal("injected failure at after-setup"));
+        }
+        undo.commit();
+        Ok(result)
+    }
+
+    fn del(&self, args: &CmdArgs) -> CniResult<()> {
+        let n = load(args)?;
+        let mut errors: Vec<String> = Vec::new();
+        // Released even without a namespace (containerd's second DEL, a pod
+        // whose namespace is gone): the reference leaks the address then.
+        if let Some(ipam) = n.ipam.as_deref() {
+            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
+                errors.push(e.to_string());
+            }
+        }
+        // A PCI device that vanished is no reason to keep the pod around.
+        let dpdk = dpdk_for(&n).unwrap_or(false);
+        if let (Some(path), false) = (args.netns_path(), dpdk) {
+            match NetNs::open(path) {
+                // Gone: the kernel already returned a physical device to the
+                // initial namespace and destroyed a virtual one.
+                Err(e) if e.is_not_found() || matches!(e, netns::Error::NotNetNs { .. }) => {}
+                Err(e) => errors.push(format!("failed to open netns {:?}: {e}", path.display())),
+                Ok(cns) => {
+                    let node = NetNs::current().map_err(|e| Error::io(e.to_string()))?;
+                    if let Err(e) = move_out(&cns, &args.ifname, &node) {
+                        errors.push(e.msg);
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::internal(errors.join("; ")))
+        }
+    }
+
+    fn check(&self, args: &CmdArgs) -> CniResult<()> {
+        let n = load(args)?;
+        let cns = open_ns(args.require_netns()?)?;
+        if let Some(ipam) = n.ipam.as_deref() {
+            cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
+        }
+        let prev = args
+            .conf
+            .prev_result()?
+            .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
+        if dpdk_for(&n)? {
+            return Ok(());
+        }
+        let c_if = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "Sandbox in prevResult doesn't match configured netns: {}",
+                    args.netns
+                ))
+            })?;
+        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let l = cont.link_by_name(&c_if.name).map_err(nl)?.ok_or_else(|| {
+            Error::internal(format!(
+                "Container Interface name in prevResult: {} not found",
+                c_if.name
+            ))
+        })?;
+        let mac = net::mac::format(&l.mac);
+        if !c_if.mac.is_empty() && c_if.mac != mac {
+            return Err(Error::internal(format!(
+                "Interface {} Mac {} doesn't match container Mac: {mac}",
+                c_if.name, c_if.mac
+            )));
+        }
+        net::validate_iface_ips(&cont, &l, &prev).map_err(Error::from)?;
+        net::validate_routes(&cont, &prev).map_err(Error::from)?;
+        Ok(())
+    }
+
+    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
+        match load(args)?.ipam {
+            Some(ipam) => cni_invoke::delegate(&ipam, Command::Gc, args, &args.stdin),
+            None => Ok(()),
+        }
+    }
+
+    fn status(&self, args: &CmdArgs) -> CniResult<()> {
+        match load(args)?.ipam {
+            Some(ipam) => cni_invoke::delegate(&ipam, Command::Status, args, &args.stdin),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hwaddr_forms() {
+        assert_eq!(
+            parse_hwaddr("0A:0b:0c:0d:0e:0f"),
+            Some(vec![10, 11, 12, 13, 14, 15])
+        );
+        assert_eq!(parse_hwaddr("0a-0b-0c-0d-0e-0f").map(|v| v.len()), Some(6));
+        assert_eq!(parse_hwaddr("0a:0b:0c:0d:0e"), None);
+        assert_eq!(parse_hwaddr("a:0b:0c:0d:0e:0f"), None);
+        assert_eq!(parse_hwaddr("zz:0b:0c:0d:0e:0f"), None);
+    }
+
+    #[test]
+    fn dpdk_mode_key_is_case_insensitive() {
+        assert!(!dpdk_mode_field(br#"{"device":"x"}"#).expect("ok"));
+        assert!(dpdk_mode_field(br#"{"dpdkMode":true}"#).expect("ok"));
+        assert!(dpdk_mode_field(br#"{"DPDKMode":true}"#).expect("ok"));
+        assert!(!dpdk_mode_field(br#"{"dpdkmode":null}"#).expect("ok"));
+        let e = dpdk_mode_field(br#"{"dpdkMode":"yes"}"#).expect_err("wrong type");
+        assert_eq!(e.code, ErrorCode::InvalidConfig as u32);
+    }
+}

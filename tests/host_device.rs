@@ -1,0 +1,457 @@
+//! host-device in real namespaces: a veth end in the node namespace plays
+//! the host device (its peer, in a "far" namespace, is the wire's other
+//! side). Every spec version, every selector, real TCP over the moved
+//! device, DEL handing it back, failures leaving the node as it was, and
+//! the Debian reference binary run the same way for comparison.
+
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use testutil::{for_each_version, tcp_exchange, Call, Outcome, PluginDir, TempDir, TestNs};
+
+const REFERENCE: &str = "/usr/lib/cni/host-device";
+
+struct Env {
+    bin: PluginDir,
+    node: TestNs,
+    far: TestNs,
+    ipam_dir: TempDir,
+    net: String,
+}
+
+impl Env {
+    fn new(tag: &str) -> Env {
+        Env {
+            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
+            node: TestNs::new(tag),
+            far: TestNs::new("far"),
+            ipam_dir: TempDir::new("ipam"),
+            net: format!("net-{}", testutil::unique(tag)),
+        }
+    }
+
+    /// A veth end called `name` in the node whose peer sits in the far
+    /// namespace with `far_addr` (CIDR); returns the device's MAC.
+    fn device(&self, name: &str, far_addr: &str) -> String {
+        let peer = testutil::unique("pr");
+        self.node.exec(&[
+            "ip",
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            self.far.name(),
+        ]);
+        self.node.exec(&["ip", "link", "set", name, "up"]);
+        self.far
+            .exec(&["ip", "addr", "add", far_addr, "dev", &peer]);
+        self.far.exec(&["ip", "link", "set", &peer, "up"]);
+        link(&self.node, name)["address"]
+            .as_str()
+            .expect("mac")
+            .to_string()
+    }
+
+    fn conf(&self, v: &str, selector: Value, subnet: Option<&str>) -> Value {
+        let mut c = json!({"cniVersion": v, "name": self.net, "type": "host-device"});
+        if let (Some(c), Some(s)) = (c.as_object_mut(), selector.as_object()) {
+            for (k, v) in s {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(subnet) = subnet {
+            c["ipam"] = json!({
+                "type": "host-local",
+                "subnet": subnet,
+                "rangeStart": subnet.replace(".0/24", ".10"),
+                "dataDir": self.ipam_dir.path(),
+            });
+            c["dns"] = json!({"nameservers": ["10.1.1.1"]});
+        }
+        c
+    }
+
+    /// Runs `plugin` in the node through `ip netns exec`, which also mounts
+    /// a sysfs of the node namespace (what `kernelpath` and `pciBusID` read).
+    fn run(&self, plugin: &str, call: &Call) -> Outcome {
+        let prog = if plugin == "reference" {
+            REFERENCE.to_string()
+        } else {
+            self.bin.path().join(plugin).display().to_string()
+        };
+        let mut cmd = Command::new("/usr/sbin/ip");
+        cmd.args(["netns", "exec", self.node.name(), &prog])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", &call.command)
+            .env("CNI_CONTAINERID", &call.container_id)
+            .env("CNI_NETNS", &call.netns)
+            .env("CNI_IFNAME", &call.ifname)
+            .env("CNI_ARGS", &call.args)
+            .env("CNI_PATH", self.bin.path())
+            .envs(call.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ip netns exec");
+        if let Some(mut w) = child.stdin.take() {
+            use std::io::Write;
+            let _ = w.write_all(call.stdin.as_bytes());
+        }
+        let out = child.wait_with_output().expect("wait");
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn call(&self, cmd: &str, pod: &Path, ifname: &str, conf: &Value) -> Outcome {
+        self.run(
+            "host-device",
+            &Call::new(cmd, "ctr1", pod, &conf.to_string()).ifname(ifname),
+        )
+    }
+
+    fn allocated(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(self.ipam_dir.path().join(&self.net)) else {
+            return vec![];
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str().map(String::from))
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect()
+    }
+}
+
+/// `ip -d link show NAME` as JSON (Null when absent).
+fn link(ns: &TestNs, name: &str) -> Value {
+    ns.ip_json(&["-d", "link", "show"])
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["ifname"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn is_up(l: &Value) -> bool {
+    l["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "UP"))
+}
+
+fn addrs(ns: &TestNs, dev: &str) -> Vec<String> {
+    ns.ip_json(&["addr", "show", "dev", dev])
+        .as_array()
+        .and_then(|a| a.first().cloned())
+        .and_then(|l| l["addr_info"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+        .collect()
+}
+
+#[test]
+fn moves_the_device_in_and_back_for_every_version_and_selector() {
+    let env = Env::new("hd");
+    let mut i = 0u16;
+    for_each_version(|v| {
+        i += 1;
+        let port = 40100 + i;
+        let subnet = format!("10.77.{i}.0/24");
+        let far_ip = format!("10.77.{i}.1");
+        // Names sort before "lo": the kernelpath lookup takes the first
+        // virtual device listed in the node's sysfs.
+        let dev = testutil::unique("hd");
+        let mac = env.device(&dev, &format!("{far_ip}/24"));
+        let pod = TestNs::new("pod");
+        let selector = match i % 3 {
+            0 => json!({"device": dev}),
+            1 => json!({"hwaddr": mac.to_uppercase()}),
+            _ => json!({"kernelpath": "/sys/devices/virtual"}),
+        };
+        eprintln!("   selector {selector}");
+        let conf = env.conf(v, selector, Some(&subnet));
+
+        let r = env.call("ADD", &pod.path(), "net1", &conf).ok();
+        assert_eq!(r["cniVersion"], v);
+        let pod_ip = format!("10.77.{i}.10");
+        if v.starts_with("0.1") || v.starts_with("0.2") {
+            assert_eq!(r["ip4"]["ip"], format!("{pod_ip}/24"), "{r}");
+        } else {
+            assert_eq!(
+                r["interfaces"],
+                json!([{"name": "net1", "mac": mac, "sandbox": pod.path()}]),
+                "{r}"
+            );
+            assert_eq!(r["ips"][0]["address"], format!("{pod_ip}/24"));
+            assert_eq!(r["ips"][0]["interface"], 0);
+        }
+        assert_eq!(r["dns"]["nameservers"], json!(["10.1.1.1"]));
+
+        // Gone from the node, in the pod as net1: up, addressed, alias set.
+        assert!(link(&env.node, &dev).is_null(), "still on the node");
+        let l = link(&pod, "net1");
+        assert!(is_up(&l), "{l}");
+        assert_eq!(l["address"], mac.as_str());
+        assert_eq!(l["ifalias"], dev.as_str(), "{l}");
+        assert_eq!(addrs(&pod, "net1"), vec![format!("{pod_ip}/24")]);
+        assert_eq!(env.allocated(), vec![pod_ip.clone()]);
+
+        // Real traffic over the moved device, both ways.
+        assert_eq!(tcp_exchange(&pod, &env.far, &far_ip, port), pod_ip);
+        assert_eq!(tcp_exchange(&env.far, &pod, &pod_ip, port), far_ip);
+
+        if !(v.starts_with("0.1") || v.starts_with("0.2") || v.starts_with("0.3")) {
+            let mut c = conf.clone();
+            c["prevResult"] = r.clone();
+            env.call("CHECK", &pod.path(), "net1", &c).ok();
+            // A different MAC in prevResult is caught.
+            c["prevResult"]["interfaces"][0]["mac"] = json!("02:00:00:00:00:01");
+            env.call("CHECK", &pod.path(), "net1", &c).err_code();
+        }
+
+        env.call("DEL", &pod.path(), "net1", &conf).ok();
+        // Back under its name, down and without the alias, as the
+        // reference leaves it; the address was released.
+        let l = link(&env.node, &dev);
+        assert!(!l.is_null(), "not back on the node");
+        assert!(!is_up(&l), "{l}");
+        assert!(l.get("ifalias").is_none(), "{l}");
+        assert_eq!(l["address"], mac.as_str());
+        assert!(link(&pod, "net1").is_null());
+        assert!(env.allocated().is_empty());
+
+        // Idempotent: again, and as containerd's second DEL (no netns).
+        env.call("DEL", &pod.path(), "net1", &conf).ok();
+        env.call("DEL", Path::new(""), "net1", &conf).ok();
+        assert!(!link(&env.node, &dev).is_null());
+        env.node.exec(&["ip", "link", "del", &dev]);
+    });
+}
+
+#[test]
+fn same_result_and_kernel_state_as_the_reference() {
+    if !Path::new(REFERENCE).exists() {
+        eprintln!("skipped: {REFERENCE} not installed");
+        return;
+    }
+    let env = Env::new("hdr");
+    let mut seen = Vec::new();
+    for plugin in ["reference", "host-device"] {
+        let dev = testutil::unique("hd");
+        let mac = env.device(&dev, "10.78.0.1/24");
+        let pod = TestNs::new("pod");
+        let conf = env.conf("1.0.0", json!({"device": dev}), None);
+        let call = |cmd: &str| {
+            env.run(
+                plugin,
+                &Call::new(cmd, "ctr1", &pod.path(), &conf.to_string()).ifname("net1"),
+            )
+        };
+        let r = call("ADD").ok();
+        assert_eq!(
+            r,
+            json!({"cniVersion": "1.0.0",
+                   "interfaces": [{"name": "net1", "mac": mac, "sandbox": pod.path()}],
+                   "dns": {}}),
+            "{plugin}"
+        );
+        let in_pod = is_up(&link(&pod, "net1"));
+        call("DEL").ok();
+        let back = link(&env.node, &dev);
+        seen.push((plugin, in_pod, back.is_null(), is_up(&back)));
+        env.node.exec(&["ip", "link", "del", &dev]);
+    }
+    // Up in the pod; back on the node after DEL, down: as the reference.
+    assert_eq!(seen[0].1, seen[1].1, "{seen:?}");
+    assert_eq!(seen[0].2, seen[1].2, "{seen:?}");
+    assert_eq!(seen[0].3, seen[1].3, "{seen:?}");
+    assert_eq!(seen[1], ("host-device", true, false, false));
+}
+
+#[test]
+fn selectors_matching_nothing_change_nothing() {
+    let env = Env::new("hdn");
+    let dev = testutil::unique("hd");
+    env.device(&dev, "10.79.0.1/24");
+    let pod = TestNs::new("pod");
+    let node_before = env.node.link_names();
+    let pod_before = pod.link_names();
+    // A PCI device with a (non-DPDK) driver but no network interface.
+    let non_net_pci = std::fs::read_dir("/sys/bus/pci/devices")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.join("driver").exists()
+                && !p.join("net").exists()
+                && !std::fs::read_dir(p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| e.path().join("net").exists())
+        })
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let mut cases = vec![
+        (json!({"device": "nosuchdev0"}), "Link not found"),
+        (json!({"hwaddr": "02:de:ad:be:ef:00"}), "failed to find"),
+        (json!({"hwaddr": "not-a-mac"}), "failed to parse MAC"),
+        (json!({"kernelpath": "/tmp"}), "must be absolute"),
+        (
+            json!({"kernelpath": "/sys/devices/nosuchdir"}),
+            "failed to find network devices",
+        ),
+        (
+            json!({"pciBusID": "0000:99:1f.7"}),
+            "error with host device",
+        ),
+        (
+            json!({"runtimeConfig": {"deviceID": "0000:99:1f.7"}}),
+            "error with host device",
+        ),
+    ];
+    match &non_net_pci {
+        Some(p) => cases.push((json!({"pciBusID": p}), "no net directory")),
+        None => eprintln!("skipped: no PCI device without a netdev on this machine"),
+    }
+    for (sel, want) in cases {
+        let conf = env.conf("1.0.0", sel.clone(), Some("10.79.0.0/24"));
+        let out = env.call("ADD", &pod.path(), "net1", &conf);
+        assert_eq!(out.err_code(), 999, "{sel}: {}", out.stdout);
+        assert!(out.stdout.contains(want), "{sel}: {}", out.stdout);
+        assert_eq!(env.node.link_names(), node_before, "{sel}");
+        assert_eq!(pod.link_names(), pod_before, "{sel}");
+        assert!(is_up(&link(&env.node, &dev)), "{sel}");
+        assert!(env.allocated().is_empty(), "{sel}");
+    }
+}
+
+#[test]
+fn zero_or_two_selectors_are_invalid_config() {
+    let env = Env::new("hds");
+    let dev = testutil::unique("hd");
+    let mac = env.device(&dev, "10.80.0.1/24");
+    let pod = TestNs::new("pod");
+    let before = env.node.link_names();
+    for sel in [
+        json!({}),
+        json!({"device": "", "hwaddr": null}),
+        json!({"device": dev, "hwaddr": mac}),
+        json!({"device": dev, "kernelpath": "/sys/devices/virtual"}),
+        json!({"hwaddr": mac, "runtimeConfig": {"deviceID": "0000:00:01.0"}}),
+    ] {
+        let conf = env.conf("1.0.0", sel.clone(), None);
+        let out = env.call("ADD", &pod.path(), "net1", &conf);
+        assert_eq!(out.err_code(), 7, "{sel}: {}", out.stdout);
+        assert!(out.stdout.contains("specify"), "{}", out.stdout);
+    }
+    // A wrongly typed field is named; dpdkMode must be a boolean.
+    for (sel, field) in [
+        (json!({"device": 5}), "device"),
+        (json!({"device": dev, "dpdkMode": "yes"}), "dpdkMode"),
+    ] {
+        let out = env.call("ADD", &pod.path(), "net1", &env.conf("1.0.0", sel, None));
+        assert_eq!(out.err_code(), 7, "{}", out.stdout);
+        assert!(out.stdout.contains(field), "{}", out.stdout);
+    }
+    assert_eq!(env.node.link_names(), before);
+    assert_eq!(pod.link_names(), vec!["lo"]);
+}
+
+#[test]
+fn dpdk_mode_leaves_the_device_alone() {
+    // As the reference: with dpdkMode set (and no PCI address to decide
+    // it) the device is someone else's business; ADD reports no interface.
+    let env = Env::new("hdd");
+    let dev = testutil::unique("hd");
+    env.device(&dev, "10.81.0.1/24");
+    let pod = TestNs::new("pod");
+    let conf = env.conf("1.0.0", json!({"device": dev, "dpdkMode": true}), None);
+    let r = env.call("ADD", &pod.path(), "net1", &conf).ok();
+    assert_eq!(r, json!({"cniVersion": "1.0.0", "dns": {}}));
+    assert!(is_up(&link(&env.node, &dev)));
+    assert_eq!(pod.link_names(), vec!["lo"]);
+    env.call("DEL", &pod.path(), "net1", &conf).ok();
+    assert!(is_up(&link(&env.node, &dev)));
+}
+
+#[test]
+fn del_succeeds_when_the_pod_namespace_is_gone() {
+    let env = Env::new("hdg");
+    let dev = testutil::unique("hd");
+    env.device(&dev, "10.82.0.1/24");
+    let pod = TestNs::new("pod");
+    let path = pod.path();
+    let conf = env.conf("1.0.0", json!({"device": dev}), Some("10.82.0.0/24"));
+    env.call("ADD", &path, "net1", &conf).ok();
+    assert_eq!(env.allocated().len(), 1);
+    drop(pod);
+    // A veth is virtual: the kernel destroyed it with the namespace (a
+    // physical device would have gone back to the initial namespace).
+    assert!(link(&env.node, &dev).is_null());
+    env.call("DEL", &path, "net1", &conf).ok();
+    env.call("DEL", Path::new(""), "net1", &conf).ok();
+    assert!(env.allocated().is_empty(), "address released");
+}
+
+#[test]
+fn failed_add_puts_the_device_back_as_it_was() {
+    let env = Env::new("hdf");
+    let dev = testutil::unique("hd");
+    let mac = env.device(&dev, "10.83.0.1/24");
+    let pod = TestNs::new("pod");
+    let conf = env.conf("1.0.0", json!({"device": dev}), Some("10.83.0.0/24"));
+
+    // A failure after IPAM and the move.
+    let mut call = Call::new("ADD", "ctr1", &pod.path(), &conf.to_string()).ifname("net1");
+    call.env
+        .push(("RCNI_INJECT_FAILURE".into(), "after-setup".into()));
+    env.run("host-device", &call).err_code();
+    let l = link(&env.node, &dev);
+    assert!(is_up(&l), "up again as before: {l}");
+    assert_eq!(l["address"], mac.as_str());
+    assert!(l.get("ifalias").is_none(), "{l}");
+    assert_eq!(pod.link_names(), vec!["lo"]);
+    assert!(env.allocated().is_empty(), "address released");
+
+    // CNI_IFNAME already taken in the pod: refused inside the throwaway
+    // namespace, nothing reaches the pod or stays renamed.
+    pod.exec(&["ip", "link", "add", "net1", "type", "bridge"]);
+    let out = env.call("ADD", &pod.path(), "net1", &conf);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    let l = link(&env.node, &dev);
+    assert!(is_up(&l) && l.get("ifalias").is_none(), "{l}");
+    assert_eq!(pod.link_names(), vec!["lo", "net1"]);
+    // DEL of that foreign net1 (no alias) touches nothing.
+    env.call("DEL", &pod.path(), "net1", &conf).err_code();
+    assert_eq!(pod.link_names(), vec!["lo", "net1"]);
+}
+
+#[test]
+fn node_name_may_exist_in_the_pod_and_ifname_on_the_node() {
+    // The renames happen in a private namespace: a device called eth0 on
+    // the node joins a pod that already has an eth0, and comes back even
+    // though the node meanwhile has a net1 of its own.
+    let env = Env::new("hdc");
+    env.device("eth0", "10.84.0.1/24");
+    let pod = TestNs::new("pod");
+    pod.exec(&["ip", "link", "add", "eth0", "type", "bridge"]);
+    let conf = env.conf("1.0.0", json!({"device": "eth0"}), Some("10.84.0.0/24"));
+    env.call("ADD", &pod.path(), "net1", &conf).ok();
+    env.node
+        .exec(&["ip", "link", "add", "net1", "type", "bridge"]);
+    assert_eq!(link(&pod, "net1")["ifalias"], "eth0");
+    assert_eq!(
+        tcp_exchange(&pod, &env.far, "10.84.0.1", 40200),
+        "10.84.0.10"
+    );
+    env.call("DEL", &pod.path(), "net1", &conf).ok();
+    assert!(!link(&env.node, "eth0").is_null());
+    assert_eq!(pod.link_names(), vec!["lo", "eth0"]);
+}
