@@ -333,24 +333,29 @@ fn selectors_matching_nothing_change_nothing() {
 }
 
 #[test]
-fn zero_or_two_selectors_are_invalid_config() {
+fn no_selector_is_invalid_config_and_the_first_of_several_wins() {
     let env = Env::new("hds");
     let dev = testutil::unique("hd");
     let mac = env.device(&dev, "10.80.0.1/24");
     let pod = TestNs::new("pod");
     let before = env.node.link_names();
-    for sel in [
-        json!({}),
-        json!({"device": "", "hwaddr": null}),
-        json!({"device": dev, "hwaddr": mac}),
-        json!({"device": dev, "kernelpath": "/sys/devices/virtual"}),
-        json!({"hwaddr": mac, "runtimeConfig": {"deviceID": "0000:00:01.0"}}),
-    ] {
+    for sel in [json!({}), json!({"device": "", "hwaddr": null})] {
         let conf = env.conf("1.0.0", sel.clone(), None);
         let out = env.call("ADD", &pod.path(), "net1", &conf);
         assert_eq!(out.err_code(), 7, "{sel}: {}", out.stdout);
         assert!(out.stdout.contains("specify"), "{}", out.stdout);
     }
+    // Several selectors: the reference's order decides (device first), so
+    // a runtime's deviceID next to a configured device does not matter.
+    let several = json!({"device": dev, "hwaddr": "02:00:00:00:00:99",
+        "kernelpath": "/sys/devices/virtual/net/nope",
+        "runtimeConfig": {"deviceID": "0000:00:01.0"}});
+    let conf = env.conf("1.0.0", several, None);
+    let r = env.call("ADD", &pod.path(), "net1", &conf).ok();
+    assert_eq!(r["interfaces"][0]["mac"], mac.to_lowercase(), "{r}");
+    assert!(pod.link_names().contains(&"net1".to_string()));
+    env.call("DEL", &pod.path(), "net1", &conf).ok();
+    assert_eq!(env.node.link_names(), before);
     // A wrongly typed field is named; dpdkMode must be a boolean.
     for (sel, field) in [
         (json!({"device": 5}), "device"),

@@ -94,18 +94,15 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
         }
         set.push(Selector::Pci(pci));
     }
-    if set.len() > 1 {
-        // The reference silently prefers one by a fixed order; two selectors
-        // naming different devices would move the wrong one.
-        return Err(Error::invalid_config(
-            r#"specify only one of "device", "hwaddr", "kernelpath" or "pciBusID""#,
-        ));
-    }
-    let Some(selector) = set.pop() else {
+    // Several selectors: the first in the reference's order wins (device,
+    // hwaddr, kernelpath, PCI address), as a runtime passing `deviceID`
+    // alongside a configured `device` expects.
+    if set.is_empty() {
         return Err(Error::invalid_config(
             r#"specify either "device", "hwaddr", "kernelpath" or "pciBusID""#,
         ));
-    };
+    }
+    let selector = set.swap_remove(0);
     let ipam = args
         .conf
         .ipam_type()
