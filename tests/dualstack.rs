@@ -962,7 +962,11 @@ fn ptp_new_pod_reachable_over_ipv6_at_once() {
     let conf = env.conf("1.0.0", 80, json!({}));
     let a = TestNs::new("d6s");
     env.call("ADD", "ctr-a", &a.path(), &conf).ok();
-    for i in 0..3u16 {
+    // The stall this guards against hit every new pod. One slow first
+    // connection out of five is tolerated: on a loaded machine (the suite
+    // runs in parallel) a single dropped segment costs a 1 s retransmit.
+    let mut slow = Vec::new();
+    for i in 0..5u16 {
         let b = TestNs::new("d6u");
         let id = format!("ctr-b{i}");
         let rb = env.call("ADD", &id, &b.path(), &conf).ok();
@@ -972,11 +976,14 @@ fn ptp_new_pod_reachable_over_ipv6_at_once() {
         tcp_via(&a, &web, &addr_only(&b6), 7400 + i, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("pod to new pod over IPv6: {e}"));
         let took = start.elapsed();
-        assert!(
-            took < Duration::from_millis(500),
-            "first connection to a new ptp pod took {took:?}"
-        );
+        if took >= Duration::from_millis(500) {
+            slow.push(took);
+        }
         env.call("DEL", &id, &b.path(), &conf).ok();
     }
+    assert!(
+        slow.len() <= 1,
+        "first connections to new ptp pods took {slow:?}"
+    );
     env.call("DEL", "ctr-a", &a.path(), &conf).ok();
 }

@@ -168,6 +168,29 @@ fn enable_ipv6(sock: &Socket, ifname: &str) -> Result<()> {
     }
 }
 
+/// Waits (at most `timeout`) until each of `links` is operationally up.
+///
+/// A veth end gets carrier when its peer comes up, but the kernel attaches
+/// its queueing discipline a moment later, from the link-watch work queue;
+/// until then everything sent on it is dropped. A first packet to a fresh
+/// pod (its neighbour solicitation, say) lost that way costs a 1 s
+/// retransmission, so ADD returns only once both ends can carry traffic.
+pub fn wait_operational(links: &[(&Socket, u32)], timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    for (sock, index) in links {
+        loop {
+            let up = sock
+                .link_by_index(*index)?
+                .is_some_and(|l| l.operstate == netlink::OperState::Up);
+            if up || start.elapsed() > timeout {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    Ok(())
+}
+
 /// Waits until no IPv6 address of `index` is tentative (DAD done), like
 /// Go's `ip.SettleAddresses`. Only used when DAD was asked for.
 fn settle_addresses(sock: &Socket, index: u32, timeout: Duration) -> Result<()> {

@@ -17,7 +17,9 @@ pub mod veth;
 pub use attach::{Attachment, Attachments, DEFAULT_STATE_ROOT};
 pub use bridge::{ensure_bridge, ensure_gateway_addr, BridgeOptions};
 pub use error::{Error, Result};
-pub use iface::{configure_iface, validate_iface_ips, validate_routes, IfaceOptions};
+pub use iface::{
+    configure_iface, validate_iface_ips, validate_routes, wait_operational, IfaceOptions,
+};
 pub use masq::{MasqBackend, NetworkMasq};
 pub use sysctl::{enable_ip_forward, sysctl_get, sysctl_set};
 pub use undo::Undo;

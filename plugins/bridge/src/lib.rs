@@ -535,6 +535,7 @@ impl Plugin for Bridge {
             }
         } else if !n.c.disable_container_interface {
             cont.set_link_up(cont_link.index).map_err(nl)?;
+            cont_link.up = true;
         }
         failure_injected("after-setup")?;
 
@@ -546,6 +547,13 @@ impl Plugin for Bridge {
             if !dns.is_empty() {
                 result.dns = dns.clone();
             }
+        }
+        if cont_link.up {
+            net::wait_operational(
+                &[(&host, host_index), (&cont, cont_link.index)],
+                std::time::Duration::from_millis(200),
+            )
+            .map_err(Error::from)?;
         }
         undo.commit();
         Ok(result)

@@ -274,6 +274,11 @@ impl Plugin for Ptp {
                 result.dns = dns.clone();
             }
         }
+        net::wait_operational(
+            &[(&host, host_index), (&cont, c.index)],
+            std::time::Duration::from_millis(200),
+        )
+        .map_err(Error::from)?;
         undo.commit();
         Ok(result)
     }
