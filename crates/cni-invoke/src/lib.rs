@@ -235,6 +235,21 @@ pub fn delegate_add(
     cni_spec::Result::from_slice(&out, args.version())
 }
 
+/// ADD through the IPAM plugin `ipam` on behalf of a main plugin (with the
+/// main plugin's own stdin, as the reference does): its result, which must
+/// hold at least one address. An IPAM answer without one is released again
+/// and reported as an error.
+pub fn ipam_add(ipam: &str, args: &CmdArgs) -> CniResult<cni_spec::Result> {
+    let r = delegate_add(ipam, args, &args.stdin)?;
+    if r.ips.is_empty() {
+        let _ = delegate(ipam, Command::Del, args, &args.stdin);
+        return Err(cni_spec::Error::internal(
+            "IPAM plugin returned missing IP config",
+        ));
+    }
+    Ok(r)
+}
+
 /// Delegates another verb (DEL, CHECK, GC, STATUS) to another plugin.
 pub fn delegate(
     plugin_type: &str,

@@ -469,13 +469,10 @@ impl Plugin for HostDevice {
         }
 
         if let Some(ipam) = n.ipam.as_deref() {
-            let r = cni_invoke::delegate_add(ipam, args, &args.stdin)?;
+            let r = cni_invoke::ipam_add(ipam, args)?;
             undo.push("release IPAM address", move || {
                 let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
             });
-            if r.ips.is_empty() {
-                return Err(Error::internal("IPAM plugin returned missing IP config"));
-            }
             result.ips = r.ips;
             result.routes = r.routes;
             for ip in &mut result.ips {

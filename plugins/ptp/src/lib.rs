@@ -104,13 +104,10 @@ impl Plugin for Ptp {
         let mut undo = Undo::new();
 
         let ipam = n.ipam.as_str();
-        let r = cni_invoke::delegate_add(ipam, args, &args.stdin)?;
+        let r = cni_invoke::ipam_add(ipam, args)?;
         undo.push("release IPAM address", move || {
             let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
         });
-        if r.ips.is_empty() {
-            return Err(Error::internal("IPAM plugin returned missing IP config"));
-        }
         let mut result = Result::new(args.version());
         result.ips = r.ips;
         result.routes = r.routes;
