@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 # tests read rule sets; containernetworking-plugins: the reference plugins the
 # interop tests and the benchmark compare against.
 APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins
-  ca-certificates curl gcc libc6-dev)
+  ca-certificates curl gcc libc6-dev dnsmasq-base)
 
 setup() {
   local missing=()

@@ -14,6 +14,7 @@ Usage:
   rcni demo                             attach throwaway sandboxes, show them talk, tear down
   rcni version                          build and supported CNI spec versions
   rcni plugin NAME                      run plugin NAME (as if called by that name)
+  rcni plugin dhcp daemon [-socketpath P] run the dhcp plugin's lease daemon
   rcni help                             this text
 
 Called as a plugin name (a link made by `rcni install`), it is that plugin;
@@ -31,6 +32,13 @@ pub fn main(args: &[String]) -> i32 {
             0
         }
         "demo" => crate::demo::run(&args[1..]),
+        // The dhcp plugin's daemon, as the reference's `dhcp daemon`.
+        "plugin"
+            if args.get(1).is_some_and(|n| n == "dhcp")
+                && args.get(2).is_some_and(|a| a == "daemon") =>
+        {
+            plugin_dhcp::daemon_main(&args[3..])
+        }
         "plugin" => match args.get(1).and_then(|n| crate::plugins::lookup(n)) {
             Some(p) => cni_skel::plugin_main(p),
             None => {

@@ -78,6 +78,15 @@ fn run(argv: Vec<std::ffi::OsString>) {
         .unwrap_or("rcni")
         .to_string();
     cni_invoke::register_builtins(plugins::lookup);
+    // `dhcp daemon …` runs the lease daemon rather than a CNI verb.
+    if role == "dhcp" && argv.get(1).is_some_and(|a| a == "daemon") {
+        let args: Vec<String> = argv
+            .iter()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        std::process::exit(plugin_dhcp::daemon_main(&args));
+    }
     if let Some(plugin) = plugins::lookup(&role) {
         cni_skel::plugin_main(plugin);
     }

@@ -14,6 +14,7 @@ pub static PLUGINS: &[(&str, &dyn Plugin)] = &[
     ("tuning", &plugin_tuning::Tuning),
     ("host-local", &plugin_host_local::HostLocal),
     ("static", &plugin_static::Static),
+    ("dhcp", &plugin_dhcp::Dhcp),
     ("portmap", &plugin_portmap::Portmap),
     ("firewall", &plugin_firewall::Firewall),
     ("host-device", &plugin_host_device::HostDevice),

@@ -36,6 +36,8 @@ fn base(plugin: &str, version: &str, data: &Path) -> Value {
             c["ipam"] = ipam;
         }
         "host-local" | "tap" => c["ipam"] = ipam,
+        // No daemon listens there: every case fails before asking it.
+        "dhcp" => c["ipam"] = json!({"type": "dhcp", "daemonSocketPath": data.join("dhcp.sock")}),
         "static" => {
             c["ipam"] = json!({"type": "static", "addresses": [{"address": "10.203.1.2/24"}]})
         }

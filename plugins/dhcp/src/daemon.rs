@@ -1,0 +1,559 @@
+//! `dhcp daemon`: holds the leases (one maintenance thread each) and
+//! answers the plugin over a unix socket, one thread per connection.
+
+use crate::lease::{self, Cmd, RealClock, Shared, State};
+use crate::link::LinkExchange;
+use crate::options::{self, NetConf};
+use crate::proto::{Lease, Method, Reply, Request, MAX_LINE};
+use crate::Exchange;
+use cni_spec::{Error, ErrorCode};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub socket_path: String,
+    pub pidfile: String,
+    pub hostprefix: String,
+    pub broadcast: bool,
+    pub timeout: Duration,
+    pub resend_max: Duration,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            socket_path: String::new(),
+            pidfile: String::new(),
+            hostprefix: String::new(),
+            broadcast: false,
+            timeout: Duration::from_secs(10),
+            resend_max: Duration::from_secs(62),
+        }
+    }
+}
+
+/// A Go duration: "10s", "1m30s", "500ms", "1.5h".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..u] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[u..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// Go `flag` syntax: `-name value`, `-name=value`, `--name`; booleans alone.
+pub fn parse_flags(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let Some(flag) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) else {
+            return Err(format!("unexpected argument {a:?}"));
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        if name == "broadcast" {
+            o.broadcast = match inline.as_deref() {
+                None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") => true,
+                Some("false") | Some("0") | Some("f") | Some("F") | Some("FALSE") => false,
+                Some(v) => return Err(format!("invalid boolean value {v:?} for -broadcast")),
+            };
+            i += 1;
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("flag needs an argument: -{name}"))?
+            }
+        };
+        match name {
+            "socketpath" => o.socket_path = value,
+            "pidfile" => o.pidfile = value,
+            "hostprefix" => o.hostprefix = value,
+            "timeout" => o.timeout = parse_duration(&value)?,
+            "resendmax" => o.resend_max = parse_duration(&value)?,
+            _ => return Err(format!("flag provided but not defined: -{name}")),
+        }
+        i += 1;
+    }
+    if o.socket_path.is_empty() {
+        o.socket_path = options::DEFAULT_SOCKET_PATH.into();
+    }
+    Ok(o)
+}
+
+struct Held {
+    shared: Arc<Mutex<Shared>>,
+    tx: Sender<Cmd>,
+    thread: Option<JoinHandle<()>>,
+    network: String,
+    container_id: String,
+    ifname: String,
+}
+
+impl Held {
+    fn stop(&mut self, cmd: Cmd) {
+        let _ = self.tx.send(cmd);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn lease(&self) -> Result<Lease, Error> {
+        let ack = self
+            .shared
+            .lock()
+            .map_err(|_| Error::internal("lease state poisoned"))?
+            .ack
+            .clone();
+        let (ip, routes) = options::lease_result(&ack).map_err(Error::internal)?;
+        Ok(Lease {
+            ip: Some(ip),
+            routes,
+        })
+    }
+
+    fn state(&self) -> State {
+        self.shared
+            .lock()
+            .map(|g| g.state)
+            .unwrap_or(State::Expired)
+    }
+}
+
+type Slot = Arc<Mutex<Option<Held>>>;
+
+pub struct Daemon {
+    opts: Opts,
+    /// Keyed by client id; a slot's own lock serialises calls for one
+    /// attachment while others proceed.
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+fn log(msg: &str) {
+    eprintln!("dhcp daemon: {msg}");
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
+    Error::new(code, msg)
+}
+
+impl Daemon {
+    pub fn new(opts: Opts) -> Daemon {
+        Daemon {
+            opts,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, id: &str, create: bool) -> Option<Slot> {
+        let mut m = self.slots.lock().ok()?;
+        if create {
+            return Some(m.entry(id.to_string()).or_default().clone());
+        }
+        m.get(id).cloned()
+    }
+
+    fn forget_slot(&self, id: &str, slot: &Slot) {
+        if let Ok(mut m) = self.slots.lock() {
+            if m.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                m.remove(id);
+            }
+        }
+    }
+
+    fn conf(req: &Request) -> Result<NetConf, Error> {
+        serde_json::from_value(req.config.clone()).map_err(|e| {
+            err(
+                ErrorCode::InvalidConfig,
+                format!("error parsing netconf: {e}"),
+            )
+        })
+    }
+
+    pub fn handle(&self, req: &Request) -> Result<Option<Lease>, Error> {
+        match req.method {
+            Method::Status => Ok(None),
+            Method::Allocate => self.allocate(req).map(Some),
+            Method::Check => self.check(req).map(Some),
+            Method::Release => self.release(req).map(|()| None),
+            Method::Gc => self.gc(req).map(|()| None),
+        }
+    }
+
+    fn allocate(&self, req: &Request) -> Result<Lease, Error> {
+        let conf = Self::conf(req)?;
+        let ipam = conf.ipam.clone().unwrap_or_default();
+        let opts =
+            options::prepare(&req.args, &ipam).map_err(|e| err(ErrorCode::InvalidConfig, e))?;
+        let id = options::client_id(&req.container_id, &conf.name, &req.ifname);
+        let slot = self
+            .slot(&id, true)
+            .ok_or_else(|| Error::internal("lease table poisoned"))?;
+        let mut held = slot
+            .lock()
+            .map_err(|_| Error::internal("lease slot poisoned"))?;
+        if let Some(h) = held.as_mut() {
+            if matches!(h.state(), State::Bound | State::Renewing | State::Rebinding) {
+                return h.lease();
+            }
+            // Expired: start over.
+            h.stop(Cmd::Forget);
+            *held = None;
+        }
+        let ns_path = format!("{}{}", self.opts.hostprefix, req.netns);
+        let ns = netns::NetNs::open(&ns_path).map_err(|e| {
+            err(
+                ErrorCode::Io,
+                format!("{id}: failed to open netns {ns_path:?}: {e}"),
+            )
+        })?;
+        let mut client_id = vec![0u8];
+        client_id.extend_from_slice(id.as_bytes());
+        let mut ex = LinkExchange {
+            ns: Arc::new(ns),
+            ifname: req.ifname.clone(),
+            client_id,
+            opts,
+            timeout: self.opts.timeout,
+            resend_max: self.opts.resend_max,
+            broadcast: self.opts.broadcast,
+        };
+        log(&format!("{id}: acquiring lease"));
+        let ack = ex
+            .acquire()
+            .map_err(|e| err(ErrorCode::TryAgainLater, format!("{id}: {e}")))?;
+        let clock = RealClock::new();
+        let check = options::lease_result(&ack)
+            .and_then(|r| lease::timers(&ack, lease::Clock::now(&clock)).map(|t| (r, t)));
+        let ((ip, routes), timers) = match check {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = ex.release(&ack);
+                return Err(Error::internal(format!("{id}: {e}")));
+            }
+        };
+        log(&format!(
+            "{id}: lease acquired: {} (expires in {:?})",
+            ip.address,
+            timers.expiry.saturating_sub(lease::Clock::now(&clock))
+        ));
+        let shared = Arc::new(Mutex::new(Shared {
+            ack,
+            timers,
+            state: State::Bound,
+        }));
+        let (tx, rx) = channel();
+        let sh = shared.clone();
+        let tag = id.clone();
+        let thread = std::thread::Builder::new()
+            .name("dhcp-lease".into())
+            .spawn(move || {
+                let say = |m: &str| log(&format!("{tag}: {m}"));
+                lease::maintain(&sh, &mut ex, &clock, &rx, &say);
+            })
+            .map_err(|e| Error::internal(format!("spawn lease thread: {e}")))?;
+        *held = Some(Held {
+            shared,
+            tx,
+            thread: Some(thread),
+            network: conf.name.clone(),
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+        });
+        Ok(Lease {
+            ip: Some(ip),
+            routes,
+        })
+    }
+
+    fn check(&self, req: &Request) -> Result<Lease, Error> {
+        let conf = Self::conf(req)?;
+        let id = options::client_id(&req.container_id, &conf.name, &req.ifname);
+        let missing = || {
+            err(
+                ErrorCode::UnknownContainer,
+                format!("no DHCP lease held for {id}"),
+            )
+        };
+        let slot = self.slot(&id, false).ok_or_else(missing)?;
+        let held = slot
+            .lock()
+            .map_err(|_| Error::internal("lease slot poisoned"))?;
+        let h = held.as_ref().ok_or_else(missing)?;
+        if !matches!(h.state(), State::Bound | State::Renewing | State::Rebinding) {
+            return Err(Error::internal(format!("{id}: the DHCP lease has expired")));
+        }
+        h.lease()
+    }
+
+    fn release(&self, req: &Request) -> Result<(), Error> {
+        let conf = Self::conf(req)?;
+        let id = options::client_id(&req.container_id, &conf.name, &req.ifname);
+        self.release_id(&id);
+        Ok(())
+    }
+
+    fn release_id(&self, id: &str) {
+        let Some(slot) = self.slot(id, false) else {
+            return;
+        };
+        if let Ok(mut held) = slot.lock() {
+            if let Some(mut h) = held.take() {
+                h.stop(Cmd::Release);
+                log(&format!("{id}: lease released"));
+            }
+        }
+        self.forget_slot(id, &slot);
+    }
+
+    fn gc(&self, req: &Request) -> Result<(), Error> {
+        let conf = Self::conf(req)?;
+        let stale: Vec<String> = {
+            let slots: Vec<(String, Slot)> = match self.slots.lock() {
+                Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                Err(_) => return Err(Error::internal("lease table poisoned")),
+            };
+            slots
+                .into_iter()
+                .filter(|(_, s)| {
+                    s.lock().is_ok_and(|h| {
+                        h.as_ref().is_some_and(|h| {
+                            h.network == conf.name
+                                && !req
+                                    .keep
+                                    .iter()
+                                    .any(|(c, i)| *c == h.container_id && *i == h.ifname)
+                        })
+                    })
+                })
+                .map(|(k, _)| k)
+                .collect()
+        };
+        for id in stale {
+            self.release_id(&id);
+        }
+        Ok(())
+    }
+
+    fn serve_conn(&self, stream: UnixStream) {
+        let mut line = String::new();
+        let mut r = BufReader::new((&stream).take(MAX_LINE));
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => match self.handle(&req) {
+                Ok(lease) => Reply { lease, error: None },
+                Err(e) => Reply {
+                    lease: None,
+                    error: Some(e),
+                },
+            },
+            Err(e) => Reply {
+                lease: None,
+                error: Some(err(ErrorCode::Decoding, format!("bad request: {e}"))),
+            },
+        };
+        if let Ok(mut out) = serde_json::to_vec(&reply) {
+            out.push(b'\n');
+            let _ = (&stream).write_all(&out);
+        }
+    }
+}
+
+/// The listener: inherited from systemd socket activation, else bound at
+/// `path` (a stale socket nobody answers on is replaced).
+fn listener(path: &Path) -> Result<(UnixListener, bool), String> {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    if pid_ok {
+        match std::env::var("LISTEN_FDS").as_deref() {
+            Ok("1") => {
+                // SAFETY: systemd passes the listening socket as fd 3.
+                return Ok((unsafe { UnixListener::from_raw_fd(3) }, false));
+            }
+            Ok("0") | Err(_) => {}
+            Ok(n) => {
+                return Err(format!(
+                    "Too many ({n}) FDs passed through socket activation"
+                ))
+            }
+        }
+    }
+    if let Some(dir) = path.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!("another daemon is listening on {}", path.display()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    UnixListener::bind(path)
+        .map(|l| (l, true))
+        .map_err(|e| format!("Error getting listener: listen {}: {e}", path.display()))
+}
+
+/// Blocks SIGINT/SIGTERM for every thread and returns the set, so one
+/// thread can take them with `sigwait` and clean up.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// `dhcp daemon [flags]`; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let opts = match parse_flags(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!(
+                "Usage of daemon:\n  -broadcast\n  -hostprefix string\n  -pidfile string\n  \
+                 -resendmax duration (default 1m2s)\n  -socketpath string\n  -timeout duration (default 10s)"
+            );
+            return 2;
+        }
+    };
+    if !opts.pidfile.is_empty() {
+        if !Path::new(&opts.pidfile).is_absolute() {
+            log(&format!(
+                "Error writing pidfile {:?}: path not absolute",
+                opts.pidfile
+            ));
+            return 1;
+        }
+        if let Err(e) = std::fs::write(&opts.pidfile, std::process::id().to_string()) {
+            log(&format!("Error writing pidfile {:?}: {e}", opts.pidfile));
+            return 1;
+        }
+    }
+    let sigs = block_signals();
+    let path = PathBuf::from(format!("{}{}", opts.hostprefix, opts.socket_path));
+    let (l, owned) = match listener(&path) {
+        Ok(x) => x,
+        Err(e) => {
+            log(&e);
+            return 1;
+        }
+    };
+    let pidfile = opts.pidfile.clone();
+    let sock = path.clone();
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: waits on the blocked set built above.
+            unsafe { libc::sigwait(&sigs, &mut sig) };
+            if owned {
+                let _ = std::fs::remove_file(&sock);
+            }
+            if !pidfile.is_empty() {
+                let _ = std::fs::remove_file(&pidfile);
+            }
+            log("stopping");
+            std::process::exit(0);
+        });
+    log(&format!("listening on {}", path.display()));
+    let d = Arc::new(Daemon::new(opts));
+    for conn in l.incoming() {
+        match conn {
+            Ok(s) => {
+                let d = d.clone();
+                let _ = std::thread::Builder::new()
+                    .name("dhcp-conn".into())
+                    .spawn(move || d.serve_conn(s));
+            }
+            Err(e) => log(&format!("accept: {e}")),
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m2s"), Ok(Duration::from_secs(62)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "10", "s", "5x", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn go_flags() {
+        let a: Vec<String> = ["-socketpath", "/tmp/x.sock", "--timeout=3s", "-broadcast"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let o = parse_flags(&a).expect("ok");
+        assert_eq!(o.socket_path, "/tmp/x.sock");
+        assert_eq!(o.timeout, Duration::from_secs(3));
+        assert!(o.broadcast);
+        assert_eq!(o.resend_max, Duration::from_secs(62));
+        let o = parse_flags(&[]).expect("ok");
+        assert_eq!(o.socket_path, "/run/cni/dhcp.sock");
+        assert!(parse_flags(&["-nope".to_string()]).is_err());
+        assert!(parse_flags(&["-socketpath".to_string()]).is_err());
+    }
+}

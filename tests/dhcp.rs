@@ -1,0 +1,506 @@
+//! dhcp IPAM against a real DHCP server: dnsmasq runs in a "server"
+//! namespace, wired through a bridge in the node namespace to the pods; the
+//! lease daemon runs in the node namespace with its socket in a temp dir.
+//! Every packet stays inside the test's namespaces.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use testutil::{
+    command_in, for_each_version, run_plugin, tcp_exchange, Call, Outcome, PluginDir, TempDir,
+    TestNs,
+};
+
+const SERVER_IP: &str = "10.66.0.1";
+const NODE_IP: &str = "10.66.0.2";
+
+fn have_dnsmasq() -> bool {
+    Path::new("/usr/sbin/dnsmasq").exists()
+}
+
+/// Kills and reaps a child process on drop (also when a test panics).
+struct Proc(Option<Child>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Env {
+    // Processes first: they stop before their namespaces go away.
+    daemon: Proc,
+    _dnsmasq: Proc,
+    bin: PluginDir,
+    tmp: TempDir,
+    node: TestNs,
+    server: TestNs,
+    bridge: String,
+    net: String,
+}
+
+impl Env {
+    /// Topology and dnsmasq; the daemon only when `daemon` is set.
+    fn new(tag: &str, daemon: bool) -> Env {
+        Env::with_options(tag, daemon, &[])
+    }
+
+    fn with_options(tag: &str, daemon: bool, extra: &[&str]) -> Env {
+        let node = TestNs::new(tag);
+        let server = TestNs::new("srv");
+        let tmp = TempDir::new("dhcp");
+        let bridge = testutil::unique("dhbr");
+        node.exec(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        node.exec(&["ip", "link", "set", &bridge, "up"]);
+        // The node has an address on the bridge: the daemon can then reach
+        // the server after a pod's interface is already gone.
+        node.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{NODE_IP}/24"),
+            "dev",
+            &bridge,
+        ]);
+        let host_end = testutil::unique("dhs");
+        node.exec(&[
+            "ip",
+            "link",
+            "add",
+            &host_end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            server.name(),
+        ]);
+        node.exec(&["ip", "link", "set", &host_end, "master", &bridge, "up"]);
+        server.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{SERVER_IP}/24"),
+            "dev",
+            "eth0",
+        ]);
+        server.exec(&["ip", "link", "set", "eth0", "up"]);
+        let leases = tmp.path().join("leases");
+        let log = std::fs::File::create(tmp.path().join("dnsmasq.log")).expect("log file");
+        let dnsmasq = command_in(Some(server.ns()), "/usr/sbin/dnsmasq")
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=eth0",
+                "--bind-interfaces",
+                "--user=root",
+                "--no-ping",
+                "--dhcp-authoritative",
+                "--log-dhcp",
+                "--dhcp-range=10.66.0.100,10.66.0.199,255.255.255.0,2m",
+                "--dhcp-option=option:router,10.66.0.1",
+            ])
+            .args(extra)
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg(format!(
+                "--pid-file={}",
+                tmp.path().join("dnsmasq.pid").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dnsmasq");
+        let mut env = Env {
+            daemon: Proc(None),
+            _dnsmasq: Proc(Some(dnsmasq)),
+            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
+            tmp,
+            node,
+            server,
+            bridge,
+            net: format!("dh-{}", testutil::unique("n")),
+        };
+        if daemon {
+            env.start_daemon();
+        }
+        env
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.tmp.path().join("run/dhcp.sock")
+    }
+
+    /// Starts the daemon as the reference's `dhcp daemon` (the link name).
+    fn start_daemon(&mut self) {
+        let log = std::fs::File::create(self.tmp.path().join("daemon.log")).expect("log file");
+        let child = command_in(Some(self.node.ns()), self.bin.path().join("dhcp"))
+            .args(["daemon", "-socketpath"])
+            .arg(self.socket())
+            .args(["-timeout", "5s"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start daemon");
+        self.daemon = Proc(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.tmp.path().join(n)).unwrap_or_default();
+        format!(
+            "--- daemon\n{}\n--- dnsmasq\n{}",
+            read("daemon.log"),
+            read("dnsmasq.log")
+        )
+    }
+
+    fn leases(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("leases")).unwrap_or_default()
+    }
+
+    /// Waits until the server's lease file does (or does not) list `ip`.
+    fn wait_lease(&self, ip: &str, present: bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let has = |l: &str| l.split_whitespace().any(|w| w == ip);
+        while has(&self.leases()) != present {
+            assert!(
+                Instant::now() < deadline,
+                "lease of {ip} present={} expected {present}: {}\n{}",
+                !present,
+                self.leases(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn ipam(&self) -> Value {
+        json!({"type": "dhcp", "daemonSocketPath": self.socket()})
+    }
+
+    fn bridge_conf(&self, v: &str) -> Value {
+        json!({
+            "cniVersion": v,
+            "name": self.net,
+            "type": "bridge",
+            "bridge": self.bridge,
+            "stateDir": self.tmp.path().join("state"),
+            "ipam": self.ipam(),
+        })
+    }
+
+    fn call(&self, plugin: &str, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
+        let call = Call::new(cmd, id, pod, &conf.to_string());
+        run_plugin(self.bin.path(), plugin, &call, Some(self.node.ns()))
+    }
+}
+
+/// The address (without prefix) and prefix of a result of any version.
+fn result_ip(r: &Value) -> (String, String) {
+    let a = r["ips"][0]["address"]
+        .as_str()
+        .or_else(|| r["ip4"]["ip"].as_str())
+        .unwrap_or_else(|| panic!("no address in {r}"));
+    let (ip, len) = a.split_once('/').expect("cidr");
+    (ip.to_string(), len.to_string())
+}
+
+fn pod_addr(pod: &TestNs) -> Vec<String> {
+    let j = pod.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
+    j[0]["addr_info"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| Some(format!("{}/{}", x["local"].as_str()?, x["prefixlen"])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn bridge_with_dhcp_every_version() {
+    if !have_dnsmasq() {
+        eprintln!("skipped: dnsmasq not installed (apt-get install dnsmasq-base)");
+        return;
+    }
+    let env = Env::new("dhb", true);
+    for_each_version(|v| {
+        let pod = TestNs::new("dhp");
+        let id = testutil::unique("c");
+        let conf = env.bridge_conf(v);
+        let out = env.call("bridge", "ADD", &id, &pod.path(), &conf);
+        if out.code != 0 {
+            panic!("ADD failed: {} {}\n{}", out.stdout, out.stderr, env.logs());
+        }
+        let r = out.ok();
+        let (ip, len) = result_ip(&r);
+        assert!(ip.starts_with("10.66.0.1"), "{r}");
+        assert_eq!(len, "24");
+        // Result: gateway and default route from option 3.
+        if v.starts_with("0.1") || v.starts_with("0.2") {
+            assert_eq!(r["ip4"]["gateway"], SERVER_IP, "{r}");
+            assert_eq!(r["ip4"]["routes"][0]["dst"], "0.0.0.0/0", "{r}");
+        } else {
+            assert_eq!(r["ips"][0]["gateway"], SERVER_IP, "{r}");
+            assert_eq!(
+                r["routes"],
+                json!([{"dst": "0.0.0.0/0", "gw": SERVER_IP}]),
+                "{r}"
+            );
+        }
+        // Kernel: the pod has the lease and the default route.
+        assert_eq!(pod_addr(&pod), vec![format!("{ip}/24")]);
+        let routes = pod.ip_json(&["-4", "route", "show", "default"]);
+        assert_eq!(routes[0]["gateway"], SERVER_IP, "{routes}");
+        env.wait_lease(&ip, true);
+        // Real traffic both ways between pod and server.
+        assert_eq!(tcp_exchange(&pod, &env.server, SERVER_IP, 8080), ip);
+        assert_eq!(tcp_exchange(&env.server, &pod, &ip, 8081), SERVER_IP);
+
+        if v != "0.1.0" && v != "0.2.0" && v != "0.3.0" && v != "0.3.1" {
+            let mut c = conf.clone();
+            c["prevResult"] = r.clone();
+            env.call("bridge", "CHECK", &id, &pod.path(), &c).ok();
+        }
+        env.call("bridge", "DEL", &id, &pod.path(), &conf).ok();
+        // The pod's interface went first, the RELEASE still reached dnsmasq.
+        env.wait_lease(&ip, false);
+        env.call("bridge", "DEL", &id, &pod.path(), &conf).ok();
+        env.call("bridge", "DEL", &id, Path::new(""), &conf).ok();
+    });
+    // Shown with --nocapture: what the daemon and the server did.
+    eprintln!("{}", env.logs());
+}
+
+#[test]
+fn two_pods_get_different_leases_and_talk() {
+    if !have_dnsmasq() {
+        eprintln!("skipped: dnsmasq not installed (apt-get install dnsmasq-base)");
+        return;
+    }
+    let env = Env::new("dh2", true);
+    let conf = env.bridge_conf("1.1.0");
+    let a = TestNs::new("dha");
+    let b = TestNs::new("dhb");
+    // In parallel: the daemon serves both at once.
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| env.call("bridge", "ADD", "pod-a", &a.path(), &conf));
+        let tb = s.spawn(|| env.call("bridge", "ADD", "pod-b", &b.path(), &conf));
+        (ta.join().expect("a"), tb.join().expect("b"))
+    });
+    let (ra, rb) = (ra.ok(), rb.ok());
+    let (ipa, _) = result_ip(&ra);
+    let (ipb, _) = result_ip(&rb);
+    assert_ne!(ipa, ipb);
+    env.wait_lease(&ipa, true);
+    env.wait_lease(&ipb, true);
+    assert_eq!(tcp_exchange(&a, &b, &ipb, 8090), ipa);
+    // ADD again for the same attachment returns the held lease.
+    let again = env.call("bridge", "ADD", "pod-a", &a.path(), &conf);
+    assert_ne!(again.code, 0, "eth0 exists already");
+    let direct = env.call("dhcp", "ADD", "pod-a", &a.path(), &conf).ok();
+    assert_eq!(result_ip(&direct).0, ipa);
+
+    // GC keeps pod-a only: pod-b's lease is released.
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "pod-a", "ifname": "eth0"}]);
+    env.call("dhcp", "GC", "", Path::new(""), &gc).ok();
+    env.wait_lease(&ipb, false);
+    env.wait_lease(&ipa, true);
+    env.call("bridge", "DEL", "pod-a", &a.path(), &conf).ok();
+    env.call("bridge", "DEL", "pod-b", &b.path(), &conf).ok();
+    env.wait_lease(&ipa, false);
+}
+
+#[test]
+fn released_address_goes_to_the_next_client() {
+    if !have_dnsmasq() {
+        eprintln!("skipped: dnsmasq not installed (apt-get install dnsmasq-base)");
+        return;
+    }
+    // The dhcp plugin alone on an interface the test made (as the
+    // reference's own tests do): the RELEASE leaves through that interface.
+    let env = Env::new("dhr", true);
+    let pod = TestNs::new("dhq");
+    let host_end = testutil::unique("dhv");
+    env.node.exec(&[
+        "ip",
+        "link",
+        "add",
+        &host_end,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        pod.name(),
+    ]);
+    env.node
+        .exec(&["ip", "link", "set", &host_end, "master", &env.bridge, "up"]);
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": env.net,
+        "ipam": env.ipam(),
+    });
+    let r = env.call("dhcp", "ADD", "first", &pod.path(), &conf).ok();
+    assert!(
+        r.get("interfaces").is_none(),
+        "IPAM results have no interfaces: {r}"
+    );
+    let (ip, _) = result_ip(&r);
+    env.wait_lease(&ip, true);
+    // The daemon brought the interface up for the exchange.
+    let link = pod.ip_json(&["link", "show", "eth0"]);
+    assert!(link[0]["flags"].to_string().contains("UP"), "{link}");
+    env.call("dhcp", "DEL", "first", &pod.path(), &conf).ok();
+    env.wait_lease(&ip, false);
+    // dnsmasq offers a free address to a new client id: the one just freed
+    // is free again, so the next client gets an address and the old one is
+    // not held any more.
+    let r2 = env.call("dhcp", "ADD", "second", &pod.path(), &conf).ok();
+    let (ip2, _) = result_ip(&r2);
+    env.wait_lease(&ip2, true);
+    assert!(!env.leases().contains(&format!(" {ip} ")) || ip2 == ip);
+    env.call("dhcp", "DEL", "second", &pod.path(), &conf).ok();
+    env.call("dhcp", "DEL", "second", &pod.path(), &conf).ok();
+}
+
+#[test]
+fn daemon_not_running_is_a_clear_error() {
+    if !have_dnsmasq() {
+        eprintln!("skipped: dnsmasq not installed (apt-get install dnsmasq-base)");
+        return;
+    }
+    let mut env = Env::new("dhn", false);
+    let pod = TestNs::new("dho");
+    let conf = env.bridge_conf("1.1.0");
+    let out = env.call("bridge", "ADD", "c1", &pod.path(), &conf);
+    assert_eq!(out.err_code(), 11, "{}", out.stdout);
+    assert!(out.stdout.contains("DHCP daemon"), "{}", out.stdout);
+    // Nothing left behind by the failed ADD.
+    assert_eq!(pod.link_names(), vec!["lo".to_string()]);
+    let st = env.call("bridge", "STATUS", "", Path::new(""), &conf);
+    assert_eq!(st.err_code(), 50, "{}", st.stdout);
+    let st = env.call("dhcp", "STATUS", "", Path::new(""), &conf);
+    assert_eq!(st.err_code(), 50, "{}", st.stdout);
+
+    env.start_daemon();
+    env.call("dhcp", "STATUS", "", Path::new(""), &conf).ok();
+    env.call("bridge", "STATUS", "", Path::new(""), &conf).ok();
+    // CHECK for a lease the daemon does not hold fails.
+    let mut c = conf.clone();
+    c["prevResult"] = json!({"cniVersion": "1.1.0", "ips": [{"address": "10.66.0.100/24"}]});
+    let out = env.call("dhcp", "CHECK", "c1", &pod.path(), &c);
+    assert_eq!(out.err_code(), 3, "{}", out.stdout);
+}
+
+#[test]
+fn daemon_runs_as_rcni_plugin_dhcp_daemon_and_cleans_up() {
+    let tmp = TempDir::new("dhd");
+    let node = TestNs::new("dhd");
+    let sock = tmp.path().join("sub/dir/d.sock");
+    let pid = tmp.path().join("d.pid");
+    let mut child = Proc(Some(
+        command_in(Some(node.ns()), env!("CARGO_BIN_EXE_rcni"))
+            .args(["plugin", "dhcp", "daemon", "-socketpath"])
+            .arg(&sock)
+            .arg(format!("-pidfile={}", pid.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = child.0.as_mut().expect("child");
+    assert_eq!(
+        std::fs::read_to_string(&pid).expect("pidfile"),
+        c.id().to_string()
+    );
+    // A second daemon on the same socket refuses to start.
+    let second = command_in(Some(node.ns()), env!("CARGO_BIN_EXE_rcni"))
+        .args(["plugin", "dhcp", "daemon", "-socketpath"])
+        .arg(&sock)
+        .stderr(Stdio::null())
+        .status()
+        .expect("second");
+    assert!(!second.success());
+    // SIGTERM: socket and pidfile are removed.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let status = c.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(!sock.exists());
+    assert!(!pid.exists());
+    // Bad flags are a usage error.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rcni"))
+        .args(["plugin", "dhcp", "daemon", "-bogus"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("bad");
+    assert_eq!(bad.code(), Some(2));
+}
+
+#[test]
+fn lease_is_renewed_at_t1() {
+    if !have_dnsmasq() {
+        eprintln!("skipped: dnsmasq not installed (apt-get install dnsmasq-base)");
+        return;
+    }
+    // dnsmasq's shortest lease is 2 minutes, but T1/T2 can be sent shorter.
+    let env = Env::with_options(
+        "dht",
+        true,
+        &["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"],
+    );
+    let pod = TestNs::new("dhu");
+    let mut conf = env.bridge_conf("1.0.0");
+    // dnsmasq sends its configured T1/T2 only when asked for them; the
+    // defaults (mask, router) stay requested without skipDefault.
+    conf["ipam"]["request"] = json!([{"option": "58"}, {"option": "59"}]);
+    let r = env
+        .call("bridge", "ADD", "renewer", &pod.path(), &conf)
+        .ok();
+    let (ip, _) = result_ip(&r);
+    let acks = || {
+        std::fs::read_to_string(env.tmp.path().join("dnsmasq.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("DHCPACK") && l.contains(&ip))
+            .count()
+    };
+    assert_eq!(acks(), 1);
+    // Two renewals: T1 comes round again after each ACK.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while acks() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no renewals of {ip}\n{}",
+            env.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Renewed in place: same address, still configured, still reachable.
+    assert_eq!(pod_addr(&pod), vec![format!("{ip}/24")]);
+    assert_eq!(tcp_exchange(&pod, &env.server, SERVER_IP, 8085), ip);
+    assert!(env.logs().contains("lease renewed"), "{}", env.logs());
+    let mut c = conf.clone();
+    c["prevResult"] = r.clone();
+    env.call("bridge", "CHECK", "renewer", &pod.path(), &c).ok();
+    env.call("bridge", "DEL", "renewer", &pod.path(), &conf)
+        .ok();
+    env.wait_lease(&ip, false);
+}
