@@ -37,6 +37,7 @@ pub fn main(args: &[String]) -> i32 {
             if args.get(1).is_some_and(|n| n == "dhcp")
                 && args.get(2).is_some_and(|a| a == "daemon") =>
         {
+            crate::alloc::stop_using_arena();
             plugin_dhcp::daemon_main(&args[3..])
         }
         "plugin" => match args.get(1).and_then(|n| crate::plugins::lookup(n)) {

@@ -26,6 +26,17 @@ unsafe impl Sync for Arena {}
 static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_SIZE]));
 /// Offset of the first free byte in the arena.
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// Set by long-running roles (the dhcp daemon): from then on everything is
+/// allocated by the system allocator, which reuses freed memory.
+static ARENA_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops carving new blocks from the arena (blocks already carved stay
+/// valid). For a process that will run for long and churn memory.
+#[cfg_attr(test, allow(dead_code))]
+pub fn stop_using_arena() {
+    ARENA_OFF.store(true, Relaxed);
+}
+
 /// Highest offset ever handed out: the arena beyond it is still the
 /// kernel's zero pages, so zeroed allocations there need no memset (which
 /// would also fault in pages a large buffer never uses).
@@ -47,6 +58,9 @@ impl BumpThenSystem {
     /// A fresh block and the number of its leading bytes that may have been
     /// used before (the rest is untouched zeroes).
     fn bump(layout: Layout) -> Option<(*mut u8, usize)> {
+        if ARENA_OFF.load(Relaxed) {
+            return None;
+        }
         let mut cur = NEXT.load(Relaxed);
         loop {
             // Alignment is a power of two (Layout guarantees it).

@@ -80,6 +80,8 @@ fn run(argv: Vec<std::ffi::OsString>) {
     cni_invoke::register_builtins(plugins::lookup);
     // `dhcp daemon …` runs the lease daemon rather than a CNI verb.
     if role == "dhcp" && argv.get(1).is_some_and(|a| a == "daemon") {
+        // A long-running daemon: the one-call arena would only waste memory.
+        alloc::stop_using_arena();
         let args: Vec<String> = argv
             .iter()
             .skip(2)
