@@ -1,0 +1,1 @@
+//! Node sources (see [`crate::model::NodeSource`]).
