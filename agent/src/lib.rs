@@ -3,5 +3,8 @@
 //! between nodes (host-gw routes on a shared L2 segment, VXLAN otherwise)
 //! and masquerades traffic leaving the cluster.
 
+pub mod args;
+pub mod cniconf;
+pub mod datapath;
 pub mod model;
 pub mod source;

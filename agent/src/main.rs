@@ -1,6 +1,181 @@
-//! `rcni-agent` entry point.
+//! `rcni-agent`: polls the node source, and per round writes the node's
+//! CNI config, installs the plugins (once per process) and reconciles the
+//! data path. SIGTERM/SIGINT end the loop; routes, the VXLAN device and
+//! the masquerade rules stay, so pods keep working while the agent is
+//! restarted or upgraded.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rcni_agent::model::NodeSource;
+use rcni_agent::{args, cniconf, datapath, source};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+macro_rules! log {
+    ($($t:tt)*) => { eprintln!("rcni-agent: {}", format!($($t)*)) };
+}
+
+/// What one round ended with.
+enum Round {
+    /// Everything set up.
+    Done,
+    /// Not ready yet (node or its pod CIDR missing) or something failed;
+    /// retried next round.
+    Retry,
+}
+
+struct Agent {
+    args: args::Args,
+    source: Box<dyn NodeSource>,
+    installed: bool,
+    waiting_logged: bool,
+}
+
+impl Agent {
+    fn round(&mut self) -> Round {
+        let nodes = match self.source.nodes() {
+            Ok(n) => n,
+            Err(e) => {
+                log!("cannot list nodes: {e}");
+                return Round::Retry;
+            }
+        };
+        let me = nodes.iter().find(|n| n.name == self.args.node_name);
+        let Some(me) = me.filter(|m| !m.pod_cidrs.is_empty()) else {
+            if !self.waiting_logged || self.args.once {
+                log!(
+                    "waiting for node {:?} to have a pod CIDR in {}",
+                    self.args.node_name,
+                    self.source.describe()
+                );
+                self.waiting_logged = true;
+            }
+            return Round::Retry;
+        };
+        self.waiting_logged = false;
+        if !self.installed {
+            let rcni = self.args.rcni.clone().unwrap_or_else(cniconf::default_rcni);
+            match cniconf::install(&rcni, &self.args.cni_bin_dir) {
+                Ok(msg) => {
+                    log!("{msg}");
+                    self.installed = true;
+                }
+                Err(e) => {
+                    log!("{e}");
+                    return Round::Retry;
+                }
+            }
+        }
+        let report = match datapath::reconcile(&self.args.node_name, &nodes, &self.args.datapath) {
+            Ok(r) => r,
+            Err(e) => {
+                log!("reconcile failed: {e}");
+                return Round::Retry;
+            }
+        };
+        for c in &report.changes {
+            log!("{c}");
+        }
+        for e in &report.errors {
+            log!("error: {e}");
+        }
+        let conf = cniconf::render(&me.pod_cidrs, report.pod_mtu(self.args.datapath.backend));
+        match cniconf::write_if_changed(&self.args.cni_conf_dir, &conf) {
+            Ok(true) => log!(
+                "wrote {}",
+                self.args.cni_conf_dir.join(cniconf::FILE_NAME).display()
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                log!(
+                    "cannot write {}: {e}",
+                    self.args.cni_conf_dir.join(cniconf::FILE_NAME).display()
+                );
+                return Round::Retry;
+            }
+        }
+        if self.args.once {
+            log!(
+                "reconciled {} nodes via {}: {} changes",
+                nodes.len(),
+                report.uplink,
+                report.changes.len()
+            );
+        }
+        if report.errors.is_empty() {
+            Round::Done
+        } else {
+            Round::Retry
+        }
+    }
+}
 
 fn main() {
-    eprintln!("rcni-agent: not wired up yet");
-    std::process::exit(2);
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match args::parse(&argv, std::env::var("NODE_NAME").ok()) {
+        Ok(a) => a,
+        Err(msg) => {
+            let help = argv.iter().any(|a| a == "-h" || a == "--help");
+            eprintln!("{msg}");
+            std::process::exit(if help { 0 } else { 2 });
+        }
+    };
+    install_signal_handlers();
+    let source = match source::open(&args.source) {
+        Ok(s) => s,
+        Err(e) => {
+            log!("{e}");
+            std::process::exit(1);
+        }
+    };
+    log!(
+        "node {:?}, source {}, backend {:?}",
+        args.node_name,
+        source.describe(),
+        args.datapath.backend
+    );
+    let mut agent = Agent {
+        args,
+        source,
+        installed: false,
+        waiting_logged: false,
+    };
+    loop {
+        let r = agent.round();
+        if agent.args.once {
+            std::process::exit(match r {
+                Round::Done => 0,
+                Round::Retry => 1,
+            });
+        }
+        let until = Instant::now() + agent.args.interval;
+        while Instant::now() < until {
+            if STOP.load(Ordering::SeqCst) {
+                log!("stopping; routes and rules stay in place");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if STOP.load(Ordering::SeqCst) {
+            log!("stopping; routes and rules stay in place");
+            return;
+        }
+    }
 }

@@ -35,6 +35,8 @@ pub const RTPROT_BOOT: u8 = 3;
 pub const RTPROT_STATIC: u8 = 4;
 
 const RTM_F_CLONED: u32 = 0x200;
+/// The gateway is on the output link even without a matching prefix.
+pub const RTNH_F_ONLINK: u32 = 4;
 
 /// `struct rtmsg` (also the layout of `struct fib_rule_hdr`).
 #[repr(C)]
@@ -125,6 +127,9 @@ pub struct Route {
     pub mtu: Option<u32>,
     pub advmss: Option<u32>,
     pub kind: RouteKind,
+    /// `onlink`: the gateway is reachable on `oif` although no address of
+    /// that link covers it (RTNH_F_ONLINK).
+    pub onlink: bool,
 }
 
 impl Route {
@@ -150,6 +155,7 @@ impl Route {
             mtu: None,
             advmss: None,
             kind: RouteKind::Unicast,
+            onlink: false,
         }
     }
 
@@ -189,6 +195,16 @@ impl Route {
         self.kind = kind;
         self
     }
+    /// Marks the gateway as on-link (`ip route … onlink`).
+    pub fn onlink(mut self) -> Self {
+        self.onlink = true;
+        self
+    }
+    /// The routing protocol (RTPROT_*): lets an owner tell its routes apart.
+    pub fn protocol(mut self, p: u8) -> Self {
+        self.protocol = Some(p);
+        self
+    }
 
     /// True for the default route (no destination or /0).
     pub fn is_default(&self) -> bool {
@@ -208,6 +224,9 @@ impl Route {
         }
         if self.table != RT_TABLE_MAIN {
             s.push_str(&format!(" table {}", self.table));
+        }
+        if self.onlink {
+            s.push_str(" onlink");
         }
         s
     }
@@ -253,6 +272,7 @@ impl Route {
             protocol,
             scope,
             ty: self.kind.raw(),
+            flags: if self.onlink { RTNH_F_ONLINK } else { 0 },
             ..Default::default()
         });
         m.attr_u32(RTA_TABLE, self.table);
@@ -307,6 +327,7 @@ impl Route {
         r.scope = Some(hdr.scope);
         r.protocol = Some(hdr.protocol);
         r.kind = RouteKind::from_raw(hdr.ty);
+        r.onlink = hdr.flags & RTNH_F_ONLINK != 0;
         for a in Attrs::after_header(payload, std::mem::size_of::<RtMsg>()) {
             match a.ty {
                 RTA_DST => r.dst = a.ip().map(|ip| (ip, hdr.dst_len)),
@@ -447,6 +468,31 @@ mod tests {
             .filter(|r| r.is_default())
             .count();
         assert_eq!(defaults, 2);
+    }
+
+    #[test]
+    fn onlink_and_protocol_roundtrip() {
+        let t = TestNs::new("ronl");
+        let s = t.sock();
+        let (i, _) = veth_up(&s, "o0", "o1");
+        s.add_address(i, ip("10.3.0.0"), 32).expect("addr");
+        let r = Route::to(ip("10.4.0.0"), 24)
+            .via(ip("10.4.0.0"))
+            .dev(i)
+            .onlink()
+            .protocol(0x52);
+        s.add_route(&r).expect("onlink route");
+        let got = s
+            .routes(Family::V4, Some(RT_TABLE_MAIN))
+            .expect("dump")
+            .into_iter()
+            .find(|x| x.dst == Some((ip("10.4.0.0"), 24)))
+            .expect("route");
+        assert!(got.onlink, "{got:?}");
+        assert_eq!(got.protocol, Some(0x52));
+        let j = t.ip(&["-j", "route", "show", "10.4.0.0/24"]);
+        assert!(j.contains("onlink"), "{j}");
+        assert!(s.del_route(&r).expect("del"));
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! Command line of `rcni-agent`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::datapath::{Backend, DatapathOptions};
+
+pub const USAGE: &str = "\
+usage: rcni-agent --node-name NAME [--source file:PATH | kubernetes | etcd:ENDPOINTS]
+                  [--cluster-cidr CIDR]... [--backend auto|host-gw|vxlan] [--uplink IF]
+                  [--vxlan-vni N] [--vxlan-port P] [--cni-conf-dir DIR] [--cni-bin-dir DIR]
+                  [--rcni PATH] [--interval SECONDS] [--once]
+
+--node-name defaults to $NODE_NAME; --source to kubernetes; --interval to 10;
+--cni-conf-dir to /etc/cni/net.d; --cni-bin-dir to /opt/cni/bin; --rcni to
+the rcni binary next to rcni-agent. --cluster-cidr may be given once per family
+(or comma-separated); without it the union of all pod CIDRs is the cluster.";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub node_name: String,
+    pub source: String,
+    pub datapath: DatapathOptions,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dir: PathBuf,
+    pub rcni: Option<PathBuf>,
+    pub interval: Duration,
+    pub once: bool,
+}
+
+/// Parses `argv` (without the program name); `env_node` is `$NODE_NAME`.
+pub fn parse(argv: &[String], env_node: Option<String>) -> Result<Args, String> {
+    let mut a = Args {
+        node_name: env_node.unwrap_or_default(),
+        source: "kubernetes".into(),
+        datapath: DatapathOptions::default(),
+        cni_conf_dir: "/etc/cni/net.d".into(),
+        cni_bin_dir: "/opt/cni/bin".into(),
+        rcni: None,
+        interval: Duration::from_secs(10),
+        once: false,
+    };
+    let mut it = argv.iter();
+    while let Some(flag) = it.next() {
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (flag.as_str(), None),
+        };
+        if name == "--once" {
+            a.once = true;
+            continue;
+        }
+        if name == "-h" || name == "--help" {
+            return Err(USAGE.to_string());
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))?,
+        };
+        let bad = |e: &dyn std::fmt::Display| format!("{name} {value:?}: {e}");
+        match name {
+            "--node-name" => a.node_name = value,
+            "--source" => a.source = value,
+            "--cluster-cidr" => {
+                for c in value.split(',').filter(|c| !c.is_empty()) {
+                    let net: IpNet = c.trim().parse().map_err(|e| bad(&e))?;
+                    a.datapath.cluster_cidr.push(net.trunc());
+                }
+            }
+            "--backend" => a.datapath.backend = value.parse::<Backend>().map_err(|e| bad(&e))?,
+            "--uplink" => a.datapath.uplink = Some(value),
+            "--vxlan-vni" => {
+                let vni: u32 = value.parse().map_err(|e| bad(&e))?;
+                if vni == 0 || vni >= 1 << 24 {
+                    return Err(bad(&"must be 1..16777215"));
+                }
+                a.datapath.vxlan_vni = vni;
+            }
+            "--vxlan-port" => {
+                a.datapath.vxlan_port = value.parse().map_err(|e| bad(&e))?;
+                if a.datapath.vxlan_port == 0 {
+                    return Err(bad(&"must not be 0"));
+                }
+            }
+            "--cni-conf-dir" => a.cni_conf_dir = value.into(),
+            "--cni-bin-dir" => a.cni_bin_dir = value.into(),
+            "--rcni" => a.rcni = Some(value.into()),
+            "--interval" => {
+                let s: u64 = value.parse().map_err(|e| bad(&e))?;
+                if s == 0 {
+                    return Err(bad(&"must be at least 1"));
+                }
+                a.interval = Duration::from_secs(s);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if a.node_name.is_empty() {
+        return Err(format!("--node-name (or $NODE_NAME) is required\n{USAGE}"));
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let a = parse(&[], Some("n1".into())).unwrap();
+        assert_eq!(a.node_name, "n1");
+        assert_eq!(a.source, "kubernetes");
+        assert_eq!(a.interval, Duration::from_secs(10));
+        assert_eq!(a.datapath, DatapathOptions::default());
+        let a = parse(
+            &v(
+                "--node-name a --source file:/n.json --cluster-cidr 10.244.0.0/16,fd44::/48 \
+                --backend=vxlan --uplink eth1 --vxlan-vni 7 --vxlan-port 4789 \
+                --cni-conf-dir /c --cni-bin-dir /b --rcni /r --interval 3 --once",
+            ),
+            Some("ignored".into()),
+        )
+        .unwrap();
+        assert_eq!(a.node_name, "a");
+        assert_eq!(a.datapath.cluster_cidr.len(), 2);
+        assert_eq!(a.datapath.backend, Backend::Vxlan);
+        assert_eq!(a.datapath.uplink.as_deref(), Some("eth1"));
+        assert_eq!((a.datapath.vxlan_vni, a.datapath.vxlan_port), (7, 4789));
+        assert_eq!(a.rcni, Some(PathBuf::from("/r")));
+        assert!(a.once);
+        assert!(parse(&[], None).is_err());
+        assert!(parse(&v("--node-name a --backend bgp"), None).is_err());
+        assert!(parse(&v("--node-name a --vxlan-vni 0"), None).is_err());
+        assert!(parse(&v("--node-name a --interval"), None).is_err());
+        assert!(parse(&v("--node-name a --bogus 1"), None).is_err());
+    }
+}

@@ -1,0 +1,531 @@
+//! The real `rcni-agent --once` on three "nodes" (network namespaces):
+//! A and B share an L2 segment (a bridge in a "switch" namespace,
+//! 192.168.50.0/24), C sits on 192.168.60.0/24 behind a "router"
+//! namespace, which also leads to an "outside" host (192.168.70.2). The
+//! router knows nothing of pod CIDRs: A↔B must use host-gw routes, A/B↔C
+//! the VXLAN overlay, and pods reach the outside only when masqueraded.
+//! Pods are made with the conflist the agent wrote, through the plugins
+//! it installed. Build the `rcni` binary first (`cargo build -p rcni`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use testutil::{command_in, run_plugin, tcp_exchange, Call, TempDir, TestNs};
+
+const A_IP: &str = "192.168.50.10";
+const B_IP: &str = "192.168.50.11";
+const C_IP: &str = "192.168.60.10";
+
+struct Node {
+    name: &'static str,
+    ns: TestNs,
+    conf: TempDir,
+    bin: TempDir,
+    ipam: TempDir,
+    state: TempDir,
+}
+
+struct Cluster {
+    // Declared first: dropped (deleted) before the namespaces they live in.
+    pods: Vec<TestNs>,
+    nodes: Vec<Node>,
+    _switch: TestNs,
+    _router: TestNs,
+    outside: TestNs,
+    files: TempDir,
+}
+
+fn sh(ns: &TestNs, cmd: &str) {
+    let argv: Vec<&str> = cmd.split_whitespace().collect();
+    ns.exec(&argv);
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let switch = TestNs::new("sw");
+        let router = TestNs::new("rt");
+        let outside = TestNs::new("out");
+        let sw = switch.name().to_string();
+        sh(&switch, "ip link add br0 type bridge");
+        sh(&switch, "ip link set br0 up");
+        let mut nodes = Vec::new();
+        for (name, tag) in [("a", "na"), ("b", "nb"), ("c", "nc")] {
+            nodes.push(Node {
+                name,
+                ns: TestNs::new(tag),
+                conf: TempDir::new("conf"),
+                bin: TempDir::new("bin"),
+                ipam: TempDir::new("ipam"),
+                state: TempDir::new("st"),
+            });
+        }
+        // A, B and the router's first leg on the switch.
+        for (ns, port, addr) in [
+            (&nodes[0].ns, "pa", A_IP),
+            (&nodes[1].ns, "pb", B_IP),
+            (&router, "pr", "192.168.50.1"),
+        ] {
+            let ifname = if port == "pr" { "e50" } else { "eth0" };
+            sh(
+                ns,
+                &format!("ip link add {ifname} type veth peer name {port} netns {sw}"),
+            );
+            sh(&switch, &format!("ip link set {port} master br0 up"));
+            sh(ns, &format!("ip addr add {addr}/24 dev {ifname}"));
+            sh(ns, &format!("ip link set {ifname} up"));
+        }
+        // C and the outside host each on their own router leg.
+        for (ns, leg, net) in [(&nodes[2].ns, "e60", "60"), (&outside, "e70", "70")] {
+            sh(
+                &router,
+                &format!(
+                    "ip link add {leg} type veth peer name eth0 netns {}",
+                    ns.name()
+                ),
+            );
+            sh(
+                &router,
+                &format!("ip addr add 192.168.{net}.1/24 dev {leg}"),
+            );
+            sh(&router, &format!("ip link set {leg} up"));
+            let host = if net == "60" { "10" } else { "2" };
+            sh(ns, &format!("ip addr add 192.168.{net}.{host}/24 dev eth0"));
+            sh(ns, "ip link set eth0 up");
+            sh(ns, &format!("ip route add default via 192.168.{net}.1"));
+        }
+        for n in &nodes[..2] {
+            sh(&n.ns, "ip route add default via 192.168.50.1");
+        }
+        sh(&router, "sysctl -qw net.ipv4.ip_forward=1");
+        Cluster {
+            pods: Vec::new(),
+            nodes,
+            _switch: switch,
+            _router: router,
+            outside,
+            files: TempDir::new("nodes"),
+        }
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("known node")
+    }
+
+    /// Writes a nodes file with the given nodes and returns its path.
+    fn nodes_file(&self, file: &str, which: &[&str]) -> PathBuf {
+        let all = [
+            ("a", A_IP, "10.244.1.0/24"),
+            ("b", B_IP, "10.244.2.0/24"),
+            ("c", C_IP, "10.244.3.0/24"),
+        ];
+        let list: Vec<Value> = all
+            .iter()
+            .filter(|(n, _, _)| which.contains(n))
+            .map(|(n, ip, cidr)| json!({"name": n, "addresses": [ip], "podCIDRs": [cidr]}))
+            .collect();
+        let p = self.files.path().join(file);
+        std::fs::write(&p, serde_json::to_vec(&list).expect("json")).expect("write nodes");
+        p
+    }
+
+    fn agent_cmd(&self, node: &str, file: &Path, extra: &[&str]) -> Command {
+        let n = self.node(node);
+        let mut cmd = command_in(Some(n.ns.ns()), env!("CARGO_BIN_EXE_rcni-agent"));
+        cmd.arg("--node-name")
+            .arg(node)
+            .arg("--source")
+            .arg(format!("file:{}", file.display()))
+            .arg("--cni-conf-dir")
+            .arg(n.conf.path())
+            .arg("--cni-bin-dir")
+            .arg(n.bin.path())
+            .arg("--rcni")
+            .arg(testutil::rcni_bin())
+            .args(extra);
+        cmd
+    }
+
+    /// `rcni-agent --once` on `node`; asserts success, returns stderr.
+    fn agent_once(&self, node: &str, file: &Path, extra: &[&str]) -> String {
+        let out: Output = self
+            .agent_cmd(node, file, extra)
+            .arg("--once")
+            .output()
+            .expect("run rcni-agent");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "agent on {node} failed:\n{err}");
+        err
+    }
+
+    /// A pod on `node` made with the agent's conflist; returns its IPv4.
+    fn pod(&mut self, node: &str) -> (usize, String) {
+        let pod = TestNs::new("pod");
+        let n = self.node(node);
+        let list: Value = serde_json::from_slice(
+            &std::fs::read(n.conf.path().join("10-rcni.conflist")).expect("conflist"),
+        )
+        .expect("conflist json");
+        let mut conf = list["plugins"][0].clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        conf["name"] = list["name"].clone();
+        // Keep the test's state out of /var/lib.
+        conf["ipam"]["dataDir"] = json!(n.ipam.path());
+        conf["stateDir"] = json!(n.state.path());
+        let mut call = Call::new(
+            "ADD",
+            &format!("pod-{node}"),
+            &pod.path(),
+            &conf.to_string(),
+        );
+        call.path = n.bin.path().display().to_string();
+        let res = run_plugin(n.bin.path(), "bridge", &call, Some(n.ns.ns())).ok();
+        let ip = res["ips"][0]["address"]
+            .as_str()
+            .expect("pod address")
+            .split('/')
+            .next()
+            .expect("ip")
+            .to_string();
+        self.pods.push(pod);
+        (self.pods.len() - 1, ip)
+    }
+}
+
+fn json_of(ns: &TestNs, argv: &[&str]) -> Value {
+    let out = ns.exec(argv);
+    if out.trim().is_empty() {
+        return json!([]);
+    }
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{argv:?}: {e}: {out}"))
+}
+
+/// The agent's routes (proto 82) as "dst gw dev [onlink]" strings, sorted.
+fn agent_routes(ns: &TestNs) -> Vec<String> {
+    let v = json_of(ns, &["ip", "-j", "route", "show", "proto", "82"]);
+    let mut out: Vec<String> = v
+        .as_array()
+        .expect("routes")
+        .iter()
+        .map(|r| {
+            let onlink = r["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "onlink"));
+            format!(
+                "{} via {} dev {}{}",
+                r["dst"].as_str().unwrap_or("?"),
+                r["gateway"].as_str().unwrap_or("-"),
+                r["dev"].as_str().unwrap_or("?"),
+                if onlink { " onlink" } else { "" }
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn fdb(ns: &TestNs) -> Vec<String> {
+    let v = json_of(ns, &["bridge", "-j", "fdb", "show", "dev", "rcni.vxlan"]);
+    let mut out: Vec<String> = v
+        .as_array()
+        .expect("fdb")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} dst {}",
+                e["mac"].as_str().unwrap_or("?"),
+                e["dst"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn neighbours(ns: &TestNs) -> Vec<String> {
+    let v = json_of(ns, &["ip", "-j", "neigh", "show", "dev", "rcni.vxlan"]);
+    let mut out: Vec<String> = v
+        .as_array()
+        .expect("neigh")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["dst"].as_str().unwrap_or("?"),
+                e["lladdr"].as_str().unwrap_or("?"),
+                e["state"]
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn has_vxlan(ns: &TestNs) -> bool {
+    ns.link_names().iter().any(|l| l == "rcni.vxlan")
+}
+
+/// Everything the agent manages, for before/after comparisons.
+fn snapshot(ns: &TestNs) -> String {
+    let vx = if has_vxlan(ns) {
+        ns.exec(&["ip", "-d", "link", "show", "rcni.vxlan"])
+            + &ns.exec(&["ip", "addr", "show", "rcni.vxlan"])
+            + &format!("{:?}{:?}", fdb(ns), neighbours(ns))
+    } else {
+        String::new()
+    };
+    format!(
+        "{:?}\n{vx}\n{}",
+        agent_routes(ns),
+        ns.exec(&["nft", "list", "table", "inet", "rcni-agent"])
+    )
+}
+
+fn vxlan_details(ns: &TestNs) -> Value {
+    json_of(ns, &["ip", "-j", "-d", "link", "show", "rcni.vxlan"])[0].clone()
+}
+
+#[test]
+fn three_nodes_host_gw_vxlan_masquerade() {
+    let mut cl = Cluster::new();
+    let all = cl.nodes_file("all.json", &["a", "b", "c"]);
+    // A names the cluster CIDR; B and C derive it from the pod CIDRs.
+    let first_a = cl.agent_once("a", &all, &["--cluster-cidr", "10.244.0.0/16"]);
+    assert!(first_a.contains("created rcni.vxlan"), "{first_a}");
+    cl.agent_once("b", &all, &[]);
+    cl.agent_once("c", &all, &[]);
+
+    // Routes: host-gw between A and B, the overlay to and from C.
+    assert_eq!(
+        agent_routes(&cl.node("a").ns),
+        [
+            "10.244.2.0/24 via 192.168.50.11 dev eth0",
+            "10.244.3.0/24 via 10.244.3.0 dev rcni.vxlan onlink"
+        ]
+    );
+    assert_eq!(
+        agent_routes(&cl.node("b").ns),
+        [
+            "10.244.1.0/24 via 192.168.50.10 dev eth0",
+            "10.244.3.0/24 via 10.244.3.0 dev rcni.vxlan onlink"
+        ]
+    );
+    assert_eq!(
+        agent_routes(&cl.node("c").ns),
+        [
+            "10.244.1.0/24 via 10.244.1.0 dev rcni.vxlan onlink",
+            "10.244.2.0/24 via 10.244.2.0 dev rcni.vxlan onlink"
+        ]
+    );
+    // The VXLAN device, its FDB and neighbours.
+    let vx = vxlan_details(&cl.node("a").ns);
+    assert_eq!(vx["mtu"], 1450, "{vx}");
+    assert_eq!(vx["address"], "0a:58:c0:a8:32:0a", "{vx}");
+    let info = &vx["linkinfo"]["info_data"];
+    assert_eq!(info["id"], 1, "{vx}");
+    assert_eq!(info["port"], 8472, "{vx}");
+    assert_eq!(info["local"], A_IP, "{vx}");
+    assert_eq!(info["learning"], false, "{vx}");
+    let addrs = cl
+        .node("a")
+        .ns
+        .exec(&["ip", "-4", "-o", "addr", "show", "rcni.vxlan"]);
+    assert!(addrs.contains("10.244.1.0/32"), "{addrs}");
+    assert_eq!(
+        fdb(&cl.node("a").ns),
+        ["0a:58:c0:a8:3c:0a dst 192.168.60.10"]
+    );
+    assert_eq!(
+        neighbours(&cl.node("a").ns),
+        ["10.244.3.0 0a:58:c0:a8:3c:0a [\"PERMANENT\"]"]
+    );
+    assert_eq!(
+        fdb(&cl.node("c").ns),
+        [
+            "0a:58:c0:a8:32:0a dst 192.168.50.10",
+            "0a:58:c0:a8:32:0b dst 192.168.50.11"
+        ]
+    );
+    assert_eq!(
+        neighbours(&cl.node("c").ns),
+        [
+            "10.244.1.0 0a:58:c0:a8:32:0a [\"PERMANENT\"]",
+            "10.244.2.0 0a:58:c0:a8:32:0b [\"PERMANENT\"]"
+        ]
+    );
+    for n in ["a", "b", "c"] {
+        let fwd = cl
+            .node(n)
+            .ns
+            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
+        assert_eq!(fwd.trim(), "1", "ip_forward on {n}");
+    }
+
+    // The CNI config and the installed plugins.
+    let conf: Value = serde_json::from_slice(
+        &std::fs::read(cl.node("a").conf.path().join("10-rcni.conflist")).expect("read"),
+    )
+    .expect("json");
+    let br = &conf["plugins"][0];
+    assert_eq!(br["type"], "bridge");
+    assert_eq!(br["bridge"], "cni0");
+    assert_eq!(
+        (br["isGateway"].clone(), br["isDefaultGateway"].clone()),
+        (json!(true), json!(true))
+    );
+    assert_eq!(br["ipMasq"], false);
+    assert_eq!(br["mtu"], 1450, "VXLAN peer present");
+    assert_eq!(br["ipam"]["ranges"], json!([[{"subnet": "10.244.1.0/24"}]]));
+    assert_eq!(conf["plugins"][1]["type"], "portmap");
+    assert_eq!(conf["plugins"][1]["capabilities"]["portMappings"], true);
+    assert_eq!(conf["plugins"][1]["snat"], true);
+    for p in ["rcni", "bridge", "host-local", "portmap"] {
+        let path = cl.node("a").bin.path().join(p);
+        assert!(path.exists(), "{} installed", path.display());
+    }
+
+    // Pods on each node, made with that config and those plugins.
+    let (pa, ip_a) = cl.pod("a");
+    let (pb, ip_b) = cl.pod("b");
+    let (pc, ip_c) = cl.pod("c");
+    assert_eq!(
+        (ip_a.as_str(), ip_b.as_str(), ip_c.as_str()),
+        ("10.244.1.2", "10.244.2.2", "10.244.3.2")
+    );
+    // Pod to pod keeps the pod address: host-gw A↔B, VXLAN A↔C and B↔C.
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7001), ip_a);
+    assert_eq!(tcp_exchange(&cl.pods[pb], &cl.pods[pa], &ip_a, 7002), ip_b);
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pc], &ip_c, 7003), ip_a);
+    assert_eq!(tcp_exchange(&cl.pods[pc], &cl.pods[pa], &ip_a, 7004), ip_c);
+    assert_eq!(tcp_exchange(&cl.pods[pb], &cl.pods[pc], &ip_c, 7005), ip_b);
+    // Leaving the cluster: the outside host sees the node's address.
+    assert_eq!(
+        tcp_exchange(&cl.pods[pa], &cl.outside, "192.168.70.2", 7006),
+        A_IP
+    );
+    assert_eq!(
+        tcp_exchange(&cl.pods[pc], &cl.outside, "192.168.70.2", 7007),
+        C_IP
+    );
+
+    // A second round changes nothing, not even the config file.
+    for (n, extra) in [
+        ("a", &["--cluster-cidr", "10.244.0.0/16"][..]),
+        ("c", &[][..]),
+    ] {
+        let ns = &cl.node(n).ns;
+        let conf_path = cl.node(n).conf.path().join("10-rcni.conflist");
+        let mtime = std::fs::metadata(&conf_path)
+            .expect("conf")
+            .modified()
+            .expect("mtime");
+        let before = snapshot(ns);
+        let err = cl.agent_once(n, &all, extra);
+        assert!(err.contains(": 0 changes"), "{err}");
+        assert!(!err.contains("wrote"), "{err}");
+        assert_eq!(snapshot(ns), before, "state of {n} changed");
+        let mtime2 = std::fs::metadata(&conf_path)
+            .expect("conf")
+            .modified()
+            .expect("mtime");
+        assert_eq!(mtime, mtime2);
+    }
+
+    // C without B: B's route, FDB entry and neighbour go, the device stays.
+    let without_b = cl.nodes_file("nob.json", &["a", "c"]);
+    let err = cl.agent_once("c", &without_b, &[]);
+    assert!(err.contains("removed route 10.244.2.0/24"), "{err}");
+    assert_eq!(
+        agent_routes(&cl.node("c").ns),
+        ["10.244.1.0/24 via 10.244.1.0 dev rcni.vxlan onlink"]
+    );
+    assert_eq!(
+        fdb(&cl.node("c").ns),
+        ["0a:58:c0:a8:32:0a dst 192.168.50.10"]
+    );
+    assert_eq!(
+        neighbours(&cl.node("c").ns),
+        ["10.244.1.0 0a:58:c0:a8:32:0a [\"PERMANENT\"]"]
+    );
+    assert!(has_vxlan(&cl.node("c").ns));
+
+    // A without C: no VXLAN peer left, so the device goes too, and pods
+    // get the uplink's MTU again.
+    let without_c = cl.nodes_file("noc.json", &["a", "b"]);
+    let err = cl.agent_once("a", &without_c, &["--cluster-cidr", "10.244.0.0/16"]);
+    assert!(err.contains("deleted rcni.vxlan"), "{err}");
+    assert_eq!(
+        agent_routes(&cl.node("a").ns),
+        ["10.244.2.0/24 via 192.168.50.11 dev eth0"]
+    );
+    assert!(!has_vxlan(&cl.node("a").ns));
+    let conf: Value = serde_json::from_slice(
+        &std::fs::read(cl.node("a").conf.path().join("10-rcni.conflist")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(conf["plugins"][0]["mtu"], 1500);
+    // host-gw still carries A↔B.
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7008), ip_a);
+}
+
+/// Kills the agent if the test fails before it stops.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigterm_leaves_routes_in_place_and_host_gw_refuses_off_link() {
+    let cl = Cluster::new();
+    let all = cl.nodes_file("all.json", &["a", "b", "c"]);
+    let child = cl
+        .agent_cmd("a", &all, &["--backend", "host-gw", "--interval", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let mut running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent_routes(&cl.node("a").ns).is_empty() {
+        assert!(Instant::now() < deadline, "agent set no route");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child by its pid.
+    let pid = i32::try_from(running.0.id()).expect("pid");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = running.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "agent ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let mut err = String::new();
+    if let Some(mut e) = running.0.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(err.contains("is not on-link; backend host-gw"), "{err}");
+    assert!(err.contains("stopping"), "{err}");
+    // host-gw: B routed, C refused, no overlay; all still there after exit.
+    assert_eq!(
+        agent_routes(&cl.node("a").ns),
+        ["10.244.2.0/24 via 192.168.50.11 dev eth0"]
+    );
+    assert!(!has_vxlan(&cl.node("a").ns));
+    // --once reports the refused peer with a failing exit code.
+    let out = cl
+        .agent_cmd("a", &all, &["--backend", "host-gw", "--once"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+}
