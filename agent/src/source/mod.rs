@@ -1,1 +1,4 @@
 //! Node sources (see [`crate::model::NodeSource`]).
+
+pub mod etcd;
+pub mod kubernetes;
