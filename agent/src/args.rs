@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use crate::datapath::{Backend, DatapathOptions};
 
 pub const USAGE: &str = "\
-usage: rcni-agent --node-name NAME [--source file:PATH | kubernetes | etcd:ENDPOINTS]
+usage: rcni-agent --node-name NAME [--source file:PATH | kubernetes[:KUBECONFIG] | etcd:ENDPOINTS]
                   [--cluster-cidr CIDR]... [--backend auto|host-gw|vxlan] [--uplink IF]
                   [--vxlan-vni N] [--vxlan-port P] [--cni-conf-dir DIR] [--cni-bin-dir DIR]
                   [--rcni PATH] [--interval SECONDS] [--once]

@@ -1,11 +1,20 @@
 //! Node sources (see [`crate::model::NodeSource`]).
 
+pub mod etcd;
 pub mod file;
+pub mod kubernetes;
+
+use std::path::Path;
 
 use crate::model::{NodeSource, SourceError};
 
-/// Opens the source named by a `--source` spec: `file:PATH`,
-/// `kubernetes` (in-cluster service account) or `etcd:ENDPOINTS`.
+/// Opens the source named by a `--source` spec:
+/// - `file:PATH`: a JSON list of nodes;
+/// - `kubernetes`: Node objects, with the pod's service account;
+/// - `kubernetes:KUBECONFIG`: Node objects, with a kubeconfig file;
+/// - `etcd:ENDPOINTS`: comma-separated `http(s)://host:port`, keys under
+///   `RCNI_ETCD_PREFIX` (default `/rcni/nodes/`); `RCNI_ETCD_CA`,
+///   `RCNI_ETCD_CERT` and `RCNI_ETCD_KEY` name TLS files.
 pub fn open(spec: &str) -> Result<Box<dyn NodeSource>, SourceError> {
     if let Some(path) = spec.strip_prefix("file:") {
         if path.is_empty() {
@@ -14,20 +23,28 @@ pub fn open(spec: &str) -> Result<Box<dyn NodeSource>, SourceError> {
         return Ok(Box::new(file::FileSource::new(path)));
     }
     if spec == "kubernetes" {
-        return Err(SourceError::new(
-            "kubernetes",
-            "not built in: this rcni-agent build has no Kubernetes source",
-        ));
+        return Ok(Box::new(kubernetes::KubernetesSource::from_env()?));
     }
-    if spec.starts_with("etcd:") {
-        return Err(SourceError::new(
-            "etcd",
-            "not built in: this rcni-agent build has no etcd source",
-        ));
+    if let Some(path) = spec.strip_prefix("kubernetes:") {
+        return Ok(Box::new(kubernetes::KubernetesSource::from_kubeconfig(
+            Path::new(path),
+        )?));
+    }
+    if let Some(endpoints) = spec.strip_prefix("etcd:") {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let prefix = env("RCNI_ETCD_PREFIX").unwrap_or_else(|| etcd::DEFAULT_PREFIX.into());
+        let mut source = etcd::EtcdSource::new(endpoints, &prefix)?;
+        if let Some(ca) = env("RCNI_ETCD_CA") {
+            source = source.with_ca_file(Path::new(&ca))?;
+        }
+        if let (Some(cert), Some(key)) = (env("RCNI_ETCD_CERT"), env("RCNI_ETCD_KEY")) {
+            source = source.with_client_cert(Path::new(&cert), Path::new(&key))?;
+        }
+        return Ok(Box::new(source));
     }
     Err(SourceError::new(
         spec,
-        "unknown source (expected file:PATH, kubernetes or etcd:ENDPOINTS)",
+        "unknown source (expected file:PATH, kubernetes[:KUBECONFIG] or etcd:ENDPOINTS)",
     ))
 }
 
@@ -39,9 +56,17 @@ mod tests {
     fn specs() {
         assert_eq!(open("file:/x.json").unwrap().describe(), "file /x.json");
         assert!(open("file:").is_err());
-        let e = open("kubernetes").err().unwrap().to_string();
-        assert!(e.contains("not built in"), "{e}");
-        assert!(open("etcd:http://127.0.0.1:2379").is_err());
+        // Outside a pod there is no service account to use.
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+            assert!(open("kubernetes").is_err());
+        }
+        assert!(open("kubernetes:/nonexistent/kubeconfig").is_err());
+        let etcd = open("etcd:http://127.0.0.1:2379").expect("etcd source");
+        assert!(
+            etcd.describe().contains("127.0.0.1:2379"),
+            "{}",
+            etcd.describe()
+        );
         assert!(open("consul").is_err());
     }
 }
