@@ -75,7 +75,11 @@ case "${1:-}" in
   build)
     setup
     release_build --bin rcni
+    # The node agent is a long-running daemon with a TLS stack (ring needs a
+    # C compiler for its target), so it links against the host's glibc.
+    cargo build --release -p rcni-agent
     echo "built $RELEASE_DIR/rcni (install it with: $RELEASE_DIR/rcni install --bin-dir /opt/cni/bin)"
+    echo "built target/release/rcni-agent (see deploy/README.md)"
     ;;
   demo)
     setup
