@@ -12,7 +12,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
 
 const ARENA_SIZE: usize = 8 << 20;
 
@@ -61,7 +64,10 @@ impl BumpThenSystem {
         if ARENA_OFF.load(Relaxed) {
             return None;
         }
-        let mut cur = NEXT.load(Relaxed);
+        // Acquire/Release on the bump offset: a block given back by one
+        // thread and carved again by another must see the first thread's
+        // writes before zeroing or reusing it.
+        let mut cur = NEXT.load(Acquire);
         loop {
             // Alignment is a power of two (Layout guarantees it).
             let start = (base() + cur).checked_add(layout.align() - 1)? & !(layout.align() - 1);
@@ -69,7 +75,7 @@ impl BumpThenSystem {
             if end > ARENA_SIZE {
                 return None;
             }
-            match NEXT.compare_exchange_weak(cur, end, Relaxed, Relaxed) {
+            match NEXT.compare_exchange_weak(cur, end, AcqRel, Acquire) {
                 Ok(_) => {
                     let off = start - base();
                     let used_before = HIGH.fetch_max(end, Relaxed);
@@ -111,7 +117,7 @@ unsafe impl GlobalAlloc for BumpThenSystem {
         match arena_offset(ptr) {
             // Only the most recent block can be given back.
             Some(off) => {
-                let _ = NEXT.compare_exchange(off + layout.size(), off, Relaxed, Relaxed);
+                let _ = NEXT.compare_exchange(off + layout.size(), off, Release, Relaxed);
             }
             // SAFETY: ptr came from System with this layout.
             None => unsafe { System.dealloc(ptr, layout) },
@@ -127,7 +133,7 @@ unsafe impl GlobalAlloc for BumpThenSystem {
         let new_end = off + new_size;
         if new_end <= ARENA_SIZE
             && NEXT
-                .compare_exchange(old_end, new_end, Relaxed, Relaxed)
+                .compare_exchange(old_end, new_end, AcqRel, Relaxed)
                 .is_ok()
         {
             // The most recent block grows or shrinks in place; bytes it
