@@ -111,6 +111,11 @@ impl Topo {
                 _listener: l,
             });
         }
+        node.wait_links_operational();
+        outside.wait_links_operational();
+        for p in &pods {
+            p.ns.wait_links_operational();
+        }
         let t = Topo {
             node,
             outside,

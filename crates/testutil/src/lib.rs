@@ -92,6 +92,31 @@ impl TestNs {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}"))
     }
 
+    /// Waits (at most 2 s) until every non-loopback link that is up in this
+    /// namespace is operationally up. A new veth drops what it is given
+    /// until the kernel attaches its qdisc from a work queue; topologies a
+    /// test builds with `ip` call this before their first packet.
+    pub fn wait_links_operational(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let links = self.ip_json(&["link", "show", "up"]);
+            let pending = links.as_array().is_some_and(|a| {
+                a.iter().any(|l| {
+                    l["ifname"] != "lo"
+                        && l["operstate"] != "UP"
+                        && l["operstate"] != "UNKNOWN"
+                        && !l["flags"]
+                            .as_array()
+                            .is_some_and(|f| f.iter().any(|x| x == "NO-CARRIER"))
+                })
+            });
+            if !pending || std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Names of every link in the namespace.
     pub fn link_names(&self) -> Vec<String> {
         self.ip_json(&["link", "show"])

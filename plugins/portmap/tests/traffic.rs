@@ -45,6 +45,9 @@ fn topo() -> Topo {
     t.outside
         .exec(&["ip", "addr", "add", "192.168.61.2/24", "dev", "eth0"]);
     t.outside.exec(&["ip", "link", "set", "eth0", "up"]);
+    for ns in [&t.node, &t.pod, &t.outside] {
+        ns.wait_links_operational();
+    }
     t
 }
 
