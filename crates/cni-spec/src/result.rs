@@ -235,6 +235,18 @@ fn decode_err(v: &str, e: serde_json::Error) -> Error {
 }
 
 impl Result {
+    /// Takes an IPAM plugin's addresses and routes for a result that
+    /// describes one interface, at index `interface`; the IPAM's DNS is left
+    /// out (the plugins doing this report the config's DNS, as the
+    /// reference's do).
+    pub fn adopt_ipam(&mut self, ipam: Result, interface: usize) {
+        self.ips = ipam.ips;
+        for ip in &mut self.ips {
+            ip.interface = Some(interface);
+        }
+        self.routes = ipam.routes;
+    }
+
     /// An empty result of the given version.
     pub fn new(cni_version: impl Into<String>) -> Result {
         Result {

@@ -67,6 +67,22 @@ pub struct IpRange {
     pub gateway: Option<String>,
 }
 
+/// Just the `mac` of a runtimeConfig or of `args.cni`: plugins that take
+/// nothing else from there read this rather than the whole capability set,
+/// so an unrelated malformed capability never fails them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct MacOnly {
+    #[serde(default)]
+    pub mac: String,
+}
+
+/// A config's `args` section as far as `args.cni.mac` goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ArgsMac {
+    #[serde(default)]
+    pub cni: MacOnly,
+}
+
 /// Every capability the reference plugins understand; others stay in `extra`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeConfig {

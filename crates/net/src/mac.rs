@@ -24,6 +24,17 @@ pub fn parse(s: &str) -> Result<[u8; 6]> {
     Ok(out)
 }
 
+/// The requested MAC among `sources`, given in increasing precedence: the
+/// last non-empty one (how the reference layers the config's `mac`,
+/// `CNI_ARGS` MAC=, `args.cni.mac` and runtimeConfig `mac`).
+pub fn last_requested<'a>(sources: impl IntoIterator<Item = Option<&'a str>>) -> Option<&'a str> {
+    sources
+        .into_iter()
+        .flatten()
+        .filter(|m| !m.is_empty())
+        .last()
+}
+
 /// Lower-case colon form, as Go's `net.HardwareAddr.String`.
 pub fn format(mac: &[u8]) -> String {
     netlink::format_mac(mac)
@@ -39,6 +50,16 @@ pub fn local_from_seed(seed: &[u8]) -> [u8; 6] {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn last_requested_mac_wins() {
+        assert_eq!(
+            last_requested([Some("a"), None, Some(""), Some("b"), Some("")]),
+            Some("b")
+        );
+        assert_eq!(last_requested([None, Some("")]), None);
+    }
+
     use super::*;
 
     #[test]

@@ -6,6 +6,7 @@
 
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
+use cni_spec::runtime_config::{ArgsMac, MacOnly};
 use cni_spec::{Error, ErrorCode, Interface, Result};
 use ipnet::IpNet;
 use net::{NetworkMasq, Undo};
@@ -23,18 +24,6 @@ fn default_bridge() -> String {
 
 fn yes() -> bool {
     true
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct MacArg {
-    #[serde(default)]
-    mac: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct ArgsSection {
-    #[serde(default)]
-    cni: MacArg,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,9 +81,9 @@ struct Conf {
     #[serde(rename = "portIsolation", default, deserialize_with = "flex")]
     port_isolation: bool,
     #[serde(default)]
-    args: Option<ArgsSection>,
+    args: Option<ArgsMac>,
     #[serde(rename = "runtimeConfig", default)]
-    runtime_config: Option<MacArg>,
+    runtime_config: Option<MacOnly>,
     /// rcni: where attachment records live (default /run/cni/rcni).
     #[serde(rename = "stateDir", default)]
     state_dir: Option<PathBuf>,
@@ -196,17 +185,13 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
     // MAC: CNI_ARGS, then args.cni.mac, then runtimeConfig.mac (last wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC", "IP"])?;
-    let mut mac_s = env.get("MAC").unwrap_or("").to_string();
-    if let Some(m) = c.args.as_ref().map(|a| a.cni.mac.clone()) {
-        if !m.is_empty() {
-            mac_s = m;
-        }
-    }
-    if let Some(m) = c.runtime_config.as_ref().map(|r| r.mac.clone()) {
-        if !m.is_empty() {
-            mac_s = m;
-        }
-    }
+    let mac_s = net::mac::last_requested([
+        env.get("MAC"),
+        c.args.as_ref().map(|a| a.cni.mac.as_str()),
+        c.runtime_config.as_ref().map(|r| r.mac.as_str()),
+    ])
+    .unwrap_or("")
+    .to_string();
     let ipam = args
         .conf
         .ipam_type()

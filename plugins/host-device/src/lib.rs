@@ -473,12 +473,8 @@ impl Plugin for HostDevice {
             undo.push("release IPAM address", move || {
                 let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
             });
-            result.ips = r.ips;
-            result.routes = r.routes;
-            for ip in &mut result.ips {
-                // Every address belongs to the moved device.
-                ip.interface = Some(0);
-            }
+            // Every address belongs to the moved device.
+            result.adopt_ipam(r, 0);
             if let Some(l) = &cont_link {
                 let cont = Socket::route_in(&cns).map_err(nl)?;
                 net::configure_iface(&cont, l, &result, &net::IfaceOptions::default())

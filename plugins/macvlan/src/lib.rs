@@ -5,6 +5,7 @@
 
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
+use cni_spec::runtime_config::{ArgsMac, MacOnly};
 use cni_spec::{Error, ErrorCode, Interface, Result};
 use net::Undo;
 use netlink::{Family, Link, LinkKind, LinkSpec, MacvlanMode, Socket};
@@ -13,18 +14,6 @@ use serde::Deserialize;
 use std::path::Path;
 
 pub struct Macvlan;
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct MacArg {
-    #[serde(default)]
-    mac: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct ArgsSection {
-    #[serde(default)]
-    cni: MacArg,
-}
 
 #[derive(Debug, Clone, Deserialize)]
 struct Conf {
@@ -44,9 +33,9 @@ struct Conf {
     /// rcni: `args.cni.mac` as the bridge plugin reads it (the reference
     /// macvlan ignores this section).
     #[serde(default)]
-    args: Option<ArgsSection>,
+    args: Option<ArgsMac>,
     #[serde(rename = "runtimeConfig", default)]
-    runtime_config: Option<MacArg>,
+    runtime_config: Option<MacOnly>,
 }
 
 fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -154,17 +143,14 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     // runtimeConfig.mac (the last one given wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC", "IP"])?;
-    let mut mac_s = c.mac.clone();
-    let later = [
-        env.get("MAC").map(str::to_string),
-        c.args.as_ref().map(|a| a.cni.mac.clone()),
-        c.runtime_config.as_ref().map(|r| r.mac.clone()),
-    ];
-    for m in later.into_iter().flatten() {
-        if !m.is_empty() {
-            mac_s = m;
-        }
-    }
+    let mac_s = net::mac::last_requested([
+        Some(c.mac.as_str()),
+        env.get("MAC"),
+        c.args.as_ref().map(|a| a.cni.mac.as_str()),
+        c.runtime_config.as_ref().map(|r| r.mac.as_str()),
+    ])
+    .unwrap_or("")
+    .to_string();
     let mac = if mac_s.is_empty() {
         None
     } else {
@@ -285,11 +271,7 @@ impl Plugin for Macvlan {
             undo.push("release IPAM address", move || {
                 let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
             });
-            result.ips = r.ips;
-            result.routes = r.routes;
-            for ip in &mut result.ips {
-                ip.interface = Some(0);
-            }
+            result.adopt_ipam(r, 0);
             // Announce the pod's addresses on the segment as the link comes
             // up (gratuitous ARP / unsolicited NA), so neighbours holding a
             // stale entry for a reused address learn the new MAC at once.

@@ -5,6 +5,7 @@
 
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
+use cni_spec::runtime_config::MacOnly;
 use cni_spec::{Error, ErrorCode, Interface, Result};
 use net::Undo;
 use netlink::tuntap::{self, Mode, TunTapSpec};
@@ -13,12 +14,6 @@ use netns::NetNs;
 use serde::Deserialize;
 
 pub struct Tap;
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct MacArg {
-    #[serde(default)]
-    mac: String,
-}
 
 #[derive(Debug, Clone, Deserialize)]
 struct Conf {
@@ -38,7 +33,7 @@ struct Conf {
     #[serde(default)]
     bridge: String,
     #[serde(rename = "runtimeConfig", default)]
-    runtime_config: Option<MacArg>,
+    runtime_config: Option<MacOnly>,
 }
 
 fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -56,13 +51,13 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
     // MAC: the config, then CNI_ARGS MAC, then runtimeConfig.mac (last wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC"])?;
-    let mut mac_s = c.mac.clone();
-    if let Some(m) = env.get("MAC").filter(|m| !m.is_empty()) {
-        mac_s = m.to_string();
-    }
-    if let Some(m) = c.runtime_config.as_ref().filter(|r| !r.mac.is_empty()) {
-        mac_s = m.mac.clone();
-    }
+    let mac_s = net::mac::last_requested([
+        Some(c.mac.as_str()),
+        env.get("MAC"),
+        c.runtime_config.as_ref().map(|r| r.mac.as_str()),
+    ])
+    .unwrap_or("")
+    .to_string();
     let mac = if mac_s.is_empty() {
         None
     } else {
@@ -266,11 +261,7 @@ impl Plugin for Tap {
             undo.push("release IPAM address", move || {
                 let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
             });
-            result.ips = r.ips;
-            result.routes = r.routes;
-            for ip in &mut result.ips {
-                ip.interface = Some(0);
-            }
+            result.adopt_ipam(r, 0);
             // Best effort, as the reference: announce the address on up.
             let key = format!("net/ipv4/conf/{ifname}/arp_notify");
             let _ = cns.run(|| net::sysctl_set(&key, "1"));
