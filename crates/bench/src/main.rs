@@ -27,7 +27,8 @@ Usage: rcni-bench [options]
   --svg FILE           write a chart (host-local cost vs allocated; per-plugin ADD/DEL)
   --markdown FILE      write a BENCHMARKS.md with the table and the exact command
   --only LIST          run only these scenarios (comma-separated): start, bridge,
-                       ptp, parallel, chain, portmap, host-local, kernel, rss, size";
+                       ptp, parallel, chain, chain-iptables, portmap, host-local,
+                       kernel, rss, size";
 
 const SCENARIOS: &[&str] = &[
     "start",
@@ -35,6 +36,7 @@ const SCENARIOS: &[&str] = &[
     "ptp",
     "parallel",
     "chain",
+    "chain-iptables",
     "portmap",
     "host-local",
     "kernel",
@@ -460,14 +462,28 @@ fn parallel_adds(sides: &[Side], o: &Options) -> Figure {
 
 const CHAIN: &[&str] = &["bridge", "portmap", "firewall", "tuning", "bandwidth"];
 
-fn chain_list(side: &Side, dir: &Path) -> Vec<serde_json::Value> {
+/// Which firewall backend the chain's firewall uses. The reference always
+/// uses iptables; rcni uses nftables unless told or unless the host's
+/// iptables FORWARD policy is DROP (Docker hosts), where it must use
+/// iptables too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FirewallBackend {
+    Default,
+    Iptables,
+}
+
+fn chain_list(side: &Side, dir: &Path, fw: FirewallBackend) -> Vec<serde_json::Value> {
+    let firewall = match fw {
+        FirewallBackend::Default => serde_json::json!({"type": "firewall"}),
+        FirewallBackend::Iptables => serde_json::json!({"type": "firewall", "backend": "iptables"}),
+    };
     let j = serde_json::json!([
         {"type": "bridge", "bridge": format!("rc{}", side.octet), "isGateway": true, "ipMasq": true,
          "stateDir": dir.join("state"),
          "ipam": {"type": "host-local", "subnet": format!("10.{}.0.0/16", side.octet - 100),
                   "dataDir": dir.join("ipam"), "routes": [{"dst": "0.0.0.0/0"}]}},
         {"type": "portmap", "capabilities": {"portMappings": true}},
-        {"type": "firewall"},
+        firewall,
         {"type": "tuning", "dataDir": dir.join("tuning"), "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"}},
         {"type": "bandwidth", "ingressRate": 100_000_000u64, "ingressBurst": 1_000_000u64,
          "egressRate": 100_000_000u64, "egressBurst": 1_000_000u64}
@@ -539,8 +555,18 @@ fn run_chain(
 /// The five-plugin chain, whole and per plugin, from inside a node
 /// namespace that already has one pod on the network (steady state).
 #[allow(clippy::needless_range_loop)] // pods[side][iteration]
-fn chain(sides: &[Side], o: &Options) -> Vec<Figure> {
+fn chain(sides: &[Side], o: &Options, fw: FirewallBackend) -> Vec<Figure> {
     let nodes: Vec<TestNs> = sides.iter().map(|_| TestNs::new("bc")).collect();
+    if fw == FirewallBackend::Iptables {
+        // A Docker-like host: iptables (nft flavour) FORWARD policy DROP.
+        for n in &nodes {
+            n.exec(&["iptables-nft", "-P", "FORWARD", "DROP"]);
+        }
+    }
+    let label = match fw {
+        FirewallBackend::Default => "",
+        FirewallBackend::Iptables => " (firewall backend iptables)",
+    };
     let data = TempDir::new("bench-chain");
     let total = o.iterations + 3;
     let pods: Vec<Vec<TestNs>> = sides
@@ -549,7 +575,7 @@ fn chain(sides: &[Side], o: &Options) -> Vec<Figure> {
         .collect();
     let lists: Vec<Vec<serde_json::Value>> = sides
         .iter()
-        .map(|s| chain_list(s, &data.path().join(s.label)))
+        .map(|s| chain_list(s, &data.path().join(s.label), fw))
         .collect();
     for (idx, s) in sides.iter().enumerate() {
         let path = pods[idx][total].path().display().to_string();
@@ -590,13 +616,17 @@ fn chain(sides: &[Side], o: &Options) -> Vec<Figure> {
     }
     let mut out = vec![
         figure(
-            "chain bridge+host-local → portmap → firewall → tuning → bandwidth ADD",
+            &format!(
+                "chain bridge+host-local → portmap → firewall → tuning → bandwidth ADD{label}"
+            ),
             "ms",
             sides,
             &adds,
         ),
         figure(
-            "chain bridge+host-local → portmap → firewall → tuning → bandwidth DEL",
+            &format!(
+                "chain bridge+host-local → portmap → firewall → tuning → bandwidth DEL{label}"
+            ),
             "ms",
             sides,
             &dels,
@@ -604,13 +634,13 @@ fn chain(sides: &[Side], o: &Options) -> Vec<Figure> {
     ];
     for k in 0..n {
         out.push(figure(
-            &format!("  in chain: {} ADD", CHAIN[k]),
+            &format!("  in chain{label}: {} ADD", CHAIN[k]),
             "ms",
             sides,
             &per_add[k],
         ));
         out.push(figure(
-            &format!("  in chain: {} DEL", CHAIN[k]),
+            &format!("  in chain{label}: {} DEL", CHAIN[k]),
             "ms",
             sides,
             &per_del[k],
@@ -961,7 +991,17 @@ fn main() {
             .all(|s| CHAIN.iter().all(|p| s.has(p)) && s.has("host-local"))
     {
         eprintln!("measuring the five-plugin chain ...");
-        for f in chain(&sides, &o) {
+        for f in chain(&sides, &o, FirewallBackend::Default) {
+            report.push(f);
+        }
+    }
+    if o.wants("chain-iptables")
+        && sides
+            .iter()
+            .all(|s| CHAIN.iter().all(|p| s.has(p)) && s.has("host-local"))
+    {
+        eprintln!("measuring the five-plugin chain with the firewall's iptables backend ...");
+        for f in chain(&sides, &o, FirewallBackend::Iptables) {
             report.push(f);
         }
     }

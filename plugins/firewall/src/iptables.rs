@@ -1,6 +1,8 @@
 //! The iptables backend: the reference plugin's chains, by running the
 //! `iptables`/`ip6tables` binaries (the only place the plugin spawns
-//! processes).
+//! processes). Each call and IP version reads the table once (`-S`) and
+//! changes it with one `iptables-restore --noflush` (where the reference
+//! runs one process per rule), so the change is also all-or-nothing.
 //!
 //! ```text
 //! -A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD
@@ -161,23 +163,33 @@ fn present_variant(nft: &Nft, v: IpVersion) -> CniResult<Option<Variant>> {
     Ok(None)
 }
 
-/// One binary for one IP version.
+/// The binaries of one IP version: `iptables` to read the table,
+/// `iptables-restore` to change it in one process per call.
 #[derive(Debug, Clone)]
 pub struct Tool {
     pub version: IpVersion,
     pub bin: PathBuf,
+    pub restore: PathBuf,
 }
 
 fn tool(v: IpVersion, variant: Variant) -> CniResult<Tool> {
-    let bin = find_bin(variant.binary(v))
-        .or_else(|| find_bin(Variant::Default.binary(v)))
+    let found = |x: Variant| {
+        let name = x.binary(v);
+        Some((find_bin(name)?, find_bin(&format!("{name}-restore"))?))
+    };
+    let (bin, restore) = found(variant)
+        .or_else(|| found(Variant::Default))
         .ok_or_else(|| {
             Error::io(format!(
-                "firewall backend iptables: {} not found",
+                "firewall backend iptables: {0} or {0}-restore not found",
                 variant.binary(v)
             ))
         })?;
-    Ok(Tool { version: v, bin })
+    Ok(Tool {
+        version: v,
+        bin,
+        restore,
+    })
 }
 
 /// Whether the `FORWARD` chain's policy is DROP.
@@ -378,6 +390,115 @@ pub fn pod_spec(t: &Tag) -> Vec<String> {
     }
 }
 
+/// Quotes one argument for `iptables-restore`, which splits lines on
+/// whitespace and honours double quotes.
+fn restore_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && !arg
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    {
+        return arg.to_string();
+    }
+    let mut q = String::with_capacity(arg.len() + 2);
+    q.push('"');
+    for c in arg.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
+/// The changes of one call to the `filter` table, applied by one
+/// `iptables-restore --noflush` process: all of them or none.
+#[derive(Debug, Default)]
+struct Script {
+    lines: Vec<String>,
+}
+
+impl Script {
+    fn push(&mut self, op: &[&str], spec: &[String]) {
+        let mut line: Vec<String> = op.iter().map(|a| restore_quote(a)).collect();
+        line.extend(spec.iter().map(|a| restore_quote(a)));
+        self.lines.push(line.join(" "));
+    }
+
+    /// `-N` rather than a `:CHAIN` declaration: with `--noflush` a
+    /// declaration flushes a chain that a concurrent call created since
+    /// our listing, while `-N` fails and the call retries on a new listing.
+    fn ensure_chain(&mut self, l: &Listing, chain: &str) {
+        if !l.chains.contains(chain) {
+            self.push(&["-N", chain], &[]);
+        }
+    }
+
+    fn ensure_first(&mut self, l: &Listing, chain: &str, pos: usize, spec: Vec<String>) {
+        if !l.has_bare(chain, &strip_comment(&spec)) {
+            self.push(&["-I", chain, &pos.to_string()], &spec);
+        }
+    }
+
+    fn ensure_last(&mut self, l: &Listing, chain: &str, spec: Vec<String>) {
+        if !l.has_bare(chain, &strip_comment(&spec)) {
+            self.push(&["-A", chain], &spec);
+        }
+    }
+
+    fn isolation(&mut self, l: &Listing, bridge: &str, policy: Policy) {
+        let comment = format!(
+            "CNI firewall plugin rules (ingressPolicy: {})",
+            policy.as_str()
+        );
+        self.ensure_chain(l, STAGE1);
+        self.ensure_chain(l, STAGE2);
+        if l.jump_pos(FORWARD, STAGE1).is_none() {
+            self.push(
+                &["-I", FORWARD, "1"],
+                &with_comment(s(&["-j", STAGE1]), &comment),
+            );
+        }
+        let c = |spec: &[&str]| with_comment(s(spec), &comment);
+        self.ensure_first(
+            l,
+            STAGE1,
+            1,
+            c(&["-i", bridge, "!", "-o", bridge, "-j", STAGE2]),
+        );
+        if policy == Policy::Isolated {
+            self.ensure_first(l, STAGE1, 1, c(&["-i", bridge, "-o", bridge, "-j", "DROP"]));
+        }
+        self.ensure_last(l, STAGE1, c(&["-j", "RETURN"]));
+        self.ensure_first(l, STAGE2, 1, c(&["-o", bridge, "-j", "DROP"]));
+        self.ensure_last(l, STAGE2, c(&["-j", "RETURN"]));
+    }
+
+    fn remove_in(&mut self, l: &Listing, gone: &dyn Fn(&Tag) -> bool) {
+        for r in l.in_chain(CNI_FORWARD) {
+            if r.comment().and_then(Tag::parse).is_some_and(|t| gone(&t)) {
+                self.push(&["-D", CNI_FORWARD], &r.spec);
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut t = String::from("*filter\n");
+        for l in &self.lines {
+            t.push_str(l);
+            t.push('\n');
+        }
+        t.push_str("COMMIT\n");
+        t
+    }
+}
+
+/// How often a call re-reads the table when a concurrent call changed it
+/// between our listing and our restore (a chain we create appeared, a rule
+/// we delete went).
+const RESTORE_TRIES: usize = 5;
+
 impl Tool {
     fn run(&self, args: &[&str]) -> CniResult<String> {
         let out = Command::new(&self.bin)
@@ -395,75 +516,63 @@ impl Tool {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn run_spec(&self, op: &[&str], spec: &[String]) -> CniResult<()> {
-        let mut args: Vec<&str> = vec!["-w", "-t", "filter"];
-        args.extend_from_slice(op);
-        args.extend(spec.iter().map(String::as_str));
-        self.run(&args).map(|_| ())
-    }
-
     fn listing(&self) -> CniResult<Listing> {
         Ok(Listing::parse(&self.run(&["-w", "-t", "filter", "-S"])?))
     }
 
-    fn ensure_chain(&self, l: &Listing, chain: &str) -> CniResult<()> {
-        if l.chains.contains(chain) {
-            return Ok(());
+    fn apply(&self, script: &Script) -> CniResult<()> {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = Command::new(&self.restore)
+            .args(["-w", "--noflush"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("failed to run {}: {e}", self.restore.display())))?;
+        let text = script.text();
+        let written = child
+            .stdin
+            .take()
+            .map(|mut stdin| stdin.write_all(text.as_bytes()));
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io(format!("failed to run {}: {e}", self.restore.display())))?;
+        if let Some(Err(e)) = written {
+            return Err(Error::io(format!(
+                "failed to write to {}: {e}",
+                self.restore.display()
+            )));
         }
-        match self.run(&["-w", "-t", "filter", "-N", chain]) {
-            // A concurrent call created it first.
-            Err(e) if e.msg.contains("exists") => Ok(()),
-            other => other.map(|_| ()),
+        if !out.status.success() {
+            return Err(Error::io(format!(
+                "`{} -w --noflush` failed on\n{}: {}",
+                self.restore.display(),
+                text.trim_end(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
+        Ok(())
     }
 
-    fn ensure_first(
-        &self,
-        l: &Listing,
-        chain: &str,
-        pos: usize,
-        spec: Vec<String>,
-    ) -> CniResult<()> {
-        if l.has_bare(chain, &strip_comment(&spec)) {
-            return Ok(());
+    /// Lists the table, builds the changes against that listing and
+    /// applies them in one process; a failure is retried on a fresh
+    /// listing, since a concurrent call may have changed the table.
+    fn change(&self, build: &dyn Fn(&Listing, &mut Script)) -> CniResult<()> {
+        let mut last = None;
+        for _ in 0..RESTORE_TRIES {
+            let l = self.listing()?;
+            let mut script = Script::default();
+            build(&l, &mut script);
+            if script.lines.is_empty() {
+                return Ok(());
+            }
+            match self.apply(&script) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
         }
-        let p = pos.to_string();
-        self.run_spec(&["-I", chain, &p], &spec)
-    }
-
-    fn ensure_last(&self, l: &Listing, chain: &str, spec: Vec<String>) -> CniResult<()> {
-        if l.has_bare(chain, &strip_comment(&spec)) {
-            return Ok(());
-        }
-        self.run_spec(&["-A", chain], &spec)
-    }
-
-    fn isolation(&self, l: &Listing, bridge: &str, policy: Policy) -> CniResult<()> {
-        let comment = format!(
-            "CNI firewall plugin rules (ingressPolicy: {})",
-            policy.as_str()
-        );
-        self.ensure_chain(l, STAGE1)?;
-        self.ensure_chain(l, STAGE2)?;
-        if l.jump_pos(FORWARD, STAGE1).is_none() {
-            self.run_spec(
-                &["-I", FORWARD, "1"],
-                &with_comment(s(&["-j", STAGE1]), &comment),
-            )?;
-        }
-        let c = |spec: &[&str]| with_comment(s(spec), &comment);
-        self.ensure_first(
-            l,
-            STAGE1,
-            1,
-            c(&["-i", bridge, "!", "-o", bridge, "-j", STAGE2]),
-        )?;
-        if policy == Policy::Isolated {
-            self.ensure_first(l, STAGE1, 1, c(&["-i", bridge, "-o", bridge, "-j", "DROP"]))?;
-        }
-        self.ensure_last(l, STAGE1, c(&["-j", "RETURN"]))?;
-        self.ensure_first(l, STAGE2, 1, c(&["-o", bridge, "-j", "DROP"]))?;
-        self.ensure_last(l, STAGE2, c(&["-j", "RETURN"]))
+        Err(last.unwrap_or_else(|| Error::io("iptables-restore failed")))
     }
 
     fn add(&self, pod: &Pod, admin: &str) -> CniResult<()> {
@@ -472,48 +581,36 @@ impl Tool {
             .into_iter()
             .filter(|t| IpVersion::of(t.ip) == self.version)
             .collect();
-        let l = self.listing()?;
-        self.ensure_chain(&l, CNI_FORWARD)?;
-        self.ensure_chain(&l, admin)?;
-        if l.jump_pos(FORWARD, CNI_FORWARD).is_none() {
-            // After the isolation jump, which must see packets first.
-            let pos = l.jump_pos(FORWARD, STAGE1).map_or(1, |p| p + 1);
-            self.run_spec(
-                &["-I", FORWARD, &pos.to_string()],
-                &with_comment(s(&["-j", CNI_FORWARD]), FORWARD_COMMENT),
-            )?;
-        }
-        if l.jump_pos(CNI_FORWARD, admin).is_none() {
-            self.run_spec(
-                &["-I", CNI_FORWARD, "1"],
-                &with_comment(s(&["-j", admin]), ADMIN_COMMENT),
-            )?;
-        }
-        // A repeated ADD replaces the attachment's rules.
-        self.remove_in(&l, &|t| pod.owner.owns(t))?;
-        for t in &tags {
-            self.run_spec(&["-A", CNI_FORWARD], &pod_spec(t))?;
-        }
-        if let Some(br) = &pod.bridge {
-            self.isolation(&self.listing()?, br, pod.policy)?;
-        }
-        Ok(())
+        self.change(&|l, sc| {
+            sc.ensure_chain(l, CNI_FORWARD);
+            sc.ensure_chain(l, admin);
+            if l.jump_pos(FORWARD, CNI_FORWARD).is_none() {
+                // After the isolation jump, which must see packets first.
+                let pos = l.jump_pos(FORWARD, STAGE1).map_or(1, |p| p + 1);
+                sc.push(
+                    &["-I", FORWARD, &pos.to_string()],
+                    &with_comment(s(&["-j", CNI_FORWARD]), FORWARD_COMMENT),
+                );
+            }
+            if l.jump_pos(CNI_FORWARD, admin).is_none() {
+                sc.push(
+                    &["-I", CNI_FORWARD, "1"],
+                    &with_comment(s(&["-j", admin]), ADMIN_COMMENT),
+                );
+            }
+            // A repeated ADD replaces the attachment's rules.
+            sc.remove_in(l, &|t| pod.owner.owns(t));
+            for t in &tags {
+                sc.push(&["-A", CNI_FORWARD], &pod_spec(t));
+            }
+            if let Some(br) = &pod.bridge {
+                sc.isolation(l, br, pod.policy);
+            }
+        })
     }
 
-    fn remove_in(&self, l: &Listing, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
-        for r in l.in_chain(CNI_FORWARD) {
-            let Some(t) = r.comment().and_then(Tag::parse) else {
-                continue;
-            };
-            if gone(&t) {
-                match self.run_spec(&["-D", CNI_FORWARD], &r.spec) {
-                    // Gone meanwhile (a concurrent DEL).
-                    Err(e) if e.msg.contains("does a matching rule exist") => {}
-                    other => other?,
-                }
-            }
-        }
-        Ok(())
+    fn remove(&self, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
+        self.change(&|l, sc| sc.remove_in(l, gone))
     }
 
     fn check(&self, pod: &Pod, admin: &str) -> CniResult<()> {
@@ -640,8 +737,7 @@ impl Backend for IptBackend {
     fn remove(&self, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
         let mut errors = Vec::new();
         for t in &self.tools {
-            let r = t.listing().and_then(|l| t.remove_in(&l, gone));
-            if let Err(e) = r {
+            if let Err(e) = t.remove(gone) {
                 errors.push(e.msg);
             }
         }
@@ -699,6 +795,23 @@ mod tests {
         let t = Tag::parse("rcni-fw:n:c:eth0:open:-:out:10.0.0.2").expect("tag");
         let spec = pod_spec(&t);
         assert_eq!(l.in_chain(CNI_FORWARD).nth(1).map(|r| &r.spec), Some(&spec));
+    }
+
+    #[test]
+    fn restore_script_quotes_and_skips_what_exists() {
+        assert_eq!(restore_quote("ACCEPT"), "ACCEPT");
+        assert_eq!(restore_quote("a b"), "\"a b\"");
+        assert_eq!(restore_quote("x\"y"), "\"x\\\"y\"");
+        assert_eq!(restore_quote(""), "\"\"");
+        let l = Listing::parse("-N CNI-FORWARD\n-A CNI-FORWARD -s 10.0.0.2/32 -m comment --comment \"rcni-fw:n:c:eth0:open:-:out:10.0.0.2\" -j ACCEPT\n");
+        let mut sc = Script::default();
+        sc.ensure_chain(&l, CNI_FORWARD);
+        sc.ensure_chain(&l, "CNI-ADMIN");
+        sc.remove_in(&l, &|t| t.ip.to_string() == "10.0.0.2");
+        assert_eq!(
+            sc.text(),
+            "*filter\n-N CNI-ADMIN\n-D CNI-FORWARD -s 10.0.0.2/32 -m comment --comment rcni-fw:n:c:eth0:open:-:out:10.0.0.2 -j ACCEPT\nCOMMIT\n"
+        );
     }
 
     #[test]

@@ -282,15 +282,14 @@ fn choose(conf: &Conf, nft: Nft, versions: &[IpVersion]) -> CniResult<Box<dyn Ba
 fn remove_everywhere(conf: &Conf, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
     let nft = open_nft()?;
     let mut errors: Vec<String> = Vec::new();
+    // Rules of ours can only exist where iptables state exists (seen through
+    // nf_tables or the legacy table list), so even with `backend: iptables`
+    // an IP version without any is not listed: one process less per DEL.
     let ipt = match conf.backend {
         BackendKind::Nftables => None,
-        BackendKind::Iptables => Some(iptables::IptBackend::select(
-            &nft,
-            &conf.admin_chain,
-            &[IpVersion::V4, IpVersion::V6],
-            None,
-        )),
-        BackendKind::Auto => iptables::IptBackend::in_use(&nft, &conf.admin_chain).map(Ok),
+        BackendKind::Iptables | BackendKind::Auto => {
+            iptables::IptBackend::in_use(&nft, &conf.admin_chain).map(Ok::<_, Error>)
+        }
     };
     if let Err(e) = nftables::NftBackend::new(nft).remove(gone) {
         errors.push(e.msg);
