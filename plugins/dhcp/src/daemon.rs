@@ -203,7 +203,8 @@ impl Daemon {
     }
 
     fn conf(req: &Request) -> Result<NetConf, Error> {
-        serde_json::from_value(req.config.clone()).map_err(|e| {
+        // `null` members read as absent, as in every plugin's config.
+        cni_spec::json::from_value(req.config.clone()).map_err(|e| {
             err(
                 ErrorCode::InvalidConfig,
                 format!("error parsing netconf: {e}"),
