@@ -322,3 +322,38 @@ fn interop_with_the_reference_both_ways() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Lax address spellings are refused with code 7 naming the field, and
+/// nothing is allocated: a /0 subnet, leading zeros, surrounding spaces.
+#[test]
+fn lax_address_spellings_are_refused() {
+    let bin = bin();
+    let node = TestNs::new("hlx");
+    let data = TempDir::new("hlx");
+    for subnet in [
+        "0.0.0.0/0",
+        "::/0",
+        "010.001.000.000/24",
+        " 10.78.0.0/24",
+        "10.78.0.0/24 ",
+    ] {
+        let c = conf("1.0.0", "hlx", data.path(), subnet);
+        let add = Call::new("ADD", "ctr-x", &node.path(), &c);
+        let out = run_plugin(bin.path(), "host-local", &add, Some(node.ns()));
+        assert_eq!(out.err_code(), 7, "{subnet:?}: {}", out.stdout);
+        assert!(out.stdout.contains("subnet"), "{subnet:?}: {}", out.stdout);
+    }
+    let c = format!(
+        r#"{{"cniVersion":"1.0.0","name":"hlx","type":"bridge","ipam":{{"type":"host-local","subnet":"10.78.0.0/24","rangeStart":"10.78.0.010","dataDir":"{}"}}}}"#,
+        data.path().display()
+    );
+    let add = Call::new("ADD", "ctr-x", &node.path(), &c);
+    let out = run_plugin(bin.path(), "host-local", &add, Some(node.ns()));
+    assert_eq!(out.err_code(), 7, "{}", out.stdout);
+    assert!(out.stdout.contains("rangeStart"), "{}", out.stdout);
+    let left: Vec<String> = files(&data.path().join("hlx"))
+        .into_iter()
+        .filter(|f| f.contains('.') && !f.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "nothing allocated: {left:?}");
+}
