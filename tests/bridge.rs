@@ -820,3 +820,45 @@ fn ten_thousand_character_container_id() {
         .unwrap_or_default();
     assert!(left.is_empty(), "records left: {left:?}");
 }
+
+/// Under umask 000 the bridge's stateDir (its directories, attachment
+/// records, lock and masq-subnets) is still private: directories 0700 (or
+/// 0755 for parents it had to make), files 0600. Nothing is group- or
+/// world-writable.
+#[test]
+fn state_dir_modes_do_not_depend_on_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("bru");
+    let state = env.state_dir.path().join("deep/state");
+    let mut conf = env.conf(
+        "1.1.0",
+        "10.34.0.0/24",
+        json!({"isGateway": true, "ipMasq": true}),
+    );
+    conf["stateDir"] = json!(state);
+    let pod = TestNs::new("bru");
+    let call = Call::new("ADD", "ctr-u", &pod.path(), &conf.to_string()).umask(0);
+    env.call_with(call).ok();
+    let mode = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let netdir = state.join(&env.net);
+    assert_eq!(mode(&env.state_dir.path().join("deep")), 0o755);
+    assert_eq!(mode(&state), 0o755);
+    assert_eq!(mode(&netdir), 0o700);
+    let files: Vec<PathBuf> = std::fs::read_dir(&netdir)
+        .expect("records")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(files.len() >= 3, "lock, record, masq-subnets: {files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{f:?}");
+    }
+    let call = Call::new("DEL", "ctr-u", &pod.path(), &conf.to_string()).umask(0);
+    env.call_with(call).ok();
+}

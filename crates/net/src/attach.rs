@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Default root: on tmpfs, because the records mirror kernel state (links,
@@ -21,6 +22,37 @@ const PREFIX: &str = "att.";
 const RECORD_ID_MAX: usize = 200;
 /// The line of a record that holds a long container id in full.
 const ID_LINE: &str = "id:";
+
+/// Creates `dir` as private state (0700) and its missing parents 0755,
+/// whatever the umask (the modes asked for carry no group or world write
+/// bit, which a umask can only take away).
+pub(crate) fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates (or truncates) a private state file, mode 0600 whatever the
+/// umask.
+pub(crate) fn private_file(p: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+}
 
 /// One attachment as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,10 +89,11 @@ impl Attachments {
 
     /// Takes the network's lock (creating the directory).
     pub fn lock(&self) -> Result<Lock> {
-        std::fs::create_dir_all(&self.dir)
+        make_private_dir(&self.dir)
             .map_err(|e| Error::io(format!("create {}", self.dir.display()), e))?;
         let p = self.dir.join("lock");
         let f = OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -102,7 +135,7 @@ impl Attachments {
             p.file_name().and_then(|n| n.to_str()).unwrap_or("att")
         ));
         let mut f =
-            File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+            private_file(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
         f.write_all(body.join("\n").as_bytes())
             .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
         std::fs::rename(&tmp, &p).map_err(|e| Error::io(format!("rename {}", p.display()), e))
