@@ -25,6 +25,14 @@ pub struct Opts {
     pub broadcast: bool,
     pub timeout: Duration,
     pub resend_max: Duration,
+    /// Mode of the socket the daemon binds (`-socketmode`, octal): root
+    /// only unless configured otherwise.
+    pub socket_mode: u32,
+    /// Connections served at once (`-maxconns`); more are refused at once.
+    pub max_conns: usize,
+    /// How long a connection may take to send its request line
+    /// (`-readtimeout`); an idle client is then closed.
+    pub read_timeout: Duration,
 }
 
 impl Default for Opts {
@@ -36,6 +44,9 @@ impl Default for Opts {
             broadcast: false,
             timeout: Duration::from_secs(10),
             resend_max: Duration::from_secs(62),
+            socket_mode: 0o600,
+            max_conns: 128,
+            read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -112,6 +123,25 @@ pub fn parse_flags(args: &[String]) -> Result<Opts, String> {
             "hostprefix" => o.hostprefix = value,
             "timeout" => o.timeout = parse_duration(&value)?,
             "resendmax" => o.resend_max = parse_duration(&value)?,
+            "socketmode" => {
+                o.socket_mode = u32::from_str_radix(&value, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| format!("invalid value {value:?} for -socketmode"))?
+            }
+            "maxconns" => {
+                o.max_conns = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("invalid value {value:?} for -maxconns"))?
+            }
+            "readtimeout" => {
+                o.read_timeout = parse_duration(&value)?;
+                if o.read_timeout.is_zero() {
+                    return Err("-readtimeout must be above 0".into());
+                }
+            }
             _ => return Err(format!("flag provided but not defined: -{name}")),
         }
         i += 1;
@@ -377,7 +407,14 @@ impl Daemon {
         Ok(())
     }
 
-    fn serve_conn(&self, stream: UnixStream) {
+    fn serve_conn(&self, stream: UnixStream, read_timeout: Duration) {
+        // An idle or slow client is closed rather than holding a thread.
+        let _ = stream.set_read_timeout(Some(read_timeout));
+        let _ = stream.set_write_timeout(Some(read_timeout));
+        if let Err(e) = peer_allowed(&stream) {
+            refuse(&stream, e);
+            return;
+        }
         let mut line = String::new();
         let mut r = BufReader::new((&stream).take(MAX_LINE));
         if r.read_line(&mut line).is_err() {
@@ -403,9 +440,115 @@ impl Daemon {
     }
 }
 
+/// Only root (and the daemon's own user) may make the daemon run DHCP on
+/// a namespace and interface of its choosing: the peer's credentials come
+/// from the kernel (SO_PEERCRED), not from anything the peer says.
+fn peer_allowed(stream: &UnixStream) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt fills `cred` (of the size given) on our own fd.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(err(
+            ErrorCode::TryAgainLater,
+            format!(
+                "cannot read the caller's credentials: {}",
+                std::io::Error::last_os_error()
+            ),
+        ));
+    }
+    // SAFETY: trivial syscall.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid == 0 || cred.uid == me {
+        return Ok(());
+    }
+    Err(err(
+        ErrorCode::Io,
+        format!(
+            "permission denied: uid {} may not use the DHCP daemon (root only)",
+            cred.uid
+        ),
+    ))
+}
+
+/// Answers a connection with an error and closes it.
+fn refuse(stream: &UnixStream, e: Error) {
+    let reply = Reply {
+        lease: None,
+        error: Some(e),
+    };
+    if let Ok(mut out) = serde_json::to_vec(&reply) {
+        out.push(b'\n');
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = (&*stream).write_all(&out);
+    }
+}
+
+/// The accept loop's answer to running out of descriptors (or memory):
+/// wait, doubling up to a second, and log one line per burst rather than
+/// one per failed accept.
+#[derive(Default)]
+struct Backoff {
+    failures: u64,
+    delay: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// An accept failed with `e`: logs (once per burst) and sleeps.
+    fn failed(&mut self, e: &std::io::Error) {
+        if self.failures == 0 {
+            log(&format!("accept: {e}; backing off until it recovers"));
+        }
+        self.failures += 1;
+        self.delay = if self.delay.is_zero() {
+            Self::FIRST
+        } else {
+            (self.delay * 2).min(Self::MAX)
+        };
+        std::thread::sleep(self.delay);
+    }
+
+    /// An accept succeeded: ends a burst (with one line saying so).
+    fn ok(&mut self) {
+        if self.failures > 0 {
+            log(&format!(
+                "accept recovered after {} failed attempts",
+                self.failures
+            ));
+        }
+        self.failures = 0;
+        self.delay = Duration::ZERO;
+    }
+}
+
+/// Counts a connection being served; the count drops with the guard.
+struct ConnGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The listener: inherited from systemd socket activation, else bound at
 /// `path` (a stale socket nobody answers on is replaced).
-fn listener(path: &Path) -> Result<(UnixListener, bool), String> {
+fn listener(path: &Path, mode: u32) -> Result<(UnixListener, bool), String> {
     let pid_ok = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
@@ -438,9 +581,15 @@ fn listener(path: &Path) -> Result<(UnixListener, bool), String> {
         }
         let _ = std::fs::remove_file(path);
     }
-    UnixListener::bind(path)
-        .map(|l| (l, true))
-        .map_err(|e| format!("Error getting listener: listen {}: {e}", path.display()))
+    let l = UnixListener::bind(path)
+        .map_err(|e| format!("Error getting listener: listen {}: {e}", path.display()))?;
+    // Explicit, whatever the umask: root only unless configured otherwise.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    }
+    Ok((l, true))
 }
 
 /// Blocks SIGINT/SIGTERM for every thread and returns the set, so one
@@ -485,7 +634,7 @@ pub fn main(args: &[String]) -> i32 {
     }
     let sigs = block_signals();
     let path = PathBuf::from(format!("{}{}", opts.hostprefix, opts.socket_path));
-    let (l, owned) = match listener(&path) {
+    let (l, owned) = match listener(&path, opts.socket_mode) {
         Ok(x) => x,
         Err(e) => {
             log(&e);
@@ -510,19 +659,46 @@ pub fn main(args: &[String]) -> i32 {
             std::process::exit(0);
         });
     log(&format!("listening on {}", path.display()));
+    let (max_conns, read_timeout) = (opts.max_conns, opts.read_timeout);
     let d = Arc::new(Daemon::new(opts));
-    for conn in l.incoming() {
-        match conn {
-            Ok(s) => {
-                let d = d.clone();
-                let _ = std::thread::Builder::new()
-                    .name("dhcp-conn".into())
-                    .spawn(move || d.serve_conn(s));
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut backoff = Backoff::default();
+    loop {
+        let s = match l.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM, ...: the pending
+                // connection stays queued; retrying at once would spin.
+                backoff.failed(&e);
+                continue;
             }
-            Err(e) => log(&format!("accept: {e}")),
+        };
+        backoff.ok();
+        if active.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= max_conns {
+            active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            refuse(
+                &s,
+                err(
+                    ErrorCode::TryAgainLater,
+                    format!("the DHCP daemon is serving {max_conns} connections; try again"),
+                ),
+            );
+            continue;
+        }
+        let guard = ConnGuard(active.clone());
+        let d = d.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dhcp-conn".into())
+            .spawn(move || {
+                let _guard = guard;
+                d.serve_conn(s, read_timeout)
+            });
+        if let Err(e) = spawned {
+            // The closure (and with it the stream and the guard) is gone.
+            backoff.failed(&e);
         }
     }
-    0
 }
 
 #[cfg(test)]
