@@ -5,6 +5,7 @@ use crate::lease::{self, Cmd, RealClock, Shared, State};
 use crate::link::LinkExchange;
 use crate::options::{self, NetConf};
 use crate::proto::{Lease, Method, Reply, Request, MAX_LINE};
+use crate::store::{Record, Store};
 use crate::Exchange;
 use cni_spec::{Error, ErrorCode};
 use std::collections::HashMap;
@@ -33,6 +34,10 @@ pub struct Opts {
     /// How long a connection may take to send its request line
     /// (`-readtimeout`); an idle client is then closed.
     pub read_timeout: Duration,
+    /// Where leases are kept across restarts (`-statedir`); empty: the
+    /// directory `dhcp-leases` beside the socket (on /run by default: a
+    /// reboot ends the pods, and their leases with them).
+    pub state_dir: String,
 }
 
 impl Default for Opts {
@@ -47,6 +52,7 @@ impl Default for Opts {
             socket_mode: 0o600,
             max_conns: 128,
             read_timeout: Duration::from_secs(10),
+            state_dir: String::new(),
         }
     }
 }
@@ -121,6 +127,7 @@ pub fn parse_flags(args: &[String]) -> Result<Opts, String> {
             "socketpath" => o.socket_path = value,
             "pidfile" => o.pidfile = value,
             "hostprefix" => o.hostprefix = value,
+            "statedir" => o.state_dir = value,
             "timeout" => o.timeout = parse_duration(&value)?,
             "resendmax" => o.resend_max = parse_duration(&value)?,
             "socketmode" => {
@@ -153,6 +160,7 @@ pub fn parse_flags(args: &[String]) -> Result<Opts, String> {
 }
 
 struct Held {
+    id: String,
     shared: Arc<Mutex<Shared>>,
     tx: Sender<Cmd>,
     thread: Option<JoinHandle<()>>,
@@ -198,6 +206,7 @@ pub struct Daemon {
     /// Keyed by client id; a slot's own lock serialises calls for one
     /// attachment while others proceed.
     slots: Mutex<HashMap<String, Slot>>,
+    store: Store,
 }
 
 fn log(msg: &str) {
@@ -210,9 +219,129 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
 
 impl Daemon {
     pub fn new(opts: Opts) -> Daemon {
+        let dir = if opts.state_dir.is_empty() {
+            let sock = PathBuf::from(format!("{}{}", opts.hostprefix, opts.socket_path));
+            sock.parent()
+                .unwrap_or(Path::new("/run/cni"))
+                .join("dhcp-leases")
+        } else {
+            PathBuf::from(&opts.state_dir)
+        };
         Daemon {
             opts,
             slots: Mutex::new(HashMap::new()),
+            store: Store::new(dir),
+        }
+    }
+
+    /// The exchange of one lease, in the pod's namespace.
+    fn exchange(
+        &self,
+        id: &str,
+        netns: &str,
+        ifname: &str,
+        opts: options::Options,
+    ) -> Result<LinkExchange, Error> {
+        let ns_path = format!("{}{}", self.opts.hostprefix, netns);
+        let ns = netns::NetNs::open(&ns_path).map_err(|e| {
+            err(
+                ErrorCode::Io,
+                format!("{id}: failed to open netns {ns_path:?}: {e}"),
+            )
+        })?;
+        let mut client_id = vec![0u8];
+        client_id.extend_from_slice(id.as_bytes());
+        Ok(LinkExchange {
+            ns: Arc::new(ns),
+            ifname: ifname.to_string(),
+            client_id,
+            opts,
+            timeout: self.opts.timeout,
+            resend_max: self.opts.resend_max,
+            broadcast: self.opts.broadcast,
+        })
+    }
+
+    /// Starts the maintenance thread of a lease; every new ACK is saved.
+    fn hold(
+        &self,
+        mut ex: LinkExchange,
+        clock: RealClock,
+        shared: Shared,
+        mut record: Record,
+    ) -> Result<Held, Error> {
+        record.set_lease(&shared, lease::Clock::now(&clock));
+        if let Err(e) = self.store.save(&record) {
+            log(&format!(
+                "{}: cannot save the lease in {}: {e}",
+                record.id,
+                self.store.dir().display()
+            ));
+        }
+        let shared = Arc::new(Mutex::new(shared));
+        let (tx, rx) = channel();
+        let sh = shared.clone();
+        let store = self.store.clone();
+        let held_record = record.clone();
+        let thread = std::thread::Builder::new()
+            .name("dhcp-lease".into())
+            .spawn(move || {
+                let tag = record.id.clone();
+                let say = |m: &str| log(&format!("{tag}: {m}"));
+                let save = |now: &Shared| {
+                    let mut r = record.clone();
+                    r.set_lease(now, lease::Clock::now(&clock));
+                    if let Err(e) = store.save(&r) {
+                        say(&format!("cannot save the lease: {e}"));
+                    }
+                };
+                lease::maintain(&sh, &mut ex, &clock, &rx, &say, &save);
+            })
+            .map_err(|e| Error::internal(format!("spawn lease thread: {e}")))?;
+        Ok(Held {
+            id: held_record.id,
+            shared,
+            tx,
+            thread: Some(thread),
+            network: held_record.network,
+            container_id: held_record.container_id,
+            ifname: held_record.ifname,
+        })
+    }
+
+    /// Resumes the leases a previous daemon saved: each keeps its renewal
+    /// timer and is released by DEL as if never interrupted. A lease that
+    /// expired meanwhile, or whose namespace is gone, is dropped.
+    pub fn restore(&self) {
+        for r in self.store.load() {
+            let clock = RealClock::new();
+            let Some(shared) = r.shared(lease::Clock::now(&clock)) else {
+                log(&format!("{}: saved lease has expired, dropping it", r.id));
+                self.store.remove(&r.id);
+                continue;
+            };
+            let resumed = cni_spec::json::from_value::<NetConf>(r.config.clone())
+                .map_err(|e| err(ErrorCode::InvalidConfig, e.to_string()))
+                .and_then(|conf| {
+                    options::prepare(&r.args, &conf.ipam.clone().unwrap_or_default())
+                        .map_err(|e| err(ErrorCode::InvalidConfig, e))
+                })
+                .and_then(|opts| self.exchange(&r.id, &r.netns, &r.ifname, opts))
+                .and_then(|ex| self.hold(ex, clock, shared, r.clone()));
+            match resumed {
+                Ok(h) => {
+                    log(&format!("{}: resumed saved lease", r.id));
+                    if let Some(slot) = self.slot(&r.id, true) {
+                        if let Ok(mut g) = slot.lock() {
+                            *g = Some(h);
+                        }
+                    }
+                }
+                Err(e) => {
+                    log(&format!("{}: cannot resume saved lease: {}", r.id, e.msg));
+                    self.store.remove(&r.id);
+                }
+            }
         }
     }
 
@@ -272,24 +401,7 @@ impl Daemon {
             h.stop(Cmd::Forget);
             *held = None;
         }
-        let ns_path = format!("{}{}", self.opts.hostprefix, req.netns);
-        let ns = netns::NetNs::open(&ns_path).map_err(|e| {
-            err(
-                ErrorCode::Io,
-                format!("{id}: failed to open netns {ns_path:?}: {e}"),
-            )
-        })?;
-        let mut client_id = vec![0u8];
-        client_id.extend_from_slice(id.as_bytes());
-        let mut ex = LinkExchange {
-            ns: Arc::new(ns),
-            ifname: req.ifname.clone(),
-            client_id,
-            opts,
-            timeout: self.opts.timeout,
-            resend_max: self.opts.resend_max,
-            broadcast: self.opts.broadcast,
-        };
+        let mut ex = self.exchange(&id, &req.netns, &req.ifname, opts)?;
         log(&format!("{id}: acquiring lease"));
         let ack = ex
             .acquire()
@@ -309,29 +421,25 @@ impl Daemon {
             ip.address,
             timers.expiry.saturating_sub(lease::Clock::now(&clock))
         ));
-        let shared = Arc::new(Mutex::new(Shared {
+        let shared = Shared {
             ack,
             timers,
             state: State::Bound,
-        }));
-        let (tx, rx) = channel();
-        let sh = shared.clone();
-        let tag = id.clone();
-        let thread = std::thread::Builder::new()
-            .name("dhcp-lease".into())
-            .spawn(move || {
-                let say = |m: &str| log(&format!("{tag}: {m}"));
-                lease::maintain(&sh, &mut ex, &clock, &rx, &say);
-            })
-            .map_err(|e| Error::internal(format!("spawn lease thread: {e}")))?;
-        *held = Some(Held {
-            shared,
-            tx,
-            thread: Some(thread),
+        };
+        let record = Record {
+            id: id.clone(),
             network: conf.name.clone(),
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
-        });
+            netns: req.netns.clone(),
+            args: req.args.clone(),
+            config: req.config.clone(),
+            ack: String::new(),
+            t1_ms: 0,
+            t2_ms: 0,
+            expiry_ms: 0,
+        };
+        *held = Some(self.hold(ex, clock, shared, record)?);
         Ok(Lease {
             ip: Some(ip),
             routes,
@@ -372,6 +480,7 @@ impl Daemon {
         if let Ok(mut held) = slot.lock() {
             if let Some(mut h) = held.take() {
                 h.stop(Cmd::Release);
+                self.store.remove(&h.id);
                 log(&format!("{id}: lease released"));
             }
         }
@@ -661,6 +770,7 @@ pub fn main(args: &[String]) -> i32 {
     log(&format!("listening on {}", path.display()));
     let (max_conns, read_timeout) = (opts.max_conns, opts.read_timeout);
     let d = Arc::new(Daemon::new(opts));
+    d.restore();
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut backoff = Backoff::default();
     loop {
