@@ -736,7 +736,18 @@ pub fn main(args: &[String]) -> i32 {
             ));
             return 1;
         }
-        if let Err(e) = std::fs::write(&opts.pidfile, std::process::id().to_string()) {
+        // 0644 whatever the umask.
+        let written = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&opts.pidfile)
+                .and_then(|mut f| f.write_all(std::process::id().to_string().as_bytes()))
+        };
+        if let Err(e) = written {
             log(&format!("Error writing pidfile {:?}: {e}", opts.pidfile));
             return 1;
         }
