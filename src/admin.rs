@@ -154,7 +154,7 @@ fn write_default_conf(dir: &Path, subnet: &str) -> Result<Option<PathBuf>, Strin
     if net.is_err() {
         return Err(format!("--subnet {subnet:?} is not a CIDR"));
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    make_dirs(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let existing = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
         .flatten()
@@ -167,9 +167,43 @@ fn write_default_conf(dir: &Path, subnet: &str) -> Result<Option<PathBuf>, Strin
     }
     let path = dir.join("10-rcni.conflist");
     let body = default_conflist(subnet);
-    place(&path, |tmp| std::fs::write(tmp, &body))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    place(&path, |tmp| {
+        std::fs::write(tmp, &body)?;
+        set_mode(tmp, 0o644)
+    })
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(Some(path))
+}
+
+/// Creates `dir` and its missing parents, each exactly 0755 whatever the
+/// umask (a world-writable plugin directory would let any local user
+/// replace what root runs). Existing directories are left as they are.
+fn make_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        cur = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o755).create(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sets an explicit mode on a file just made (the umask narrows or widens
+/// what `create`/`copy` give).
+fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
 }
 
 /// Replaces `dst` atomically: build at a temporary name, then rename, so a
@@ -188,7 +222,7 @@ fn place(dst: &Path, make: impl Fn(&Path) -> std::io::Result<()>) -> std::io::Re
 
 fn install_into(dir: &Path, copy: bool) -> Result<usize, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    make_dirs(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let main = dir.join("rcni");
     let same = |a: &Path, b: &Path| {
         use std::os::unix::fs::MetadataExt;
@@ -196,13 +230,19 @@ fn install_into(dir: &Path, copy: bool) -> Result<usize, String> {
             (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino())
     };
     if !same(&exe, &main) {
-        place(&main, |tmp| std::fs::copy(&exe, tmp).map(|_| ()))
-            .map_err(|e| format!("cannot copy {} to {}: {e}", exe.display(), main.display()))?;
+        place(&main, |tmp| {
+            std::fs::copy(&exe, tmp)?;
+            set_mode(tmp, 0o755)
+        })
+        .map_err(|e| format!("cannot copy {} to {}: {e}", exe.display(), main.display()))?;
     }
     for (name, _) in PLUGINS {
         let dst = dir.join(name);
         let made = if copy {
-            place(&dst, |tmp| std::fs::copy(&main, tmp).map(|_| ()))
+            place(&dst, |tmp| {
+                std::fs::copy(&main, tmp)?;
+                set_mode(tmp, 0o755)
+            })
         } else {
             place(&dst, |tmp| std::os::unix::fs::symlink("rcni", tmp))
         };

@@ -750,3 +750,115 @@ fn bad_mac_refuses_add_but_not_del() {
     assert!(env.allocated().is_empty());
     assert!(veth_names(&env.node).is_empty());
 }
+
+fn spoof_rules(node: &TestNs) -> usize {
+    let out = testutil::command_in(Some(node.ns()), "nft")
+        .args(["list", "table", "bridge", "rcni-macspoofchk"])
+        .output()
+        .expect("run nft");
+    String::from_utf8_lossy(&out.stdout)
+        .matches("ether saddr !=")
+        .count()
+}
+
+/// The spec sets no length limit on container ids: with a 10,000-character
+/// id, bridge with ipMasq and macspoofchk does ADD, CHECK, GC and DEL; ADD,
+/// DEL, ADD leaves one rule set; an id differing in its last character is
+/// a different attachment; nothing is left behind.
+#[test]
+fn ten_thousand_character_container_id() {
+    let env = Env::new("brl");
+    let conf = env.conf(
+        "1.1.0",
+        "10.33.0.0/24",
+        json!({"isGateway": true, "ipMasq": true, "macspoofchk": true}),
+    );
+    let pod = TestNs::new("brl");
+    let long = format!("L{}", "0123456789abcdef-_.".repeat(527))[..10_000].to_string();
+    let other = format!("{}Z", &long[..9_999]);
+    let r = env.call("ADD", &long, &pod.path(), &conf).ok();
+    env.call("DEL", &long, &pod.path(), &conf).ok();
+    let r2 = env.call("ADD", &long, &pod.path(), &conf).ok();
+    assert_eq!(spoof_rules(&env.node), 1, "ADD, DEL, ADD: one rule set");
+    assert!(masq_rules(&env.node).contains("masquerade"));
+    assert_eq!(env.allocated().len(), 1, "{:?} {r}", env.allocated());
+    let mut check = conf.clone();
+    check["prevResult"] = r2.clone();
+    env.call("CHECK", &long, &pod.path(), &check).ok();
+    // A DEL of the other id (no netns) touches nothing of this one.
+    let mut no_ns = Call::new("DEL", &other, Path::new(""), &conf.to_string());
+    no_ns.netns = String::new();
+    env.call_with(no_ns).ok();
+    assert_eq!(spoof_rules(&env.node), 1);
+    assert!(masq_rules(&env.node).contains("masquerade"));
+    // GC keeping it keeps everything.
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": long, "ifname": "eth0"}]);
+    env.call("GC", "", Path::new(""), &gc).ok();
+    assert_eq!(spoof_rules(&env.node), 1);
+    assert!(masq_rules(&env.node).contains("masquerade"));
+    assert_eq!(env.allocated().len(), 1);
+    env.call("DEL", &long, &pod.path(), &conf).ok();
+    env.call("DEL", &long, &pod.path(), &conf).ok();
+    assert_eq!(spoof_rules(&env.node), 0);
+    assert!(!masq_rules(&env.node).contains("masquerade"));
+    assert!(env.allocated().is_empty());
+    // GC without it removes it all too.
+    env.call("ADD", &long, &pod.path(), &conf).ok();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    env.call("GC", "", Path::new(""), &gc).ok();
+    assert_eq!(spoof_rules(&env.node), 0);
+    assert!(!masq_rules(&env.node).contains("masquerade"));
+    env.call("DEL", &long, &pod.path(), &conf).ok();
+    let left: Vec<String> = std::fs::read_dir(env.state_dir.path().join(&env.net))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "lock" && n != "masq-subnets")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "records left: {left:?}");
+}
+
+/// Under umask 000 the bridge's stateDir (its directories, attachment
+/// records, lock and masq-subnets) is still private: directories 0700 (or
+/// 0755 for parents it had to make), files 0600. Nothing is group- or
+/// world-writable.
+#[test]
+fn state_dir_modes_do_not_depend_on_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("bru");
+    let state = env.state_dir.path().join("deep/state");
+    let mut conf = env.conf(
+        "1.1.0",
+        "10.34.0.0/24",
+        json!({"isGateway": true, "ipMasq": true}),
+    );
+    conf["stateDir"] = json!(state);
+    let pod = TestNs::new("bru");
+    let call = Call::new("ADD", "ctr-u", &pod.path(), &conf.to_string()).umask(0);
+    env.call_with(call).ok();
+    let mode = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let netdir = state.join(&env.net);
+    assert_eq!(mode(&env.state_dir.path().join("deep")), 0o755);
+    assert_eq!(mode(&state), 0o755);
+    assert_eq!(mode(&netdir), 0o700);
+    let files: Vec<PathBuf> = std::fs::read_dir(&netdir)
+        .expect("records")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(files.len() >= 3, "lock, record, masq-subnets: {files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{f:?}");
+    }
+    let call = Call::new("DEL", "ctr-u", &pod.path(), &conf.to_string()).umask(0);
+    env.call_with(call).ok();
+}

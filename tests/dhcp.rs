@@ -503,3 +503,311 @@ fn lease_is_renewed_at_t1() {
         .ok();
     env.wait_lease(&ip, false);
 }
+
+/// A daemon of our own for the socket tests (no DHCP exchange happens, so
+/// no server is needed), started with `umask` and an optional descriptor
+/// limit; stderr goes to `log`.
+fn spawn_daemon(
+    node: &TestNs,
+    sock: &Path,
+    log: &Path,
+    flags: &[&str],
+    nofile: Option<u64>,
+) -> Proc {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = command_in(Some(node.ns()), env!("CARGO_BIN_EXE_rcni"));
+    cmd.args(["plugin", "dhcp", "daemon", "-socketpath"])
+        .arg(sock)
+        .args(flags)
+        .stderr(std::fs::File::create(log).expect("log"));
+    // SAFETY: umask and setrlimit are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(0);
+            if let Some(n) = nofile {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = Proc(Some(cmd.spawn().expect("spawn daemon")));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "daemon did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Bound and chmod'ed: wait until it answers.
+    while ask(sock, r#"{"method":"status"}"#).is_none() {
+        assert!(Instant::now() < deadline, "daemon did not answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// One request line, one reply line (None: no answer).
+fn ask(sock: &Path, line: &str) -> Option<String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    // A refusing daemon may answer and close before reading: the write can
+    // fail while the answer is already waiting to be read.
+    let _ = s.write_all(format!("{line}\n").as_bytes());
+    let mut reply = String::new();
+    std::io::BufReader::new(s).read_line(&mut reply).ok()?;
+    (!reply.is_empty()).then_some(reply)
+}
+
+/// Connects to `sock` as uid/gid 65534 from a forked child and asks for
+/// STATUS. Exit status: 10 connect refused by the file mode, 0 the daemon
+/// answered "permission denied", 20 it served the request, 30 other.
+fn ask_as_nobody(sock: &Path) -> i32 {
+    let path = std::ffi::CString::new(sock.as_os_str().as_encoded_bytes()).expect("path");
+    let req = b"{\"method\":\"status\"}\n";
+    // SAFETY: the child only makes raw syscalls (async-signal-safe) on
+    // memory prepared before the fork, then _exits.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                libc::_exit(30);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            let bytes = path.as_bytes_with_nul();
+            if fd < 0 || bytes.len() > addr.sun_path.len() {
+                libc::_exit(30);
+            }
+            for (i, b) in bytes.iter().enumerate() {
+                addr.sun_path[i] = *b as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
+                libc::_exit(10);
+            }
+            libc::write(fd, req.as_ptr().cast(), req.len());
+            let mut buf = [0u8; 4096];
+            let mut got = 0usize;
+            loop {
+                let n = libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got);
+                if n <= 0 {
+                    break;
+                }
+                got += n as usize;
+                if got == buf.len() || buf[..got].contains(&b'\n') {
+                    break;
+                }
+            }
+            let reply = &buf[..got];
+            let denied = reply.windows(17).any(|w| w == b"permission denied");
+            libc::_exit(if denied {
+                0
+            } else if got > 0 {
+                20
+            } else {
+                30
+            });
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// The socket is root-only (0600) whatever the umask; configured wider
+/// (`-socketmode`), the daemon still refuses a non-root caller by its
+/// kernel credentials (SO_PEERCRED), and serves root.
+#[test]
+fn daemon_socket_is_root_only_and_checks_peer_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("dhp");
+    // A directory anyone may traverse, so only the socket's own mode and
+    // the daemon's check stand between a user and the daemon.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let node = TestNs::new("dhp");
+    let sock = tmp.path().join("d.sock");
+    let log = tmp.path().join("d.log");
+    let d = spawn_daemon(&node, &sock, &log, &[], None);
+    let mode = std::fs::metadata(&sock).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "root only, under umask 000");
+    assert_eq!(
+        ask_as_nobody(&sock),
+        10,
+        "the socket's mode keeps nobody out"
+    );
+    drop(d);
+    let _ = std::fs::remove_file(&sock);
+
+    let d = spawn_daemon(&node, &sock, &log, &["-socketmode", "0666"], None);
+    let mode = std::fs::metadata(&sock).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    assert_eq!(ask_as_nobody(&sock), 0, "the daemon refuses uid 65534");
+    let root = ask(&sock, r#"{"method":"status"}"#).expect("root is served");
+    assert!(!root.contains("error"), "{root}");
+    drop(d);
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: utime is the 14th, stime the 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+/// Out of descriptors, the daemon backs off instead of spinning, logs one
+/// line per burst, closes idle clients after the read timeout and keeps
+/// answering; past the connection cap a client is told to try again.
+#[test]
+fn daemon_survives_descriptor_exhaustion_and_idle_clients() {
+    let tmp = TempDir::new("dhf");
+    let node = TestNs::new("dhf");
+    let sock = tmp.path().join("d.sock");
+    let log = tmp.path().join("d.log");
+    let d = spawn_daemon(
+        &node,
+        &sock,
+        &log,
+        &["-readtimeout", "1s", "-maxconns", "1000"],
+        Some(24),
+    );
+    let pid = d.0.as_ref().expect("daemon").id();
+    let before = cpu_ticks(pid);
+    // 60 idle clients: more than the daemon has descriptors for.
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..60)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    // Every idle client is closed within a few read timeouts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for mut s in idle {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "an idle client is closed, not answered");
+        assert!(Instant::now() < deadline, "idle clients closed in time");
+    }
+    // It keeps answering.
+    let reply = ask(&sock, r#"{"method":"status"}"#).expect("the daemon still answers");
+    assert!(!reply.contains("error"), "{reply}");
+    let cpu = cpu_ticks(pid) - before;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let accept_lines = text.lines().filter(|l| l.contains("accept")).count();
+    assert!(
+        text.contains("accept: ") && text.contains("recovered"),
+        "the exhaustion was seen and logged: {text}"
+    );
+    assert!(
+        accept_lines <= 40,
+        "one line per burst, not per attempt: {accept_lines} lines"
+    );
+    // Spinning for those seconds would cost hundreds of ticks.
+    assert!(cpu < 100, "daemon used {cpu} ticks: it spun");
+    drop(d);
+
+    // The cap: with two idle clients held, a third is told to try again.
+    let _ = std::fs::remove_file(&sock);
+    let d = spawn_daemon(&node, &sock, &log, &["-maxconns", "2"], None);
+    let held: Vec<_> = (0..2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = ask(&sock, r#"{"method":"status"}"#).expect("an answer, at once");
+    assert!(reply.contains("\"code\":11"), "{reply}");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = ask(&sock, r#"{"method":"status"}"#).expect("answer");
+        if !r.contains("error") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "served again once the cap frees: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+}
+
+/// Beyond the reference (which keeps leases in memory only): the daemon is
+/// killed between ADD and the renewal time and started again; the new
+/// daemon resumes the saved lease, renews it with the server at T1, and
+/// DEL releases it. The saved lease file goes with it.
+#[test]
+fn lease_survives_a_daemon_restart() {
+    require_dnsmasq();
+    let mut env = Env::with_options(
+        "dhr",
+        true,
+        &["--dhcp-option=option:T1,6", "--dhcp-option=option:T2,100"],
+    );
+    let pod = TestNs::new("dhv");
+    let mut conf = env.bridge_conf("1.1.0");
+    conf["ipam"]["request"] = json!([{"option": "58"}, {"option": "59"}]);
+    let r = env
+        .call("bridge", "ADD", "restarted", &pod.path(), &conf)
+        .ok();
+    let (ip, _) = result_ip(&r);
+    let dnsmasq_log = env.tmp.path().join("dnsmasq.log");
+    let acks = || {
+        std::fs::read_to_string(&dnsmasq_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("DHCPACK") && l.contains(&ip))
+            .count()
+    };
+    assert_eq!(acks(), 1);
+    let saved = env.tmp.path().join("run/dhcp-leases");
+    let files = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(files(&saved).len(), 1, "the lease is saved");
+    // A crash, well before T1 (6 s): SIGKILL, nothing flushed on the way.
+    env.daemon = Proc(None);
+    assert_eq!(acks(), 1, "no renewal yet");
+    env.start_daemon();
+    // The new daemon renews at T1 (counted from the first ACK).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acks() < 2 || !env.logs().contains("lease renewed") {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted daemon did not renew {ip}\n{}",
+            env.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = env.logs();
+    assert!(logs.contains("resumed saved lease"), "{logs}");
+    assert!(logs.contains("lease renewed"), "{logs}");
+    assert_eq!(pod_addr(&pod), vec![format!("{ip}/24")]);
+    let mut c = conf.clone();
+    c["prevResult"] = r.clone();
+    env.call("bridge", "CHECK", "restarted", &pod.path(), &c)
+        .ok();
+    env.call("bridge", "DEL", "restarted", &pod.path(), &conf)
+        .ok();
+    // Released with the server, and nothing saved is left.
+    env.wait_lease(&ip, false);
+    assert!(env.logs().contains("releasing lease"), "{}", env.logs());
+    assert!(files(&saved).is_empty(), "{:?}", files(&saved));
+}

@@ -132,7 +132,7 @@ fn cases(plugin: &str, data: &Path) -> Vec<Case> {
             stdin: good.to_string(),
             ifname: "eth0",
             container: "",
-            codes: &[3],
+            codes: &[4],
         },
         Case {
             what: "container id with bad characters",
@@ -353,4 +353,204 @@ fn wrong_typed_fields_are_named() {
 fn c_has_ipam(plugin: &str) -> bool {
     // (macvlan reads its IPAM config only once its master is found.)
     matches!(plugin, "bridge" | "ptp" | "host-local" | "static" | "tap")
+}
+
+/// Each plugin's optional fields with a value of a clearly wrong type
+/// (a number where text or a switch is expected, text where a number,
+/// a list or an object is expected).
+fn optional_fields(plugin: &str) -> Vec<(&'static str, Value)> {
+    let (b, n, s, a, o) = (json!(5), json!("x"), json!(5), json!("x"), json!(5));
+    let mut f: Vec<(&'static str, Value)> = vec![("capabilities", o.clone()), ("dns", o.clone())];
+    let mut add = |names: &[&'static str], wrong: &Value| {
+        f.extend(names.iter().map(|k| (*k, wrong.clone())));
+    };
+    match plugin {
+        "bridge" => {
+            add(
+                &[
+                    "isGateway",
+                    "isDefaultGateway",
+                    "forceAddress",
+                    "ipMasq",
+                    "hairpinMode",
+                    "promiscMode",
+                    "macspoofchk",
+                    "enabledad",
+                    "disableContainerInterface",
+                    "portIsolation",
+                    "preserveDefaultVlan",
+                ],
+                &b,
+            );
+            add(&["mtu", "vlan", "vethQueues"], &n);
+            add(&["bridge", "ipMasqBackend"], &s);
+            add(&["vlanTrunk"], &a);
+        }
+        "ptp" => {
+            add(&["ipMasq"], &b);
+            add(&["mtu", "vethQueues"], &n);
+            add(&["ipMasqBackend"], &s);
+        }
+        "macvlan" => {
+            add(&["linkInContainer"], &b);
+            add(&["mtu"], &n);
+            add(&["mode", "mac"], &s);
+        }
+        "tap" => {
+            add(&["multiQueue"], &b);
+            add(&["mtu", "owner", "group"], &n);
+            add(&["mac", "selinuxContext", "bridge"], &s);
+        }
+        "tuning" => {
+            add(&["promisc", "allmulti"], &b);
+            add(&["mtu", "txQLen"], &n);
+            add(&["mac"], &s);
+            add(&["sysctl"], &o);
+        }
+        "bandwidth" => add(
+            &["ingressRate", "ingressBurst", "egressRate", "egressBurst"],
+            &n,
+        ),
+        "firewall" => add(
+            &[
+                "backend",
+                "iptablesAdminChainName",
+                "firewalldZone",
+                "ingressPolicy",
+            ],
+            &s,
+        ),
+        "host-device" => add(&["hwaddr", "kernelpath", "pciBusID"], &s),
+        "portmap" => {
+            add(&["snat", "masqAll"], &b);
+            add(&["markMasqBit"], &n);
+            add(&["externalSetMarkChain"], &s);
+            add(&["conditionsV4", "conditionsV6"], &a);
+        }
+        "sbr" => {
+            add(&["table"], &n);
+        }
+        _ => {}
+    }
+    f
+}
+
+/// Optional fields of the `ipam` section, same shape as above.
+fn optional_ipam_fields(plugin: &str) -> Vec<(&'static str, Value)> {
+    match plugin {
+        "bridge" | "ptp" | "host-local" | "tap" | "macvlan" => vec![
+            ("rangeStart", json!(5)),
+            ("rangeEnd", json!(5)),
+            ("gateway", json!(5)),
+            ("resolvConf", json!(5)),
+            ("routes", json!("x")),
+            ("ranges", json!("x")),
+        ],
+        "static" => vec![("routes", json!("x")), ("dns", json!(5))],
+        _ => vec![],
+    }
+}
+
+/// JSON `null` reads as "not set" for every optional field of every
+/// plugin (the reference's reading), on ADD and DEL; a wrongly typed value
+/// for each of those fields is still refused with code 7, naming it.
+#[test]
+fn null_means_absent_for_every_optional_field() {
+    let bin = PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni")));
+    let node = TestNs::new("nln");
+    let pod = TestNs::new("nlp");
+    node.exec(&[
+        "ip", "link", "add", "ermv0", "type", "veth", "peer", "name", "ermv1",
+    ]);
+    node.exec(&["ip", "link", "set", "ermv0", "up"]);
+    let links_before = node.link_names();
+    let data = TempDir::new("errnull");
+    let mut failures = Vec::new();
+    for plugin in plugins(bin.path()) {
+        // The dhcp plugin asks its daemon first; its daemon reads the
+        // config through the same decoder (see plugins/dhcp).
+        if plugin == "dhcp" {
+            continue;
+        }
+        let mut nulls = base(&plugin, "1.0.0", data.path());
+        // `args` and `runtimeConfig` are read only by the plugins that use
+        // them (so a wrong type is not refused everywhere), but null must
+        // pass everywhere.
+        for k in optional_fields(&plugin)
+            .into_iter()
+            .map(|(k, _)| k)
+            .chain(["args", "runtimeConfig"])
+        {
+            nulls[k] = Value::Null;
+        }
+        for (k, _) in optional_ipam_fields(&plugin) {
+            nulls["ipam"][k] = Value::Null;
+        }
+        if plugin == "bridge" {
+            nulls["dns"] =
+                json!({"nameservers": null, "domain": null, "search": null, "options": null});
+        }
+        let call = Call::new("DEL", "ctr-null", &pod.path(), &nulls.to_string());
+        let out = run_plugin(bin.path(), &plugin, &call, Some(node.ns()));
+        if out.code != 0 {
+            failures.push(format!("{plugin}: DEL with nulls: {}", out.stdout.trim()));
+        }
+        let wrong = optional_fields(&plugin)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v, false))
+            .chain(
+                optional_ipam_fields(&plugin)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v, true)),
+            );
+        for (k, v, in_ipam) in wrong {
+            let mut c = base(&plugin, "1.0.0", data.path());
+            if in_ipam {
+                c["ipam"][&k] = v;
+            } else {
+                c[&k] = v;
+            }
+            let call = Call::new("ADD", "ctr-wrong", &pod.path(), &c.to_string());
+            let out = run_plugin(bin.path(), &plugin, &call, Some(node.ns()));
+            let e: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+            let msg = format!("{} {}", e["msg"], e["details"]);
+            if out.code == 0 || !matches!(e["code"].as_u64(), Some(6 | 7)) || !msg.contains(&k) {
+                failures.push(format!(
+                    "{plugin}: {k} wrongly typed: {}",
+                    out.stdout.trim()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // (A bridge ADD refused at its IPAM step keeps the bridge itself, as
+    // the reference does; no veth may stay.)
+    let mut links_after = node.link_names();
+    links_after.retain(|l| l != "cni0");
+    assert_eq!(links_after, links_before, "nothing left in the node");
+
+    // And a real ADD in namespaces: bridge with every optional field null.
+    let mut c = base("bridge", "1.0.0", data.path());
+    c["bridge"] = json!("nlbr0");
+    for (k, _) in optional_fields("bridge") {
+        if k != "bridge" {
+            c[k] = Value::Null;
+        }
+    }
+    for (k, _) in optional_ipam_fields("bridge") {
+        c["ipam"][k] = Value::Null;
+    }
+    let call = Call::new("ADD", "ctr-null-add", &pod.path(), &c.to_string());
+    let r = run_plugin(bin.path(), "bridge", &call, Some(node.ns())).ok();
+    assert!(
+        r["ips"][0]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.203.0.")),
+        "{r}"
+    );
+    assert!(pod.exec(&["ip", "-br", "addr"]).contains("10.203.0."));
+    let call = Call::new("DEL", "ctr-null-add", &pod.path(), &c.to_string());
+    let out = run_plugin(bin.path(), "bridge", &call, Some(node.ns()));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(!pod.exec(&["ip", "-br", "addr"]).contains("10.203.0."));
 }

@@ -322,3 +322,94 @@ fn interop_with_the_reference_both_ways() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Lax address spellings are refused with code 7 naming the field, and
+/// nothing is allocated: a /0 subnet, leading zeros, surrounding spaces.
+#[test]
+fn lax_address_spellings_are_refused() {
+    let bin = bin();
+    let node = TestNs::new("hlx");
+    let data = TempDir::new("hlx");
+    for subnet in [
+        "0.0.0.0/0",
+        "::/0",
+        "010.001.000.000/24",
+        " 10.78.0.0/24",
+        "10.78.0.0/24 ",
+    ] {
+        let c = conf("1.0.0", "hlx", data.path(), subnet);
+        let add = Call::new("ADD", "ctr-x", &node.path(), &c);
+        let out = run_plugin(bin.path(), "host-local", &add, Some(node.ns()));
+        assert_eq!(out.err_code(), 7, "{subnet:?}: {}", out.stdout);
+        assert!(out.stdout.contains("subnet"), "{subnet:?}: {}", out.stdout);
+    }
+    let c = format!(
+        r#"{{"cniVersion":"1.0.0","name":"hlx","type":"bridge","ipam":{{"type":"host-local","subnet":"10.78.0.0/24","rangeStart":"10.78.0.010","dataDir":"{}"}}}}"#,
+        data.path().display()
+    );
+    let add = Call::new("ADD", "ctr-x", &node.path(), &c);
+    let out = run_plugin(bin.path(), "host-local", &add, Some(node.ns()));
+    assert_eq!(out.err_code(), 7, "{}", out.stdout);
+    assert!(out.stdout.contains("rangeStart"), "{}", out.stdout);
+    let left: Vec<String> = files(&data.path().join("hlx"))
+        .into_iter()
+        .filter(|f| f.contains('.') && !f.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "nothing allocated: {left:?}");
+}
+
+/// Operators find a container's address with `grep -r <cid> <dataDir>`:
+/// once the container is released (DEL or GC), no file under the dataDir
+/// names it — neither the network directory nor rcni's index and spare
+/// pool — while live allocations keep the reference's format.
+#[test]
+fn released_containers_leave_no_trace_in_the_data_dir() {
+    let bin = bin();
+    let node = TestNs::new("hlg");
+    let data = TempDir::new("hlg");
+    let c = conf("1.1.0", "hlg", data.path(), "10.79.0.0/24");
+    let grep = |needle: &str| -> String {
+        let out = std::process::Command::new("grep")
+            .args(["-r", "-l", "-F", "-a", needle])
+            .arg(data.path())
+            .output()
+            .expect("grep");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ids: Vec<String> = (0..6).map(|i| format!("gone-ctr-{i}-7f3a")).collect();
+    for id in &ids {
+        let add = Call::new("ADD", id, &node.path(), &c);
+        run_plugin(bin.path(), "host-local", &add, Some(node.ns())).ok();
+    }
+    let keep = "kept-ctr-9b1c";
+    let add = Call::new("ADD", keep, &node.path(), &c);
+    run_plugin(bin.path(), "host-local", &add, Some(node.ns())).ok();
+    assert!(!grep(&ids[0]).is_empty(), "live allocations are found");
+    // Released by DEL...
+    for id in &ids[..4] {
+        let del = Call::new("DEL", id, &node.path(), &c);
+        run_plugin(bin.path(), "host-local", &del, Some(node.ns())).ok();
+    }
+    // ... and by GC.
+    let mut gc: serde_json::Value = serde_json::from_str(&c).expect("conf");
+    gc["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": keep, "ifname": "eth0"}]);
+    let call = Call::new("GC", "", Path::new(""), &gc.to_string());
+    run_plugin(bin.path(), "host-local", &call, Some(node.ns())).ok();
+    for id in &ids {
+        assert_eq!(grep(id), "", "{id} is released");
+    }
+    let found = grep(keep);
+    assert!(found.contains("10.79.0."), "the live one: {found}");
+    // The live one in the reference's format.
+    let bytes = std::fs::read_to_string(
+        found
+            .lines()
+            .find(|l| l.contains("10.79.0."))
+            .expect("file"),
+    )
+    .expect("read");
+    assert_eq!(bytes, format!("{keep}\r\neth0"));
+    let del = Call::new("DEL", keep, &node.path(), &c);
+    run_plugin(bin.path(), "host-local", &del, Some(node.ns())).ok();
+    assert_eq!(grep(keep), "");
+}

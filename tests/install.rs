@@ -113,3 +113,56 @@ fn writes_a_default_network_once() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!Path::new(&other.path().join("10-rcni.conflist")).exists());
 }
+
+/// Every directory and file `rcni install` creates has an explicit mode,
+/// whatever the caller's umask: under umask 000 nothing it makes is group-
+/// or world-writable (a local user could otherwise replace the plugins
+/// root runs), the directories are 0755 and the conflist 0644.
+#[test]
+fn modes_do_not_depend_on_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let root = TempDir::new("instm");
+    let bin = root.path().join("a/b/bin");
+    let conf = root.path().join("c/d/net.d");
+    for copy in [false, true] {
+        let mut cmd = rcni();
+        cmd.arg("install");
+        if copy {
+            cmd.arg("--copy");
+        }
+        cmd.arg("--bin-dir").arg(&bin).arg("--conf-dir").arg(&conf);
+        // SAFETY: umask is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("install");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mode = |p: &Path| {
+            std::fs::symlink_metadata(p)
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        for d in ["a", "a/b", "a/b/bin", "c", "c/d", "c/d/net.d"] {
+            assert_eq!(mode(&root.path().join(d)), 0o755, "{d}");
+        }
+        assert_eq!(mode(&conf.join("10-rcni.conflist")), 0o644);
+        for e in std::fs::read_dir(&bin).expect("bin").flatten() {
+            let md = e.path().symlink_metadata().expect("stat");
+            if md.file_type().is_file() {
+                assert_eq!(mode(&e.path()), 0o755, "{:?}", e.path());
+            }
+        }
+        std::fs::remove_dir_all(&bin).expect("clean");
+        std::fs::remove_dir_all(root.path().join("c")).expect("clean");
+    }
+}

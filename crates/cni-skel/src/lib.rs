@@ -233,9 +233,9 @@ fn dispatch(
         .required_env()
         .iter()
         .copied()
+        // A missing or empty CNI_CONTAINERID is a missing variable too
+        // (code 4, named), as the spec and the reference have it.
         .filter(|k| env(k).is_none_or(|v| v.is_empty()))
-        // An empty container id has its own code below.
-        .filter(|k| *k != "CNI_CONTAINERID")
         .collect();
     if !missing.is_empty() {
         return Err(Error::invalid_env(format!(

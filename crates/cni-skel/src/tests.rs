@@ -95,9 +95,10 @@ fn error_table() {
         (
             with(&[("CNI_CONTAINERID", "<unset>")]),
             CONF,
-            3,
-            "containerID",
+            4,
+            "CNI_CONTAINERID",
         ),
+        (with(&[("CNI_CONTAINERID", "")]), CONF, 4, "CNI_CONTAINERID"),
         (
             with(&[("CNI_CONTAINERID", "bad id")]),
             CONF,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::range::{parse_ip, parse_ip_or_cidr, RangeConfig, RangeSet};
+use crate::range::{parse_ip, parse_ip_or_cidr, parse_net, RangeConfig, RangeSet};
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     cni_spec::json::decode(bytes).map_err(|e| Error::Decode(e.to_string()))
@@ -348,16 +348,16 @@ struct StaticNetIn {
     args: Option<ArgsIn>,
 }
 
+/// A static address as written plainly: no surrounding spaces, no leading
+/// zeros (list items from CNI_ARGS are trimmed by their caller).
 fn parse_cidr(s: &str) -> Result<IpNet> {
-    let s = s.trim();
     if !s.contains('/') {
         return Err(Error::InvalidConfig(format!(
             "invalid CIDR {s:?}: no prefix length"
         )));
     }
-    let n: IpNet = s
-        .parse()
-        .map_err(|_| Error::InvalidConfig(format!("invalid CIDR {s:?}")))?;
+    let n: IpNet =
+        parse_net(s).ok_or_else(|| Error::InvalidConfig(format!("invalid CIDR {s:?}")))?;
     let addr = n.addr().to_canonical();
     let prefix = if addr.is_ipv4() && n.addr().is_ipv6() {
         n.prefix_len().saturating_sub(96)
@@ -390,7 +390,7 @@ impl StaticConfig {
                 }
                 o => o,
             })?;
-            let gateway = match a.gateway.as_deref().map(str::trim) {
+            let gateway = match a.gateway.as_deref() {
                 None | Some("") => None,
                 Some(g) => Some(parse_ip(g).ok_or_else(|| {
                     Error::InvalidConfig(format!("invalid gateway {g:?} of address {i}"))
@@ -626,6 +626,10 @@ mod tests {
             (br#"{"name":"s"}"#, None, None, "missing 'ipam'"),
             (br#"{"name":"s","ipam":{"addresses":[{"address":"10.0.0.1"}]}}"#, None, None, "no prefix"),
             (br#"{"name":"s","ipam":{"addresses":[{"address":"x/24"}]}}"#, None, None, "invalid CIDR"),
+            (br#"{"name":"s","ipam":{"addresses":[{"address":" 10.0.0.1/24"}]}}"#, None, None, "invalid address 0"),
+            (br#"{"name":"s","ipam":{"addresses":[{"address":"010.000.000.001/24"}]}}"#, None, None, "invalid address 0"),
+            (br#"{"name":"s","ipam":{"addresses":[{"address":"10.0.0.1/024"}]}}"#, None, None, "invalid address 0"),
+            (br#"{"name":"s","ipam":{"addresses":[{"address":"10.0.0.1/24","gateway":"10.0.0.01"}]}}"#, None, None, "invalid gateway"),
             (br#"{"name":"s","ipam":{}}"#, Some("10.0.0.1/24"), Some("zz"), "invalid gateway"),
             (
                 br#"{"name":"s","cniVersion":"0.2.0","ipam":{"addresses":[{"address":"10.0.0.1/24"},{"address":"10.0.1.1/24"}]}}"#,

@@ -38,23 +38,41 @@ pub struct Range {
     pub gateway: IpAddr,
 }
 
-/// Parse an IP the way Go's net.ParseIP does for our purposes; IPv4-mapped
-/// IPv6 addresses become IPv4.
+/// Parse an IP as written plainly, like Go's net.ParseIP: no surrounding
+/// spaces and no leading zeros in an IPv4 octet (std's parser refuses
+/// those); IPv4-mapped IPv6 addresses become IPv4.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+    s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
-/// Parse "a.b.c.d/n" or a plain address; returns the address part.
+/// Parse "address/prefix" strictly: the address as [`parse_ip`] (not
+/// canonicalised), the prefix plain decimal digits without leading zeros.
+/// (ipnet's own parser accepts `010.001.000.000/24`.)
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    let (addr, prefix) = s.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let plain = !prefix.is_empty()
+        && prefix.len() <= 3
+        && prefix.bytes().all(|b| b.is_ascii_digit())
+        && (prefix == "0" || !prefix.starts_with('0'));
+    if !plain {
+        return None;
+    }
+    IpNet::new(addr, prefix.parse().ok()?).ok()
+}
+
+/// Parse "a.b.c.d/n" or a plain address; returns the address part. Spaces
+/// around the whole item are allowed (list items such as CNI_ARGS `IP=`).
 pub fn parse_ip_or_cidr(s: &str) -> Option<IpAddr> {
     let s = s.trim();
     match s.split_once('/') {
-        Some(_) => s.parse::<IpNet>().ok().map(|n| n.addr().to_canonical()),
+        Some(_) => parse_net(s).map(|n| n.addr().to_canonical()),
         None => parse_ip(s),
     }
 }
 
 fn opt_ip(field: &str, value: &Option<String>) -> Result<Option<IpAddr>> {
-    match value.as_deref().map(str::trim) {
+    match value.as_deref() {
         // Go's net.IP treats an empty string as "not set".
         None | Some("") => Ok(None),
         Some(s) => parse_ip(s).map(Some).ok_or_else(|| {
@@ -86,12 +104,15 @@ impl Range {
         let subnet_str = cfg
             .subnet
             .as_deref()
-            .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::InvalidConfig("range has no subnet".into()))?;
-        let parsed: IpNet = subnet_str
-            .parse()
-            .map_err(|_| Error::InvalidConfig(format!("invalid subnet {subnet_str:?}")))?;
+        let parsed: IpNet = parse_net(subnet_str)
+            .ok_or_else(|| Error::InvalidConfig(format!("invalid subnet {subnet_str:?}")))?;
+        if canonical_net(parsed).prefix_len() == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "invalid subnet {subnet_str:?}: a /0 network cannot be a range"
+            )));
+        }
         if parsed.trunc() != parsed {
             // As the reference (range.go) refuses it, with its wording.
             return Err(Error::InvalidConfig(format!(
@@ -370,6 +391,51 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// Lax spellings are refused, each naming its field.
+    #[test]
+    fn refuses_lax_addresses_naming_the_field() {
+        let cases: Vec<(RangeConfig, &str)> = vec![
+            (rc("0.0.0.0/0"), "subnet"),
+            (rc("::/0"), "subnet"),
+            (rc("010.001.000.000/24"), "subnet"),
+            (rc("10.1.0.0/024"), "subnet"),
+            (rc(" 10.1.0.0/24"), "subnet"),
+            (rc("10.1.0.0/24 "), "subnet"),
+            (rc("10.1.0.0 /24"), "subnet"),
+            (
+                RangeConfig {
+                    range_start: Some("10.1.0.010".into()),
+                    ..rc("10.1.0.0/24")
+                },
+                "rangeStart",
+            ),
+            (
+                RangeConfig {
+                    range_end: Some(" 10.1.0.20".into()),
+                    ..rc("10.1.0.0/24")
+                },
+                "rangeEnd",
+            ),
+            (
+                RangeConfig {
+                    gateway: Some("10.1.0.1 ".into()),
+                    ..rc("10.1.0.0/24")
+                },
+                "gateway",
+            ),
+        ];
+        for (cfg, field) in cases {
+            match Range::from_config(&cfg) {
+                Err(Error::InvalidConfig(m)) => assert!(m.contains(field), "{cfg:?}: {m}"),
+                other => panic!("{cfg:?}: want an invalid-config error, got {other:?}"),
+            }
+        }
+        // The plain spellings still work.
+        assert!(Range::from_config(&rc("10.0.0.0/8")).is_ok());
+        assert!(Range::from_config(&rc("2001:db8::/64")).is_ok());
+        assert!(Range::from_config(&rc("::ffff:10.1.0.0/120")).is_ok());
     }
 
     #[test]

@@ -327,6 +327,24 @@ fn link_follow(from: &Path, to: &Path) -> io::Result<()> {
 
 /// renameat2(RENAME_NOREPLACE): fails with EEXIST when `to` exists,
 /// atomically.
+/// Empties a spare allocation file (it keeps its inode for reuse); a file
+/// that cannot be emptied is removed instead.
+fn scrub(path: &Path) {
+    let emptied = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|f| {
+            if !f.metadata()?.is_file() {
+                return Err(io::Error::other("not a plain spare file"));
+            }
+            f.set_len(0)
+        });
+    if emptied.is_err() {
+        let _ = fs::remove_file(path);
+    }
+}
+
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let f = CString::new(from.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "path contains NUL"))?;
@@ -483,12 +501,18 @@ impl DiskGuard<'_> {
     }
 
     /// Remove the allocation file at `path`, keeping its inode in the spare
-    /// pool when there is room. False when it was already gone.
+    /// pool when there is room. False when it was already gone. A spare is
+    /// emptied once in the pool: no file under the data directory may name
+    /// a released container (operators `grep -r <cid>` for live ones).
     fn retire(&self, path: &Path) -> io::Result<bool> {
         let pool = &self.store.spare_dir;
         for slot in 0..SPARES {
-            match rename_noreplace(path, &pool.join(slot.to_string())) {
-                Ok(()) => return Ok(true),
+            let spare = pool.join(slot.to_string());
+            match rename_noreplace(path, &spare) {
+                Ok(()) => {
+                    scrub(&spare);
+                    return Ok(true);
+                }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     if fs::symlink_metadata(path).is_err() {
@@ -499,6 +523,7 @@ impl DiskGuard<'_> {
                         break;
                     }
                     if rename_noreplace(path, &pool.join("0")).is_ok() {
+                        scrub(&pool.join("0"));
                         return Ok(true);
                     }
                     break;

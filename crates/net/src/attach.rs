@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Default root: on tmpfs, because the records mirror kernel state (links,
@@ -17,6 +18,41 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_STATE_ROOT: &str = "/run/cni/rcni";
 
 const PREFIX: &str = "att.";
+/// Longest container id written as is into a record's file name.
+const RECORD_ID_MAX: usize = 200;
+/// The line of a record that holds a long container id in full.
+const ID_LINE: &str = "id:";
+
+/// Creates `dir` as private state (0700) and its missing parents 0755,
+/// whatever the umask (the modes asked for carry no group or world write
+/// bit, which a umask can only take away).
+pub(crate) fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates (or truncates) a private state file, mode 0600 whatever the
+/// umask.
+pub(crate) fn private_file(p: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+}
 
 /// One attachment as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +89,11 @@ impl Attachments {
 
     /// Takes the network's lock (creating the directory).
     pub fn lock(&self) -> Result<Lock> {
-        std::fs::create_dir_all(&self.dir)
+        make_private_dir(&self.dir)
             .map_err(|e| Error::io(format!("create {}", self.dir.display()), e))?;
         let p = self.dir.join("lock");
         let f = OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -78,26 +115,43 @@ impl Attachments {
 
     fn file_for(&self, container_id: &str, ifname: &str) -> PathBuf {
         // Container ids and interface names contain no '/' (validated by
-        // the skeleton); '\u{1}' cannot appear in either.
-        self.dir
-            .join(format!("{PREFIX}{container_id}\u{1}{ifname}"))
+        // the skeleton); '\u{1}' cannot appear in either. A long id is
+        // bounded (prefix + hash, see nft::ident) to keep the name under
+        // NAME_MAX; its record then carries the full id (`id:` line).
+        let cid = nft::ident::bounded(container_id, RECORD_ID_MAX);
+        self.dir.join(format!("{PREFIX}{cid}\u{1}{ifname}"))
     }
 
     /// Records an attachment (overwrites a previous record of the same pair).
     pub fn add(&self, _lock: &Lock, a: &Attachment) -> Result<()> {
         let p = self.file_for(&a.container_id, &a.ifname);
-        let body: Vec<String> = a.subnets.iter().map(|s| s.to_string()).collect();
-        let tmp = p.with_extension("tmp");
+        let mut body: Vec<String> = a.subnets.iter().map(|s| s.to_string()).collect();
+        if a.container_id.len() > RECORD_ID_MAX {
+            body.push(format!("{ID_LINE}{}", a.container_id));
+        }
+        // Not `with_extension`: ids and interface names may contain dots.
+        let tmp = self.dir.join(format!(
+            "tmp.{}",
+            p.file_name().and_then(|n| n.to_str()).unwrap_or("att")
+        ));
         let mut f =
-            File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+            private_file(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
         f.write_all(body.join("\n").as_bytes())
             .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
         std::fs::rename(&tmp, &p).map_err(|e| Error::io(format!("rename {}", p.display()), e))
     }
 
-    /// Removes a record; `false` when there was none.
+    /// Removes a record; `false` when there was none. A bounded record
+    /// name is only removed when the record names this very id.
     pub fn remove(&self, _lock: &Lock, container_id: &str, ifname: &str) -> Result<bool> {
         let p = self.file_for(container_id, ifname);
+        if container_id.len() > RECORD_ID_MAX {
+            let body = std::fs::read_to_string(&p).unwrap_or_default();
+            let full = body.lines().find_map(|l| l.strip_prefix(ID_LINE));
+            if full.is_some_and(|f| f != container_id) {
+                return Ok(false);
+            }
+        }
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -126,8 +180,9 @@ impl Attachments {
                 continue;
             };
             let body = std::fs::read_to_string(ent.path()).unwrap_or_default();
+            let full = body.lines().find_map(|l| l.strip_prefix(ID_LINE));
             out.push(Attachment {
-                container_id: cid.to_string(),
+                container_id: full.unwrap_or(cid).to_string(),
                 ifname: ifname.to_string(),
                 subnets: body.lines().filter_map(|l| l.trim().parse().ok()).collect(),
             });
@@ -161,6 +216,33 @@ mod tests {
         assert!(a.remove(&l, "c1", "eth0").expect("rm"));
         assert!(!a.remove(&l, "c1", "eth0").expect("rm again"));
         assert!(a.is_empty(&l).expect("empty"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn ten_thousand_character_ids() {
+        let root =
+            std::env::temp_dir().join(format!("rcni-net-attach-long-{}", std::process::id()));
+        let a = Attachments::new(Some(&root), "n1");
+        let l = a.lock().expect("lock");
+        let long = "a.b-c_".repeat(1667);
+        let x = Attachment {
+            container_id: long.clone(),
+            ifname: "eth0.5".into(),
+            subnets: vec!["10.1.0.0/24".parse().expect("net")],
+        };
+        a.add(&l, &x).expect("add");
+        assert_eq!(a.list(&l).expect("list"), vec![x.clone()]);
+        let other = format!("{long}x");
+        assert!(!a.remove(&l, &other, "eth0.5").expect("rm other"));
+        assert!(a.remove(&l, &long, "eth0.5").expect("rm"));
+        assert!(a.is_empty(&l).expect("empty"));
+        let names: Vec<_> = std::fs::read_dir(a.dir())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("lock")], "no tmp left");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

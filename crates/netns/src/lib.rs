@@ -178,7 +178,9 @@ fn mount(src: &Path, dst: &Path, fstype: Option<&str>, flags: libc::c_ulong) -> 
 /// Makes `/run/netns` a shared mount point, as `ip netns add` does, so that
 /// namespace bind mounts propagate to other mount namespaces.
 fn prepare_run_dir(dir: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    // 0755 whatever the umask (`ip netns add` makes it so too).
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
+        .create(dir)?;
     let flags = libc::MS_SHARED | libc::MS_REC;
     if mount(Path::new("none"), dir, None, flags).is_ok() {
         return Ok(());

@@ -19,6 +19,7 @@ mod batch;
 pub mod conntrack;
 mod error;
 pub mod expr;
+pub mod ident;
 mod list;
 pub mod masq;
 mod nft;

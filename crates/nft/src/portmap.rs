@@ -44,6 +44,7 @@
 use std::net::IpAddr;
 
 use crate::expr::{ct_status, Expr, MetaKey, NatKind, PayloadBase, Reg};
+use crate::ident::comment_tags;
 use crate::list::ElemInfo;
 use crate::rule::{IpVersion, Rule, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 use crate::{
@@ -110,6 +111,19 @@ pub struct Mapping {
     pub pod_port: u16,
 }
 
+impl Mapping {
+    /// This mapping as [`list`] reports it: network and container id in
+    /// their bounded comment forms (unchanged when short).
+    pub fn as_listed(&self) -> Mapping {
+        let (n, c) = comment_tags(&self.network, &self.container_id);
+        Mapping {
+            network: n.into_owned(),
+            container_id: c.into_owned(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Per-call options (the plugin's config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
@@ -129,8 +143,11 @@ impl Default for Options {
 }
 
 /// The comment on every element of one attachment.
+/// Long names are bounded (see [`crate::ident`]); every lookup compares
+/// bounded forms.
 pub fn comment(network: &str, container_id: &str, ifname: &str) -> String {
-    format!("{PREFIX}{network}:{container_id}:{ifname}")
+    let (n, c) = comment_tags(network, container_id);
+    format!("{PREFIX}{n}:{c}:{ifname}")
 }
 
 fn parse_comment(c: &str) -> Option<(&str, &str, &str)> {
@@ -525,6 +542,8 @@ pub fn remove_container(
     container_id: &str,
     ifname: &str,
 ) -> Result<usize> {
+    let (network, container_id) = comment_tags(network, container_id);
+    let (network, container_id) = (network.as_ref(), container_id.as_ref());
     remove_where(nft, |n, c, i| {
         n == network && c == container_id && i == ifname
     })
@@ -533,12 +552,19 @@ pub fn remove_container(
 /// GC: removes the mappings of `network` whose (container id, ifname) is
 /// not in `keep`.
 pub fn gc(nft: &Nft, network: &str, keep: &[(String, String)]) -> Result<usize> {
+    let network = comment_tags(network, "").0;
+    let network = network.as_ref();
+    let keep: Vec<(String, String)> = keep
+        .iter()
+        .map(|(c, i)| (comment_tags("", c).1.into_owned(), i.clone()))
+        .collect();
     remove_where(nft, |n, c, i| {
         n == network && !keep.iter().any(|(kc, ki)| kc == c && ki == i)
     })
 }
 
-/// Every mapping, reconstructed from the DNAT maps.
+/// Every mapping, reconstructed from the DNAT maps (long network names and
+/// container ids in their bounded form, see [`Mapping::as_listed`]).
 pub fn list(nft: &Nft) -> Result<Vec<Mapping>> {
     let mut out = Vec::new();
     for (set, elems) in dump(nft)? {

@@ -13,6 +13,7 @@
 //! GC find the rule. ADD and DEL are one transaction each, bound to the
 //! ruleset generation read before the check, so concurrent calls are safe.
 
+use crate::ident::comment_tags;
 use crate::{Batch, Chain, ChainType, Error, Family, Hook, Nft, Result, Rule};
 
 pub const TABLE: &str = "rcni-macspoofchk";
@@ -32,8 +33,11 @@ pub struct Port {
     pub mac: [u8; 6],
 }
 
+/// The rule's comment; long names are bounded (see [`crate::ident`]), and
+/// every lookup compares bounded forms.
 fn comment(network: &str, container_id: &str, ifname: &str) -> String {
-    format!("{PREFIX}{network}:{container_id}:{ifname}")
+    let (n, c) = comment_tags(network, container_id);
+    format!("{PREFIX}{n}:{c}:{ifname}")
 }
 
 fn parse_comment(c: &str) -> Option<(String, String, String)> {
@@ -107,6 +111,7 @@ fn commit_retrying(
 /// attachment. One transaction.
 pub fn add(nft: &Nft, p: &Port) -> Result<()> {
     check_names(p)?;
+    let (network, container_id) = comment_tags(&p.network, &p.container_id);
     commit_retrying(nft, |have| {
         let mut b = Batch::new();
         b.add_table(Family::Bridge, TABLE).add_chain(
@@ -115,7 +120,7 @@ pub fn add(nft: &Nft, p: &Port) -> Result<()> {
             &Chain::base(CHAIN, ChainType::Filter, Hook::Prerouting, PRIORITY),
         );
         for (n, c, i, h) in have {
-            if *n == p.network && *c == p.container_id && *i == p.ifname {
+            if *n == network && *c == container_id && *i == p.ifname {
                 b.del_rule(Family::Bridge, TABLE, CHAIN, *h);
             }
         }
@@ -126,6 +131,8 @@ pub fn add(nft: &Nft, p: &Port) -> Result<()> {
 
 /// Removes the check of one attachment; nothing to remove is fine.
 pub fn remove(nft: &Nft, network: &str, container_id: &str, ifname: &str) -> Result<()> {
+    let (network, container_id) = comment_tags(network, container_id);
+    let (network, container_id) = (network.as_ref(), container_id.as_ref());
     commit_retrying(nft, |have| {
         let handles: Vec<u64> = have
             .iter()
@@ -145,6 +152,8 @@ pub fn remove(nft: &Nft, network: &str, container_id: &str, ifname: &str) -> Res
 
 /// Whether the attachment's check is installed.
 pub fn exists(nft: &Nft, network: &str, container_id: &str, ifname: &str) -> Result<bool> {
+    let (network, container_id) = comment_tags(network, container_id);
+    let (network, container_id) = (network.as_ref(), container_id.as_ref());
     Ok(present(nft)?
         .iter()
         .any(|(n, c, i, _)| n == network && c == container_id && i == ifname))
@@ -153,6 +162,12 @@ pub fn exists(nft: &Nft, network: &str, container_id: &str, ifname: &str) -> Res
 /// Removes the checks of `network` whose (container id, ifname) is not in
 /// `keep`. Returns how many were removed.
 pub fn gc(nft: &Nft, network: &str, keep: &[(String, String)]) -> Result<usize> {
+    let network = comment_tags(network, "").0;
+    let network = network.as_ref();
+    let keep: Vec<(String, String)> = keep
+        .iter()
+        .map(|(c, i)| (comment_tags("", c).1.into_owned(), i.clone()))
+        .collect();
     let stale = |have: &[(String, String, String, u64)]| -> Vec<u64> {
         have.iter()
             .filter(|(n, c, i, _)| n == network && !keep.iter().any(|(kc, ki)| kc == c && ki == i))

@@ -237,6 +237,8 @@ pub struct Call {
     pub path: String,
     pub stdin: String,
     pub env: Vec<(String, String)>,
+    /// The plugin process's umask (None: the test's own).
+    pub umask: Option<u32>,
 }
 
 impl Call {
@@ -250,6 +252,7 @@ impl Call {
             path: String::new(),
             stdin: stdin.into(),
             env: Vec::new(),
+            umask: None,
         }
     }
 
@@ -265,6 +268,11 @@ impl Call {
 
     pub fn netns(mut self, netns: &str) -> Call {
         self.netns = netns.into();
+        self
+    }
+
+    pub fn umask(mut self, mask: u32) -> Call {
+        self.umask = Some(mask);
         self
     }
 }
@@ -331,6 +339,15 @@ pub fn run_plugin(bin_dir: &Path, plugin: &str, call: &Call, node: Option<&NetNs
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(mask) = call.umask {
+        // SAFETY: umask is async-signal-safe and cannot fail.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(mask as libc::mode_t);
+                Ok(())
+            });
+        }
+    }
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {plugin}: {e}"));

@@ -5,6 +5,7 @@ use crate::lease::{self, Cmd, RealClock, Shared, State};
 use crate::link::LinkExchange;
 use crate::options::{self, NetConf};
 use crate::proto::{Lease, Method, Reply, Request, MAX_LINE};
+use crate::store::{Record, Store};
 use crate::Exchange;
 use cni_spec::{Error, ErrorCode};
 use std::collections::HashMap;
@@ -25,6 +26,18 @@ pub struct Opts {
     pub broadcast: bool,
     pub timeout: Duration,
     pub resend_max: Duration,
+    /// Mode of the socket the daemon binds (`-socketmode`, octal): root
+    /// only unless configured otherwise.
+    pub socket_mode: u32,
+    /// Connections served at once (`-maxconns`); more are refused at once.
+    pub max_conns: usize,
+    /// How long a connection may take to send its request line
+    /// (`-readtimeout`); an idle client is then closed.
+    pub read_timeout: Duration,
+    /// Where leases are kept across restarts (`-statedir`); empty: the
+    /// directory `dhcp-leases` beside the socket (on /run by default: a
+    /// reboot ends the pods, and their leases with them).
+    pub state_dir: String,
 }
 
 impl Default for Opts {
@@ -36,6 +49,10 @@ impl Default for Opts {
             broadcast: false,
             timeout: Duration::from_secs(10),
             resend_max: Duration::from_secs(62),
+            socket_mode: 0o600,
+            max_conns: 128,
+            read_timeout: Duration::from_secs(10),
+            state_dir: String::new(),
         }
     }
 }
@@ -110,8 +127,28 @@ pub fn parse_flags(args: &[String]) -> Result<Opts, String> {
             "socketpath" => o.socket_path = value,
             "pidfile" => o.pidfile = value,
             "hostprefix" => o.hostprefix = value,
+            "statedir" => o.state_dir = value,
             "timeout" => o.timeout = parse_duration(&value)?,
             "resendmax" => o.resend_max = parse_duration(&value)?,
+            "socketmode" => {
+                o.socket_mode = u32::from_str_radix(&value, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| format!("invalid value {value:?} for -socketmode"))?
+            }
+            "maxconns" => {
+                o.max_conns = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("invalid value {value:?} for -maxconns"))?
+            }
+            "readtimeout" => {
+                o.read_timeout = parse_duration(&value)?;
+                if o.read_timeout.is_zero() {
+                    return Err("-readtimeout must be above 0".into());
+                }
+            }
             _ => return Err(format!("flag provided but not defined: -{name}")),
         }
         i += 1;
@@ -123,6 +160,7 @@ pub fn parse_flags(args: &[String]) -> Result<Opts, String> {
 }
 
 struct Held {
+    id: String,
     shared: Arc<Mutex<Shared>>,
     tx: Sender<Cmd>,
     thread: Option<JoinHandle<()>>,
@@ -168,6 +206,7 @@ pub struct Daemon {
     /// Keyed by client id; a slot's own lock serialises calls for one
     /// attachment while others proceed.
     slots: Mutex<HashMap<String, Slot>>,
+    store: Store,
 }
 
 fn log(msg: &str) {
@@ -180,9 +219,129 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
 
 impl Daemon {
     pub fn new(opts: Opts) -> Daemon {
+        let dir = if opts.state_dir.is_empty() {
+            let sock = PathBuf::from(format!("{}{}", opts.hostprefix, opts.socket_path));
+            sock.parent()
+                .unwrap_or(Path::new("/run/cni"))
+                .join("dhcp-leases")
+        } else {
+            PathBuf::from(&opts.state_dir)
+        };
         Daemon {
             opts,
             slots: Mutex::new(HashMap::new()),
+            store: Store::new(dir),
+        }
+    }
+
+    /// The exchange of one lease, in the pod's namespace.
+    fn exchange(
+        &self,
+        id: &str,
+        netns: &str,
+        ifname: &str,
+        opts: options::Options,
+    ) -> Result<LinkExchange, Error> {
+        let ns_path = format!("{}{}", self.opts.hostprefix, netns);
+        let ns = netns::NetNs::open(&ns_path).map_err(|e| {
+            err(
+                ErrorCode::Io,
+                format!("{id}: failed to open netns {ns_path:?}: {e}"),
+            )
+        })?;
+        let mut client_id = vec![0u8];
+        client_id.extend_from_slice(id.as_bytes());
+        Ok(LinkExchange {
+            ns: Arc::new(ns),
+            ifname: ifname.to_string(),
+            client_id,
+            opts,
+            timeout: self.opts.timeout,
+            resend_max: self.opts.resend_max,
+            broadcast: self.opts.broadcast,
+        })
+    }
+
+    /// Starts the maintenance thread of a lease; every new ACK is saved.
+    fn hold(
+        &self,
+        mut ex: LinkExchange,
+        clock: RealClock,
+        shared: Shared,
+        mut record: Record,
+    ) -> Result<Held, Error> {
+        record.set_lease(&shared, lease::Clock::now(&clock));
+        if let Err(e) = self.store.save(&record) {
+            log(&format!(
+                "{}: cannot save the lease in {}: {e}",
+                record.id,
+                self.store.dir().display()
+            ));
+        }
+        let shared = Arc::new(Mutex::new(shared));
+        let (tx, rx) = channel();
+        let sh = shared.clone();
+        let store = self.store.clone();
+        let held_record = record.clone();
+        let thread = std::thread::Builder::new()
+            .name("dhcp-lease".into())
+            .spawn(move || {
+                let tag = record.id.clone();
+                let say = |m: &str| log(&format!("{tag}: {m}"));
+                let save = |now: &Shared| {
+                    let mut r = record.clone();
+                    r.set_lease(now, lease::Clock::now(&clock));
+                    if let Err(e) = store.save(&r) {
+                        say(&format!("cannot save the lease: {e}"));
+                    }
+                };
+                lease::maintain(&sh, &mut ex, &clock, &rx, &say, &save);
+            })
+            .map_err(|e| Error::internal(format!("spawn lease thread: {e}")))?;
+        Ok(Held {
+            id: held_record.id,
+            shared,
+            tx,
+            thread: Some(thread),
+            network: held_record.network,
+            container_id: held_record.container_id,
+            ifname: held_record.ifname,
+        })
+    }
+
+    /// Resumes the leases a previous daemon saved: each keeps its renewal
+    /// timer and is released by DEL as if never interrupted. A lease that
+    /// expired meanwhile, or whose namespace is gone, is dropped.
+    pub fn restore(&self) {
+        for r in self.store.load() {
+            let clock = RealClock::new();
+            let Some(shared) = r.shared(lease::Clock::now(&clock)) else {
+                log(&format!("{}: saved lease has expired, dropping it", r.id));
+                self.store.remove(&r.id);
+                continue;
+            };
+            let resumed = cni_spec::json::from_value::<NetConf>(r.config.clone())
+                .map_err(|e| err(ErrorCode::InvalidConfig, e.to_string()))
+                .and_then(|conf| {
+                    options::prepare(&r.args, &conf.ipam.clone().unwrap_or_default())
+                        .map_err(|e| err(ErrorCode::InvalidConfig, e))
+                })
+                .and_then(|opts| self.exchange(&r.id, &r.netns, &r.ifname, opts))
+                .and_then(|ex| self.hold(ex, clock, shared, r.clone()));
+            match resumed {
+                Ok(h) => {
+                    log(&format!("{}: resumed saved lease", r.id));
+                    if let Some(slot) = self.slot(&r.id, true) {
+                        if let Ok(mut g) = slot.lock() {
+                            *g = Some(h);
+                        }
+                    }
+                }
+                Err(e) => {
+                    log(&format!("{}: cannot resume saved lease: {}", r.id, e.msg));
+                    self.store.remove(&r.id);
+                }
+            }
         }
     }
 
@@ -203,7 +362,8 @@ impl Daemon {
     }
 
     fn conf(req: &Request) -> Result<NetConf, Error> {
-        serde_json::from_value(req.config.clone()).map_err(|e| {
+        // `null` members read as absent, as in every plugin's config.
+        cni_spec::json::from_value(req.config.clone()).map_err(|e| {
             err(
                 ErrorCode::InvalidConfig,
                 format!("error parsing netconf: {e}"),
@@ -241,24 +401,7 @@ impl Daemon {
             h.stop(Cmd::Forget);
             *held = None;
         }
-        let ns_path = format!("{}{}", self.opts.hostprefix, req.netns);
-        let ns = netns::NetNs::open(&ns_path).map_err(|e| {
-            err(
-                ErrorCode::Io,
-                format!("{id}: failed to open netns {ns_path:?}: {e}"),
-            )
-        })?;
-        let mut client_id = vec![0u8];
-        client_id.extend_from_slice(id.as_bytes());
-        let mut ex = LinkExchange {
-            ns: Arc::new(ns),
-            ifname: req.ifname.clone(),
-            client_id,
-            opts,
-            timeout: self.opts.timeout,
-            resend_max: self.opts.resend_max,
-            broadcast: self.opts.broadcast,
-        };
+        let mut ex = self.exchange(&id, &req.netns, &req.ifname, opts)?;
         log(&format!("{id}: acquiring lease"));
         let ack = ex
             .acquire()
@@ -278,29 +421,25 @@ impl Daemon {
             ip.address,
             timers.expiry.saturating_sub(lease::Clock::now(&clock))
         ));
-        let shared = Arc::new(Mutex::new(Shared {
+        let shared = Shared {
             ack,
             timers,
             state: State::Bound,
-        }));
-        let (tx, rx) = channel();
-        let sh = shared.clone();
-        let tag = id.clone();
-        let thread = std::thread::Builder::new()
-            .name("dhcp-lease".into())
-            .spawn(move || {
-                let say = |m: &str| log(&format!("{tag}: {m}"));
-                lease::maintain(&sh, &mut ex, &clock, &rx, &say);
-            })
-            .map_err(|e| Error::internal(format!("spawn lease thread: {e}")))?;
-        *held = Some(Held {
-            shared,
-            tx,
-            thread: Some(thread),
+        };
+        let record = Record {
+            id: id.clone(),
             network: conf.name.clone(),
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
-        });
+            netns: req.netns.clone(),
+            args: req.args.clone(),
+            config: req.config.clone(),
+            ack: String::new(),
+            t1_ms: 0,
+            t2_ms: 0,
+            expiry_ms: 0,
+        };
+        *held = Some(self.hold(ex, clock, shared, record)?);
         Ok(Lease {
             ip: Some(ip),
             routes,
@@ -341,6 +480,7 @@ impl Daemon {
         if let Ok(mut held) = slot.lock() {
             if let Some(mut h) = held.take() {
                 h.stop(Cmd::Release);
+                self.store.remove(&h.id);
                 log(&format!("{id}: lease released"));
             }
         }
@@ -376,7 +516,14 @@ impl Daemon {
         Ok(())
     }
 
-    fn serve_conn(&self, stream: UnixStream) {
+    fn serve_conn(&self, stream: UnixStream, read_timeout: Duration) {
+        // An idle or slow client is closed rather than holding a thread.
+        let _ = stream.set_read_timeout(Some(read_timeout));
+        let _ = stream.set_write_timeout(Some(read_timeout));
+        if let Err(e) = peer_allowed(&stream) {
+            refuse(&stream, e);
+            return;
+        }
         let mut line = String::new();
         let mut r = BufReader::new((&stream).take(MAX_LINE));
         if r.read_line(&mut line).is_err() {
@@ -402,9 +549,115 @@ impl Daemon {
     }
 }
 
+/// Only root (and the daemon's own user) may make the daemon run DHCP on
+/// a namespace and interface of its choosing: the peer's credentials come
+/// from the kernel (SO_PEERCRED), not from anything the peer says.
+fn peer_allowed(stream: &UnixStream) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt fills `cred` (of the size given) on our own fd.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(err(
+            ErrorCode::TryAgainLater,
+            format!(
+                "cannot read the caller's credentials: {}",
+                std::io::Error::last_os_error()
+            ),
+        ));
+    }
+    // SAFETY: trivial syscall.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid == 0 || cred.uid == me {
+        return Ok(());
+    }
+    Err(err(
+        ErrorCode::Io,
+        format!(
+            "permission denied: uid {} may not use the DHCP daemon (root only)",
+            cred.uid
+        ),
+    ))
+}
+
+/// Answers a connection with an error and closes it.
+fn refuse(stream: &UnixStream, e: Error) {
+    let reply = Reply {
+        lease: None,
+        error: Some(e),
+    };
+    if let Ok(mut out) = serde_json::to_vec(&reply) {
+        out.push(b'\n');
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = (&*stream).write_all(&out);
+    }
+}
+
+/// The accept loop's answer to running out of descriptors (or memory):
+/// wait, doubling up to a second, and log one line per burst rather than
+/// one per failed accept.
+#[derive(Default)]
+struct Backoff {
+    failures: u64,
+    delay: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// An accept failed with `e`: logs (once per burst) and sleeps.
+    fn failed(&mut self, e: &std::io::Error) {
+        if self.failures == 0 {
+            log(&format!("accept: {e}; backing off until it recovers"));
+        }
+        self.failures += 1;
+        self.delay = if self.delay.is_zero() {
+            Self::FIRST
+        } else {
+            (self.delay * 2).min(Self::MAX)
+        };
+        std::thread::sleep(self.delay);
+    }
+
+    /// An accept succeeded: ends a burst (with one line saying so).
+    fn ok(&mut self) {
+        if self.failures > 0 {
+            log(&format!(
+                "accept recovered after {} failed attempts",
+                self.failures
+            ));
+        }
+        self.failures = 0;
+        self.delay = Duration::ZERO;
+    }
+}
+
+/// Counts a connection being served; the count drops with the guard.
+struct ConnGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The listener: inherited from systemd socket activation, else bound at
 /// `path` (a stale socket nobody answers on is replaced).
-fn listener(path: &Path) -> Result<(UnixListener, bool), String> {
+fn listener(path: &Path, mode: u32) -> Result<(UnixListener, bool), String> {
     let pid_ok = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
@@ -437,9 +690,15 @@ fn listener(path: &Path) -> Result<(UnixListener, bool), String> {
         }
         let _ = std::fs::remove_file(path);
     }
-    UnixListener::bind(path)
-        .map(|l| (l, true))
-        .map_err(|e| format!("Error getting listener: listen {}: {e}", path.display()))
+    let l = UnixListener::bind(path)
+        .map_err(|e| format!("Error getting listener: listen {}: {e}", path.display()))?;
+    // Explicit, whatever the umask: root only unless configured otherwise.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    }
+    Ok((l, true))
 }
 
 /// Blocks SIGINT/SIGTERM for every thread and returns the set, so one
@@ -477,14 +736,25 @@ pub fn main(args: &[String]) -> i32 {
             ));
             return 1;
         }
-        if let Err(e) = std::fs::write(&opts.pidfile, std::process::id().to_string()) {
+        // 0644 whatever the umask.
+        let written = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&opts.pidfile)
+                .and_then(|mut f| f.write_all(std::process::id().to_string().as_bytes()))
+        };
+        if let Err(e) = written {
             log(&format!("Error writing pidfile {:?}: {e}", opts.pidfile));
             return 1;
         }
     }
     let sigs = block_signals();
     let path = PathBuf::from(format!("{}{}", opts.hostprefix, opts.socket_path));
-    let (l, owned) = match listener(&path) {
+    let (l, owned) = match listener(&path, opts.socket_mode) {
         Ok(x) => x,
         Err(e) => {
             log(&e);
@@ -509,19 +779,47 @@ pub fn main(args: &[String]) -> i32 {
             std::process::exit(0);
         });
     log(&format!("listening on {}", path.display()));
+    let (max_conns, read_timeout) = (opts.max_conns, opts.read_timeout);
     let d = Arc::new(Daemon::new(opts));
-    for conn in l.incoming() {
-        match conn {
-            Ok(s) => {
-                let d = d.clone();
-                let _ = std::thread::Builder::new()
-                    .name("dhcp-conn".into())
-                    .spawn(move || d.serve_conn(s));
+    d.restore();
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut backoff = Backoff::default();
+    loop {
+        let s = match l.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM, ...: the pending
+                // connection stays queued; retrying at once would spin.
+                backoff.failed(&e);
+                continue;
             }
-            Err(e) => log(&format!("accept: {e}")),
+        };
+        backoff.ok();
+        if active.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= max_conns {
+            active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            refuse(
+                &s,
+                err(
+                    ErrorCode::TryAgainLater,
+                    format!("the DHCP daemon is serving {max_conns} connections; try again"),
+                ),
+            );
+            continue;
+        }
+        let guard = ConnGuard(active.clone());
+        let d = d.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dhcp-conn".into())
+            .spawn(move || {
+                let _guard = guard;
+                d.serve_conn(s, read_timeout)
+            });
+        if let Err(e) = spawned {
+            // The closure (and with it the stream and the guard) is gone.
+            backoff.failed(&e);
         }
     }
-    0
 }
 
 #[cfg(test)]

@@ -151,14 +151,21 @@ fn commit(shared: &Mutex<Shared>, ack: Message, now: Duration) -> Result<(), Str
     Ok(())
 }
 
-/// Keeps the lease alive until told to stop. `log` gets one line per event.
+/// Keeps the lease alive until told to stop. `log` gets one line per event;
+/// `committed` sees the state after each new ACK (to persist it).
 pub fn maintain(
     shared: &Arc<Mutex<Shared>>,
     ex: &mut dyn Exchange,
     clock: &dyn Clock,
     rx: &Receiver<Cmd>,
     log: &dyn Fn(&str),
+    committed: &dyn Fn(&Shared),
 ) {
+    let saved = || {
+        if let Ok(g) = shared.lock() {
+            committed(&g);
+        }
+    };
     loop {
         let Ok(snap) = shared.lock().map(|g| g.clone()) else {
             return;
@@ -190,6 +197,7 @@ pub fn maintain(
                     let now = clock.now();
                     match commit(shared, ack, now) {
                         Ok(()) => {
+                            saved();
                             log(if rebind {
                                 "lease rebound"
                             } else {
@@ -211,6 +219,7 @@ pub fn maintain(
                     match ex.acquire() {
                         Ok(ack) if ack.yiaddr == snap.ack.yiaddr => {
                             if commit(shared, ack, clock.now()).is_ok() {
+                                saved();
                                 log("lease acquired anew with the same address");
                                 continue;
                             }

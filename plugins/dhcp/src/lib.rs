@@ -11,6 +11,7 @@ pub mod link;
 pub mod options;
 pub mod packet;
 pub mod proto;
+pub mod store;
 
 use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;

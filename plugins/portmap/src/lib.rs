@@ -323,7 +323,7 @@ impl Plugin for Portmap {
         let nft = Nft::open().map_err(nft_err)?;
         let have = portmap::list(&nft).map_err(nft_err)?;
         for m in &want {
-            if !have.contains(m) {
+            if !have.contains(&m.as_listed()) {
                 return Err(Error::internal(format!(
                     "port mapping {}/{} -> {}:{} is missing",
                     m.host_port,

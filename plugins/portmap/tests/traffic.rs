@@ -71,6 +71,18 @@ fn call_rc(
     id: &str,
     runtime_config: Option<Value>,
 ) -> (i32, Value) {
+    call_with(t, cmd, version, id, runtime_config, json!({}))
+}
+
+/// As [`call_rc`], with `extra` members merged into the config.
+fn call_with(
+    t: &Topo,
+    cmd: &str,
+    version: &str,
+    id: &str,
+    runtime_config: Option<Value>,
+    extra: Value,
+) -> (i32, Value) {
     let mut prev = json!({
         "cniVersion": version,
         "interfaces": [
@@ -98,6 +110,9 @@ fn call_rc(
     });
     if let Some(rc) = runtime_config {
         conf["runtimeConfig"] = rc;
+    }
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        conf[k] = v.clone();
     }
     let stdin = conf.to_string();
     let netns = t.pod.path().display().to_string();
@@ -361,4 +376,57 @@ fn del_without_mappings_does_no_firewall_work() {
     assert_eq!(code, 0, "DEL: {out}");
     assert_ne!(ruleset(), before);
     assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none());
+}
+
+/// A container id of 10,000 characters (the spec sets no limit): ADD,
+/// CHECK, GC keeping it, DEL all work on it, and afterwards another pod
+/// can map the same host port. GC without it removes its mappings too.
+#[test]
+fn ten_thousand_character_container_id() {
+    let t = topo();
+    let long = format!("c{}", "0123456789abcdef-_.".repeat(527))[..10_000].to_string();
+    let other = format!("{}Z", &long[..9_999]);
+    let web = t
+        .pod
+        .run(|| TcpListener::bind("0.0.0.0:80"))
+        .expect("listen");
+    let (code, out) = call(&t, "ADD", "1.1.0", &long);
+    assert_eq!(code, 0, "ADD: {out}");
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_some());
+    let (code, out) = call(&t, "CHECK", "1.1.0", &long);
+    assert_eq!(code, 0, "CHECK: {out}");
+    // CHECK of an id sharing all but its last character finds nothing.
+    let (code, _) = call(&t, "CHECK", "1.1.0", &other);
+    assert_ne!(code, 0, "CHECK of another id");
+    // Neither does DEL of that id remove anything.
+    let (code, out) = call(&t, "DEL", "1.1.0", &other);
+    assert_eq!(code, 0, "DEL other: {out}");
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_some());
+    let keep =
+        |id: &str| json!({"cni.dev/valid-attachments": [{"containerID": id, "ifname": "eth0"}]});
+    let (code, out) = call_with(&t, "GC", "1.1.0", "", None, keep(&long));
+    assert_eq!(code, 0, "GC: {out}");
+    assert!(
+        tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_some(),
+        "GC kept it"
+    );
+    let (code, out) = call(&t, "DEL", "1.1.0", &long);
+    assert_eq!(code, 0, "DEL: {out}");
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none());
+    // The host port is free again.
+    let (code, out) = call(&t, "ADD", "1.1.0", "ctr2");
+    assert_eq!(code, 0, "ADD of another pod on the same port: {out}");
+    let (code, out) = call(&t, "DEL", "1.1.0", "ctr2");
+    assert_eq!(code, 0, "DEL: {out}");
+    // GC without the long id removes its mappings.
+    let (code, out) = call(&t, "ADD", "1.1.0", &long);
+    assert_eq!(code, 0, "ADD: {out}");
+    let (code, out) = call_with(&t, "GC", "1.1.0", "", None, keep("ctr2"));
+    assert_eq!(code, 0, "GC: {out}");
+    assert!(
+        tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none(),
+        "GC removed it"
+    );
+    let nft = nft::Nft::open_in(t.node.ns()).expect("open nft");
+    assert!(portmap::list(&nft).expect("list").is_empty());
 }

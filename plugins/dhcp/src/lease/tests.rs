@@ -77,7 +77,7 @@ fn run(first: Message, server: &mut FakeServer, clock: &Arc<FakeClock>) -> Arc<M
         state: State::Bound,
     }));
     let (_tx, rx) = channel();
-    maintain(&shared, server, clock, &rx, &|_| {});
+    maintain(&shared, server, clock, &rx, &|_| {}, &|_| {});
     shared
 }
 
@@ -218,7 +218,7 @@ fn rebind_success_restores_bound() {
         inner: &mut s,
         answered: &mut answered,
     };
-    maintain(&shared, &mut w, &c, &rx, &|_| {});
+    maintain(&shared, &mut w, &c, &rx, &|_| {}, &|_| {});
     let ev = events(&s);
     let rebind_at = s
         .log
@@ -280,12 +280,12 @@ fn release_command_stops_at_once() {
     }));
     let (tx, rx) = channel();
     tx.send(Cmd::Release).expect("send");
-    maintain(&shared, &mut s, &c, &rx, &|_| {});
+    maintain(&shared, &mut s, &c, &rx, &|_| {}, &|_| {});
     assert_eq!(events(&s), ["0 release 10.0.0.5"]);
 
     let (tx, rx) = channel();
     tx.send(Cmd::Forget).expect("send");
     let mut s = FakeServer::new(&c);
-    maintain(&shared, &mut s, &c, &rx, &|_| {});
+    maintain(&shared, &mut s, &c, &rx, &|_| {}, &|_| {});
     assert!(s.log.is_empty());
 }
