@@ -80,7 +80,10 @@ pub fn nft_entries(ns: &TestNs) -> Vec<String> {
     let mut out = Vec::new();
     for o in nft_objects(ns) {
         if let Some(r) = o.get("rule") {
-            out.push(format!("rule {}", r["comment"].as_str().unwrap_or("")));
+            out.push(format!(
+                "rule {} {} {} {} {}",
+                r["family"], r["table"], r["chain"], r["expr"], r["comment"]
+            ));
         }
         for kind in ["set", "map"] {
             if let Some(s) = o.get(kind) {
@@ -93,4 +96,19 @@ pub fn nft_entries(ns: &TestNs) -> Vec<String> {
         }
     }
     out
+}
+
+/// `after` minus one occurrence of each entry of `before`.
+pub fn new_since(before: &[String], after: Vec<String>) -> Vec<String> {
+    let mut base = before.to_vec();
+    after
+        .into_iter()
+        .filter(|e| match base.iter().position(|b| b == e) {
+            Some(i) => {
+                base.swap_remove(i);
+                false
+            }
+            None => true,
+        })
+        .collect()
 }
