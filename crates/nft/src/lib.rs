@@ -19,6 +19,8 @@ mod batch;
 pub mod conntrack;
 mod error;
 pub mod expr;
+#[doc(hidden)]
+pub mod fuzzing;
 mod list;
 pub mod masq;
 mod nft;
