@@ -33,7 +33,7 @@ def main():
     p(f"| fuzzing (`fuzz/`, {len(fuzz)} targets) | {sum(n(r, 'execs') for r in fuzz):,} executions, "
       f"{sum(n(r, 'crashes') for r in fuzz)} crashes | — |")
     p(f"| fault injection (`tests/fault_injection.rs`) | {sum(n(r, 'kills') for r in fault)} SIGKILLs "
-      f"in {sum(n(r, 'attempts') for r in fault)} interrupted calls | "
+      f"landed mid-call (of {sum(n(r, 'attempts') for r in fault)} calls started) | "
       f"{sum(n(r, 'leaked') for r in fault)} leaked, {sum(n(r, 'duplicates') for r in fault)} duplicate addresses |")
     p(f"| concurrency (`tests/concurrency.rs`) | {sum(n(r, 'ops') for r in conc)} operations "
       f"({sum(n(r, 'adds') for r in conc)} concurrent ADDs, then DELs and GCs) | "
