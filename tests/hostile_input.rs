@@ -670,7 +670,24 @@ fn harden_rows(w: &World, plugin: &str) -> Vec<Row> {
     ];
     if plugin != "dhcp" {
         if let Some(o) = base.as_object() {
-            for k in o.keys().filter(|k| !required.contains(&k.as_str())) {
+            // bandwidth's rates and bursts come in pairs: null them together
+            // (its base prevResult has no host veth: code 5 either way).
+            let paired = ["ingressRate", "ingressBurst", "egressRate", "egressBurst"];
+            if plugin == "bandwidth" {
+                let mut c = base.clone();
+                for k in paired {
+                    c[k] = Value::Null;
+                }
+                rows.push(row(
+                    "all limits null".into(),
+                    c.to_string().into_bytes(),
+                    Want::WorksOrErr(&[5]),
+                ));
+            }
+            for k in o
+                .keys()
+                .filter(|k| !required.contains(&k.as_str()) && !paired.contains(&k.as_str()))
+            {
                 let mut c = base.clone();
                 c[k] = Value::Null;
                 rows.push(row(
