@@ -667,6 +667,10 @@ fn harden_rows(w: &World, plugin: &str) -> Vec<Row> {
         "runtimeConfig",
         "master",
         "device",
+        // null means the default, under /run/cni or /var/lib/cni: not for a
+        // test to write to.
+        "dataDir",
+        "stateDir",
     ];
     if plugin != "dhcp" {
         if let Some(o) = base.as_object() {
