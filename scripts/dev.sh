@@ -68,6 +68,62 @@ release_build() {
   RELEASE_DIR="target/$target/release"
 }
 
+# Standing fuzz suite (fuzz/, cargo-fuzz on libFuzzer). Each target runs
+# for $1 seconds (default 20) from the committed seed corpus
+# fuzz/corpus/<target>/; new inputs go to a scratch dir, never into the
+# repository. A crash fails the run and its input is copied into
+# fuzz/corpus/<target>/ (commit it with the fix). Builds with `-s none` (no
+# sanitizer): that is what lets the stable toolchain build it; cargo-fuzz
+# passes only stable codegen flags then. FUZZ_SUMMARY=file collects one
+# "RELIABILITY suite=fuzz target=... execs=..." line per target.
+fuzz_all() {
+  local secs=${1:-20} t scratch log execs failed=0
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+  (cd fuzz && cargo fuzz build -s none -O)
+  for t in $(cd fuzz && cargo fuzz list); do
+    scratch=$(mktemp -d)
+    log=$(mktemp)
+    mkdir -p "fuzz/artifacts/$t"
+    if (cd fuzz && cargo fuzz run "$t" -s none -O "$scratch" "corpus/$t" -- \
+      -max_total_time="$secs" -artifact_prefix="artifacts/$t/" -print_final_stats=1) >"$log" 2>&1; then
+      execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+      echo "fuzz $t: ${execs:-?} executions in ${secs}s, no crash"
+      if [ -n "${FUZZ_SUMMARY:-}" ]; then
+        echo "RELIABILITY suite=fuzz target=$t execs=${execs:-0} crashes=0" >>"$FUZZ_SUMMARY"
+      fi
+    else
+      failed=1
+      tail -40 "$log" >&2
+      for a in fuzz/artifacts/"$t"/*; do
+        [ -f "$a" ] || continue
+        cp "$a" "fuzz/corpus/$t/"
+        echo "fuzz $t: CRASH; input kept as fuzz/corpus/$t/$(basename "$a") (commit it with the fix)" >&2
+      done
+    fi
+    rm -rf "$scratch" "$log"
+  done
+  return $failed
+}
+
+# RELIABILITY.md from the standing suites' own summary lines: fuzz
+# executions per target, SIGKILLs, concurrent operations, hostile input rows
+# and what was left behind.
+reliability() {
+  local out summary
+  summary=$(mktemp)
+  FUZZ_SUMMARY=$summary fuzz_all "${1:-20}"
+  for t in fault_injection concurrency hostile_input; do
+    out=$(cargo test --test "$t" -- --nocapture --skip _after_harden 2>&1) || {
+      echo "$out" | tail -60 >&2
+      exit 1
+    }
+    echo "$out" | grep -a '^RELIABILITY ' >>"$summary"
+  done
+  python3 scripts/reliability.py "$summary" >RELIABILITY.md
+  rm -f "$summary"
+  echo "wrote RELIABILITY.md"
+}
+
 case "${1:-}" in
   setup)
     setup
@@ -93,6 +149,9 @@ case "${1:-}" in
     cargo build -p rcni -p rcni-bench
     cargo test --workspace --all-targets
     cargo test --workspace --doc
+    # Standing fuzz suite, bounded: 8 targets x 15 s plus the build (~2 min
+    # cold), under 4 minutes in all.
+    fuzz_all 15
     # Keep the benchmark tool working (never a pass/fail on time).
     ./target/debug/rcni-bench --quick --only start,bridge,host-local,kernel,rss
     ;;
@@ -104,6 +163,16 @@ case "${1:-}" in
     shift
     "$RELEASE_DIR/rcni-bench" --json benchmarks.json --svg benchmarks.svg \
       --markdown BENCHMARKS.md "$@"
+    ;;
+  fuzz)
+    # bash scripts/dev.sh fuzz [SECONDS per target, default 20]
+    setup
+    fuzz_all "${2:-20}"
+    ;;
+  reliability)
+    # Runs the standing suites and rewrites RELIABILITY.md with their figures.
+    setup
+    reliability "${2:-20}"
     ;;
   *)
     echo "usage: bash scripts/dev.sh demo|test|build|bench|setup" >&2

@@ -180,7 +180,7 @@ impl Socket {
     }
 }
 
-fn parse_addr(payload: &[u8]) -> Option<Address> {
+pub(crate) fn parse_addr(payload: &[u8]) -> Option<Address> {
     let hdr = IfAddrMsg::from_bytes(payload)?;
     let mut local = None;
     let mut address = None;

@@ -28,6 +28,8 @@
 pub mod addr;
 pub mod alias;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod link;
 pub mod msg;
 pub mod neigh;

@@ -204,7 +204,7 @@ impl Link {
             .map(|v| v != 0)
     }
 
-    fn parse(payload: &[u8]) -> Option<Link> {
+    pub(crate) fn parse(payload: &[u8]) -> Option<Link> {
         let hdr = IfInfoMsg::from_bytes(payload)?;
         let mut l = Link {
             index: u32::try_from(hdr.index).ok()?,

@@ -139,7 +139,7 @@ impl FdbEntry {
     }
 }
 
-fn parse_neigh(payload: &[u8]) -> Option<Neighbour> {
+pub(crate) fn parse_neigh(payload: &[u8]) -> Option<Neighbour> {
     let h = NdMsg::from_bytes(payload)?;
     let mut n = Neighbour {
         family: h.family,

@@ -305,7 +305,7 @@ impl Route {
     }
 
     /// A route of a dump; cached clones are not routes of a table.
-    fn parse(payload: &[u8]) -> Option<Route> {
+    pub(crate) fn parse(payload: &[u8]) -> Option<Route> {
         let hdr = RtMsg::from_bytes(payload)?;
         if hdr.flags & RTM_F_CLONED != 0 {
             return None;
@@ -315,7 +315,7 @@ impl Route {
 
     /// Any route message, clones included (the answer to a route lookup
     /// is one).
-    fn parse_any(payload: &[u8]) -> Option<Route> {
+    pub(crate) fn parse_any(payload: &[u8]) -> Option<Route> {
         let hdr = RtMsg::from_bytes(payload)?;
         let family = match i32::from(hdr.family) {
             libc::AF_INET => Family::V4,

@@ -216,7 +216,7 @@ impl Rule {
         Ok(m)
     }
 
-    fn parse(payload: &[u8]) -> Option<Rule> {
+    pub(crate) fn parse(payload: &[u8]) -> Option<Rule> {
         let h = FibRuleHdr::from_bytes(payload)?;
         let family = match i32::from(h.family) {
             libc::AF_INET => Family::V4,

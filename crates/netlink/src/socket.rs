@@ -365,7 +365,7 @@ impl Socket {
 }
 
 /// Extracts NLMSGERR_ATTR_MSG from the TLVs starting at `offset` of the payload.
-fn ext_ack(m: &Msg<'_>, offset: usize) -> Option<String> {
+pub(crate) fn ext_ack(m: &Msg<'_>, offset: usize) -> Option<String> {
     let tlvs = m.payload.get(offset..)?;
     Attrs::new(tlvs)
         .get(NLMSGERR_ATTR_MSG)

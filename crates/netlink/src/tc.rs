@@ -295,7 +295,7 @@ fn tcmsg(index: u32, parent: u32, handle: u32) -> TcMsg {
     }
 }
 
-fn parse_qdisc(payload: &[u8]) -> Option<Qdisc> {
+pub(crate) fn parse_qdisc(payload: &[u8]) -> Option<Qdisc> {
     let h = TcMsg::from_bytes(payload)?;
     let mut q = Qdisc {
         index: u32::try_from(h.index).ok()?,

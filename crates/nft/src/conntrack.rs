@@ -237,7 +237,7 @@ fn put_tuple(m: &mut MessageBuilder, ty: u16, t: &Tuple) {
     });
 }
 
-fn parse_entry(msg: &OwnedMsg) -> Option<Entry> {
+pub(crate) fn parse_entry(msg: &OwnedMsg) -> Option<Entry> {
     if msg.ty != (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW {
         return None;
     }

@@ -19,6 +19,8 @@ mod batch;
 pub mod conntrack;
 mod error;
 pub mod expr;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ident;
 mod list;
 pub mod masq;

@@ -150,7 +150,7 @@ pub fn comment(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{PREFIX}{n}:{c}:{ifname}")
 }
 
-fn parse_comment(c: &str) -> Option<(&str, &str, &str)> {
+pub(crate) fn parse_comment(c: &str) -> Option<(&str, &str, &str)> {
     let rest = c.strip_prefix(PREFIX)?;
     let mut it = rest.splitn(3, ':');
     Some((it.next()?, it.next()?, it.next()?))

@@ -11,6 +11,8 @@
 //! The IFB carries the alias `rcni-bandwidth:<network>:<containerID>`, so GC
 //! can tell the devices of this network from others.
 
+#[doc(hidden)]
+pub mod fuzzing;
 use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::Bandwidth;

@@ -4,6 +4,8 @@
 //! IPAM → links → container side → host side → result; every step that
 //! creates something registers its undo.
 
+#[doc(hidden)]
+pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};

@@ -6,6 +6,8 @@
 //! not the reference's Go net/rpc: run an rcni daemon with rcni plugins.
 
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lease;
 pub mod link;
 pub mod options;

@@ -31,6 +31,8 @@
 //! uplink) still reaches the pod. `isolated` additionally drops traffic
 //! between pods of the same bridge (needs `bridge-nf-call-iptables`).
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod iptables;
 pub mod nftables;
 pub mod tag;

@@ -9,6 +9,8 @@
 //! side can collide with an existing interface (and udev on the node never
 //! sees a transient name).
 
+#[doc(hidden)]
+pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode, Interface, Result};

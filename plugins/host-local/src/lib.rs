@@ -1,6 +1,8 @@
 //! `host-local`: allocates addresses from range sets, with state in
 //! `<dataDir>/<network>/` byte-compatible with the reference plugin.
 
+#[doc(hidden)]
+pub mod fuzzing;
 use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Dns, Error, ErrorCode, IpConfig, Result, Route};

@@ -3,6 +3,8 @@
 //! routing on the node: the pod sits directly on the master's network.
 //! Without an `ipam` section the link only comes up (L2 only).
 
+#[doc(hidden)]
+pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};

@@ -13,6 +13,8 @@
 //! rejected with code 2 when non-empty), runtimeConfig `portMappings` in
 //! both the camelCase and containerd's capitalised spelling.
 
+#[doc(hidden)]
+pub mod fuzzing;
 use std::net::IpAddr;
 
 use cni_skel::{CmdArgs, Plugin};

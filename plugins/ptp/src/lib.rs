@@ -4,6 +4,8 @@
 //! host route and everything else via that gateway. The host routes the
 //! pod's address to the veth.
 
+#[doc(hidden)]
+pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode, Interface, Result};

@@ -10,6 +10,8 @@
 //! is an address of the interface and this interface's routes in the tables
 //! they pointed to.
 
+#[doc(hidden)]
+pub mod fuzzing;
 use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode, IpConfig, Result};

@@ -1,6 +1,8 @@
 //! `static`: hands out the addresses written in the configuration (or given
 //! by CNI_ARGS `IP=`/`GATEWAY=`, `args.cni.ips`, runtimeConfig `ips`).
 
+#[doc(hidden)]
+pub mod fuzzing;
 use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Dns, Error, IpConfig, Result, Route};

@@ -3,6 +3,8 @@
 //! port of an existing bridge in that namespace, optionally with IPAM
 //! addresses. Follows the reference's cmdAdd: tap first, then IPAM.
 
+#[doc(hidden)]
+pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::MacOnly;

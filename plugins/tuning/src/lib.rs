@@ -8,6 +8,8 @@
 //! ignores when it reads the file).
 
 mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod sysctl;
 
 use cni_skel::{CmdArgs, Plugin};
