@@ -11,12 +11,15 @@ pub const USAGE: &str = "\
 usage: rcni-agent --node-name NAME [--source file:PATH | kubernetes[:KUBECONFIG] | etcd:ENDPOINTS]
                   [--cluster-cidr CIDR]... [--backend auto|host-gw|vxlan] [--uplink IF]
                   [--vxlan-vni N] [--vxlan-port P] [--cni-conf-dir DIR] [--cni-bin-dir DIR]
-                  [--rcni PATH] [--interval SECONDS] [--once]
+                  [--rcni PATH] [--interval SECONDS] [--once] [--insecure-allow-http-token]
 
 --node-name defaults to $NODE_NAME; --source to kubernetes; --interval to 10;
 --cni-conf-dir to /etc/cni/net.d; --cni-bin-dir to /opt/cni/bin; --rcni to
 the rcni binary next to rcni-agent. --cluster-cidr may be given once per family
-(or comma-separated); without it the union of all pod CIDRs is the cluster.";
+(or comma-separated); without it the union of all pod CIDRs is the cluster,
+and another node's pod CIDR shorter than /16 (IPv4) or /48 (IPv6) is refused.
+A Kubernetes bearer token is never sent over http:// unless
+--insecure-allow-http-token is given.";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
@@ -28,6 +31,7 @@ pub struct Args {
     pub rcni: Option<PathBuf>,
     pub interval: Duration,
     pub once: bool,
+    pub insecure_http_token: bool,
 }
 
 /// Parses `argv` (without the program name); `env_node` is `$NODE_NAME`.
@@ -41,6 +45,7 @@ pub fn parse(argv: &[String], env_node: Option<String>) -> Result<Args, String> 
         rcni: None,
         interval: Duration::from_secs(10),
         once: false,
+        insecure_http_token: false,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -50,6 +55,10 @@ pub fn parse(argv: &[String], env_node: Option<String>) -> Result<Args, String> 
         };
         if name == "--once" {
             a.once = true;
+            continue;
+        }
+        if name == "--insecure-allow-http-token" {
+            a.insecure_http_token = true;
             continue;
         }
         if name == "-h" || name == "--help" {
@@ -125,7 +134,8 @@ mod tests {
             &v(
                 "--node-name a --source file:/n.json --cluster-cidr 10.244.0.0/16,fd44::/48 \
                 --backend=vxlan --uplink eth1 --vxlan-vni 7 --vxlan-port 4789 \
-                --cni-conf-dir /c --cni-bin-dir /b --rcni /r --interval 3 --once",
+                --cni-conf-dir /c --cni-bin-dir /b --rcni /r --interval 3 --once \
+                --insecure-allow-http-token",
             ),
             Some("ignored".into()),
         )
@@ -137,6 +147,8 @@ mod tests {
         assert_eq!((a.datapath.vxlan_vni, a.datapath.vxlan_port), (7, 4789));
         assert_eq!(a.rcni, Some(PathBuf::from("/r")));
         assert!(a.once);
+        assert!(a.insecure_http_token);
+        assert!(!parse(&[], Some("n".into())).unwrap().insecure_http_token);
         assert!(parse(&[], None).is_err());
         assert!(parse(&v("--node-name a --backend bgp"), None).is_err());
         assert!(parse(&v("--node-name a --vxlan-vni 0"), None).is_err());

@@ -38,6 +38,7 @@ use netlink::route::RT_TABLE_MAIN;
 use netlink::{Family, FdbEntry, Link, LinkKind, LinkSpec, Route, Socket, Vxlan};
 
 use crate::model::NodeInfo;
+use crate::safety::{self, HostFacts};
 
 /// The route protocol that marks the agent's routes.
 pub const RTPROT_RCNI: u8 = 0x52;
@@ -110,6 +111,8 @@ pub struct Report {
     pub changes: Vec<String>,
     /// Problems with single peers (the rest was still reconciled).
     pub errors: Vec<String>,
+    /// Node entries refused by [`safety::screen`]; they change nothing.
+    pub refused: Vec<String>,
     pub uplink: String,
     pub uplink_mtu: u32,
     /// Set when at least one peer is reached over VXLAN.
@@ -337,6 +340,57 @@ fn find_uplink(sock: &Socket, name: Option<&str>, node_ip: IpAddr) -> Result<Lin
     )))
 }
 
+/// What the host has that node records must not touch (see
+/// [`safety::screen`]): its addresses and their subnets (the agent's own
+/// VXLAN device excepted), the main table's routes of other protocols
+/// (default routes excepted), and what the agent routes now.
+fn host_facts(sock: &Socket) -> Result<HostFacts> {
+    let vx = sock.link_by_name(VXLAN_DEV)?.map(|l| l.index);
+    let mut facts = HostFacts::default();
+    for a in sock.addresses(None, Family::All)? {
+        if Some(a.index) == vx {
+            continue;
+        }
+        facts.addresses.push(a.addr);
+        if let Ok(n) = IpNet::new(a.addr, a.prefix) {
+            facts.connected.push(n.trunc());
+        }
+    }
+    let routes = sock.routes(Family::All, Some(RT_TABLE_MAIN))?;
+    let vx_neigh = match vx {
+        Some(i) => sock.neighbours(Some(i), Family::V4)?,
+        None => Vec::new(),
+    };
+    for r in &routes {
+        let Some(dst) = r.dst.and_then(|(ip, p)| IpNet::new(ip, p).ok()) else {
+            continue;
+        };
+        if r.protocol != Some(RTPROT_RCNI) {
+            if dst.prefix_len() > 0 {
+                facts.foreign_routes.push(dst.trunc());
+            }
+            continue;
+        }
+        let Some(gw) = r.gateway else { continue };
+        if vx.is_some() && r.oif == vx {
+            // Overlay: the gateway is the VTEP, whose neighbour entry
+            // carries the node address in its MAC.
+            let node = vx_neigh
+                .iter()
+                .find(|n| n.ip == Some(gw))
+                .and_then(|n| n.mac.as_deref())
+                .filter(|m| m.len() == 6)
+                .map(|m| IpAddr::V4(Ipv4Addr::new(m[2], m[3], m[4], m[5])));
+            if let Some(ip) = node {
+                facts.installed.push((dst.trunc(), ip));
+            }
+        } else {
+            facts.installed.push((dst.trunc(), gw));
+        }
+    }
+    Ok(facts)
+}
+
 /// Reconciles the calling thread's network namespace with `nodes`.
 pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) -> Result<Report> {
     let me = nodes
@@ -360,6 +414,10 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
         uplink_mtu: uplink.mtu,
         ..Default::default()
     };
+    let host = host_facts(&sock)?;
+    let screened = safety::screen(this_node, nodes, &opts.cluster_cidr, &host);
+    report.refused = screened.refused;
+    let nodes = &screened.nodes[..];
     let onlink = |ip: IpAddr| subnets.iter().any(|s| s.contains(&ip));
     let mut peers = plan(
         this_node,
@@ -642,9 +700,15 @@ fn sync_routes(sock: &Socket, want: &[Route], report: &mut Report) -> Result<()>
         let keep = want.iter().any(|w| same_route(w, r));
         let replaced = want.iter().any(|w| w.dst == r.dst);
         if !keep && !replaced {
-            let Some((ip, prefix)) = r.dst else { continue };
+            // A route of ours without a destination is a default route
+            // (older versions could make one): it goes too.
+            let (ip, prefix) = r.dst.unwrap_or(match r.family {
+                Family::V6 => (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+                _ => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            });
             let mut d = Route::to(ip, prefix).protocol(RTPROT_RCNI);
             d.oif = r.oif;
+            d.priority = r.priority;
             sock.del_route(&d)?;
             report
                 .changes
@@ -652,11 +716,26 @@ fn sync_routes(sock: &Socket, want: &[Route], report: &mut Report) -> Result<()>
         }
     }
     for w in want {
-        if !have.iter().any(|r| same_route(w, r)) {
-            sock.replace_route(w)?;
-            report
+        if have.iter().any(|r| same_route(w, r)) {
+            continue;
+        }
+        // Replace only a route of ours; anything else is created
+        // exclusively, so a route of another owner is never overwritten.
+        let ours = have.iter().any(|r| r.dst == w.dst);
+        let done = if ours {
+            sock.replace_route(w)
+        } else {
+            sock.add_route(w)
+        };
+        match done {
+            Ok(()) => report
                 .changes
-                .push(format!("set route {}", describe_route(w)));
+                .push(format!("set route {}", describe_route(w))),
+            Err(e) if e.errno() == Some(libc::EEXIST) => report.errors.push(format!(
+                "route {}: another route to it exists and is not the agent's; left alone",
+                describe_route(w)
+            )),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

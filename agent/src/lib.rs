@@ -7,4 +7,5 @@ pub mod args;
 pub mod cniconf;
 pub mod datapath;
 pub mod model;
+pub mod safety;
 pub mod source;

@@ -46,6 +46,8 @@ struct Agent {
     source: Box<dyn NodeSource>,
     installed: bool,
     waiting_logged: bool,
+    /// The refusals last logged: each set is logged once, when it changes.
+    refused_logged: Vec<String>,
 }
 
 impl Agent {
@@ -96,6 +98,18 @@ impl Agent {
         for e in &report.errors {
             log!("error: {e}");
         }
+        let mut refused = report.refused.clone();
+        refused.extend(self.source.skipped());
+        refused.sort();
+        if refused != self.refused_logged || self.args.once {
+            for r in &refused {
+                log!("refused: {r}");
+            }
+            if refused.is_empty() && !self.refused_logged.is_empty() {
+                log!("no node entry refused any more");
+            }
+            self.refused_logged = refused;
+        }
         let conf = cniconf::render(&me.pod_cidrs, report.pod_mtu(self.args.datapath.backend));
         match cniconf::write_if_changed(&self.args.cni_conf_dir, &conf) {
             Ok(true) => log!(
@@ -138,7 +152,7 @@ fn main() {
         }
     };
     install_signal_handlers();
-    let source = match source::open(&args.source) {
+    let source = match source::open(&args.source, args.insecure_http_token) {
         Ok(s) => s,
         Err(e) => {
             log!("{e}");
@@ -156,6 +170,7 @@ fn main() {
         source,
         installed: false,
         waiting_logged: false,
+        refused_logged: Vec::new(),
     };
     loop {
         let r = agent.round();

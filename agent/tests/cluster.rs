@@ -273,7 +273,7 @@ fn has_vxlan(ns: &TestNs) -> bool {
 fn snapshot(ns: &TestNs) -> String {
     let vx = if has_vxlan(ns) {
         ns.exec(&["ip", "-d", "link", "show", "rcni.vxlan"])
-            + &ns.exec(&["ip", "addr", "show", "rcni.vxlan"])
+            + &ns.exec(&["ip", "-4", "addr", "show", "rcni.vxlan"])
             + &format!("{:?}{:?}", fdb(ns), neighbours(ns))
     } else {
         String::new()
@@ -528,4 +528,130 @@ fn sigterm_leaves_routes_in_place_and_host_gw_refuses_off_link() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Every route of the node in every table except the agent's own
+/// (protocol 82), as `ip -j route show table all` prints them, sorted.
+/// The host routes of IPv6 link-local addresses are left out: the kernel
+/// adds them when its address autoconfiguration gets to it, whatever the
+/// agent does.
+fn foreign_routes(ns: &TestNs) -> Vec<String> {
+    let mut out = Vec::new();
+    for fam in ["-4", "-6"] {
+        let v = json_of(ns, &["ip", "-j", fam, "route", "show", "table", "all"]);
+        for r in v.as_array().expect("routes") {
+            let ll_host =
+                r["table"] == "local" && r["dst"].as_str().is_some_and(|d| d.starts_with("fe80:"));
+            if r["protocol"] != "82" && r["protocol"] != 82 && !ll_host {
+                out.push(r.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn hostile_node_records_change_none_of_the_host_routes() {
+    let cl = Cluster::new();
+    let a = &cl.node("a").ns;
+    // An IPv6 uplink address and default route, for `::/0` to aim at.
+    sh(a, "ip addr add fd50::10/64 dev eth0 nodad");
+    sh(a, "ip -6 route add default via fd50::1 dev eth0");
+    let legit = cl.nodes_file("legit.json", &["a", "b", "c"]);
+    cl.agent_once("a", &legit, &[]);
+    let routes_before = foreign_routes(a);
+    let agent_before = snapshot(a);
+    assert_eq!(
+        agent_routes(a),
+        [
+            "10.244.2.0/24 via 192.168.50.11 dev eth0",
+            "10.244.3.0/24 via 10.244.3.0 dev rcni.vxlan onlink"
+        ]
+    );
+
+    let mut list: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&legit).expect("read")).expect("json");
+    for (name, addr, cidrs) in [
+        ("evil-uplink", "192.168.50.66", &["192.168.50.0/24"][..]),
+        ("evil-v6", "fd50::66", &["::/0"][..]),
+        ("evil-all", "192.168.50.67", &["0.0.0.0/0"][..]),
+        ("evil-half", "192.168.50.68", &["0.0.0.0/1"][..]),
+        (
+            "evil-split",
+            "192.168.50.69",
+            &["0.0.0.0/5", "128.0.0.0/1"][..],
+        ),
+        ("evil-b", "192.168.50.70", &["10.244.2.0/24"][..]),
+        ("evil-bcast", "255.255.255.255", &["10.244.7.0/24"][..]),
+        ("evil-self", A_IP, &["10.244.8.0/24"][..]),
+        ("evil-garbage", "192.168.50.71", &["10.244.300.0/24"][..]),
+    ] {
+        list.push(json!({"name": name, "addresses": [addr], "podCIDRs": cidrs}));
+    }
+    let hostile = cl.files.path().join("hostile.json");
+    std::fs::write(&hostile, serde_json::to_vec(&list).expect("json")).expect("write");
+
+    let err = cl.agent_once("a", &hostile, &[]);
+    for what in [
+        "node evil-uplink: pod CIDR 192.168.50.0/24 overlaps this host's connected subnet",
+        "node evil-v6: pod CIDR ::/0 is a default route",
+        "node evil-all: pod CIDR 0.0.0.0/0 is a default route",
+        "node evil-half: pod CIDR 0.0.0.0/1 is shorter than /16",
+        "node evil-split: pod CIDR 0.0.0.0/5 is shorter",
+        "node evil-split: pod CIDR 128.0.0.0/1 is shorter",
+        "node evil-b: pod CIDR 10.244.2.0/24 overlaps 10.244.2.0/24 of node b",
+        "node evil-bcast: address 255.255.255.255 is in the reserved range",
+        "node evil-self: address 192.168.50.10 is this host's own address",
+        "node evil-garbage: pod CIDR \"10.244.300.0/24\"",
+    ] {
+        assert!(err.contains(&format!("refused: {what}")), "{what}\n{err}");
+    }
+    // Nothing of the host changed, and nothing of the agent's either: the
+    // legitimate peers keep their routes, the masquerade rules stay.
+    assert_eq!(foreign_routes(a), routes_before);
+    assert_eq!(snapshot(a), agent_before);
+    let nft = a.exec(&["nft", "list", "table", "inet", "rcni-agent"]);
+    assert!(!nft.contains("0.0.0.0/0") && !nft.contains("::/0"), "{nft}");
+
+    // A route of another owner to a peer's CIDR is neither replaced nor
+    // shadowed: B refuses C's CIDR and leaves the static route alone.
+    let b = &cl.node("b").ns;
+    sh(
+        b,
+        "ip route add 10.244.3.0/24 via 192.168.50.1 proto static",
+    );
+    let b_before = foreign_routes(b);
+    let err = cl.agent_once("b", &legit, &[]);
+    assert!(
+        err.contains("refused: node c: pod CIDR 10.244.3.0/24 overlaps the route 10.244.3.0/24"),
+        "{err}"
+    );
+    assert_eq!(foreign_routes(b), b_before);
+    assert_eq!(
+        agent_routes(b),
+        ["10.244.1.0/24 via 192.168.50.10 dev eth0"]
+    );
+
+    // In the loop, a refusal is logged once, not every round.
+    let child = cl
+        .agent_cmd("a", &hostile, &["--interval", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let mut running = Running(child);
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: signalling our own child by its pid.
+    let pid = i32::try_from(running.0.id()).expect("pid");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = running.0.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    let mut log = String::new();
+    if let Some(mut e) = running.0.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut log);
+    }
+    assert_eq!(log.matches("refused: node evil-b:").count(), 1, "{log}");
+    assert_eq!(foreign_routes(a), routes_before);
+    assert_eq!(snapshot(a), agent_before);
 }

@@ -231,21 +231,30 @@ fn gateway_errors_and_bad_values_are_reported() {
 
     let (server, store) = fake_etcd();
     let mut source = EtcdSource::new(&server.url(), DEFAULT_PREFIX).unwrap();
+    // Bad entries are skipped one by one; the good one is still listed.
     store
         .lock()
         .unwrap()
-        .insert(b"/rcni/nodes/n1".to_vec(), b"{\"name\": \"n1\"}".to_vec());
-    let err = source.nodes().unwrap_err().to_string();
-    assert!(
-        err.contains("/rcni/nodes/n1: the value is not a node's JSON"),
-        "{err}"
-    );
+        .insert(b"/rcni/nodes/n0".to_vec(), b"{\"addresses\": [".to_vec());
     store.lock().unwrap().insert(
         b"/rcni/nodes/n1".to_vec(),
         serde_json::to_vec(&node("n9", "192.168.1.9", "10.244.9.0/24")).unwrap(),
     );
-    let err = source.nodes().unwrap_err().to_string();
-    assert!(err.contains("names node \"n9\", not \"n1\""), "{err}");
+    store.lock().unwrap().insert(
+        b"/rcni/nodes/n2".to_vec(),
+        serde_json::to_vec(&node("n2", "192.168.1.2", "10.244.2.0/24")).unwrap(),
+    );
+    let nodes = source.nodes().unwrap();
+    assert_eq!(nodes, vec![node("n2", "192.168.1.2", "10.244.2.0/24")]);
+    let skipped = source.skipped().join("\n");
+    assert!(
+        skipped.contains("/rcni/nodes/n0: the value is not a node's JSON"),
+        "{skipped}"
+    );
+    assert!(
+        skipped.contains("names node \"n9\", not \"n1\""),
+        "{skipped}"
+    );
 }
 
 #[test]

@@ -157,12 +157,25 @@ fn bearer_token_is_sent_and_reread_from_its_file() {
     let token = dir.join("token");
     fs::write(&token, "first-token\n").unwrap();
     let server = serve(|_| (200, list(vec![], None)));
-    let mut source = KubernetesSource::new(&server.url(), Auth::TokenFile(token.clone())).unwrap();
+    // Over plain http:// a token is refused before any request is made...
+    let mut refused = KubernetesSource::new(&server.url(), Auth::Token("secret".into())).unwrap();
+    let err = refused.nodes().unwrap_err().to_string();
+    assert!(
+        err.contains("refusing to send a bearer token over plain http://"),
+        "{err}"
+    );
+    assert!(server.requests().is_empty());
+    // ...unless explicitly allowed.
+    let mut source = KubernetesSource::new(&server.url(), Auth::TokenFile(token.clone()))
+        .unwrap()
+        .allow_http_token(true);
     source.nodes().unwrap();
     // The kubelet rotates the projected token.
     fs::write(&token, "second-token").unwrap();
     source.nodes().unwrap();
-    let mut fixed = KubernetesSource::new(&server.url(), Auth::Token("fixed".into())).unwrap();
+    let mut fixed = KubernetesSource::new(&server.url(), Auth::Token("fixed".into()))
+        .unwrap()
+        .allow_http_token(true);
     fixed.nodes().unwrap();
     let seen: Vec<String> = server
         .requests()
@@ -190,7 +203,9 @@ fn forbidden_names_the_rbac_needed() {
             .to_string(),
         )
     });
-    let mut source = KubernetesSource::new(&server.url(), Auth::Token("t".into())).unwrap();
+    let mut source = KubernetesSource::new(&server.url(), Auth::Token("t".into()))
+        .unwrap()
+        .allow_http_token(true);
     let err = source.nodes().unwrap_err().to_string();
     assert!(err.contains("403 Forbidden"), "{err}");
     assert!(err.contains("cannot list resource"), "{err}");
@@ -201,19 +216,29 @@ fn forbidden_names_the_rbac_needed() {
 #[test]
 fn unauthorized_says_which_credentials() {
     let server = serve(|_| (401, json!({"message": "Unauthorized"}).to_string()));
-    let mut source = KubernetesSource::new(&server.url(), Auth::Token("t".into())).unwrap();
+    let mut source = KubernetesSource::new(&server.url(), Auth::Token("t".into()))
+        .unwrap()
+        .allow_http_token(true);
     let err = source.nodes().unwrap_err().to_string();
     assert!(err.contains("401 Unauthorized"), "{err}");
     assert!(err.contains("a bearer token"), "{err}");
 }
 
 #[test]
-fn bad_json_and_bad_cidr_are_errors() {
+fn bad_json_is_an_error_and_a_bad_cidr_is_skipped() {
     let server = serve(|r| match r.query("limit").as_deref() {
         _ if r.header("authorization") == Some("Bearer cidr") => (
             200,
             list(
-                vec![node("n1", json!({"podCIDR": "10.244.1/24"}), json!([]))],
+                vec![
+                    node("n1", json!({"podCIDR": "10.244.1/24"}), json!([])),
+                    node(
+                        "n2",
+                        json!({"podCIDRs": ["10.244.2.0/24", "nonsense"]}),
+                        json!([{"type": "InternalIP", "address": "192.168.1.2"}]),
+                    ),
+                    node("", json!({"podCIDR": "10.244.3.0/24"}), json!([])),
+                ],
                 None,
             ),
         ),
@@ -222,9 +247,23 @@ fn bad_json_and_bad_cidr_are_errors() {
     let mut source = KubernetesSource::new(&server.url(), Auth::None).unwrap();
     let err = source.nodes().unwrap_err().to_string();
     assert!(err.contains("bad JSON in the node list"), "{err}");
-    let mut source = KubernetesSource::new(&server.url(), Auth::Token("cidr".into())).unwrap();
-    let err = source.nodes().unwrap_err().to_string();
-    assert!(err.contains("node n1: pod CIDR \"10.244.1/24\""), "{err}");
+    let mut source = KubernetesSource::new(&server.url(), Auth::Token("cidr".into()))
+        .unwrap()
+        .allow_http_token(true);
+    // One bad entry never loses the list: n1 stays without a CIDR, n2
+    // keeps its good one, the nameless node is skipped.
+    let nodes = source.nodes().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["n1", "n2"]);
+    assert!(nodes[0].pod_cidrs.is_empty());
+    assert_eq!(nodes[1].pod_cidrs, vec![net("10.244.2.0/24")]);
+    let skipped = source.skipped().join("\n");
+    assert!(
+        skipped.contains("node n1: pod CIDR \"10.244.1/24\""),
+        "{skipped}"
+    );
+    assert!(skipped.contains("\"nonsense\""), "{skipped}");
+    assert!(skipped.contains("no metadata.name"), "{skipped}");
 }
 
 #[test]

@@ -44,7 +44,7 @@ use super::kubernetes::{
     base_url, http_agent, pem_certificates, pem_private_key, read_file, transport_error,
     TlsSettings, DEFAULT_TIMEOUT, MAX_BODY,
 };
-use crate::model::{NodeInfo, NodeSource, SourceError};
+use crate::model::{node_from_json, NodeInfo, NodeSource, SourceError};
 
 /// Where nodes are kept unless configured otherwise.
 pub const DEFAULT_PREFIX: &str = "/rcni/nodes/";
@@ -64,6 +64,8 @@ pub struct EtcdSource {
     agent: ureq::Agent,
     /// The endpoint tried first: the last one that answered.
     preferred: usize,
+    /// Keys the last listing skipped, and why.
+    skipped: Vec<String>,
 }
 
 /// The end of the range of keys starting with `prefix` (etcd's
@@ -155,6 +157,7 @@ impl EtcdSource {
             tls,
             timeout,
             preferred: 0,
+            skipped: Vec::new(),
         })
     }
 
@@ -279,7 +282,8 @@ impl EtcdSource {
     }
 
     /// One node from a key and its value (both base64).
-    fn node_from(&self, kv: &KeyValue) -> Result<NodeInfo, SourceError> {
+    /// A bad key or value is skipped (and noted), never the whole list.
+    fn node_from(&mut self, kv: &KeyValue) -> Result<NodeInfo, SourceError> {
         let key = B64
             .decode(&kv.key)
             .map_err(|e| self.error(format!("a key in the answer is not base64: {e}")))?;
@@ -287,11 +291,15 @@ impl EtcdSource {
         let value = B64
             .decode(&kv.value)
             .map_err(|e| self.error(format!("{key}: the value is not base64: {e}")))?;
-        let node: NodeInfo = serde_json::from_slice(&value).map_err(|e| {
-            self.error(format!(
-                "{key}: the value is not a node's JSON ({{\"name\", \"addresses\", \"podCIDRs\"}}): {e}"
-            ))
-        })?;
+        let (node, problems) = serde_json::from_slice::<serde_json::Value>(&value)
+            .map_err(|e| e.to_string())
+            .and_then(|v| node_from_json(&v))
+            .map_err(|e| {
+                self.error(format!(
+                    "{key}: the value is not a node's JSON ({{\"name\", \"addresses\", \"podCIDRs\"}}): {e}"
+                ))
+            })?;
+        self.skipped.extend(problems);
         let name = key.strip_prefix(&self.prefix).unwrap_or(&key);
         if node.name != name {
             return Err(self.error(format!(
@@ -306,6 +314,10 @@ impl EtcdSource {
 impl NodeSource for EtcdSource {
     fn describe(&self) -> String {
         format!("etcd {} {}", self.endpoints.join(","), self.prefix)
+    }
+
+    fn skipped(&self) -> Vec<String> {
+        self.skipped.clone()
     }
 
     fn nodes(&mut self) -> Result<Vec<NodeInfo>, SourceError> {
@@ -327,10 +339,14 @@ impl NodeSource for EtcdSource {
             let answer: RangeResponse = serde_json::from_slice(&body)
                 .map_err(|e| self.error(format!("bad JSON in the range answer: {e}")))?;
             if revision.is_none() {
+                self.skipped.clear();
                 revision = answer.header.and_then(|h| h.revision);
             }
             for kv in &answer.kvs {
-                nodes.push(self.node_from(kv)?);
+                match self.node_from(kv) {
+                    Ok(n) => nodes.push(n),
+                    Err(e) => self.skipped.push(format!("{}; skipped", e.message)),
+                }
             }
             let last = match answer.kvs.last() {
                 Some(kv) if answer.more => kv,

@@ -198,6 +198,10 @@ pub struct KubernetesSource {
     timeout: Duration,
     page_size: u32,
     agent: ureq::Agent,
+    /// Send a bearer token over plain `http://` (never by default).
+    insecure_http_token: bool,
+    /// Entries the last listing skipped, and why.
+    skipped: Vec<String>,
 }
 
 impl KubernetesSource {
@@ -279,6 +283,8 @@ impl KubernetesSource {
             tls,
             timeout,
             page_size: DEFAULT_PAGE_SIZE,
+            insecure_http_token: false,
+            skipped: Vec::new(),
         })
     }
 
@@ -292,6 +298,14 @@ impl KubernetesSource {
     /// Changes how many nodes are asked for per page (at least 1).
     pub fn with_page_size(mut self, page_size: u32) -> KubernetesSource {
         self.page_size = page_size.max(1);
+        self
+    }
+
+    /// Allows sending the bearer token over plain `http://`, where anyone
+    /// on the path can read it (`--insecure-allow-http-token`). Without
+    /// it, a token with an `http://` server is refused before any request.
+    pub fn allow_http_token(mut self, allow: bool) -> KubernetesSource {
+        self.insecure_http_token = allow;
         self
     }
 
@@ -325,6 +339,13 @@ impl KubernetesSource {
     fn get(&self, path: &str) -> Result<(u16, Vec<u8>), SourceError> {
         let url = format!("{}{path}", self.base_url);
         let mut request = self.agent.get(&url).header("Accept", "application/json");
+        let has_token = !matches!(self.auth, Auth::None);
+        if has_token && self.base_url.starts_with("http://") && !self.insecure_http_token {
+            return Err(self.error(format!(
+                "GET {path}: refusing to send a bearer token over plain http:// \
+                 (use https://, or --insecure-allow-http-token)"
+            )));
+        }
         if let Some(token) = self.bearer_token()? {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
@@ -385,8 +406,13 @@ impl NodeSource for KubernetesSource {
         format!("kubernetes {}", self.base_url)
     }
 
+    fn skipped(&self) -> Vec<String> {
+        self.skipped.clone()
+    }
+
     fn nodes(&mut self) -> Result<Vec<NodeInfo>, SourceError> {
         let mut nodes = Vec::new();
+        self.skipped.clear();
         let mut continue_token: Option<String> = None;
         let mut restarted = false;
         for _ in 0..MAX_PAGES {
@@ -401,6 +427,7 @@ impl NodeSource for KubernetesSource {
                 // the server keeps the snapshot): start again, once.
                 restarted = true;
                 nodes.clear();
+                self.skipped.clear();
                 continue_token = None;
                 continue;
             }
@@ -410,7 +437,10 @@ impl NodeSource for KubernetesSource {
             let list: NodeList = serde_json::from_slice(&body)
                 .map_err(|e| self.error(format!("GET {path}: bad JSON in the node list: {e}")))?;
             for node in list.items {
-                nodes.push(node_info(node).map_err(|m| self.error(m))?);
+                match node_info(node, &mut self.skipped) {
+                    Ok(n) => nodes.push(n),
+                    Err(m) => self.skipped.push(format!("{m}; skipped")),
+                }
             }
             match list.metadata.continue_token {
                 Some(token) if !token.is_empty() => continue_token = Some(token),
@@ -473,8 +503,9 @@ struct NodeAddress {
     address: String,
 }
 
-/// A Kubernetes Node as the agent sees it.
-fn node_info(node: Node) -> Result<NodeInfo, String> {
+/// A Kubernetes Node as the agent sees it; a pod CIDR that does not
+/// parse is left out and noted in `skipped`.
+fn node_info(node: Node, skipped: &mut Vec<String>) -> Result<NodeInfo, String> {
     let name = node.metadata.name;
     if name.is_empty() {
         return Err("a node in the list has no metadata.name".to_string());
@@ -485,9 +516,13 @@ fn node_info(node: Node) -> Result<NodeInfo, String> {
     };
     let mut pod_cidrs = Vec::new();
     for cidr in cidrs.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
-        let net: IpNet = cidr
-            .parse()
-            .map_err(|e| format!("node {name}: pod CIDR {cidr:?}: {e}"))?;
+        let net: IpNet = match cidr.parse() {
+            Ok(n) => n,
+            Err(e) => {
+                skipped.push(format!("node {name}: pod CIDR {cidr:?}: {e}; skipped"));
+                continue;
+            }
+        };
         if !pod_cidrs.contains(&net.trunc()) {
             pod_cidrs.push(net.trunc());
         }
