@@ -49,7 +49,7 @@ use crate::model::{node_from_json, NodeInfo, NodeSource, SourceError};
 /// Where nodes are kept unless configured otherwise.
 pub const DEFAULT_PREFIX: &str = "/rcni/nodes/";
 
-/// Keys asked for per range request.
+/// Keys asked for per range request, unless changed.
 const PAGE_SIZE: u64 = 1000;
 
 /// A range that needs more pages than this is taken for a server bug.
@@ -66,6 +66,7 @@ pub struct EtcdSource {
     preferred: usize,
     /// Keys the last listing skipped, and why.
     skipped: Vec<String>,
+    page_size: u64,
 }
 
 /// The end of the range of keys starting with `prefix` (etcd's
@@ -158,6 +159,7 @@ impl EtcdSource {
             timeout,
             preferred: 0,
             skipped: Vec::new(),
+            page_size: PAGE_SIZE,
         })
     }
 
@@ -189,6 +191,12 @@ impl EtcdSource {
     pub fn with_timeout(mut self, timeout: Duration) -> EtcdSource {
         self.timeout = timeout;
         self.agent = http_agent(&self.tls, timeout);
+        self
+    }
+
+    /// Changes how many keys are asked for per range request (at least 1).
+    pub fn with_page_size(mut self, page_size: u64) -> EtcdSource {
+        self.page_size = page_size.max(1);
         self
     }
 
@@ -329,7 +337,7 @@ impl NodeSource for EtcdSource {
             let mut request = json!({
                 "key": B64.encode(&start),
                 "range_end": end,
-                "limit": PAGE_SIZE,
+                "limit": self.page_size,
             });
             // Later pages read the revision of the first: one snapshot.
             if let Some(rev) = &revision {
