@@ -5,8 +5,6 @@
 
 mod common;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use rcni_agent::model::{NodeInfo, NodeSource};
 use rcni_agent::source::etcd::{EtcdSource, DEFAULT_PREFIX};
 use serde_json::json;
