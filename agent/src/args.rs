@@ -12,6 +12,7 @@ usage: rcni-agent --node-name NAME [--source file:PATH | kubernetes[:KUBECONFIG]
                   [--cluster-cidr CIDR]... [--backend auto|host-gw|vxlan] [--uplink IF]
                   [--vxlan-vni N] [--vxlan-port P] [--cni-conf-dir DIR] [--cni-bin-dir DIR]
                   [--rcni PATH] [--interval SECONDS] [--once] [--insecure-allow-http-token]
+                  [--node-cidr-mask-size N[,N]] [--node-ip IP[,IP]] [--lease-ttl SECONDS]
 
 --node-name defaults to $NODE_NAME; --source to kubernetes; --interval to 10;
 --cni-conf-dir to /etc/cni/net.d; --cni-bin-dir to /opt/cni/bin; --rcni to
@@ -19,7 +20,13 @@ the rcni binary next to rcni-agent. --cluster-cidr may be given once per family
 (or comma-separated); without it the union of all pod CIDRs is the cluster,
 and another node's pod CIDR shorter than /16 (IPv4) or /48 (IPv6) is refused.
 A Kubernetes bearer token is never sent over http:// unless
---insecure-allow-http-token is given.";
+--insecure-allow-http-token is given.
+
+With etcd:ENDPOINTS, --node-cidr-mask-size makes the agent allocate its own
+pod CIDR: one size per --cluster-cidr, in the same order (e.g.
+--cluster-cidr 10.244.0.0/16,fd44::/48 --node-cidr-mask-size 24,64); the
+record registers --node-ip (required then) and lives on a lease of
+--lease-ttl seconds (default 20) that the agent keeps alive.";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
@@ -32,6 +39,22 @@ pub struct Args {
     pub interval: Duration,
     pub once: bool,
     pub insecure_http_token: bool,
+    /// Node CIDR mask sizes, one per `--cluster-cidr` (etcd allocation).
+    pub node_cidr_mask_size: Vec<u8>,
+    pub node_ip: Vec<std::net::IpAddr>,
+    pub lease_ttl: u64,
+}
+
+impl Args {
+    /// The allocation pools (cluster CIDR, mask size), when asked for.
+    pub fn pools(&self) -> Vec<(IpNet, u8)> {
+        self.datapath
+            .cluster_cidr
+            .iter()
+            .copied()
+            .zip(self.node_cidr_mask_size.iter().copied())
+            .collect()
+    }
 }
 
 /// Parses `argv` (without the program name); `env_node` is `$NODE_NAME`.
@@ -46,6 +69,9 @@ pub fn parse(argv: &[String], env_node: Option<String>) -> Result<Args, String> 
         interval: Duration::from_secs(10),
         once: false,
         insecure_http_token: false,
+        node_cidr_mask_size: Vec::new(),
+        node_ip: Vec::new(),
+        lease_ttl: 20,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -96,6 +122,23 @@ pub fn parse(argv: &[String], env_node: Option<String>) -> Result<Args, String> 
                     return Err(bad(&"must not be 0"));
                 }
             }
+            "--node-cidr-mask-size" => {
+                for m in value.split(',').filter(|m| !m.is_empty()) {
+                    a.node_cidr_mask_size
+                        .push(m.trim().parse().map_err(|e| bad(&e))?);
+                }
+            }
+            "--node-ip" => {
+                for ip in value.split(',').filter(|m| !m.is_empty()) {
+                    a.node_ip.push(ip.trim().parse().map_err(|e| bad(&e))?);
+                }
+            }
+            "--lease-ttl" => {
+                a.lease_ttl = value.parse().map_err(|e| bad(&e))?;
+                if a.lease_ttl < 2 {
+                    return Err(bad(&"must be at least 2"));
+                }
+            }
             "--cni-conf-dir" => a.cni_conf_dir = value.into(),
             "--cni-bin-dir" => a.cni_bin_dir = value.into(),
             "--rcni" => a.rcni = Some(value.into()),
@@ -111,6 +154,24 @@ pub fn parse(argv: &[String], env_node: Option<String>) -> Result<Args, String> 
     }
     if a.node_name.is_empty() {
         return Err(format!("--node-name (or $NODE_NAME) is required\n{USAGE}"));
+    }
+    if !a.node_cidr_mask_size.is_empty() {
+        if !a.source.starts_with("etcd:") {
+            return Err("--node-cidr-mask-size needs --source etcd:ENDPOINTS".into());
+        }
+        if a.node_cidr_mask_size.len() != a.datapath.cluster_cidr.len() {
+            return Err("--node-cidr-mask-size needs one size per --cluster-cidr".into());
+        }
+        for (c, m) in a.pools() {
+            if m < c.prefix_len() || m > c.max_prefix_len() {
+                return Err(format!(
+                    "--node-cidr-mask-size {m} does not fit the cluster CIDR {c}"
+                ));
+            }
+        }
+        if a.node_ip.is_empty() {
+            return Err("--node-cidr-mask-size needs --node-ip (the address to register)".into());
+        }
     }
     Ok(a)
 }
@@ -154,5 +215,23 @@ mod tests {
         assert!(parse(&v("--node-name a --vxlan-vni 0"), None).is_err());
         assert!(parse(&v("--node-name a --interval"), None).is_err());
         assert!(parse(&v("--node-name a --bogus 1"), None).is_err());
+        let a = parse(
+            &v(
+                "--node-name a --source etcd:http://e:2379 --cluster-cidr 10.244.0.0/16,fd44::/48 \
+                --node-cidr-mask-size 24,64 --node-ip 192.168.1.1 --lease-ttl 5",
+            ),
+            None,
+        )
+        .unwrap();
+        assert_eq!(a.pools().len(), 2);
+        assert_eq!((a.pools()[1].1, a.lease_ttl), (64, 5));
+        for bad in [
+            "--node-name a --cluster-cidr 10.244.0.0/16 --node-cidr-mask-size 24 --node-ip 1.2.3.4",
+            "--node-name a --source etcd:http://e:1 --cluster-cidr 10.244.0.0/16 --node-cidr-mask-size 8 --node-ip 1.2.3.4",
+            "--node-name a --source etcd:http://e:1 --cluster-cidr 10.244.0.0/16 --node-cidr-mask-size 24",
+            "--node-name a --source etcd:http://e:1 --node-cidr-mask-size 24 --node-ip 1.2.3.4",
+        ] {
+            assert!(parse(&v(bad), None).is_err(), "{bad}");
+        }
     }
 }

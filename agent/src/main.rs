@@ -51,7 +51,19 @@ struct Agent {
 }
 
 impl Agent {
+    fn maintain(&mut self) {
+        match self.source.maintain() {
+            Ok(lines) => {
+                for l in lines {
+                    log!("{l}");
+                }
+            }
+            Err(e) => log!("cannot keep the node registered: {e}"),
+        }
+    }
+
     fn round(&mut self) -> Round {
+        self.maintain();
         let nodes = match self.source.nodes() {
             Ok(n) => n,
             Err(e) => {
@@ -152,7 +164,13 @@ fn main() {
         }
     };
     install_signal_handlers();
-    let source = match source::open(&args.source, args.insecure_http_token) {
+    let allocation = (!args.node_cidr_mask_size.is_empty()).then(|| source::etcd::Allocation {
+        node_name: args.node_name.clone(),
+        addresses: args.node_ip.clone(),
+        pools: args.pools(),
+        lease_ttl: args.lease_ttl,
+    });
+    let source = match source::open_with(&args.source, args.insecure_http_token, allocation) {
         Ok(s) => s,
         Err(e) => {
             log!("{e}");
@@ -182,6 +200,7 @@ fn main() {
         }
         let until = Instant::now() + agent.args.interval;
         while Instant::now() < until {
+            agent.maintain();
             if STOP.load(Ordering::SeqCst) {
                 log!("stopping; routes and rules stay in place");
                 return;

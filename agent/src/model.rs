@@ -97,6 +97,12 @@ pub trait NodeSource {
     fn skipped(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Keeps this node's registration up (etcd allocation: register, keep
+    /// the lease alive); called before every round and often in between.
+    /// Lines to log.
+    fn maintain(&mut self) -> Result<Vec<String>, SourceError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A source could not answer.

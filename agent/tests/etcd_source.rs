@@ -6,7 +6,11 @@
 mod common;
 
 use rcni_agent::model::{NodeInfo, NodeSource};
-use rcni_agent::source::etcd::{EtcdSource, DEFAULT_PREFIX};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rcni_agent::source::etcd::{free_subnet, Allocation, EtcdSource, DEFAULT_PREFIX};
 use serde_json::json;
 
 use common::etcd::{Etcd, EtcdTls};
@@ -265,4 +269,159 @@ fn https_endpoint_with_ca_file_and_client_certificate() {
     assert!(anonymous.nodes().is_err());
     drop(etcd);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn alloc(name: &str, ip: &str, pools: &[(&str, u8)], ttl: u64) -> Allocation {
+    Allocation {
+        node_name: name.into(),
+        addresses: vec![ip.parse().unwrap()],
+        pools: pools
+            .iter()
+            .map(|(c, m)| (c.parse().unwrap(), *m))
+            .collect(),
+        lease_ttl: ttl,
+    }
+}
+
+/// Agents racing for subnets, each in its own thread with its own client.
+fn race(etcd: &Etcd, agents: usize, pool: &str) -> Vec<Result<Vec<IpNet>, String>> {
+    let barrier = Arc::new(Barrier::new(agents));
+    let handles: Vec<_> = (0..agents)
+        .map(|i| {
+            let url = etcd.url.clone();
+            let barrier = barrier.clone();
+            let pool = pool.to_string();
+            std::thread::spawn(move || {
+                let mut s = EtcdSource::new(&url, DEFAULT_PREFIX)
+                    .unwrap()
+                    .with_allocation(alloc(
+                        &format!("racer-{i}"),
+                        &format!("192.168.1.{}", i + 1),
+                        &[(&pool, 24)],
+                        30,
+                    ));
+                barrier.wait();
+                s.register().map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn racing_agents_never_share_a_subnet() {
+    let etcd = Etcd::start();
+    // One free subnet, four agents: exactly one wins it.
+    let results = race(&etcd, 4, "10.244.5.0/24");
+    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert_eq!(won[0], &vec!["10.244.5.0/24".parse::<IpNet>().unwrap()]);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(r.contains("no free /24 left in 10.244.5.0/24"), "{r}");
+    }
+    let mut reader = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert_eq!(reader.nodes().unwrap().len(), 1);
+
+    // Six more agents in a roomy pool: six different subnets.
+    let etcd = Etcd::start();
+    let results = race(&etcd, 6, "10.244.0.0/16");
+    let mut got: Vec<IpNet> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap()[0])
+        .collect::<Vec<_>>();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 6, "{results:?}");
+    let mut reader = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert_eq!(reader.nodes().unwrap().len(), 6);
+}
+
+#[test]
+fn leased_record_restart_keepalive_and_expiry() {
+    let etcd = Etcd::start();
+    // A record written by hand: its CIDR is taken, and it has no lease.
+    etcd.put(
+        "/rcni/nodes/hand",
+        r#"{"name":"hand","addresses":["192.168.1.9"],"podCIDRs":["10.244.0.0/24"]}"#,
+    );
+    let pools = [("10.244.0.0/16", 24), ("fd44::/48", 64)];
+    let mut a = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+        .unwrap()
+        .with_allocation(alloc("a", "192.168.1.1", &pools, 2));
+    let lines = a.maintain().unwrap();
+    assert!(
+        lines[0].contains("registered node a with pod CIDRs 10.244.1.0/24, fd44::/64"),
+        "{lines:?}"
+    );
+    let lease = a.lease_id().unwrap();
+    let out = etcd
+        .ctl(None)
+        .args(["get", "/rcni/nodes/a", "-w", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kvs"][0]["lease"], lease, "{v}");
+
+    // The agent restarts (its lease still alive): it gets its subnets back.
+    drop(a);
+    let mut a = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+        .unwrap()
+        .with_allocation(alloc("a", "192.168.1.1", &pools, 2));
+    let cidrs: Vec<String> = a
+        .register()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(cidrs, ["10.244.1.0/24", "fd44::/64"]);
+    assert_ne!(a.lease_id(), Some(lease));
+
+    // Kept alive past its TTL, the record stays.
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        assert!(a.maintain().unwrap().is_empty());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let names = |s: &mut EtcdSource| -> Vec<String> {
+        s.nodes().unwrap().into_iter().map(|n| n.name).collect()
+    };
+    let mut reader = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert_eq!(names(&mut reader), ["a", "hand"]);
+
+    // The agent stops: the lease expires and the record goes; the
+    // hand-written one stays.
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while names(&mut reader) != ["hand"] {
+        assert!(std::time::Instant::now() < deadline, "a's record stayed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_hand_written_record_of_this_node_is_used_as_it_is() {
+    let etcd = Etcd::start();
+    let record = r#"{"name":"me","addresses":["192.168.1.7"],"podCIDRs":["10.244.77.0/24"]}"#;
+    etcd.put("/rcni/nodes/me", record);
+    let mut me = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+        .unwrap()
+        .with_allocation(alloc("me", "192.168.1.1", &[("10.244.0.0/16", 24)], 5));
+    assert!(me.maintain().unwrap().is_empty());
+    assert_eq!(me.lease_id(), None);
+    assert_eq!(get(&etcd, "/rcni/nodes/me"), record);
+}
+
+#[test]
+fn free_subnets_skip_taken_ones() {
+    let pool: IpNet = "10.244.0.0/22".parse().unwrap();
+    let taken: Vec<IpNet> = vec![
+        "10.244.0.0/24".parse().unwrap(),
+        "10.244.1.128/25".parse().unwrap(),
+    ];
+    assert_eq!(
+        free_subnet(&pool, 24, &taken),
+        Some("10.244.2.0/24".parse().unwrap())
+    );
+    let all: Vec<IpNet> = vec![pool];
+    assert_eq!(free_subnet(&pool, 24, &all), None);
 }

@@ -18,6 +18,15 @@ use crate::model::{NodeSource, SourceError};
 ///
 /// `insecure_http_token` allows a Kubernetes bearer token over `http://`.
 pub fn open(spec: &str, insecure_http_token: bool) -> Result<Box<dyn NodeSource>, SourceError> {
+    open_with(spec, insecure_http_token, None)
+}
+
+/// [`open`], with pod CIDR allocation for an `etcd:` source.
+pub fn open_with(
+    spec: &str,
+    insecure_http_token: bool,
+    allocation: Option<etcd::Allocation>,
+) -> Result<Box<dyn NodeSource>, SourceError> {
     if let Some(path) = spec.strip_prefix("file:") {
         if path.is_empty() {
             return Err(SourceError::new("file", "file: needs a path"));
@@ -44,6 +53,9 @@ pub fn open(spec: &str, insecure_http_token: bool) -> Result<Box<dyn NodeSource>
         }
         if let (Some(cert), Some(key)) = (env("RCNI_ETCD_CERT"), env("RCNI_ETCD_KEY")) {
             source = source.with_client_cert(Path::new(&cert), Path::new(&key))?;
+        }
+        if let Some(a) = allocation {
+            source = source.with_allocation(a);
         }
         return Ok(Box::new(source));
     }
