@@ -190,6 +190,13 @@ fn main() {
         waiting_logged: false,
         refused_logged: Vec::new(),
     };
+    // Changes from a watch start a round at once; the interval stays the
+    // safety net (a full list every round).
+    let changes = if agent.args.once {
+        None
+    } else {
+        agent.source.watch()
+    };
     loop {
         let r = agent.round();
         if agent.args.once {
@@ -199,8 +206,20 @@ fn main() {
             });
         }
         let until = Instant::now() + agent.args.interval;
-        while Instant::now() < until {
+        'wait: while Instant::now() < until {
             agent.maintain();
+            if let Some(rx) = &changes {
+                let mut changed = false;
+                while let Ok(reason) = rx.try_recv() {
+                    if !reason.is_empty() {
+                        log!("{reason}");
+                    }
+                    changed = true;
+                }
+                if changed {
+                    break 'wait;
+                }
+            }
             if STOP.load(Ordering::SeqCst) {
                 log!("stopping; routes and rules stay in place");
                 return;

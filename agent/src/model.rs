@@ -103,6 +103,12 @@ pub trait NodeSource {
     fn maintain(&mut self) -> Result<Vec<String>, SourceError> {
         Ok(Vec::new())
     }
+    /// Starts watching for changes, if the source can: a message on the
+    /// channel means "something changed, list again" (the list stays the
+    /// truth; the periodic round stays the safety net).
+    fn watch(&mut self) -> Option<std::sync::mpsc::Receiver<String>> {
+        None
+    }
 }
 
 /// A source could not answer.

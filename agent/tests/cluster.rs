@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::etcd::Etcd;
 use serde_json::{json, Value};
 use testutil::{command_in, run_plugin, tcp_exchange, Call, TempDir, TestNs};
 
@@ -32,7 +35,7 @@ struct Cluster {
     pods: Vec<TestNs>,
     nodes: Vec<Node>,
     _switch: TestNs,
-    _router: TestNs,
+    router: TestNs,
     outside: TestNs,
     files: TempDir,
 }
@@ -103,7 +106,7 @@ impl Cluster {
             pods: Vec::new(),
             nodes,
             _switch: switch,
-            _router: router,
+            router,
             outside,
             files: TempDir::new("nodes"),
         }
@@ -134,12 +137,16 @@ impl Cluster {
     }
 
     fn agent_cmd(&self, node: &str, file: &Path, extra: &[&str]) -> Command {
+        self.agent_cmd_source(node, &format!("file:{}", file.display()), extra)
+    }
+
+    fn agent_cmd_source(&self, node: &str, source: &str, extra: &[&str]) -> Command {
         let n = self.node(node);
         let mut cmd = command_in(Some(n.ns.ns()), env!("CARGO_BIN_EXE_rcni-agent"));
         cmd.arg("--node-name")
             .arg(node)
             .arg("--source")
-            .arg(format!("file:{}", file.display()))
+            .arg(source)
             .arg("--cni-conf-dir")
             .arg(n.conf.path())
             .arg("--cni-bin-dir")
@@ -654,4 +661,180 @@ fn hostile_node_records_change_none_of_the_host_routes() {
     assert_eq!(log.matches("refused: node evil-b:").count(), 1, "{log}");
     assert_eq!(foreign_routes(a), routes_before);
     assert_eq!(snapshot(a), agent_before);
+}
+
+/// The pod CIDRs a node routes to (destinations of its protocol 82 routes).
+fn routed_cidrs(ns: &TestNs) -> Vec<String> {
+    agent_routes(ns)
+        .iter()
+        .filter_map(|r| r.split(' ').next().map(String::from))
+        .collect()
+}
+
+#[test]
+fn etcd_allocation_in_loop_mode_and_a_lost_node() {
+    let mut cl = Cluster::new();
+    // A real etcd on the router, reachable from every node.
+    let etcd = Etcd::start_in(cl.router.name(), "192.168.50.1");
+    let source = format!("etcd:{}", etcd.url);
+    let logs = TempDir::new("logs");
+    let ttl = 2;
+    let mut agents = Vec::new();
+    for (n, ip) in [("a", A_IP), ("b", B_IP), ("c", C_IP)] {
+        let log = std::fs::File::create(logs.path().join(n)).expect("log");
+        let child = cl
+            .agent_cmd_source(
+                n,
+                &source,
+                &[
+                    "--cluster-cidr",
+                    "10.244.0.0/16",
+                    "--node-cidr-mask-size",
+                    "24",
+                    "--node-ip",
+                    ip,
+                    "--lease-ttl",
+                    &ttl.to_string(),
+                    // Changes must come through the watch.
+                    "--interval",
+                    "60",
+                ],
+            )
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        agents.push(Running(child));
+    }
+    let log_of = |n: &str| std::fs::read_to_string(logs.path().join(n)).unwrap_or_default();
+    let all_logs = || {
+        format!(
+            "a:\n{}\nb:\n{}\nc:\n{}",
+            log_of("a"),
+            log_of("b"),
+            log_of("c")
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = ["a", "b", "c"].iter().all(|n| {
+            routed_cidrs(&cl.node(n).ns).len() == 2
+                && cl.node(n).conf.path().join("10-rcni.conflist").exists()
+        });
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agents did not converge\n{}",
+            all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Three different /24s of the cluster CIDR, each node routing the
+    // other two.
+    let mut every: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|n| routed_cidrs(&cl.node(n).ns))
+        .collect();
+    every.sort();
+    every.dedup();
+    assert_eq!(every.len(), 3, "{every:?}");
+    assert!(every
+        .iter()
+        .all(|c| c.starts_with("10.244.") && c.ends_with(".0/24")));
+    let c_cidr = every
+        .iter()
+        .find(|c| !routed_cidrs(&cl.node("c").ns).contains(c))
+        .expect("C's own CIDR")
+        .clone();
+    for n in ["a", "b", "c"] {
+        assert!(
+            log_of(n).contains(&format!("registered node {n} with pod CIDRs 10.244.")),
+            "{}",
+            all_logs()
+        );
+    }
+
+    // Pods made with the configs the agents wrote talk across host-gw and
+    // VXLAN with their own addresses.
+    let (pa, ip_a) = cl.pod("a");
+    let (pb, ip_b) = cl.pod("b");
+    let (pc, ip_c) = cl.pod("c");
+    assert!(
+        ip_c.starts_with(c_cidr.trim_end_matches("0/24")),
+        "{ip_c} in {c_cidr}"
+    );
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7101), ip_a);
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pc], &ip_c, 7102), ip_a);
+    assert_eq!(tcp_exchange(&cl.pods[pc], &cl.pods[pb], &ip_b, 7103), ip_c);
+
+    // A record written by hand reaches A and B through the watch within a
+    // second (the interval is 60 s), and so does its removal.
+    let wait_for = |want: bool, what: &str| {
+        let t0 = Instant::now();
+        loop {
+            let done = ["a", "b"].iter().all(|n| {
+                routed_cidrs(&cl.node(n).ns).contains(&"10.244.200.0/24".to_string()) == want
+            });
+            if done {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{what} did not arrive\n{}",
+                all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    etcd.put(
+        "/rcni/nodes/d",
+        r#"{"name":"d","addresses":["192.168.50.20"],"podCIDRs":["10.244.200.0/24"]}"#,
+    );
+    let took = wait_for(true, "the new node");
+    eprintln!("a new node reached A and B after {took:?}");
+    assert!(took <= Duration::from_secs(1), "{took:?}");
+    let out = etcd
+        .ctl(None)
+        .args(["del", "/rcni/nodes/d"])
+        .output()
+        .expect("etcdctl");
+    assert!(out.status.success());
+    let took = wait_for(false, "the removal");
+    eprintln!("a removed node left A and B after {took:?}");
+    assert!(took <= Duration::from_secs(1), "{took:?}");
+
+    // C's agent dies: its lease expires, its record goes, and A and B
+    // drop its route, FDB entry and neighbour.
+    let _ = agents[2].0.kill();
+    let _ = agents[2].0.wait();
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(ttl + 4);
+    loop {
+        let gone = ["a", "b"].iter().all(|n| {
+            let ns = &cl.node(n).ns;
+            !routed_cidrs(ns).contains(&c_cidr)
+                && (!has_vxlan(ns) || (fdb(ns).is_empty() && neighbours(ns).is_empty()))
+        });
+        if gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "C's routes stayed\n{}",
+            all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    eprintln!("node loss reached A and B after {took:?} (lease TTL {ttl} s)");
+    assert!(
+        took <= Duration::from_secs(ttl + 1),
+        "took {took:?}\n{}",
+        all_logs()
+    );
+    // A↔B is untouched.
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7104), ip_a);
+    drop(agents);
+    drop(etcd);
 }

@@ -44,8 +44,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::kubernetes::{
-    base_url, http_agent, pem_certificates, pem_private_key, read_file, transport_error,
-    TlsSettings, DEFAULT_TIMEOUT, MAX_BODY,
+    base_url, http_agent, pem_certificates, pem_private_key, read_file, streaming_agent,
+    transport_error, TlsSettings, DEFAULT_TIMEOUT, MAX_BODY,
 };
 use crate::model::{node_from_json, NodeInfo, NodeSource, SourceError};
 
@@ -560,9 +560,114 @@ fn keepalive_period(ttl: u64) -> Duration {
     Duration::from_millis((ttl * 1000 / 3).max(500))
 }
 
+/// How long one watch stream may last before it is opened again.
+const WATCH_STREAM: Duration = Duration::from_secs(300);
+
+/// The watch loop of [`NodeSource::watch`]: `POST /v3/watch` on the node
+/// prefix from the revision after the last one seen, one JSON message per
+/// line. Any event, a compaction (the revision is gone: the next list is a
+/// full relist anyway) or a reconnect is sent as a reason to list again.
+/// Ends when the receiver is gone.
+fn watch_loop(
+    endpoints: Vec<String>,
+    prefix: String,
+    agent: ureq::Agent,
+    tx: std::sync::mpsc::Sender<String>,
+) {
+    use std::io::BufRead;
+    let end = B64.encode(prefix_range_end(prefix.as_bytes()));
+    let mut next_revision: Option<i64> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut which = 0usize;
+    loop {
+        let url = format!("{}/v3/watch", endpoints[which % endpoints.len()]);
+        let mut create = json!({"key": B64.encode(&prefix), "range_end": end});
+        if let Some(r) = next_revision {
+            create["start_revision"] = json!(r.to_string());
+        }
+        let body = json!({"create_request": create}).to_string();
+        let response = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes());
+        let mut ok = false;
+        match response {
+            Ok(r) if r.status().as_u16() == 200 => {
+                let reader = std::io::BufReader::new(r.into_body().into_reader());
+                for line in reader.lines() {
+                    let Ok(line) = line else { break };
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                        continue;
+                    };
+                    let result = &v["result"];
+                    if let Some(rev) = result["header"].get("revision").and_then(int64) {
+                        next_revision = Some(rev + 1);
+                    }
+                    let compacted = result.get("compact_revision").and_then(int64).unwrap_or(0);
+                    let reason = if compacted > 0 {
+                        // Too old a revision: start from now after a relist.
+                        next_revision = None;
+                        Some(format!(
+                            "watch: revision compacted at {compacted}; relisting"
+                        ))
+                    } else if result["created"] == true {
+                        ok = true;
+                        backoff = MIN_BACKOFF;
+                        Some("watch: started".to_string())
+                    } else if result["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                        Some(String::new())
+                    } else if result["canceled"] == true {
+                        Some("watch: canceled by the server".to_string())
+                    } else {
+                        None
+                    };
+                    if let Some(r) = reason {
+                        if tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                    if compacted > 0 || result["canceled"] == true {
+                        break;
+                    }
+                }
+            }
+            Ok(r) => {
+                if tx
+                    .send(format!("watch: {url}: HTTP {}", r.status().as_u16()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                if tx.send(format!("watch: {url}: {e}")).is_err() {
+                    return;
+                }
+            }
+        }
+        if !ok {
+            which += 1;
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
 impl NodeSource for EtcdSource {
     fn describe(&self) -> String {
         format!("etcd {} {}", self.endpoints.join(","), self.prefix)
+    }
+
+    fn watch(&mut self) -> Option<std::sync::mpsc::Receiver<String>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let agent = streaming_agent(&self.tls, self.timeout, WATCH_STREAM);
+        let endpoints = self.endpoints.clone();
+        let prefix = self.prefix.clone();
+        std::thread::Builder::new()
+            .name("etcd-watch".into())
+            .spawn(move || watch_loop(endpoints, prefix, agent, tx))
+            .ok()?;
+        Some(rx)
     }
 
     fn maintain(&mut self) -> Result<Vec<String>, SourceError> {

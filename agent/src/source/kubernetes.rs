@@ -107,6 +107,34 @@ pub(crate) fn http_agent(tls: &TlsSettings, timeout: Duration) -> ureq::Agent {
         .into()
 }
 
+/// An agent for long-lived streaming requests (watches): connecting must
+/// succeed within `connect`, a stream lasts at most `longest`.
+pub(crate) fn streaming_agent(
+    tls: &TlsSettings,
+    connect: Duration,
+    longest: Duration,
+) -> ureq::Agent {
+    let mut tls_config = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .disable_verification(tls.insecure);
+    if let Some(roots) = &tls.roots {
+        tls_config = tls_config.root_certs(RootCerts::Specific(Arc::new(roots.clone())));
+    }
+    if let Some(client) = &tls.client {
+        tls_config = tls_config.client_cert(Some(client.clone()));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls_config.build())
+        .timeout_global(Some(longest))
+        .timeout_connect(Some(connect))
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_redirects(0)
+        .user_agent(concat!("rcni-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
 /// The certificates of a PEM document (`what` names it in errors).
 pub(crate) fn pem_certificates(
     pem: &[u8],

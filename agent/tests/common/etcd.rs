@@ -26,6 +26,9 @@ pub struct Etcd {
     pub url: String,
     peer_port: u16,
     tls: Option<TlsFiles>,
+    /// The network namespace it runs in (`ip netns` name), if not ours.
+    netns: Option<String>,
+    host: String,
 }
 
 fn free_port() -> u16 {
@@ -51,12 +54,52 @@ impl Etcd {
         )))
     }
 
-    fn start_with(tls: Option<TlsFiles>) -> Etcd {
+    /// A plain-HTTP etcd inside the network namespace `netns` (an `ip
+    /// netns` name), listening on `ip` (an address there), ports 2379 and
+    /// 2380 (the namespace is the test's own).
+    pub fn start_in(netns: &str, ip: &str) -> Etcd {
+        let dir = Self::new_dir();
+        let mut e = Etcd {
+            child: None,
+            dir,
+            url: format!("http://{ip}:2379"),
+            peer_port: 2380,
+            tls: None,
+            netns: Some(netns.to_string()),
+            host: ip.to_string(),
+        };
+        e.spawn();
+        assert!(
+            e.wait_healthy(Duration::from_secs(15)),
+            "etcd did not start:\n{}",
+            e.log()
+        );
+        e
+    }
+
+    fn new_dir() -> PathBuf {
         static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("rcni-etcd-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// `program` in etcd's network namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn start_with(tls: Option<TlsFiles>) -> Etcd {
+        let dir = Self::new_dir();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut last_log = String::new();
         // A port picked here may be taken before etcd binds it: try again.
@@ -69,6 +112,8 @@ impl Etcd {
                 url: format!("{scheme}://127.0.0.1:{port}"),
                 peer_port,
                 tls: tls.clone(),
+                netns: None,
+                host: "127.0.0.1".into(),
             };
             e.spawn();
             if e.wait_healthy(Duration::from_secs(15)) {
@@ -86,13 +131,13 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = format!("http://{}:{}", self.host, self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("etcd.log"))
             .unwrap();
-        let mut cmd = Command::new("etcd");
+        let mut cmd = self.command("etcd");
         cmd.arg("--name=t")
             .arg(format!("--data-dir={}", self.dir.join("data").display()))
             .arg(format!("--listen-client-urls={}", self.url))
@@ -117,7 +162,7 @@ impl Etcd {
 
     /// `etcdctl` against this etcd (with the client certificate given).
     pub fn ctl(&self, client: Option<(&Path, &Path)>) -> Command {
-        let mut cmd = Command::new("etcdctl");
+        let mut cmd = self.command("etcdctl");
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.url))
             .arg("--dial-timeout=2s");
