@@ -835,6 +835,67 @@ fn etcd_allocation_in_loop_mode_and_a_lost_node() {
     );
     // A↔B is untouched.
     assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7104), ip_a);
+
+    // etcd goes away: the data path stays as it was.
+    let mut etcd = etcd;
+    let before = snapshot(&cl.node("a").ns);
+    etcd.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(snapshot(&cl.node("a").ns), before, "{}", all_logs());
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7105), ip_a);
+    // It comes back: the agents reconnect (with back-off), keep their
+    // subnets, and see changes again.
+    etcd.restart();
+    etcd.put(
+        "/rcni/nodes/e",
+        r#"{"name":"e","addresses":["192.168.50.21"],"podCIDRs":["10.244.201.0/24"]}"#,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !["a", "b"]
+        .iter()
+        .all(|n| routed_cidrs(&cl.node(n).ns).contains(&"10.244.201.0/24".to_string()))
+    {
+        assert!(Instant::now() < deadline, "no recovery\n{}", all_logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7106), ip_a);
+    let out = etcd
+        .ctl(None)
+        .args(["get", "--prefix", "/rcni/nodes/", "--keys-only"])
+        .output()
+        .expect("etcdctl");
+    let keys = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        keys.contains("/rcni/nodes/a") && keys.contains("/rcni/nodes/b"),
+        "{keys}"
+    );
+
+    // Restarting A's agent changes nothing on A.
+    let before = snapshot(&cl.node("a").ns);
+    let _ = agents[0].0.kill();
+    let _ = agents[0].0.wait();
+    let out = cl
+        .agent_cmd_source(
+            "a",
+            &source,
+            &[
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--node-cidr-mask-size",
+                "24",
+                "--node-ip",
+                A_IP,
+                "--lease-ttl",
+                &ttl.to_string(),
+                "--once",
+            ],
+        )
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(": 0 changes"), "{err}");
+    assert_eq!(snapshot(&cl.node("a").ns), before);
     drop(agents);
     drop(etcd);
 }
