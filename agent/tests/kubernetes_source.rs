@@ -564,3 +564,153 @@ fn service_account_directory_over_tls() {
     assert!(err.contains("ca.crt"), "{err}");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The fake API server's cluster, with watch semantics: every change gets
+/// the next resourceVersion and an event; versions below `oldest` are
+/// compacted away (a watch from there gets 410 Gone).
+#[derive(Default)]
+struct Cluster {
+    rv: u64,
+    nodes: std::collections::BTreeMap<String, serde_json::Value>,
+    events: Vec<(u64, &'static str, serde_json::Value)>,
+    oldest: u64,
+}
+
+impl Cluster {
+    fn change(&mut self, kind: &'static str, name: &str, cidr: &str) {
+        self.rv += 1;
+        let mut n = node(
+            name,
+            json!({"podCIDR": cidr}),
+            json!([{"type": "InternalIP", "address": "192.168.1.1"}]),
+        );
+        n["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if kind == "DELETED" {
+            self.nodes.remove(name);
+        } else {
+            self.nodes.insert(name.to_string(), n.clone());
+        }
+        self.events.push((self.rv, kind, n));
+    }
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Cluster>>;
+
+/// GET /api/v1/nodes lists; with `watch=1` it streams the events after
+/// `resourceVersion` (waiting up to 1 s for one), one JSON per line, then
+/// a BOOKMARK with the current version, and ends the stream.
+fn api_server(cluster: Shared) -> common::FakeServer {
+    serve(move |r| {
+        let watch = r.query("watch").as_deref() == Some("1");
+        if !watch {
+            let c = cluster.lock().unwrap();
+            let items: Vec<_> = c.nodes.values().cloned().collect();
+            let body = json!({"kind": "NodeList", "metadata": {"resourceVersion": c.rv.to_string()},
+                              "items": items});
+            return (200, body.to_string());
+        }
+        let from: u64 = r.query("resourceVersion").unwrap().parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            {
+                let c = cluster.lock().unwrap();
+                if from < c.oldest {
+                    let gone = json!({"type": "ERROR", "object": {"kind": "Status", "code": 410,
+                                      "reason": "Expired", "message": "too old resource version"}});
+                    return (200, format!("{gone}\n"));
+                }
+                let new: Vec<String> = c
+                    .events
+                    .iter()
+                    .filter(|(rv, _, _)| *rv > from)
+                    .map(|(_, kind, obj)| json!({"type": kind, "object": obj}).to_string())
+                    .collect();
+                if !new.is_empty() || std::time::Instant::now() > deadline {
+                    let mut body = new.join("\n");
+                    if r.query("allowWatchBookmarks").as_deref() == Some("true") {
+                        let mark = json!({"type": "BOOKMARK", "object": {"kind": "Node",
+                                          "metadata": {"resourceVersion": c.rv.to_string()}}});
+                        body.push_str(&format!("\n{mark}\n"));
+                    }
+                    return (200, body);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+fn watch_versions(server: &common::FakeServer) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.query("watch").as_deref() == Some("1"))
+        .map(|r| r.query("resourceVersion").unwrap())
+        .collect()
+}
+
+#[test]
+fn list_then_watch_with_bookmarks_and_410_relist() {
+    let cluster: Shared = Default::default();
+    cluster
+        .lock()
+        .unwrap()
+        .change("ADDED", "n1", "10.244.1.0/24");
+    let server = api_server(cluster.clone());
+    let mut source = KubernetesSource::new(&server.url(), Auth::None).unwrap();
+    assert_eq!(source.nodes().unwrap().len(), 1);
+    let rx = source.watch().expect("the kubernetes source watches");
+
+    // A change arrives as an event: the agent lists again.
+    cluster
+        .lock()
+        .unwrap()
+        .change("ADDED", "n2", "10.244.2.0/24");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert_eq!(source.nodes().unwrap().len(), 2);
+    // The first watch started at the list's version.
+    assert_eq!(watch_versions(&server)[0], "1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // Quiet streams end with a bookmark; the next watch resumes from it.
+    while !watch_versions(&server)[1..].iter().any(|v| v == "2") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            watch_versions(&server)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster
+        .lock()
+        .unwrap()
+        .change("DELETED", "n1", "10.244.1.0/24");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert_eq!(source.nodes().unwrap().len(), 1);
+
+    // History compacted past the watch's version: 410, the agent relists,
+    // and the watch resumes from the new list's version.
+    {
+        let mut c = cluster.lock().unwrap();
+        c.rv += 10;
+        c.oldest = c.rv;
+    }
+    let reason = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(reason.contains("410 Gone"), "{reason}");
+    assert_eq!(source.nodes().unwrap().len(), 1);
+    let relisted = cluster.lock().unwrap().rv.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !watch_versions(&server).contains(&relisted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            watch_versions(&server)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster
+        .lock()
+        .unwrap()
+        .change("ADDED", "n3", "10.244.3.0/24");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert_eq!(source.nodes().unwrap().len(), 2);
+}
