@@ -425,3 +425,61 @@ fn free_subnets_skip_taken_ones() {
     let all: Vec<IpNet> = vec![pool];
     assert_eq!(free_subnet(&pool, 24, &all), None);
 }
+
+#[test]
+fn watch_signals_changes_and_a_compacted_revision_means_relist() {
+    let etcd = Etcd::start();
+    let mut source = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert!(source.nodes().unwrap().is_empty());
+    let listed = source.revision().unwrap();
+    let rx = source.watch().unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "watch: started"
+    );
+    // A change under the prefix is signalled; one outside it is not.
+    etcd.put("/elsewhere", "x");
+    etcd.put(
+        "/rcni/nodes/n1",
+        &serde_json::to_string(&node("n1", "192.168.1.1", "10.244.1.0/24")).unwrap(),
+    );
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    assert_eq!(source.nodes().unwrap().len(), 1);
+
+    // A watch from a revision etcd has compacted away: told to relist,
+    // then it watches on from now.
+    etcd.put(
+        "/rcni/nodes/n2",
+        &serde_json::to_string(&node("n2", "192.168.1.2", "10.244.2.0/24")).unwrap(),
+    );
+    let now = source.nodes().map(|_| source.revision().unwrap()).unwrap();
+    let out = etcd
+        .ctl(None)
+        .args(["compact", &now.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rx = source.watch_from(Some(listed + 1)).unwrap();
+    let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let reason = if first == "watch: started" {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    } else {
+        first
+    };
+    assert!(reason.contains(&format!("compacted at {now}")), "{reason}");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "watch: started"
+    );
+    etcd.ctl(None)
+        .args(["del", "/rcni/nodes/n1"])
+        .output()
+        .unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert_eq!(source.nodes().unwrap().len(), 1);
+}

@@ -395,6 +395,27 @@ impl EtcdSource {
         Ok(true)
     }
 
+    /// Starts the watch (see [`NodeSource::watch`]) from `revision`.
+    pub fn watch_from(
+        &mut self,
+        revision: Option<i64>,
+    ) -> Option<std::sync::mpsc::Receiver<String>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let agent = streaming_agent(&self.tls, self.timeout, WATCH_STREAM);
+        let endpoints = self.endpoints.clone();
+        let prefix = self.prefix.clone();
+        std::thread::Builder::new()
+            .name("etcd-watch".into())
+            .spawn(move || watch_loop(endpoints, prefix, agent, tx, revision))
+            .ok()?;
+        Some(rx)
+    }
+
+    /// The revision of the last listing.
+    pub fn revision(&self) -> Option<i64> {
+        self.last_revision
+    }
+
     /// Changes how many keys are asked for per range request (at least 1).
     pub fn with_page_size(mut self, page_size: u64) -> EtcdSource {
         self.page_size = page_size.max(1);
@@ -573,10 +594,11 @@ fn watch_loop(
     prefix: String,
     agent: ureq::Agent,
     tx: std::sync::mpsc::Sender<String>,
+    from: Option<i64>,
 ) {
     use std::io::BufRead;
     let end = B64.encode(prefix_range_end(prefix.as_bytes()));
-    let mut next_revision: Option<i64> = None;
+    let mut next_revision: Option<i64> = from;
     let mut backoff = MIN_BACKOFF;
     let mut which = 0usize;
     loop {
@@ -658,16 +680,11 @@ impl NodeSource for EtcdSource {
         format!("etcd {} {}", self.endpoints.join(","), self.prefix)
     }
 
+    /// Watches from the revision after the last listing (from now if
+    /// there was none).
     fn watch(&mut self) -> Option<std::sync::mpsc::Receiver<String>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let agent = streaming_agent(&self.tls, self.timeout, WATCH_STREAM);
-        let endpoints = self.endpoints.clone();
-        let prefix = self.prefix.clone();
-        std::thread::Builder::new()
-            .name("etcd-watch".into())
-            .spawn(move || watch_loop(endpoints, prefix, agent, tx))
-            .ok()?;
-        Some(rx)
+        let from = self.last_revision.map(|r| r + 1);
+        self.watch_from(from)
     }
 
     fn maintain(&mut self) -> Result<Vec<String>, SourceError> {
