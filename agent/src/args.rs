@@ -13,6 +13,7 @@ usage: rcni-agent --node-name NAME [--source file:PATH | kubernetes[:KUBECONFIG]
                   [--vxlan-vni N] [--vxlan-port P] [--cni-conf-dir DIR] [--cni-bin-dir DIR]
                   [--rcni PATH] [--interval SECONDS] [--once] [--insecure-allow-http-token]
                   [--node-cidr-mask-size N[,N]] [--node-ip IP[,IP]] [--lease-ttl SECONDS]
+                  [--health-addr IP:PORT]
 
 --node-name defaults to $NODE_NAME; --source to kubernetes; --interval to 10;
 --cni-conf-dir to /etc/cni/net.d; --cni-bin-dir to /opt/cni/bin; --rcni to
@@ -26,7 +27,9 @@ With etcd:ENDPOINTS, --node-cidr-mask-size makes the agent allocate its own
 pod CIDR: one size per --cluster-cidr, in the same order (e.g.
 --cluster-cidr 10.244.0.0/16,fd44::/48 --node-cidr-mask-size 24,64); the
 record registers --node-ip (required then) and lives on a lease of
---lease-ttl seconds (default 20) that the agent keeps alive.";
+--lease-ttl seconds (default 20) that the agent keeps alive.
+
+--health-addr serves /healthz, /readyz and /metrics (off by default).";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
@@ -43,6 +46,7 @@ pub struct Args {
     pub node_cidr_mask_size: Vec<u8>,
     pub node_ip: Vec<std::net::IpAddr>,
     pub lease_ttl: u64,
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 impl Args {
@@ -72,6 +76,7 @@ pub fn parse(argv: &[String], env_node: Option<String>) -> Result<Args, String> 
         node_cidr_mask_size: Vec::new(),
         node_ip: Vec::new(),
         lease_ttl: 20,
+        health_addr: None,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -139,6 +144,7 @@ pub fn parse(argv: &[String], env_node: Option<String>) -> Result<Args, String> 
                     return Err(bad(&"must be at least 2"));
                 }
             }
+            "--health-addr" => a.health_addr = Some(value.parse().map_err(|e| bad(&e))?),
             "--cni-conf-dir" => a.cni_conf_dir = value.into(),
             "--cni-bin-dir" => a.cni_bin_dir = value.into(),
             "--rcni" => a.rcni = Some(value.into()),
@@ -225,6 +231,9 @@ mod tests {
         .unwrap();
         assert_eq!(a.pools().len(), 2);
         assert_eq!((a.pools()[1].1, a.lease_ttl), (64, 5));
+        let h = parse(&v("--node-name a --health-addr 127.0.0.1:9871"), None).unwrap();
+        assert_eq!(h.health_addr, Some("127.0.0.1:9871".parse().unwrap()));
+        assert!(parse(&v("--node-name a --health-addr localhost"), None).is_err());
         for bad in [
             "--node-name a --cluster-cidr 10.244.0.0/16 --node-cidr-mask-size 24 --node-ip 1.2.3.4",
             "--node-name a --source etcd:http://e:1 --cluster-cidr 10.244.0.0/16 --node-cidr-mask-size 8 --node-ip 1.2.3.4",

@@ -117,6 +117,9 @@ pub struct Report {
     pub uplink_mtu: u32,
     /// Set when at least one peer is reached over VXLAN.
     pub vxlan_mtu: Option<u32>,
+    /// Remote pod CIDRs routed per backend.
+    pub peers_host_gw: usize,
+    pub peers_vxlan: usize,
 }
 
 impl Report {
@@ -471,8 +474,12 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
     for p in &peers {
         let (ip, prefix) = (p.cidr.network(), p.cidr.prefix_len());
         let r = match (&p.path, vx_index) {
-            (Path::HostGw { node_ip }, _) => Route::to(ip, prefix).via(*node_ip).dev(uplink.index),
+            (Path::HostGw { node_ip }, _) => {
+                report.peers_host_gw += 1;
+                Route::to(ip, prefix).via(*node_ip).dev(uplink.index)
+            }
             (Path::Vxlan { .. }, Some(vx)) => {
+                report.peers_vxlan += 1;
                 Route::to(ip, prefix).via(vtep_ip(&p.cidr)).dev(vx).onlink()
             }
             (Path::Vxlan { .. }, None) => continue,

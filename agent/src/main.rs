@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rcni_agent::model::NodeSource;
-use rcni_agent::{args, cniconf, datapath, source};
+use std::sync::Arc;
+
+use rcni_agent::{args, cniconf, datapath, health, source};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -48,6 +50,7 @@ struct Agent {
     waiting_logged: bool,
     /// The refusals last logged: each set is logged once, when it changes.
     refused_logged: Vec<String>,
+    status: Arc<health::Status>,
 }
 
 impl Agent {
@@ -97,13 +100,27 @@ impl Agent {
                 }
             }
         }
-        let report = match datapath::reconcile(&self.args.node_name, &nodes, &self.args.datapath) {
+        let t0 = Instant::now();
+        let reconciled = datapath::reconcile(&self.args.node_name, &nodes, &self.args.datapath);
+        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.status.last_reconcile_us.store(us, Ordering::Relaxed);
+        self.status
+            .total_reconcile_us
+            .fetch_add(us, Ordering::Relaxed);
+        let report = match reconciled {
             Ok(r) => r,
             Err(e) => {
                 log!("reconcile failed: {e}");
                 return Round::Retry;
             }
         };
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.status
+            .peers_host_gw
+            .store(count(report.peers_host_gw), Ordering::Relaxed);
+        self.status
+            .peers_vxlan
+            .store(count(report.peers_vxlan), Ordering::Relaxed);
         for c in &report.changes {
             log!("{c}");
         }
@@ -120,15 +137,22 @@ impl Agent {
             if refused.is_empty() && !self.refused_logged.is_empty() {
                 log!("no node entry refused any more");
             }
+            self.status.refused.store(
+                u64::try_from(refused.len()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
             self.refused_logged = refused;
         }
         let conf = cniconf::render(&me.pod_cidrs, report.pod_mtu(self.args.datapath.backend));
         match cniconf::write_if_changed(&self.args.cni_conf_dir, &conf) {
-            Ok(true) => log!(
-                "wrote {}",
-                self.args.cni_conf_dir.join(cniconf::FILE_NAME).display()
-            ),
-            Ok(false) => {}
+            Ok(true) => {
+                log!(
+                    "wrote {}",
+                    self.args.cni_conf_dir.join(cniconf::FILE_NAME).display()
+                );
+                self.status.ready.store(true, Ordering::Relaxed);
+            }
+            Ok(false) => self.status.ready.store(true, Ordering::Relaxed),
             Err(e) => {
                 log!(
                     "cannot write {}: {e}",
@@ -183,12 +207,26 @@ fn main() {
         source.describe(),
         args.datapath.backend
     );
+    // The loop checks in at least every 100 ms; a round may take a while
+    // (a source timing out per endpoint).
+    let status = health::Status::new(Duration::from_secs(120));
+    status.beat();
+    if let Some(addr) = args.health_addr {
+        match health::serve(addr, status.clone()) {
+            Ok(bound) => log!("serving /healthz, /readyz and /metrics on {bound}"),
+            Err(e) => {
+                log!("cannot serve health on {addr}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let mut agent = Agent {
         args,
         source,
         installed: false,
         waiting_logged: false,
         refused_logged: Vec::new(),
+        status,
     };
     // Changes from a watch start a round at once; the interval stays the
     // safety net (a full list every round).
@@ -199,6 +237,12 @@ fn main() {
     };
     loop {
         let r = agent.round();
+        let counter = match r {
+            Round::Done => &agent.status.rounds_ok,
+            Round::Retry => &agent.status.rounds_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        agent.status.beat();
         if agent.args.once {
             std::process::exit(match r {
                 Round::Done => 0,
@@ -207,6 +251,7 @@ fn main() {
         }
         let until = Instant::now() + agent.args.interval;
         'wait: while Instant::now() < until {
+            agent.status.beat();
             agent.maintain();
             if let Some(rx) = &changes {
                 let mut changed = false;

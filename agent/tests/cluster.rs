@@ -698,6 +698,9 @@ fn etcd_allocation_in_loop_mode_and_a_lost_node() {
                     // Changes must come through the watch.
                     "--interval",
                     "60",
+                    // Loopback of the node's own namespace.
+                    "--health-addr",
+                    "127.0.0.1:9871",
                 ],
             )
             .stderr(log)
@@ -754,6 +757,34 @@ fn etcd_allocation_in_loop_mode_and_a_lost_node() {
             all_logs()
         );
     }
+
+    // Health, readiness and metrics on each node's loopback.
+    let a = &cl.node("a").ns;
+    let curl = |path: &str| {
+        a.exec(&[
+            "curl",
+            "-s",
+            "-w",
+            " %{http_code}",
+            &format!("http://127.0.0.1:9871{path}"),
+        ])
+    };
+    assert_eq!(curl("/healthz"), "ok\n 200");
+    assert_eq!(curl("/readyz"), "ok\n 200");
+    let metrics = curl("/metrics");
+    assert!(
+        metrics.contains("rcni_agent_peers{backend=\"host-gw\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rcni_agent_peers{backend=\"vxlan\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rcni_agent_reconciles_total{result=\"ok\"} "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rcni_agent_ready 1\n"), "{metrics}");
 
     // Pods made with the configs the agents wrote talk across host-gw and
     // VXLAN with their own addresses.
