@@ -25,8 +25,11 @@
 //!   already carries. Our own device has address `OUR_CIDR.network/32`
 //!   and MAC `vtep_mac(OUR_NODE_IP)`.
 //!
-//! IPv6 pod CIDRs get host-gw routes; an off-link IPv6 peer is reported as
-//! an error (no IPv6 VXLAN yet).
+//! IPv6 pod CIDRs get host-gw routes when the peer has an on-link IPv6
+//! address; otherwise they ride the same VXLAN device over the IPv4
+//! underlay: `CIDR6 via CIDR6.network dev rcni.vxlan onlink`, a permanent
+//! neighbour `CIDR6.network lladdr MAC(NODE_IP4)`, our device holding
+//! `OUR_CIDR6.network/128`. (No VXLAN over an IPv6 underlay yet.)
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -208,7 +211,26 @@ fn plan(
                 ));
                 continue;
             }
-            let Some(node_ip) = n.address_for(&cidr) else {
+            // IPv6 pod CIDRs of a node without an on-link IPv6 address go
+            // over the IPv4 underlay's VXLAN (the overlay carries any inner
+            // family).
+            let v4_underlay = n.addresses.iter().find_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            });
+            let same_family = n.address_for(&cidr);
+            let v6_needs_overlay = cidr.addr().is_ipv6() && !same_family.is_some_and(onlink);
+            if let (true, Some(v4), false) =
+                (v6_needs_overlay, v4_underlay, backend == Backend::HostGw)
+            {
+                peers.push(Peer {
+                    node: n.name.clone(),
+                    cidr,
+                    path: Path::Vxlan { node_ip: v4 },
+                });
+                continue;
+            }
+            let Some(node_ip) = same_family else {
                 errors.push(format!(
                     "node {}: no address of the family of {cidr}; not routed",
                     n.name
@@ -361,7 +383,7 @@ fn host_facts(sock: &Socket) -> Result<HostFacts> {
     }
     let routes = sock.routes(Family::All, Some(RT_TABLE_MAIN))?;
     let vx_neigh = match vx {
-        Some(i) => sock.neighbours(Some(i), Family::V4)?,
+        Some(i) => sock.neighbours(Some(i), Family::All)?,
         None => Vec::new(),
     };
     for r in &routes {
@@ -431,25 +453,23 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
         &mut report.errors,
     );
 
-    // The overlay needs our IPv4 address and an IPv4 pod CIDR of our own.
-    let own_v4 = own.iter().find(|c| c.addr().is_ipv4()).copied();
+    // The overlay needs our IPv4 address (the underlay) and a pod CIDR of
+    // our own in the family of the CIDRs it carries (their VTEP address).
     let local_v4 = match node_ip {
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(_) => None,
     };
-    let vx_local = own_v4.zip(local_v4);
-    if vx_local.is_none() {
-        peers.retain(|p| {
-            let ok = !matches!(p.path, Path::Vxlan { .. });
-            if !ok {
-                report.errors.push(format!(
-                    "node {}: {} needs VXLAN, which needs an IPv4 address and IPv4 pod CIDR on this node",
-                    p.node, p.cidr
-                ));
-            }
-            ok
-        });
-    }
+    peers.retain(|p| {
+        let has_own = own.iter().any(|o| o.addr().is_ipv4() == p.cidr.addr().is_ipv4());
+        let ok = !matches!(p.path, Path::Vxlan { .. }) || (local_v4.is_some() && has_own);
+        if !ok {
+            report.errors.push(format!(
+                "node {}: {} needs VXLAN, which needs an IPv4 node address and a pod CIDR of its family on this node",
+                p.node, p.cidr
+            ));
+        }
+        ok
+    });
     let vx_peers: Vec<(IpNet, Ipv4Addr)> = peers
         .iter()
         .filter_map(|p| match p.path {
@@ -458,11 +478,11 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
         })
         .collect();
 
-    let vx_index = match (vx_peers.is_empty(), vx_local) {
-        (false, Some((own_cidr, local))) => {
+    let vx_index = match (vx_peers.is_empty(), local_v4) {
+        (false, Some(local)) => {
             let mtu = uplink.mtu.saturating_sub(VXLAN_OVERHEAD);
             report.vxlan_mtu = Some(mtu);
-            let idx = ensure_vxlan(&sock, opts, &uplink, own_cidr, local, mtu, &mut report)?;
+            let idx = ensure_vxlan(&sock, opts, &uplink, &own, local, mtu, &mut report)?;
             sync_fdb(&sock, idx, &vx_peers, &mut report)?;
             sync_neighbours(&sock, idx, &vx_peers, &mut report)?;
             Some(idx)
@@ -528,7 +548,7 @@ fn ensure_vxlan(
     sock: &Socket,
     opts: &DatapathOptions,
     uplink: &Link,
-    own_cidr: IpNet,
+    own: &[IpNet],
     local: Ipv4Addr,
     mtu: u32,
     report: &mut Report,
@@ -578,21 +598,39 @@ fn ensure_vxlan(
             netlink::format_mac(&mac)
         ));
     }
-    let vtep = vtep_ip(&own_cidr);
-    let addrs = sock.addresses(Some(link.index), Family::V4)?;
+    // One VTEP address per family of our pod CIDRs (the first of each):
+    // the network address, /32 or /128. IPv6 link-local addresses are the
+    // kernel's and stay.
+    let mut vteps: Vec<(IpAddr, u8)> = Vec::new();
+    for c in own {
+        if !vteps.iter().any(|(v, _)| v.is_ipv4() == c.addr().is_ipv4()) {
+            vteps.push((vtep_ip(c), c.max_prefix_len()));
+        }
+    }
+    let addrs: Vec<netlink::Address> = sock
+        .addresses(Some(link.index), Family::All)?
+        .into_iter()
+        .filter(|a| !matches!(a.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .collect();
     for a in &addrs {
-        if a.addr != vtep || a.prefix != 32 {
+        if !vteps.contains(&(a.addr, a.prefix)) {
             sock.del_address(link.index, a.addr, a.prefix)?;
             report
                 .changes
                 .push(format!("removed {}/{} from {VXLAN_DEV}", a.addr, a.prefix));
         }
     }
-    if !addrs.iter().any(|a| a.addr == vtep && a.prefix == 32) {
-        sock.add_address(link.index, vtep, 32)?;
-        report
-            .changes
-            .push(format!("added {vtep}/32 to {VXLAN_DEV}"));
+    for (vtep, prefix) in &vteps {
+        if !addrs.iter().any(|a| a.addr == *vtep && a.prefix == *prefix) {
+            let options = netlink::addr::AddressOptions {
+                nodad: vtep.is_ipv6(),
+                ..Default::default()
+            };
+            sock.add_address_with(link.index, *vtep, *prefix, &options)?;
+            report
+                .changes
+                .push(format!("added {vtep}/{prefix} to {VXLAN_DEV}"));
+        }
     }
     if !link.up {
         sock.set_link_up(link.index)?;
@@ -653,9 +691,15 @@ fn sync_neighbours(
         .iter()
         .map(|(cidr, ip)| (vtep_ip(cidr), vtep_mac(*ip)))
         .collect();
-    let have = sock.neighbours(Some(vx), Family::V4)?;
+    let have = sock.neighbours(Some(vx), Family::All)?;
     for n in &have {
         let Some(ip) = n.ip else { continue };
+        // The kernel's own IPv6 link-local and multicast entries stay.
+        if let IpAddr::V6(v6) = ip {
+            if v6.segments()[0] & 0xffc0 == 0xfe80 || v6.is_multicast() {
+                continue;
+            }
+        }
         if !want.contains_key(&ip) {
             sock.del_neighbour(vx, ip)?;
             report

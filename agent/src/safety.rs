@@ -24,7 +24,9 @@
 //! A node address is refused unless it is unicast (not unspecified,
 //! loopback, multicast, limited or subnet broadcast, link-local, `0/8`,
 //! `240/4`, IPv4-mapped) and not one of this host's own addresses. A pod
-//! CIDR whose node has no accepted address of its family is refused too.
+//! CIDR whose node has no accepted address of its family is refused too
+//! (an IPv6 one only when the node has no accepted IPv4 address either:
+//! it can ride the IPv4 overlay).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -209,7 +211,14 @@ pub fn screen(
                     .push(format!("node {}: pod CIDR {cidr} {why}; refused", n.name));
                 continue;
             }
-            let Some(ip) = node.address_for(&cidr) else {
+            // IPv6 pod CIDRs may ride the IPv4 overlay.
+            let underlay = node.address_for(&cidr).or_else(|| {
+                cidr.addr()
+                    .is_ipv6()
+                    .then(|| node.addresses.iter().copied().find(IpAddr::is_ipv4))
+                    .flatten()
+            });
+            let Some(ip) = underlay else {
                 out.refused.push(format!(
                     "node {}: pod CIDR {cidr} has no usable node address of its family; refused",
                     n.name

@@ -171,6 +171,12 @@ impl Cluster {
 
     /// A pod on `node` made with the agent's conflist; returns its IPv4.
     fn pod(&mut self, node: &str) -> (usize, String) {
+        let (i, ips) = self.pod_ips(node);
+        (i, ips[0].clone())
+    }
+
+    /// A pod on `node` made with the agent's conflist; all its addresses.
+    fn pod_ips(&mut self, node: &str) -> (usize, Vec<String>) {
         let pod = TestNs::new("pod");
         let n = self.node(node);
         let list: Value = serde_json::from_slice(
@@ -191,15 +197,23 @@ impl Cluster {
         );
         call.path = n.bin.path().display().to_string();
         let res = run_plugin(n.bin.path(), "bridge", &call, Some(n.ns.ns())).ok();
-        let ip = res["ips"][0]["address"]
-            .as_str()
-            .expect("pod address")
-            .split('/')
-            .next()
-            .expect("ip")
-            .to_string();
+        let ips: Vec<String> = res["ips"]
+            .as_array()
+            .expect("ips")
+            .iter()
+            .map(|i| {
+                i["address"]
+                    .as_str()
+                    .expect("pod address")
+                    .split('/')
+                    .next()
+                    .expect("ip")
+                    .to_string()
+            })
+            .collect();
+        assert!(!ips.is_empty(), "{res}");
         self.pods.push(pod);
-        (self.pods.len() - 1, ip)
+        (self.pods.len() - 1, ips)
     }
 }
 
@@ -213,7 +227,11 @@ fn json_of(ns: &TestNs, argv: &[&str]) -> Value {
 
 /// The agent's routes (proto 82) as "dst gw dev [onlink]" strings, sorted.
 fn agent_routes(ns: &TestNs) -> Vec<String> {
-    let v = json_of(ns, &["ip", "-j", "route", "show", "proto", "82"]);
+    let mut v = json_of(ns, &["ip", "-j", "route", "show", "proto", "82"]);
+    let v6 = json_of(ns, &["ip", "-j", "-6", "route", "show", "proto", "82"]);
+    if let (Some(all), Some(more)) = (v.as_array_mut(), v6.as_array()) {
+        all.extend(more.iter().cloned());
+    }
     let mut out: Vec<String> = v
         .as_array()
         .expect("routes")
@@ -929,4 +947,82 @@ fn etcd_allocation_in_loop_mode_and_a_lost_node() {
     assert_eq!(snapshot(&cl.node("a").ns), before);
     drop(agents);
     drop(etcd);
+}
+
+#[test]
+fn ipv6_pods_over_the_ipv4_overlay() {
+    let mut cl = Cluster::new();
+    let list = json!([
+        {"name": "a", "addresses": [A_IP], "podCIDRs": ["10.244.1.0/24", "fd44:1::/64"]},
+        {"name": "b", "addresses": [B_IP], "podCIDRs": ["10.244.2.0/24", "fd44:2::/64"]},
+        {"name": "c", "addresses": [C_IP], "podCIDRs": ["10.244.3.0/24", "fd44:3::/64"]},
+    ]);
+    let file = cl.files.path().join("dual.json");
+    std::fs::write(&file, list.to_string()).expect("write");
+    for n in ["a", "b", "c"] {
+        cl.agent_once(n, &file, &[]);
+    }
+    // The nodes have IPv4 addresses only: every IPv6 pod CIDR goes over
+    // the VXLAN device (IPv6 VTEP = the CIDR's network address), IPv4
+    // stays host-gw between A and B.
+    assert_eq!(
+        agent_routes(&cl.node("a").ns),
+        [
+            "10.244.2.0/24 via 192.168.50.11 dev eth0",
+            "10.244.3.0/24 via 10.244.3.0 dev rcni.vxlan onlink",
+            "fd44:2::/64 via fd44:2:: dev rcni.vxlan onlink",
+            "fd44:3::/64 via fd44:3:: dev rcni.vxlan onlink",
+        ]
+    );
+    let a = &cl.node("a").ns;
+    let addrs = a.exec(&["ip", "-o", "addr", "show", "rcni.vxlan"]);
+    assert!(
+        addrs.contains("10.244.1.0/32") && addrs.contains("fd44:1::/128"),
+        "{addrs}"
+    );
+    assert_eq!(
+        fdb(a),
+        [
+            "0a:58:c0:a8:32:0b dst 192.168.50.11",
+            "0a:58:c0:a8:3c:0a dst 192.168.60.10"
+        ]
+    );
+    let neigh = neighbours(a);
+    assert!(
+        neigh.contains(&"fd44:3:: 0a:58:c0:a8:3c:0a [\"PERMANENT\"]".to_string()),
+        "{neigh:?}"
+    );
+    let fwd = a.exec(&["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]);
+    assert_eq!(fwd.trim(), "1");
+
+    let (pa, ips_a) = cl.pod_ips("a");
+    let (pb, ips_b) = cl.pod_ips("b");
+    let (pc, ips_c) = cl.pod_ips("c");
+    let v6 = |ips: &[String]| {
+        ips.iter()
+            .find(|i| i.contains(':'))
+            .expect("an IPv6 address")
+            .clone()
+    };
+    let (a6, b6, c6) = (v6(&ips_a), v6(&ips_b), v6(&ips_c));
+    assert!(
+        a6.starts_with("fd44:1::") && c6.starts_with("fd44:3::"),
+        "{a6} {c6}"
+    );
+    // IPv6 pod to pod across the overlay keeps the pod address, both ways,
+    // on the same segment and behind the router; IPv4 still works.
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pc], &c6, 7201), a6);
+    assert_eq!(tcp_exchange(&cl.pods[pc], &cl.pods[pa], &a6, 7202), c6);
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &b6, 7203), a6);
+    assert_eq!(
+        tcp_exchange(&cl.pods[pb], &cl.pods[pc], &ips_c[0], 7204),
+        ips_b[0]
+    );
+
+    // A second round changes nothing.
+    let a = &cl.node("a").ns;
+    let before = snapshot(a);
+    let err = cl.agent_once("a", &file, &[]);
+    assert!(err.contains(": 0 changes"), "{err}");
+    assert_eq!(snapshot(a), before);
 }
