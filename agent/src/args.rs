@@ -13,7 +13,7 @@ usage: rcni-agent --node-name NAME [--source file:PATH | kubernetes[:KUBECONFIG]
                   [--vxlan-vni N] [--vxlan-port P] [--cni-conf-dir DIR] [--cni-bin-dir DIR]
                   [--rcni PATH] [--interval SECONDS] [--once] [--insecure-allow-http-token]
                   [--node-cidr-mask-size N[,N]] [--node-ip IP[,IP]] [--lease-ttl SECONDS]
-                  [--health-addr IP:PORT]
+                  [--health-addr IP:PORT] [--mtu N]
 
 --node-name defaults to $NODE_NAME; --source to kubernetes; --interval to 10;
 --cni-conf-dir to /etc/cni/net.d; --cni-bin-dir to /opt/cni/bin; --rcni to
@@ -29,7 +29,9 @@ pod CIDR: one size per --cluster-cidr, in the same order (e.g.
 record registers --node-ip (required then) and lives on a lease of
 --lease-ttl seconds (default 20) that the agent keeps alive.
 
---health-addr serves /healthz, /readyz and /metrics (off by default).";
+--health-addr serves /healthz, /readyz and /metrics (off by default).
+--mtu sets the pods' MTU and the VXLAN device's (default: the uplink's, minus
+50 as soon as a peer is reached over VXLAN).";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
@@ -144,6 +146,13 @@ pub fn parse(argv: &[String], env_node: Option<String>) -> Result<Args, String> 
                     return Err(bad(&"must be at least 2"));
                 }
             }
+            "--mtu" => {
+                let m: u32 = value.parse().map_err(|e| bad(&e))?;
+                if !(1280..=65535).contains(&m) {
+                    return Err(bad(&"must be 1280..65535"));
+                }
+                a.datapath.mtu = Some(m);
+            }
             "--health-addr" => a.health_addr = Some(value.parse().map_err(|e| bad(&e))?),
             "--cni-conf-dir" => a.cni_conf_dir = value.into(),
             "--cni-bin-dir" => a.cni_bin_dir = value.into(),
@@ -234,6 +243,9 @@ mod tests {
         let h = parse(&v("--node-name a --health-addr 127.0.0.1:9871"), None).unwrap();
         assert_eq!(h.health_addr, Some("127.0.0.1:9871".parse().unwrap()));
         assert!(parse(&v("--node-name a --health-addr localhost"), None).is_err());
+        let m = parse(&v("--node-name a --mtu 1400"), None).unwrap();
+        assert_eq!(m.datapath.mtu, Some(1400));
+        assert!(parse(&v("--node-name a --mtu 500"), None).is_err());
         for bad in [
             "--node-name a --cluster-cidr 10.244.0.0/16 --node-cidr-mask-size 24 --node-ip 1.2.3.4",
             "--node-name a --source etcd:http://e:1 --cluster-cidr 10.244.0.0/16 --node-cidr-mask-size 8 --node-ip 1.2.3.4",

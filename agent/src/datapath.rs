@@ -93,6 +93,9 @@ pub struct DatapathOptions {
     pub cluster_cidr: Vec<IpNet>,
     pub vxlan_vni: u32,
     pub vxlan_port: u16,
+    /// `--mtu`: the pods' MTU (and the VXLAN device's), instead of the
+    /// uplink's minus the overlay overhead.
+    pub mtu: Option<u32>,
 }
 
 impl Default for DatapathOptions {
@@ -103,6 +106,7 @@ impl Default for DatapathOptions {
             cluster_cidr: Vec::new(),
             vxlan_vni: 1,
             vxlan_port: 8472,
+            mtu: None,
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct Report {
     pub uplink_mtu: u32,
     /// Set when at least one peer is reached over VXLAN.
     pub vxlan_mtu: Option<u32>,
+    /// `--mtu`, if given.
+    pub mtu_override: Option<u32>,
     /// Remote pod CIDRs routed per backend.
     pub peers_host_gw: usize,
     pub peers_vxlan: usize,
@@ -129,6 +135,9 @@ impl Report {
     /// The MTU pods should use: the VXLAN MTU as soon as any peer needs the
     /// overlay (or the backend is `vxlan`), else the uplink's.
     pub fn pod_mtu(&self, backend: Backend) -> u32 {
+        if let Some(m) = self.mtu_override {
+            return m;
+        }
         match (self.vxlan_mtu, backend) {
             (Some(m), _) => m,
             (None, Backend::Vxlan) => self.uplink_mtu.saturating_sub(VXLAN_OVERHEAD),
@@ -437,6 +446,7 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
     let mut report = Report {
         uplink: uplink.name.clone(),
         uplink_mtu: uplink.mtu,
+        mtu_override: opts.mtu,
         ..Default::default()
     };
     let host = host_facts(&sock)?;
@@ -480,7 +490,9 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
 
     let vx_index = match (vx_peers.is_empty(), local_v4) {
         (false, Some(local)) => {
-            let mtu = uplink.mtu.saturating_sub(VXLAN_OVERHEAD);
+            let mtu = opts
+                .mtu
+                .unwrap_or_else(|| uplink.mtu.saturating_sub(VXLAN_OVERHEAD));
             report.vxlan_mtu = Some(mtu);
             let idx = ensure_vxlan(&sock, opts, &uplink, &own, local, mtu, &mut report)?;
             sync_fdb(&sock, idx, &vx_peers, &mut report)?;
@@ -964,5 +976,10 @@ mod tests {
         };
         assert_eq!(r.pod_mtu(Backend::Auto), 1500);
         assert_eq!(r.pod_mtu(Backend::Vxlan), 1450);
+        let r = Report {
+            mtu_override: Some(1400),
+            ..r
+        };
+        assert_eq!(r.pod_mtu(Backend::Vxlan), 1400);
     }
 }

@@ -959,9 +959,21 @@ fn ipv6_pods_over_the_ipv4_overlay() {
     ]);
     let file = cl.files.path().join("dual.json");
     std::fs::write(&file, list.to_string()).expect("write");
-    for n in ["a", "b", "c"] {
+    for n in ["a", "b"] {
         cl.agent_once(n, &file, &[]);
     }
+    // --mtu overrides the pods' and the device's MTU.
+    cl.agent_once("c", &file, &["--mtu", "1400"]);
+    assert_eq!(vxlan_details(&cl.node("c").ns)["mtu"], 1400);
+    let conf: Value = serde_json::from_slice(
+        &std::fs::read(cl.node("c").conf.path().join("10-rcni.conflist")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(conf["plugins"][0]["mtu"], 1400);
+    assert_eq!(
+        conf["plugins"][0]["ipam"]["ranges"],
+        json!([[{"subnet": "10.244.3.0/24"}], [{"subnet": "fd44:3::/64"}]])
+    );
     // The nodes have IPv4 addresses only: every IPv6 pod CIDR goes over
     // the VXLAN device (IPv6 VTEP = the CIDR's network address), IPv4
     // stays host-gw between A and B.
