@@ -919,11 +919,37 @@ fn etcd_allocation_in_loop_mode_and_a_lost_node() {
         "{keys}"
     );
 
-    // Restarting A's agent changes nothing on A.
+    // A TCP stream between pods on A and B survives a restart of A's
+    // agent, which changes nothing on A.
+    use std::io::{Read, Write};
+    let listener =
+        cl.pods[pb].run(|| std::net::TcpListener::bind(("0.0.0.0", 7300)).expect("bind"));
+    let target: std::net::SocketAddr = format!("{ip_b}:7300").parse().expect("addr");
+    let mut client = cl.pods[pa].run(|| {
+        std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect")
+    });
+    let (mut server, _) = listener.accept().expect("accept");
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+    }
+    let mut exchange = |msg: &[u8]| {
+        client.write_all(msg).expect("send");
+        let mut got = vec![0; msg.len()];
+        server.read_exact(&mut got).expect("receive");
+        server.write_all(&got).expect("echo");
+        let mut back = vec![0; msg.len()];
+        client.read_exact(&mut back).expect("echo back");
+        assert_eq!(back, msg);
+    };
+    exchange(b"before the restart");
     let before = snapshot(&cl.node("a").ns);
+    let routes_before = foreign_routes(&cl.node("a").ns);
     let _ = agents[0].0.kill();
     let _ = agents[0].0.wait();
-    let out = cl
+    exchange(b"while no agent runs");
+    let log = std::fs::File::create(logs.path().join("a2")).expect("log");
+    let child = cl
         .agent_cmd_source(
             "a",
             &source,
@@ -936,15 +962,41 @@ fn etcd_allocation_in_loop_mode_and_a_lost_node() {
                 A_IP,
                 "--lease-ttl",
                 &ttl.to_string(),
-                "--once",
+                "--interval",
+                "60",
             ],
         )
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains(": 0 changes"), "{err}");
-    assert_eq!(snapshot(&cl.node("a").ns), before);
+        .stderr(log)
+        .spawn()
+        .expect("spawn agent");
+    agents[0] = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_of("a2").contains("node a with pod CIDRs")
+        || !log_of("a2").contains("watch: started")
+    {
+        assert!(Instant::now() < deadline, "{}", log_of("a2"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    exchange(b"after the restart");
+    assert_eq!(snapshot(&cl.node("a").ns), before, "{}", log_of("a2"));
+
+    // Hostile records in etcd change none of A's routes.
+    for (name, cidrs) in [
+        ("evil-uplink", json!(["192.168.50.0/24"])),
+        ("evil-v6", json!(["::/0", "0.0.0.0/1"])),
+        ("evil-b", json!(routed_cidrs(&cl.node("a").ns))),
+    ] {
+        let rec = json!({"name": name, "addresses": ["192.168.50.66"], "podCIDRs": cidrs});
+        etcd.put(&format!("/rcni/nodes/{name}"), &rec.to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log_of("a2").contains("refused: node evil-b") {
+        assert!(Instant::now() < deadline, "{}", log_of("a2"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(foreign_routes(&cl.node("a").ns), routes_before);
+    assert_eq!(snapshot(&cl.node("a").ns), before, "{}", log_of("a2"));
+    exchange(b"with hostile records around");
     drop(agents);
     drop(etcd);
 }
