@@ -31,7 +31,11 @@ record registers --node-ip (required then) and lives on a lease of
 
 --health-addr serves /healthz, /readyz and /metrics (off by default).
 --mtu sets the pods' MTU and the VXLAN device's (default: the uplink's, minus
-50 as soon as a peer is reached over VXLAN).";
+50 as soon as a peer is reached over VXLAN).
+
+Every flag can also be given in the environment as RCNI_AGENT_<FLAG>
+(--lease-ttl: RCNI_AGENT_LEASE_TTL; switches take 1 or true); the command
+line wins.";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
@@ -61,6 +65,55 @@ impl Args {
             .zip(self.node_cidr_mask_size.iter().copied())
             .collect()
     }
+}
+
+/// Flags that take a value, as readable from the environment.
+const VALUE_FLAGS: &[&str] = &[
+    "--node-name",
+    "--source",
+    "--cluster-cidr",
+    "--backend",
+    "--uplink",
+    "--vxlan-vni",
+    "--vxlan-port",
+    "--cni-conf-dir",
+    "--cni-bin-dir",
+    "--rcni",
+    "--interval",
+    "--node-cidr-mask-size",
+    "--node-ip",
+    "--lease-ttl",
+    "--health-addr",
+    "--mtu",
+];
+/// Switches, as readable from the environment (`1`/`true` turns one on).
+const SWITCHES: &[&str] = &["--once", "--insecure-allow-http-token"];
+
+/// The environment variable of a flag: `--lease-ttl` → `RCNI_AGENT_LEASE_TTL`.
+pub fn env_name(flag: &str) -> String {
+    format!(
+        "RCNI_AGENT_{}",
+        flag.trim_start_matches('-')
+            .replace('-', "_")
+            .to_uppercase()
+    )
+}
+
+/// The flags given in the environment (`RCNI_AGENT_<FLAG>`), as arguments
+/// to put before the command line's (which therefore wins).
+pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in VALUE_FLAGS {
+        if let Some(v) = get(&env_name(f)).filter(|v| !v.is_empty()) {
+            out.push(format!("{f}={v}"));
+        }
+    }
+    for f in SWITCHES {
+        if get(&env_name(f)).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+            out.push((*f).to_string());
+        }
+    }
+    out
 }
 
 /// Parses `argv` (without the program name); `env_node` is `$NODE_NAME`.
@@ -197,6 +250,26 @@ mod tests {
 
     fn v(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn flags_from_the_environment() {
+        assert_eq!(env_name("--lease-ttl"), "RCNI_AGENT_LEASE_TTL");
+        let env = |k: &str| match k {
+            "RCNI_AGENT_SOURCE" => Some("etcd:http://e:2379".to_string()),
+            "RCNI_AGENT_INTERVAL" => Some("7".to_string()),
+            "RCNI_AGENT_ONCE" => Some("true".to_string()),
+            "RCNI_AGENT_INSECURE_ALLOW_HTTP_TOKEN" => Some("no".to_string()),
+            _ => None,
+        };
+        let mut argv = from_env(&env);
+        argv.extend(v("--node-name a --interval 3"));
+        let a = parse(&argv, None).unwrap();
+        assert_eq!(a.source, "etcd:http://e:2379");
+        // The command line wins.
+        assert_eq!(a.interval, Duration::from_secs(3));
+        assert!(a.once);
+        assert!(!a.insecure_http_token);
     }
 
     #[test]

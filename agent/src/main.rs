@@ -178,7 +178,9 @@ impl Agent {
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv = args::from_env(&|k| std::env::var(k).ok());
+    argv.extend(given);
     let args = match args::parse(&argv, std::env::var("NODE_NAME").ok()) {
         Ok(a) => a,
         Err(msg) => {

@@ -512,7 +512,10 @@ fn sigterm_leaves_routes_in_place_and_host_gw_refuses_off_link() {
     let cl = Cluster::new();
     let all = cl.nodes_file("all.json", &["a", "b", "c"]);
     let child = cl
-        .agent_cmd("a", &all, &["--backend", "host-gw", "--interval", "1"])
+        .agent_cmd("a", &all, &[])
+        // Flags from the environment, as a DaemonSet may give them.
+        .env("RCNI_AGENT_BACKEND", "host-gw")
+        .env("RCNI_AGENT_INTERVAL", "1")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn agent");
