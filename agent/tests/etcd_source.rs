@@ -219,8 +219,16 @@ fn bad_configuration_is_refused() {
 
 #[test]
 fn https_endpoint_with_ca_file_and_client_certificate() {
+    /// Removes the directory also when the test fails.
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
     let pki = common::pki();
-    let dir = common::temp_dir("etcd-tls");
+    let guard = Dir(common::temp_dir("etcd-tls"));
+    let dir = guard.0.clone();
     let ca = dir.join("ca.pem");
     let server_cert = dir.join("server.pem");
     let server_key = dir.join("server-key.pem");
@@ -268,7 +276,8 @@ fn https_endpoint_with_ca_file_and_client_certificate() {
         .unwrap();
     assert!(anonymous.nodes().is_err());
     drop(etcd);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(guard);
+    assert!(!dir.exists());
 }
 
 fn alloc(name: &str, ip: &str, pools: &[(&str, u8)], ttl: u64) -> Allocation {
