@@ -10,8 +10,8 @@
 //! What the agent owns, and therefore may delete:
 //! - routes in the main table with protocol [`RTPROT_RCNI`] (0x52, "R"),
 //!   shown by `ip route` as `proto 82`;
-//! - the device [`VXLAN_DEV`] and every FDB entry, neighbour and address
-//!   on it;
+//! - the devices [`VXLAN_DEV`] and [`VXLAN6_DEV`] and every FDB entry,
+//!   neighbour and address on them (IPv6 link-local ones excepted);
 //! - the nftables table `inet rcni-agent`.
 //!
 //! Routing per remote pod CIDR:
@@ -29,7 +29,12 @@
 //! address; otherwise they ride the same VXLAN device over the IPv4
 //! underlay: `CIDR6 via CIDR6.network dev rcni.vxlan onlink`, a permanent
 //! neighbour `CIDR6.network lladdr MAC(NODE_IP4)`, our device holding
-//! `OUR_CIDR6.network/128`. (No VXLAN over an IPv6 underlay yet.)
+//! `OUR_CIDR6.network/128`.
+//!
+//! A peer with IPv6 addresses only, off our segment, is reached over the
+//! second device [`VXLAN6_DEV`] on the IPv6 underlay (local = our IPv6
+//! address, MTU = uplink − [`VXLAN6_OVERHEAD`], MACs from [`vtep_mac_of`]),
+//! with the same per-peer FDB entry, neighbour and route as above.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -47,6 +52,10 @@ use crate::safety::{self, HostFacts};
 pub const RTPROT_RCNI: u8 = 0x52;
 /// The VXLAN device the agent owns.
 pub const VXLAN_DEV: &str = "rcni.vxlan";
+/// The VXLAN device over the IPv6 underlay (peers with IPv6 addresses only).
+pub const VXLAN6_DEV: &str = "rcni.vxlan6";
+/// VXLAN over IPv6: outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN6_OVERHEAD: u32 = 70;
 /// VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
 /// The agent's nftables table (family inet).
@@ -174,6 +183,20 @@ pub fn vtep_mac(node_ip: Ipv4Addr) -> [u8; 6] {
     [0x0a, 0x58, o[0], o[1], o[2], o[3]]
 }
 
+/// The VTEP MAC of a node on either underlay: [`vtep_mac`] for IPv4;
+/// for IPv6 `0a:59:` followed by four bytes of a hash (FNV-1a) of the whole
+/// address (its last bytes alone repeat across subnets: `fd50::10`,
+/// `fd60::10`).
+pub fn vtep_mac_of(node_ip: IpAddr) -> [u8; 6] {
+    match node_ip {
+        IpAddr::V4(v4) => vtep_mac(v4),
+        IpAddr::V6(v6) => {
+            let h = fnv1a(&v6.octets()).to_be_bytes();
+            [0x0a, 0x59, h[0], h[1], h[2], h[3]]
+        }
+    }
+}
+
 /// The VTEP address of a pod CIDR: its network address.
 pub fn vtep_ip(cidr: &IpNet) -> IpAddr {
     cidr.network()
@@ -182,8 +205,16 @@ pub fn vtep_ip(cidr: &IpNet) -> IpAddr {
 /// How one remote CIDR is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Path {
-    HostGw { node_ip: IpAddr },
-    Vxlan { node_ip: Ipv4Addr },
+    HostGw {
+        node_ip: IpAddr,
+    },
+    Vxlan {
+        node_ip: Ipv4Addr,
+    },
+    /// Over the IPv6 underlay (a peer without IPv4 address).
+    Vxlan6 {
+        node_ip: std::net::Ipv6Addr,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,13 +288,7 @@ fn plan(
                     ));
                     continue;
                 }
-                (_, IpAddr::V6(_), false) => {
-                    errors.push(format!(
-                        "node {}: {node_ip} is not on-link and IPv6 VXLAN is not supported; {cidr} not routed",
-                        n.name
-                    ));
-                    continue;
-                }
+                (_, IpAddr::V6(v6), false) => Path::Vxlan6 { node_ip: v6 },
                 (_, IpAddr::V4(v4), _) => Path::Vxlan { node_ip: v4 },
             };
             peers.push(Peer {
@@ -380,9 +405,10 @@ fn find_uplink(sock: &Socket, name: Option<&str>, node_ip: IpAddr) -> Result<Lin
 /// (default routes excepted), and what the agent routes now.
 fn host_facts(sock: &Socket) -> Result<HostFacts> {
     let vx = sock.link_by_name(VXLAN_DEV)?.map(|l| l.index);
+    let vx6 = sock.link_by_name(VXLAN6_DEV)?.map(|l| l.index);
     let mut facts = HostFacts::default();
     for a in sock.addresses(None, Family::All)? {
-        if Some(a.index) == vx {
+        if Some(a.index) == vx || Some(a.index) == vx6 {
             continue;
         }
         facts.addresses.push(a.addr);
@@ -406,6 +432,10 @@ fn host_facts(sock: &Socket) -> Result<HostFacts> {
             continue;
         }
         let Some(gw) = r.gateway else { continue };
+        if vx6.is_some() && r.oif == vx6 {
+            // The IPv6 overlay's MACs hold only part of the node address.
+            continue;
+        }
         if vx.is_some() && r.oif == vx {
             // Overlay: the gateway is the VTEP, whose neighbour entry
             // carries the node address in its MAC.
@@ -469,63 +499,113 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(_) => None,
     };
+    let local_v6 = me.addresses.iter().find_map(|a| match a {
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 != 0xfe80 => Some(*v6),
+        _ => None,
+    });
     peers.retain(|p| {
         let has_own = own.iter().any(|o| o.addr().is_ipv4() == p.cidr.addr().is_ipv4());
-        let ok = !matches!(p.path, Path::Vxlan { .. }) || (local_v4.is_some() && has_own);
+        let ok = match p.path {
+            Path::HostGw { .. } => true,
+            Path::Vxlan { .. } => local_v4.is_some() && has_own,
+            Path::Vxlan6 { .. } => local_v6.is_some() && has_own,
+        };
         if !ok {
             report.errors.push(format!(
-                "node {}: {} needs VXLAN, which needs an IPv4 node address and a pod CIDR of its family on this node",
+                "node {}: {} needs VXLAN, which needs a node address of the underlay's family and a pod CIDR of its family on this node",
                 p.node, p.cidr
             ));
         }
         ok
     });
-    let vx_peers: Vec<(IpNet, Ipv4Addr)> = peers
+    let vx_peers: Vec<(IpNet, IpAddr)> = peers
         .iter()
         .filter_map(|p| match p.path {
-            Path::Vxlan { node_ip } => Some((p.cidr, node_ip)),
-            Path::HostGw { .. } => None,
+            Path::Vxlan { node_ip } => Some((p.cidr, IpAddr::V4(node_ip))),
+            _ => None,
+        })
+        .collect();
+    let vx6_peers: Vec<(IpNet, IpAddr)> = peers
+        .iter()
+        .filter_map(|p| match p.path {
+            Path::Vxlan6 { node_ip } => Some((p.cidr, IpAddr::V6(node_ip))),
+            _ => None,
         })
         .collect();
 
-    let vx_index = match (vx_peers.is_empty(), local_v4) {
-        (false, Some(local)) => {
-            let mtu = opts
-                .mtu
-                .unwrap_or_else(|| uplink.mtu.saturating_sub(VXLAN_OVERHEAD));
-            report.vxlan_mtu = Some(mtu);
-            let idx = ensure_vxlan(&sock, opts, &uplink, &own, local, mtu, &mut report)?;
-            sync_fdb(&sock, idx, &vx_peers, &mut report)?;
-            sync_neighbours(&sock, idx, &vx_peers, &mut report)?;
-            Some(idx)
-        }
-        _ => None,
+    let overlay = |dev: &str,
+                   vx_peers: &[(IpNet, IpAddr)],
+                   local: Option<IpAddr>,
+                   own: &[IpNet],
+                   overhead: u32,
+                   report: &mut Report|
+     -> Result<Option<u32>> {
+        let (false, Some(local)) = (vx_peers.is_empty(), local) else {
+            return Ok(None);
+        };
+        let mtu = opts
+            .mtu
+            .unwrap_or_else(|| uplink.mtu.saturating_sub(overhead));
+        report.vxlan_mtu = Some(report.vxlan_mtu.map_or(mtu, |m| m.min(mtu)));
+        let device = Device {
+            name: dev,
+            local,
+            mtu,
+        };
+        let idx = ensure_vxlan(&sock, opts, &uplink, &device, own, report)?;
+        sync_fdb(&sock, dev, idx, vx_peers, report)?;
+        sync_neighbours(&sock, dev, idx, vx_peers, report)?;
+        Ok(Some(idx))
     };
+    let vx_index = overlay(
+        VXLAN_DEV,
+        &vx_peers,
+        local_v4.map(IpAddr::V4),
+        &own,
+        VXLAN_OVERHEAD,
+        &mut report,
+    )?;
+    let own6: Vec<IpNet> = own.iter().filter(|c| c.addr().is_ipv6()).copied().collect();
+    let vx6_index = overlay(
+        VXLAN6_DEV,
+        &vx6_peers,
+        local_v6.map(IpAddr::V6),
+        &own6,
+        VXLAN6_OVERHEAD,
+        &mut report,
+    )?;
 
     let mut want: Vec<Route> = Vec::new();
     for p in &peers {
         let (ip, prefix) = (p.cidr.network(), p.cidr.prefix_len());
-        let r = match (&p.path, vx_index) {
+        let dev = match p.path {
+            Path::HostGw { .. } => None,
+            Path::Vxlan { .. } => Some(vx_index),
+            Path::Vxlan6 { .. } => Some(vx6_index),
+        };
+        let r = match (&p.path, dev) {
             (Path::HostGw { node_ip }, _) => {
                 report.peers_host_gw += 1;
                 Route::to(ip, prefix).via(*node_ip).dev(uplink.index)
             }
-            (Path::Vxlan { .. }, Some(vx)) => {
+            (_, Some(Some(vx))) => {
                 report.peers_vxlan += 1;
                 Route::to(ip, prefix).via(vtep_ip(&p.cidr)).dev(vx).onlink()
             }
-            (Path::Vxlan { .. }, None) => continue,
+            (_, _) => continue,
         };
         want.push(r.protocol(RTPROT_RCNI));
     }
     sync_routes(&sock, &want, &mut report)?;
 
-    if vx_index.is_none() {
-        if let Some(l) = sock.link_by_name(VXLAN_DEV)? {
-            sock.delete_link(l.index)?;
-            report
-                .changes
-                .push(format!("deleted {VXLAN_DEV}: no peer needs it"));
+    for (dev, index) in [(VXLAN_DEV, vx_index), (VXLAN6_DEV, vx6_index)] {
+        if index.is_none() {
+            if let Some(l) = sock.link_by_name(dev)? {
+                sock.delete_link(l.index)?;
+                report
+                    .changes
+                    .push(format!("deleted {dev}: no peer needs it"));
+            }
         }
     }
 
@@ -543,38 +623,49 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
 
 fn vxlan_matches(l: &Link, want: &Vxlan) -> bool {
     use netlink::link::{
-        IFLA_VXLAN_ID, IFLA_VXLAN_LEARNING, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_PORT,
+        IFLA_VXLAN_ID, IFLA_VXLAN_LEARNING, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6,
+        IFLA_VXLAN_PORT,
     };
     if l.kind.as_deref() != Some("vxlan") {
         return false;
     }
     let a = l.info_attrs();
     a.get(IFLA_VXLAN_ID).and_then(|x| x.u32()) == Some(want.vni)
-        && a.get(IFLA_VXLAN_LOCAL).and_then(|x| x.ip()) == want.local
+        && a.get(IFLA_VXLAN_LOCAL)
+            .or_else(|| a.get(IFLA_VXLAN_LOCAL6))
+            .and_then(|x| x.ip())
+            == want.local
         && a.get(IFLA_VXLAN_PORT).and_then(|x| x.be16()) == want.port
         && a.get(IFLA_VXLAN_LINK).and_then(|x| x.u32()) == want.underlying
         && a.get(IFLA_VXLAN_LEARNING).and_then(|x| x.u8()) == Some(0)
+}
+
+/// One VXLAN device: its name, local underlay address and MTU.
+struct Device<'a> {
+    name: &'a str,
+    local: IpAddr,
+    mtu: u32,
 }
 
 fn ensure_vxlan(
     sock: &Socket,
     opts: &DatapathOptions,
     uplink: &Link,
+    device: &Device,
     own: &[IpNet],
-    local: Ipv4Addr,
-    mtu: u32,
     report: &mut Report,
 ) -> Result<u32> {
+    let (dev, local, mtu) = (device.name, device.local, device.mtu);
     let want = Vxlan {
         vni: opts.vxlan_vni,
-        local: Some(IpAddr::V4(local)),
+        local: Some(local),
         port: Some(opts.vxlan_port),
         underlying: Some(uplink.index),
         learning: Some(false),
         ..Default::default()
     };
-    let mac = vtep_mac(local);
-    let existing = sock.link_by_name(VXLAN_DEV)?;
+    let mac = vtep_mac_of(local);
+    let existing = sock.link_by_name(dev)?;
     let link = match existing {
         Some(l) if vxlan_matches(&l, &want) => l,
         other => {
@@ -582,33 +673,31 @@ fn ensure_vxlan(
                 sock.delete_link(l.index)?;
                 report
                     .changes
-                    .push(format!("deleted {VXLAN_DEV}: settings changed"));
+                    .push(format!("deleted {dev}: settings changed"));
             }
-            let spec = LinkSpec::new(VXLAN_DEV, LinkKind::Vxlan(want.clone()))
+            let spec = LinkSpec::new(dev, LinkKind::Vxlan(want.clone()))
                 .mtu(mtu)
                 .mac(&mac);
             sock.create_link(&spec)?;
             report.changes.push(format!(
-                "created {VXLAN_DEV} vni {} port {} local {local} dev {} mtu {mtu}",
+                "created {dev} vni {} port {} local {local} dev {} mtu {mtu}",
                 opts.vxlan_vni, opts.vxlan_port, uplink.name
             ));
-            sock.link_by_name(VXLAN_DEV)?.ok_or_else(|| {
-                Error::NoUplink(format!("{VXLAN_DEV} vanished right after creation"))
-            })?
+            sock.link_by_name(dev)?
+                .ok_or_else(|| Error::NoUplink(format!("{dev} vanished right after creation")))?
         }
     };
     if link.mtu != mtu {
         sock.set_mtu(link.index, mtu)?;
         report
             .changes
-            .push(format!("set {VXLAN_DEV} mtu {} -> {mtu}", link.mtu));
+            .push(format!("set {dev} mtu {} -> {mtu}", link.mtu));
     }
     if link.mac != mac {
         sock.set_mac(link.index, &mac)?;
-        report.changes.push(format!(
-            "set {VXLAN_DEV} address {}",
-            netlink::format_mac(&mac)
-        ));
+        report
+            .changes
+            .push(format!("set {dev} address {}", netlink::format_mac(&mac)));
     }
     // One VTEP address per family of our pod CIDRs (the first of each):
     // the network address, /32 or /128. IPv6 link-local addresses are the
@@ -629,7 +718,7 @@ fn ensure_vxlan(
             sock.del_address(link.index, a.addr, a.prefix)?;
             report
                 .changes
-                .push(format!("removed {}/{} from {VXLAN_DEV}", a.addr, a.prefix));
+                .push(format!("removed {}/{} from {dev}", a.addr, a.prefix));
         }
     }
     for (vtep, prefix) in &vteps {
@@ -641,24 +730,27 @@ fn ensure_vxlan(
             sock.add_address_with(link.index, *vtep, *prefix, &options)?;
             report
                 .changes
-                .push(format!("added {vtep}/{prefix} to {VXLAN_DEV}"));
+                .push(format!("added {vtep}/{prefix} to {dev}"));
         }
     }
     if !link.up {
         sock.set_link_up(link.index)?;
-        report.changes.push(format!("set {VXLAN_DEV} up"));
+        report.changes.push(format!("set {dev} up"));
     }
     Ok(link.index)
 }
 
 fn sync_fdb(
     sock: &Socket,
+    dev: &str,
     vx: u32,
-    peers: &[(IpNet, Ipv4Addr)],
+    peers: &[(IpNet, IpAddr)],
     report: &mut Report,
 ) -> Result<()> {
-    let want: BTreeMap<[u8; 6], Ipv4Addr> =
-        peers.iter().map(|(_, ip)| (vtep_mac(*ip), *ip)).collect();
+    let want: BTreeMap<[u8; 6], IpAddr> = peers
+        .iter()
+        .map(|(_, ip)| (vtep_mac_of(*ip), *ip))
+        .collect();
     let have = sock.fdb(Some(vx))?;
     for e in &have {
         let (Some(mac), Some(dst)) = (e.mac.as_deref(), e.ip) else {
@@ -667,25 +759,23 @@ fn sync_fdb(
         let wanted = <[u8; 6]>::try_from(mac)
             .ok()
             .and_then(|m| want.get(&m))
-            .is_some_and(|ip| IpAddr::V4(*ip) == dst);
+            .is_some_and(|ip| *ip == dst);
         if !wanted {
             sock.del_fdb(&FdbEntry::new(vx, mac).dst(dst))?;
             report.changes.push(format!(
-                "removed fdb {} dst {dst} dev {VXLAN_DEV}",
+                "removed fdb {} dst {dst} dev {dev}",
                 netlink::format_mac(mac)
             ));
         }
     }
     for (mac, ip) in &want {
         let present = have.iter().any(|e| {
-            e.mac.as_deref() == Some(&mac[..])
-                && e.ip == Some(IpAddr::V4(*ip))
-                && e.state & NUD_PERMANENT != 0
+            e.mac.as_deref() == Some(&mac[..]) && e.ip == Some(*ip) && e.state & NUD_PERMANENT != 0
         });
         if !present {
-            sock.replace_fdb(&FdbEntry::new(vx, mac).dst(IpAddr::V4(*ip)))?;
+            sock.replace_fdb(&FdbEntry::new(vx, mac).dst(*ip))?;
             report.changes.push(format!(
-                "added fdb {} dst {ip} dev {VXLAN_DEV}",
+                "added fdb {} dst {ip} dev {dev}",
                 netlink::format_mac(mac)
             ));
         }
@@ -695,13 +785,14 @@ fn sync_fdb(
 
 fn sync_neighbours(
     sock: &Socket,
+    dev: &str,
     vx: u32,
-    peers: &[(IpNet, Ipv4Addr)],
+    peers: &[(IpNet, IpAddr)],
     report: &mut Report,
 ) -> Result<()> {
     let want: BTreeMap<IpAddr, [u8; 6]> = peers
         .iter()
-        .map(|(cidr, ip)| (vtep_ip(cidr), vtep_mac(*ip)))
+        .map(|(cidr, ip)| (vtep_ip(cidr), vtep_mac_of(*ip)))
         .collect();
     let have = sock.neighbours(Some(vx), Family::All)?;
     for n in &have {
@@ -716,7 +807,7 @@ fn sync_neighbours(
             sock.del_neighbour(vx, ip)?;
             report
                 .changes
-                .push(format!("removed neighbour {ip} dev {VXLAN_DEV}"));
+                .push(format!("removed neighbour {ip} dev {dev}"));
         }
     }
     for (ip, mac) in &want {
@@ -726,7 +817,7 @@ fn sync_neighbours(
         if !present {
             sock.replace_neighbour(vx, *ip, mac)?;
             report.changes.push(format!(
-                "added neighbour {ip} lladdr {} dev {VXLAN_DEV}",
+                "added neighbour {ip} lladdr {} dev {dev}",
                 netlink::format_mac(mac)
             ));
         }
@@ -878,6 +969,15 @@ mod tests {
             addresses: ip.split(',').map(|a| a.parse().unwrap()).collect(),
             pod_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
         }
+    }
+
+    #[test]
+    fn ipv6_vtep_macs_differ_where_the_last_bytes_match() {
+        let a = vtep_mac_of("fd50::10".parse().unwrap());
+        let c = vtep_mac_of("fd60::10".parse().unwrap());
+        assert_ne!(a, c);
+        assert_eq!(a[..2], [0x0a, 0x59]);
+        assert_eq!(a, vtep_mac_of("fd50::10".parse().unwrap()));
     }
 
     #[test]

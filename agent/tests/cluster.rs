@@ -1093,3 +1093,94 @@ fn ipv6_pods_over_the_ipv4_overlay() {
     assert!(err.contains(": 0 changes"), "{err}");
     assert_eq!(snapshot(a), before);
 }
+
+#[test]
+fn ipv6_underlay_vxlan6_with_ipv6_only_nodes() {
+    let mut cl = Cluster::new();
+    // An IPv6 underlay next to the IPv4 one: A and B on fd50::/64, C on
+    // fd60::/64 behind the router.
+    for (n, addr, gw) in [
+        ("a", "fd50::10", "fd50::1"),
+        ("b", "fd50::11", "fd50::1"),
+        ("c", "fd60::10", "fd60::1"),
+    ] {
+        let ns = &cl.node(n).ns;
+        sh(ns, &format!("ip addr add {addr}/64 dev eth0 nodad"));
+        sh(ns, &format!("ip -6 route add default via {gw} dev eth0"));
+    }
+    sh(&cl.router, "ip addr add fd50::1/64 dev e50 nodad");
+    sh(&cl.router, "ip addr add fd60::1/64 dev e60 nodad");
+    sh(&cl.router, "sysctl -qw net.ipv6.conf.all.forwarding=1");
+    let list = json!([
+        {"name": "a", "addresses": ["fd50::10"], "podCIDRs": ["fd44:1::/64"]},
+        {"name": "b", "addresses": ["fd50::11"], "podCIDRs": ["fd44:2::/64"]},
+        {"name": "c", "addresses": ["fd60::10"], "podCIDRs": ["fd44:3::/64"]},
+    ]);
+    let file = cl.files.path().join("v6.json");
+    std::fs::write(&file, list.to_string()).expect("write");
+    for n in ["a", "b", "c"] {
+        cl.agent_once(n, &file, &[]);
+    }
+    assert_eq!(
+        agent_routes(&cl.node("a").ns),
+        [
+            "fd44:2::/64 via fd50::11 dev eth0",
+            "fd44:3::/64 via fd44:3:: dev rcni.vxlan6 onlink",
+        ]
+    );
+    assert_eq!(
+        agent_routes(&cl.node("c").ns),
+        [
+            "fd44:1::/64 via fd44:1:: dev rcni.vxlan6 onlink",
+            "fd44:2::/64 via fd44:2:: dev rcni.vxlan6 onlink",
+        ]
+    );
+    let a = &cl.node("a").ns;
+    assert!(!has_vxlan(a));
+    let dev = json_of(a, &["ip", "-j", "-d", "link", "show", "rcni.vxlan6"])[0].clone();
+    assert_eq!(dev["mtu"], 1430, "IPv6 underlay overhead 70: {dev}");
+    let fdb6 = json_of(a, &["bridge", "-j", "fdb", "show", "dev", "rcni.vxlan6"]);
+    let dsts: Vec<&str> = fdb6
+        .as_array()
+        .expect("fdb")
+        .iter()
+        .filter_map(|e| e["dst"].as_str())
+        .collect();
+    assert_eq!(dsts, ["fd60::10"], "{fdb6}");
+    let conf: Value = serde_json::from_slice(
+        &std::fs::read(cl.node("a").conf.path().join("10-rcni.conflist")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(conf["plugins"][0]["mtu"], 1430);
+
+    let (pa, ips_a) = cl.pod_ips("a");
+    let (pb, ips_b) = cl.pod_ips("b");
+    let (pc, ips_c) = cl.pod_ips("c");
+    assert_eq!(
+        tcp_exchange(&cl.pods[pa], &cl.pods[pc], &ips_c[0], 7301),
+        ips_a[0]
+    );
+    assert_eq!(
+        tcp_exchange(&cl.pods[pc], &cl.pods[pa], &ips_a[0], 7302),
+        ips_c[0]
+    );
+    assert_eq!(
+        tcp_exchange(&cl.pods[pb], &cl.pods[pa], &ips_a[0], 7303),
+        ips_b[0]
+    );
+
+    let a = &cl.node("a").ns;
+    let before = (
+        agent_routes(a),
+        a.exec(&["bridge", "fdb", "show", "dev", "rcni.vxlan6"]),
+    );
+    let err = cl.agent_once("a", &file, &[]);
+    assert!(err.contains(": 0 changes"), "{err}");
+    assert_eq!(
+        (
+            agent_routes(a),
+            a.exec(&["bridge", "fdb", "show", "dev", "rcni.vxlan6"])
+        ),
+        before
+    );
+}
