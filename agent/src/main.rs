@@ -1,4 +1,5 @@
-//! `rcni-agent`: polls the node source, and per round writes the node's
+//! `rcni-agent`: lists the node source (every interval, and at once when
+//! its watch reports a change), and per round writes the node's
 //! CNI config, installs the plugins (once per process) and reconciles the
 //! data path. SIGTERM/SIGINT end the loop; routes, the VXLAN device and
 //! the masquerade rules stay, so pods keep working while the agent is

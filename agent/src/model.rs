@@ -84,9 +84,10 @@ pub fn node_from_json(v: &serde_json::Value) -> Result<(NodeInfo, Vec<String>), 
     Ok((node, problems))
 }
 
-/// Where node information comes from. Sources are polled: the agent asks
-/// for the full list and reconciles against it, so a missed change is
-/// corrected on the next round.
+/// Where node information comes from. The agent asks for the full list
+/// and reconciles against it, every round, so a missed change is corrected
+/// on the next one; a source that can watch ([`NodeSource::watch`]) only
+/// makes the next round come at once.
 pub trait NodeSource {
     /// A short description for logs (`kubernetes https://…`, `etcd …`).
     fn describe(&self) -> String;

@@ -10,23 +10,28 @@
 //!                           "podCIDRs": ["10.244.1.0/24"]}
 //! ```
 //!
-//! The value is the JSON form of [`NodeInfo`], all three fields present;
-//! its `name` must be the key's last part. A node registers itself (or an
-//! operator registers it) with [`EtcdSource::put_node`], or by hand:
+//! The value is the JSON form of [`NodeInfo`]; its `name` must be the
+//! key's last part. A value that does not read is skipped (and noted in
+//! [`NodeSource::skipped`]), as are single bad addresses or CIDRs in it.
+//! An operator registers a node with [`EtcdSource::put_node`], or by hand:
 //!
 //! ```text
 //! etcdctl put /rcni/nodes/node-1 \
 //!   '{"name":"node-1","addresses":["192.168.1.10"],"podCIDRs":["10.244.1.0/24"]}'
 //! ```
 //!
-//! and is removed with [`EtcdSource::delete_node`] (`etcdctl del`). Keys
-//! carry no lease: a node that is gone stays until it is deleted.
+//! and is removed with [`EtcdSource::delete_node`] (`etcdctl del`); such a
+//! record has no lease and stays until deleted. With an [`Allocation`] the
+//! agent registers its own node instead ([`EtcdSource::register`]): a free
+//! subnet per pool, claimed in a transaction, the record on a lease kept
+//! alive by [`NodeSource::maintain`], gone when the agent stops renewing.
 //!
 //! # Protocol
 //!
 //! etcd v3's JSON gateway (etcd ≥ 3.4, served on the client port):
-//! `POST /v3/kv/range`, `/v3/kv/put` and `/v3/kv/deleterange`, keys and
-//! values in base64. Endpoints are tried in order; the one that answered
+//! `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/kv/txn`,
+//! `/v3/lease/grant`, `/v3/lease/keepalive`, `/v3/lease/revoke` and the
+//! streaming `/v3/watch`, keys and values in base64. Endpoints are tried in order; the one that answered
 //! last is tried first next time. `https://` endpoints verify the server
 //! against a CA file ([`EtcdSource::with_ca_file`]) and may present a
 //! client certificate ([`EtcdSource::with_client_cert`]); etcd's
