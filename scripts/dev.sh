@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 # tests read rule sets; containernetworking-plugins: the reference plugins the
 # interop tests and the benchmark compare against.
 APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins
-  ca-certificates curl gcc libc6-dev dnsmasq-base)
+  ca-certificates curl gcc libc6-dev dnsmasq-base
+  etcd-server etcd-client)
 
 setup() {
   local missing=()

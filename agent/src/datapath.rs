@@ -10,8 +10,8 @@
 //! What the agent owns, and therefore may delete:
 //! - routes in the main table with protocol [`RTPROT_RCNI`] (0x52, "R"),
 //!   shown by `ip route` as `proto 82`;
-//! - the device [`VXLAN_DEV`] and every FDB entry, neighbour and address
-//!   on it;
+//! - the devices [`VXLAN_DEV`] and [`VXLAN6_DEV`] and every FDB entry,
+//!   neighbour and address on them (IPv6 link-local ones excepted);
 //! - the nftables table `inet rcni-agent`.
 //!
 //! Routing per remote pod CIDR:
@@ -25,8 +25,16 @@
 //!   already carries. Our own device has address `OUR_CIDR.network/32`
 //!   and MAC `vtep_mac(OUR_NODE_IP)`.
 //!
-//! IPv6 pod CIDRs get host-gw routes; an off-link IPv6 peer is reported as
-//! an error (no IPv6 VXLAN yet).
+//! IPv6 pod CIDRs get host-gw routes when the peer has an on-link IPv6
+//! address; otherwise they ride the same VXLAN device over the IPv4
+//! underlay: `CIDR6 via CIDR6.network dev rcni.vxlan onlink`, a permanent
+//! neighbour `CIDR6.network lladdr MAC(NODE_IP4)`, our device holding
+//! `OUR_CIDR6.network/128`.
+//!
+//! A peer with IPv6 addresses only, off our segment, is reached over the
+//! second device [`VXLAN6_DEV`] on the IPv6 underlay (local = our IPv6
+//! address, MTU = uplink − [`VXLAN6_OVERHEAD`], MACs from [`vtep_mac_of`]),
+//! with the same per-peer FDB entry, neighbour and route as above.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -38,11 +46,16 @@ use netlink::route::RT_TABLE_MAIN;
 use netlink::{Family, FdbEntry, Link, LinkKind, LinkSpec, Route, Socket, Vxlan};
 
 use crate::model::NodeInfo;
+use crate::safety::{self, HostFacts};
 
 /// The route protocol that marks the agent's routes.
 pub const RTPROT_RCNI: u8 = 0x52;
 /// The VXLAN device the agent owns.
 pub const VXLAN_DEV: &str = "rcni.vxlan";
+/// The VXLAN device over the IPv6 underlay (peers with IPv6 addresses only).
+pub const VXLAN6_DEV: &str = "rcni.vxlan6";
+/// VXLAN over IPv6: outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN6_OVERHEAD: u32 = 70;
 /// VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
 /// The agent's nftables table (family inet).
@@ -89,6 +102,9 @@ pub struct DatapathOptions {
     pub cluster_cidr: Vec<IpNet>,
     pub vxlan_vni: u32,
     pub vxlan_port: u16,
+    /// `--mtu`: the pods' MTU (and the VXLAN device's), instead of the
+    /// uplink's minus the overlay overhead.
+    pub mtu: Option<u32>,
 }
 
 impl Default for DatapathOptions {
@@ -99,6 +115,7 @@ impl Default for DatapathOptions {
             cluster_cidr: Vec::new(),
             vxlan_vni: 1,
             vxlan_port: 8472,
+            mtu: None,
         }
     }
 }
@@ -110,16 +127,26 @@ pub struct Report {
     pub changes: Vec<String>,
     /// Problems with single peers (the rest was still reconciled).
     pub errors: Vec<String>,
+    /// Node entries refused by [`safety::screen`]; they change nothing.
+    pub refused: Vec<String>,
     pub uplink: String,
     pub uplink_mtu: u32,
     /// Set when at least one peer is reached over VXLAN.
     pub vxlan_mtu: Option<u32>,
+    /// `--mtu`, if given.
+    pub mtu_override: Option<u32>,
+    /// Remote pod CIDRs routed per backend.
+    pub peers_host_gw: usize,
+    pub peers_vxlan: usize,
 }
 
 impl Report {
     /// The MTU pods should use: the VXLAN MTU as soon as any peer needs the
     /// overlay (or the backend is `vxlan`), else the uplink's.
     pub fn pod_mtu(&self, backend: Backend) -> u32 {
+        if let Some(m) = self.mtu_override {
+            return m;
+        }
         match (self.vxlan_mtu, backend) {
             (Some(m), _) => m,
             (None, Backend::Vxlan) => self.uplink_mtu.saturating_sub(VXLAN_OVERHEAD),
@@ -156,6 +183,20 @@ pub fn vtep_mac(node_ip: Ipv4Addr) -> [u8; 6] {
     [0x0a, 0x58, o[0], o[1], o[2], o[3]]
 }
 
+/// The VTEP MAC of a node on either underlay: [`vtep_mac`] for IPv4;
+/// for IPv6 `0a:59:` followed by four bytes of a hash (FNV-1a) of the whole
+/// address (its last bytes alone repeat across subnets: `fd50::10`,
+/// `fd60::10`).
+pub fn vtep_mac_of(node_ip: IpAddr) -> [u8; 6] {
+    match node_ip {
+        IpAddr::V4(v4) => vtep_mac(v4),
+        IpAddr::V6(v6) => {
+            let h = fnv1a(&v6.octets()).to_be_bytes();
+            [0x0a, 0x59, h[0], h[1], h[2], h[3]]
+        }
+    }
+}
+
 /// The VTEP address of a pod CIDR: its network address.
 pub fn vtep_ip(cidr: &IpNet) -> IpAddr {
     cidr.network()
@@ -164,8 +205,16 @@ pub fn vtep_ip(cidr: &IpNet) -> IpAddr {
 /// How one remote CIDR is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Path {
-    HostGw { node_ip: IpAddr },
-    Vxlan { node_ip: Ipv4Addr },
+    HostGw {
+        node_ip: IpAddr,
+    },
+    Vxlan {
+        node_ip: Ipv4Addr,
+    },
+    /// Over the IPv6 underlay (a peer without IPv4 address).
+    Vxlan6 {
+        node_ip: std::net::Ipv6Addr,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +251,26 @@ fn plan(
                 ));
                 continue;
             }
-            let Some(node_ip) = n.address_for(&cidr) else {
+            // IPv6 pod CIDRs of a node without an on-link IPv6 address go
+            // over the IPv4 underlay's VXLAN (the overlay carries any inner
+            // family).
+            let v4_underlay = n.addresses.iter().find_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            });
+            let same_family = n.address_for(&cidr);
+            let v6_needs_overlay = cidr.addr().is_ipv6() && !same_family.is_some_and(onlink);
+            if let (true, Some(v4), false) =
+                (v6_needs_overlay, v4_underlay, backend == Backend::HostGw)
+            {
+                peers.push(Peer {
+                    node: n.name.clone(),
+                    cidr,
+                    path: Path::Vxlan { node_ip: v4 },
+                });
+                continue;
+            }
+            let Some(node_ip) = same_family else {
                 errors.push(format!(
                     "node {}: no address of the family of {cidr}; not routed",
                     n.name
@@ -220,13 +288,7 @@ fn plan(
                     ));
                     continue;
                 }
-                (_, IpAddr::V6(_), false) => {
-                    errors.push(format!(
-                        "node {}: {node_ip} is not on-link and IPv6 VXLAN is not supported; {cidr} not routed",
-                        n.name
-                    ));
-                    continue;
-                }
+                (_, IpAddr::V6(v6), false) => Path::Vxlan6 { node_ip: v6 },
                 (_, IpAddr::V4(v4), _) => Path::Vxlan { node_ip: v4 },
             };
             peers.push(Peer {
@@ -337,6 +399,62 @@ fn find_uplink(sock: &Socket, name: Option<&str>, node_ip: IpAddr) -> Result<Lin
     )))
 }
 
+/// What the host has that node records must not touch (see
+/// [`safety::screen`]): its addresses and their subnets (the agent's own
+/// VXLAN device excepted), the main table's routes of other protocols
+/// (default routes excepted), and what the agent routes now.
+fn host_facts(sock: &Socket) -> Result<HostFacts> {
+    let vx = sock.link_by_name(VXLAN_DEV)?.map(|l| l.index);
+    let vx6 = sock.link_by_name(VXLAN6_DEV)?.map(|l| l.index);
+    let mut facts = HostFacts::default();
+    for a in sock.addresses(None, Family::All)? {
+        if Some(a.index) == vx || Some(a.index) == vx6 {
+            continue;
+        }
+        facts.addresses.push(a.addr);
+        if let Ok(n) = IpNet::new(a.addr, a.prefix) {
+            facts.connected.push(n.trunc());
+        }
+    }
+    let routes = sock.routes(Family::All, Some(RT_TABLE_MAIN))?;
+    let vx_neigh = match vx {
+        Some(i) => sock.neighbours(Some(i), Family::All)?,
+        None => Vec::new(),
+    };
+    for r in &routes {
+        let Some(dst) = r.dst.and_then(|(ip, p)| IpNet::new(ip, p).ok()) else {
+            continue;
+        };
+        if r.protocol != Some(RTPROT_RCNI) {
+            if dst.prefix_len() > 0 {
+                facts.foreign_routes.push(dst.trunc());
+            }
+            continue;
+        }
+        let Some(gw) = r.gateway else { continue };
+        if vx6.is_some() && r.oif == vx6 {
+            // The IPv6 overlay's MACs hold only part of the node address.
+            continue;
+        }
+        if vx.is_some() && r.oif == vx {
+            // Overlay: the gateway is the VTEP, whose neighbour entry
+            // carries the node address in its MAC.
+            let node = vx_neigh
+                .iter()
+                .find(|n| n.ip == Some(gw))
+                .and_then(|n| n.mac.as_deref())
+                .filter(|m| m.len() == 6)
+                .map(|m| IpAddr::V4(Ipv4Addr::new(m[2], m[3], m[4], m[5])));
+            if let Some(ip) = node {
+                facts.installed.push((dst.trunc(), ip));
+            }
+        } else {
+            facts.installed.push((dst.trunc(), gw));
+        }
+    }
+    Ok(facts)
+}
+
 /// Reconciles the calling thread's network namespace with `nodes`.
 pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) -> Result<Report> {
     let me = nodes
@@ -358,8 +476,13 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
     let mut report = Report {
         uplink: uplink.name.clone(),
         uplink_mtu: uplink.mtu,
+        mtu_override: opts.mtu,
         ..Default::default()
     };
+    let host = host_facts(&sock)?;
+    let screened = safety::screen(this_node, nodes, &opts.cluster_cidr, &host);
+    report.refused = screened.refused;
+    let nodes = &screened.nodes[..];
     let onlink = |ip: IpAddr| subnets.iter().any(|s| s.contains(&ip));
     let mut peers = plan(
         this_node,
@@ -370,65 +493,119 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
         &mut report.errors,
     );
 
-    // The overlay needs our IPv4 address and an IPv4 pod CIDR of our own.
-    let own_v4 = own.iter().find(|c| c.addr().is_ipv4()).copied();
+    // The overlay needs our IPv4 address (the underlay) and a pod CIDR of
+    // our own in the family of the CIDRs it carries (their VTEP address).
     let local_v4 = match node_ip {
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(_) => None,
     };
-    let vx_local = own_v4.zip(local_v4);
-    if vx_local.is_none() {
-        peers.retain(|p| {
-            let ok = !matches!(p.path, Path::Vxlan { .. });
-            if !ok {
-                report.errors.push(format!(
-                    "node {}: {} needs VXLAN, which needs an IPv4 address and IPv4 pod CIDR on this node",
-                    p.node, p.cidr
-                ));
-            }
-            ok
-        });
-    }
-    let vx_peers: Vec<(IpNet, Ipv4Addr)> = peers
+    let local_v6 = me.addresses.iter().find_map(|a| match a {
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 != 0xfe80 => Some(*v6),
+        _ => None,
+    });
+    peers.retain(|p| {
+        let has_own = own.iter().any(|o| o.addr().is_ipv4() == p.cidr.addr().is_ipv4());
+        let ok = match p.path {
+            Path::HostGw { .. } => true,
+            Path::Vxlan { .. } => local_v4.is_some() && has_own,
+            Path::Vxlan6 { .. } => local_v6.is_some() && has_own,
+        };
+        if !ok {
+            report.errors.push(format!(
+                "node {}: {} needs VXLAN, which needs a node address of the underlay's family and a pod CIDR of its family on this node",
+                p.node, p.cidr
+            ));
+        }
+        ok
+    });
+    let vx_peers: Vec<(IpNet, IpAddr)> = peers
         .iter()
         .filter_map(|p| match p.path {
-            Path::Vxlan { node_ip } => Some((p.cidr, node_ip)),
-            Path::HostGw { .. } => None,
+            Path::Vxlan { node_ip } => Some((p.cidr, IpAddr::V4(node_ip))),
+            _ => None,
+        })
+        .collect();
+    let vx6_peers: Vec<(IpNet, IpAddr)> = peers
+        .iter()
+        .filter_map(|p| match p.path {
+            Path::Vxlan6 { node_ip } => Some((p.cidr, IpAddr::V6(node_ip))),
+            _ => None,
         })
         .collect();
 
-    let vx_index = match (vx_peers.is_empty(), vx_local) {
-        (false, Some((own_cidr, local))) => {
-            let mtu = uplink.mtu.saturating_sub(VXLAN_OVERHEAD);
-            report.vxlan_mtu = Some(mtu);
-            let idx = ensure_vxlan(&sock, opts, &uplink, own_cidr, local, mtu, &mut report)?;
-            sync_fdb(&sock, idx, &vx_peers, &mut report)?;
-            sync_neighbours(&sock, idx, &vx_peers, &mut report)?;
-            Some(idx)
-        }
-        _ => None,
+    let overlay = |dev: &str,
+                   vx_peers: &[(IpNet, IpAddr)],
+                   local: Option<IpAddr>,
+                   own: &[IpNet],
+                   overhead: u32,
+                   report: &mut Report|
+     -> Result<Option<u32>> {
+        let (false, Some(local)) = (vx_peers.is_empty(), local) else {
+            return Ok(None);
+        };
+        let mtu = opts
+            .mtu
+            .unwrap_or_else(|| uplink.mtu.saturating_sub(overhead));
+        report.vxlan_mtu = Some(report.vxlan_mtu.map_or(mtu, |m| m.min(mtu)));
+        let device = Device {
+            name: dev,
+            local,
+            mtu,
+        };
+        let idx = ensure_vxlan(&sock, opts, &uplink, &device, own, report)?;
+        sync_fdb(&sock, dev, idx, vx_peers, report)?;
+        sync_neighbours(&sock, dev, idx, vx_peers, report)?;
+        Ok(Some(idx))
     };
+    let vx_index = overlay(
+        VXLAN_DEV,
+        &vx_peers,
+        local_v4.map(IpAddr::V4),
+        &own,
+        VXLAN_OVERHEAD,
+        &mut report,
+    )?;
+    let own6: Vec<IpNet> = own.iter().filter(|c| c.addr().is_ipv6()).copied().collect();
+    let vx6_index = overlay(
+        VXLAN6_DEV,
+        &vx6_peers,
+        local_v6.map(IpAddr::V6),
+        &own6,
+        VXLAN6_OVERHEAD,
+        &mut report,
+    )?;
 
     let mut want: Vec<Route> = Vec::new();
     for p in &peers {
         let (ip, prefix) = (p.cidr.network(), p.cidr.prefix_len());
-        let r = match (&p.path, vx_index) {
-            (Path::HostGw { node_ip }, _) => Route::to(ip, prefix).via(*node_ip).dev(uplink.index),
-            (Path::Vxlan { .. }, Some(vx)) => {
+        let dev = match p.path {
+            Path::HostGw { .. } => None,
+            Path::Vxlan { .. } => Some(vx_index),
+            Path::Vxlan6 { .. } => Some(vx6_index),
+        };
+        let r = match (&p.path, dev) {
+            (Path::HostGw { node_ip }, _) => {
+                report.peers_host_gw += 1;
+                Route::to(ip, prefix).via(*node_ip).dev(uplink.index)
+            }
+            (_, Some(Some(vx))) => {
+                report.peers_vxlan += 1;
                 Route::to(ip, prefix).via(vtep_ip(&p.cidr)).dev(vx).onlink()
             }
-            (Path::Vxlan { .. }, None) => continue,
+            (_, _) => continue,
         };
         want.push(r.protocol(RTPROT_RCNI));
     }
     sync_routes(&sock, &want, &mut report)?;
 
-    if vx_index.is_none() {
-        if let Some(l) = sock.link_by_name(VXLAN_DEV)? {
-            sock.delete_link(l.index)?;
-            report
-                .changes
-                .push(format!("deleted {VXLAN_DEV}: no peer needs it"));
+    for (dev, index) in [(VXLAN_DEV, vx_index), (VXLAN6_DEV, vx6_index)] {
+        if index.is_none() {
+            if let Some(l) = sock.link_by_name(dev)? {
+                sock.delete_link(l.index)?;
+                report
+                    .changes
+                    .push(format!("deleted {dev}: no peer needs it"));
+            }
         }
     }
 
@@ -446,38 +623,49 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
 
 fn vxlan_matches(l: &Link, want: &Vxlan) -> bool {
     use netlink::link::{
-        IFLA_VXLAN_ID, IFLA_VXLAN_LEARNING, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_PORT,
+        IFLA_VXLAN_ID, IFLA_VXLAN_LEARNING, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6,
+        IFLA_VXLAN_PORT,
     };
     if l.kind.as_deref() != Some("vxlan") {
         return false;
     }
     let a = l.info_attrs();
     a.get(IFLA_VXLAN_ID).and_then(|x| x.u32()) == Some(want.vni)
-        && a.get(IFLA_VXLAN_LOCAL).and_then(|x| x.ip()) == want.local
+        && a.get(IFLA_VXLAN_LOCAL)
+            .or_else(|| a.get(IFLA_VXLAN_LOCAL6))
+            .and_then(|x| x.ip())
+            == want.local
         && a.get(IFLA_VXLAN_PORT).and_then(|x| x.be16()) == want.port
         && a.get(IFLA_VXLAN_LINK).and_then(|x| x.u32()) == want.underlying
         && a.get(IFLA_VXLAN_LEARNING).and_then(|x| x.u8()) == Some(0)
+}
+
+/// One VXLAN device: its name, local underlay address and MTU.
+struct Device<'a> {
+    name: &'a str,
+    local: IpAddr,
+    mtu: u32,
 }
 
 fn ensure_vxlan(
     sock: &Socket,
     opts: &DatapathOptions,
     uplink: &Link,
-    own_cidr: IpNet,
-    local: Ipv4Addr,
-    mtu: u32,
+    device: &Device,
+    own: &[IpNet],
     report: &mut Report,
 ) -> Result<u32> {
+    let (dev, local, mtu) = (device.name, device.local, device.mtu);
     let want = Vxlan {
         vni: opts.vxlan_vni,
-        local: Some(IpAddr::V4(local)),
+        local: Some(local),
         port: Some(opts.vxlan_port),
         underlying: Some(uplink.index),
         learning: Some(false),
         ..Default::default()
     };
-    let mac = vtep_mac(local);
-    let existing = sock.link_by_name(VXLAN_DEV)?;
+    let mac = vtep_mac_of(local);
+    let existing = sock.link_by_name(dev)?;
     let link = match existing {
         Some(l) if vxlan_matches(&l, &want) => l,
         other => {
@@ -485,65 +673,84 @@ fn ensure_vxlan(
                 sock.delete_link(l.index)?;
                 report
                     .changes
-                    .push(format!("deleted {VXLAN_DEV}: settings changed"));
+                    .push(format!("deleted {dev}: settings changed"));
             }
-            let spec = LinkSpec::new(VXLAN_DEV, LinkKind::Vxlan(want.clone()))
+            let spec = LinkSpec::new(dev, LinkKind::Vxlan(want.clone()))
                 .mtu(mtu)
                 .mac(&mac);
             sock.create_link(&spec)?;
             report.changes.push(format!(
-                "created {VXLAN_DEV} vni {} port {} local {local} dev {} mtu {mtu}",
+                "created {dev} vni {} port {} local {local} dev {} mtu {mtu}",
                 opts.vxlan_vni, opts.vxlan_port, uplink.name
             ));
-            sock.link_by_name(VXLAN_DEV)?.ok_or_else(|| {
-                Error::NoUplink(format!("{VXLAN_DEV} vanished right after creation"))
-            })?
+            sock.link_by_name(dev)?
+                .ok_or_else(|| Error::NoUplink(format!("{dev} vanished right after creation")))?
         }
     };
     if link.mtu != mtu {
         sock.set_mtu(link.index, mtu)?;
         report
             .changes
-            .push(format!("set {VXLAN_DEV} mtu {} -> {mtu}", link.mtu));
+            .push(format!("set {dev} mtu {} -> {mtu}", link.mtu));
     }
     if link.mac != mac {
         sock.set_mac(link.index, &mac)?;
-        report.changes.push(format!(
-            "set {VXLAN_DEV} address {}",
-            netlink::format_mac(&mac)
-        ));
+        report
+            .changes
+            .push(format!("set {dev} address {}", netlink::format_mac(&mac)));
     }
-    let vtep = vtep_ip(&own_cidr);
-    let addrs = sock.addresses(Some(link.index), Family::V4)?;
+    // One VTEP address per family of our pod CIDRs (the first of each):
+    // the network address, /32 or /128. IPv6 link-local addresses are the
+    // kernel's and stay.
+    let mut vteps: Vec<(IpAddr, u8)> = Vec::new();
+    for c in own {
+        if !vteps.iter().any(|(v, _)| v.is_ipv4() == c.addr().is_ipv4()) {
+            vteps.push((vtep_ip(c), c.max_prefix_len()));
+        }
+    }
+    let addrs: Vec<netlink::Address> = sock
+        .addresses(Some(link.index), Family::All)?
+        .into_iter()
+        .filter(|a| !matches!(a.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .collect();
     for a in &addrs {
-        if a.addr != vtep || a.prefix != 32 {
+        if !vteps.contains(&(a.addr, a.prefix)) {
             sock.del_address(link.index, a.addr, a.prefix)?;
             report
                 .changes
-                .push(format!("removed {}/{} from {VXLAN_DEV}", a.addr, a.prefix));
+                .push(format!("removed {}/{} from {dev}", a.addr, a.prefix));
         }
     }
-    if !addrs.iter().any(|a| a.addr == vtep && a.prefix == 32) {
-        sock.add_address(link.index, vtep, 32)?;
-        report
-            .changes
-            .push(format!("added {vtep}/32 to {VXLAN_DEV}"));
+    for (vtep, prefix) in &vteps {
+        if !addrs.iter().any(|a| a.addr == *vtep && a.prefix == *prefix) {
+            let options = netlink::addr::AddressOptions {
+                nodad: vtep.is_ipv6(),
+                ..Default::default()
+            };
+            sock.add_address_with(link.index, *vtep, *prefix, &options)?;
+            report
+                .changes
+                .push(format!("added {vtep}/{prefix} to {dev}"));
+        }
     }
     if !link.up {
         sock.set_link_up(link.index)?;
-        report.changes.push(format!("set {VXLAN_DEV} up"));
+        report.changes.push(format!("set {dev} up"));
     }
     Ok(link.index)
 }
 
 fn sync_fdb(
     sock: &Socket,
+    dev: &str,
     vx: u32,
-    peers: &[(IpNet, Ipv4Addr)],
+    peers: &[(IpNet, IpAddr)],
     report: &mut Report,
 ) -> Result<()> {
-    let want: BTreeMap<[u8; 6], Ipv4Addr> =
-        peers.iter().map(|(_, ip)| (vtep_mac(*ip), *ip)).collect();
+    let want: BTreeMap<[u8; 6], IpAddr> = peers
+        .iter()
+        .map(|(_, ip)| (vtep_mac_of(*ip), *ip))
+        .collect();
     let have = sock.fdb(Some(vx))?;
     for e in &have {
         let (Some(mac), Some(dst)) = (e.mac.as_deref(), e.ip) else {
@@ -552,25 +759,23 @@ fn sync_fdb(
         let wanted = <[u8; 6]>::try_from(mac)
             .ok()
             .and_then(|m| want.get(&m))
-            .is_some_and(|ip| IpAddr::V4(*ip) == dst);
+            .is_some_and(|ip| *ip == dst);
         if !wanted {
             sock.del_fdb(&FdbEntry::new(vx, mac).dst(dst))?;
             report.changes.push(format!(
-                "removed fdb {} dst {dst} dev {VXLAN_DEV}",
+                "removed fdb {} dst {dst} dev {dev}",
                 netlink::format_mac(mac)
             ));
         }
     }
     for (mac, ip) in &want {
         let present = have.iter().any(|e| {
-            e.mac.as_deref() == Some(&mac[..])
-                && e.ip == Some(IpAddr::V4(*ip))
-                && e.state & NUD_PERMANENT != 0
+            e.mac.as_deref() == Some(&mac[..]) && e.ip == Some(*ip) && e.state & NUD_PERMANENT != 0
         });
         if !present {
-            sock.replace_fdb(&FdbEntry::new(vx, mac).dst(IpAddr::V4(*ip)))?;
+            sock.replace_fdb(&FdbEntry::new(vx, mac).dst(*ip))?;
             report.changes.push(format!(
-                "added fdb {} dst {ip} dev {VXLAN_DEV}",
+                "added fdb {} dst {ip} dev {dev}",
                 netlink::format_mac(mac)
             ));
         }
@@ -580,22 +785,29 @@ fn sync_fdb(
 
 fn sync_neighbours(
     sock: &Socket,
+    dev: &str,
     vx: u32,
-    peers: &[(IpNet, Ipv4Addr)],
+    peers: &[(IpNet, IpAddr)],
     report: &mut Report,
 ) -> Result<()> {
     let want: BTreeMap<IpAddr, [u8; 6]> = peers
         .iter()
-        .map(|(cidr, ip)| (vtep_ip(cidr), vtep_mac(*ip)))
+        .map(|(cidr, ip)| (vtep_ip(cidr), vtep_mac_of(*ip)))
         .collect();
-    let have = sock.neighbours(Some(vx), Family::V4)?;
+    let have = sock.neighbours(Some(vx), Family::All)?;
     for n in &have {
         let Some(ip) = n.ip else { continue };
+        // The kernel's own IPv6 link-local and multicast entries stay.
+        if let IpAddr::V6(v6) = ip {
+            if v6.segments()[0] & 0xffc0 == 0xfe80 || v6.is_multicast() {
+                continue;
+            }
+        }
         if !want.contains_key(&ip) {
             sock.del_neighbour(vx, ip)?;
             report
                 .changes
-                .push(format!("removed neighbour {ip} dev {VXLAN_DEV}"));
+                .push(format!("removed neighbour {ip} dev {dev}"));
         }
     }
     for (ip, mac) in &want {
@@ -605,7 +817,7 @@ fn sync_neighbours(
         if !present {
             sock.replace_neighbour(vx, *ip, mac)?;
             report.changes.push(format!(
-                "added neighbour {ip} lladdr {} dev {VXLAN_DEV}",
+                "added neighbour {ip} lladdr {} dev {dev}",
                 netlink::format_mac(mac)
             ));
         }
@@ -642,9 +854,15 @@ fn sync_routes(sock: &Socket, want: &[Route], report: &mut Report) -> Result<()>
         let keep = want.iter().any(|w| same_route(w, r));
         let replaced = want.iter().any(|w| w.dst == r.dst);
         if !keep && !replaced {
-            let Some((ip, prefix)) = r.dst else { continue };
+            // A route of ours without a destination is a default route
+            // (older versions could make one): it goes too.
+            let (ip, prefix) = r.dst.unwrap_or(match r.family {
+                Family::V6 => (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+                _ => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            });
             let mut d = Route::to(ip, prefix).protocol(RTPROT_RCNI);
             d.oif = r.oif;
+            d.priority = r.priority;
             sock.del_route(&d)?;
             report
                 .changes
@@ -652,11 +870,26 @@ fn sync_routes(sock: &Socket, want: &[Route], report: &mut Report) -> Result<()>
         }
     }
     for w in want {
-        if !have.iter().any(|r| same_route(w, r)) {
-            sock.replace_route(w)?;
-            report
+        if have.iter().any(|r| same_route(w, r)) {
+            continue;
+        }
+        // Replace only a route of ours; anything else is created
+        // exclusively, so a route of another owner is never overwritten.
+        let ours = have.iter().any(|r| r.dst == w.dst);
+        let done = if ours {
+            sock.replace_route(w)
+        } else {
+            sock.add_route(w)
+        };
+        match done {
+            Ok(()) => report
                 .changes
-                .push(format!("set route {}", describe_route(w)));
+                .push(format!("set route {}", describe_route(w))),
+            Err(e) if e.errno() == Some(libc::EEXIST) => report.errors.push(format!(
+                "route {}: another route to it exists and is not the agent's; left alone",
+                describe_route(w)
+            )),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -736,6 +969,15 @@ mod tests {
             addresses: ip.split(',').map(|a| a.parse().unwrap()).collect(),
             pod_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
         }
+    }
+
+    #[test]
+    fn ipv6_vtep_macs_differ_where_the_last_bytes_match() {
+        let a = vtep_mac_of("fd50::10".parse().unwrap());
+        let c = vtep_mac_of("fd60::10".parse().unwrap());
+        assert_ne!(a, c);
+        assert_eq!(a[..2], [0x0a, 0x59]);
+        assert_eq!(a, vtep_mac_of("fd50::10".parse().unwrap()));
     }
 
     #[test]
@@ -834,5 +1076,10 @@ mod tests {
         };
         assert_eq!(r.pod_mtu(Backend::Auto), 1500);
         assert_eq!(r.pod_mtu(Backend::Vxlan), 1450);
+        let r = Report {
+            mtu_override: Some(1400),
+            ..r
+        };
+        assert_eq!(r.pod_mtu(Backend::Vxlan), 1400);
     }
 }

@@ -6,5 +6,7 @@
 pub mod args;
 pub mod cniconf;
 pub mod datapath;
+pub mod health;
 pub mod model;
+pub mod safety;
 pub mod source;

@@ -1,4 +1,5 @@
-//! `rcni-agent`: polls the node source, and per round writes the node's
+//! `rcni-agent`: lists the node source (every interval, and at once when
+//! its watch reports a change), and per round writes the node's
 //! CNI config, installs the plugins (once per process) and reconciles the
 //! data path. SIGTERM/SIGINT end the loop; routes, the VXLAN device and
 //! the masquerade rules stay, so pods keep working while the agent is
@@ -8,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rcni_agent::model::NodeSource;
-use rcni_agent::{args, cniconf, datapath, source};
+use std::sync::Arc;
+
+use rcni_agent::{args, cniconf, datapath, health, source};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -46,10 +49,25 @@ struct Agent {
     source: Box<dyn NodeSource>,
     installed: bool,
     waiting_logged: bool,
+    /// The refusals last logged: each set is logged once, when it changes.
+    refused_logged: Vec<String>,
+    status: Arc<health::Status>,
 }
 
 impl Agent {
+    fn maintain(&mut self) {
+        match self.source.maintain() {
+            Ok(lines) => {
+                for l in lines {
+                    log!("{l}");
+                }
+            }
+            Err(e) => log!("cannot keep the node registered: {e}"),
+        }
+    }
+
     fn round(&mut self) -> Round {
+        self.maintain();
         let nodes = match self.source.nodes() {
             Ok(n) => n,
             Err(e) => {
@@ -83,26 +101,59 @@ impl Agent {
                 }
             }
         }
-        let report = match datapath::reconcile(&self.args.node_name, &nodes, &self.args.datapath) {
+        let t0 = Instant::now();
+        let reconciled = datapath::reconcile(&self.args.node_name, &nodes, &self.args.datapath);
+        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.status.last_reconcile_us.store(us, Ordering::Relaxed);
+        self.status
+            .total_reconcile_us
+            .fetch_add(us, Ordering::Relaxed);
+        let report = match reconciled {
             Ok(r) => r,
             Err(e) => {
                 log!("reconcile failed: {e}");
                 return Round::Retry;
             }
         };
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.status
+            .peers_host_gw
+            .store(count(report.peers_host_gw), Ordering::Relaxed);
+        self.status
+            .peers_vxlan
+            .store(count(report.peers_vxlan), Ordering::Relaxed);
         for c in &report.changes {
             log!("{c}");
         }
         for e in &report.errors {
             log!("error: {e}");
         }
+        let mut refused = report.refused.clone();
+        refused.extend(self.source.skipped());
+        refused.sort();
+        if refused != self.refused_logged || self.args.once {
+            for r in &refused {
+                log!("refused: {r}");
+            }
+            if refused.is_empty() && !self.refused_logged.is_empty() {
+                log!("no node entry refused any more");
+            }
+            self.status.refused.store(
+                u64::try_from(refused.len()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            self.refused_logged = refused;
+        }
         let conf = cniconf::render(&me.pod_cidrs, report.pod_mtu(self.args.datapath.backend));
         match cniconf::write_if_changed(&self.args.cni_conf_dir, &conf) {
-            Ok(true) => log!(
-                "wrote {}",
-                self.args.cni_conf_dir.join(cniconf::FILE_NAME).display()
-            ),
-            Ok(false) => {}
+            Ok(true) => {
+                log!(
+                    "wrote {}",
+                    self.args.cni_conf_dir.join(cniconf::FILE_NAME).display()
+                );
+                self.status.ready.store(true, Ordering::Relaxed);
+            }
+            Ok(false) => self.status.ready.store(true, Ordering::Relaxed),
             Err(e) => {
                 log!(
                     "cannot write {}: {e}",
@@ -128,7 +179,9 @@ impl Agent {
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv = args::from_env(&|k| std::env::var(k).ok());
+    argv.extend(given);
     let args = match args::parse(&argv, std::env::var("NODE_NAME").ok()) {
         Ok(a) => a,
         Err(msg) => {
@@ -138,7 +191,13 @@ fn main() {
         }
     };
     install_signal_handlers();
-    let source = match source::open(&args.source) {
+    let allocation = (!args.node_cidr_mask_size.is_empty()).then(|| source::etcd::Allocation {
+        node_name: args.node_name.clone(),
+        addresses: args.node_ip.clone(),
+        pools: args.pools(),
+        lease_ttl: args.lease_ttl,
+    });
+    let source = match source::open_with(&args.source, args.insecure_http_token, allocation) {
         Ok(s) => s,
         Err(e) => {
             log!("{e}");
@@ -151,14 +210,42 @@ fn main() {
         source.describe(),
         args.datapath.backend
     );
+    // The loop checks in at least every 100 ms; a round may take a while
+    // (a source timing out per endpoint).
+    let status = health::Status::new(Duration::from_secs(120));
+    status.beat();
+    if let Some(addr) = args.health_addr {
+        match health::serve(addr, status.clone()) {
+            Ok(bound) => log!("serving /healthz, /readyz and /metrics on {bound}"),
+            Err(e) => {
+                log!("cannot serve health on {addr}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let mut agent = Agent {
         args,
         source,
         installed: false,
         waiting_logged: false,
+        refused_logged: Vec::new(),
+        status,
+    };
+    // Changes from a watch start a round at once; the interval stays the
+    // safety net (a full list every round).
+    let changes = if agent.args.once {
+        None
+    } else {
+        agent.source.watch()
     };
     loop {
         let r = agent.round();
+        let counter = match r {
+            Round::Done => &agent.status.rounds_ok,
+            Round::Retry => &agent.status.rounds_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        agent.status.beat();
         if agent.args.once {
             std::process::exit(match r {
                 Round::Done => 0,
@@ -166,7 +253,21 @@ fn main() {
             });
         }
         let until = Instant::now() + agent.args.interval;
-        while Instant::now() < until {
+        'wait: while Instant::now() < until {
+            agent.status.beat();
+            agent.maintain();
+            if let Some(rx) = &changes {
+                let mut changed = false;
+                while let Ok(reason) = rx.try_recv() {
+                    if !reason.is_empty() {
+                        log!("{reason}");
+                    }
+                    changed = true;
+                }
+                if changed {
+                    break 'wait;
+                }
+            }
             if STOP.load(Ordering::SeqCst) {
                 log!("stopping; routes and rules stay in place");
                 return;

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::etcd::Etcd;
 use serde_json::{json, Value};
 use testutil::{command_in, run_plugin, tcp_exchange, Call, TempDir, TestNs};
 
@@ -32,7 +35,7 @@ struct Cluster {
     pods: Vec<TestNs>,
     nodes: Vec<Node>,
     _switch: TestNs,
-    _router: TestNs,
+    router: TestNs,
     outside: TestNs,
     files: TempDir,
 }
@@ -103,7 +106,7 @@ impl Cluster {
             pods: Vec::new(),
             nodes,
             _switch: switch,
-            _router: router,
+            router,
             outside,
             files: TempDir::new("nodes"),
         }
@@ -134,12 +137,16 @@ impl Cluster {
     }
 
     fn agent_cmd(&self, node: &str, file: &Path, extra: &[&str]) -> Command {
+        self.agent_cmd_source(node, &format!("file:{}", file.display()), extra)
+    }
+
+    fn agent_cmd_source(&self, node: &str, source: &str, extra: &[&str]) -> Command {
         let n = self.node(node);
         let mut cmd = command_in(Some(n.ns.ns()), env!("CARGO_BIN_EXE_rcni-agent"));
         cmd.arg("--node-name")
             .arg(node)
             .arg("--source")
-            .arg(format!("file:{}", file.display()))
+            .arg(source)
             .arg("--cni-conf-dir")
             .arg(n.conf.path())
             .arg("--cni-bin-dir")
@@ -164,6 +171,12 @@ impl Cluster {
 
     /// A pod on `node` made with the agent's conflist; returns its IPv4.
     fn pod(&mut self, node: &str) -> (usize, String) {
+        let (i, ips) = self.pod_ips(node);
+        (i, ips[0].clone())
+    }
+
+    /// A pod on `node` made with the agent's conflist; all its addresses.
+    fn pod_ips(&mut self, node: &str) -> (usize, Vec<String>) {
         let pod = TestNs::new("pod");
         let n = self.node(node);
         let list: Value = serde_json::from_slice(
@@ -184,15 +197,23 @@ impl Cluster {
         );
         call.path = n.bin.path().display().to_string();
         let res = run_plugin(n.bin.path(), "bridge", &call, Some(n.ns.ns())).ok();
-        let ip = res["ips"][0]["address"]
-            .as_str()
-            .expect("pod address")
-            .split('/')
-            .next()
-            .expect("ip")
-            .to_string();
+        let ips: Vec<String> = res["ips"]
+            .as_array()
+            .expect("ips")
+            .iter()
+            .map(|i| {
+                i["address"]
+                    .as_str()
+                    .expect("pod address")
+                    .split('/')
+                    .next()
+                    .expect("ip")
+                    .to_string()
+            })
+            .collect();
+        assert!(!ips.is_empty(), "{res}");
         self.pods.push(pod);
-        (self.pods.len() - 1, ip)
+        (self.pods.len() - 1, ips)
     }
 }
 
@@ -206,7 +227,11 @@ fn json_of(ns: &TestNs, argv: &[&str]) -> Value {
 
 /// The agent's routes (proto 82) as "dst gw dev [onlink]" strings, sorted.
 fn agent_routes(ns: &TestNs) -> Vec<String> {
-    let v = json_of(ns, &["ip", "-j", "route", "show", "proto", "82"]);
+    let mut v = json_of(ns, &["ip", "-j", "route", "show", "proto", "82"]);
+    let v6 = json_of(ns, &["ip", "-j", "-6", "route", "show", "proto", "82"]);
+    if let (Some(all), Some(more)) = (v.as_array_mut(), v6.as_array()) {
+        all.extend(more.iter().cloned());
+    }
     let mut out: Vec<String> = v
         .as_array()
         .expect("routes")
@@ -273,7 +298,7 @@ fn has_vxlan(ns: &TestNs) -> bool {
 fn snapshot(ns: &TestNs) -> String {
     let vx = if has_vxlan(ns) {
         ns.exec(&["ip", "-d", "link", "show", "rcni.vxlan"])
-            + &ns.exec(&["ip", "addr", "show", "rcni.vxlan"])
+            + &ns.exec(&["ip", "-4", "addr", "show", "rcni.vxlan"])
             + &format!("{:?}{:?}", fdb(ns), neighbours(ns))
     } else {
         String::new()
@@ -487,7 +512,10 @@ fn sigterm_leaves_routes_in_place_and_host_gw_refuses_off_link() {
     let cl = Cluster::new();
     let all = cl.nodes_file("all.json", &["a", "b", "c"]);
     let child = cl
-        .agent_cmd("a", &all, &["--backend", "host-gw", "--interval", "1"])
+        .agent_cmd("a", &all, &[])
+        // Flags from the environment, as a DaemonSet may give them.
+        .env("RCNI_AGENT_BACKEND", "host-gw")
+        .env("RCNI_AGENT_INTERVAL", "1")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn agent");
@@ -528,4 +556,631 @@ fn sigterm_leaves_routes_in_place_and_host_gw_refuses_off_link() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Every route of the node in every table except the agent's own
+/// (protocol 82), as `ip -j route show table all` prints them, sorted.
+/// The host routes of IPv6 link-local addresses are left out: the kernel
+/// adds them when its address autoconfiguration gets to it, whatever the
+/// agent does.
+fn foreign_routes(ns: &TestNs) -> Vec<String> {
+    let mut out = Vec::new();
+    for fam in ["-4", "-6"] {
+        let v = json_of(ns, &["ip", "-j", fam, "route", "show", "table", "all"]);
+        for r in v.as_array().expect("routes") {
+            let ll_host =
+                r["table"] == "local" && r["dst"].as_str().is_some_and(|d| d.starts_with("fe80:"));
+            if r["protocol"] != "82" && r["protocol"] != 82 && !ll_host {
+                out.push(r.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn hostile_node_records_change_none_of_the_host_routes() {
+    let cl = Cluster::new();
+    let a = &cl.node("a").ns;
+    // An IPv6 uplink address and default route, for `::/0` to aim at.
+    sh(a, "ip addr add fd50::10/64 dev eth0 nodad");
+    sh(a, "ip -6 route add default via fd50::1 dev eth0");
+    let legit = cl.nodes_file("legit.json", &["a", "b", "c"]);
+    cl.agent_once("a", &legit, &[]);
+    let routes_before = foreign_routes(a);
+    let agent_before = snapshot(a);
+    assert_eq!(
+        agent_routes(a),
+        [
+            "10.244.2.0/24 via 192.168.50.11 dev eth0",
+            "10.244.3.0/24 via 10.244.3.0 dev rcni.vxlan onlink"
+        ]
+    );
+
+    let mut list: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&legit).expect("read")).expect("json");
+    for (name, addr, cidrs) in [
+        ("evil-uplink", "192.168.50.66", &["192.168.50.0/24"][..]),
+        ("evil-v6", "fd50::66", &["::/0"][..]),
+        ("evil-all", "192.168.50.67", &["0.0.0.0/0"][..]),
+        ("evil-half", "192.168.50.68", &["0.0.0.0/1"][..]),
+        (
+            "evil-split",
+            "192.168.50.69",
+            &["0.0.0.0/5", "128.0.0.0/1"][..],
+        ),
+        ("evil-b", "192.168.50.70", &["10.244.2.0/24"][..]),
+        ("evil-bcast", "255.255.255.255", &["10.244.7.0/24"][..]),
+        ("evil-self", A_IP, &["10.244.8.0/24"][..]),
+        ("evil-garbage", "192.168.50.71", &["10.244.300.0/24"][..]),
+    ] {
+        list.push(json!({"name": name, "addresses": [addr], "podCIDRs": cidrs}));
+    }
+    let hostile = cl.files.path().join("hostile.json");
+    std::fs::write(&hostile, serde_json::to_vec(&list).expect("json")).expect("write");
+
+    let err = cl.agent_once("a", &hostile, &[]);
+    for what in [
+        "node evil-uplink: pod CIDR 192.168.50.0/24 overlaps this host's connected subnet",
+        "node evil-v6: pod CIDR ::/0 is a default route",
+        "node evil-all: pod CIDR 0.0.0.0/0 is a default route",
+        "node evil-half: pod CIDR 0.0.0.0/1 is shorter than /16",
+        "node evil-split: pod CIDR 0.0.0.0/5 is shorter",
+        "node evil-split: pod CIDR 128.0.0.0/1 is shorter",
+        "node evil-b: pod CIDR 10.244.2.0/24 overlaps 10.244.2.0/24 of node b",
+        "node evil-bcast: address 255.255.255.255 is in the reserved range",
+        "node evil-self: address 192.168.50.10 is this host's own address",
+        "node evil-garbage: pod CIDR \"10.244.300.0/24\"",
+    ] {
+        assert!(err.contains(&format!("refused: {what}")), "{what}\n{err}");
+    }
+    // Nothing of the host changed, and nothing of the agent's either: the
+    // legitimate peers keep their routes, the masquerade rules stay.
+    assert_eq!(foreign_routes(a), routes_before);
+    assert_eq!(snapshot(a), agent_before);
+    let nft = a.exec(&["nft", "list", "table", "inet", "rcni-agent"]);
+    assert!(!nft.contains("0.0.0.0/0") && !nft.contains("::/0"), "{nft}");
+
+    // A route of another owner to a peer's CIDR is neither replaced nor
+    // shadowed: B refuses C's CIDR and leaves the static route alone.
+    let b = &cl.node("b").ns;
+    sh(
+        b,
+        "ip route add 10.244.3.0/24 via 192.168.50.1 proto static",
+    );
+    let b_before = foreign_routes(b);
+    let err = cl.agent_once("b", &legit, &[]);
+    assert!(
+        err.contains("refused: node c: pod CIDR 10.244.3.0/24 overlaps the route 10.244.3.0/24"),
+        "{err}"
+    );
+    assert_eq!(foreign_routes(b), b_before);
+    assert_eq!(
+        agent_routes(b),
+        ["10.244.1.0/24 via 192.168.50.10 dev eth0"]
+    );
+
+    // In the loop, a refusal is logged once, not every round.
+    let child = cl
+        .agent_cmd("a", &hostile, &["--interval", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let mut running = Running(child);
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: signalling our own child by its pid.
+    let pid = i32::try_from(running.0.id()).expect("pid");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = running.0.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    let mut log = String::new();
+    if let Some(mut e) = running.0.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut log);
+    }
+    assert_eq!(log.matches("refused: node evil-b:").count(), 1, "{log}");
+    assert_eq!(foreign_routes(a), routes_before);
+    assert_eq!(snapshot(a), agent_before);
+}
+
+/// The pod CIDRs a node routes to (destinations of its protocol 82 routes).
+fn routed_cidrs(ns: &TestNs) -> Vec<String> {
+    agent_routes(ns)
+        .iter()
+        .filter_map(|r| r.split(' ').next().map(String::from))
+        .collect()
+}
+
+#[test]
+fn etcd_allocation_in_loop_mode_and_a_lost_node() {
+    let mut cl = Cluster::new();
+    // A real etcd on the router, reachable from every node.
+    let etcd = Etcd::start_in(cl.router.name(), "192.168.50.1");
+    let source = format!("etcd:{}", etcd.url);
+    let logs = TempDir::new("logs");
+    let ttl = 2;
+    let mut agents = Vec::new();
+    for (n, ip) in [("a", A_IP), ("b", B_IP), ("c", C_IP)] {
+        let log = std::fs::File::create(logs.path().join(n)).expect("log");
+        let child = cl
+            .agent_cmd_source(
+                n,
+                &source,
+                &[
+                    "--cluster-cidr",
+                    "10.244.0.0/16",
+                    "--node-cidr-mask-size",
+                    "24",
+                    "--node-ip",
+                    ip,
+                    "--lease-ttl",
+                    &ttl.to_string(),
+                    // Changes must come through the watch.
+                    "--interval",
+                    "60",
+                    // Loopback of the node's own namespace.
+                    "--health-addr",
+                    "127.0.0.1:9871",
+                ],
+            )
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        agents.push(Running(child));
+    }
+    let log_of = |n: &str| std::fs::read_to_string(logs.path().join(n)).unwrap_or_default();
+    let all_logs = || {
+        format!(
+            "a:\n{}\nb:\n{}\nc:\n{}",
+            log_of("a"),
+            log_of("b"),
+            log_of("c")
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = ["a", "b", "c"].iter().all(|n| {
+            routed_cidrs(&cl.node(n).ns).len() == 2
+                && cl.node(n).conf.path().join("10-rcni.conflist").exists()
+        });
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agents did not converge\n{}",
+            all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Three different /24s of the cluster CIDR, each node routing the
+    // other two.
+    let mut every: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|n| routed_cidrs(&cl.node(n).ns))
+        .collect();
+    every.sort();
+    every.dedup();
+    assert_eq!(every.len(), 3, "{every:?}");
+    assert!(every
+        .iter()
+        .all(|c| c.starts_with("10.244.") && c.ends_with(".0/24")));
+    let c_cidr = every
+        .iter()
+        .find(|c| !routed_cidrs(&cl.node("c").ns).contains(c))
+        .expect("C's own CIDR")
+        .clone();
+    for n in ["a", "b", "c"] {
+        assert!(
+            log_of(n).contains(&format!("registered node {n} with pod CIDRs 10.244.")),
+            "{}",
+            all_logs()
+        );
+    }
+
+    // Health, readiness and metrics on each node's loopback.
+    let a = &cl.node("a").ns;
+    let curl = |path: &str| {
+        a.exec(&[
+            "curl",
+            "-s",
+            "-w",
+            " %{http_code}",
+            &format!("http://127.0.0.1:9871{path}"),
+        ])
+    };
+    assert_eq!(curl("/healthz"), "ok\n 200");
+    assert_eq!(curl("/readyz"), "ok\n 200");
+    let metrics = curl("/metrics");
+    assert!(
+        metrics.contains("rcni_agent_peers{backend=\"host-gw\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rcni_agent_peers{backend=\"vxlan\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rcni_agent_reconciles_total{result=\"ok\"} "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rcni_agent_ready 1\n"), "{metrics}");
+
+    // Pods made with the configs the agents wrote talk across host-gw and
+    // VXLAN with their own addresses.
+    let (pa, ip_a) = cl.pod("a");
+    let (pb, ip_b) = cl.pod("b");
+    let (pc, ip_c) = cl.pod("c");
+    assert!(
+        ip_c.starts_with(c_cidr.trim_end_matches("0/24")),
+        "{ip_c} in {c_cidr}"
+    );
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7101), ip_a);
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pc], &ip_c, 7102), ip_a);
+    assert_eq!(tcp_exchange(&cl.pods[pc], &cl.pods[pb], &ip_b, 7103), ip_c);
+
+    // A record written by hand reaches A and B through the watch within a
+    // second (the interval is 60 s), and so does its removal.
+    let wait_for = |want: bool, what: &str| {
+        let t0 = Instant::now();
+        loop {
+            let done = ["a", "b"].iter().all(|n| {
+                routed_cidrs(&cl.node(n).ns).contains(&"10.244.200.0/24".to_string()) == want
+            });
+            if done {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{what} did not arrive\n{}",
+                all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    etcd.put(
+        "/rcni/nodes/d",
+        r#"{"name":"d","addresses":["192.168.50.20"],"podCIDRs":["10.244.200.0/24"]}"#,
+    );
+    let took = wait_for(true, "the new node");
+    eprintln!("a new node reached A and B after {took:?}");
+    assert!(took <= Duration::from_secs(1), "{took:?}");
+    let out = etcd
+        .ctl(None)
+        .args(["del", "/rcni/nodes/d"])
+        .output()
+        .expect("etcdctl");
+    assert!(out.status.success());
+    let took = wait_for(false, "the removal");
+    eprintln!("a removed node left A and B after {took:?}");
+    assert!(took <= Duration::from_secs(1), "{took:?}");
+
+    // C's agent dies: its lease expires, its record goes, and A and B
+    // drop its route, FDB entry and neighbour.
+    let _ = agents[2].0.kill();
+    let _ = agents[2].0.wait();
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(ttl + 4);
+    loop {
+        let gone = ["a", "b"].iter().all(|n| {
+            let ns = &cl.node(n).ns;
+            !routed_cidrs(ns).contains(&c_cidr)
+                && (!has_vxlan(ns) || (fdb(ns).is_empty() && neighbours(ns).is_empty()))
+        });
+        if gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "C's routes stayed\n{}",
+            all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    eprintln!("node loss reached A and B after {took:?} (lease TTL {ttl} s)");
+    assert!(
+        took <= Duration::from_secs(ttl + 1),
+        "took {took:?}\n{}",
+        all_logs()
+    );
+    // A↔B is untouched.
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7104), ip_a);
+
+    // etcd goes away: the data path stays as it was.
+    let mut etcd = etcd;
+    let before = snapshot(&cl.node("a").ns);
+    etcd.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(snapshot(&cl.node("a").ns), before, "{}", all_logs());
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7105), ip_a);
+    // It comes back: the agents reconnect (with back-off), keep their
+    // subnets, and see changes again.
+    etcd.restart();
+    etcd.put(
+        "/rcni/nodes/e",
+        r#"{"name":"e","addresses":["192.168.50.21"],"podCIDRs":["10.244.201.0/24"]}"#,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !["a", "b"]
+        .iter()
+        .all(|n| routed_cidrs(&cl.node(n).ns).contains(&"10.244.201.0/24".to_string()))
+    {
+        assert!(Instant::now() < deadline, "no recovery\n{}", all_logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &ip_b, 7106), ip_a);
+    let out = etcd
+        .ctl(None)
+        .args(["get", "--prefix", "/rcni/nodes/", "--keys-only"])
+        .output()
+        .expect("etcdctl");
+    let keys = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        keys.contains("/rcni/nodes/a") && keys.contains("/rcni/nodes/b"),
+        "{keys}"
+    );
+
+    // A TCP stream between pods on A and B survives a restart of A's
+    // agent, which changes nothing on A.
+    use std::io::{Read, Write};
+    let listener =
+        cl.pods[pb].run(|| std::net::TcpListener::bind(("0.0.0.0", 7300)).expect("bind"));
+    let target: std::net::SocketAddr = format!("{ip_b}:7300").parse().expect("addr");
+    let mut client = cl.pods[pa].run(|| {
+        std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect")
+    });
+    let (mut server, _) = listener.accept().expect("accept");
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+    }
+    let mut exchange = |msg: &[u8]| {
+        client.write_all(msg).expect("send");
+        let mut got = vec![0; msg.len()];
+        server.read_exact(&mut got).expect("receive");
+        server.write_all(&got).expect("echo");
+        let mut back = vec![0; msg.len()];
+        client.read_exact(&mut back).expect("echo back");
+        assert_eq!(back, msg);
+    };
+    exchange(b"before the restart");
+    let before = snapshot(&cl.node("a").ns);
+    let routes_before = foreign_routes(&cl.node("a").ns);
+    let _ = agents[0].0.kill();
+    let _ = agents[0].0.wait();
+    exchange(b"while no agent runs");
+    let log = std::fs::File::create(logs.path().join("a2")).expect("log");
+    let child = cl
+        .agent_cmd_source(
+            "a",
+            &source,
+            &[
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--node-cidr-mask-size",
+                "24",
+                "--node-ip",
+                A_IP,
+                "--lease-ttl",
+                &ttl.to_string(),
+                "--interval",
+                "60",
+            ],
+        )
+        .stderr(log)
+        .spawn()
+        .expect("spawn agent");
+    agents[0] = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_of("a2").contains("node a with pod CIDRs")
+        || !log_of("a2").contains("watch: started")
+    {
+        assert!(Instant::now() < deadline, "{}", log_of("a2"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    exchange(b"after the restart");
+    assert_eq!(snapshot(&cl.node("a").ns), before, "{}", log_of("a2"));
+
+    // Hostile records in etcd change none of A's routes.
+    for (name, cidrs) in [
+        ("evil-uplink", json!(["192.168.50.0/24"])),
+        ("evil-v6", json!(["::/0", "0.0.0.0/1"])),
+        ("evil-b", json!(routed_cidrs(&cl.node("a").ns))),
+    ] {
+        let rec = json!({"name": name, "addresses": ["192.168.50.66"], "podCIDRs": cidrs});
+        etcd.put(&format!("/rcni/nodes/{name}"), &rec.to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log_of("a2").contains("refused: node evil-b") {
+        assert!(Instant::now() < deadline, "{}", log_of("a2"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(foreign_routes(&cl.node("a").ns), routes_before);
+    assert_eq!(snapshot(&cl.node("a").ns), before, "{}", log_of("a2"));
+    exchange(b"with hostile records around");
+    drop(agents);
+    drop(etcd);
+}
+
+#[test]
+fn ipv6_pods_over_the_ipv4_overlay() {
+    let mut cl = Cluster::new();
+    let list = json!([
+        {"name": "a", "addresses": [A_IP], "podCIDRs": ["10.244.1.0/24", "fd44:1::/64"]},
+        {"name": "b", "addresses": [B_IP], "podCIDRs": ["10.244.2.0/24", "fd44:2::/64"]},
+        {"name": "c", "addresses": [C_IP], "podCIDRs": ["10.244.3.0/24", "fd44:3::/64"]},
+    ]);
+    let file = cl.files.path().join("dual.json");
+    std::fs::write(&file, list.to_string()).expect("write");
+    for n in ["a", "b"] {
+        cl.agent_once(n, &file, &[]);
+    }
+    // --mtu overrides the pods' and the device's MTU.
+    cl.agent_once("c", &file, &["--mtu", "1400"]);
+    assert_eq!(vxlan_details(&cl.node("c").ns)["mtu"], 1400);
+    let conf: Value = serde_json::from_slice(
+        &std::fs::read(cl.node("c").conf.path().join("10-rcni.conflist")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(conf["plugins"][0]["mtu"], 1400);
+    assert_eq!(
+        conf["plugins"][0]["ipam"]["ranges"],
+        json!([[{"subnet": "10.244.3.0/24"}], [{"subnet": "fd44:3::/64"}]])
+    );
+    // The nodes have IPv4 addresses only: every IPv6 pod CIDR goes over
+    // the VXLAN device (IPv6 VTEP = the CIDR's network address), IPv4
+    // stays host-gw between A and B.
+    assert_eq!(
+        agent_routes(&cl.node("a").ns),
+        [
+            "10.244.2.0/24 via 192.168.50.11 dev eth0",
+            "10.244.3.0/24 via 10.244.3.0 dev rcni.vxlan onlink",
+            "fd44:2::/64 via fd44:2:: dev rcni.vxlan onlink",
+            "fd44:3::/64 via fd44:3:: dev rcni.vxlan onlink",
+        ]
+    );
+    let a = &cl.node("a").ns;
+    let addrs = a.exec(&["ip", "-o", "addr", "show", "rcni.vxlan"]);
+    assert!(
+        addrs.contains("10.244.1.0/32") && addrs.contains("fd44:1::/128"),
+        "{addrs}"
+    );
+    assert_eq!(
+        fdb(a),
+        [
+            "0a:58:c0:a8:32:0b dst 192.168.50.11",
+            "0a:58:c0:a8:3c:0a dst 192.168.60.10"
+        ]
+    );
+    let neigh = neighbours(a);
+    assert!(
+        neigh.contains(&"fd44:3:: 0a:58:c0:a8:3c:0a [\"PERMANENT\"]".to_string()),
+        "{neigh:?}"
+    );
+    let fwd = a.exec(&["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]);
+    assert_eq!(fwd.trim(), "1");
+
+    let (pa, ips_a) = cl.pod_ips("a");
+    let (pb, ips_b) = cl.pod_ips("b");
+    let (pc, ips_c) = cl.pod_ips("c");
+    let v6 = |ips: &[String]| {
+        ips.iter()
+            .find(|i| i.contains(':'))
+            .expect("an IPv6 address")
+            .clone()
+    };
+    let (a6, b6, c6) = (v6(&ips_a), v6(&ips_b), v6(&ips_c));
+    assert!(
+        a6.starts_with("fd44:1::") && c6.starts_with("fd44:3::"),
+        "{a6} {c6}"
+    );
+    // IPv6 pod to pod across the overlay keeps the pod address, both ways,
+    // on the same segment and behind the router; IPv4 still works.
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pc], &c6, 7201), a6);
+    assert_eq!(tcp_exchange(&cl.pods[pc], &cl.pods[pa], &a6, 7202), c6);
+    assert_eq!(tcp_exchange(&cl.pods[pa], &cl.pods[pb], &b6, 7203), a6);
+    assert_eq!(
+        tcp_exchange(&cl.pods[pb], &cl.pods[pc], &ips_c[0], 7204),
+        ips_b[0]
+    );
+
+    // A second round changes nothing.
+    let a = &cl.node("a").ns;
+    let before = snapshot(a);
+    let err = cl.agent_once("a", &file, &[]);
+    assert!(err.contains(": 0 changes"), "{err}");
+    assert_eq!(snapshot(a), before);
+}
+
+#[test]
+fn ipv6_underlay_vxlan6_with_ipv6_only_nodes() {
+    let mut cl = Cluster::new();
+    // An IPv6 underlay next to the IPv4 one: A and B on fd50::/64, C on
+    // fd60::/64 behind the router.
+    for (n, addr, gw) in [
+        ("a", "fd50::10", "fd50::1"),
+        ("b", "fd50::11", "fd50::1"),
+        ("c", "fd60::10", "fd60::1"),
+    ] {
+        let ns = &cl.node(n).ns;
+        sh(ns, &format!("ip addr add {addr}/64 dev eth0 nodad"));
+        sh(ns, &format!("ip -6 route add default via {gw} dev eth0"));
+    }
+    sh(&cl.router, "ip addr add fd50::1/64 dev e50 nodad");
+    sh(&cl.router, "ip addr add fd60::1/64 dev e60 nodad");
+    sh(&cl.router, "sysctl -qw net.ipv6.conf.all.forwarding=1");
+    let list = json!([
+        {"name": "a", "addresses": ["fd50::10"], "podCIDRs": ["fd44:1::/64"]},
+        {"name": "b", "addresses": ["fd50::11"], "podCIDRs": ["fd44:2::/64"]},
+        {"name": "c", "addresses": ["fd60::10"], "podCIDRs": ["fd44:3::/64"]},
+    ]);
+    let file = cl.files.path().join("v6.json");
+    std::fs::write(&file, list.to_string()).expect("write");
+    for n in ["a", "b", "c"] {
+        cl.agent_once(n, &file, &[]);
+    }
+    assert_eq!(
+        agent_routes(&cl.node("a").ns),
+        [
+            "fd44:2::/64 via fd50::11 dev eth0",
+            "fd44:3::/64 via fd44:3:: dev rcni.vxlan6 onlink",
+        ]
+    );
+    assert_eq!(
+        agent_routes(&cl.node("c").ns),
+        [
+            "fd44:1::/64 via fd44:1:: dev rcni.vxlan6 onlink",
+            "fd44:2::/64 via fd44:2:: dev rcni.vxlan6 onlink",
+        ]
+    );
+    let a = &cl.node("a").ns;
+    assert!(!has_vxlan(a));
+    let dev = json_of(a, &["ip", "-j", "-d", "link", "show", "rcni.vxlan6"])[0].clone();
+    assert_eq!(dev["mtu"], 1430, "IPv6 underlay overhead 70: {dev}");
+    let fdb6 = json_of(a, &["bridge", "-j", "fdb", "show", "dev", "rcni.vxlan6"]);
+    let dsts: Vec<&str> = fdb6
+        .as_array()
+        .expect("fdb")
+        .iter()
+        .filter_map(|e| e["dst"].as_str())
+        .collect();
+    assert_eq!(dsts, ["fd60::10"], "{fdb6}");
+    let conf: Value = serde_json::from_slice(
+        &std::fs::read(cl.node("a").conf.path().join("10-rcni.conflist")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(conf["plugins"][0]["mtu"], 1430);
+
+    let (pa, ips_a) = cl.pod_ips("a");
+    let (pb, ips_b) = cl.pod_ips("b");
+    let (pc, ips_c) = cl.pod_ips("c");
+    assert_eq!(
+        tcp_exchange(&cl.pods[pa], &cl.pods[pc], &ips_c[0], 7301),
+        ips_a[0]
+    );
+    assert_eq!(
+        tcp_exchange(&cl.pods[pc], &cl.pods[pa], &ips_a[0], 7302),
+        ips_c[0]
+    );
+    assert_eq!(
+        tcp_exchange(&cl.pods[pb], &cl.pods[pa], &ips_a[0], 7303),
+        ips_b[0]
+    );
+
+    let a = &cl.node("a").ns;
+    let before = (
+        agent_routes(a),
+        a.exec(&["bridge", "fdb", "show", "dev", "rcni.vxlan6"]),
+    );
+    let err = cl.agent_once("a", &file, &[]);
+    assert!(err.contains(": 0 changes"), "{err}");
+    assert_eq!(
+        (
+            agent_routes(a),
+            a.exec(&["bridge", "fdb", "show", "dev", "rcni.vxlan6"])
+        ),
+        before
+    );
 }

@@ -1,74 +1,20 @@
-//! `EtcdSource` against a fake etcd v3 JSON gateway on 127.0.0.1.
+//! `EtcdSource` against a real etcd (Debian's `etcd-server` 3.4, started
+//! per test on 127.0.0.1 by `common::etcd`). One test keeps a fake
+//! gateway: a real single-member etcd cannot be made to answer "no
+//! leader" (503) on demand, nor to be an etcd older than 3.4 (404).
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use rcni_agent::model::{NodeInfo, NodeSource};
-use rcni_agent::source::etcd::{EtcdSource, DEFAULT_PREFIX};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rcni_agent::source::etcd::{free_subnet, Allocation, EtcdSource, DEFAULT_PREFIX};
 use serde_json::json;
 
-use common::{serve, serve_tls, FakeServer};
-
-type Store = Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>;
-
-fn decode(v: &serde_json::Value) -> Vec<u8> {
-    B64.decode(v.as_str().unwrap_or("")).unwrap()
-}
-
-/// The gateway's range, put and deleterange over a sorted map; revision 7.
-fn gateway(store: Store) -> impl Fn(&common::Request) -> (u16, String) + Send + Sync {
-    move |r| {
-        assert_eq!(r.method, "POST");
-        assert_eq!(r.header("content-type"), Some("application/json"));
-        let body = r.json();
-        let mut map = store.lock().unwrap();
-        match r.path() {
-            "/v3/kv/range" => {
-                let key = decode(&body["key"]);
-                let end = decode(&body["range_end"]);
-                let limit = body["limit"].as_u64().unwrap_or(0) as usize;
-                let in_range: Vec<_> = map
-                    .iter()
-                    .filter(|(k, _)| **k >= key && (end == [0] || **k < end))
-                    .collect();
-                let count = in_range.len();
-                let taken = if limit == 0 { count } else { limit.min(count) };
-                let kvs: Vec<_> = in_range[..taken]
-                    .iter()
-                    .map(|(k, v)| json!({"key": B64.encode(k), "value": B64.encode(v),
-                                         "create_revision": "2", "mod_revision": "5", "version": "1"}))
-                    .collect();
-                let mut answer = json!({
-                    "header": {"cluster_id": "1", "member_id": "2", "revision": "7", "raft_term": "3"},
-                    "count": count.to_string(),
-                });
-                if !kvs.is_empty() {
-                    answer["kvs"] = json!(kvs);
-                }
-                if taken < count {
-                    answer["more"] = json!(true);
-                }
-                (200, answer.to_string())
-            }
-            "/v3/kv/put" => {
-                map.insert(decode(&body["key"]), decode(&body["value"]));
-                (200, json!({"header": {"revision": "8"}}).to_string())
-            }
-            "/v3/kv/deleterange" => {
-                let deleted = map.remove(&decode(&body["key"])).is_some() as u32;
-                (
-                    200,
-                    json!({"header": {}, "deleted": deleted.to_string()}).to_string(),
-                )
-            }
-            _ => (404, "Not Found".to_string()),
-        }
-    }
-}
+use common::etcd::{Etcd, EtcdTls};
+use common::serve;
 
 fn node(name: &str, address: &str, cidr: &str) -> NodeInfo {
     NodeInfo {
@@ -78,32 +24,35 @@ fn node(name: &str, address: &str, cidr: &str) -> NodeInfo {
     }
 }
 
-fn fake_etcd() -> (FakeServer, Store) {
-    let store: Store = Arc::default();
-    (serve(gateway(store.clone())), store)
+/// `etcdctl get KEY --print-value-only`.
+fn get(etcd: &Etcd, key: &str) -> String {
+    let out = etcd
+        .ctl(None)
+        .args(["get", key, "--print-value-only"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]
-fn range_reads_base64_keys_and_values_under_the_prefix() {
-    let (server, store) = fake_etcd();
-    {
-        let mut map = store.lock().unwrap();
-        for (name, addr, cidr) in [
-            ("n1", "192.168.1.1", "10.244.1.0/24"),
-            ("n2", "192.168.1.2", "10.244.2.0/24"),
-        ] {
-            let value = serde_json::to_vec(&node(name, addr, cidr)).unwrap();
-            map.insert(format!("/rcni/nodes/{name}").into_bytes(), value);
-        }
-        // Outside the prefix: not read.
-        map.insert(b"/rcni/nodes0".to_vec(), b"not json".to_vec());
-        map.insert(b"/rcni/node".to_vec(), b"not json".to_vec());
+fn range_reads_hand_written_records_under_the_prefix() {
+    let etcd = Etcd::start();
+    for (name, addr, cidr) in [
+        ("n1", "192.168.1.1", "10.244.1.0/24"),
+        ("n2", "192.168.1.2", "10.244.2.0/24"),
+    ] {
+        // Today's format, written by hand as the docs say.
+        etcd.put(
+            &format!("/rcni/nodes/{name}"),
+            &format!(r#"{{"name":"{name}","addresses":["{addr}"],"podCIDRs":["{cidr}"]}}"#),
+        );
     }
-    let mut source = EtcdSource::new(&server.url(), DEFAULT_PREFIX).unwrap();
-    assert_eq!(
-        source.describe(),
-        format!("etcd {} /rcni/nodes/", server.url())
-    );
+    // Outside the prefix: not read.
+    etcd.put("/rcni/nodes0", "not json");
+    etcd.put("/rcni/node", "not json");
+    let mut source = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert_eq!(source.describe(), format!("etcd {} /rcni/nodes/", etcd.url));
     assert_eq!(
         source.nodes().unwrap(),
         vec![
@@ -111,16 +60,13 @@ fn range_reads_base64_keys_and_values_under_the_prefix() {
             node("n2", "192.168.1.2", "10.244.2.0/24")
         ]
     );
-    let request = server.requests()[0].json();
-    assert_eq!(request["key"], B64.encode("/rcni/nodes/"));
-    assert_eq!(request["range_end"], B64.encode("/rcni/nodes0"));
-    assert_eq!(server.requests()[0].path(), "/v3/kv/range");
+    assert!(source.skipped().is_empty());
 }
 
 #[test]
 fn put_node_round_trip_and_delete() {
-    let (server, store) = fake_etcd();
-    let mut source = EtcdSource::new(&server.url(), "/cluster-a/nodes/").unwrap();
+    let etcd = Etcd::start();
+    let mut source = EtcdSource::new(&etcd.url, "/cluster-a/nodes/").unwrap();
     assert!(source.nodes().unwrap().is_empty());
     let n1 = NodeInfo {
         name: "n1".into(),
@@ -135,8 +81,8 @@ fn put_node_round_trip_and_delete() {
         .put_node(&node("n2", "192.168.1.2", "10.244.2.0/24"))
         .unwrap();
     // The stored value is the documented JSON.
-    let stored = store.lock().unwrap()[b"/cluster-a/nodes/n1".as_slice()].clone();
-    let stored: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_str(&get(&etcd, "/cluster-a/nodes/n1")).unwrap();
     assert_eq!(
         stored,
         json!({"name": "n1", "addresses": ["192.168.1.1", "fd00::1"],
@@ -147,55 +93,50 @@ fn put_node_round_trip_and_delete() {
         vec![n1.clone(), node("n2", "192.168.1.2", "10.244.2.0/24")]
     );
     source.delete_node("n2").unwrap();
-    assert_eq!(source.nodes().unwrap(), vec![n1]);
+    assert_eq!(get(&etcd, "/cluster-a/nodes/n2"), "");
+    assert_eq!(source.nodes().unwrap(), vec![n1.clone()]);
+    // Deleting what is not there is no error.
+    source.delete_node("n2").unwrap();
     assert!(source
         .put_node(&node("a/b", "192.168.1.3", "10.244.3.0/24"))
         .is_err());
     assert!(source.delete_node("").is_err());
+    // Another prefix sees none of it.
+    let mut other = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert!(other.nodes().unwrap().is_empty());
 }
 
 #[test]
-fn many_nodes_are_read_in_pages_at_one_revision() {
-    let (server, store) = fake_etcd();
-    let mut source = EtcdSource::new(&server.url(), DEFAULT_PREFIX).unwrap();
+fn many_nodes_are_read_in_pages() {
+    let etcd = Etcd::start();
+    let mut source = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+        .unwrap()
+        .with_page_size(7);
     let mut expected = Vec::new();
-    {
-        let mut map = store.lock().unwrap();
-        for i in 0..2500 {
-            let n = node(
-                &format!("node-{i:04}"),
-                &format!("10.1.{}.{}", i / 250, i % 250 + 1),
-                &format!("10.{}.{}.0/24", 100 + i / 256, i % 256),
-            );
-            map.insert(
-                source.key_for(&n.name).into_bytes(),
-                serde_json::to_vec(&n).unwrap(),
-            );
-            expected.push(n);
-        }
+    for i in 0..30 {
+        let n = node(
+            &format!("node-{i:02}"),
+            &format!("10.1.0.{}", i + 1),
+            &format!("10.244.{i}.0/24"),
+        );
+        source.put_node(&n).unwrap();
+        expected.push(n);
     }
     assert_eq!(source.nodes().unwrap(), expected);
-    let requests = server.requests();
-    assert_eq!(requests.len(), 3);
-    assert!(requests[0].json().get("revision").is_none());
-    assert_eq!(requests[1].json()["revision"], "7");
-    assert_eq!(
-        requests[1].json()["key"],
-        B64.encode("/rcni/nodes/node-0999\0")
-    );
+    // A page boundary exactly at the end.
+    let mut source = source.with_page_size(10);
+    assert_eq!(source.nodes().unwrap(), expected);
 }
 
 #[test]
 fn fails_over_to_the_next_endpoint() {
-    let (server, store) = fake_etcd();
+    let etcd = Etcd::start();
     let down = format!("http://127.0.0.1:{}", common::closed_port());
-    let mut source = EtcdSource::new(&format!("{down}, {}", server.url()), DEFAULT_PREFIX).unwrap();
+    let mut source = EtcdSource::new(&format!("{down}, {}", etcd.url), DEFAULT_PREFIX).unwrap();
     source
         .put_node(&node("n1", "192.168.1.1", "10.244.1.0/24"))
         .unwrap();
-    assert_eq!(store.lock().unwrap().len(), 1);
     assert_eq!(source.nodes().unwrap().len(), 1);
-    assert_eq!(server.requests().len(), 2);
 
     // All down: every endpoint is named in the error.
     let down2 = format!("http://127.0.0.1:{}", common::closed_port());
@@ -213,7 +154,39 @@ fn fails_over_to_the_next_endpoint() {
 }
 
 #[test]
-fn gateway_errors_and_bad_values_are_reported() {
+fn bad_values_are_skipped_one_by_one() {
+    let etcd = Etcd::start();
+    etcd.put("/rcni/nodes/n0", r#"{"addresses": ["#);
+    etcd.put(
+        "/rcni/nodes/n1",
+        &serde_json::to_string(&node("n9", "192.168.1.9", "10.244.9.0/24")).unwrap(),
+    );
+    etcd.put(
+        "/rcni/nodes/n2",
+        r#"{"name":"n2","addresses":["192.168.1.2","nonsense"],"podCIDRs":["10.244.2.0/24","10.244.2/33"]}"#,
+    );
+    let mut source = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert_eq!(
+        source.nodes().unwrap(),
+        vec![node("n2", "192.168.1.2", "10.244.2.0/24")]
+    );
+    let skipped = source.skipped().join("\n");
+    assert!(
+        skipped.contains("/rcni/nodes/n0: the value is not a node's JSON"),
+        "{skipped}"
+    );
+    assert!(
+        skipped.contains("names node \"n9\", not \"n1\""),
+        "{skipped}"
+    );
+    assert!(skipped.contains("address \"nonsense\""), "{skipped}");
+    assert!(skipped.contains("pod CIDR \"10.244.2/33\""), "{skipped}");
+    assert_eq!(source.skipped().len(), 4, "{skipped}");
+}
+
+/// Fake: faults a real etcd cannot be made to produce (see the top).
+#[test]
+fn gateway_errors_are_reported() {
     let failing = serve(|_| {
         (
             503,
@@ -228,24 +201,6 @@ fn gateway_errors_and_bad_values_are_reported() {
     assert!(err.contains("HTTP 503 (etcdserver: no leader)"), "{err}");
     assert!(err.contains("HTTP 404"), "{err}");
     assert!(err.contains("etcd 3.4 or later"), "{err}");
-
-    let (server, store) = fake_etcd();
-    let mut source = EtcdSource::new(&server.url(), DEFAULT_PREFIX).unwrap();
-    store
-        .lock()
-        .unwrap()
-        .insert(b"/rcni/nodes/n1".to_vec(), b"{\"name\": \"n1\"}".to_vec());
-    let err = source.nodes().unwrap_err().to_string();
-    assert!(
-        err.contains("/rcni/nodes/n1: the value is not a node's JSON"),
-        "{err}"
-    );
-    store.lock().unwrap().insert(
-        b"/rcni/nodes/n1".to_vec(),
-        serde_json::to_vec(&node("n9", "192.168.1.9", "10.244.9.0/24")).unwrap(),
-    );
-    let err = source.nodes().unwrap_err().to_string();
-    assert!(err.contains("names node \"n9\", not \"n1\""), "{err}");
 }
 
 #[test]
@@ -264,18 +219,36 @@ fn bad_configuration_is_refused() {
 
 #[test]
 fn https_endpoint_with_ca_file_and_client_certificate() {
+    /// Removes the directory also when the test fails.
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
     let pki = common::pki();
-    let store: Store = Arc::default();
-    let server = serve_tls(common::server_config(&pki, true), gateway(store.clone()));
-    let dir = common::temp_dir("etcd-tls");
+    let guard = Dir(common::temp_dir("etcd-tls"));
+    let dir = guard.0.clone();
     let ca = dir.join("ca.pem");
+    let server_cert = dir.join("server.pem");
+    let server_key = dir.join("server-key.pem");
     let cert = dir.join("client.pem");
     let key = dir.join("client-key.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&server_cert, &pki.server_cert_pem).unwrap();
+    std::fs::write(&server_key, &pki.server_key_pem).unwrap();
     std::fs::write(&cert, &pki.client_cert_pem).unwrap();
     std::fs::write(&key, &pki.client_key_pem).unwrap();
+    let etcd = Etcd::start_tls(&EtcdTls {
+        ca: &ca,
+        cert: &server_cert,
+        key: &server_key,
+        client_cert: &cert,
+        client_key: &key,
+    });
+    assert!(etcd.url.starts_with("https://127.0.0.1:"));
 
-    let mut source = EtcdSource::new(&server.https_url(), DEFAULT_PREFIX)
+    let mut source = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
         .unwrap()
         .with_ca_file(&ca)
         .unwrap()
@@ -288,13 +261,234 @@ fn https_endpoint_with_ca_file_and_client_certificate() {
         source.nodes().unwrap(),
         vec![node("n1", "192.168.1.1", "10.244.1.0/24")]
     );
+    // etcd's own client sees the record.
+    let out = etcd
+        .ctl(Some((&cert, &key)))
+        .args(["get", "/rcni/nodes/n1", "--print-value-only"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.244.1.0/24"));
 
-    // Without the client certificate the handshake fails.
-    let mut anonymous = EtcdSource::new(&server.https_url(), DEFAULT_PREFIX)
+    // Without the client certificate etcd refuses the handshake.
+    let mut anonymous = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
         .unwrap()
         .with_ca_file(&ca)
         .unwrap();
     assert!(anonymous.nodes().is_err());
-    assert_eq!(server.requests().len(), 2);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(etcd);
+    drop(guard);
+    assert!(!dir.exists());
+}
+
+fn alloc(name: &str, ip: &str, pools: &[(&str, u8)], ttl: u64) -> Allocation {
+    Allocation {
+        node_name: name.into(),
+        addresses: vec![ip.parse().unwrap()],
+        pools: pools
+            .iter()
+            .map(|(c, m)| (c.parse().unwrap(), *m))
+            .collect(),
+        lease_ttl: ttl,
+    }
+}
+
+/// Agents racing for subnets, each in its own thread with its own client.
+fn race(etcd: &Etcd, agents: usize, pool: &str) -> Vec<Result<Vec<IpNet>, String>> {
+    let barrier = Arc::new(Barrier::new(agents));
+    let handles: Vec<_> = (0..agents)
+        .map(|i| {
+            let url = etcd.url.clone();
+            let barrier = barrier.clone();
+            let pool = pool.to_string();
+            std::thread::spawn(move || {
+                let mut s = EtcdSource::new(&url, DEFAULT_PREFIX)
+                    .unwrap()
+                    .with_allocation(alloc(
+                        &format!("racer-{i}"),
+                        &format!("192.168.1.{}", i + 1),
+                        &[(&pool, 24)],
+                        30,
+                    ));
+                barrier.wait();
+                s.register().map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn racing_agents_never_share_a_subnet() {
+    let etcd = Etcd::start();
+    // One free subnet, four agents: exactly one wins it.
+    let results = race(&etcd, 4, "10.244.5.0/24");
+    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert_eq!(won[0], &vec!["10.244.5.0/24".parse::<IpNet>().unwrap()]);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(r.contains("no free /24 left in 10.244.5.0/24"), "{r}");
+    }
+    let mut reader = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert_eq!(reader.nodes().unwrap().len(), 1);
+
+    // Six more agents in a roomy pool: six different subnets.
+    let etcd = Etcd::start();
+    let results = race(&etcd, 6, "10.244.0.0/16");
+    let mut got: Vec<IpNet> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap()[0])
+        .collect::<Vec<_>>();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 6, "{results:?}");
+    let mut reader = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert_eq!(reader.nodes().unwrap().len(), 6);
+}
+
+#[test]
+fn leased_record_restart_keepalive_and_expiry() {
+    let etcd = Etcd::start();
+    // A record written by hand: its CIDR is taken, and it has no lease.
+    etcd.put(
+        "/rcni/nodes/hand",
+        r#"{"name":"hand","addresses":["192.168.1.9"],"podCIDRs":["10.244.0.0/24"]}"#,
+    );
+    let pools = [("10.244.0.0/16", 24), ("fd44::/48", 64)];
+    let mut a = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+        .unwrap()
+        .with_allocation(alloc("a", "192.168.1.1", &pools, 2));
+    let lines = a.maintain().unwrap();
+    assert!(
+        lines[0].contains("registered node a with pod CIDRs 10.244.1.0/24, fd44::/64"),
+        "{lines:?}"
+    );
+    let lease = a.lease_id().unwrap();
+    let out = etcd
+        .ctl(None)
+        .args(["get", "/rcni/nodes/a", "-w", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kvs"][0]["lease"], lease, "{v}");
+
+    // The agent restarts (its lease still alive): it gets its subnets back.
+    drop(a);
+    let mut a = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+        .unwrap()
+        .with_allocation(alloc("a", "192.168.1.1", &pools, 2));
+    let cidrs: Vec<String> = a
+        .register()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(cidrs, ["10.244.1.0/24", "fd44::/64"]);
+    assert_ne!(a.lease_id(), Some(lease));
+
+    // Kept alive past its TTL, the record stays.
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        assert!(a.maintain().unwrap().is_empty());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let names = |s: &mut EtcdSource| -> Vec<String> {
+        s.nodes().unwrap().into_iter().map(|n| n.name).collect()
+    };
+    let mut reader = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert_eq!(names(&mut reader), ["a", "hand"]);
+
+    // The agent stops: the lease expires and the record goes; the
+    // hand-written one stays.
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while names(&mut reader) != ["hand"] {
+        assert!(std::time::Instant::now() < deadline, "a's record stayed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_hand_written_record_of_this_node_is_used_as_it_is() {
+    let etcd = Etcd::start();
+    let record = r#"{"name":"me","addresses":["192.168.1.7"],"podCIDRs":["10.244.77.0/24"]}"#;
+    etcd.put("/rcni/nodes/me", record);
+    let mut me = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+        .unwrap()
+        .with_allocation(alloc("me", "192.168.1.1", &[("10.244.0.0/16", 24)], 5));
+    assert!(me.maintain().unwrap().is_empty());
+    assert_eq!(me.lease_id(), None);
+    assert_eq!(get(&etcd, "/rcni/nodes/me"), record);
+}
+
+#[test]
+fn free_subnets_skip_taken_ones() {
+    let pool: IpNet = "10.244.0.0/22".parse().unwrap();
+    let taken: Vec<IpNet> = vec![
+        "10.244.0.0/24".parse().unwrap(),
+        "10.244.1.128/25".parse().unwrap(),
+    ];
+    assert_eq!(
+        free_subnet(&pool, 24, &taken),
+        Some("10.244.2.0/24".parse().unwrap())
+    );
+    let all: Vec<IpNet> = vec![pool];
+    assert_eq!(free_subnet(&pool, 24, &all), None);
+}
+
+#[test]
+fn watch_signals_changes_and_a_compacted_revision_means_relist() {
+    let etcd = Etcd::start();
+    let mut source = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+    assert!(source.nodes().unwrap().is_empty());
+    let listed = source.revision().unwrap();
+    let rx = source.watch().unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "watch: started"
+    );
+    // A change under the prefix is signalled; one outside it is not.
+    etcd.put("/elsewhere", "x");
+    etcd.put(
+        "/rcni/nodes/n1",
+        &serde_json::to_string(&node("n1", "192.168.1.1", "10.244.1.0/24")).unwrap(),
+    );
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    assert_eq!(source.nodes().unwrap().len(), 1);
+
+    // A watch from a revision etcd has compacted away: told to relist,
+    // then it watches on from now.
+    etcd.put(
+        "/rcni/nodes/n2",
+        &serde_json::to_string(&node("n2", "192.168.1.2", "10.244.2.0/24")).unwrap(),
+    );
+    let now = source.nodes().map(|_| source.revision().unwrap()).unwrap();
+    let out = etcd
+        .ctl(None)
+        .args(["compact", &now.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rx = source.watch_from(Some(listed + 1)).unwrap();
+    let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let reason = if first == "watch: started" {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    } else {
+        first
+    };
+    assert!(reason.contains(&format!("compacted at {now}")), "{reason}");
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "watch: started"
+    );
+    etcd.ctl(None)
+        .args(["del", "/rcni/nodes/n1"])
+        .output()
+        .unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert_eq!(source.nodes().unwrap().len(), 1);
 }

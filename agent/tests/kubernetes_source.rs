@@ -157,12 +157,25 @@ fn bearer_token_is_sent_and_reread_from_its_file() {
     let token = dir.join("token");
     fs::write(&token, "first-token\n").unwrap();
     let server = serve(|_| (200, list(vec![], None)));
-    let mut source = KubernetesSource::new(&server.url(), Auth::TokenFile(token.clone())).unwrap();
+    // Over plain http:// a token is refused before any request is made...
+    let mut refused = KubernetesSource::new(&server.url(), Auth::Token("secret".into())).unwrap();
+    let err = refused.nodes().unwrap_err().to_string();
+    assert!(
+        err.contains("refusing to send a bearer token over plain http://"),
+        "{err}"
+    );
+    assert!(server.requests().is_empty());
+    // ...unless explicitly allowed.
+    let mut source = KubernetesSource::new(&server.url(), Auth::TokenFile(token.clone()))
+        .unwrap()
+        .allow_http_token(true);
     source.nodes().unwrap();
     // The kubelet rotates the projected token.
     fs::write(&token, "second-token").unwrap();
     source.nodes().unwrap();
-    let mut fixed = KubernetesSource::new(&server.url(), Auth::Token("fixed".into())).unwrap();
+    let mut fixed = KubernetesSource::new(&server.url(), Auth::Token("fixed".into()))
+        .unwrap()
+        .allow_http_token(true);
     fixed.nodes().unwrap();
     let seen: Vec<String> = server
         .requests()
@@ -190,7 +203,9 @@ fn forbidden_names_the_rbac_needed() {
             .to_string(),
         )
     });
-    let mut source = KubernetesSource::new(&server.url(), Auth::Token("t".into())).unwrap();
+    let mut source = KubernetesSource::new(&server.url(), Auth::Token("t".into()))
+        .unwrap()
+        .allow_http_token(true);
     let err = source.nodes().unwrap_err().to_string();
     assert!(err.contains("403 Forbidden"), "{err}");
     assert!(err.contains("cannot list resource"), "{err}");
@@ -201,19 +216,29 @@ fn forbidden_names_the_rbac_needed() {
 #[test]
 fn unauthorized_says_which_credentials() {
     let server = serve(|_| (401, json!({"message": "Unauthorized"}).to_string()));
-    let mut source = KubernetesSource::new(&server.url(), Auth::Token("t".into())).unwrap();
+    let mut source = KubernetesSource::new(&server.url(), Auth::Token("t".into()))
+        .unwrap()
+        .allow_http_token(true);
     let err = source.nodes().unwrap_err().to_string();
     assert!(err.contains("401 Unauthorized"), "{err}");
     assert!(err.contains("a bearer token"), "{err}");
 }
 
 #[test]
-fn bad_json_and_bad_cidr_are_errors() {
+fn bad_json_is_an_error_and_a_bad_cidr_is_skipped() {
     let server = serve(|r| match r.query("limit").as_deref() {
         _ if r.header("authorization") == Some("Bearer cidr") => (
             200,
             list(
-                vec![node("n1", json!({"podCIDR": "10.244.1/24"}), json!([]))],
+                vec![
+                    node("n1", json!({"podCIDR": "10.244.1/24"}), json!([])),
+                    node(
+                        "n2",
+                        json!({"podCIDRs": ["10.244.2.0/24", "nonsense"]}),
+                        json!([{"type": "InternalIP", "address": "192.168.1.2"}]),
+                    ),
+                    node("", json!({"podCIDR": "10.244.3.0/24"}), json!([])),
+                ],
                 None,
             ),
         ),
@@ -222,9 +247,23 @@ fn bad_json_and_bad_cidr_are_errors() {
     let mut source = KubernetesSource::new(&server.url(), Auth::None).unwrap();
     let err = source.nodes().unwrap_err().to_string();
     assert!(err.contains("bad JSON in the node list"), "{err}");
-    let mut source = KubernetesSource::new(&server.url(), Auth::Token("cidr".into())).unwrap();
-    let err = source.nodes().unwrap_err().to_string();
-    assert!(err.contains("node n1: pod CIDR \"10.244.1/24\""), "{err}");
+    let mut source = KubernetesSource::new(&server.url(), Auth::Token("cidr".into()))
+        .unwrap()
+        .allow_http_token(true);
+    // One bad entry never loses the list: n1 stays without a CIDR, n2
+    // keeps its good one, the nameless node is skipped.
+    let nodes = source.nodes().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["n1", "n2"]);
+    assert!(nodes[0].pod_cidrs.is_empty());
+    assert_eq!(nodes[1].pod_cidrs, vec![net("10.244.2.0/24")]);
+    let skipped = source.skipped().join("\n");
+    assert!(
+        skipped.contains("node n1: pod CIDR \"10.244.1/24\""),
+        "{skipped}"
+    );
+    assert!(skipped.contains("\"nonsense\""), "{skipped}");
+    assert!(skipped.contains("no metadata.name"), "{skipped}");
 }
 
 #[test]
@@ -524,4 +563,154 @@ fn service_account_directory_over_tls() {
         .to_string();
     assert!(err.contains("ca.crt"), "{err}");
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The fake API server's cluster, with watch semantics: every change gets
+/// the next resourceVersion and an event; versions below `oldest` are
+/// compacted away (a watch from there gets 410 Gone).
+#[derive(Default)]
+struct Cluster {
+    rv: u64,
+    nodes: std::collections::BTreeMap<String, serde_json::Value>,
+    events: Vec<(u64, &'static str, serde_json::Value)>,
+    oldest: u64,
+}
+
+impl Cluster {
+    fn change(&mut self, kind: &'static str, name: &str, cidr: &str) {
+        self.rv += 1;
+        let mut n = node(
+            name,
+            json!({"podCIDR": cidr}),
+            json!([{"type": "InternalIP", "address": "192.168.1.1"}]),
+        );
+        n["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if kind == "DELETED" {
+            self.nodes.remove(name);
+        } else {
+            self.nodes.insert(name.to_string(), n.clone());
+        }
+        self.events.push((self.rv, kind, n));
+    }
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Cluster>>;
+
+/// GET /api/v1/nodes lists; with `watch=1` it streams the events after
+/// `resourceVersion` (waiting up to 1 s for one), one JSON per line, then
+/// a BOOKMARK with the current version, and ends the stream.
+fn api_server(cluster: Shared) -> common::FakeServer {
+    serve(move |r| {
+        let watch = r.query("watch").as_deref() == Some("1");
+        if !watch {
+            let c = cluster.lock().unwrap();
+            let items: Vec<_> = c.nodes.values().cloned().collect();
+            let body = json!({"kind": "NodeList", "metadata": {"resourceVersion": c.rv.to_string()},
+                              "items": items});
+            return (200, body.to_string());
+        }
+        let from: u64 = r.query("resourceVersion").unwrap().parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            {
+                let c = cluster.lock().unwrap();
+                if from < c.oldest {
+                    let gone = json!({"type": "ERROR", "object": {"kind": "Status", "code": 410,
+                                      "reason": "Expired", "message": "too old resource version"}});
+                    return (200, format!("{gone}\n"));
+                }
+                let new: Vec<String> = c
+                    .events
+                    .iter()
+                    .filter(|(rv, _, _)| *rv > from)
+                    .map(|(_, kind, obj)| json!({"type": kind, "object": obj}).to_string())
+                    .collect();
+                if !new.is_empty() || std::time::Instant::now() > deadline {
+                    let mut body = new.join("\n");
+                    if r.query("allowWatchBookmarks").as_deref() == Some("true") {
+                        let mark = json!({"type": "BOOKMARK", "object": {"kind": "Node",
+                                          "metadata": {"resourceVersion": c.rv.to_string()}}});
+                        body.push_str(&format!("\n{mark}\n"));
+                    }
+                    return (200, body);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+fn watch_versions(server: &common::FakeServer) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.query("watch").as_deref() == Some("1"))
+        .map(|r| r.query("resourceVersion").unwrap())
+        .collect()
+}
+
+#[test]
+fn list_then_watch_with_bookmarks_and_410_relist() {
+    let cluster: Shared = Default::default();
+    cluster
+        .lock()
+        .unwrap()
+        .change("ADDED", "n1", "10.244.1.0/24");
+    let server = api_server(cluster.clone());
+    let mut source = KubernetesSource::new(&server.url(), Auth::None).unwrap();
+    assert_eq!(source.nodes().unwrap().len(), 1);
+    let rx = source.watch().expect("the kubernetes source watches");
+
+    // A change arrives as an event: the agent lists again.
+    cluster
+        .lock()
+        .unwrap()
+        .change("ADDED", "n2", "10.244.2.0/24");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert_eq!(source.nodes().unwrap().len(), 2);
+    // The first watch started at the list's version.
+    assert_eq!(watch_versions(&server)[0], "1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // Quiet streams end with a bookmark; the next watch resumes from it.
+    while !watch_versions(&server)[1..].iter().any(|v| v == "2") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            watch_versions(&server)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster
+        .lock()
+        .unwrap()
+        .change("DELETED", "n1", "10.244.1.0/24");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert_eq!(source.nodes().unwrap().len(), 1);
+
+    // History compacted past the watch's version: 410, the agent relists,
+    // and the watch resumes from the new list's version.
+    {
+        let mut c = cluster.lock().unwrap();
+        c.rv += 10;
+        c.oldest = c.rv;
+    }
+    let reason = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(reason.contains("410 Gone"), "{reason}");
+    assert_eq!(source.nodes().unwrap().len(), 1);
+    let relisted = cluster.lock().unwrap().rv.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !watch_versions(&server).contains(&relisted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            watch_versions(&server)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster
+        .lock()
+        .unwrap()
+        .change("ADDED", "n3", "10.244.3.0/24");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+    assert_eq!(source.nodes().unwrap().len(), 2);
 }

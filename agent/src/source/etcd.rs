@@ -10,30 +10,38 @@
 //!                           "podCIDRs": ["10.244.1.0/24"]}
 //! ```
 //!
-//! The value is the JSON form of [`NodeInfo`], all three fields present;
-//! its `name` must be the key's last part. A node registers itself (or an
-//! operator registers it) with [`EtcdSource::put_node`], or by hand:
+//! The value is the JSON form of [`NodeInfo`]; its `name` must be the
+//! key's last part. A value that does not read is skipped (and noted in
+//! [`NodeSource::skipped`]), as are single bad addresses or CIDRs in it.
+//! An operator registers a node with [`EtcdSource::put_node`], or by hand:
 //!
 //! ```text
 //! etcdctl put /rcni/nodes/node-1 \
 //!   '{"name":"node-1","addresses":["192.168.1.10"],"podCIDRs":["10.244.1.0/24"]}'
 //! ```
 //!
-//! and is removed with [`EtcdSource::delete_node`] (`etcdctl del`). Keys
-//! carry no lease: a node that is gone stays until it is deleted.
+//! and is removed with [`EtcdSource::delete_node`] (`etcdctl del`); such a
+//! record has no lease and stays until deleted. With an [`Allocation`] the
+//! agent registers its own node instead ([`EtcdSource::register`]): a free
+//! subnet per pool, claimed in a transaction, the record on a lease kept
+//! alive by [`NodeSource::maintain`], gone when the agent stops renewing.
 //!
 //! # Protocol
 //!
 //! etcd v3's JSON gateway (etcd ≥ 3.4, served on the client port):
-//! `POST /v3/kv/range`, `/v3/kv/put` and `/v3/kv/deleterange`, keys and
-//! values in base64. Endpoints are tried in order; the one that answered
+//! `POST /v3/kv/range`, `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/kv/txn`,
+//! `/v3/lease/grant`, `/v3/lease/keepalive`, `/v3/lease/revoke` and the
+//! streaming `/v3/watch`, keys and values in base64. Endpoints are tried in order; the one that answered
 //! last is tried first next time. `https://` endpoints verify the server
 //! against a CA file ([`EtcdSource::with_ca_file`]) and may present a
 //! client certificate ([`EtcdSource::with_client_cert`]); etcd's
 //! user/password authentication is not supported.
 
+use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -41,15 +49,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::kubernetes::{
-    base_url, http_agent, pem_certificates, pem_private_key, read_file, transport_error,
-    TlsSettings, DEFAULT_TIMEOUT, MAX_BODY,
+    base_url, http_agent, pem_certificates, pem_private_key, read_file, streaming_agent,
+    transport_error, TlsSettings, DEFAULT_TIMEOUT, MAX_BODY,
 };
-use crate::model::{NodeInfo, NodeSource, SourceError};
+use crate::model::{node_from_json, NodeInfo, NodeSource, SourceError};
 
 /// Where nodes are kept unless configured otherwise.
 pub const DEFAULT_PREFIX: &str = "/rcni/nodes/";
 
-/// Keys asked for per range request.
+/// Keys asked for per range request, unless changed.
 const PAGE_SIZE: u64 = 1000;
 
 /// A range that needs more pages than this is taken for a server bug.
@@ -64,6 +72,22 @@ pub struct EtcdSource {
     agent: ureq::Agent,
     /// The endpoint tried first: the last one that answered.
     preferred: usize,
+    /// Keys the last listing skipped, and why.
+    skipped: Vec<String>,
+    page_size: u64,
+    alloc: Option<Allocation>,
+    registration: Option<Registration>,
+    /// The pod CIDRs this process registered last: asked for again first
+    /// when the lease was lost.
+    last_cidrs: Vec<IpNet>,
+    /// The node records and the revision of the last listing, and for each
+    /// record whether it has a lease.
+    last_revision: Option<i64>,
+    leased: Vec<(String, bool)>,
+    /// [`NodeSource::maintain`] does nothing before this (back-off after an
+    /// error, or the next check of a hand-written record).
+    maintain_after: Option<Instant>,
+    backoff: Duration,
 }
 
 /// The end of the range of keys starting with `prefix` (etcd's
@@ -102,6 +126,46 @@ struct KeyValue {
     key: String,
     #[serde(default)]
     value: String,
+    /// The lease the key is attached to (int64 as a string); absent or
+    /// "0" for a record without one (written by hand).
+    #[serde(default)]
+    lease: Option<serde_json::Value>,
+}
+
+/// An int64 of the gateway's JSON (a string, or a number).
+fn int64(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// How this node gets a pod CIDR in etcd mode (flannel's etcd subnet
+/// manager): a free `/mask` of each pool, claimed atomically, the record
+/// attached to a lease kept alive by the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub node_name: String,
+    /// The addresses registered for this node.
+    pub addresses: Vec<IpAddr>,
+    /// Per family: the cluster CIDR and the node CIDR mask size.
+    pub pools: Vec<(IpNet, u8)>,
+    /// Seconds.
+    pub lease_ttl: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Registration {
+    lease: i64,
+    next_keepalive: Instant,
+}
+
+/// The first `/mask` subnet of `pool` that overlaps none of `taken`.
+pub fn free_subnet(pool: &IpNet, mask: u8, taken: &[IpNet]) -> Option<IpNet> {
+    pool.subnets(mask)
+        .ok()?
+        .find(|s| !taken.iter().any(|t| t.contains(s) || s.contains(t)))
 }
 
 /// The `message` (or `error`) of a gateway error body.
@@ -155,6 +219,15 @@ impl EtcdSource {
             tls,
             timeout,
             preferred: 0,
+            skipped: Vec::new(),
+            page_size: PAGE_SIZE,
+            alloc: None,
+            registration: None,
+            last_cidrs: Vec::new(),
+            last_revision: None,
+            leased: Vec::new(),
+            maintain_after: None,
+            backoff: MIN_BACKOFF,
         })
     }
 
@@ -186,6 +259,171 @@ impl EtcdSource {
     pub fn with_timeout(mut self, timeout: Duration) -> EtcdSource {
         self.timeout = timeout;
         self.agent = http_agent(&self.tls, timeout);
+        self
+    }
+
+    /// Allocates this node's pod CIDRs (see [`Allocation`]) from now on.
+    pub fn with_allocation(mut self, alloc: Allocation) -> EtcdSource {
+        self.alloc = Some(alloc);
+        self
+    }
+
+    /// The lease of this node's record, once registered.
+    pub fn lease_id(&self) -> Option<i64> {
+        self.registration.as_ref().map(|r| r.lease)
+    }
+
+    /// Registers this node (see [`Allocation`]): keeps the pod CIDRs of its
+    /// record if it has one (a restarted agent gets its subnet back),
+    /// else takes a free subnet of each pool; puts the record attached to
+    /// a new lease, in a transaction that fails if any node record changed
+    /// since it was read (then it reads and tries again), so two agents
+    /// never get the same subnet. A record without a lease (written by
+    /// hand) is used as it is and not touched. The pod CIDRs.
+    pub fn register(&mut self) -> Result<Vec<IpNet>, SourceError> {
+        let Some(alloc) = self.alloc.clone() else {
+            return Err(self.error("no allocation configured"));
+        };
+        self.check_name(&alloc.node_name)?;
+        let key = self.key_for(&alloc.node_name);
+        for _ in 0..20 {
+            let nodes = self.nodes()?;
+            let Some(revision) = self.last_revision else {
+                return Err(self.error("the range answer carried no revision"));
+            };
+            let mine = nodes.iter().find(|n| n.name == alloc.node_name);
+            let leased = self.leased.iter().any(|(n, l)| n == &alloc.node_name && *l);
+            if let Some(m) = mine.filter(|m| !m.pod_cidrs.is_empty() && !leased) {
+                // Hand-written: nothing to allocate or keep alive.
+                self.registration = None;
+                return Ok(m.pod_cidrs.clone());
+            }
+            let cidrs = match mine.filter(|m| !m.pod_cidrs.is_empty()) {
+                Some(m) => m.pod_cidrs.clone(),
+                None => {
+                    let taken: Vec<IpNet> = nodes
+                        .iter()
+                        .filter(|n| n.name != alloc.node_name)
+                        .flat_map(|n| n.pod_cidrs.iter().copied())
+                        .collect();
+                    let mut cidrs = Vec::new();
+                    for (pool, mask) in &alloc.pools {
+                        let again = self.last_cidrs.iter().find(|c| {
+                            c.prefix_len() == *mask
+                                && pool.contains(*c)
+                                && !taken.iter().any(|t| t.contains(*c) || c.contains(t))
+                        });
+                        let got = again.copied().or_else(|| free_subnet(pool, *mask, &taken));
+                        match got {
+                            Some(c) => cidrs.push(c),
+                            None => {
+                                return Err(self.error(format!(
+                                    "no free /{mask} left in {pool} for node {}",
+                                    alloc.node_name
+                                )))
+                            }
+                        }
+                    }
+                    cidrs
+                }
+            };
+            let lease = self.grant(alloc.lease_ttl)?;
+            let record = NodeInfo {
+                name: alloc.node_name.clone(),
+                addresses: alloc.addresses.clone(),
+                pod_cidrs: cidrs.clone(),
+            };
+            let value = serde_json::to_vec(&record)
+                .map_err(|e| self.error(format!("node {}: {e}", record.name)))?;
+            let body = json!({
+                "compare": [{
+                    "key": B64.encode(&self.prefix),
+                    "range_end": B64.encode(prefix_range_end(self.prefix.as_bytes())),
+                    "target": "MOD",
+                    "result": "LESS",
+                    "mod_revision": (revision + 1).to_string(),
+                }],
+                "success": [{"request_put": {
+                    "key": B64.encode(&key),
+                    "value": B64.encode(value),
+                    "lease": lease.to_string(),
+                }}],
+            });
+            let answer = self.post("/v3/kv/txn", &body)?;
+            let answer: serde_json::Value = serde_json::from_slice(&answer)
+                .map_err(|e| self.error(format!("bad JSON in the txn answer: {e}")))?;
+            if answer["succeeded"] == true {
+                self.registration = Some(Registration {
+                    lease,
+                    next_keepalive: Instant::now() + keepalive_period(alloc.lease_ttl),
+                });
+                self.last_cidrs = cidrs.clone();
+                return Ok(cidrs);
+            }
+            // Another record changed in between: drop our lease, read again.
+            let _ = self.post("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
+        }
+        Err(self.error("lost the allocation race 20 times in a row"))
+    }
+
+    fn grant(&mut self, ttl: u64) -> Result<i64, SourceError> {
+        let answer = self.post("/v3/lease/grant", &json!({"TTL": ttl.to_string()}))?;
+        let v: serde_json::Value = serde_json::from_slice(&answer)
+            .map_err(|e| self.error(format!("bad JSON in the lease grant answer: {e}")))?;
+        v.get("ID")
+            .and_then(int64)
+            .filter(|id| *id != 0)
+            .ok_or_else(|| self.error(format!("the lease grant answer has no ID: {v}")))
+    }
+
+    /// Renews the lease when due; `Ok(false)` when etcd no longer knows it
+    /// (expired: the record is gone and must be registered again).
+    pub fn keep_alive(&mut self) -> Result<bool, SourceError> {
+        let Some(reg) = self.registration.clone() else {
+            return Ok(false);
+        };
+        if Instant::now() < reg.next_keepalive {
+            return Ok(true);
+        }
+        let answer = self.post("/v3/lease/keepalive", &json!({"ID": reg.lease.to_string()}))?;
+        let v: serde_json::Value = serde_json::from_slice(&answer)
+            .map_err(|e| self.error(format!("bad JSON in the keepalive answer: {e}")))?;
+        let ttl = v["result"].get("TTL").and_then(int64).unwrap_or(0);
+        if ttl <= 0 {
+            self.registration = None;
+            return Ok(false);
+        }
+        let period = keepalive_period(self.alloc.as_ref().map_or(30, |a| a.lease_ttl));
+        if let Some(r) = self.registration.as_mut() {
+            r.next_keepalive = Instant::now() + period;
+        }
+        Ok(true)
+    }
+
+    /// Starts the watch (see [`NodeSource::watch`]) from `revision`.
+    pub fn watch_from(
+        &mut self,
+        revision: Option<i64>,
+    ) -> Option<std::sync::mpsc::Receiver<String>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let agent = streaming_agent(&self.tls, self.timeout, WATCH_STREAM);
+        let endpoints = self.endpoints.clone();
+        let prefix = self.prefix.clone();
+        std::thread::Builder::new()
+            .name("etcd-watch".into())
+            .spawn(move || watch_loop(endpoints, prefix, agent, tx, revision))
+            .ok()?;
+        Some(rx)
+    }
+
+    /// The revision of the last listing.
+    pub fn revision(&self) -> Option<i64> {
+        self.last_revision
+    }
+
+    /// Changes how many keys are asked for per range request (at least 1).
+    pub fn with_page_size(mut self, page_size: u64) -> EtcdSource {
+        self.page_size = page_size.max(1);
         self
     }
 
@@ -279,7 +517,8 @@ impl EtcdSource {
     }
 
     /// One node from a key and its value (both base64).
-    fn node_from(&self, kv: &KeyValue) -> Result<NodeInfo, SourceError> {
+    /// A bad key or value is skipped (and noted), never the whole list.
+    fn node_from(&mut self, kv: &KeyValue) -> Result<NodeInfo, SourceError> {
         let key = B64
             .decode(&kv.key)
             .map_err(|e| self.error(format!("a key in the answer is not base64: {e}")))?;
@@ -287,11 +526,15 @@ impl EtcdSource {
         let value = B64
             .decode(&kv.value)
             .map_err(|e| self.error(format!("{key}: the value is not base64: {e}")))?;
-        let node: NodeInfo = serde_json::from_slice(&value).map_err(|e| {
-            self.error(format!(
-                "{key}: the value is not a node's JSON ({{\"name\", \"addresses\", \"podCIDRs\"}}): {e}"
-            ))
-        })?;
+        let (node, problems) = serde_json::from_slice::<serde_json::Value>(&value)
+            .map_err(|e| e.to_string())
+            .and_then(|v| node_from_json(&v))
+            .map_err(|e| {
+                self.error(format!(
+                    "{key}: the value is not a node's JSON ({{\"name\", \"addresses\", \"podCIDRs\"}}): {e}"
+                ))
+            })?;
+        self.skipped.extend(problems);
         let name = key.strip_prefix(&self.prefix).unwrap_or(&key);
         if node.name != name {
             return Err(self.error(format!(
@@ -303,9 +546,172 @@ impl EtcdSource {
     }
 }
 
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+impl EtcdSource {
+    fn maintain_now(&mut self) -> Result<Vec<String>, SourceError> {
+        let Some(alloc) = self.alloc.clone() else {
+            return Ok(Vec::new());
+        };
+        if self.registration.is_some() && self.keep_alive()? {
+            return Ok(Vec::new());
+        }
+        let lost = !self.last_cidrs.is_empty();
+        let cidrs = self.register()?;
+        let Some(lease) = self.lease_id() else {
+            // A hand-written record: nothing to keep alive; look again
+            // in a while (it may be deleted).
+            self.maintain_after = Some(Instant::now() + Duration::from_secs(5));
+            return Ok(Vec::new());
+        };
+        let nets: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+        self.maintain_after = None;
+        Ok(vec![format!(
+            "{} node {} with pod CIDRs {} (lease {lease:x}, ttl {} s)",
+            if lost {
+                "registered again"
+            } else {
+                "registered"
+            },
+            alloc.node_name,
+            nets.join(", "),
+            alloc.lease_ttl
+        )])
+    }
+}
+
+/// Renew a lease three times per TTL (at least every 500 ms).
+fn keepalive_period(ttl: u64) -> Duration {
+    Duration::from_millis((ttl * 1000 / 3).max(500))
+}
+
+/// How long one watch stream may last before it is opened again.
+const WATCH_STREAM: Duration = Duration::from_secs(300);
+
+/// The watch loop of [`NodeSource::watch`]: `POST /v3/watch` on the node
+/// prefix from the revision after the last one seen, one JSON message per
+/// line. Any event, a compaction (the revision is gone: the next list is a
+/// full relist anyway) or a reconnect is sent as a reason to list again.
+/// Ends when the receiver is gone.
+fn watch_loop(
+    endpoints: Vec<String>,
+    prefix: String,
+    agent: ureq::Agent,
+    tx: std::sync::mpsc::Sender<String>,
+    from: Option<i64>,
+) {
+    use std::io::BufRead;
+    let end = B64.encode(prefix_range_end(prefix.as_bytes()));
+    let mut next_revision: Option<i64> = from;
+    let mut backoff = MIN_BACKOFF;
+    let mut which = 0usize;
+    loop {
+        let url = format!("{}/v3/watch", endpoints[which % endpoints.len()]);
+        let mut create = json!({"key": B64.encode(&prefix), "range_end": end});
+        if let Some(r) = next_revision {
+            create["start_revision"] = json!(r.to_string());
+        }
+        let body = json!({"create_request": create}).to_string();
+        let response = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes());
+        let mut ok = false;
+        match response {
+            Ok(r) if r.status().as_u16() == 200 => {
+                let reader = std::io::BufReader::new(r.into_body().into_reader());
+                for line in reader.lines() {
+                    let Ok(line) = line else { break };
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                        continue;
+                    };
+                    let result = &v["result"];
+                    if let Some(rev) = result["header"].get("revision").and_then(int64) {
+                        next_revision = Some(rev + 1);
+                    }
+                    let compacted = result.get("compact_revision").and_then(int64).unwrap_or(0);
+                    let reason = if compacted > 0 {
+                        // Too old a revision: start from now after a relist.
+                        next_revision = None;
+                        Some(format!(
+                            "watch: revision compacted at {compacted}; relisting"
+                        ))
+                    } else if result["created"] == true {
+                        ok = true;
+                        backoff = MIN_BACKOFF;
+                        Some("watch: started".to_string())
+                    } else if result["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                        Some(String::new())
+                    } else if result["canceled"] == true {
+                        Some("watch: canceled by the server".to_string())
+                    } else {
+                        None
+                    };
+                    if let Some(r) = reason {
+                        if tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                    if compacted > 0 || result["canceled"] == true {
+                        break;
+                    }
+                }
+            }
+            Ok(r) => {
+                if tx
+                    .send(format!("watch: {url}: HTTP {}", r.status().as_u16()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                if tx.send(format!("watch: {url}: {e}")).is_err() {
+                    return;
+                }
+            }
+        }
+        if !ok {
+            which += 1;
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
 impl NodeSource for EtcdSource {
     fn describe(&self) -> String {
         format!("etcd {} {}", self.endpoints.join(","), self.prefix)
+    }
+
+    /// Watches from the revision after the last listing (from now if
+    /// there was none).
+    fn watch(&mut self) -> Option<std::sync::mpsc::Receiver<String>> {
+        let from = self.last_revision.map(|r| r + 1);
+        self.watch_from(from)
+    }
+
+    fn maintain(&mut self) -> Result<Vec<String>, SourceError> {
+        if self.alloc.is_none() || self.maintain_after.is_some_and(|t| Instant::now() < t) {
+            return Ok(Vec::new());
+        }
+        match self.maintain_now() {
+            Ok(lines) => {
+                self.backoff = MIN_BACKOFF;
+                Ok(lines)
+            }
+            Err(e) => {
+                // etcd unreachable: try again later, ever more slowly.
+                self.maintain_after = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                Err(e)
+            }
+        }
+    }
+
+    fn skipped(&self) -> Vec<String> {
+        self.skipped.clone()
     }
 
     fn nodes(&mut self) -> Result<Vec<NodeInfo>, SourceError> {
@@ -313,11 +719,12 @@ impl NodeSource for EtcdSource {
         let mut start = self.prefix.as_bytes().to_vec();
         let mut revision: Option<serde_json::Value> = None;
         let mut nodes = Vec::new();
+        self.leased.clear();
         for _ in 0..MAX_PAGES {
             let mut request = json!({
                 "key": B64.encode(&start),
                 "range_end": end,
-                "limit": PAGE_SIZE,
+                "limit": self.page_size,
             });
             // Later pages read the revision of the first: one snapshot.
             if let Some(rev) = &revision {
@@ -327,10 +734,19 @@ impl NodeSource for EtcdSource {
             let answer: RangeResponse = serde_json::from_slice(&body)
                 .map_err(|e| self.error(format!("bad JSON in the range answer: {e}")))?;
             if revision.is_none() {
+                self.skipped.clear();
                 revision = answer.header.and_then(|h| h.revision);
+                self.last_revision = revision.as_ref().and_then(int64);
             }
             for kv in &answer.kvs {
-                nodes.push(self.node_from(kv)?);
+                match self.node_from(kv) {
+                    Ok(n) => {
+                        let leased = kv.lease.as_ref().and_then(int64).unwrap_or(0) != 0;
+                        self.leased.push((n.name.clone(), leased));
+                        nodes.push(n)
+                    }
+                    Err(e) => self.skipped.push(format!("{}; skipped", e.message)),
+                }
             }
             let last = match answer.kvs.last() {
                 Some(kv) if answer.more => kv,

@@ -5,15 +5,19 @@
 
 use std::path::PathBuf;
 
-use crate::model::{NodeInfo, NodeSource, SourceError};
+use crate::model::{node_from_json, NodeInfo, NodeSource, SourceError};
 
 pub struct FileSource {
     path: PathBuf,
+    skipped: Vec<String>,
 }
 
 impl FileSource {
     pub fn new(path: impl Into<PathBuf>) -> FileSource {
-        FileSource { path: path.into() }
+        FileSource {
+            path: path.into(),
+            skipped: Vec::new(),
+        }
     }
 }
 
@@ -25,17 +29,29 @@ impl NodeSource for FileSource {
     fn nodes(&mut self) -> Result<Vec<NodeInfo>, SourceError> {
         let err = |m: String| SourceError::new(self.describe(), m);
         let body = std::fs::read(&self.path).map_err(|e| err(format!("read: {e}")))?;
-        let nodes: Vec<NodeInfo> =
+        let list: Vec<serde_json::Value> =
             serde_json::from_slice(&body).map_err(|e| err(format!("parse: {e}")))?;
-        for (i, n) in nodes.iter().enumerate() {
-            if n.name.is_empty() {
-                return Err(err(format!("node #{i} has an empty name")));
-            }
-            if nodes[..i].iter().any(|m| m.name == n.name) {
-                return Err(err(format!("node {:?} is listed twice", n.name)));
+        let mut nodes: Vec<NodeInfo> = Vec::new();
+        self.skipped.clear();
+        for (i, v) in list.iter().enumerate() {
+            match node_from_json(v) {
+                Ok((n, problems)) => {
+                    self.skipped.extend(problems);
+                    if nodes.iter().any(|m| m.name == n.name) {
+                        self.skipped
+                            .push(format!("node {:?} is listed twice; the first kept", n.name));
+                    } else {
+                        nodes.push(n);
+                    }
+                }
+                Err(e) => self.skipped.push(format!("entry #{i}: {e}; skipped")),
             }
         }
         Ok(nodes)
+    }
+
+    fn skipped(&self) -> Vec<String> {
+        self.skipped.clone()
     }
 }
 
@@ -57,7 +73,12 @@ mod tests {
         assert_eq!(n.len(), 2);
         assert_eq!(n[0].pod_cidrs[0].to_string(), "10.244.0.0/24");
         std::fs::write(&p, r#"[{"name":"a","addresses":[],"podCIDRs":[]},{"name":"a","addresses":[],"podCIDRs":[]}]"#).unwrap();
-        assert!(s.nodes().unwrap_err().to_string().contains("twice"));
+        assert_eq!(s.nodes().unwrap().len(), 1);
+        assert!(s.skipped()[0].contains("twice"), "{:?}", s.skipped());
+        std::fs::write(&p, r#"[{"addresses":[]},{"name":"b","podCIDRs":["x"]}]"#).unwrap();
+        let n = s.nodes().unwrap();
+        assert_eq!((n.len(), n[0].name.as_str()), (1, "b"));
+        assert_eq!(s.skipped().len(), 2, "{:?}", s.skipped());
         std::fs::write(&p, "{").unwrap();
         let e = s.nodes().unwrap_err().to_string();
         assert!(e.starts_with("file "), "{e}");

@@ -35,7 +35,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -99,6 +99,34 @@ pub(crate) fn http_agent(tls: &TlsSettings, timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .tls_config(tls_config.build())
         .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_redirects(0)
+        .user_agent(concat!("rcni-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// An agent for long-lived streaming requests (watches): connecting must
+/// succeed within `connect`, a stream lasts at most `longest`.
+pub(crate) fn streaming_agent(
+    tls: &TlsSettings,
+    connect: Duration,
+    longest: Duration,
+) -> ureq::Agent {
+    let mut tls_config = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .disable_verification(tls.insecure);
+    if let Some(roots) = &tls.roots {
+        tls_config = tls_config.root_certs(RootCerts::Specific(Arc::new(roots.clone())));
+    }
+    if let Some(client) = &tls.client {
+        tls_config = tls_config.client_cert(Some(client.clone()));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls_config.build())
+        .timeout_global(Some(longest))
+        .timeout_connect(Some(connect))
         .http_status_as_error(false)
         .proxy(None)
         .max_redirects(0)
@@ -198,6 +226,12 @@ pub struct KubernetesSource {
     timeout: Duration,
     page_size: u32,
     agent: ureq::Agent,
+    /// Send a bearer token over plain `http://` (never by default).
+    insecure_http_token: bool,
+    /// Entries the last listing skipped, and why.
+    skipped: Vec<String>,
+    /// The resourceVersion of the last complete list, for the watch.
+    listed_version: Arc<Mutex<Option<String>>>,
 }
 
 impl KubernetesSource {
@@ -279,6 +313,9 @@ impl KubernetesSource {
             tls,
             timeout,
             page_size: DEFAULT_PAGE_SIZE,
+            insecure_http_token: false,
+            skipped: Vec::new(),
+            listed_version: Arc::default(),
         })
     }
 
@@ -292,6 +329,14 @@ impl KubernetesSource {
     /// Changes how many nodes are asked for per page (at least 1).
     pub fn with_page_size(mut self, page_size: u32) -> KubernetesSource {
         self.page_size = page_size.max(1);
+        self
+    }
+
+    /// Allows sending the bearer token over plain `http://`, where anyone
+    /// on the path can read it (`--insecure-allow-http-token`). Without
+    /// it, a token with an `http://` server is refused before any request.
+    pub fn allow_http_token(mut self, allow: bool) -> KubernetesSource {
+        self.insecure_http_token = allow;
         self
     }
 
@@ -325,6 +370,13 @@ impl KubernetesSource {
     fn get(&self, path: &str) -> Result<(u16, Vec<u8>), SourceError> {
         let url = format!("{}{path}", self.base_url);
         let mut request = self.agent.get(&url).header("Accept", "application/json");
+        let has_token = !matches!(self.auth, Auth::None);
+        if has_token && self.base_url.starts_with("http://") && !self.insecure_http_token {
+            return Err(self.error(format!(
+                "GET {path}: refusing to send a bearer token over plain http:// \
+                 (use https://, or --insecure-allow-http-token)"
+            )));
+        }
         if let Some(token) = self.bearer_token()? {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
@@ -385,8 +437,30 @@ impl NodeSource for KubernetesSource {
         format!("kubernetes {}", self.base_url)
     }
 
+    fn skipped(&self) -> Vec<String> {
+        self.skipped.clone()
+    }
+
+    fn watch(&mut self) -> Option<std::sync::mpsc::Receiver<String>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = Watcher {
+            base_url: self.base_url.clone(),
+            auth: self.auth.clone(),
+            insecure_http_token: self.insecure_http_token,
+            agent: streaming_agent(&self.tls, self.timeout, WATCH_STREAM + self.timeout),
+            listed_version: self.listed_version.clone(),
+            tx,
+        };
+        std::thread::Builder::new()
+            .name("kubernetes-watch".into())
+            .spawn(move || w.run())
+            .ok()?;
+        Some(rx)
+    }
+
     fn nodes(&mut self) -> Result<Vec<NodeInfo>, SourceError> {
         let mut nodes = Vec::new();
+        self.skipped.clear();
         let mut continue_token: Option<String> = None;
         let mut restarted = false;
         for _ in 0..MAX_PAGES {
@@ -401,6 +475,7 @@ impl NodeSource for KubernetesSource {
                 // the server keeps the snapshot): start again, once.
                 restarted = true;
                 nodes.clear();
+                self.skipped.clear();
                 continue_token = None;
                 continue;
             }
@@ -410,14 +485,163 @@ impl NodeSource for KubernetesSource {
             let list: NodeList = serde_json::from_slice(&body)
                 .map_err(|e| self.error(format!("GET {path}: bad JSON in the node list: {e}")))?;
             for node in list.items {
-                nodes.push(node_info(node).map_err(|m| self.error(m))?);
+                match node_info(node, &mut self.skipped) {
+                    Ok(n) => nodes.push(n),
+                    Err(m) => self.skipped.push(format!("{m}; skipped")),
+                }
             }
             match list.metadata.continue_token {
                 Some(token) if !token.is_empty() => continue_token = Some(token),
-                _ => return Ok(nodes),
+                _ => {
+                    // The first page's version is the list's; later pages
+                    // carry the same.
+                    if let Ok(mut v) = self.listed_version.lock() {
+                        *v = list.metadata.resource_version.filter(|v| !v.is_empty());
+                    }
+                    return Ok(nodes);
+                }
             }
         }
         Err(self.error(format!("the node list did not end after {MAX_PAGES} pages")))
+    }
+}
+
+/// How long the API server keeps one watch open (`timeoutSeconds`).
+const WATCH_STREAM: Duration = Duration::from_secs(300);
+const WATCH_MIN_BACKOFF: Duration = Duration::from_millis(500);
+const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The node watch: `GET /api/v1/nodes?watch=1&resourceVersion=RV&
+/// allowWatchBookmarks=true`, from the version of the last list, then of
+/// the last event or bookmark. Every ADDED, MODIFIED or DELETED is sent as
+/// a reason to list again; a 410 Gone (the version is too old) drops the
+/// version and waits for the relist it asks for. Ends when the receiver or
+/// the source is gone.
+struct Watcher {
+    base_url: String,
+    auth: Auth,
+    insecure_http_token: bool,
+    agent: ureq::Agent,
+    listed_version: Arc<Mutex<Option<String>>>,
+    tx: std::sync::mpsc::Sender<String>,
+}
+
+impl Watcher {
+    fn token(&self) -> Option<String> {
+        match &self.auth {
+            Auth::None => None,
+            Auth::Token(t) => Some(t.clone()),
+            Auth::TokenFile(p) => fs::read_to_string(p)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        }
+    }
+
+    fn listed(&self) -> Option<String> {
+        self.listed_version.lock().ok().and_then(|v| v.clone())
+    }
+
+    fn run(self) {
+        use std::io::BufRead;
+        let mut version: Option<String> = None;
+        let mut backoff = WATCH_MIN_BACKOFF;
+        loop {
+            if Arc::strong_count(&self.listed_version) == 1 {
+                // The source is gone.
+                return;
+            }
+            let rv = match version.clone().or_else(|| self.listed()) {
+                Some(rv) => rv,
+                None => {
+                    // No list yet (or a relist is due): wait for one.
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let path = format!(
+                "/api/v1/nodes?watch=1&allowWatchBookmarks=true&timeoutSeconds={}&resourceVersion={}",
+                WATCH_STREAM.as_secs(),
+                query_escape(&rv)
+            );
+            let url = format!("{}{path}", self.base_url);
+            let mut request = self.agent.get(&url).header("Accept", "application/json");
+            let token = self.token();
+            if token.is_some() && self.base_url.starts_with("http://") && !self.insecure_http_token
+            {
+                // The list reports this; the watch just does not run.
+                return;
+            }
+            if let Some(t) = token {
+                request = request.header("Authorization", format!("Bearer {t}"));
+            }
+            let mut gone = false;
+            let mut streamed = false;
+            match request.call() {
+                Ok(r) if r.status().as_u16() == 200 => {
+                    let reader = std::io::BufReader::new(r.into_body().into_reader());
+                    for line in reader.lines() {
+                        let Ok(line) = line else { break };
+                        let Ok(ev) = serde_json::from_str::<serde_json::Value>(&line) else {
+                            continue;
+                        };
+                        streamed = true;
+                        let kind = ev["type"].as_str().unwrap_or("");
+                        let object_rv = ev["object"]["metadata"]["resourceVersion"]
+                            .as_str()
+                            .filter(|v| !v.is_empty())
+                            .map(String::from);
+                        match kind {
+                            "ADDED" | "MODIFIED" | "DELETED" => {
+                                version = object_rv.or(version);
+                                if self.tx.send(String::new()).is_err() {
+                                    return;
+                                }
+                            }
+                            "BOOKMARK" => version = object_rv.or(version),
+                            "ERROR" => {
+                                gone = ev["object"]["code"] == 410;
+                                if !gone {
+                                    let msg = ev["object"]["message"].as_str().unwrap_or("");
+                                    let _ = self.tx.send(format!("watch: error event: {msg}"));
+                                }
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(r) if r.status().as_u16() == 410 => gone = true,
+                Ok(r) => {
+                    let _ = self.tx.send(format!("watch: HTTP {}", r.status().as_u16()));
+                }
+                Err(e) => {
+                    let _ = self.tx.send(format!("watch: {e}"));
+                }
+            }
+            if gone {
+                // Too old a version: relist, then watch from the new one.
+                version = None;
+                if let Ok(mut v) = self.listed_version.lock() {
+                    *v = None;
+                }
+                if self
+                    .tx
+                    .send("watch: 410 Gone; relisting".to_string())
+                    .is_err()
+                {
+                    return;
+                }
+                backoff = WATCH_MIN_BACKOFF;
+                continue;
+            }
+            if streamed {
+                backoff = WATCH_MIN_BACKOFF;
+            } else {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(WATCH_MAX_BACKOFF);
+            }
+        }
     }
 }
 
@@ -433,6 +657,8 @@ struct NodeList {
 struct ListMeta {
     #[serde(rename = "continue", default)]
     continue_token: Option<String>,
+    #[serde(rename = "resourceVersion", default)]
+    resource_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -473,8 +699,9 @@ struct NodeAddress {
     address: String,
 }
 
-/// A Kubernetes Node as the agent sees it.
-fn node_info(node: Node) -> Result<NodeInfo, String> {
+/// A Kubernetes Node as the agent sees it; a pod CIDR that does not
+/// parse is left out and noted in `skipped`.
+fn node_info(node: Node, skipped: &mut Vec<String>) -> Result<NodeInfo, String> {
     let name = node.metadata.name;
     if name.is_empty() {
         return Err("a node in the list has no metadata.name".to_string());
@@ -485,9 +712,13 @@ fn node_info(node: Node) -> Result<NodeInfo, String> {
     };
     let mut pod_cidrs = Vec::new();
     for cidr in cidrs.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
-        let net: IpNet = cidr
-            .parse()
-            .map_err(|e| format!("node {name}: pod CIDR {cidr:?}: {e}"))?;
+        let net: IpNet = match cidr.parse() {
+            Ok(n) => n,
+            Err(e) => {
+                skipped.push(format!("node {name}: pod CIDR {cidr:?}: {e}; skipped"));
+                continue;
+            }
+        };
         if !pod_cidrs.contains(&net.trunc()) {
             pod_cidrs.push(net.trunc());
         }
