@@ -2,6 +2,8 @@
 //! result/error parsing, timeouts, and the in-process shortcut used when the
 //! plugin found is this very executable.
 
+#![warn(missing_docs)]
+
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{validate, Error, ErrorCode};

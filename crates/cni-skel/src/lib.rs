@@ -4,6 +4,8 @@
 //! Only the result or the error object ever reaches stdout; diagnostics go
 //! to stderr (see [`log`]).
 
+#![warn(missing_docs)]
+
 pub mod log;
 
 use cni_spec::error::CniResult;

@@ -2,6 +2,8 @@
 //! version with conversions between them, the error object, and the pure
 //! validation rules runtimes and plugins share. No OS code lives here.
 
+#![warn(missing_docs)]
+
 pub mod args;
 pub mod conf;
 pub mod error;

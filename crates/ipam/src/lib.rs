@@ -3,6 +3,8 @@
 //! plugin, plus the configuration of the host-local and static plugins.
 //! No CNI environment handling lives here.
 
+#![warn(missing_docs)]
+
 pub mod allocator;
 pub mod config;
 pub mod error;

@@ -25,6 +25,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod addr;
 pub mod alias;
 pub mod error;

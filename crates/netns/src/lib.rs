@@ -6,6 +6,8 @@
 //! netlink should open its socket inside the namespace instead (see the
 //! `netlink` crate) and never switch at all.
 
+#![warn(missing_docs)]
+
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
