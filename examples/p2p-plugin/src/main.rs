@@ -8,9 +8,9 @@
 
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode, Interface, Result};
+use cni_spec::{Error, ErrorCode, Interface, IpConfig, Result};
 use netlink::addr::RT_SCOPE_LINK;
-use netlink::{AddressOptions, Family, Route, Socket};
+use netlink::{AddressOptions, Family, Link, Route, Socket};
 use netns::NetNs;
 use std::net::IpAddr;
 
@@ -61,89 +61,53 @@ fn full(ip: IpAddr) -> u8 {
     }
 }
 
-/// Creates the pair and configures both ends from the IPAM result.
-fn plumb(args: &CmdArgs, pod: &NetNs, mtu: Option<u32>, result: &mut Result) -> CniResult<()> {
-    let (node, inner) = (
-        Socket::route().map_err(nl)?,
-        Socket::route_in(pod).map_err(nl)?,
-    );
+fn mac(m: &[u8]) -> String {
+    let hex: Vec<String> = m.iter().map(|b| format!("{b:02x}")).collect();
+    hex.join(":")
+}
+
+/// Creates the pair and configures both ends from the IPAM result (whose
+/// addresses all have a gateway); returns the node end and the pod end.
+fn plumb(
+    args: &CmdArgs,
+    pod: &NetNs,
+    mtu: Option<u32>,
+    res: &Result,
+) -> netlink::Result<[Link; 2]> {
+    let (node, inner) = (Socket::route()?, Socket::route_in(pod)?);
     let host = host_name(args);
-    node.create_veth(&host, &args.ifname, Some(pod.fd()), mtu, None, None)
-        .map_err(nl)?;
-    let missing = || Error::internal("veth end vanished during setup");
-    let h = node.link_by_name(&host).map_err(nl)?.ok_or_else(missing)?;
-    let c = inner
-        .link_by_name(&args.ifname)
-        .map_err(nl)?
-        .ok_or_else(missing)?;
-    let no_dad = AddressOptions {
-        nodad: true,
-        ..Default::default()
+    node.create_veth(&host, &args.ifname, Some(pod.fd()), mtu, None, None)?;
+    let (Some(h), Some(c)) = (node.link_by_name(&host)?, inner.link_by_name(&args.ifname)?) else {
+        return Err(netlink::Error::Malformed {
+            op: "create veth".into(),
+            detail: "an end is missing".into(),
+        });
     };
-    let pod_opts = AddressOptions {
-        noprefixroute: true,
-        ..no_dad
-    };
-    node.set_link_up(h.index).map_err(nl)?;
-    inner.set_link_up(c.index).map_err(nl)?;
-    for ip in &mut result.ips {
-        let gw = ip
-            .gateway
-            .ok_or_else(|| Error::invalid_config("p2p needs a gateway from IPAM"))?;
-        let pod_ip = ip.address.addr();
-        ip.interface = Some(1);
-        inner
-            .add_address_with(c.index, pod_ip, ip.address.prefix_len(), &pod_opts)
-            .map_err(nl)?;
-        let on_link = Route::to(gw, full(gw))
-            .dev(c.index)
-            .scope(RT_SCOPE_LINK)
-            .src(pod_ip);
-        inner.add_route(&on_link).map_err(nl)?;
+    let no_dad = AddressOptions { nodad: true, ..Default::default() };
+    let pod_opts = AddressOptions { noprefixroute: true, ..no_dad };
+    node.set_link_up(h.index)?;
+    inner.set_link_up(c.index)?;
+    for ip in &res.ips {
+        let (pod_ip, gw) = (ip.address.addr(), ip.gateway.unwrap_or(ip.address.addr()));
+        // Pod: its address without the subnet route, the gateway on-link.
+        inner.add_address_with(c.index, pod_ip, ip.address.prefix_len(), &pod_opts)?;
+        inner.add_route(&Route::to(gw, full(gw)).dev(c.index).scope(RT_SCOPE_LINK).src(pod_ip))?;
+        // Node: the gateway address on its end, the pod's address routed there.
         match node.add_address_with(h.index, gw, full(gw), &no_dad) {
-            Err(e) if !e.is_exists() => return Err(nl(e)),
+            Err(e) if !e.is_exists() => return Err(e),
             _ => {}
         }
-        let back = Route::to(pod_ip, full(pod_ip))
-            .dev(h.index)
-            .scope(RT_SCOPE_LINK);
-        node.add_route(&back).map_err(nl)?;
+        node.add_route(&Route::to(pod_ip, full(pod_ip)).dev(h.index).scope(RT_SCOPE_LINK))?;
     }
-    for r in &result.routes {
-        let v4 = r.dst.addr().is_ipv4();
-        let gw = r.gw.or_else(|| {
-            result
-                .ips
-                .iter()
-                .find(|i| i.address.addr().is_ipv4() == v4)?
-                .gateway
-        });
+    for r in &res.routes {
+        let same_family = |i: &&IpConfig| i.address.addr().is_ipv4() == r.dst.addr().is_ipv4();
         let mut route = Route::to(r.dst.addr(), r.dst.prefix_len()).dev(c.index);
-        if let Some(gw) = gw {
+        if let Some(gw) = r.gw.or_else(|| res.ips.iter().find(same_family)?.gateway) {
             route = route.via(gw);
         }
-        inner.add_route(&route).map_err(nl)?;
+        inner.add_route(&route)?;
     }
-    let mac = |m: &[u8]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-    result.interfaces = vec![
-        Interface {
-            name: host,
-            mac: mac(&h.mac),
-            ..Default::default()
-        },
-        Interface {
-            name: c.name,
-            mac: mac(&c.mac),
-            sandbox: args.netns.clone(),
-            ..Default::default()
-        },
-    ];
-    Ok(())
+    Ok([h, c])
 }
 
 impl Plugin for P2p {
@@ -157,53 +121,54 @@ impl Plugin for P2p {
         let pod = open_pod(args)?;
         let mut result = cni_invoke::ipam_add(ipam, args)?;
         result.cni_version = args.version().to_string();
-        if let Err(e) = plumb(args, &pod, conf.mtu, &mut result) {
-            // Leave nothing behind: the pair (both ends) and the addresses.
-            if let Ok(node) = Socket::route() {
-                let _ = node.delete_link_by_name(&host_name(args));
+        let plumbed = if result.ips.iter().any(|ip| ip.gateway.is_none()) {
+            Err(Error::invalid_config("p2p needs a gateway for every address from IPAM"))
+        } else {
+            plumb(args, &pod, conf.mtu, &result).map_err(nl)
+        };
+        let [h, c] = match plumbed {
+            Ok(links) => links,
+            Err(e) => {
+                // Leave nothing behind: the pair (both ends) and the addresses.
+                if let Ok(node) = Socket::route() {
+                    let _ = node.delete_link_by_name(&host_name(args));
+                }
+                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+                return Err(e);
             }
-            let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
-            return Err(e);
-        }
+        };
+        let sandbox = args.netns.clone();
+        result.interfaces = vec![
+            Interface { name: h.name, mac: mac(&h.mac), ..Default::default() },
+            Interface { name: c.name, mac: mac(&c.mac), sandbox, ..Default::default() },
+        ];
+        result.ips.iter_mut().for_each(|ip| ip.interface = Some(1));
         Ok(result)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let ipam = ipam_type(args)?;
         // Deleting either end removes the pair; the pod may already be gone.
-        Socket::route()
-            .map_err(nl)?
-            .delete_link_by_name(&host_name(args))
-            .map_err(nl)?;
+        Socket::route().map_err(nl)?.delete_link_by_name(&host_name(args)).map_err(nl)?;
         cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         cni_invoke::delegate(ipam_type(args)?, Command::Check, args, &args.stdin)?;
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
+        let prev = args.conf.prev_result()?;
+        let prev = prev.ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
         let inner = Socket::route_in(&open_pod(args)?).map_err(nl)?;
+        let missing = |what: &str| Error::internal(format!("{what} is missing"));
         let c = inner.link_by_name(&args.ifname).map_err(nl)?;
-        let c =
-            c.ok_or_else(|| Error::internal(format!("no interface {} in the pod", args.ifname)))?;
-        let have = inner.addresses(Some(c.index), Family::All).map_err(nl)?;
-        for ip in &prev.ips {
-            if !have.iter().any(|a| a.addr == ip.address.addr()) {
-                return Err(Error::internal(format!(
-                    "address {} missing on {}",
-                    ip.address, c.name
-                )));
-            }
+        let c = c.ok_or_else(|| missing(&args.ifname))?;
+        let h = Socket::route().map_err(nl)?.link_by_name(&host_name(args));
+        if h.map_err(nl)?.is_none_or(|h| c.link != Some(h.index)) {
+            return Err(missing("the node end of the veth pair"));
         }
-        match Socket::route()
-            .map_err(nl)?
-            .link_by_name(&host_name(args))
-            .map_err(nl)?
-        {
-            Some(h) if c.link == Some(h.index) => Ok(()),
-            _ => Err(Error::internal("the node end of the veth pair is missing")),
+        let have = inner.addresses(Some(c.index), Family::All).map_err(nl)?;
+        match prev.ips.iter().find(|ip| !have.iter().any(|a| a.addr == ip.address.addr())) {
+            Some(ip) => Err(missing(&format!("address {} on {}", ip.address, c.name))),
+            None => Ok(()),
         }
     }
 

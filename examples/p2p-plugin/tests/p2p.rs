@@ -82,10 +82,7 @@ fn add_traffic_check_del_every_version() {
         } else {
             assert_eq!(res["interfaces"].as_array().map(Vec::len), Some(2), "{res}");
             assert_eq!(res["interfaces"][1]["name"], "eth0");
-            assert_eq!(
-                res["interfaces"][1]["sandbox"],
-                pod.path().display().to_string()
-            );
+            assert_eq!(res["interfaces"][1]["sandbox"], pod.path().display().to_string());
             assert_eq!(res["ips"][0]["interface"], 1);
             &res["ips"][0]["address"]
         };
@@ -116,11 +113,7 @@ fn add_traffic_check_del_every_version() {
             env.call("CHECK", "ctr-a", &pod.path(), &with_prev).ok();
             // CHECK notices a missing interface.
             pod.exec(&["ip", "link", "set", "eth0", "name", "eth9"]);
-            assert_eq!(
-                env.call("CHECK", "ctr-a", &pod.path(), &with_prev)
-                    .err_code(),
-                999
-            );
+            assert_eq!(env.call("CHECK", "ctr-a", &pod.path(), &with_prev).err_code(), 999);
             pod.exec(&["ip", "link", "set", "eth9", "name", "eth0"]);
         }
         if cni_spec::version::at_least(v, "1.1.0") {
@@ -165,19 +158,14 @@ fn bad_input_leaves_nothing() {
         conf.as_object_mut().map(|o| o.remove("ipam"));
         conf.clone()
     };
-    assert_eq!(
-        env.call("ADD", "ctr-e", &pod.path(), &no_ipam).err_code(),
-        7
-    );
+    assert_eq!(env.call("ADD", "ctr-e", &pod.path(), &no_ipam).err_code(), 7);
     // A pod namespace that does not exist: code 3, no address taken.
     let conf = env.conf("1.0.0", "10.63.0.0/24");
     let gone = Path::new("/run/netns/p2p-no-such-namespace");
     assert_eq!(env.call("ADD", "ctr-e", gone, &conf).err_code(), 3);
     // The pod already has an `eth0`: setup fails after IPAM, and both the
     // pair and the address are undone.
-    pod.exec(&[
-        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "x0",
-    ]);
+    pod.exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "x0"]);
     assert_ne!(env.call("ADD", "ctr-e", &pod.path(), &conf).code, 0);
     assert!(env.allocated().is_empty());
     assert!(env.node_veths().is_empty());
