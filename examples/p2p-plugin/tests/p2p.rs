@@ -130,6 +130,8 @@ fn add_traffic_check_del_every_version() {
         assert!(env.node_veths().is_empty());
         assert!(!pod.link_names().iter().any(|n| n == "eth0"));
         assert!(env.allocated().is_empty());
+        let left = env.node.ip_json(&["route", "show", "table", "all"]).to_string();
+        assert!(!left.contains(&pod_ip) && !left.contains("10.61.0.1"), "{left}");
     });
 }
 
