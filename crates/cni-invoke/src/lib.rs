@@ -1,6 +1,47 @@
 //! Finding and running plugins: `CNI_PATH` lookup, exec with env + stdin,
 //! result/error parsing, timeouts, and the in-process shortcut used when the
 //! plugin found is this very executable.
+//!
+//! A main plugin usually needs only [`ipam_add`] (ADD through its IPAM
+//! plugin, with its own stdin and `CNI_*` values) and [`delegate`] (DEL,
+//! CHECK, GC and STATUS the same way). Both look the plugin up on
+//! `CNI_PATH`, exec it with a clean environment, and turn its error object
+//! into an error of the caller, code and message preserved.
+//!
+//! # Example
+//!
+//! Running a plugin found on a search path (here a shell script standing in
+//! for an IPAM plugin):
+//!
+//! ```
+//! use cni_invoke::{find_in_path, run_plugin, Invocation};
+//! use cni_skel::Command;
+//! use std::os::unix::fs::PermissionsExt;
+//!
+//! let dir = std::env::temp_dir().join(format!("cni-invoke-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).expect("mkdir");
+//! let script = dir.join("fake-ipam");
+//! std::fs::write(&script, "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"10.9.0.2/24\"}]}'\n").expect("write");
+//! std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+//!
+//! let found = find_in_path("fake-ipam", &[dir.clone()])?;
+//! let inv = Invocation {
+//!     command: Command::Add,
+//!     container_id: "c1".into(),
+//!     netns: "/run/netns/c1".into(),
+//!     ifname: "eth0".into(),
+//!     args: String::new(),
+//!     path: vec![dir.clone()],
+//!     timeout: None,
+//! };
+//! let out = run_plugin(&found, &inv, br#"{"cniVersion":"1.0.0","name":"n","type":"fake-ipam"}"#)?;
+//! let result = cni_spec::Result::from_slice(&out, "1.0.0")?;
+//! assert_eq!(result.ips[0].address.to_string(), "10.9.0.2/24");
+//! std::fs::remove_dir_all(&dir).expect("cleanup");
+//! # Ok::<(), cni_spec::Error>(())
+//! ```
+
+#![warn(missing_docs)]
 
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
@@ -49,11 +90,17 @@ pub fn find_in_path(plugin: &str, paths: &[PathBuf]) -> CniResult<PathBuf> {
 /// What to tell a plugin besides its stdin.
 #[derive(Debug, Clone)]
 pub struct Invocation {
+    /// The verb, `CNI_COMMAND`.
     pub command: Command,
+    /// `CNI_CONTAINERID`.
     pub container_id: String,
+    /// `CNI_NETNS` (may be empty, as on containerd's second DEL).
     pub netns: String,
+    /// `CNI_IFNAME`.
     pub ifname: String,
+    /// `CNI_ARGS`, passed through unchanged.
     pub args: String,
+    /// `CNI_PATH`: where the called plugin looks for its own delegates.
     pub path: Vec<PathBuf>,
     /// Kill the plugin after this long.
     pub timeout: Option<Duration>,

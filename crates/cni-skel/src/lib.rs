@@ -3,6 +3,69 @@
 //!
 //! Only the result or the error object ever reaches stdout; diagnostics go
 //! to stderr (see [`log`]).
+//!
+//! A plugin is a type implementing [`Plugin`] (ADD, DEL and CHECK, plus GC
+//! and STATUS when it has something to collect or to report) and a `main`
+//! that calls [`plugin_main`]. The skeleton checks the environment for the
+//! verb and answers VERSION itself. It refuses versions the plugin does not
+//! speak with code 1, and verbs newer than the config's version (GC and
+//! STATUS before 1.1.0, CHECK before 0.4.0). It parses the common config
+//! fields into [`CmdArgs::conf`], converts the returned result to the
+//! requested version, turns errors and panics (code 999) into error
+//! objects, and sets the exit code.
+//!
+//! # Example
+//!
+//! A plugin that assigns nothing, run through [`execute`] (what
+//! [`plugin_main`] does with the real environment and stdio):
+//!
+//! ```
+//! use cni_skel::{execute, CmdArgs, Plugin};
+//! use cni_spec::error::CniResult;
+//!
+//! struct Noop;
+//!
+//! impl Plugin for Noop {
+//!     fn name(&self) -> &'static str {
+//!         "noop"
+//!     }
+//!     fn add(&self, args: &CmdArgs) -> CniResult<cni_spec::Result> {
+//!         // An empty result in the caller's version.
+//!         Ok(cni_spec::Result::new(args.version()))
+//!     }
+//!     fn del(&self, _args: &CmdArgs) -> CniResult<()> {
+//!         Ok(())
+//!     }
+//!     fn check(&self, _args: &CmdArgs) -> CniResult<()> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // In a real plugin: fn main() { cni_skel::plugin_main(&Noop) }
+//! let env = |k: &str| {
+//!     let v = match k {
+//!         "CNI_COMMAND" => "ADD",
+//!         "CNI_CONTAINERID" => "c1",
+//!         "CNI_NETNS" => "/run/netns/c1",
+//!         "CNI_IFNAME" => "eth0",
+//!         "CNI_PATH" => "/opt/cni/bin",
+//!         _ => return None,
+//!     };
+//!     Some(v.to_string())
+//! };
+//! let conf = br#"{"cniVersion": "1.0.0", "name": "n", "type": "noop"}"#;
+//! let out = execute(&Noop, &env, &mut &conf[..]);
+//! assert_eq!(out.exit_code, 0);
+//! assert!(String::from_utf8_lossy(&out.stdout).contains("\"cniVersion\":\"1.0.0\""));
+//!
+//! // GC is a 1.1.0 verb: a 1.0.0 config gets an error object, exit code 1.
+//! let gc = |k: &str| if k == "CNI_COMMAND" { Some("GC".into()) } else { env(k) };
+//! let out = execute(&Noop, &gc, &mut &conf[..]);
+//! assert_eq!(out.exit_code, 1);
+//! assert!(String::from_utf8_lossy(&out.stdout).contains("\"code\""));
+//! ```
+
+#![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -17,15 +80,22 @@ use std::path::{Path, PathBuf};
 /// The verbs of the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
+    /// `ADD`: attach the container to the network.
     Add,
+    /// `DEL`: detach and release; must succeed when there is nothing left to remove.
     Del,
+    /// `CHECK` (0.4.0+): verify an attachment against its `prevResult`.
     Check,
+    /// `GC` (1.1.0+): release what no listed attachment uses.
     Gc,
+    /// `STATUS` (1.1.0+): is the plugin ready for ADD?
     Status,
+    /// `VERSION`: which spec versions the plugin speaks (answered by the skeleton).
     Version,
 }
 
 impl Command {
+    /// The verb named by a `CNI_COMMAND` value (`"ADD"`, ...); `None` for anything else.
     pub fn parse(s: &str) -> Option<Command> {
         Some(match s {
             "ADD" => Command::Add,
@@ -38,6 +108,7 @@ impl Command {
         })
     }
 
+    /// The `CNI_COMMAND` spelling of this verb.
     pub fn as_str(self) -> &'static str {
         match self {
             Command::Add => "ADD",
@@ -74,13 +145,17 @@ impl Command {
 /// Everything a plugin method gets.
 #[derive(Debug, Clone)]
 pub struct CmdArgs {
+    /// The verb being run.
     pub command: Command,
+    /// `CNI_CONTAINERID`; empty for GC and STATUS.
     pub container_id: String,
     /// `CNI_NETNS`; empty on containerd's second DEL.
     pub netns: String,
+    /// `CNI_IFNAME`: the interface name inside the container.
     pub ifname: String,
     /// Raw `CNI_ARGS`.
     pub args: String,
+    /// `CNI_PATH`, split: where delegated plugins (IPAM) are looked up.
     pub path: Vec<PathBuf>,
     /// The raw config, for plugin-specific parsing.
     pub stdin: Vec<u8>,
@@ -100,6 +175,7 @@ impl CmdArgs {
             .ok_or_else(|| Error::invalid_env("CNI_NETNS is empty"))
     }
 
+    /// `CNI_ARGS` parsed into `KEY=VALUE` pairs (code 4 when malformed).
     pub fn cni_args(&self) -> CniResult<CniArgs> {
         CniArgs::parse(&self.args)
     }
@@ -137,8 +213,13 @@ pub trait Plugin: Sync {
         version::ALL_VERSIONS
     }
 
+    /// `ADD`: create the attachment and return its result. The skeleton
+    /// converts the result to the requested `cniVersion` before printing it.
     fn add(&self, args: &CmdArgs) -> CniResult<cni_spec::Result>;
+    /// `DEL`: remove the attachment. Must succeed when it is already gone
+    /// (DEL is called again after failures and on runtime restarts).
     fn del(&self, args: &CmdArgs) -> CniResult<()>;
+    /// `CHECK`: verify that the attachment described by `prevResult` is intact.
     fn check(&self, args: &CmdArgs) -> CniResult<()>;
 
     /// Default: nothing to collect.
@@ -155,7 +236,9 @@ pub trait Plugin: Sync {
 /// What a plugin invocation produced: stdout bytes and an exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// What to write on stdout: the result, the version answer or the error object.
     pub stdout: Vec<u8>,
+    /// The process exit code: 0 on success, 1 with an error object.
     pub exit_code: i32,
 }
 

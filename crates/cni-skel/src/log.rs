@@ -24,12 +24,14 @@ fn debug_enabled() -> bool {
     std::env::var("RCNI_LOG").is_ok_and(|v| v.eq_ignore_ascii_case("debug"))
 }
 
+/// A debug line on stderr (and the log file), only with `RCNI_LOG=debug`.
 pub fn debug(msg: &str) {
     if debug_enabled() {
         write_line("debug", msg);
     }
 }
 
+/// A warning line on stderr (and the log file).
 pub fn warn(msg: &str) {
     write_line("warn", msg);
 }

@@ -2,6 +2,7 @@
 
 use crate::error::{CniResult, Error};
 
+/// `CNI_ARGS` parsed: `KEY=VALUE` pairs separated by `;`, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CniArgs {
     pairs: Vec<(String, String)>,
@@ -28,6 +29,7 @@ impl CniArgs {
         Ok(CniArgs { pairs })
     }
 
+    /// The value of the first pair named `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs
             .iter()
@@ -35,6 +37,7 @@ impl CniArgs {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every pair, in the order given.
     pub fn pairs(&self) -> &[(String, String)] {
         &self.pairs
     }

@@ -30,8 +30,10 @@ pub fn bool_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error>
 /// One attachment GC must keep.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GcAttachment {
+    /// The attachment's container ID.
     #[serde(rename = "containerID")]
     pub container_id: String,
+    /// The attachment's interface name.
     pub ifname: String,
 }
 
@@ -39,32 +41,42 @@ pub struct GcAttachment {
 /// so a config passes through a chain unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetConf {
+    /// `cniVersion`: the spec version the caller speaks.
     #[serde(rename = "cniVersion", default)]
     pub cni_version: String,
+    /// `name`: the network's name.
     #[serde(default)]
     pub name: String,
+    /// `type`: the plugin's executable name.
     #[serde(rename = "type", default)]
     pub plugin_type: String,
+    /// `capabilities` this plugin declares (in a list entry).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub capabilities: BTreeMap<String, bool>,
+    /// The `ipam` section, kept raw for the IPAM plugin to parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam: Option<Value>,
+    /// `dns`: resolver settings to report in the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<Dns>,
+    /// `prevResult` (raw), the previous plugin's result in a chain and on CHECK.
     #[serde(
         rename = "prevResult",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub prev_result: Option<Value>,
+    /// `runtimeConfig` (raw), capability arguments from the runtime.
     #[serde(
         rename = "runtimeConfig",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub runtime_config: Option<Value>,
+    /// `args` (raw), extra arguments from the runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Value>,
+    /// `cni.dev/valid-attachments` on GC: the attachments to keep.
     #[serde(
         rename = "cni.dev/valid-attachments",
         default,
@@ -78,6 +90,7 @@ pub struct NetConf {
         skip_serializing_if = "Option::is_none"
     )]
     pub attachments_legacy: Option<Vec<GcAttachment>>,
+    /// Every other field, for the plugin's own parsing.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -132,29 +145,38 @@ impl NetConf {
 /// A config list (`*.conflist`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetConfList {
+    /// `cniVersion` of the list.
     #[serde(rename = "cniVersion", default)]
     pub cni_version: String,
+    /// `cniVersions`: every version the list is valid for (1.1.0).
     #[serde(rename = "cniVersions", default, skip_serializing_if = "Vec::is_empty")]
     pub cni_versions: Vec<String>,
+    /// `name` of the network.
     #[serde(default)]
     pub name: String,
+    /// `disableCheck`: CHECK always succeeds without calling the plugins.
     #[serde(rename = "disableCheck", default, deserialize_with = "bool_or_string")]
     pub disable_check: bool,
+    /// `disableGC`: GC is not run for this network.
     #[serde(rename = "disableGC", default, deserialize_with = "bool_or_string")]
     pub disable_gc: bool,
+    /// `loadOnlyInlinedPlugins`: ignore plugin files next to the list.
     #[serde(
         rename = "loadOnlyInlinedPlugins",
         default,
         deserialize_with = "bool_or_string"
     )]
     pub load_only_inlined_plugins: bool,
+    /// The `plugins` entries, raw (each one becomes a plugin's stdin).
     #[serde(default)]
     pub plugins: Vec<Map<String, Value>>,
+    /// Every other field.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 impl NetConfList {
+    /// Parses a `.conflist` file's bytes (code 6 on broken JSON, 7 on wrong shapes).
     pub fn parse(bytes: &[u8]) -> CniResult<NetConfList> {
         serde_json::from_slice(bytes).map_err(|e| {
             Error::decoding(format!("failed to decode network configuration list: {e}"))

@@ -27,6 +27,7 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// The shape used by spec version `v`; `None` for unknown versions.
     pub fn of(v: &str) -> Option<Shape> {
         match v {
             "0.1.0" | "0.2.0" => Some(Shape::V02),
@@ -49,14 +50,18 @@ fn unsupported_version(v: &str) -> Error {
     ))
 }
 
+/// An interface the attachment made or used (`interfaces[]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
+    /// The interface's name (inside its sandbox, or on the host).
     pub name: String,
+    /// MAC address, `aa:bb:cc:dd:ee:ff`; empty when none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mac: String,
     /// 1.1.0
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// The netns path for an interface inside the container; empty on the host.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sandbox: String,
     /// 1.1.0
@@ -71,6 +76,7 @@ pub struct Interface {
     pub pci_id: String,
 }
 
+/// An address assigned by the attachment (`ips[]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpConfig {
     /// Index into `interfaces`.
@@ -78,12 +84,15 @@ pub struct IpConfig {
     pub interface: Option<usize>,
     /// Address with the prefix length of its subnet (`10.1.0.5/24`).
     pub address: IpNet,
+    /// The default gateway for this address's subnet, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
 }
 
+/// A route to install in the container (`routes[]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
+    /// Destination network.
     pub dst: IpNet,
     /// An empty string reads as no gateway (Go's `net.IP` does the same).
     #[serde(
@@ -120,6 +129,7 @@ fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result2<Option<IpAdd
 type Result2<T, E> = std::result::Result<T, E>;
 
 impl Route {
+    /// A route to `dst`, via `gw` if given.
     pub fn new(dst: IpNet, gw: Option<IpAddr>) -> Route {
         Route {
             dst,
@@ -137,19 +147,25 @@ impl Route {
     }
 }
 
+/// Resolver settings (`dns`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
+    /// Name server addresses, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
+    /// Local domain.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub domain: String,
+    /// Search domains.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
+    /// Resolver options.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
 }
 
 impl Dns {
+    /// True when no field is set.
     pub fn is_empty(&self) -> bool {
         self.nameservers.is_empty()
             && self.domain.is_empty()
@@ -161,10 +177,15 @@ impl Dns {
 /// The canonical result.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Result {
+    /// The spec version this result is printed as.
     pub cni_version: String,
+    /// Interfaces, referred to by index from `ips[].interface`.
     pub interfaces: Vec<Interface>,
+    /// Assigned addresses.
     pub ips: Vec<IpConfig>,
+    /// Routes for the container.
     pub routes: Vec<Route>,
+    /// Resolver settings.
     pub dns: Dns,
 }
 
@@ -314,6 +335,8 @@ impl Result {
         }
     }
 
+    /// Parses a result in any version's shape; `fallback_version` applies
+    /// when the JSON has no `cniVersion`.
     pub fn from_slice(bytes: &[u8], fallback_version: &str) -> CniResult<Result> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::decoding(format!("failed to decode result: {e}")))?;
@@ -364,6 +387,8 @@ impl Result {
         json.map_err(|e| Error::internal(format!("failed to encode result: {e}")))
     }
 
+    /// The result as JSON in spec version `v`'s shape (converting as needed;
+    /// code 1 if it cannot be expressed in `v`).
     pub fn to_json(&self, v: &str) -> CniResult<String> {
         Ok(self.to_value(v)?.to_string())
     }

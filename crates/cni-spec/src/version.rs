@@ -14,12 +14,16 @@ pub const LATEST: &str = "1.1.0";
 /// A parsed `major.minor.patch` version. Missing parts count as 0, as libcni does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version {
+    /// Major number.
     pub major: u32,
+    /// Minor number.
     pub minor: u32,
+    /// Patch number.
     pub patch: u32,
 }
 
 impl Version {
+    /// Parses `MAJOR.MINOR.PATCH`; `None` otherwise.
     pub fn parse(s: &str) -> Option<Version> {
         let mut parts = s.split('.');
         let mut next = |required: bool| -> Option<u32> {
@@ -63,13 +67,16 @@ pub fn is_known(v: &str) -> bool {
 /// The VERSION verb's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionInfo {
+    /// The version this answer is printed as.
     #[serde(rename = "cniVersion")]
     pub cni_version: String,
+    /// Every version the plugin speaks.
     #[serde(rename = "supportedVersions")]
     pub supported_versions: Vec<String>,
 }
 
 impl VersionInfo {
+    /// An answer for a plugin speaking `supported` (printed as the latest version).
     pub fn new(supported: &[&str]) -> VersionInfo {
         VersionInfo {
             cni_version: LATEST.to_string(),
@@ -77,6 +84,7 @@ impl VersionInfo {
         }
     }
 
+    /// True when `v` is among the supported versions.
     pub fn supports(&self, v: &str) -> bool {
         self.supported_versions.iter().any(|s| s == v)
     }

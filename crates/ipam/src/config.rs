@@ -113,11 +113,14 @@ struct HlNetIn {
 /// must work even when the ranges of the configuration no longer validate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
+    /// The network's name (the store's directory under the data dir).
     pub name: String,
+    /// `ipam.dataDir`, if set.
     pub data_dir: Option<PathBuf>,
 }
 
 impl StoreConfig {
+    /// Reads the store location from a plugin's stdin (code 6/7 on bad input).
     pub fn parse(stdin: &[u8]) -> Result<StoreConfig> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -142,6 +145,7 @@ impl StoreConfig {
         })
     }
 
+    /// The data directory, if one was configured.
     pub fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_deref()
     }
@@ -150,7 +154,9 @@ impl StoreConfig {
 /// A validated host-local configuration.
 #[derive(Debug, Clone)]
 pub struct HostLocalConfig {
+    /// The network's name.
     pub name: String,
+    /// The config's `cniVersion`.
     pub cni_version: String,
     /// One address is allocated from each range set.
     pub range_sets: Vec<RangeSet>,
@@ -159,7 +165,9 @@ pub struct HostLocalConfig {
     pub requested: Vec<IpAddr>,
     /// `ipam.routes`, passed through to the result.
     pub routes: Vec<Value>,
+    /// `ipam.dataDir`: where allocations are stored (default `/var/lib/cni/networks`).
     pub data_dir: Option<PathBuf>,
+    /// `ipam.resolvConf`: a file to read DNS settings from.
     pub resolv_conf: Option<PathBuf>,
 }
 
@@ -238,6 +246,7 @@ impl HostLocalConfig {
         })
     }
 
+    /// Where this network's allocations live.
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
             name: self.name.clone(),
@@ -249,12 +258,16 @@ impl HostLocalConfig {
 /// DNS settings in the CNI result's spelling.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
+    /// `nameserver` lines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
+    /// The `domain` line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// `search` domains.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
+    /// `options`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
 }
@@ -267,6 +280,7 @@ pub fn parse_resolv_conf(path: &Path) -> Result<Dns> {
     Ok(parse_resolv_conf_str(&text))
 }
 
+/// Parses the text of a `resolv.conf` file.
 pub fn parse_resolv_conf_str(text: &str) -> Dns {
     let mut dns = Dns::default();
     for line in text.lines() {
@@ -295,15 +309,20 @@ pub fn parse_resolv_conf_str(text: &str) -> Dns {
 pub struct StaticAddress {
     /// Address with its prefix length (host bits kept).
     pub address: IpNet,
+    /// Gateway for this address, if any.
     pub gateway: Option<IpAddr>,
 }
 
 /// A validated static-IPAM configuration.
 #[derive(Debug, Clone)]
 pub struct StaticConfig {
+    /// The network's name.
     pub name: String,
+    /// The config's `cniVersion`.
     pub cni_version: String,
+    /// The addresses to assign.
     pub addresses: Vec<StaticAddress>,
+    /// `ipam.routes`, passed through to the result.
     pub routes: Vec<Value>,
     /// `ipam.dns`, passed through to the result.
     pub dns: Option<Value>,

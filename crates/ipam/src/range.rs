@@ -15,12 +15,16 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RangeConfig {
+    /// Subnet in CIDR form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
+    /// First address to hand out (default: the subnet's first usable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range_start: Option<String>,
+    /// Last address to hand out (default: the subnet's last usable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range_end: Option<String>,
+    /// Gateway (default: the subnet's first address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
 }
@@ -177,6 +181,7 @@ impl Range {
         })
     }
 
+    /// True for an IPv4 range.
     pub fn is_ipv4(&self) -> bool {
         matches!(self.subnet, IpNet::V4(_))
     }
@@ -277,10 +282,12 @@ impl RangeSet {
         Ok(RangeSet(ranges))
     }
 
+    /// The ranges, in configuration order.
     pub fn ranges(&self) -> &[Range] {
         &self.0
     }
 
+    /// True when the set holds IPv4 ranges.
     pub fn is_ipv4(&self) -> bool {
         self.0.first().is_some_and(Range::is_ipv4)
     }
@@ -291,10 +298,12 @@ impl RangeSet {
         self.0.iter().find(|r| r.contains(ip))
     }
 
+    /// True when some range of the set holds `ip`.
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.range_for(ip).is_some()
     }
 
+    /// True when some range of `self` overlaps one of `other`.
     pub fn overlaps(&self, other: &RangeSet) -> bool {
         self.0.iter().any(|a| other.0.iter().any(|b| a.overlaps(b)))
     }

@@ -75,6 +75,7 @@ const GEN_WRAP: u64 = 100_000_000;
 /// Who holds an address, as read from its file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Owner {
+    /// The container ID.
     pub id: String,
     /// `None` for files of old host-local versions that held only the ID.
     pub ifname: Option<String>,
@@ -994,7 +995,9 @@ impl Store for DiskGuard<'_> {
 /// An in-memory store for tests of allocation logic.
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
+    /// Address → holder.
     pub allocations: BTreeMap<IpAddr, Owner>,
+    /// Range set → the address handed out last.
     pub last: BTreeMap<String, IpAddr>,
 }
 

@@ -12,33 +12,52 @@ pub(crate) const RTM_NEWADDR: u16 = 20;
 pub(crate) const RTM_DELADDR: u16 = 21;
 pub(crate) const RTM_GETADDR: u16 = 22;
 
+/// Kernel constant `IFA_ADDRESS` (Linux UAPI headers).
 pub const IFA_ADDRESS: u16 = 1;
+/// Kernel constant `IFA_LOCAL` (Linux UAPI headers).
 pub const IFA_LOCAL: u16 = 2;
+/// Kernel constant `IFA_LABEL` (Linux UAPI headers).
 pub const IFA_LABEL: u16 = 3;
+/// Kernel constant `IFA_BROADCAST` (Linux UAPI headers).
 pub const IFA_BROADCAST: u16 = 4;
+/// Kernel constant `IFA_FLAGS` (Linux UAPI headers).
 pub const IFA_FLAGS: u16 = 8;
 
+/// Kernel constant `IFA_F_NODAD` (Linux UAPI headers).
 pub const IFA_F_NODAD: u32 = 0x02;
+/// Kernel constant `IFA_F_DADFAILED` (Linux UAPI headers).
 pub const IFA_F_DADFAILED: u32 = 0x08;
+/// Kernel constant `IFA_F_TENTATIVE` (Linux UAPI headers).
 pub const IFA_F_TENTATIVE: u32 = 0x40;
+/// Kernel constant `IFA_F_PERMANENT` (Linux UAPI headers).
 pub const IFA_F_PERMANENT: u32 = 0x80;
+/// Kernel constant `IFA_F_NOPREFIXROUTE` (Linux UAPI headers).
 pub const IFA_F_NOPREFIXROUTE: u32 = 0x200;
 
 /// Route/address scopes (RT_SCOPE_*).
 pub const RT_SCOPE_UNIVERSE: u8 = 0;
+/// Kernel constant `RT_SCOPE_SITE` (Linux UAPI headers).
 pub const RT_SCOPE_SITE: u8 = 200;
+/// Kernel constant `RT_SCOPE_LINK` (Linux UAPI headers).
 pub const RT_SCOPE_LINK: u8 = 253;
+/// Kernel constant `RT_SCOPE_HOST` (Linux UAPI headers).
 pub const RT_SCOPE_HOST: u8 = 254;
+/// Kernel constant `RT_SCOPE_NOWHERE` (Linux UAPI headers).
 pub const RT_SCOPE_NOWHERE: u8 = 255;
 
 /// `struct ifaddrmsg`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IfAddrMsg {
+    /// `family` of the `struct ifaddrmsg` (Linux UAPI layout).
     pub family: u8,
+    /// `prefixlen` of the `struct ifaddrmsg` (Linux UAPI layout).
     pub prefixlen: u8,
+    /// `flags` of the `struct ifaddrmsg` (Linux UAPI layout).
     pub flags: u8,
+    /// `scope` of the `struct ifaddrmsg` (Linux UAPI layout).
     pub scope: u8,
+    /// `index` of the `struct ifaddrmsg` (Linux UAPI layout).
     pub index: u32,
 }
 // SAFETY: repr(C), integers only, no padding.
@@ -47,14 +66,19 @@ unsafe impl Pod for IfAddrMsg {}
 /// An address as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
+    /// Interface index.
     pub index: u32,
     /// The local address (IFA_LOCAL for IPv4, IFA_ADDRESS for IPv6).
     pub addr: IpAddr,
+    /// Prefix length.
     pub prefix: u8,
+    /// Scope (`RT_SCOPE_*`).
     pub scope: u8,
     /// IFA_F_* flags (the 32-bit IFA_FLAGS when present).
     pub flags: u32,
+    /// IFA_LABEL, when set.
     pub label: Option<String>,
+    /// IFA_BROADCAST, when set.
     pub broadcast: Option<IpAddr>,
 }
 
@@ -103,6 +127,7 @@ impl Socket {
         self.add_address_with(index, addr, prefix, &opts)
     }
 
+    /// Adds `addr/prefix` to link `index` with options (no DAD, no prefix route, ...).
     pub fn add_address_with(
         &self,
         index: u32,

@@ -9,7 +9,9 @@ pub enum Error {
     /// The kernel refused the request (NLMSG_ERROR with a negative errno).
     #[error("failed to {op}: {}{}", io::Error::from_raw_os_error(*errno), ext_text(ext))]
     Kernel {
+        /// What was being done.
         op: String,
+        /// The positive errno.
         errno: i32,
         /// The extended-ack message (NLMSGERR_ATTR_MSG), e.g. "Unknown device type".
         ext: Option<String>,
@@ -17,16 +19,29 @@ pub enum Error {
     /// A socket or device-file system call failed.
     #[error("failed to {op}: {source}")]
     Io {
+        /// What was being done.
         op: String,
+        /// Why.
         #[source]
         source: io::Error,
     },
     /// The kernel sent something we could not decode.
     #[error("failed to {op}: malformed netlink reply: {detail}")]
-    Malformed { op: String, detail: String },
+    Malformed {
+        /// What was being done.
+        op: String,
+        /// What was wrong with the reply.
+        detail: String,
+    },
     /// The caller passed an argument the kernel would reject anyway.
     #[error("failed to {op}: invalid argument: {detail}")]
-    Invalid { op: String, detail: String },
+    Invalid {
+        /// What was being done.
+        op: String,
+        /// What was wrong with the argument.
+        detail: String,
+    },
+    /// Opening or entering a namespace failed.
     #[error(transparent)]
     NetNs(#[from] netns::Error),
 }
@@ -38,6 +53,7 @@ fn ext_text(ext: &Option<String>) -> String {
     }
 }
 
+/// This crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {

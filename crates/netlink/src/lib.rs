@@ -10,20 +10,40 @@
 //! addresses, routes, rules, neighbours/FDB and tc. `tuntap` creates
 //! tun/tap devices through `/dev/net/tun`.
 //!
-//! ```no_run
+//! # Example
+//!
+//! A veth pair between two throwaway namespaces, addressed and routed
+//! (needs root):
+//!
+//! ```
 //! # fn main() -> netlink::Result<()> {
-//! let host = netns::NetNs::current()?;
-//! let pod = netns::NetNs::open("/run/netns/pod")?;
-//! let s = netlink::Socket::route_in(&pod)?;
-//! // eth0 in the pod, its peer created directly in the host namespace.
-//! s.create_veth("eth0", "veth1234", Some(host.fd()), Some(1500), None, None)?;
-//! let eth0 = s.link_by_name("eth0")?.expect("just created");
-//! s.add_address(eth0.index, "10.88.0.5".parse().unwrap(), 16)?;
-//! s.set_link_up(eth0.index)?;
-//! s.add_route(&netlink::Route::default_for(netlink::Family::V4).via("10.88.0.1".parse().unwrap()))?;
+//! use netlink::{Family, Route, Socket};
+//! use std::net::IpAddr;
+//! let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+//!
+//! let node = netns::create_anonymous()?;
+//! let pod = netns::create_anonymous()?;
+//! let (n, p) = (Socket::route_in(&node)?, Socket::route_in(&pod)?);
+//! // eth0 in the pod, its peer created directly in the node's namespace.
+//! p.create_veth("eth0", "veth1234", Some(node.fd()), Some(1400), None, None)?;
+//! let eth0 = p.link_by_name("eth0")?.expect("just created");
+//! let peer = n.link_by_name("veth1234")?.expect("created with it");
+//! assert_eq!(eth0.link, Some(peer.index));
+//!
+//! p.add_address(eth0.index, ip("10.88.0.5"), 24)?;
+//! p.set_link_up(eth0.index)?;
+//! p.add_route(&Route::default_for(Family::V4).via(ip("10.88.0.1")))?;
+//! let routes = p.routes(Family::V4, None)?;
+//! assert!(routes.iter().any(|r| r.is_default() && r.gateway == Some(ip("10.88.0.1"))));
+//!
+//! // Deleting one end removes the pair; the namespaces go with their handles.
+//! assert!(n.delete_link(peer.index)?);
+//! assert!(p.link_by_name("eth0")?.is_none());
 //! # Ok(())
 //! # }
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod addr;
 pub mod alias;
@@ -64,7 +84,9 @@ pub enum Family {
     /// Both (AF_UNSPEC) – only meaningful as a dump filter.
     #[default]
     All,
+    /// IPv4 (AF_INET).
     V4,
+    /// IPv6 (AF_INET6).
     V6,
 }
 
@@ -78,6 +100,7 @@ impl Family {
         }
     }
 
+    /// The family of `ip`.
     pub fn of(ip: IpAddr) -> Family {
         match ip {
             IpAddr::V4(_) => Family::V4,
@@ -85,6 +108,7 @@ impl Family {
         }
     }
 
+    /// True when `ip` belongs to this family (always for [`Family::All`]).
     pub fn matches(self, ip: IpAddr) -> bool {
         self == Family::All || self == Family::of(ip)
     }

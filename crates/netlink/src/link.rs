@@ -12,65 +12,115 @@ pub(crate) const RTM_DELLINK: u16 = 17;
 pub(crate) const RTM_GETLINK: u16 = 18;
 pub(crate) const RTM_SETLINK: u16 = 19;
 
+/// Kernel constant `IFLA_ADDRESS` (Linux UAPI headers).
 pub const IFLA_ADDRESS: u16 = 1;
+/// Kernel constant `IFLA_BROADCAST` (Linux UAPI headers).
 pub const IFLA_BROADCAST: u16 = 2;
+/// Kernel constant `IFLA_IFNAME` (Linux UAPI headers).
 pub const IFLA_IFNAME: u16 = 3;
+/// Kernel constant `IFLA_MTU` (Linux UAPI headers).
 pub const IFLA_MTU: u16 = 4;
+/// Kernel constant `IFLA_LINK` (Linux UAPI headers).
 pub const IFLA_LINK: u16 = 5;
+/// Kernel constant `IFLA_MASTER` (Linux UAPI headers).
 pub const IFLA_MASTER: u16 = 10;
+/// Kernel constant `IFLA_PROTINFO` (Linux UAPI headers).
 pub const IFLA_PROTINFO: u16 = 12;
+/// Kernel constant `IFLA_TXQLEN` (Linux UAPI headers).
 pub const IFLA_TXQLEN: u16 = 13;
+/// Kernel constant `IFLA_NUM_TX_QUEUES` (Linux UAPI headers).
 pub const IFLA_NUM_TX_QUEUES: u16 = 31;
+/// Kernel constant `IFLA_NUM_RX_QUEUES` (Linux UAPI headers).
 pub const IFLA_NUM_RX_QUEUES: u16 = 32;
+/// Kernel constant `IFLA_OPERSTATE` (Linux UAPI headers).
 pub const IFLA_OPERSTATE: u16 = 16;
+/// Kernel constant `IFLA_LINKINFO` (Linux UAPI headers).
 pub const IFLA_LINKINFO: u16 = 18;
+/// Kernel constant `IFLA_NET_NS_PID` (Linux UAPI headers).
 pub const IFLA_NET_NS_PID: u16 = 19;
+/// Kernel constant `IFLA_IFALIAS` (Linux UAPI headers).
 pub const IFLA_IFALIAS: u16 = 20;
+/// Kernel constant `IFLA_NET_NS_FD` (Linux UAPI headers).
 pub const IFLA_NET_NS_FD: u16 = 28;
+/// Kernel constant `IFLA_EXT_MASK` (Linux UAPI headers).
 pub const IFLA_EXT_MASK: u16 = 29;
 /// IFLA_EXT_MASK bit: leave out the counters (IFLA_STATS*, IPv6 SNMP
 /// stats summed over all CPUs); [`Link`] does not carry them.
 pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+/// Kernel constant `IFLA_PROMISCUITY` (Linux UAPI headers).
 pub const IFLA_PROMISCUITY: u16 = 30;
+/// Kernel constant `IFLA_LINK_NETNSID` (Linux UAPI headers).
 pub const IFLA_LINK_NETNSID: u16 = 37;
+/// Kernel constant `IFLA_AF_SPEC` (Linux UAPI headers).
 pub const IFLA_AF_SPEC: u16 = 26;
 /// Inside IFLA_AF_SPEC / AF_INET: the IPv4 devconf, one u32 attribute per
 /// `IPV4_DEVCONF_*` index.
 pub const IFLA_INET_CONF: u16 = 1;
+/// Kernel constant `IPV4_DEVCONF_ARP_NOTIFY` (Linux UAPI headers).
 pub const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
 
+/// Kernel constant `IFLA_INFO_KIND` (Linux UAPI headers).
 pub const IFLA_INFO_KIND: u16 = 1;
+/// Kernel constant `IFLA_INFO_DATA` (Linux UAPI headers).
 pub const IFLA_INFO_DATA: u16 = 2;
+/// Kernel constant `IFLA_INFO_SLAVE_KIND` (Linux UAPI headers).
 pub const IFLA_INFO_SLAVE_KIND: u16 = 4;
+/// Kernel constant `IFLA_INFO_SLAVE_DATA` (Linux UAPI headers).
 pub const IFLA_INFO_SLAVE_DATA: u16 = 5;
 
+/// Kernel constant `VETH_INFO_PEER` (Linux UAPI headers).
 pub const VETH_INFO_PEER: u16 = 1;
+/// Kernel constant `IFLA_BR_VLAN_FILTERING` (Linux UAPI headers).
 pub const IFLA_BR_VLAN_FILTERING: u16 = 7;
+/// Kernel constant `IFLA_MACVLAN_MODE` (Linux UAPI headers).
 pub const IFLA_MACVLAN_MODE: u16 = 1;
+/// Kernel constant `IFLA_IPVLAN_MODE` (Linux UAPI headers).
 pub const IFLA_IPVLAN_MODE: u16 = 1;
+/// Kernel constant `IFLA_VLAN_ID` (Linux UAPI headers).
 pub const IFLA_VLAN_ID: u16 = 1;
+/// Kernel constant `IFLA_VRF_TABLE` (Linux UAPI headers).
 pub const IFLA_VRF_TABLE: u16 = 1;
 
+/// Kernel constant `IFLA_VXLAN_ID` (Linux UAPI headers).
 pub const IFLA_VXLAN_ID: u16 = 1;
+/// Kernel constant `IFLA_VXLAN_GROUP` (Linux UAPI headers).
 pub const IFLA_VXLAN_GROUP: u16 = 2;
+/// Kernel constant `IFLA_VXLAN_LINK` (Linux UAPI headers).
 pub const IFLA_VXLAN_LINK: u16 = 3;
+/// Kernel constant `IFLA_VXLAN_LOCAL` (Linux UAPI headers).
 pub const IFLA_VXLAN_LOCAL: u16 = 4;
+/// Kernel constant `IFLA_VXLAN_TTL` (Linux UAPI headers).
 pub const IFLA_VXLAN_TTL: u16 = 5;
+/// Kernel constant `IFLA_VXLAN_LEARNING` (Linux UAPI headers).
 pub const IFLA_VXLAN_LEARNING: u16 = 7;
+/// Kernel constant `IFLA_VXLAN_PORT` (Linux UAPI headers).
 pub const IFLA_VXLAN_PORT: u16 = 15;
+/// Kernel constant `IFLA_VXLAN_GROUP6` (Linux UAPI headers).
 pub const IFLA_VXLAN_GROUP6: u16 = 16;
+/// Kernel constant `IFLA_VXLAN_LOCAL6` (Linux UAPI headers).
 pub const IFLA_VXLAN_LOCAL6: u16 = 17;
 
+/// Kernel constant `IFLA_BRPORT_STATE` (Linux UAPI headers).
 pub const IFLA_BRPORT_STATE: u16 = 1;
+/// Kernel constant `IFLA_BRPORT_PRIORITY` (Linux UAPI headers).
 pub const IFLA_BRPORT_PRIORITY: u16 = 2;
+/// Kernel constant `IFLA_BRPORT_COST` (Linux UAPI headers).
 pub const IFLA_BRPORT_COST: u16 = 3;
+/// Kernel constant `IFLA_BRPORT_MODE` (Linux UAPI headers).
 pub const IFLA_BRPORT_MODE: u16 = 4;
+/// Kernel constant `IFLA_BRPORT_GUARD` (Linux UAPI headers).
 pub const IFLA_BRPORT_GUARD: u16 = 5;
+/// Kernel constant `IFLA_BRPORT_PROTECT` (Linux UAPI headers).
 pub const IFLA_BRPORT_PROTECT: u16 = 6;
+/// Kernel constant `IFLA_BRPORT_FAST_LEAVE` (Linux UAPI headers).
 pub const IFLA_BRPORT_FAST_LEAVE: u16 = 7;
+/// Kernel constant `IFLA_BRPORT_LEARNING` (Linux UAPI headers).
 pub const IFLA_BRPORT_LEARNING: u16 = 8;
+/// Kernel constant `IFLA_BRPORT_UNICAST_FLOOD` (Linux UAPI headers).
 pub const IFLA_BRPORT_UNICAST_FLOOD: u16 = 9;
+/// Kernel constant `IFLA_BRPORT_PROXYARP` (Linux UAPI headers).
 pub const IFLA_BRPORT_PROXYARP: u16 = 10;
+/// Kernel constant `IFLA_BRPORT_ISOLATED` (Linux UAPI headers).
 pub const IFLA_BRPORT_ISOLATED: u16 = 33;
 
 const IFF_UP: u32 = libc::IFF_UP as u32;
@@ -82,11 +132,17 @@ const IFF_LOWER_UP: u32 = 0x10000;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IfInfoMsg {
+    /// `family` of the `struct ifinfomsg` (Linux UAPI layout).
     pub family: u8,
+    /// `pad` of the `struct ifinfomsg` (Linux UAPI layout).
     pub pad: u8,
+    /// `ty` of the `struct ifinfomsg` (Linux UAPI layout).
     pub ty: u16,
+    /// `index` of the `struct ifinfomsg` (Linux UAPI layout).
     pub index: i32,
+    /// `flags` of the `struct ifinfomsg` (Linux UAPI layout).
     pub flags: u32,
+    /// `change` of the `struct ifinfomsg` (Linux UAPI layout).
     pub change: u32,
 }
 // SAFETY: repr(C), integers only, no padding (1+1+2+4+4+4).
@@ -95,13 +151,20 @@ unsafe impl Pod for IfInfoMsg {}
 /// RFC 2863 operational state (IFLA_OPERSTATE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OperState {
+    /// IF_OPER_UNKNOWN (also what virtual devices without carrier logic report).
     #[default]
     Unknown,
+    /// IF_OPER_NOTPRESENT.
     NotPresent,
+    /// IF_OPER_DOWN.
     Down,
+    /// IF_OPER_LOWERLAYERDOWN (for a veth: its peer is down).
     LowerLayerDown,
+    /// IF_OPER_TESTING.
     Testing,
+    /// IF_OPER_DORMANT.
     Dormant,
+    /// IF_OPER_UP.
     Up,
 }
 
@@ -122,30 +185,46 @@ impl From<u8> for OperState {
 /// Bridge-port settings as read back from the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BridgePortInfo {
+    /// STP port state.
     pub state: u8,
+    /// STP port priority.
     pub priority: u16,
+    /// STP path cost.
     pub cost: u32,
+    /// Hairpin mode: frames may leave by the port they came in.
     pub hairpin: bool,
+    /// BPDU guard.
     pub guard: bool,
+    /// Root block.
     pub root_block: bool,
+    /// Multicast fast leave.
     pub fast_leave: bool,
+    /// MAC learning.
     pub learning: bool,
+    /// Flooding of unknown unicast.
     pub unicast_flood: bool,
+    /// Proxy ARP.
     pub proxyarp: bool,
+    /// Isolated port.
     pub isolated: bool,
 }
 
 /// A network interface as the kernel reports it.
 #[derive(Debug, Clone, Default)]
 pub struct Link {
+    /// Interface index.
     pub index: u32,
+    /// Interface name.
     pub name: String,
     /// IFLA_INFO_KIND: "veth", "bridge", "macvlan", ... (None for physical/lo).
     pub kind: Option<String>,
     /// IFLA_INFO_SLAVE_KIND: "bridge" when this is a bridge port.
     pub slave_kind: Option<String>,
+    /// MTU.
     pub mtu: u32,
+    /// Hardware address (6 bytes for Ethernet; empty for devices without one).
     pub mac: Vec<u8>,
+    /// Broadcast hardware address.
     pub broadcast: Vec<u8>,
     /// Raw IFF_* flags.
     pub flags: u32,
@@ -153,7 +232,9 @@ pub struct Link {
     pub up: bool,
     /// Carrier present (IFF_LOWER_UP).
     pub lower_up: bool,
+    /// Promiscuous mode (IFF_PROMISC).
     pub promisc: bool,
+    /// All-multicast mode (IFF_ALLMULTI).
     pub allmulti: bool,
     /// Master device (bridge, vrf) index.
     pub master: Option<u32>,
@@ -161,11 +242,15 @@ pub struct Link {
     pub link: Option<u32>,
     /// The netns id IFLA_LINK refers to, when it is another namespace.
     pub link_netnsid: Option<i32>,
+    /// Transmit queue length.
     pub txqlen: u32,
+    /// Operational state (IFLA_OPERSTATE).
     pub operstate: OperState,
+    /// IFLA_IFALIAS, when set.
     pub alias: Option<String>,
     /// ARPHRD_* hardware type.
     pub hw_type: u16,
+    /// Bridge port settings, for a bridge port.
     pub bridge_port: Option<BridgePortInfo>,
     /// Raw IFLA_INFO_DATA payload; see [`Link::info_attrs`].
     pub info_data: Vec<u8>,
@@ -177,6 +262,7 @@ impl Link {
         Attrs::new(&self.info_data)
     }
 
+    /// The macvlan/macvtap mode, for such a link.
     pub fn macvlan_mode(&self) -> Option<MacvlanMode> {
         if !matches!(self.kind.as_deref(), Some("macvlan" | "macvtap")) {
             return None;
@@ -187,6 +273,7 @@ impl Link {
             .and_then(MacvlanMode::from_raw)
     }
 
+    /// The VXLAN network identifier, for a vxlan link.
     pub fn vxlan_vni(&self) -> Option<u32> {
         if self.kind.as_deref() != Some("vxlan") {
             return None;
@@ -194,6 +281,7 @@ impl Link {
         self.info_attrs().get(IFLA_VXLAN_ID).and_then(|a| a.u32())
     }
 
+    /// Whether VLAN filtering is on, for a bridge.
     pub fn bridge_vlan_filtering(&self) -> Option<bool> {
         if self.kind.as_deref() != Some("bridge") {
             return None;
@@ -273,15 +361,21 @@ impl Link {
 /// macvlan/macvtap modes (IFLA_MACVLAN_MODE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MacvlanMode {
+    /// Private: no traffic between macvlans of one parent.
     Private,
+    /// VEPA: traffic between macvlans goes through the external switch.
     Vepa,
+    /// Bridge: macvlans of one parent talk directly.
     #[default]
     Bridge,
+    /// Passthru: one macvlan takes over the parent.
     Passthru,
+    /// Source: accept only frames from listed source MACs.
     Source,
 }
 
 impl MacvlanMode {
+    /// The MACVLAN_MODE_* value.
     pub fn raw(self) -> u32 {
         match self {
             MacvlanMode::Private => 1,
@@ -291,6 +385,7 @@ impl MacvlanMode {
             MacvlanMode::Source => 16,
         }
     }
+    /// The mode for a MACVLAN_MODE_* value; `None` for unknown ones.
     pub fn from_raw(v: u32) -> Option<Self> {
         Some(match v {
             1 => MacvlanMode::Private,
@@ -306,9 +401,12 @@ impl MacvlanMode {
 /// ipvlan modes (IFLA_IPVLAN_MODE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IpvlanMode {
+    /// L2: the parent switches frames.
     #[default]
     L2,
+    /// L3: the parent routes packets.
     L3,
+    /// L3S: L3 with netfilter hooks.
     L3s,
 }
 
@@ -316,40 +414,61 @@ pub enum IpvlanMode {
 /// kernel's default UDP port is 8472, not IANA's 4789).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Vxlan {
+    /// VXLAN network identifier.
     pub vni: u32,
+    /// Local tunnel endpoint address.
     pub local: Option<IpAddr>,
     /// Unicast remote or multicast group.
     pub remote: Option<IpAddr>,
+    /// UDP destination port (kernel default when `None`).
     pub port: Option<u16>,
     /// Underlying device index.
     pub underlying: Option<u32>,
+    /// Learn remote addresses from received packets.
     pub learning: Option<bool>,
+    /// TTL of the outer packets.
     pub ttl: Option<u8>,
 }
 
 /// The type-specific part of a new link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkKind {
+    /// A veth pair.
     Veth {
+        /// Name of the peer end.
         peer_name: String,
+        /// MAC address of the peer end.
         peer_mac: Option<Vec<u8>>,
+        /// MTU of the peer end.
         peer_mtu: Option<u32>,
         /// Create the peer directly in this namespace.
         peer_netns_fd: Option<RawFd>,
     },
+    /// A Linux bridge.
     Bridge {
+        /// VLAN filtering on or off (kernel default when `None`).
         vlan_filtering: Option<bool>,
     },
+    /// A macvlan on a parent.
     Macvlan(MacvlanMode),
+    /// A macvtap on a parent.
     Macvtap(MacvlanMode),
+    /// An ipvlan on a parent.
     Ipvlan(IpvlanMode),
+    /// An 802.1Q VLAN on a parent.
     Vlan {
+        /// VLAN ID.
         id: u16,
     },
+    /// A VXLAN tunnel device.
     Vxlan(Vxlan),
+    /// An intermediate functional block (for ingress shaping).
     Ifb,
+    /// A dummy device.
     Dummy,
+    /// A VRF device.
     Vrf {
+        /// The routing table the VRF uses.
         table: u32,
     },
 }
@@ -375,10 +494,15 @@ impl LinkKind {
 /// Everything needed to create a link; see [`Socket::create_link`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkSpec {
+    /// Name of the new link.
     pub name: String,
+    /// Its type and type-specific settings.
     pub kind: LinkKind,
+    /// MTU (kernel default when `None`).
     pub mtu: Option<u32>,
+    /// MAC address (random when `None`).
     pub mac: Option<Vec<u8>>,
+    /// Transmit queue length.
     pub txqlen: Option<u32>,
     /// Number of TX and RX queues (the kernel's default for veth is one per
     /// possible CPU, each with its own sysfs objects).
@@ -394,6 +518,7 @@ pub struct LinkSpec {
 }
 
 impl LinkSpec {
+    /// A spec for a link `name` of `kind`, everything else default.
     pub fn new(name: impl Into<String>, kind: LinkKind) -> Self {
         LinkSpec {
             name: name.into(),
@@ -408,22 +533,27 @@ impl LinkSpec {
             master: None,
         }
     }
+    /// Sets the MTU.
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
     }
+    /// Sets the MAC address.
     pub fn mac(mut self, mac: &[u8]) -> Self {
         self.mac = Some(mac.to_vec());
         self
     }
+    /// Sets the parent (lower) device.
     pub fn parent(mut self, index: u32) -> Self {
         self.parent = Some(index);
         self
     }
+    /// Creates the link directly in the namespace of `fd`.
     pub fn netns_fd(mut self, fd: RawFd) -> Self {
         self.netns_fd = Some(fd);
         self
     }
+    /// Creates the link administratively up.
     pub fn up(mut self) -> Self {
         self.up = true;
         self
@@ -433,13 +563,21 @@ impl LinkSpec {
 /// Bridge-port settings to change (IFLA_PROTINFO); `None` leaves a setting alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BridgePortOptions {
+    /// Hairpin mode.
     pub hairpin: Option<bool>,
+    /// MAC learning.
     pub learning: Option<bool>,
+    /// Isolated port.
     pub isolated: Option<bool>,
+    /// BPDU guard.
     pub guard: Option<bool>,
+    /// Root block.
     pub root_block: Option<bool>,
+    /// Flooding of unknown unicast.
     pub unicast_flood: Option<bool>,
+    /// Multicast fast leave.
     pub fast_leave: Option<bool>,
+    /// Proxy ARP.
     pub proxyarp: Option<bool>,
 }
 
@@ -634,6 +772,7 @@ impl Socket {
         self.create_link(&spec)
     }
 
+    /// Creates a bridge.
     pub fn create_bridge(&self, name: &str, mtu: Option<u32>, mac: Option<&[u8]>) -> Result<()> {
         let spec = LinkSpec {
             mtu,
@@ -673,6 +812,7 @@ impl Socket {
         self.create_link(&spec)
     }
 
+    /// Creates an ipvlan on `parent`, optionally directly in another namespace.
     pub fn create_ipvlan(
         &self,
         name: &str,
@@ -708,6 +848,7 @@ impl Socket {
         self.create_link(&spec)
     }
 
+    /// Creates a VXLAN device.
     pub fn create_vxlan(&self, name: &str, vxlan: &Vxlan, mtu: Option<u32>) -> Result<()> {
         let spec = LinkSpec {
             mtu,
@@ -716,14 +857,17 @@ impl Socket {
         self.create_link(&spec)
     }
 
+    /// Creates an IFB device.
     pub fn create_ifb(&self, name: &str) -> Result<()> {
         self.create_link(&LinkSpec::new(name, LinkKind::Ifb))
     }
 
+    /// Creates a dummy device.
     pub fn create_dummy(&self, name: &str) -> Result<()> {
         self.create_link(&LinkSpec::new(name, LinkKind::Dummy))
     }
 
+    /// Creates a VRF device bound to `table`.
     pub fn create_vrf(&self, name: &str, table: u32) -> Result<()> {
         self.create_link(&LinkSpec::new(name, LinkKind::Vrf { table }))
     }
@@ -767,6 +911,7 @@ impl Socket {
         self.exec(&m, what).map(drop)
     }
 
+    /// Sets link `index` administratively up.
     pub fn set_link_up(&self, index: u32) -> Result<()> {
         self.set_link(
             index,
@@ -802,6 +947,7 @@ impl Socket {
         )
     }
 
+    /// Sets link `index` administratively down.
     pub fn set_link_down(&self, index: u32) -> Result<()> {
         self.set_link(
             index,
@@ -812,6 +958,7 @@ impl Socket {
         )
     }
 
+    /// Turns promiscuous mode on or off.
     pub fn set_promisc(&self, index: u32, on: bool) -> Result<()> {
         let f = if on { IFF_PROMISC } else { 0 };
         self.set_link(
@@ -823,6 +970,7 @@ impl Socket {
         )
     }
 
+    /// Turns all-multicast mode on or off.
     pub fn set_allmulti(&self, index: u32, on: bool) -> Result<()> {
         let f = if on { IFF_ALLMULTI } else { 0 };
         self.set_link(
@@ -834,6 +982,7 @@ impl Socket {
         )
     }
 
+    /// Sets the MTU.
     pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
         self.set_link(
             index,
@@ -846,6 +995,7 @@ impl Socket {
         )
     }
 
+    /// Sets the MAC address.
     pub fn set_mac(&self, index: u32, mac: &[u8]) -> Result<()> {
         self.set_link(
             index,
@@ -867,6 +1017,7 @@ impl Socket {
         })
     }
 
+    /// Sets the transmit queue length.
     pub fn set_txqlen(&self, index: u32, qlen: u32) -> Result<()> {
         self.set_link(
             index,
@@ -892,6 +1043,7 @@ impl Socket {
         )
     }
 
+    /// Detaches the link from its master (bridge, VRF).
     pub fn set_nomaster(&self, index: u32) -> Result<()> {
         self.set_link(
             index,

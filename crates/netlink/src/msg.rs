@@ -14,34 +14,54 @@ pub const NLMSG_HDRLEN: usize = 16;
 /// Size of `struct nlattr` / `struct rtattr`.
 pub const NLA_HDRLEN: usize = 4;
 
+/// Kernel constant `NLMSG_NOOP` (Linux UAPI headers).
 pub const NLMSG_NOOP: u16 = 1;
+/// Kernel constant `NLMSG_ERROR` (Linux UAPI headers).
 pub const NLMSG_ERROR: u16 = 2;
+/// Kernel constant `NLMSG_DONE` (Linux UAPI headers).
 pub const NLMSG_DONE: u16 = 3;
+/// Kernel constant `NLMSG_OVERRUN` (Linux UAPI headers).
 pub const NLMSG_OVERRUN: u16 = 4;
 
+/// Kernel constant `NLM_F_REQUEST` (Linux UAPI headers).
 pub const NLM_F_REQUEST: u16 = 0x1;
+/// Kernel constant `NLM_F_MULTI` (Linux UAPI headers).
 pub const NLM_F_MULTI: u16 = 0x2;
+/// Kernel constant `NLM_F_ACK` (Linux UAPI headers).
 pub const NLM_F_ACK: u16 = 0x4;
+/// Kernel constant `NLM_F_ECHO` (Linux UAPI headers).
 pub const NLM_F_ECHO: u16 = 0x8;
+/// Kernel constant `NLM_F_DUMP_INTR` (Linux UAPI headers).
 pub const NLM_F_DUMP_INTR: u16 = 0x10;
+/// Kernel constant `NLM_F_ROOT` (Linux UAPI headers).
 pub const NLM_F_ROOT: u16 = 0x100;
+/// Kernel constant `NLM_F_MATCH` (Linux UAPI headers).
 pub const NLM_F_MATCH: u16 = 0x200;
+/// Kernel constant `NLM_F_DUMP` (Linux UAPI headers).
 pub const NLM_F_DUMP: u16 = NLM_F_ROOT | NLM_F_MATCH;
+/// Kernel constant `NLM_F_REPLACE` (Linux UAPI headers).
 pub const NLM_F_REPLACE: u16 = 0x100;
+/// Kernel constant `NLM_F_EXCL` (Linux UAPI headers).
 pub const NLM_F_EXCL: u16 = 0x200;
+/// Kernel constant `NLM_F_CREATE` (Linux UAPI headers).
 pub const NLM_F_CREATE: u16 = 0x400;
+/// Kernel constant `NLM_F_APPEND` (Linux UAPI headers).
 pub const NLM_F_APPEND: u16 = 0x800;
 /// On NLMSG_ERROR: the echoed request was capped to its header.
 pub const NLM_F_CAPPED: u16 = 0x100;
 /// On NLMSG_ERROR: extended-ack TLVs follow.
 pub const NLM_F_ACK_TLVS: u16 = 0x200;
 
+/// Kernel constant `NLA_F_NESTED` (Linux UAPI headers).
 pub const NLA_F_NESTED: u16 = 1 << 15;
+/// Kernel constant `NLA_F_NET_BYTEORDER` (Linux UAPI headers).
 pub const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
+/// Kernel constant `NLA_TYPE_MASK` (Linux UAPI headers).
 pub const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 
 /// Extended-ack attributes inside NLMSG_ERROR.
 pub const NLMSGERR_ATTR_MSG: u16 = 1;
+/// Kernel constant `NLMSGERR_ATTR_OFFS` (Linux UAPI headers).
 pub const NLMSGERR_ATTR_OFFS: u16 = 2;
 
 /// Rounds `len` up to the netlink alignment.
@@ -56,6 +76,7 @@ pub const fn align(len: usize) -> usize {
 /// Implementors must be `#[repr(C)]`, contain no padding the kernel would
 /// misread, no pointers, and every bit pattern must be a valid value.
 pub unsafe trait Pod: Copy {
+    /// The value's bytes as the kernel reads them.
     fn as_bytes(&self) -> &[u8] {
         // SAFETY: Pod guarantees a plain byte representation.
         unsafe {
@@ -101,14 +122,17 @@ impl MessageBuilder {
         MessageBuilder { buf }
     }
 
+    /// The message type (`RTM_*`).
     pub fn msg_type(&self) -> u16 {
         u16::from_ne_bytes([self.buf[4], self.buf[5]])
     }
 
+    /// The `NLM_F_*` flags.
     pub fn flags(&self) -> u16 {
         u16::from_ne_bytes([self.buf[6], self.buf[7]])
     }
 
+    /// Replaces the `NLM_F_*` flags.
     pub fn set_flags(&mut self, flags: u16) -> &mut Self {
         self.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
         self
@@ -146,18 +170,23 @@ impl MessageBuilder {
     pub fn attr_flag(&mut self, ty: u16) -> &mut Self {
         self.attr(ty, &[])
     }
+    /// Appends a `u8` attribute.
     pub fn attr_u8(&mut self, ty: u16, v: u8) -> &mut Self {
         self.attr(ty, &[v])
     }
+    /// Appends a `u16` attribute (native byte order).
     pub fn attr_u16(&mut self, ty: u16, v: u16) -> &mut Self {
         self.attr(ty, &v.to_ne_bytes())
     }
+    /// Appends a `u32` attribute (native byte order).
     pub fn attr_u32(&mut self, ty: u16, v: u32) -> &mut Self {
         self.attr(ty, &v.to_ne_bytes())
     }
+    /// Appends an `i32` attribute (native byte order).
     pub fn attr_i32(&mut self, ty: u16, v: i32) -> &mut Self {
         self.attr(ty, &v.to_ne_bytes())
     }
+    /// Appends a `u64` attribute (native byte order).
     pub fn attr_u64(&mut self, ty: u16, v: u64) -> &mut Self {
         self.attr(ty, &v.to_ne_bytes())
     }
@@ -169,6 +198,7 @@ impl MessageBuilder {
     pub fn attr_be32(&mut self, ty: u16, v: u32) -> &mut Self {
         self.attr(ty, &v.to_be_bytes())
     }
+    /// Appends a `u64` attribute in network byte order.
     pub fn attr_be64(&mut self, ty: u16, v: u64) -> &mut Self {
         self.attr(ty, &v.to_be_bytes())
     }
@@ -235,9 +265,13 @@ impl MessageBuilder {
 /// One received netlink message, borrowed from the receive buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Msg<'a> {
+    /// Message type.
     pub ty: u16,
+    /// `NLM_F_*` flags.
     pub flags: u16,
+    /// Sequence number.
     pub seq: u32,
+    /// Sender port ID.
     pub pid: u32,
     /// Everything after the nlmsghdr.
     pub payload: &'a [u8],
@@ -246,13 +280,18 @@ pub struct Msg<'a> {
 /// An owned copy of a received message.
 #[derive(Debug, Clone)]
 pub struct OwnedMsg {
+    /// Message type.
     pub ty: u16,
+    /// `NLM_F_*` flags.
     pub flags: u16,
+    /// Sequence number.
     pub seq: u32,
+    /// Everything after the nlmsghdr.
     pub payload: Vec<u8>,
 }
 
 impl Msg<'_> {
+    /// An owned copy.
     pub fn to_owned_msg(&self) -> OwnedMsg {
         OwnedMsg {
             ty: self.ty,
@@ -271,6 +310,7 @@ pub struct MsgIter<'a> {
 }
 
 impl<'a> MsgIter<'a> {
+    /// Iterates over the messages in `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         MsgIter { rest: buf }
     }
@@ -305,32 +345,42 @@ impl<'a> Iterator for MsgIter<'a> {
 pub struct Attr<'a> {
     /// Type without NLA_F_NESTED / NLA_F_NET_BYTEORDER.
     pub ty: u16,
+    /// NLA_F_NESTED was set.
     pub nested_flag: bool,
+    /// The payload.
     pub data: &'a [u8],
 }
 
 impl<'a> Attr<'a> {
+    /// The payload as `u8`, if it has that size.
     pub fn u8(&self) -> Option<u8> {
         self.data.first().copied()
     }
+    /// The payload as native `u16`, if it has that size.
     pub fn u16(&self) -> Option<u16> {
         Some(u16::from_ne_bytes(self.data.get(..2)?.try_into().ok()?))
     }
+    /// The payload as native `u32`, if it has that size.
     pub fn u32(&self) -> Option<u32> {
         Some(u32::from_ne_bytes(self.data.get(..4)?.try_into().ok()?))
     }
+    /// The payload as native `i32`, if it has that size.
     pub fn i32(&self) -> Option<i32> {
         Some(i32::from_ne_bytes(self.data.get(..4)?.try_into().ok()?))
     }
+    /// The payload as native `u64`, if it has that size.
     pub fn u64(&self) -> Option<u64> {
         Some(u64::from_ne_bytes(self.data.get(..8)?.try_into().ok()?))
     }
+    /// The payload as big-endian `u16`, if it has that size.
     pub fn be16(&self) -> Option<u16> {
         Some(u16::from_be_bytes(self.data.get(..2)?.try_into().ok()?))
     }
+    /// The payload as big-endian `u32`, if it has that size.
     pub fn be32(&self) -> Option<u32> {
         Some(u32::from_be_bytes(self.data.get(..4)?.try_into().ok()?))
     }
+    /// The payload as big-endian `u64`, if it has that size.
     pub fn be64(&self) -> Option<u64> {
         Some(u64::from_be_bytes(self.data.get(..8)?.try_into().ok()?))
     }
@@ -370,6 +420,7 @@ pub struct Attrs<'a> {
 }
 
 impl<'a> Attrs<'a> {
+    /// Iterates over the attributes in `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         Attrs { rest: buf }
     }

@@ -12,34 +12,56 @@ pub(crate) const RTM_NEWNEIGH: u16 = 28;
 pub(crate) const RTM_DELNEIGH: u16 = 29;
 pub(crate) const RTM_GETNEIGH: u16 = 30;
 
+/// Kernel constant `NDA_DST` (Linux UAPI headers).
 pub const NDA_DST: u16 = 1;
+/// Kernel constant `NDA_LLADDR` (Linux UAPI headers).
 pub const NDA_LLADDR: u16 = 2;
+/// Kernel constant `NDA_VLAN` (Linux UAPI headers).
 pub const NDA_VLAN: u16 = 5;
+/// Kernel constant `NDA_PORT` (Linux UAPI headers).
 pub const NDA_PORT: u16 = 6;
+/// Kernel constant `NDA_VNI` (Linux UAPI headers).
 pub const NDA_VNI: u16 = 7;
+/// Kernel constant `NDA_IFINDEX` (Linux UAPI headers).
 pub const NDA_IFINDEX: u16 = 8;
+/// Kernel constant `NDA_MASTER` (Linux UAPI headers).
 pub const NDA_MASTER: u16 = 9;
 
+/// Kernel constant `NUD_INCOMPLETE` (Linux UAPI headers).
 pub const NUD_INCOMPLETE: u16 = 0x01;
+/// Kernel constant `NUD_REACHABLE` (Linux UAPI headers).
 pub const NUD_REACHABLE: u16 = 0x02;
+/// Kernel constant `NUD_STALE` (Linux UAPI headers).
 pub const NUD_STALE: u16 = 0x04;
+/// Kernel constant `NUD_NOARP` (Linux UAPI headers).
 pub const NUD_NOARP: u16 = 0x40;
+/// Kernel constant `NUD_PERMANENT` (Linux UAPI headers).
 pub const NUD_PERMANENT: u16 = 0x80;
 
+/// Kernel constant `NTF_USE` (Linux UAPI headers).
 pub const NTF_USE: u8 = 0x01;
+/// Kernel constant `NTF_SELF` (Linux UAPI headers).
 pub const NTF_SELF: u8 = 0x02;
+/// Kernel constant `NTF_MASTER` (Linux UAPI headers).
 pub const NTF_MASTER: u8 = 0x04;
 
 /// `struct ndmsg`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NdMsg {
+    /// `family` of the `struct ndmsg` (Linux UAPI layout).
     pub family: u8,
+    /// `pad1` of the `struct ndmsg` (Linux UAPI layout).
     pub pad1: u8,
+    /// `pad2` of the `struct ndmsg` (Linux UAPI layout).
     pub pad2: u16,
+    /// `index` of the `struct ndmsg` (Linux UAPI layout).
     pub index: i32,
+    /// `state` of the `struct ndmsg` (Linux UAPI layout).
     pub state: u16,
+    /// `flags` of the `struct ndmsg` (Linux UAPI layout).
     pub flags: u8,
+    /// `ty` of the `struct ndmsg` (Linux UAPI layout).
     pub ty: u8,
 }
 // SAFETY: repr(C), integers only, no padding.
@@ -50,16 +72,21 @@ unsafe impl Pod for NdMsg {}
 pub struct Neighbour {
     /// AF_INET, AF_INET6 or AF_BRIDGE.
     pub family: u8,
+    /// Interface index.
     pub index: u32,
     /// NDA_DST: the neighbour's IP, or the vxlan remote of an FDB entry.
     pub ip: Option<IpAddr>,
+    /// NDA_LLADDR: the hardware address.
     pub mac: Option<Vec<u8>>,
     /// NUD_* state bits.
     pub state: u16,
     /// NTF_* flags.
     pub flags: u8,
+    /// NDA_MASTER: the bridge, for an FDB entry of a bridge port.
     pub master: Option<u32>,
+    /// NDA_VLAN.
     pub vlan: Option<u16>,
+    /// NDA_VNI.
     pub vni: Option<u32>,
 }
 
@@ -68,9 +95,11 @@ pub struct Neighbour {
 pub struct FdbEntry {
     /// The port (bridge port or vxlan device).
     pub index: u32,
+    /// The MAC address.
     pub mac: Vec<u8>,
     /// vxlan remote (NDA_DST).
     pub dst: Option<IpAddr>,
+    /// VXLAN network identifier (NDA_VNI).
     pub vni: Option<u32>,
     /// NTF_MASTER (the bridge's table) instead of NTF_SELF (the device's own).
     pub master: bool,
@@ -91,10 +120,12 @@ impl FdbEntry {
             permanent: true,
         }
     }
+    /// Sets the vxlan remote.
     pub fn dst(mut self, ip: IpAddr) -> Self {
         self.dst = Some(ip);
         self
     }
+    /// Puts the entry in the master's (bridge's) table.
     pub fn master(mut self) -> Self {
         self.master = true;
         self

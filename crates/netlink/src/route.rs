@@ -13,25 +13,42 @@ pub(crate) const RTM_NEWROUTE: u16 = 24;
 pub(crate) const RTM_DELROUTE: u16 = 25;
 pub(crate) const RTM_GETROUTE: u16 = 26;
 
+/// Kernel constant `RTA_DST` (Linux UAPI headers).
 pub const RTA_DST: u16 = 1;
+/// Kernel constant `RTA_SRC` (Linux UAPI headers).
 pub const RTA_SRC: u16 = 2;
+/// Kernel constant `RTA_OIF` (Linux UAPI headers).
 pub const RTA_OIF: u16 = 4;
+/// Kernel constant `RTA_GATEWAY` (Linux UAPI headers).
 pub const RTA_GATEWAY: u16 = 5;
+/// Kernel constant `RTA_PRIORITY` (Linux UAPI headers).
 pub const RTA_PRIORITY: u16 = 6;
+/// Kernel constant `RTA_PREFSRC` (Linux UAPI headers).
 pub const RTA_PREFSRC: u16 = 7;
+/// Kernel constant `RTA_METRICS` (Linux UAPI headers).
 pub const RTA_METRICS: u16 = 8;
+/// Kernel constant `RTA_TABLE` (Linux UAPI headers).
 pub const RTA_TABLE: u16 = 15;
 
+/// Kernel constant `RTAX_MTU` (Linux UAPI headers).
 pub const RTAX_MTU: u16 = 2;
+/// Kernel constant `RTAX_ADVMSS` (Linux UAPI headers).
 pub const RTAX_ADVMSS: u16 = 8;
 
+/// Kernel constant `RT_TABLE_UNSPEC` (Linux UAPI headers).
 pub const RT_TABLE_UNSPEC: u32 = 0;
+/// Kernel constant `RT_TABLE_MAIN` (Linux UAPI headers).
 pub const RT_TABLE_MAIN: u32 = 254;
+/// Kernel constant `RT_TABLE_LOCAL` (Linux UAPI headers).
 pub const RT_TABLE_LOCAL: u32 = 255;
 
+/// Kernel constant `RTPROT_UNSPEC` (Linux UAPI headers).
 pub const RTPROT_UNSPEC: u8 = 0;
+/// Kernel constant `RTPROT_KERNEL` (Linux UAPI headers).
 pub const RTPROT_KERNEL: u8 = 2;
+/// Kernel constant `RTPROT_BOOT` (Linux UAPI headers).
 pub const RTPROT_BOOT: u8 = 3;
+/// Kernel constant `RTPROT_STATIC` (Linux UAPI headers).
 pub const RTPROT_STATIC: u8 = 4;
 
 const RTM_F_CLONED: u32 = 0x200;
@@ -42,14 +59,23 @@ pub const RTNH_F_ONLINK: u32 = 4;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RtMsg {
+    /// `family` of the `struct rtmsg` (Linux UAPI layout).
     pub family: u8,
+    /// `dst_len` of the `struct rtmsg` (Linux UAPI layout).
     pub dst_len: u8,
+    /// `src_len` of the `struct rtmsg` (Linux UAPI layout).
     pub src_len: u8,
+    /// `tos` of the `struct rtmsg` (Linux UAPI layout).
     pub tos: u8,
+    /// `table` of the `struct rtmsg` (Linux UAPI layout).
     pub table: u8,
+    /// `protocol` of the `struct rtmsg` (Linux UAPI layout).
     pub protocol: u8,
+    /// `scope` of the `struct rtmsg` (Linux UAPI layout).
     pub scope: u8,
+    /// `ty` of the `struct rtmsg` (Linux UAPI layout).
     pub ty: u8,
+    /// `flags` of the `struct rtmsg` (Linux UAPI layout).
     pub flags: u32,
 }
 // SAFETY: repr(C), integers only, no padding.
@@ -58,20 +84,31 @@ unsafe impl Pod for RtMsg {}
 /// Route types (RTN_*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RouteKind {
+    /// RTN_UNICAST: a gateway or direct route.
     #[default]
     Unicast,
+    /// RTN_LOCAL: a local address.
     Local,
+    /// RTN_BROADCAST.
     Broadcast,
+    /// RTN_ANYCAST.
     Anycast,
+    /// RTN_MULTICAST.
     Multicast,
+    /// RTN_BLACKHOLE: drop silently.
     Blackhole,
+    /// RTN_UNREACHABLE: drop with "unreachable".
     Unreachable,
+    /// RTN_PROHIBIT: drop with "prohibited".
     Prohibit,
+    /// RTN_THROW: continue with the next rule.
     Throw,
+    /// Any other RTN_* value.
     Other(u8),
 }
 
 impl RouteKind {
+    /// The RTN_* value.
     pub fn raw(self) -> u8 {
         match self {
             RouteKind::Unicast => 1,
@@ -86,6 +123,7 @@ impl RouteKind {
             RouteKind::Other(v) => v,
         }
     }
+    /// The kind for an RTN_* value.
     pub fn from_raw(v: u8) -> Self {
         match v {
             1 => RouteKind::Unicast,
@@ -110,6 +148,7 @@ pub struct Route {
     pub family: Family,
     /// Destination prefix; `None` is the default route.
     pub dst: Option<(IpAddr, u8)>,
+    /// Next hop.
     pub gateway: Option<IpAddr>,
     /// Output interface index.
     pub oif: Option<u32>,
@@ -124,8 +163,11 @@ pub struct Route {
     pub priority: Option<u32>,
     /// Preferred source address (RTA_PREFSRC).
     pub src: Option<IpAddr>,
+    /// RTAX_MTU.
     pub mtu: Option<u32>,
+    /// RTAX_ADVMSS.
     pub advmss: Option<u32>,
+    /// Route type.
     pub kind: RouteKind,
     /// `onlink`: the gateway is reachable on `oif` although no address of
     /// that link covers it (RTNH_F_ONLINK).
@@ -159,38 +201,47 @@ impl Route {
         }
     }
 
+    /// Routes via gateway `gw`.
     pub fn via(mut self, gw: IpAddr) -> Self {
         self.gateway = Some(gw);
         self
     }
+    /// Routes out of link `oif`.
     pub fn dev(mut self, oif: u32) -> Self {
         self.oif = Some(oif);
         self
     }
+    /// Puts the route in `table` (default main).
     pub fn table(mut self, table: u32) -> Self {
         self.table = table;
         self
     }
+    /// Sets the scope (`RT_SCOPE_LINK` for on-link routes).
     pub fn scope(mut self, scope: u8) -> Self {
         self.scope = Some(scope);
         self
     }
+    /// Sets the metric (priority).
     pub fn metric(mut self, m: u32) -> Self {
         self.priority = Some(m);
         self
     }
+    /// Sets the preferred source address.
     pub fn src(mut self, src: IpAddr) -> Self {
         self.src = Some(src);
         self
     }
+    /// Sets the path MTU.
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
     }
+    /// Sets the advertised MSS.
     pub fn advmss(mut self, advmss: u32) -> Self {
         self.advmss = Some(advmss);
         self
     }
+    /// Sets the route type.
     pub fn kind(mut self, kind: RouteKind) -> Self {
         self.kind = kind;
         self

@@ -12,30 +12,49 @@ pub(crate) const RTM_NEWRULE: u16 = 32;
 pub(crate) const RTM_DELRULE: u16 = 33;
 pub(crate) const RTM_GETRULE: u16 = 34;
 
+/// Kernel constant `FRA_DST` (Linux UAPI headers).
 pub const FRA_DST: u16 = 1;
+/// Kernel constant `FRA_SRC` (Linux UAPI headers).
 pub const FRA_SRC: u16 = 2;
+/// Kernel constant `FRA_IIFNAME` (Linux UAPI headers).
 pub const FRA_IIFNAME: u16 = 3;
+/// Kernel constant `FRA_GOTO` (Linux UAPI headers).
 pub const FRA_GOTO: u16 = 4;
+/// Kernel constant `FRA_PRIORITY` (Linux UAPI headers).
 pub const FRA_PRIORITY: u16 = 6;
+/// Kernel constant `FRA_FWMARK` (Linux UAPI headers).
 pub const FRA_FWMARK: u16 = 10;
+/// Kernel constant `FRA_TABLE` (Linux UAPI headers).
 pub const FRA_TABLE: u16 = 15;
+/// Kernel constant `FRA_FWMASK` (Linux UAPI headers).
 pub const FRA_FWMASK: u16 = 16;
+/// Kernel constant `FRA_OIFNAME` (Linux UAPI headers).
 pub const FRA_OIFNAME: u16 = 17;
 
+/// Kernel constant `FIB_RULE_INVERT` (Linux UAPI headers).
 pub const FIB_RULE_INVERT: u32 = 0x2;
 
 /// `struct fib_rule_hdr`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FibRuleHdr {
+    /// `family` of the `struct fib_rule_hdr` (Linux UAPI layout).
     pub family: u8,
+    /// `dst_len` of the `struct fib_rule_hdr` (Linux UAPI layout).
     pub dst_len: u8,
+    /// `src_len` of the `struct fib_rule_hdr` (Linux UAPI layout).
     pub src_len: u8,
+    /// `tos` of the `struct fib_rule_hdr` (Linux UAPI layout).
     pub tos: u8,
+    /// `table` of the `struct fib_rule_hdr` (Linux UAPI layout).
     pub table: u8,
+    /// `res1` of the `struct fib_rule_hdr` (Linux UAPI layout).
     pub res1: u8,
+    /// `res2` of the `struct fib_rule_hdr` (Linux UAPI layout).
     pub res2: u8,
+    /// `action` of the `struct fib_rule_hdr` (Linux UAPI layout).
     pub action: u8,
+    /// `flags` of the `struct fib_rule_hdr` (Linux UAPI layout).
     pub flags: u32,
 }
 // SAFETY: repr(C), integers only, no padding.
@@ -47,15 +66,22 @@ pub enum RuleAction {
     /// Look the packet up in `table`.
     #[default]
     ToTable,
+    /// FR_ACT_GOTO: jump to another rule.
     Goto,
+    /// FR_ACT_NOP.
     Nop,
+    /// FR_ACT_BLACKHOLE.
     Blackhole,
+    /// FR_ACT_UNREACHABLE.
     Unreachable,
+    /// FR_ACT_PROHIBIT.
     Prohibit,
+    /// Any other FR_ACT_* value.
     Other(u8),
 }
 
 impl RuleAction {
+    /// The FR_ACT_* value.
     pub fn raw(self) -> u8 {
         match self {
             RuleAction::ToTable => 1,
@@ -67,6 +93,7 @@ impl RuleAction {
             RuleAction::Other(v) => v,
         }
     }
+    /// The action for an FR_ACT_* value.
     pub fn from_raw(v: u8) -> Self {
         match v {
             1 => RuleAction::ToTable,
@@ -85,21 +112,30 @@ impl RuleAction {
 pub struct Rule {
     /// V4 or V6.
     pub family: Family,
+    /// Rule priority (kernel picks when `None`).
     pub priority: Option<u32>,
+    /// Source prefix selector.
     pub src: Option<(IpAddr, u8)>,
+    /// Destination prefix selector.
     pub dst: Option<(IpAddr, u8)>,
     /// Table for [`RuleAction::ToTable`]; tables above 255 go in FRA_TABLE.
     pub table: u32,
+    /// Incoming interface selector.
     pub iif: Option<String>,
+    /// Outgoing interface selector.
     pub oif: Option<String>,
+    /// Firewall mark selector.
     pub fwmark: Option<u32>,
+    /// Firewall mark mask.
     pub fwmask: Option<u32>,
     /// `not` – invert the selector.
     pub invert: bool,
+    /// What a matching packet does.
     pub action: RuleAction,
 }
 
 impl Rule {
+    /// A rule of `family` matching everything, looking up the main table.
     pub fn new(family: Family) -> Rule {
         Rule {
             family,
@@ -115,26 +151,32 @@ impl Rule {
             action: RuleAction::ToTable,
         }
     }
+    /// Matches source `ip/prefix`.
     pub fn from(mut self, ip: IpAddr, prefix: u8) -> Self {
         self.src = Some((ip, prefix));
         self
     }
+    /// Matches destination `ip/prefix`.
     pub fn to(mut self, ip: IpAddr, prefix: u8) -> Self {
         self.dst = Some((ip, prefix));
         self
     }
+    /// Looks up `table`.
     pub fn table(mut self, table: u32) -> Self {
         self.table = table;
         self
     }
+    /// Sets the priority.
     pub fn priority(mut self, p: u32) -> Self {
         self.priority = Some(p);
         self
     }
+    /// Matches packets arriving on `name`.
     pub fn iif(mut self, name: &str) -> Self {
         self.iif = Some(name.to_string());
         self
     }
+    /// Matches packets leaving by `name`.
     pub fn oif(mut self, name: &str) -> Self {
         self.oif = Some(name.to_string());
         self

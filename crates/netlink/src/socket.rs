@@ -78,6 +78,7 @@ impl Socket {
         })
     }
 
+    /// The socket's file descriptor.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -12,36 +12,57 @@ pub(crate) const RTM_GETQDISC: u16 = 38;
 pub(crate) const RTM_NEWTFILTER: u16 = 44;
 pub(crate) const RTM_GETTFILTER: u16 = 46;
 
+/// Kernel constant `TCA_KIND` (Linux UAPI headers).
 pub const TCA_KIND: u16 = 1;
+/// Kernel constant `TCA_OPTIONS` (Linux UAPI headers).
 pub const TCA_OPTIONS: u16 = 2;
 
+/// Kernel constant `TCA_TBF_PARMS` (Linux UAPI headers).
 pub const TCA_TBF_PARMS: u16 = 1;
+/// Kernel constant `TCA_TBF_RTAB` (Linux UAPI headers).
 pub const TCA_TBF_RTAB: u16 = 2;
+/// Kernel constant `TCA_TBF_RATE64` (Linux UAPI headers).
 pub const TCA_TBF_RATE64: u16 = 4;
+/// Kernel constant `TCA_TBF_BURST` (Linux UAPI headers).
 pub const TCA_TBF_BURST: u16 = 6;
 
+/// Kernel constant `TCA_U32_CLASSID` (Linux UAPI headers).
 pub const TCA_U32_CLASSID: u16 = 1;
+/// Kernel constant `TCA_U32_SEL` (Linux UAPI headers).
 pub const TCA_U32_SEL: u16 = 5;
+/// Kernel constant `TCA_U32_ACT` (Linux UAPI headers).
 pub const TCA_U32_ACT: u16 = 7;
+/// Kernel constant `TCA_MATCHALL_ACT` (Linux UAPI headers).
 pub const TCA_MATCHALL_ACT: u16 = 2;
 
+/// Kernel constant `TCA_ACT_KIND` (Linux UAPI headers).
 pub const TCA_ACT_KIND: u16 = 1;
+/// Kernel constant `TCA_ACT_OPTIONS` (Linux UAPI headers).
 pub const TCA_ACT_OPTIONS: u16 = 2;
+/// Kernel constant `TCA_MIRRED_PARMS` (Linux UAPI headers).
 pub const TCA_MIRRED_PARMS: u16 = 2;
 
+/// Kernel constant `TC_ACT_STOLEN` (Linux UAPI headers).
 pub const TC_ACT_STOLEN: i32 = 4;
+/// Kernel constant `TCA_EGRESS_REDIR` (Linux UAPI headers).
 pub const TCA_EGRESS_REDIR: i32 = 1;
+/// Kernel constant `TCA_EGRESS_MIRROR` (Linux UAPI headers).
 pub const TCA_EGRESS_MIRROR: i32 = 2;
 
+/// Kernel constant `TC_U32_TERMINAL` (Linux UAPI headers).
 pub const TC_U32_TERMINAL: u8 = 1;
+/// Kernel constant `TC_LINKLAYER_ETHERNET` (Linux UAPI headers).
 pub const TC_LINKLAYER_ETHERNET: u8 = 1;
 
 /// `tc` handle/parent values.
 pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
+/// Kernel constant `TC_H_INGRESS` (Linux UAPI headers).
 pub const TC_H_INGRESS: u32 = 0xFFFF_FFF1;
+/// Kernel constant `TC_H_CLSACT` (Linux UAPI headers).
 pub const TC_H_CLSACT: u32 = TC_H_INGRESS;
 /// Minor numbers of clsact's two hooks (parent `ffff:fff2` / `ffff:fff3`).
 pub const TC_H_MIN_INGRESS: u16 = 0xFFF2;
+/// Kernel constant `TC_H_MIN_EGRESS` (Linux UAPI headers).
 pub const TC_H_MIN_EGRESS: u16 = 0xFFF3;
 
 const ETH_P_ALL: u16 = 0x0003;
@@ -57,12 +78,19 @@ pub const fn handle(major: u16, minor: u16) -> u32 {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcMsg {
+    /// `family` of the `struct tcmsg` (Linux UAPI layout).
     pub family: u8,
+    /// `pad1` of the `struct tcmsg` (Linux UAPI layout).
     pub pad1: u8,
+    /// `pad2` of the `struct tcmsg` (Linux UAPI layout).
     pub pad2: u16,
+    /// `index` of the `struct tcmsg` (Linux UAPI layout).
     pub index: i32,
+    /// `handle` of the `struct tcmsg` (Linux UAPI layout).
     pub handle: u32,
+    /// `parent` of the `struct tcmsg` (Linux UAPI layout).
     pub parent: u32,
+    /// `info` of the `struct tcmsg` (Linux UAPI layout).
     pub info: u32,
 }
 // SAFETY: repr(C), integers only, no padding.
@@ -72,11 +100,17 @@ unsafe impl Pod for TcMsg {}
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcRateSpec {
+    /// `cell_log` of the `struct tc_ratespec` (Linux UAPI layout).
     pub cell_log: u8,
+    /// `linklayer` of the `struct tc_ratespec` (Linux UAPI layout).
     pub linklayer: u8,
+    /// `overhead` of the `struct tc_ratespec` (Linux UAPI layout).
     pub overhead: u16,
+    /// `cell_align` of the `struct tc_ratespec` (Linux UAPI layout).
     pub cell_align: i16,
+    /// `mpu` of the `struct tc_ratespec` (Linux UAPI layout).
     pub mpu: u16,
+    /// `rate` of the `struct tc_ratespec` (Linux UAPI layout).
     pub rate: u32,
 }
 // SAFETY: repr(C), integers only, no padding.
@@ -86,10 +120,15 @@ unsafe impl Pod for TcRateSpec {}
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcTbfQopt {
+    /// `rate` of the `struct tc_tbf_qopt` (Linux UAPI layout).
     pub rate: TcRateSpec,
+    /// `peakrate` of the `struct tc_tbf_qopt` (Linux UAPI layout).
     pub peakrate: TcRateSpec,
+    /// `limit` of the `struct tc_tbf_qopt` (Linux UAPI layout).
     pub limit: u32,
+    /// `buffer` of the `struct tc_tbf_qopt` (Linux UAPI layout).
     pub buffer: u32,
+    /// `mtu` of the `struct tc_tbf_qopt` (Linux UAPI layout).
     pub mtu: u32,
 }
 // SAFETY: repr(C), integers only, no padding (12+12+4+4+4).
@@ -173,6 +212,7 @@ impl Psched {
 /// Token bucket filter settings. Rates are bytes per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tbf {
+    /// Rate, bytes per second.
     pub rate: u64,
     /// Bucket size in bytes.
     pub burst: u32,
@@ -184,6 +224,7 @@ pub struct Tbf {
 }
 
 impl Tbf {
+    /// A TBF of `rate` bytes/s with a `burst`-byte bucket, default limit.
     pub fn new(rate: u64, burst: u32) -> Tbf {
         Tbf {
             rate,
@@ -242,6 +283,7 @@ impl Tbf {
 pub struct TbfInfo {
     /// Bytes per second.
     pub rate: u64,
+    /// Queue limit in bytes.
     pub limit: u32,
     /// Bucket size in ticks (see [`TbfInfo::burst`]).
     pub buffer_ticks: u32,
@@ -257,20 +299,30 @@ impl TbfInfo {
 /// A qdisc as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qdisc {
+    /// Interface index.
     pub index: u32,
+    /// The qdisc's handle.
     pub handle: u32,
+    /// Its parent (TC_H_ROOT, TC_H_INGRESS or a class).
     pub parent: u32,
+    /// The qdisc type (`tbf`, `ingress`, ...).
     pub kind: String,
+    /// TBF settings, for a tbf qdisc.
     pub tbf: Option<TbfInfo>,
 }
 
 /// A filter as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
+    /// Interface index.
     pub index: u32,
+    /// Parent qdisc or class.
     pub parent: u32,
+    /// The filter's handle.
     pub handle: u32,
+    /// The filter type (`u32`, `matchall`, ...).
     pub kind: String,
+    /// Priority.
     pub prio: u16,
     /// Ethernet protocol in host order (3 = all).
     pub protocol: u16,

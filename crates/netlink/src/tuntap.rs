@@ -29,7 +29,9 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// Layer 3 (tun) or layer 2 (tap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
+    /// A layer-3 device (IP packets).
     Tun,
+    /// A layer-2 device (Ethernet frames).
     #[default]
     Tap,
 }
@@ -39,14 +41,19 @@ pub enum Mode {
 pub struct TunTapSpec {
     /// Interface name; empty lets the kernel pick (`tap%d`).
     pub name: String,
+    /// tun or tap.
     pub mode: Mode,
     /// Keep the device after the files close.
     pub persist: bool,
+    /// Owning user ID.
     pub owner: Option<u32>,
+    /// Owning group ID.
     pub group: Option<u32>,
     /// Open this many queues (IFF_MULTI_QUEUE when more than one).
     pub queues: usize,
+    /// Set IFF_MULTI_QUEUE even with a single queue.
     pub multi_queue: bool,
+    /// Prepend a virtio-net header (IFF_VNET_HDR).
     pub vnet_hdr: bool,
     /// No packet-information header (IFF_NO_PI); what VMs and most users want.
     pub no_pi: bool,
@@ -56,6 +63,7 @@ pub struct TunTapSpec {
 }
 
 impl TunTapSpec {
+    /// A non-persistent device `name` of `mode`.
     pub fn new(name: &str, mode: Mode) -> Self {
         TunTapSpec {
             name: name.to_string(),
@@ -77,6 +85,7 @@ impl TunTapSpec {
 pub struct TunTap {
     /// The name the kernel gave it.
     pub name: String,
+    /// The open queue files.
     pub files: Vec<File>,
 }
 

@@ -5,6 +5,26 @@
 //! on a fresh scoped thread and the thread ends there. Code that only needs
 //! netlink should open its socket inside the namespace instead (see the
 //! `netlink` crate) and never switch at all.
+//!
+//! # Example
+//!
+//! (Needs root, like everything that makes namespaces.)
+//!
+//! ```
+//! use netns::NetNs;
+//!
+//! // A namespace that disappears with its handle.
+//! let ns = netns::create_anonymous()?;
+//! let here = NetNs::current()?;
+//! assert!(!here.same_as(&ns));
+//! // Code inside `run` sees the other namespace; the caller does not move.
+//! let inside = ns.run(|| NetNs::current().map(|cur| cur.same_as(&ns)))??;
+//! assert!(inside);
+//! assert!(NetNs::current()?.same_as(&here));
+//! # Ok::<(), netns::Error>(())
+//! ```
+
+#![warn(missing_docs)]
 
 use std::ffi::CString;
 use std::fs::File;
@@ -15,18 +35,47 @@ use std::path::{Path, PathBuf};
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
+/// What can go wrong with namespaces.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to open netns {path}: {source}")]
-    Open { path: PathBuf, source: io::Error },
+    /// The path could not be opened.
+    Open {
+        /// The namespace path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     #[error("{path} is not a network namespace")]
-    NotNetNs { path: PathBuf },
+    /// The path is not a network namespace (nsfs) file.
+    NotNetNs {
+        /// The path.
+        path: PathBuf,
+    },
     #[error("failed to enter netns {path}: {source}")]
-    Enter { path: PathBuf, source: io::Error },
+    /// `setns` into the namespace failed.
+    Enter {
+        /// The namespace path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     #[error("failed to create netns {name}: {source}")]
-    Create { name: String, source: io::Error },
+    /// A named namespace could not be created.
+    Create {
+        /// Its name under `/run/netns`.
+        name: String,
+        /// Why.
+        source: io::Error,
+    },
     #[error("failed to delete netns {name}: {source}")]
-    Delete { name: String, source: io::Error },
+    /// A named namespace could not be deleted.
+    Delete {
+        /// Its name under `/run/netns`.
+        name: String,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -36,6 +85,7 @@ impl Error {
     }
 }
 
+/// This crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// An open network namespace. Holding the file keeps the namespace alive.
@@ -77,10 +127,12 @@ impl NetNs {
         Self::open("/proc/thread-self/ns/net")
     }
 
+    /// The open file descriptor (valid while `self` lives).
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
 
+    /// The path it was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
