@@ -64,17 +64,6 @@ impl Drop for TestNs {
     }
 }
 
-/// For kernel features this machine lacks: true (and a note on stderr)
-/// when `e` is the kernel saying "not supported".
-pub fn lacks(e: &crate::Error, what: &str) -> bool {
-    if e.is_not_supported() {
-        eprintln!("skipped: kernel lacks {what} ({e})");
-        true
-    } else {
-        false
-    }
-}
-
 /// Creates veth pair `a`/`b` in the socket's netns, both up; returns their indexes.
 pub fn veth_up(s: &Socket, a: &str, b: &str) -> (u32, u32) {
     s.create_veth(a, b, None, None, None, None)
