@@ -86,6 +86,7 @@ release_build() {
 VM_PLAN=(
   "netlink-lib netlink lib --ignored"
   "vlan-dummy rcni test:vlan --include-ignored"
+  "ipvlan rcni test:ipvlan --include-ignored"
   "bridge rcni test:bridge --include-ignored"
   "ptp rcni test:ptp --include-ignored"
   "macvlan rcni test:macvlan --include-ignored"

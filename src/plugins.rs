@@ -20,6 +20,7 @@ pub static PLUGINS: &[(&str, &dyn Plugin)] = &[
     ("host-device", &plugin_host_device::HostDevice),
     ("vlan", &plugin_vlan::Vlan),
     ("dummy", &plugin_dummy::Dummy),
+    ("ipvlan", &plugin_ipvlan::Ipvlan),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static dyn Plugin> {
