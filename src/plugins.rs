@@ -21,6 +21,7 @@ pub static PLUGINS: &[(&str, &dyn Plugin)] = &[
     ("vlan", &plugin_vlan::Vlan),
     ("dummy", &plugin_dummy::Dummy),
     ("ipvlan", &plugin_ipvlan::Ipvlan),
+    ("vrf", &plugin_vrf::Vrf),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static dyn Plugin> {

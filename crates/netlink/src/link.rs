@@ -187,6 +187,14 @@ impl Link {
             .and_then(MacvlanMode::from_raw)
     }
 
+    /// The routing table of a `vrf` link.
+    pub fn vrf_table(&self) -> Option<u32> {
+        if self.kind.as_deref() != Some("vrf") {
+            return None;
+        }
+        self.info_attrs().get(IFLA_VRF_TABLE).and_then(|a| a.u32())
+    }
+
     /// The 802.1Q id of a `vlan` link.
     pub fn vlan_id(&self) -> Option<u16> {
         if self.kind.as_deref() != Some("vlan") {
