@@ -50,6 +50,11 @@ impl TestNs {
         self.run("ip", args)
     }
 
+    /// `bridge -n NS <args>` output.
+    pub fn bridge(&self, args: &[&str]) -> String {
+        self.run("bridge", args)
+    }
+
     /// `tc -n NS <args>` output.
     pub fn tc(&self, args: &[&str]) -> String {
         self.run("tc", args)
