@@ -134,15 +134,39 @@ fn enslave(s: &Socket, link: &Link, vrf: &Link, table: u32) -> CniResult<()> {
         }
     }
     s.set_link_up(link.index).map_err(nl)?;
-    for r in routes {
-        let mut moved = r.clone();
-        moved.table = table;
-        moved.protocol = None;
-        match s.add_route(&moved) {
-            Ok(()) => {}
-            Err(e) if e.is_exists() => {}
-            Err(e) => return Err(Error::io(format!("failed to move route {r:?}: {e}"))),
+    // Device routes first, then those via a gateway: a gateway must be
+    // reachable in the VRF's table before a route can use it. Passes repeat
+    // while they make progress (a gateway reached through another gateway).
+    let mut pending: Vec<_> = routes
+        .into_iter()
+        .map(|mut r| {
+            r.table = table;
+            r.protocol = None;
+            r
+        })
+        .collect();
+    pending.sort_by_key(|r| r.gateway.is_some());
+    loop {
+        let mut failed = Vec::new();
+        let mut last_err = None;
+        let before = pending.len();
+        for r in pending {
+            match s.add_route(&r) {
+                Ok(()) => {}
+                Err(e) if e.is_exists() => {}
+                Err(e) => {
+                    last_err = Some(format!("failed to move route {r:?}: {e}"));
+                    failed.push(r);
+                }
+            }
         }
+        if failed.is_empty() {
+            break;
+        }
+        if failed.len() == before {
+            return Err(Error::io(last_err.unwrap_or_default()));
+        }
+        pending = failed;
     }
     Ok(())
 }
