@@ -90,6 +90,7 @@ VM_PLAN=(
   "vlan-dummy rcni test:vlan --include-ignored"
   "ipvlan rcni test:ipvlan --include-ignored"
   "vrf rcni test:vrf --include-ignored"
+  "bridge-vlan rcni test:bridge --include-ignored vlan_"
   "bridge rcni test:bridge add_check_del_del_every_version two_pods_talk macspoofchk ipmasq_hides"
   "ptp rcni test:ptp add_check_del_del_every_version pods_talk_through_the_node"
   "macvlan rcni test:macvlan add_check_del_del_every_version_with_pod_to_pod_tcp"

@@ -14,15 +14,14 @@ for m in veth bridge 8021q ipvlan dummy vrf macvlan macvtap tun ifb vxlan \
   sch_fq_codel sch_tbf sch_ingress cls_matchall cls_u32 act_mirred \
   nf_tables nft_chain_nat nft_masq nft_redir nft_ct nft_fib_inet \
   iptable_filter iptable_nat ip6table_filter ip6table_nat xt_comment \
-  xt_conntrack xt_MASQUERADE; do
+  xt_conntrack xt_MASQUERADE br_netfilter; do
   if ! modprobe "$m" 2>/dev/null && ! grep -q "/$m.ko" "/lib/modules/$(uname -r)/modules.builtin" 2>/dev/null; then
     echo "vm: FAILED to load module $m"
     fail=1
   fi
 done
-# br_netfilter makes bridged traffic pass iptables; the tests expect the
-# host's default (off), as on a node without kube-proxy.
-sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 2>/dev/null
+# br_netfilter: the firewall tests switch bridge-nf-call-iptables on in
+# their own namespaces, as kube-proxy nodes do.
 mkdir -p /run/netns /run/cni /var/lib/cni
 ip link set lo up
 export RUST_BACKTRACE=1
