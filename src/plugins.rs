@@ -18,6 +18,10 @@ pub static PLUGINS: &[(&str, &dyn Plugin)] = &[
     ("portmap", &plugin_portmap::Portmap),
     ("firewall", &plugin_firewall::Firewall),
     ("host-device", &plugin_host_device::HostDevice),
+    ("vlan", &plugin_vlan::Vlan),
+    ("dummy", &plugin_dummy::Dummy),
+    ("ipvlan", &plugin_ipvlan::Ipvlan),
+    ("vrf", &plugin_vrf::Vrf),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static dyn Plugin> {

@@ -396,35 +396,163 @@ fn layer2_and_disabled_container_interface() {
 }
 
 #[test]
-fn vlan_needs_kernel_vlan_filtering() {
+fn vlan_settings_out_of_range_are_config_errors() {
     let env = Env::new("brq");
     let pod = TestNs::new("brq");
     for extra in [
-        json!({"bridge": "br-v", "vlan": 100}),
-        json!({"bridge": "br-v", "vlanTrunk": [{"minID": 10, "maxID": 20}, {"id": 30}]}),
+        json!({"vlan": 5000}),
+        json!({"vlan": -1}),
+        json!({"vlanTrunk": [{"minID": 9, "maxID": 2}]}),
+        json!({"vlanTrunk": [{"id": 4095}]}),
+        json!({"vlanTrunk": [{"minID": 9}]}),
     ] {
         let conf = env.conf("1.0.0", "10.27.0.0/24", extra);
-        let out = env.call("ADD", "ctr-v", &pod.path(), &conf);
-        assert_eq!(out.err_code(), 2, "{}", out.stdout);
-        let msg = out.json()["msg"].as_str().unwrap_or("").to_string();
-        if msg.contains("lacks bridge VLAN filtering") {
-            println!("skipped: kernel lacks bridge VLAN filtering");
-            eprintln!("skipped: kernel lacks bridge VLAN filtering ({msg})");
-        }
-        // Nothing left behind either way.
+        assert_eq!(env.call("ADD", "ctr-v", &pod.path(), &conf).err_code(), 7);
         assert!(env.allocated().is_empty());
         assert!(!pod.link_names().contains(&"eth0".to_string()));
         assert!(veth_names(&env.node).is_empty());
     }
-    // Invalid VLAN settings are config errors.
-    for extra in [
-        json!({"vlan": 5000}),
-        json!({"vlan": 3, "vlanTrunk": [{"id": 4}]}),
-        json!({"vlanTrunk": [{"minID": 9, "maxID": 2}]}),
-    ] {
-        let conf = env.conf("1.0.0", "10.27.0.0/24", extra);
-        assert_eq!(env.call("ADD", "ctr-v", &pod.path(), &conf).err_code(), 7);
+}
+
+/// `bridge -j vlan show dev PORT` as (vid, pvid, untagged) triples.
+fn port_vlans(ns: &TestNs, port: &str) -> Vec<(u64, bool, bool)> {
+    let j: Value = serde_json::from_str(&ns.exec(&["bridge", "-j", "vlan", "show", "dev", port]))
+        .expect("bridge -j");
+    let mut out = Vec::new();
+    for dev in j.as_array().into_iter().flatten() {
+        for v in dev["vlans"].as_array().into_iter().flatten() {
+            let flags = v["flags"].as_array().cloned().unwrap_or_default();
+            let has = |f: &str| flags.iter().any(|x| x == f);
+            let lo = v["vlan"].as_u64().expect("vlan");
+            let hi = v["vlanEnd"].as_u64().unwrap_or(lo);
+            for vid in lo..=hi {
+                out.push((vid, has("PVID"), has("Egress Untagged")));
+            }
+        }
     }
+    out.sort();
+    out
+}
+
+/// The node-side veth of the pod whose result is `r`.
+fn host_port(r: &Value) -> String {
+    r["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|i| {
+            i.get("sandbox")
+                .is_none_or(|s| s.as_str().unwrap_or("").is_empty())
+                && i["name"] != "br-v"
+        })
+        .and_then(|i| i["name"].as_str())
+        .expect("host veth")
+        .to_string()
+}
+
+#[test]
+#[ignore = "VM lane: needs bridge VLAN filtering; run by scripts/dev.sh vmtest"]
+fn vlan_ports_membership_and_isolation() {
+    let env = Env::new("brv");
+    let (a, b, c, d) = (
+        TestNs::new("brva"),
+        TestNs::new("brvb"),
+        TestNs::new("brvc"),
+        TestNs::new("brvd"),
+    );
+    let on = |vlan: Value| {
+        env.conf(
+            "1.0.0",
+            "10.27.0.0/24",
+            json!({"bridge": "br-v"})
+                .as_object()
+                .cloned()
+                .map(|mut o| {
+                    if let Some(v) = vlan.as_object() {
+                        o.extend(v.clone());
+                    }
+                    Value::Object(o)
+                })
+                .expect("obj"),
+        )
+    };
+    let c100 = on(json!({"vlan": 100}));
+    let c200 = on(json!({"vlan": 200}));
+    let trunk = on(json!({"vlan": 100, "vlanTrunk": [{"minID": 300, "maxID": 302}, {"id": 310}]}));
+    let keep = on(json!({"vlan": 200, "preserveDefaultVlan": true}));
+    let ra = env.call("ADD", "ctr-a", &a.path(), &c100).ok();
+    let rb = env.call("ADD", "ctr-b", &b.path(), &c100).ok();
+    let rc = env.call("ADD", "ctr-c", &c.path(), &c200).ok();
+    let rd = env.call("ADD", "ctr-d", &d.path(), &trunk).ok();
+    assert_eq!(
+        link(&env.node, "br-v")["linkinfo"]["info_data"]["vlan_filtering"],
+        1
+    );
+    assert_eq!(
+        port_vlans(&env.node, &host_port(&ra)),
+        vec![(100, true, true)]
+    );
+    assert_eq!(
+        port_vlans(&env.node, &host_port(&rc)),
+        vec![(200, true, true)]
+    );
+    assert_eq!(
+        port_vlans(&env.node, &host_port(&rd)),
+        vec![
+            (100, true, true),
+            (300, false, false),
+            (301, false, false),
+            (302, false, false),
+            (310, false, false)
+        ]
+    );
+    let ip = |r: &Value| {
+        let s = r["ips"][0]["address"].as_str().expect("ip").to_string();
+        s.split('/').next().expect("addr").to_string()
+    };
+    // Same VLAN (and the trunk's native VLAN): traffic flows.
+    assert_eq!(tcp_exchange(&a, &b, &ip(&rb), 7150), ip(&ra));
+    assert_eq!(tcp_exchange(&d, &a, &ip(&ra), 7151), ip(&rd));
+    // Another VLAN of the same bridge: nothing arrives.
+    assert!(!can_connect(&a, &c, &ip(&rc), 7152));
+    assert!(!can_connect(&c, &b, &ip(&rb), 7153));
+    // CHECK sees the port VLANs, and notices one that is gone.
+    for (id, pod, conf, r) in [("ctr-a", &a, &c100, &ra), ("ctr-d", &d, &trunk, &rd)] {
+        let mut chk = conf.clone();
+        chk["prevResult"] = r.clone();
+        env.call("CHECK", id, &pod.path(), &chk).ok();
+    }
+    env.node.exec(&[
+        "bridge",
+        "vlan",
+        "del",
+        "dev",
+        &host_port(&rd),
+        "vid",
+        "310",
+    ]);
+    let mut chk = trunk.clone();
+    chk["prevResult"] = rd.clone();
+    assert_ne!(env.call("CHECK", "ctr-d", &d.path(), &chk).code, 0);
+    // preserveDefaultVlan keeps VLAN 1 on the port.
+    let e = TestNs::new("brve");
+    let re = env.call("ADD", "ctr-e", &e.path(), &keep).ok();
+    assert_eq!(
+        port_vlans(&env.node, &host_port(&re)),
+        vec![(1, false, true), (200, true, true)]
+    );
+    for (id, pod, conf) in [
+        ("ctr-a", &a, &c100),
+        ("ctr-b", &b, &c100),
+        ("ctr-c", &c, &c200),
+        ("ctr-d", &d, &trunk),
+        ("ctr-e", &e, &keep),
+    ] {
+        env.call("DEL", id, &pod.path(), conf).ok();
+        env.call("DEL", id, &pod.path(), conf).ok();
+    }
+    assert!(veth_names(&env.node).is_empty());
+    assert!(env.allocated().is_empty());
 }
 
 /// Whether a TCP connection from `from` reaches a listener in `to` within a

@@ -50,6 +50,11 @@ impl TestNs {
         self.run("ip", args)
     }
 
+    /// `bridge -n NS <args>` output.
+    pub fn bridge(&self, args: &[&str]) -> String {
+        self.run("bridge", args)
+    }
+
     /// `tc -n NS <args>` output.
     pub fn tc(&self, args: &[&str]) -> String {
         self.run("tc", args)
@@ -61,17 +66,6 @@ impl Drop for TestNs {
         if let Err(e) = netns::delete_named(&self.name) {
             eprintln!("warning: could not delete test netns {}: {e}", self.name);
         }
-    }
-}
-
-/// For kernel features this machine lacks: true (and a note on stderr)
-/// when `e` is the kernel saying "not supported".
-pub fn lacks(e: &crate::Error, what: &str) -> bool {
-    if e.is_not_supported() {
-        eprintln!("skipped: kernel lacks {what} ({e})");
-        true
-    } else {
-        false
     }
 }
 

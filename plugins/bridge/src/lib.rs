@@ -24,10 +24,6 @@ fn default_bridge() -> String {
     "cni0".into()
 }
 
-fn yes() -> bool {
-    true
-}
-
 #[derive(Debug, Clone, Deserialize)]
 struct VlanTrunk {
     #[serde(rename = "minID")]
@@ -64,12 +60,10 @@ struct Conf {
     vlan: i64,
     #[serde(rename = "vlanTrunk", default)]
     vlan_trunk: Option<Vec<VlanTrunk>>,
-    #[serde(
-        rename = "preserveDefaultVlan",
-        default = "yes",
-        deserialize_with = "flex"
-    )]
-    _preserve_default_vlan: bool,
+    /// Keep the default VLAN 1 on a VLAN port (upstream's default is
+    /// false since 1.8).
+    #[serde(rename = "preserveDefaultVlan", default, deserialize_with = "flex")]
+    preserve_default_vlan: bool,
     #[serde(default, deserialize_with = "flex")]
     macspoofchk: bool,
     #[serde(default, deserialize_with = "flex")]
@@ -163,6 +157,59 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> CniResult<Vec<u16>> {
     Ok(out.into_iter().collect())
 }
 
+/// The port VLANs a config asks for: `vlan` as the native VLAN (pvid,
+/// untagged), every trunk id tagged.
+fn wanted_vlans(n: &Net) -> Vec<netlink::BridgeVlan> {
+    let mut out = Vec::new();
+    if n.c.vlan != 0 {
+        out.push(netlink::BridgeVlan {
+            vid: n.c.vlan as u16,
+            pvid: true,
+            untagged: true,
+        });
+    }
+    for &vid in n.vlans.iter().filter(|&&v| i64::from(v) != n.c.vlan) {
+        out.push(netlink::BridgeVlan {
+            vid,
+            pvid: false,
+            untagged: false,
+        });
+    }
+    out
+}
+
+/// Puts the host end of the veth into its VLANs; drops the default VLAN 1
+/// unless `preserveDefaultVlan` (or unless it is one of those asked for).
+fn program_port_vlans(host: &Socket, port: u32, n: &Net) -> CniResult<()> {
+    let wanted = wanted_vlans(n);
+    if !n.c.preserve_default_vlan && !wanted.iter().any(|v| v.vid == 1) {
+        match host.bridge_vlan_del(port, 1) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(2) => {} // ENOENT: not in VLAN 1
+            Err(e) => return Err(Error::io(format!("failed to remove default VLAN 1: {e}"))),
+        }
+    }
+    for v in &wanted {
+        host.bridge_vlan_add(port, v)
+            .map_err(|e| Error::io(format!("failed to add VLAN {} to port: {e}", v.vid)))?;
+    }
+    Ok(())
+}
+
+/// CHECK: the port carries every VLAN asked for, with the right flags.
+fn check_port_vlans(host: &Socket, port: u32, name: &str, n: &Net) -> CniResult<()> {
+    let have = host.bridge_vlans(port).map_err(nl)?;
+    for want in wanted_vlans(n) {
+        if !have.contains(&want) {
+            return Err(Error::internal(format!(
+                "bridge port {name} lacks VLAN {} (pvid {}, untagged {}): has {have:?}",
+                want.vid, want.pvid, want.untagged
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn load(args: &CmdArgs) -> CniResult<Net> {
     let mut c: Conf = args.parse_conf()?;
     if c.name.is_empty() {
@@ -178,9 +225,6 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
         Some(t) => collect_trunk(t)?,
         None => Vec::new(),
     };
-    if c.vlan > 0 && !vlans.is_empty() {
-        return Err(invalid("cannot set vlan and vlanTrunk at the same time"));
-    }
     if !netlink::valid_ifname(&c.bridge) {
         return Err(invalid(format!("invalid bridge name {:?}", c.bridge)));
     }
@@ -366,15 +410,12 @@ impl Plugin for Bridge {
             },
         )
         .map_err(|e| Error::from(e).details(format!("failed to create bridge {:?}", n.c.bridge)))?;
-        if want_vlan {
-            // The kernel has VLAN filtering, but rcni does not program port
-            // VLANs yet: refuse rather than connect an untagged port.
+        if want_vlan && n.c.is_gw {
+            // The reference puts the gateway on a `<bridge>.<vlan>` link;
+            // rcni does not build that link yet.
             return Err(Error::new(
                 ErrorCode::UnsupportedField,
-                format!(
-                    "vlan/vlanTrunk ({} trunk VLANs): bridge port VLAN programming is not supported yet by rcni",
-                    n.vlans.len()
-                ),
+                "vlan/vlanTrunk with isGateway: a gateway on a VLAN of the bridge is not supported yet by rcni",
             ));
         }
 
@@ -410,6 +451,9 @@ impl Plugin for Bridge {
                     pair.host.name, n.c.bridge
                 ))
             })?;
+        }
+        if want_vlan {
+            program_port_vlans(&host, host_index, &n)?;
         }
         if n.c.hairpin_mode || n.c.port_isolation {
             host.set_bridge_port(
@@ -674,6 +718,9 @@ impl Plugin for Bridge {
                     "Interface {} Mac doesn't match: {} not found",
                     h.name, i.mac
                 )));
+            }
+            if n.c.vlan != 0 || n.c.vlan_trunk.is_some() {
+                check_port_vlans(&host, h.index, &h.name, &n)?;
             }
             found = true;
             break;
