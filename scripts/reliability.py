@@ -61,7 +61,7 @@ def main():
     p("in the node and pod namespaces, nft rules and set/map elements in the node")
     p("namespace, and (hostile input) anything under /run/cni, /var/lib/cni or")
     p("/run/netns naming the test. The rows that need issue 10's hardening")
-    p("(`*_after_harden`) are not counted here.")
+    p("(`*_defects_of_issue_10`) are not counted here.")
 
 
 main()

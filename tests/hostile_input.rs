@@ -8,7 +8,7 @@
 //! /var/lib/cni, the node's links and nft rule set, the pod's links).
 //!
 //! Rows whose expectation needs the hardening fixes of issue 10 are in the
-//! `*_after_harden` tests.
+//! `*_defects_of_issue_10` tests.
 
 mod suites;
 
@@ -524,7 +524,7 @@ fn rows_for(w: &World, plugin: &str) -> Vec<Row> {
     // A 10,000-character id is valid (the spec sets no length limit).
     // portmap's, and bridge's with ipMasq, are issue 10's defect 1.
     // tuning's backup file name carries the whole id (ENAMETOOLONG): see
-    // `hostile_input_table_after_harden`. bandwidth's base prevResult has
+    // `hostile_input_table_defects_of_issue_10`. bandwidth's base prevResult has
     // no host veth, so it fails the same way with any id.
     if !matches!(plugin, "portmap" | "dhcp" | "tuning") {
         let want = if plugin == "bandwidth" {
@@ -561,7 +561,7 @@ fn rows_for(w: &World, plugin: &str) -> Vec<Row> {
     }
     // Overlong, but valid, network names: work, or are refused cleanly.
     // (portmap's comment overflow is issue 10's defect 1: see
-    // `long_identifiers_after_harden`.)
+    // `long_identifiers_defects_of_issue_10`.)
     if plugin != "portmap" {
         let mut c = base.clone();
         c["name"] = json!(format!("hostile-{}", "n".repeat(400)));
@@ -781,7 +781,7 @@ fn harden_rows(w: &World, plugin: &str) -> Vec<Row> {
 
 /// Needs issue 10's hardening (branch `harden`); fails before it.
 #[test]
-fn hostile_input_table_after_harden() {
+fn hostile_input_table_defects_of_issue_10() {
     let bin = PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni")));
     let names = plugin_names(bin.path());
     let w = World::new("hsh");

@@ -1283,7 +1283,9 @@ pub(crate) fn gone_is_false<T>(r: Result<T>) -> Result<bool> {
 
 /// IFLA_AF_SPEC nested attributes of the bridge family.
 pub const IFLA_BRIDGE_VLAN_INFO: u16 = 2;
+/// `bridge_vlan_info` flag: untagged ingress frames get this VLAN.
 pub const BRIDGE_VLAN_INFO_PVID: u16 = 1 << 1;
+/// `bridge_vlan_info` flag: egress frames of this VLAN leave untagged.
 pub const BRIDGE_VLAN_INFO_UNTAGGED: u16 = 1 << 2;
 const RTEXT_FILTER_BRIDGE_VLAN: u32 = 1 << 1;
 
@@ -1291,6 +1293,7 @@ const RTEXT_FILTER_BRIDGE_VLAN: u32 = 1 << 1;
 /// `bridge vlan show` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BridgeVlan {
+    /// The VLAN id (1–4094).
     pub vid: u16,
     /// Untagged ingress frames get this VLAN.
     pub pvid: bool,

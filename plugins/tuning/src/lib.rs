@@ -78,8 +78,13 @@ impl Backup {
     }
 }
 
+/// `<containerID>_<ifname>.json`, as the reference names it; a container id
+/// too long for a file name (the spec sets no limit) is bounded to a prefix
+/// plus a hash of the whole id.
 fn backup_path(dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
-    dir.join(format!("{container_id}_{ifname}.json"))
+    // 255 bytes per name, minus "_", an interface name (≤ 15) and ".json".
+    let id = nft::ident::bounded(container_id, 255 - 1 - 15 - 5);
+    dir.join(format!("{id}_{ifname}.json"))
 }
 
 fn read_backup(path: &Path) -> CniResult<Option<Backup>> {
@@ -442,6 +447,21 @@ impl Plugin for Tuning {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_names_stay_within_name_max() {
+        let dir = Path::new("/d");
+        assert_eq!(
+            backup_path(dir, "abc", "eth0"),
+            Path::new("/d/abc_eth0.json")
+        );
+        let long = "a".repeat(10_000);
+        let p = backup_path(dir, &long, "eth0123456789ab");
+        let name = p.file_name().map(|n| n.len()).unwrap_or(0);
+        assert!(name <= 255, "{name}");
+        let other = format!("{}b", "a".repeat(9_999));
+        assert_ne!(p, backup_path(dir, &other, "eth0123456789ab"));
+    }
 
     #[test]
     fn backup_file_matches_reference_fields() {
