@@ -35,7 +35,17 @@ fn base(plugin: &str, version: &str, data: &Path) -> Value {
             c["master"] = json!("ermv0");
             c["ipam"] = ipam;
         }
-        "host-local" | "tap" => c["ipam"] = ipam,
+        "ipvlan" => {
+            c["master"] = json!("ermv0");
+            c["ipam"] = ipam;
+        }
+        "vlan" => {
+            c["master"] = json!("ermv0");
+            c["vlanId"] = json!(100);
+            c["ipam"] = ipam;
+        }
+        "host-local" | "tap" | "dummy" => c["ipam"] = ipam,
+        "vrf" => c["vrfname"] = json!("vrf-err"),
         // No daemon listens there: every case fails before asking it.
         "dhcp" => c["ipam"] = json!({"type": "dhcp", "daemonSocketPath": data.join("dhcp.sock")}),
         "static" => {
@@ -430,6 +440,16 @@ fn optional_fields(plugin: &str) -> Vec<(&'static str, Value)> {
         "sbr" => {
             add(&["table"], &n);
         }
+        "ipvlan" => {
+            add(&["linkInContainer"], &b);
+            add(&["mtu"], &n);
+            add(&["mode", "master"], &s);
+        }
+        "vlan" => {
+            add(&["linkInContainer"], &b);
+            add(&["mtu"], &n);
+        }
+        "vrf" => add(&["table"], &n),
         _ => {}
     }
     f
