@@ -124,7 +124,7 @@ reliability() {
   summary=$(mktemp)
   FUZZ_SUMMARY=$summary fuzz_all "${1:-20}"
   for t in fault_injection concurrency hostile_input; do
-    out=$(cargo test --test "$t" -- --nocapture --skip _defects_of_issue_10 2>&1) || {
+    out=$(cargo test --test "$t" -- --nocapture 2>&1) || {
       echo "$out" | tail -60 >&2
       exit 1
     }
