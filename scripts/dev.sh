@@ -210,11 +210,15 @@ PY
   done
   rm -f "$json"
   echo "vmtest: booting $kernel (TCG) for $(wc -l <"$plan") test executables"
-  rc=0
+  # Through a pipe: the guest's console output reopens the lane's stdout,
+  # which would truncate a log file the caller redirected it to.
+  set +e
   PATH="$VM_VENV/bin:$PATH" vng --run "$kernel" --disable-kvm --force-9p \
     --memory "${RCNI_VM_MEMORY:-2G}" --cpus "${RCNI_VM_CPUS:-2}" \
     --rwdir /tmp --overlay-rwdir /var/lib --overlay-rwdir /run \
-    --exec "sh $PWD/scripts/vm-inside.sh $plan $status" </dev/null || rc=$?
+    --exec "sh $PWD/scripts/vm-inside.sh $plan $status" </dev/null 2>&1 | cat
+  rc=${PIPESTATUS[0]}
+  set -e
   if [ "$(cat "$status" 2>/dev/null)" != 0 ]; then
     echo "vmtest: FAILED (vng exit $rc; status $(cat "$status" 2>/dev/null || echo missing))" >&2
     rm -rf "$work"
