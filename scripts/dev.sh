@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # tests read rule sets; containernetworking-plugins: the reference plugins the
 # interop tests and the benchmark compare against.
 APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins
-  ca-certificates curl gcc libc6-dev dnsmasq-base
+  ca-certificates curl gcc g++ libc6-dev dnsmasq-base python3
   etcd-server etcd-client
   qemu-system-x86 linux-image-amd64 busybox-static python3-venv kmod)
 
