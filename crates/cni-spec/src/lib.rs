@@ -48,6 +48,7 @@
 pub mod args;
 pub mod conf;
 pub mod error;
+pub mod ident;
 pub mod json;
 pub mod result;
 pub mod runtime_config;

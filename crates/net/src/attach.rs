@@ -118,7 +118,7 @@ impl Attachments {
         // the skeleton); '\u{1}' cannot appear in either. A long id is
         // bounded (prefix + hash, see nft::ident) to keep the name under
         // NAME_MAX; its record then carries the full id (`id:` line).
-        let cid = nft::ident::bounded(container_id, RECORD_ID_MAX);
+        let cid = cni_spec::ident::bounded(container_id, RECORD_ID_MAX);
         self.dir.join(format!("{PREFIX}{cid}\u{1}{ifname}"))
     }
 

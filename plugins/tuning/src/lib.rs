@@ -83,7 +83,7 @@ impl Backup {
 /// plus a hash of the whole id.
 fn backup_path(dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
     // 255 bytes per name, minus "_", an interface name (≤ 15) and ".json".
-    let id = nft::ident::bounded(container_id, 255 - 1 - 15 - 5);
+    let id = cni_spec::ident::bounded(container_id, 255 - 1 - 15 - 5);
     dir.join(format!("{id}_{ifname}.json"))
 }
 
