@@ -179,16 +179,10 @@ impl Agent {
 }
 
 fn main() {
-    let given: Vec<String> = std::env::args().skip(1).collect();
-    let mut argv = args::from_env(&|k| std::env::var(k).ok());
-    argv.extend(given);
-    let args = match args::parse(&argv, std::env::var("NODE_NAME").ok()) {
+    let args = match args::parse_from(std::env::args_os(), std::env::var("NODE_NAME").ok()) {
         Ok(a) => a,
-        Err(msg) => {
-            let help = argv.iter().any(|a| a == "-h" || a == "--help");
-            eprintln!("{msg}");
-            std::process::exit(if help { 0 } else { 2 });
-        }
+        // Help and version on stdout with status 0; errors on stderr, 2.
+        Err(e) => e.exit(),
     };
     install_signal_handlers();
     let allocation = (!args.node_cidr_mask_size.is_empty()).then(|| source::etcd::Allocation {
