@@ -95,6 +95,29 @@ pub fn write_if_changed(dir: &Path, conf: &Value) -> std::io::Result<bool> {
     res.map(|()| true)
 }
 
+/// The pod CIDRs of the config a previous run wrote in `dir` (its
+/// host-local ranges), or nothing when there is none or it does not read.
+/// An allocating agent asks for these first, so a node keeps its subnet
+/// across restarts even after its etcd lease ran out (a `--once` run).
+pub fn pod_cidrs_in(dir: &Path) -> Vec<IpNet> {
+    let Ok(bytes) = std::fs::read(dir.join(FILE_NAME)) else {
+        return Vec::new();
+    };
+    let Ok(conf) = serde_json::from_slice::<Value>(&bytes) else {
+        return Vec::new();
+    };
+    let ranges = &conf["plugins"][0]["ipam"]["ranges"];
+    ranges
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|r| r["subnet"].as_str())
+        .filter_map(|s| s.parse::<IpNet>().ok())
+        .collect()
+}
+
 /// The `rcni` binary next to the running executable.
 pub fn default_rcni() -> PathBuf {
     std::env::current_exe()
@@ -172,6 +195,19 @@ mod tests {
         assert!(write_if_changed(&dir, &c2).unwrap());
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "no temp file left behind");
+        let dual = render(
+            &[
+                "10.244.1.0/24".parse().unwrap(),
+                "fd44:1::/64".parse().unwrap(),
+            ],
+            1450,
+        );
+        write_if_changed(&dir, &dual).unwrap();
+        let back: Vec<String> = pod_cidrs_in(&dir).iter().map(|c| c.to_string()).collect();
+        assert_eq!(back, ["10.244.1.0/24", "fd44:1::/64"]);
+        std::fs::write(dir.join(FILE_NAME), "not json").unwrap();
+        assert!(pod_cidrs_in(&dir).is_empty());
+        assert!(pod_cidrs_in(&dir.join("missing")).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -190,6 +190,7 @@ fn main() {
         addresses: args.node_ip.clone(),
         pools: args.pools(),
         lease_ttl: args.lease_ttl,
+        prefer: cniconf::pod_cidrs_in(&args.cni_conf_dir),
     });
     let source = match source::open_with(&args.source, args.insecure_http_token, allocation) {
         Ok(s) => s,
@@ -250,23 +251,35 @@ fn main() {
         'wait: while Instant::now() < until {
             agent.status.beat();
             agent.maintain();
-            if let Some(rx) = &changes {
-                let mut changed = false;
-                while let Ok(reason) = rx.try_recv() {
-                    if !reason.is_empty() {
-                        log!("{reason}");
-                    }
-                    changed = true;
-                }
-                if changed {
-                    break 'wait;
-                }
-            }
             if STOP.load(Ordering::SeqCst) {
                 log!("stopping; routes and rules stay in place");
                 return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            // Wait for a change from the watch (a round starts at once)
+            // or 100 ms, whichever comes first.
+            let tick = Duration::from_millis(100);
+            let first = match &changes {
+                Some(rx) => match rx.recv_timeout(tick) {
+                    Ok(reason) => Some(reason),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(tick);
+                        None
+                    }
+                },
+                None => {
+                    std::thread::sleep(tick);
+                    None
+                }
+            };
+            if let (Some(first), Some(rx)) = (first, &changes) {
+                for reason in std::iter::once(first).chain(rx.try_iter()) {
+                    if !reason.is_empty() {
+                        log!("{reason}");
+                    }
+                }
+                break 'wait;
+            }
         }
         if STOP.load(Ordering::SeqCst) {
             log!("stopping; routes and rules stay in place");

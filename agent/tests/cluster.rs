@@ -857,7 +857,36 @@ fn etcd_allocation_in_loop_mode_and_a_lost_node() {
     assert!(took <= Duration::from_secs(1), "{took:?}");
 
     // C's agent dies: its lease expires, its record goes, and A and B
-    // drop its route, FDB entry and neighbour.
+    // drop its route, FDB entry and neighbour. Two clocks: etcd's (the
+    // record goes TTL after C's last keepalive, found by etcd's expiry
+    // sweep, which runs every 500 ms) and the agents' (the watch reports
+    // the deletion, the next round removes the routes), so a slow sweep
+    // on a loaded machine is told apart from a slow agent.
+    let mut watch = etcd
+        .ctl(None)
+        .args(["watch", "/rcni/nodes/c"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let watch_out = watch.stdout.take().expect("watch stdout");
+    let watch = Running(watch);
+    let (deleted_tx, deleted_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(watch_out).lines() {
+            match line {
+                Ok(l) if l.trim() == "DELETE" => {
+                    let _ = deleted_tx.send(Instant::now());
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    // etcdctl's watch is open once a write shows up in it.
+    std::thread::sleep(Duration::from_millis(300));
     let _ = agents[2].0.kill();
     let _ = agents[2].0.wait();
     let t0 = Instant::now();
@@ -878,11 +907,27 @@ fn etcd_allocation_in_loop_mode_and_a_lost_node() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let took = t0.elapsed();
-    eprintln!("node loss reached A and B after {took:?} (lease TTL {ttl} s)");
+    let done = Instant::now();
+    drop(watch);
+    let deleted = deleted_rx
+        .recv_timeout(Duration::from_secs(1))
+        .expect("etcd reported the deletion of C's record");
+    let (expiry, reaction) = (deleted - t0, done.saturating_duration_since(deleted));
+    eprintln!(
+        "node loss reached A and B after {:?}: record expired after {expiry:?} \
+         (lease TTL {ttl} s), routes gone {reaction:?} later",
+        done - t0
+    );
+    // etcd: the lease runs out at most TTL after the kill, and its sweep
+    // (every 500 ms) finds it: the record goes within TTL + 1 s.
     assert!(
-        took <= Duration::from_secs(ttl + 1),
-        "took {took:?}\n{}",
+        expiry <= Duration::from_secs(ttl + 1),
+        "etcd took {expiry:?} to expire a {ttl} s lease"
+    );
+    // The agents: a removed record reaches the data path within 1 s.
+    assert!(
+        reaction <= Duration::from_secs(1),
+        "took {reaction:?} after the record went\n{}",
         all_logs()
     );
     // A↔B is untouched.
@@ -1183,4 +1228,94 @@ fn ipv6_underlay_vxlan6_with_ipv6_only_nodes() {
         ),
         before
     );
+}
+
+#[test]
+fn once_with_etcd_allocation_leaves_the_lease_to_expire_and_keeps_the_subnet() {
+    let cl = Cluster::new();
+    let etcd = Etcd::start_in(cl.router.name(), "192.168.50.1");
+    let source = format!("etcd:{}", etcd.url);
+    // A record written by hand holds the first /24.
+    etcd.put(
+        "/rcni/nodes/hand",
+        r#"{"name":"hand","addresses":["192.168.50.99"],"podCIDRs":["10.244.0.0/24"]}"#,
+    );
+    let ttl = 2;
+    let once = || {
+        let out = cl
+            .agent_cmd_source(
+                "a",
+                &source,
+                &[
+                    "--cluster-cidr",
+                    "10.244.0.0/16",
+                    "--node-cidr-mask-size",
+                    "24",
+                    "--node-ip",
+                    A_IP,
+                    "--lease-ttl",
+                    &ttl.to_string(),
+                    "--once",
+                ],
+            )
+            .output()
+            .expect("run rcni-agent");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let conf_cidrs = || {
+        let conf: Value = serde_json::from_slice(
+            &std::fs::read(cl.node("a").conf.path().join("10-rcni.conflist")).expect("conflist"),
+        )
+        .expect("json");
+        conf["plugins"][0]["ipam"]["ranges"].clone()
+    };
+    let record = || -> Value {
+        let out = etcd
+            .ctl(None)
+            .args(["get", "/rcni/nodes/a", "-w", "json"])
+            .output()
+            .expect("etcdctl");
+        serde_json::from_slice(&out.stdout).expect("etcdctl json")
+    };
+
+    let log = once();
+    assert!(
+        log.contains("registered node a with pod CIDRs 10.244.1.0/24"),
+        "{log}"
+    );
+    assert_eq!(conf_cidrs(), json!([[{"subnet": "10.244.1.0/24"}]]));
+    assert_eq!(
+        agent_routes(&cl.node("a").ns),
+        ["10.244.0.0/24 via 192.168.50.99 dev eth0"]
+    );
+    // The record is on a lease nobody renews once the round is over: it
+    // goes TTL later (plus etcd's expiry sweep).
+    let r = record();
+    assert_ne!(r["kvs"][0]["lease"].as_i64().unwrap_or(0), 0, "{r}");
+    let t0 = Instant::now();
+    while record()["kvs"].as_array().is_some_and(|k| !k.is_empty()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(ttl + 3),
+            "the record of a --once run stayed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The first /24 is free again, but the next run asks for the subnet of
+    // the config it wrote, so the node's pods keep their network.
+    let out = etcd
+        .ctl(None)
+        .args(["del", "/rcni/nodes/hand"])
+        .output()
+        .expect("etcdctl");
+    assert!(out.status.success());
+    let log = once();
+    assert!(
+        log.contains("registered node a with pod CIDRs 10.244.1.0/24"),
+        "{log}"
+    );
+    assert_eq!(conf_cidrs(), json!([[{"subnet": "10.244.1.0/24"}]]));
+    // The hand-written node is gone, and so is its route.
+    assert!(agent_routes(&cl.node("a").ns).is_empty());
 }

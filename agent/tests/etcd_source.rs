@@ -289,6 +289,7 @@ fn alloc(name: &str, ip: &str, pools: &[(&str, u8)], ttl: u64) -> Allocation {
             .map(|(c, m)| (c.parse().unwrap(), *m))
             .collect(),
         lease_ttl: ttl,
+        prefer: Vec::new(),
     }
 }
 
@@ -404,6 +405,37 @@ fn leased_record_restart_keepalive_and_expiry() {
     while names(&mut reader) != ["hand"] {
         assert!(std::time::Instant::now() < deadline, "a's record stayed");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_node_without_record_asks_for_its_previous_subnet_first() {
+    let etcd = Etcd::start();
+    let pools = [("10.244.0.0/16", 24)];
+    // The CIDR of the config an earlier run wrote: free, so it is taken
+    // although 10.244.0.0/24 comes first.
+    let mut a = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+        .unwrap()
+        .with_allocation(Allocation {
+            prefer: vec!["10.244.9.0/24".parse().unwrap()],
+            ..alloc("a", "192.168.1.1", &pools, 5)
+        });
+    assert_eq!(a.register().unwrap(), ["10.244.9.0/24".parse().unwrap()]);
+    // Taken by another node (or outside the pool, or of another size):
+    // the first free subnet instead.
+    for prefer in ["10.244.9.0/24", "10.99.0.0/24", "10.244.0.0/25"] {
+        let mut b = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+            .unwrap()
+            .with_allocation(Allocation {
+                prefer: vec![prefer.parse().unwrap()],
+                ..alloc("b", "192.168.1.2", &pools, 5)
+            });
+        assert_eq!(
+            b.register().unwrap(),
+            ["10.244.0.0/24".parse().unwrap()],
+            "{prefer}"
+        );
+        b.delete_node("b").unwrap();
     }
 }
 

@@ -153,6 +153,11 @@ pub struct Allocation {
     pub pools: Vec<(IpNet, u8)>,
     /// Seconds.
     pub lease_ttl: u64,
+    /// Pod CIDRs to ask for first when the node has no record (those of
+    /// the CNI config an earlier run wrote): a node whose lease ran out
+    /// (after a `--once` run, or a long stop) gets its subnet back while
+    /// it is still free.
+    pub prefer: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -308,7 +313,7 @@ impl EtcdSource {
                         .collect();
                     let mut cidrs = Vec::new();
                     for (pool, mask) in &alloc.pools {
-                        let again = self.last_cidrs.iter().find(|c| {
+                        let again = self.last_cidrs.iter().chain(&alloc.prefer).find(|c| {
                             c.prefix_len() == *mask
                                 && pool.contains(*c)
                                 && !taken.iter().any(|t| t.contains(*c) || c.contains(t))
