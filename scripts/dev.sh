@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # interop tests and the benchmark compare against.
 APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins
   ca-certificates curl gcc g++ libc6-dev dnsmasq-base python3
-  etcd-server etcd-client
+  etcd-server etcd-client podman runc
   qemu-system-x86 linux-image-amd64 busybox-static python3-venv kmod)
 
 # The VM lane: virtme-ng (PyPI) boots Debian's kernel with this machine's
@@ -69,6 +69,19 @@ release_target() {
     echo "note: no $arch-unknown-linux-musl target; building against static glibc" >&2
   fi
   echo "$host"
+}
+
+# The node agent and the rcni it ships in its image (deploy/Containerfile,
+# FROM scratch): both static against glibc on the host's gnu target, into
+# target/<host>/release. The musl target is not used for them: ring (the
+# agent's TLS) needs a C compiler for its target, and the image wants the
+# two built alike. agent/tests/image.rs builds the image from these.
+agent_static_build() {
+  local host
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build --release --target "$host" -p rcni -p rcni-agent
+  AGENT_DIR="target/$host/release"
 }
 
 release_build() {
@@ -236,11 +249,9 @@ case "${1:-}" in
   build)
     setup
     release_build --bin rcni
-    # The node agent is a long-running daemon with a TLS stack (ring needs a
-    # C compiler for its target), so it links against the host's glibc.
-    cargo build --release -p rcni-agent
+    agent_static_build
     echo "built $RELEASE_DIR/rcni (install it with: $RELEASE_DIR/rcni install --bin-dir /opt/cni/bin)"
-    echo "built target/release/rcni-agent (see deploy/README.md)"
+    echo "built $AGENT_DIR/rcni-agent and $AGENT_DIR/rcni, static, for the image (deploy/Containerfile, deploy/README.md)"
     ;;
   demo)
     setup
@@ -252,6 +263,8 @@ case "${1:-}" in
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build -p rcni -p rcni-bench
+    # agent/tests/image.rs builds the agent's image from these.
+    agent_static_build
     cargo test --workspace --all-targets
     cargo test --workspace --doc
     # Standing fuzz suite, bounded: 8 targets x 15 s plus the build (~2 min
