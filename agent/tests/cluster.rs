@@ -1319,3 +1319,140 @@ fn once_with_etcd_allocation_leaves_the_lease_to_expire_and_keeps_the_subnet() {
     // The hand-written node is gone, and so is its route.
     assert!(agent_routes(&cl.node("a").ns).is_empty());
 }
+
+#[test]
+fn etcd_allocation_dual_stack_in_loop_mode_and_egress() {
+    let mut cl = Cluster::new();
+    // IPv6 next to IPv4 on the underlay: A and B on fd50::/64, C on
+    // fd60::/64 behind the router.
+    for (n, addr, gw) in [
+        ("a", "fd50::10", "fd50::1"),
+        ("b", "fd50::11", "fd50::1"),
+        ("c", "fd60::10", "fd60::1"),
+    ] {
+        let ns = &cl.node(n).ns;
+        sh(ns, &format!("ip addr add {addr}/64 dev eth0 nodad"));
+        sh(ns, &format!("ip -6 route add default via {gw} dev eth0"));
+    }
+    sh(&cl.router, "ip addr add fd50::1/64 dev e50 nodad");
+    sh(&cl.router, "ip addr add fd60::1/64 dev e60 nodad");
+    sh(&cl.router, "sysctl -qw net.ipv6.conf.all.forwarding=1");
+    let etcd = Etcd::start_in(cl.router.name(), "192.168.50.1");
+    let source = format!("etcd:{}", etcd.url);
+    let logs = TempDir::new("logs");
+    let mut agents = Vec::new();
+    for (n, ip, ip6) in [
+        ("a", A_IP, "fd50::10"),
+        ("b", B_IP, "fd50::11"),
+        ("c", C_IP, "fd60::10"),
+    ] {
+        let log = std::fs::File::create(logs.path().join(n)).expect("log");
+        let node_ip = format!("{ip},{ip6}");
+        let child = cl
+            .agent_cmd_source(
+                n,
+                &source,
+                &[
+                    "--cluster-cidr",
+                    "10.244.0.0/16,fd44::/48",
+                    "--node-cidr-mask-size",
+                    "24,64",
+                    "--node-ip",
+                    &node_ip,
+                    "--interval",
+                    "60",
+                ],
+            )
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        agents.push(Running(child));
+    }
+    let all_logs = || {
+        ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                let l = std::fs::read_to_string(logs.path().join(n)).unwrap_or_default();
+                format!("{n}:\n{l}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !["a", "b", "c"].iter().all(|n| {
+        routed_cidrs(&cl.node(n).ns).len() == 4
+            && cl.node(n).conf.path().join("10-rcni.conflist").exists()
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "agents did not converge\n{}",
+            all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each node allocated one /24 and one /64; A reaches B host-gw in both
+    // families, C over the overlay (IPv6 too: C's IPv6 address is off-link,
+    // so its IPv6 pod CIDR rides the IPv4 underlay).
+    let own = |n: &str| -> Vec<String> {
+        let conf: Value = serde_json::from_slice(
+            &std::fs::read(cl.node(n).conf.path().join("10-rcni.conflist")).expect("conflist"),
+        )
+        .expect("json");
+        conf["plugins"][0]["ipam"]["ranges"]
+            .as_array()
+            .expect("ranges")
+            .iter()
+            .map(|set| set[0]["subnet"].as_str().expect("subnet").to_string())
+            .collect()
+    };
+    let (b, c) = (own("b"), own("c"));
+    assert!(
+        b[0].starts_with("10.244.") && b[1].starts_with("fd44:"),
+        "{b:?}"
+    );
+    let mut want_a = vec![
+        format!("{} via {B_IP} dev eth0", b[0]),
+        format!("{} via fd50::11 dev eth0", b[1]),
+        format!(
+            "{} via {} dev rcni.vxlan onlink",
+            c[0],
+            c[0].trim_end_matches("/24")
+        ),
+        format!(
+            "{} via {} dev rcni.vxlan onlink",
+            c[1],
+            c[1].trim_end_matches("/64")
+        ),
+    ];
+    want_a.sort();
+    assert_eq!(agent_routes(&cl.node("a").ns), want_a, "{}", all_logs());
+
+    // Pods made with the configs the agents wrote: TCP in both families
+    // across host-gw and VXLAN keeps the pod addresses.
+    let (pa, ips_a) = cl.pod_ips("a");
+    let (pb, ips_b) = cl.pod_ips("b");
+    let (pc, ips_c) = cl.pod_ips("c");
+    for (from, from_ips, to, to_ips, port) in [
+        (pa, &ips_a, pb, &ips_b, 7401),
+        (pa, &ips_a, pc, &ips_c, 7403),
+        (pc, &ips_c, pb, &ips_b, 7405),
+    ] {
+        assert_eq!(from_ips.len(), 2, "{from_ips:?}");
+        for fam in 0..2 {
+            let port = port + fam as u16;
+            assert_eq!(
+                tcp_exchange(&cl.pods[from], &cl.pods[to], &to_ips[fam], port),
+                from_ips[fam]
+            );
+        }
+    }
+    // Leaving the cluster: the outside host sees the node's address.
+    assert_eq!(
+        tcp_exchange(&cl.pods[pa], &cl.outside, "192.168.70.2", 7410),
+        A_IP
+    );
+    assert_eq!(
+        tcp_exchange(&cl.pods[pc], &cl.outside, "192.168.70.2", 7411),
+        C_IP
+    );
+}
