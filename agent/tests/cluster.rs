@@ -1456,3 +1456,96 @@ fn etcd_allocation_dual_stack_in_loop_mode_and_egress() {
         C_IP
     );
 }
+
+/// A Node object of the Kubernetes API.
+fn k8s_node(name: &str, ip: &str, cidr: &str) -> Value {
+    json!({"metadata": {"name": name},
+           "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+           "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+}
+
+#[test]
+fn kubernetes_api_outage_keeps_the_data_path_and_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let cl = Cluster::new();
+    let nodes = Arc::new(Mutex::new(vec![
+        k8s_node("a", A_IP, "10.244.1.0/24"),
+        k8s_node("b", B_IP, "10.244.2.0/24"),
+        k8s_node("c", C_IP, "10.244.3.0/24"),
+    ]));
+    let down = Arc::new(AtomicBool::new(false));
+    // A fake API server on node A's loopback (no real kube-apiserver can be
+    // installed here): lists, watches that stay quiet for 300 ms, and 503
+    // while "down".
+    let (n, d) = (nodes.clone(), down.clone());
+    let server = cl.node("a").ns.run(move || {
+        common::serve(move |r| {
+            if d.load(Ordering::SeqCst) {
+                return (503, r#"{"kind":"Status","code":503}"#.to_string());
+            }
+            if r.query("watch").as_deref() == Some("1") {
+                std::thread::sleep(Duration::from_millis(300));
+                return (200, String::new());
+            }
+            let items = n.lock().expect("nodes").clone();
+            let list = json!({"kind": "NodeList", "metadata": {"resourceVersion": "1"},
+                              "items": items});
+            (200, list.to_string())
+        })
+    });
+    let kubeconfig = cl.files.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: t\n\
+             clusters:\n- name: t\n  cluster:\n    server: {}\n\
+             contexts:\n- name: t\n  context:\n    cluster: t\n    user: u\n\
+             users:\n- name: u\n  user: {{}}\n",
+            server.url()
+        ),
+    )
+    .expect("kubeconfig");
+    let logs = TempDir::new("logs");
+    let log_path = logs.path().join("a");
+    let child = cl
+        .agent_cmd_source(
+            "a",
+            &format!("kubernetes:{}", kubeconfig.display()),
+            &["--interval", "1"],
+        )
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("spawn agent");
+    let _agent = Running(child);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let a = &cl.node("a").ns;
+    let wait_routes = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while routed_cidrs(a).len() != n {
+            assert!(Instant::now() < deadline, "{}", log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_routes(2);
+
+    // The API server goes away (503 to everything), and a node joins
+    // meanwhile: nothing on A changes for several intervals.
+    down.store(true, Ordering::SeqCst);
+    let before = snapshot(a);
+    nodes
+        .lock()
+        .expect("nodes")
+        .push(k8s_node("d", "192.168.50.20", "10.244.4.0/24"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(snapshot(a), before, "{}", log());
+    assert!(log().contains("cannot list nodes"), "{}", log());
+    // It comes back: the agent lists again and routes the new node.
+    down.store(false, Ordering::SeqCst);
+    wait_routes(3);
+    assert!(
+        routed_cidrs(a).contains(&"10.244.4.0/24".to_string()),
+        "{}",
+        log()
+    );
+}
