@@ -15,6 +15,9 @@ use rcni_agent::{args, cniconf, datapath, health, source};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// The first retry of a failed round.
+const MIN_RETRY: Duration = Duration::from_secs(1);
+
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
@@ -233,6 +236,7 @@ fn main() {
     } else {
         agent.source.watch()
     };
+    let mut retry = MIN_RETRY;
     loop {
         let r = agent.round();
         let counter = match r {
@@ -247,7 +251,22 @@ fn main() {
                 Round::Retry => 1,
             });
         }
-        let until = Instant::now() + agent.args.interval;
+        // A failed round (source unreachable, node not ready, a peer not
+        // routed) is retried with back-off, 1 s doubling up to the
+        // interval: a change the watch reported to a round whose list then
+        // failed must not wait for the next full resync.
+        let wait = match r {
+            Round::Done => {
+                retry = MIN_RETRY;
+                agent.args.interval
+            }
+            Round::Retry => {
+                let w = retry.min(agent.args.interval);
+                retry = (retry * 2).min(agent.args.interval);
+                w
+            }
+        };
+        let until = Instant::now() + wait;
         'wait: while Instant::now() < until {
             agent.status.beat();
             agent.maintain();

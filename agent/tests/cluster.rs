@@ -1464,34 +1464,80 @@ fn k8s_node(name: &str, ip: &str, cidr: &str) -> Value {
            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
 }
 
+/// The fake API server's state: nodes and their change history.
+#[derive(Default)]
+struct Api {
+    rv: u64,
+    nodes: Vec<Value>,
+    /// (resourceVersion, event type, object)
+    events: Vec<(u64, &'static str, Value)>,
+}
+
+impl Api {
+    fn add(&mut self, name: &str, ip: &str, cidr: &str) {
+        self.rv += 1;
+        let mut node = k8s_node(name, ip, cidr);
+        node["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.nodes.push(node.clone());
+        self.events.push((self.rv, "ADDED", node));
+    }
+}
+
 #[test]
-fn kubernetes_api_outage_keeps_the_data_path_and_recovers() {
+fn kubernetes_watch_and_api_outage_in_loop_mode() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let cl = Cluster::new();
-    let nodes = Arc::new(Mutex::new(vec![
-        k8s_node("a", A_IP, "10.244.1.0/24"),
-        k8s_node("b", B_IP, "10.244.2.0/24"),
-        k8s_node("c", C_IP, "10.244.3.0/24"),
-    ]));
+    let api = Arc::new(Mutex::new(Api::default()));
+    {
+        let mut a = api.lock().expect("api");
+        a.add("a", A_IP, "10.244.1.0/24");
+        a.add("b", B_IP, "10.244.2.0/24");
+        a.add("c", C_IP, "10.244.3.0/24");
+    }
     let down = Arc::new(AtomicBool::new(false));
     // A fake API server on node A's loopback (no real kube-apiserver can be
-    // installed here): lists, watches that stay quiet for 300 ms, and 503
-    // while "down".
-    let (n, d) = (nodes.clone(), down.clone());
+    // installed here): list with a resourceVersion; watch from a version
+    // streams the later events (waiting up to 300 ms for one) or a
+    // bookmark; 503 to everything while "down".
+    let (state, d) = (api.clone(), down.clone());
     let server = cl.node("a").ns.run(move || {
         common::serve(move |r| {
             if d.load(Ordering::SeqCst) {
                 return (503, r#"{"kind":"Status","code":503}"#.to_string());
             }
-            if r.query("watch").as_deref() == Some("1") {
-                std::thread::sleep(Duration::from_millis(300));
-                return (200, String::new());
+            if r.query("watch").as_deref() != Some("1") {
+                let a = state.lock().expect("api");
+                let list = json!({"kind": "NodeList",
+                                  "metadata": {"resourceVersion": a.rv.to_string()},
+                                  "items": a.nodes});
+                return (200, list.to_string());
             }
-            let items = n.lock().expect("nodes").clone();
-            let list = json!({"kind": "NodeList", "metadata": {"resourceVersion": "1"},
-                              "items": items});
-            (200, list.to_string())
+            let from: u64 = r
+                .query("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let deadline = Instant::now() + Duration::from_millis(300);
+            loop {
+                {
+                    let a = state.lock().expect("api");
+                    let new: Vec<String> = a
+                        .events
+                        .iter()
+                        .filter(|(rv, _, _)| *rv > from)
+                        .map(|(_, kind, obj)| json!({"type": kind, "object": obj}).to_string())
+                        .collect();
+                    if !new.is_empty() {
+                        return (200, new.join("\n") + "\n");
+                    }
+                    if Instant::now() > deadline {
+                        let mark = json!({"type": "BOOKMARK", "object": {"kind": "Node",
+                                          "metadata": {"resourceVersion": a.rv.to_string()}}});
+                        return (200, format!("{mark}\n"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         })
     });
     let kubeconfig = cl.files.path().join("kubeconfig");
@@ -1512,7 +1558,8 @@ fn kubernetes_api_outage_keeps_the_data_path_and_recovers() {
         .agent_cmd_source(
             "a",
             &format!("kubernetes:{}", kubeconfig.display()),
-            &["--interval", "1"],
+            // Changes must come through the watch.
+            &["--interval", "60"],
         )
         .stderr(std::fs::File::create(&log_path).expect("log"))
         .spawn()
@@ -1520,32 +1567,41 @@ fn kubernetes_api_outage_keeps_the_data_path_and_recovers() {
     let _agent = Running(child);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let a = &cl.node("a").ns;
-    let wait_routes = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while routed_cidrs(a).len() != n {
-            assert!(Instant::now() < deadline, "{}", log());
-            std::thread::sleep(Duration::from_millis(50));
+    let wait_for = |cidr: &str, within: Duration| {
+        let t0 = Instant::now();
+        while !routed_cidrs(a).contains(&cidr.to_string()) {
+            assert!(t0.elapsed() < within, "{cidr} not routed\n{}", log());
+            std::thread::sleep(Duration::from_millis(10));
         }
+        t0.elapsed()
     };
-    wait_routes(2);
+    wait_for("10.244.3.0/24", Duration::from_secs(15));
+    assert_eq!(routed_cidrs(a).len(), 2);
+
+    // A node joins: the watch brings it to A's data path within 1 s.
+    api.lock()
+        .expect("api")
+        .add("e", "192.168.50.21", "10.244.5.0/24");
+    let took = wait_for("10.244.5.0/24", Duration::from_secs(5));
+    eprintln!("a new Node reached A after {took:?}");
+    assert!(took <= Duration::from_secs(1), "{took:?}");
 
     // The API server goes away (503 to everything), and a node joins
-    // meanwhile: nothing on A changes for several intervals.
+    // meanwhile: nothing on A changes.
     down.store(true, Ordering::SeqCst);
     let before = snapshot(a);
-    nodes
-        .lock()
-        .expect("nodes")
-        .push(k8s_node("d", "192.168.50.20", "10.244.4.0/24"));
+    api.lock()
+        .expect("api")
+        .add("d", "192.168.50.20", "10.244.4.0/24");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(snapshot(a), before, "{}", log());
-    assert!(log().contains("cannot list nodes"), "{}", log());
-    // It comes back: the agent lists again and routes the new node.
+    assert!(log().contains("watch: HTTP 503"), "{}", log());
+    // It comes back: the watch (after its back-off) resumes from the last
+    // version it saw, and a round that failed is retried with back-off (the
+    // watch may have delivered the new node's event to a round whose list
+    // then failed), well before the 60 s resync.
     down.store(false, Ordering::SeqCst);
-    wait_routes(3);
-    assert!(
-        routed_cidrs(a).contains(&"10.244.4.0/24".to_string()),
-        "{}",
-        log()
-    );
+    let took = wait_for("10.244.4.0/24", Duration::from_secs(15));
+    eprintln!("after the outage, the missed Node reached A after {took:?}");
+    assert_eq!(routed_cidrs(a).len(), 4);
 }
