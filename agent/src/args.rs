@@ -197,6 +197,19 @@ struct Cli {
     mtu: Option<u32>,
 }
 
+/// Removes `RCNI_AGENT_*` variables set to the empty string, which mean
+/// "not set" (as a manifest's `value: ""` does); clap would take them as an
+/// empty value. Call it before any thread starts.
+pub fn drop_empty_env() {
+    let empty: Vec<OsString> = std::env::vars_os()
+        .filter(|(k, v)| k.to_str().is_some_and(|k| k.starts_with("RCNI_AGENT_")) && v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        std::env::remove_var(k);
+    }
+}
+
 /// The help text (`rcni-agent --help`).
 pub fn help() -> String {
     Cli::command().render_long_help().to_string()
@@ -299,8 +312,12 @@ mod tests {
         for (k, v) in vars {
             std::env::set_var(k, v);
         }
+        std::env::set_var("RCNI_AGENT_MTU", "");
+        drop_empty_env();
         let a = parse("--interval 3", Some("node-name-var"));
         let b = parse("--node-name cli", None);
+        std::env::set_var("RCNI_AGENT_ONCE", "maybe");
+        let bad = parse("--node-name cli", None);
         for (k, _) in vars {
             std::env::remove_var(k);
         }
@@ -314,6 +331,10 @@ mod tests {
         // RCNI_AGENT_NODE_NAME before $NODE_NAME; the command line first.
         assert_eq!(a.node_name, "from-env");
         assert_eq!(b.unwrap().node_name, "cli");
+        // An empty variable is no value; a bad one is an error.
+        assert_eq!(a.datapath.mtu, None);
+        assert!(std::env::var_os("RCNI_AGENT_MTU").is_none());
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -182,6 +182,7 @@ impl Agent {
 }
 
 fn main() {
+    args::drop_empty_env();
     let args = match args::parse_from(std::env::args_os(), std::env::var("NODE_NAME").ok()) {
         Ok(a) => a,
         // Help and version on stdout with status 0; errors on stderr, 2.
