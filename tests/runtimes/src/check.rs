@@ -33,6 +33,26 @@ pub fn http_get(ns: &TestNs, addr: &str, port: u16) -> Result<String, String> {
     })
 }
 
+/// Ok when `got` is the body `want`, else a message naming `what`.
+pub fn expect_body(what: &str, got: Result<String, String>, want: &str) -> Result<(), String> {
+    match got {
+        Ok(body) if body == want => Ok(()),
+        Ok(body) => Err(format!("{what}: answered {body:?}, expected {want:?}")),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+/// Names of the netns files in the jail's private `/run/netns`.
+pub fn jail_netns_files(jail: &Jail) -> Vec<String> {
+    std::fs::read_dir(jail.inside("/run/netns"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// An HTTP server on the node side answering every `GET` with `body`,
 /// until dropped.
 pub struct NodeServer {

@@ -38,6 +38,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 [grpc]
   address = {sock}
 
+[debug]
+  level = "debug"
+
 [ttrpc]
   address = {ttrpc}
 
@@ -47,11 +50,17 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   stream_server_port = "0"
   enable_selinux = false
   disable_apparmor = true
+  # The sandbox asks for oom_score_adj -998, which needs CAP_SYS_RESOURCE
+  # (root lacks it on some machines, this project's VMs included);
+  # capped at containerd's own value it works wherever containerd runs.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = {runc:?}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = {bin}
     conf_dir = {conf}
@@ -62,6 +71,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             sock = q(dir.join("containerd.sock")),
             ttrpc = q(dir.join("containerd.sock.ttrpc")),
             image = sandbox_image,
+            // RCNI_RT_RUNC: another OCI runtime binary (e.g. a wrapper that
+            // logs), for debugging.
+            runc = std::env::var("RCNI_RT_RUNC").unwrap_or_else(|_| "runc".into()),
             bin = q(jail.plugin_dir().to_path_buf()),
             conf = q(dir.join("cri-net.d")),
         );

@@ -86,14 +86,6 @@ fn serve(name: &str) -> Vec<String> {
     ]
 }
 
-fn expect(what: &str, got: Result<String, String>, want: &str) -> Result<(), String> {
-    match got {
-        Ok(body) if body == want => Ok(()),
-        Ok(body) => Err(format!("{what}: answered {body:?}, expected {want:?}")),
-        Err(e) => Err(format!("{what}: {e}")),
-    }
-}
-
 fn start(env: &PodmanEnv, name: &str, port: u16) -> Result<Container, String> {
     let argv = serve(name);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -158,7 +150,7 @@ fn scenario() -> Rows {
             }
             let _server = NodeServer::start(node, NODE_PORT, "node");
             for p in &pods {
-                expect(
+                check::expect_body(
                     &format!("{} -> {GW}:{NODE_PORT}", p.name),
                     env.wget(&p.name, GW, NODE_PORT),
                     "node",
@@ -172,8 +164,8 @@ fn scenario() -> Rows {
                 return Err("not reached: ADD failed".into());
             }
             let (a, b) = (&pods[0], &pods[1]);
-            expect("a -> b", env.wget(&a.name, &b.ip, 80), &b.name)?;
-            expect("b -> a", env.wget(&b.name, &a.ip, 80), &a.name)?;
+            check::expect_body("a -> b", env.wget(&a.name, &b.ip, 80), &b.name)?;
+            check::expect_body("b -> a", env.wget(&b.name, &a.ip, 80), &a.name)?;
             Ok(format!("{} <-> {} over HTTP", a.ip, b.ip))
         });
 
@@ -182,17 +174,17 @@ fn scenario() -> Rows {
                 return Err("not reached: ADD failed".into());
             }
             let (a, b) = (&pods[0], &pods[1]);
-            expect(
+            check::expect_body(
                 "node -> 127.0.0.1:HOST_PORT_A",
                 check::http_get(node, "127.0.0.1", HOST_PORT_A),
                 &a.name,
             )?;
-            expect(
+            check::expect_body(
                 "node -> bridge address:HOST_PORT_B",
                 check::http_get(node, GW, HOST_PORT_B),
                 &b.name,
             )?;
-            expect(
+            check::expect_body(
                 "b -> bridge address:HOST_PORT_A",
                 env.wget(&b.name, GW, HOST_PORT_A),
                 &a.name,
@@ -262,13 +254,7 @@ fn scenario() -> Rows {
             if !found.is_empty() {
                 return Err(found.join("\n"));
             }
-            let netns: Vec<String> = std::fs::read_dir(jail.inside("/run/netns"))
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let netns = check::jail_netns_files(jail);
             if !netns.is_empty() {
                 return Err(format!("netns files left in the jail: {netns:?}"));
             }
