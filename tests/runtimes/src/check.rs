@@ -200,6 +200,13 @@ pub fn leftovers(jail: &Jail, needles: &[String], dirs: &[&Path]) -> Vec<String>
     found
 }
 
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panicked".into())
+}
+
 /// One row of a suite's table.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -229,11 +236,7 @@ impl Rows {
         let t0 = Instant::now();
         let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(r) => r,
-            Err(p) => Err(p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panicked".into())),
+            Err(p) => Err(panic_message(p)),
         };
         eprintln!(
             "[{}] {name}: {} ({:.1} s) {}",
@@ -245,6 +248,24 @@ impl Rows {
             }
         );
         self.rows.push(Row { name, result });
+    }
+
+    /// Runs a whole scenario; a panic outside any row (setting up the
+    /// runtime, say) becomes a failed "setup" row instead of leaving the
+    /// other tests to run the scenario again.
+    pub fn scenario(suite: &str, f: impl FnOnce(&mut Rows)) -> Rows {
+        let t0 = Instant::now();
+        let mut rows = Rows::new(suite);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut rows)));
+        if let Err(p) = outcome {
+            rows.rows.push(Row {
+                name: "setup",
+                result: Err(panic_message(p)),
+            });
+        }
+        rows.seconds = t0.elapsed().as_secs_f64();
+        eprintln!("{}", rows.table());
+        rows
     }
 
     /// A row that depends on `needed` having passed.

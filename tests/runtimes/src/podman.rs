@@ -1,5 +1,11 @@
 //! Podman (CNI backend) on rcni, in a jail.
 //!
+//! Any conflist can be tried this way, a meta plugin such as `multus` in
+//! front included: every plugin name `rcni install` links is in the jail's
+//! plugin dir (Podman's `cni_plugin_dirs`), files a plugin needs (delegate
+//! configs, kubeconfigs) go under [`Jail::state`], and
+//! [`PodmanEnv::plugin_log`] shows every plugin call.
+//!
 //! ```no_run
 //! use rcni_runtime_tests::podman::PodmanEnv;
 //! let env = PodmanEnv::new("mlts");
@@ -123,10 +129,24 @@ impl PodmanEnv {
         ports: &[(u16, u16)],
         argv: &[&str],
     ) -> Result<Container, String> {
+        self.run_with(name, network, ports, &[], argv)
+    }
+
+    /// [`Self::run`] with `extra` options for `podman run` (before the
+    /// image), e.g. `--cap-add`, `--env`, `--mac-address`.
+    pub fn run_with(
+        &self,
+        name: &str,
+        network: &str,
+        ports: &[(u16, u16)],
+        extra: &[&str],
+        argv: &[&str],
+    ) -> Result<Container, String> {
         let mut args: Vec<String> = ["run", "-d", "--name", name, "--network", network]
             .map(String::from)
             .to_vec();
         args.extend(["--dns".into(), "none".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
         for (h, c) in ports {
             args.extend(["-p".into(), format!("{h}:{c}/tcp")]);
         }

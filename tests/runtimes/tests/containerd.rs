@@ -292,9 +292,7 @@ fn run_pod(cri: &mut Cri, jail: &Jail, name: &str, host_port: u16) -> Result<Pod
 }
 
 fn scenario() -> Rows {
-    let t0 = Instant::now();
-    let mut rows = Rows::new("containerd");
-    {
+    Rows::scenario("containerd", |rows| {
         // Podman (in the same jail) only builds the image archive.
         let podman = PodmanEnv::in_jail(Jail::new("ctd", Cgroups::Host));
         let jail = podman.jail();
@@ -563,8 +561,5 @@ fn scenario() -> Rows {
         });
         drop(cri);
         drop(ctd);
-    }
-    rows.seconds = t0.elapsed().as_secs_f64();
-    eprintln!("{}", rows.table());
-    rows
+    })
 }

@@ -9,7 +9,7 @@ use rcni_runtime_tests::check::{self, NodeServer, Rows};
 use rcni_runtime_tests::podman::{Container, PodmanEnv};
 use serde_json::json;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NET: &str = "rcnitest";
 const BRIDGE: &str = "rcni-pm0";
@@ -114,9 +114,7 @@ fn start(env: &PodmanEnv, name: &str, port: u16) -> Result<Container, String> {
 }
 
 fn scenario() -> Rows {
-    let t0 = Instant::now();
-    let mut rows = Rows::new("podman");
-    {
+    Rows::scenario("podman", |rows| {
         let env = PodmanEnv::new("pm");
         env.add_network(&conflist(&env));
         let node = env.jail().node();
@@ -263,10 +261,7 @@ fn scenario() -> Rows {
                 needles.len()
             ))
         });
-    }
-    rows.seconds = t0.elapsed().as_secs_f64();
-    eprintln!("{}", rows.table());
-    rows
+    })
 }
 
 /// The containers are gone from Podman (whatever the DEL row found).
