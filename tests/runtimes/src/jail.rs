@@ -59,15 +59,19 @@ impl Jail {
             }
         }
         script.push_str("mkdir -p /run/netns /run/lock\n");
+        // Mount points made inside the tmpfs mounts above, never on the
+        // host's file system.
         let binds = [
-            (s.join("cni-cache"), "/var/lib/cni"),
-            (plugins.path().to_path_buf(), "/opt/cni/bin"),
+            (s.join("cni-cache"), "/var/lib", "/var/lib/cni"),
+            (plugins.path().to_path_buf(), "/opt", "/opt/cni/bin"),
         ];
-        for (src, dst) in &binds {
-            script.push_str(&format!(
-                "mkdir -p {dst} && mount --bind {} {dst}\n",
-                sh_quote(src)
-            ));
+        for (src, tmpfs, dst) in &binds {
+            if Path::new(tmpfs).is_dir() {
+                script.push_str(&format!(
+                    "mkdir -p {dst} && mount --bind {} {dst}\n",
+                    sh_quote(src)
+                ));
+            }
         }
         if Path::new("/etc/cni").is_dir() {
             script.push_str(&format!(
