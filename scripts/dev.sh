@@ -11,11 +11,15 @@ cd "$(dirname "$0")/.."
 
 # iproute2: tests cross-check kernel state with `ip -j`; nftables/iptables:
 # tests read rule sets; containernetworking-plugins: the reference plugins the
-# interop tests and the benchmark compare against.
+# interop tests and the benchmark compare against. podman, crun, conmon,
+# catatonit, containerd, runc: the runtime suites (tests/runtimes), which run
+# them inside namespaces of their own; protobuf-compiler: the CRI client's
+# gRPC definitions are generated at build time (k8s-cri).
 APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins
   ca-certificates curl gcc g++ libc6-dev dnsmasq-base python3
-  etcd-server etcd-client podman runc
-  qemu-system-x86 linux-image-amd64 busybox-static python3-venv kmod)
+  etcd-server etcd-client
+  qemu-system-x86 linux-image-amd64 busybox-static python3-venv kmod
+  podman crun conmon catatonit containerd runc protobuf-compiler util-linux tar)
 
 # The VM lane: virtme-ng (PyPI) boots Debian's kernel with this machine's
 # root filesystem shared read-only, in its own venv.
