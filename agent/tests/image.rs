@@ -68,6 +68,8 @@ struct Podman {
     /// The node namespace, bind-mounted here inside each command's view.
     netns: PathBuf,
     node: PathBuf,
+    /// The cgroup (cgroupfs path) the container and its conmon go under.
+    cgroup_parent: String,
 }
 
 impl Podman {
@@ -99,10 +101,16 @@ impl Podman {
         .unwrap();
         let netns = dir.path().join("node-netns");
         std::fs::write(&netns, "").unwrap();
+        let cgroup_parent = format!(
+            "/rcni-image-test-{}-{}",
+            std::process::id(),
+            node.path().file_name().unwrap().to_string_lossy()
+        );
         Podman {
             netns,
             node: node.path(),
             dir,
+            cgroup_parent,
         }
     }
 
@@ -149,7 +157,36 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.run(&["rm", "--all", "--force"]);
         let _ = self.run(&["rmi", "--all", "--force"]);
+        remove_cgroup_tree(&self.cgroup_parent);
         // The directory itself goes with `dir`.
+    }
+}
+
+/// Removes `parent` (and the empty cgroups under it) from every mounted
+/// hierarchy, deepest first; a cgroup still holding a process stays.
+fn remove_cgroup_tree(parent: &str) {
+    fn remove(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    remove(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let mut candidates = vec![h.path().join(parent.trim_start_matches('/'))];
+        // cgroup v2 directly under /sys/fs/cgroup.
+        candidates.push(Path::new("/sys/fs/cgroup").join(parent.trim_start_matches('/')));
+        for c in candidates {
+            if c.is_dir() {
+                remove(&c);
+            }
+        }
     }
 }
 
@@ -263,10 +300,15 @@ fn image_built_with_podman_does_one_round_in_a_node_namespace() {
     args.push("--once".into());
     let netns_arg = format!("ns:{}", podman.netns.display());
     let vol = |host: &Path, inside: &str| format!("{}:{inside}", host.display());
+    let cgroup_parent = podman.cgroup_parent.clone();
     let mut run: Vec<String> = [
         "run",
         "--rm",
         "--privileged",
+        // Under a parent of this test's own, removed with it (podman's
+        // default, libpod_parent, would stay behind in the host's cgroups).
+        "--cgroup-parent",
+        &cgroup_parent,
         "--network",
         &netns_arg,
         // Within the limits a test process has (podman's defaults are higher
