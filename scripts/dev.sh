@@ -167,7 +167,7 @@ VM_PLAN=(
   "bridge-vlan rcni test:bridge --include-ignored vlan_"
   "bridge rcni test:bridge add_check_del_del_every_version two_pods_talk macspoofchk ipmasq_hides"
   "ptp rcni test:ptp add_check_del_del_every_version pods_talk_through_the_node"
-  "macvlan rcni test:macvlan add_check_del_del_every_version_with_pod_to_pod_tcp"
+  "macvlan rcni test:macvlan add_check_del_del_every_version_with_pod_to_pod_tcp bcqueuelen"
   "host_device rcni test:host_device moves_the_device_in_and_back_for_every_version"
   "tap rcni test:tap add_check_del_del_every_version"
   "firewall rcni test:firewall iptables_nft_drop_policy_auto_detected_every_version nftables_isolation_policies"

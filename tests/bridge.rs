@@ -567,6 +567,136 @@ fn can_connect(from: &TestNs, to: &TestNs, addr: &str, port: u16) -> bool {
 }
 
 #[test]
+fn vlan_gateway_name_that_cannot_exist_is_refused_before_anything() {
+    let env = Env::new("brgn");
+    let pod = TestNs::new("brgn");
+    // 15 bytes of bridge name leave no room for ".100".
+    let conf = env.conf(
+        "1.0.0",
+        "10.33.0.0/24",
+        json!({"bridge": "br-0123456789ab", "isGateway": true, "vlan": 100}),
+    );
+    let out = env.call("ADD", "ctr-g", &pod.path(), &conf);
+    assert_eq!(out.err_code(), 7, "{}", out.stdout);
+    assert!(out.stdout.contains("br-0123456789ab.100"), "{}", out.stdout);
+    assert!(env.allocated().is_empty());
+    assert!(!pod.link_names().contains(&"eth0".to_string()));
+    assert!(!env.node.link_names().iter().any(|n| n.starts_with("br-")));
+    assert!(veth_names(&env.node).is_empty());
+}
+
+/// The peer of the node's veth `name`, in the same namespace (`ip -j`
+/// names it in "link" then).
+fn veth_peer_port(ns: &TestNs, name: &str) -> String {
+    link(ns, name)["link"]
+        .as_str()
+        .expect("veth peer in the same namespace")
+        .to_string()
+}
+
+#[test]
+#[ignore = "VM lane: needs bridge VLAN filtering; run by scripts/dev.sh vmtest"]
+fn vlan_gateway_link_serves_its_vlan_only() {
+    let env = Env::new("brg");
+    let (a, b, c, d) = (
+        TestNs::new("brga"),
+        TestNs::new("brgb"),
+        TestNs::new("brgc"),
+        TestNs::new("brgd"),
+    );
+    let on = |subnet: &str, extra: Value| {
+        let mut e = json!({"bridge": "br-g"});
+        if let (Some(o), Some(x)) = (e.as_object_mut(), extra.as_object()) {
+            o.extend(x.clone());
+        }
+        env.conf("1.0.0", subnet, e)
+    };
+    let gw100 = on(
+        "10.31.0.0/24",
+        json!({"vlan": 100, "isDefaultGateway": true}),
+    );
+    let gw200 = on(
+        "10.32.0.0/24",
+        json!({"vlan": 200, "isDefaultGateway": true}),
+    );
+    // Same subnet as VLAN 100, but on VLAN 300, which has no gateway link.
+    let stray = on("10.31.0.0/24", json!({"vlan": 300}));
+    let ra = env.call("ADD", "ctr-a", &a.path(), &gw100).ok();
+    let rb = env.call("ADD", "ctr-b", &b.path(), &gw100).ok();
+    let rc = env.call("ADD", "ctr-c", &c.path(), &gw200).ok();
+    let rd = env.call("ADD", "ctr-d", &d.path(), &stray).ok();
+    let ip = |r: &Value| {
+        r["ips"][0]["address"]
+            .as_str()
+            .and_then(|s| s.split('/').next())
+            .expect("ip")
+            .to_string()
+    };
+
+    // The result lists the gateway link after the pod's interfaces, as the
+    // reference; a second pod of the VLAN reuses it.
+    let gl = link(&env.node, "br-g.100");
+    assert_eq!(gl["linkinfo"]["info_kind"], "veth", "{gl}");
+    assert!(has_flag(&gl, "UP"), "{gl}");
+    assert_eq!(
+        ra["interfaces"][3],
+        json!({"name": "br-g.100", "mac": gl["address"]}),
+        "{ra}"
+    );
+    assert_eq!(rb["interfaces"][3]["name"], "br-g.100", "{rb}");
+    assert_eq!(rc["interfaces"][3]["name"], "br-g.200", "{rc}");
+    assert!(
+        rd["interfaces"].as_array().is_some_and(|i| i.len() == 3),
+        "{rd}"
+    );
+    assert_eq!(
+        addrs(&env.node, "br-g.100"),
+        vec!["10.31.0.1/24".to_string()]
+    );
+    assert_eq!(
+        addrs(&env.node, "br-g.200"),
+        vec!["10.32.0.1/24".to_string()]
+    );
+    // Not on the bridge itself.
+    assert!(addrs(&env.node, "br-g").is_empty());
+    // Its other end is a bridge port whose native VLAN is 100, and only 100.
+    let port = veth_peer_port(&env.node, "br-g.100");
+    assert_eq!(link(&env.node, &port)["master"], "br-g");
+    assert_eq!(port_vlans(&env.node, &port), vec![(100, true, true)]);
+    let default = a.exec(&["ip", "-4", "route", "show", "default"]);
+    assert!(default.contains("via 10.31.0.1 dev eth0"), "{default}");
+
+    // A pod of VLAN 100 reaches its gateway (the node), untranslated.
+    assert_eq!(tcp_exchange(&a, &env.node, "10.31.0.1", 7200), ip(&ra));
+    assert_eq!(tcp_exchange(&b, &env.node, "10.31.0.1", 7201), ip(&rb));
+    // Through the gateways, routed by the node: VLAN 100 to VLAN 200.
+    assert_eq!(tcp_exchange(&a, &c, &ip(&rc), 7202), ip(&ra));
+    // A pod of another VLAN with an address of the same subnet does not
+    // reach VLAN 100's gateway at L2. (VLAN 200 would: the node answers
+    // ARP for any of its addresses on any link, arp_ignore 0.)
+    assert!(!can_connect(&d, &env.node, "10.31.0.1", 7203));
+
+    let mut check = gw100.clone();
+    check["prevResult"] = ra.clone();
+    env.call("CHECK", "ctr-a", &a.path(), &check).ok();
+
+    for (id, ns, conf) in [
+        ("ctr-a", &a, &gw100),
+        ("ctr-b", &b, &gw100),
+        ("ctr-c", &c, &gw200),
+        ("ctr-d", &d, &stray),
+    ] {
+        env.call("DEL", id, &ns.path(), conf).ok();
+        env.call("DEL", id, &ns.path(), conf).ok();
+        assert!(!ns.link_names().contains(&"eth0".to_string()));
+    }
+    assert!(env.allocated().is_empty());
+    // The gateway links stay with the bridge (the reference keeps both);
+    // they go with the node namespace.
+    assert!(!link(&env.node, "br-g.100").is_null());
+}
+
+#[test]
 fn macspoofchk_drops_frames_with_a_forged_source_mac() {
     let env = Env::new("brs");
     let a = TestNs::new("brs");

@@ -146,11 +146,23 @@ impl Env {
 
     /// Starts the daemon as the reference's `dhcp daemon` (the link name).
     fn start_daemon(&mut self) {
-        let log = std::fs::File::create(self.tmp.path().join("daemon.log")).expect("log file");
+        self.start_daemon_with(&["-timeout", "5s"]);
+    }
+
+    /// The daemon with these flags besides `-socketpath` (a running one is
+    /// stopped first; its log is appended to).
+    fn start_daemon_with(&mut self, flags: &[&str]) {
+        self.daemon = Proc(None);
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join("daemon.log"))
+            .expect("log file");
         let child = command_in(Some(self.node.ns()), self.bin.path().join("dhcp"))
             .args(["daemon", "-socketpath"])
             .arg(self.socket())
-            .args(["-timeout", "5s"])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -285,6 +297,96 @@ fn bridge_with_dhcp_every_version() {
     });
     // Shown with --nocapture: what the daemon and the server did.
     eprintln!("{}", env.logs());
+}
+
+#[test]
+fn priority_is_the_metric_of_every_route() {
+    require_dnsmasq();
+    let env = Env::new("dhpr", true);
+    let pod = TestNs::new("dhpr");
+    let mut conf = env.bridge_conf("1.1.0");
+    conf["ipam"]["priority"] = json!(150);
+    let out = env.call("bridge", "ADD", "pod-pr", &pod.path(), &conf);
+    if out.code != 0 {
+        panic!("ADD failed: {} {}\n{}", out.stdout, out.stderr, env.logs());
+    }
+    let r = out.ok();
+    assert_eq!(
+        r["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": SERVER_IP, "priority": 150}]),
+        "{r}"
+    );
+    // The kernel route carries the metric.
+    let routes = pod.ip_json(&["-4", "route", "show", "default"]);
+    assert_eq!(routes[0]["gateway"], SERVER_IP, "{routes}");
+    assert_eq!(routes[0]["metric"], 150, "{routes}");
+    let (ip, _) = result_ip(&r);
+    assert_eq!(tcp_exchange(&pod, &env.server, SERVER_IP, 8095), ip);
+    let mut c = conf.clone();
+    c["prevResult"] = r.clone();
+    env.call("bridge", "CHECK", "pod-pr", &pod.path(), &c).ok();
+    env.call("bridge", "DEL", "pod-pr", &pod.path(), &conf).ok();
+    env.wait_lease(&ip, false);
+    env.call("bridge", "DEL", "pod-pr", &pod.path(), &conf).ok();
+
+    // Not a metric: refused before any lease is asked for.
+    for bad in [json!(-1), json!("high"), json!(1.5)] {
+        let mut c = env.bridge_conf("1.1.0");
+        c["ipam"]["priority"] = bad.clone();
+        let out = env.call("dhcp", "ADD", "pod-pr2", &pod.path(), &c);
+        assert_eq!(out.err_code(), 7, "{bad}: {}", out.stdout);
+        assert!(out.stdout.contains("priority"), "{bad}: {}", out.stdout);
+    }
+    assert!(!env.logs().contains("pod-pr2"), "{}", env.logs());
+}
+
+/// `-resendtimeout`: the server is silent for its first seconds (its link
+/// is down). An ADD whose daemon stops retrying after 1 s fails; the same
+/// ADD under a daemon that keeps trying for 60 s gets the lease once the
+/// server answers.
+#[test]
+fn resendtimeout_bounds_how_long_add_keeps_asking() {
+    require_dnsmasq();
+    let mut env = Env::new("dhrt", false);
+    let conf = env.bridge_conf("1.1.0");
+    let wake_server_later = |env: &Env| {
+        env.server.exec(&["ip", "link", "set", "eth0", "down"]);
+        let server = env.server.name().to_string();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(4));
+            let ok = std::process::Command::new("ip")
+                .args(["-n", &server, "link", "set", "eth0", "up"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "server link up");
+        })
+    };
+
+    env.start_daemon_with(&["-timeout", "1s", "-resendtimeout", "1s"]);
+    let pod = TestNs::new("dhrt");
+    let waker = wake_server_later(&env);
+    let out = env.call("bridge", "ADD", "pod-rt", &pod.path(), &conf);
+    assert_eq!(out.err_code(), 11, "{}\n{}", out.stdout, env.logs());
+    assert!(out.stdout.contains("resendtimeout"), "{}", out.stdout);
+    // Nothing left of the attempt.
+    assert!(!pod.link_names().contains(&"eth0".to_string()));
+    waker.join().expect("waker");
+
+    env.start_daemon_with(&["-timeout", "1s", "-resendtimeout", "60s"]);
+    let waker = wake_server_later(&env);
+    let out = env.call("bridge", "ADD", "pod-rt", &pod.path(), &conf);
+    waker.join().expect("waker");
+    if out.code != 0 {
+        panic!("ADD failed: {} {}\n{}", out.stdout, out.stderr, env.logs());
+    }
+    let r = out.ok();
+    let (ip, _) = result_ip(&r);
+    env.wait_lease(&ip, true);
+    assert!(env.logs().contains("trying again"), "{}", env.logs());
+    assert_eq!(tcp_exchange(&pod, &env.server, SERVER_IP, 8096), ip);
+    env.call("bridge", "DEL", "pod-rt", &pod.path(), &conf).ok();
+    env.wait_lease(&ip, false);
+    env.call("bridge", "DEL", "pod-rt", &pod.path(), &conf).ok();
 }
 
 #[test]

@@ -403,7 +403,7 @@ fn optional_fields(plugin: &str) -> Vec<(&'static str, Value)> {
         }
         "macvlan" => {
             add(&["linkInContainer"], &b);
-            add(&["mtu"], &n);
+            add(&["mtu", "bcqueuelen"], &n);
             add(&["mode", "mac"], &s);
         }
         "tap" => {

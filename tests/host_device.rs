@@ -84,8 +84,45 @@ impl Env {
         } else {
             self.bin.path().join(plugin).display().to_string()
         };
+        self.spawn(&[prog], call)
+    }
+
+    /// Runs the plugin as [`Env::run`] does, with a fake auxiliary bus: in
+    /// the private mount namespace of `ip netns exec`, a tmpfs covers
+    /// `/sys/bus` (this kernel has no auxiliary bus) holding
+    /// `auxiliary/devices/<id>/net/<netdev>` for each `(id, netdev)` (no
+    /// `net/` entry for `None`). The plugin reads its fixed sysfs paths; the
+    /// machine's /sys is never touched, the tmpfs vanishes with the process.
+    fn run_with_aux(&self, call: &Call, aux: &[(&str, Option<&str>)]) -> Outcome {
+        let mut script = String::from("set -e\nmount -t tmpfs rcni-test-sys /sys/bus\n");
+        for (id, dev) in aux {
+            let dir = format!("/sys/bus/auxiliary/devices/{id}/net");
+            script.push_str(&format!("mkdir -p '{dir}'\n"));
+            if let Some(d) = dev {
+                script.push_str(&format!("mkdir '{dir}/{d}'\n"));
+            }
+        }
+        script.push_str("exec \"$0\"\n");
+        let prog = self.bin.path().join("host-device").display().to_string();
+        self.spawn(
+            &[
+                "/usr/bin/unshare".into(),
+                "--mount".into(),
+                "--propagation".into(),
+                "private".into(),
+                "/bin/sh".into(),
+                "-c".into(),
+                script,
+                prog,
+            ],
+            call,
+        )
+    }
+
+    fn spawn(&self, argv: &[String], call: &Call) -> Outcome {
         let mut cmd = Command::new("/usr/sbin/ip");
-        cmd.args(["netns", "exec", self.node.name(), &prog])
+        cmd.args(["netns", "exec", self.node.name()])
+            .args(argv)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", &call.command)
@@ -315,7 +352,7 @@ fn selectors_matching_nothing_change_nothing() {
         ),
         (
             json!({"runtimeConfig": {"deviceID": "0000:99:1f.7"}}),
-            "error with host device",
+            "not found or unsupported",
         ),
     ];
     match &non_net_pci {
@@ -461,4 +498,78 @@ fn node_name_may_exist_in_the_pod_and_ifname_on_the_node() {
     env.call("DEL", &pod.path(), "net1", &conf).ok();
     assert!(!link(&env.node, "eth0").is_null());
     assert_eq!(pod.link_names(), vec!["lo", "eth0"]);
+}
+
+#[test]
+fn auxiliary_bus_device_id_moves_its_netdev_in_and_back() {
+    let env = Env::new("hda");
+    let dev = testutil::unique("hd");
+    let mac = env.device(&dev, "10.76.0.1/24");
+    let pod = TestNs::new("pod");
+    let id = "mlx5_core.sf.7";
+    let empty = "mlx5_core.sf.8";
+    let aux = [(id, Some(dev.as_str())), (empty, None)];
+    // deviceID beats a configured pciBusID (which does not exist here).
+    let conf = |device_id: &str| {
+        env.conf(
+            "1.1.0",
+            json!({"pciBusID": "0000:99:1f.7", "runtimeConfig": {"deviceID": device_id}}),
+            Some("10.76.0.0/24"),
+        )
+    };
+    let call = |cmd: &str, conf: &Value| {
+        env.run_with_aux(
+            &Call::new(cmd, "ctr1", &pod.path(), &conf.to_string()).ifname("net1"),
+            &aux,
+        )
+    };
+    let node_before = env.node.link_names();
+
+    // An auxiliary device without a netdev: refused, nothing moved.
+    let out = call("ADD", &conf(empty));
+    assert_eq!(out.err_code(), 999, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("failed to find network device"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(env.node.link_names(), node_before);
+    assert!(link(&pod, "net1").is_null());
+    assert!(env.allocated().is_empty());
+
+    // Without the fake bus the same ID is unknown.
+    let c = conf(id);
+    let out = env.call("ADD", &pod.path(), "net1", &c);
+    assert_eq!(out.err_code(), 999, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("not found or unsupported"),
+        "{}",
+        out.stdout
+    );
+
+    let r = call("ADD", &c).ok();
+    assert_eq!(
+        r["interfaces"],
+        json!([{"name": "net1", "mac": mac, "sandbox": pod.path()}]),
+        "{r}"
+    );
+    assert!(link(&env.node, &dev).is_null(), "still on the node");
+    let l = link(&pod, "net1");
+    assert!(is_up(&l), "{l}");
+    assert_eq!(l["ifalias"], dev.as_str(), "{l}");
+    assert_eq!(addrs(&pod, "net1"), vec!["10.76.0.10/24".to_string()]);
+    assert_eq!(
+        tcp_exchange(&pod, &env.far, "10.76.0.1", 40290),
+        "10.76.0.10"
+    );
+    let mut chk = c.clone();
+    chk["prevResult"] = r.clone();
+    call("CHECK", &chk).ok();
+
+    call("DEL", &c).ok();
+    assert!(!link(&env.node, &dev).is_null(), "not back on the node");
+    assert!(link(&pod, "net1").is_null());
+    assert!(env.allocated().is_empty());
+    call("DEL", &c).ok();
+    env.node.exec(&["ip", "link", "del", &dev]);
 }

@@ -731,3 +731,50 @@ fn normalise_l2(r: &Value) -> Value {
     r["interfaces"][0]["mac"] = json!("MAC");
     r
 }
+
+#[test]
+fn bcqueuelen_is_set_on_the_link_and_checked() {
+    let env = Env::new("mvq");
+    let p = TestNs::new("mpq");
+    let conf = env.conf("1.1.0", "10.78.3.0/24", json!({"bcqueuelen": 1234}));
+    let r = env.call("ADD", "ctr-q", &p.path(), &conf).ok();
+    // Read back over rtnetlink in the pod: IFLA_MACVLAN_BC_QUEUE_LEN.
+    let got = p.run(|| {
+        let s = netlink::Socket::route().expect("socket");
+        let l = s
+            .link_by_name("eth0")
+            .expect("dump")
+            .expect("eth0 in the pod");
+        l.macvlan_bc_queue_len()
+    });
+    assert_eq!(got, Some(1234));
+    env.call("CHECK", "ctr-q", &p.path(), &with_prev(&conf, &r))
+        .ok();
+    // CHECK with another value than the link's fails.
+    let other = env.conf("1.1.0", "10.78.3.0/24", json!({"bcqueuelen": 99}));
+    let o = env.call("CHECK", "ctr-q", &p.path(), &with_prev(&other, &r));
+    o.err_code();
+    let e = o.json();
+    assert!(
+        e["msg"].as_str().unwrap_or("").contains("bcqueuelen"),
+        "{e}"
+    );
+    env.call("DEL", "ctr-q", &p.path(), &conf).ok();
+    env.call("DEL", "ctr-q", &p.path(), &conf).ok();
+    assert!(!p.link_names().contains(&"eth0".to_string()));
+    assert!(env.allocated().is_empty());
+
+    // Not a u32: refused before anything is made.
+    for bad in [json!(-1), json!("big"), json!(4294967296u64)] {
+        let c = env.conf("1.1.0", "10.78.3.0/24", json!({"bcqueuelen": bad}));
+        let o = env.call("ADD", "ctr-q2", &p.path(), &c);
+        assert_eq!(o.err_code(), 7, "{}", o.stdout);
+        let e = o.json();
+        assert!(
+            e["msg"].as_str().unwrap_or("").contains("bcqueuelen"),
+            "{e}"
+        );
+    }
+    assert!(!p.link_names().contains(&"eth0".to_string()));
+    assert!(env.allocated().is_empty());
+}

@@ -241,3 +241,138 @@ fn malformed_config_is_refused_and_changes_nothing() {
     assert_eq!(state(&p.pod, &p.pod_if), before);
     assert!(backups(&data).is_empty());
 }
+
+/// A plugin directory whose `tuning` runs the real one in a private mount
+/// namespace where `/etc` is an overlay: the host's `/etc` below, and above
+/// it only `cni/tuning/allowlist.conf` copied from `allow` (when given).
+/// The plugin reads its real, fixed path; the machine's `/etc` is never
+/// written, and the tmpfs and overlay vanish with the process.
+struct PrivateEtc {
+    dir: TempDir,
+}
+
+impl PrivateEtc {
+    fn new(real: &PluginDir, allow: Option<&str>) -> PrivateEtc {
+        let dir = TempDir::new("tuetc");
+        let d = dir.path();
+        std::fs::create_dir(d.join("mnt")).expect("mnt");
+        if let Some(a) = allow {
+            std::fs::write(d.join("allowlist.conf"), a).expect("allowlist");
+        }
+        let script = format!(
+            r#"#!/bin/sh
+set -e
+d='{d}'
+exec unshare --mount --propagation private /bin/sh -c '
+set -e
+d=$1
+mount -t tmpfs rcni-test-etc "$d/mnt"
+mkdir -p "$d/mnt/upper/cni/tuning" "$d/mnt/work"
+if [ -f "$d/allowlist.conf" ]; then cp "$d/allowlist.conf" "$d/mnt/upper/cni/tuning/"; fi
+mount -t overlay rcni-test-etc -o "lowerdir=/etc,upperdir=$d/mnt/upper,workdir=$d/mnt/work" /etc
+exec "$2"
+' sh "$d" '{real}'
+"#,
+            d = d.display(),
+            real = real.path().join("tuning").display(),
+        );
+        let wrapper = d.join("tuning");
+        std::fs::write(&wrapper, script).expect("wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        PrivateEtc { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+#[test]
+fn sysctl_allowlist_file_limits_what_add_may_set() {
+    let bin = PluginDir::install(std::path::Path::new(env!("CARGO_BIN_EXE_rcni")));
+    assert!(
+        !std::path::Path::new("/etc/cni/tuning/allowlist.conf").exists(),
+        "this machine has a real allowlist; the test builds its own"
+    );
+    let p = Pair::new("ta");
+    let data = TempDir::new("tuad");
+    let before = state(&p.pod, &p.pod_if);
+    let etc = PrivateEtc::new(
+        &bin,
+        Some("^net\\.core\\.somaxconn$\n\n  ^net\\.ipv4\\.conf\\.IFNAME\\.rp_filter$  \n"),
+    );
+    let call = |cmd: &str, extra: Value| {
+        let mut extra = extra;
+        extra["dataDir"] = json!(data.path());
+        let conf = p.conf("1.1.0", "tunet", "tuning", extra);
+        let c = Call::new(cmd, "ctr-a", &p.pod.path(), &conf);
+        run_plugin(etc.path(), "tuning", &c, Some(p.node.ns()))
+    };
+
+    // A sysctl the list does not match: code 7 naming it, nothing changed.
+    let out = call(
+        "ADD",
+        json!({"sysctl": {"net.core.somaxconn": "1234", "net.ipv4.conf.IFNAME.forwarding": "1"}, "mtu": 1400}),
+    );
+    assert_eq!(out.err_code(), 7, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("net.ipv4.conf.IFNAME.forwarding"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(state(&p.pod, &p.pod_if), before);
+    assert!(backups(&data).is_empty());
+
+    // Only listed sysctls: applied.
+    let ok =
+        json!({"sysctl": {"net.core.somaxconn": "1234", "net.ipv4.conf.IFNAME.rp_filter": "2"}});
+    call("ADD", ok.clone()).ok();
+    let after = state(&p.pod, &p.pod_if);
+    assert_eq!(
+        (after.somaxconn.as_str(), after.rp_filter.as_str()),
+        ("1234", "2")
+    );
+    call("CHECK", ok.clone()).ok();
+    call("DEL", ok.clone()).ok();
+    call("DEL", ok).ok();
+    assert_eq!(state(&p.pod, &p.pod_if), before);
+    assert!(backups(&data).is_empty());
+
+    // The same refused config goes through the plain plugin (no file).
+    let mut extra = json!({"sysctl": {"net.ipv4.conf.IFNAME.forwarding": "1"}});
+    extra["dataDir"] = json!(data.path());
+    let conf = p.conf("1.1.0", "tunet", "tuning", extra);
+    run_plugin(
+        bin.path(),
+        "tuning",
+        &Call::new("ADD", "ctr-b", &p.pod.path(), &conf),
+        Some(p.node.ns()),
+    )
+    .ok();
+    run_plugin(
+        bin.path(),
+        "tuning",
+        &Call::new("DEL", "ctr-b", &p.pod.path(), &conf),
+        Some(p.node.ns()),
+    )
+    .ok();
+
+    // An allowlist with a broken expression refuses every ADD with sysctls.
+    let broken = PrivateEtc::new(&bin, Some("net.(core\n"));
+    let mut extra = json!({"sysctl": {"net.core.somaxconn": "1234"}});
+    extra["dataDir"] = json!(data.path());
+    let conf = p.conf("1.1.0", "tunet", "tuning", extra);
+    let out = run_plugin(
+        broken.path(),
+        "tuning",
+        &Call::new("ADD", "ctr-c", &p.pod.path(), &conf),
+        Some(p.node.ns()),
+    );
+    assert_eq!(out.err_code(), 7, "{}", out.stdout);
+    assert!(out.stdout.contains("allowlist"), "{}", out.stdout);
+    assert_eq!(state(&p.pod, &p.pod_if), before);
+    assert!(backups(&data).is_empty());
+    // The host's /etc never saw any of it.
+    assert!(!std::path::Path::new("/etc/cni/tuning/allowlist.conf").exists());
+}

@@ -74,6 +74,9 @@ pub const VETH_INFO_PEER: u16 = 1;
 pub const IFLA_BR_VLAN_FILTERING: u16 = 7;
 /// Kernel constant `IFLA_MACVLAN_MODE` (Linux UAPI headers).
 pub const IFLA_MACVLAN_MODE: u16 = 1;
+/// Kernel constant `IFLA_MACVLAN_BC_QUEUE_LEN` (Linux UAPI headers, since
+/// Linux 5.11).
+pub const IFLA_MACVLAN_BC_QUEUE_LEN: u16 = 7;
 /// Kernel constant `IFLA_IPVLAN_MODE` (Linux UAPI headers).
 pub const IFLA_IPVLAN_MODE: u16 = 1;
 /// Kernel constant `IFLA_VLAN_ID` (Linux UAPI headers).
@@ -271,6 +274,18 @@ impl Link {
             .get(IFLA_MACVLAN_MODE)
             .and_then(|a| a.u32())
             .and_then(MacvlanMode::from_raw)
+    }
+
+    /// The broadcast queue length asked for on a macvlan/macvtap
+    /// (IFLA_MACVLAN_BC_QUEUE_LEN). `None` when the kernel does not report
+    /// it: kernels before 5.11 do not know the attribute.
+    pub fn macvlan_bc_queue_len(&self) -> Option<u32> {
+        if !matches!(self.kind.as_deref(), Some("macvlan" | "macvtap")) {
+            return None;
+        }
+        self.info_attrs()
+            .get(IFLA_MACVLAN_BC_QUEUE_LEN)
+            .and_then(|a| a.u32())
     }
 
     /// The routing table of a `vrf` link.
@@ -1142,6 +1157,25 @@ impl Socket {
                 ..Default::default()
             },
         )
+    }
+
+    /// Sets the broadcast queue length of a macvlan (IFLA_MACVLAN_BC_QUEUE_LEN).
+    /// Kernels before 5.11 ignore the attribute without an error: read the
+    /// link back ([`Link::macvlan_bc_queue_len`]) to know it took.
+    pub fn set_macvlan_bc_queue_len(&self, index: u32, len: u32) -> Result<()> {
+        let mut m = MessageBuilder::new(RTM_NEWLINK, 0);
+        m.header(&IfInfoMsg {
+            index: index as i32,
+            ..Default::default()
+        });
+        let info = m.nest_raw(IFLA_LINKINFO);
+        m.attr_str(IFLA_INFO_KIND, "macvlan");
+        let data = m.nest_raw(IFLA_INFO_DATA);
+        m.attr_u32(IFLA_MACVLAN_BC_QUEUE_LEN, len);
+        m.end_nest(data);
+        m.end_nest(info);
+        self.exec(&m, || format!("set bcqueuelen {len} on macvlan #{index}"))
+            .map(drop)
     }
 
     /// Turns VLAN filtering on a bridge on or off; returns the kernel's

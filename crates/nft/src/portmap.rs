@@ -52,6 +52,12 @@ use crate::{
     SetSpec, Value,
 };
 
+mod cond;
+pub use cond::{
+    add_conditional, conditional_rule, count_conditional, gc_conditional, remove_conditional,
+    Condition, COND_CHAIN,
+};
+
 pub const TABLE: &str = "rcni-portmap";
 const PREFIX: &str = "rcni:";
 

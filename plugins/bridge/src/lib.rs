@@ -254,6 +254,106 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
     })
 }
 
+/// `<bridge>.<vlan>`, the reference's name for a VLAN's gateway link;
+/// refused (code 7) when it does not fit an interface name.
+fn vlan_gateway_name(bridge: &str, vid: u16) -> CniResult<String> {
+    let name = format!("{bridge}.{vid}");
+    if !netlink::valid_ifname(&name) {
+        return Err(invalid(format!(
+            "isGateway with vlan {vid}: the gateway link {name:?} is not a valid interface name \
+             (at most 15 bytes); choose a shorter bridge name"
+        )));
+    }
+    Ok(name)
+}
+
+/// The gateway link of the config's VLAN, made on first use: a veth pair in
+/// the node, `<bridge>.<vlan>` (up, for the gateway addresses) and a peer
+/// enslaved to the bridge with the VLAN as its native, untagged VLAN (the
+/// default VLAN 1 dropped unless `preserveDefaultVlan`). Shared by every pod
+/// of the VLAN and kept on DEL, like the bridge itself and as the reference.
+fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
+    let vid = n.c.vlan as u16;
+    let name = vlan_gateway_name(&br.name, vid)?;
+    if let Some(l) = host.link_by_name(&name).map_err(nl)? {
+        return Ok(l);
+    }
+    let port_name = net::veth::host_veth_name(&name, "vlan-gateway", 0);
+    let spec = netlink::LinkSpec {
+        mtu: Some(br.mtu),
+        queues: Some(1),
+        master: Some(br.index),
+        up: true,
+        ..netlink::LinkSpec::new(
+            port_name.clone(),
+            netlink::LinkKind::Veth {
+                peer_name: name.clone(),
+                peer_mac: None,
+                peer_mtu: Some(br.mtu),
+                peer_netns_fd: None,
+            },
+        )
+    };
+    match host.create_link(&spec) {
+        Ok(()) => {}
+        // A concurrent ADD of the same VLAN made it first.
+        Err(e) if e.is_exists() => {
+            return host
+                .link_by_name(&name)
+                .map_err(nl)?
+                .ok_or_else(|| Error::io(format!("failed to create vlan gateway {name:?}: {e}")))
+        }
+        Err(e) => {
+            return Err(Error::io(format!(
+                "failed to create vlan gateway {name:?}: {e}"
+            )))
+        }
+    }
+    let made = (|| {
+        let port = host
+            .link_by_name(&port_name)
+            .map_err(nl)?
+            .ok_or_else(|| Error::internal(format!("vlan gateway port {port_name:?} vanished")))?;
+        if port.master != Some(br.index) {
+            host.set_master(port.index, br.index).map_err(nl)?;
+        }
+        // Only the native VLAN: a trunk of the pod's config is not the
+        // gateway's (the reference passes none either).
+        if !n.c.preserve_default_vlan && vid != 1 {
+            match host.bridge_vlan_del(port.index, 1) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(2) => {}
+                Err(e) => {
+                    return Err(Error::io(format!(
+                        "failed to remove default VLAN 1 from {port_name:?}: {e}"
+                    )))
+                }
+            }
+        }
+        host.bridge_vlan_add(
+            port.index,
+            &netlink::BridgeVlan {
+                vid,
+                pvid: true,
+                untagged: true,
+            },
+        )
+        .map_err(|e| Error::io(format!("failed to add VLAN {vid} to {port_name:?}: {e}")))?;
+        let gw = host
+            .link_by_name(&name)
+            .map_err(nl)?
+            .ok_or_else(|| Error::internal(format!("vlan gateway {name:?} vanished")))?;
+        host.set_link_up(gw.index).map_err(nl)?;
+        Ok(Link { up: true, ..gw })
+    })();
+    if made.is_err() {
+        if let Ok(Some(p)) = host.link_by_name(&port_name) {
+            let _ = host.delete_link(p.index);
+        }
+    }
+    made
+}
+
 fn nft_err(e: nft::Error) -> Error {
     Error::io(format!("macspoofchk: {e}"))
 }
@@ -395,6 +495,11 @@ impl Plugin for Bridge {
             cni_invoke::find_in_path(ipam, &args.path)?;
         }
         let want_vlan = n.c.vlan != 0 || n.c.vlan_trunk.is_some();
+        // With a VLAN, the gateway lives on `<bridge>.<vlan>`: a name the
+        // kernel must accept, checked before anything is made.
+        if n.c.is_gw && n.c.vlan != 0 {
+            vlan_gateway_name(&n.c.bridge, n.c.vlan as u16)?;
+        }
         let netns_path = args.require_netns()?;
         let cns = open_ns(netns_path)?;
         let host = Socket::route().map_err(nl)?;
@@ -410,14 +515,6 @@ impl Plugin for Bridge {
             },
         )
         .map_err(|e| Error::from(e).details(format!("failed to create bridge {:?}", n.c.bridge)))?;
-        if want_vlan && n.c.is_gw {
-            // The reference puts the gateway on a `<bridge>.<vlan>` link;
-            // rcni does not build that link yet.
-            return Err(Error::new(
-                ErrorCode::UnsupportedField,
-                "vlan/vlanTrunk with isGateway: a gateway on a VLAN of the bridge is not supported yet by rcni",
-            ));
-        }
 
         let mut undo = Undo::new();
         let mut result = Result::new(args.version());
@@ -542,7 +639,30 @@ impl Plugin for Bridge {
             )
             .map_err(Error::from)?;
             cont_link.up = true;
-            if n.c.is_gw {
+            if n.c.is_gw && n.c.vlan != 0 && !gws.is_empty() {
+                // As the reference: the pods' gateway for their VLAN is the
+                // `<bridge>.<vlan>` end of a veth whose other end is a bridge
+                // port on that VLAN, listed after the pod's interfaces.
+                let gw_link = ensure_vlan_gateway(&host, &br, &n)?;
+                result.interfaces.push(Interface {
+                    name: gw_link.name.clone(),
+                    mac: net::mac::format(&gw_link.mac),
+                    ..Default::default()
+                });
+                for gw in &gws {
+                    net::ensure_gateway_addr(&host, &gw_link, *gw, n.c.force_address).map_err(
+                        |e| {
+                            Error::from(e).details(format!(
+                                "failed to set vlan interface {:?} for bridge with addr",
+                                gw_link.name
+                            ))
+                        },
+                    )?;
+                }
+                let v4 = gws.iter().any(|g| g.addr().is_ipv4());
+                let v6 = gws.iter().any(|g| g.addr().is_ipv6());
+                net::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
+            } else if n.c.is_gw {
                 for gw in &gws {
                     net::ensure_gateway_addr(&host, &br, *gw, n.c.force_address).map_err(|e| {
                         Error::from(e)
@@ -660,6 +780,21 @@ impl Plugin for Bridge {
                 "Bridge interface {} configured Promisc Mode {} doesn't match current state: {}",
                 br.name, n.c.promisc_mode, br.promisc
             )));
+        }
+
+        // The VLAN's gateway link, where the result lists one.
+        if n.c.is_gw && n.c.vlan != 0 {
+            let name = vlan_gateway_name(&n.c.bridge, n.c.vlan as u16)?;
+            let listed = prev
+                .interfaces
+                .iter()
+                .any(|i| i.name == name && i.sandbox.is_empty());
+            if listed && host.link_by_name(&name).map_err(nl)?.is_none() {
+                return Err(Error::internal(format!(
+                    "vlan gateway {name} of bridge {} was not found",
+                    n.c.bridge
+                )));
+            }
         }
 
         let c_if = prev

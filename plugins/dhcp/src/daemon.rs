@@ -26,6 +26,11 @@ pub struct Opts {
     pub broadcast: bool,
     pub timeout: Duration,
     pub resend_max: Duration,
+    /// How long an ADD keeps starting new DHCP exchanges after failed ones
+    /// (`-resendtimeout`, the reference's default 208 s): no more tries
+    /// once it has passed. Each exchange waits `timeout` for the server;
+    /// between exchanges the pause doubles from 2 s up to `resend_max`.
+    pub resend_timeout: Duration,
     /// Mode of the socket the daemon binds (`-socketmode`, octal): root
     /// only unless configured otherwise.
     pub socket_mode: u32,
@@ -49,6 +54,7 @@ impl Default for Opts {
             broadcast: false,
             timeout: Duration::from_secs(10),
             resend_max: Duration::from_secs(62),
+            resend_timeout: DEFAULT_RESEND_TIMEOUT,
             socket_mode: 0o600,
             max_conns: 128,
             read_timeout: Duration::from_secs(10),
@@ -56,6 +62,10 @@ impl Default for Opts {
         }
     }
 }
+
+/// The reference's `-resendtimeout` default: its fast resends plus the
+/// backoff ones.
+pub const DEFAULT_RESEND_TIMEOUT: Duration = Duration::from_secs(208);
 
 /// A Go duration: "10s", "1m30s", "500ms", "1.5h".
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -130,6 +140,7 @@ pub fn parse_flags(args: &[String]) -> Result<Opts, String> {
             "statedir" => o.state_dir = value,
             "timeout" => o.timeout = parse_duration(&value)?,
             "resendmax" => o.resend_max = parse_duration(&value)?,
+            "resendtimeout" => o.resend_timeout = parse_duration(&value)?,
             "socketmode" => {
                 o.socket_mode = u32::from_str_radix(&value, 8)
                     .ok()
@@ -403,9 +414,13 @@ impl Daemon {
         }
         let mut ex = self.exchange(&id, &req.netns, &req.ifname, opts)?;
         log(&format!("{id}: acquiring lease"));
-        let ack = ex
-            .acquire()
-            .map_err(|e| err(ErrorCode::TryAgainLater, format!("{id}: {e}")))?;
+        let ack = acquire_with_retries(
+            &mut ex,
+            self.opts.resend_timeout,
+            self.opts.resend_max,
+            &|m| log(&format!("{id}: {m}")),
+        )
+        .map_err(|e| err(ErrorCode::TryAgainLater, format!("{id}: {e}")))?;
         let clock = RealClock::new();
         let check = options::lease_result(&ack)
             .and_then(|r| lease::timers(&ack, lease::Clock::now(&clock)).map(|t| (r, t)));
@@ -701,6 +716,36 @@ fn listener(path: &Path, mode: u32) -> Result<(UnixListener, bool), String> {
     Ok((l, true))
 }
 
+/// The first lease of an ADD: exchanges until one gets an ACK, starting no
+/// new one once `resend_timeout` has passed since the first began (at
+/// least one is always made). Pauses between them start at 2 s and double
+/// up to `resend_max`, never running past the deadline.
+fn acquire_with_retries(
+    ex: &mut dyn lease::Exchange,
+    resend_timeout: Duration,
+    resend_max: Duration,
+    say: &dyn Fn(&str),
+) -> Result<crate::packet::Message, String> {
+    let deadline = std::time::Instant::now() + resend_timeout;
+    let mut pause = Duration::from_secs(2);
+    loop {
+        let e = match ex.acquire() {
+            Ok(ack) => return Ok(ack),
+            Err(e) => e,
+        };
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Err(format!(
+                "{e}; no more tries after -resendtimeout {resend_timeout:?}"
+            ));
+        }
+        let wait = pause.min(deadline - now);
+        say(&format!("{e}; trying again in {wait:?}"));
+        std::thread::sleep(wait);
+        pause = (pause * 2).min(resend_max.max(Duration::from_secs(1)));
+    }
+}
+
 /// Blocks SIGINT/SIGTERM for every thread and returns the set, so one
 /// thread can take them with `sigwait` and clean up.
 fn block_signals() -> libc::sigset_t {
@@ -723,7 +768,7 @@ pub fn main(args: &[String]) -> i32 {
             eprintln!("{e}");
             eprintln!(
                 "Usage of daemon:\n  -broadcast\n  -hostprefix string\n  -pidfile string\n  \
-                 -resendmax duration (default 1m2s)\n  -socketpath string\n  -timeout duration (default 10s)"
+                 -resendmax duration (default 1m2s)\n  -resendtimeout duration (default 3m28s)\n  -socketpath string\n  -timeout duration (default 10s)"
             );
             return 2;
         }
@@ -853,5 +898,48 @@ mod tests {
         assert_eq!(o.socket_path, "/run/cni/dhcp.sock");
         assert!(parse_flags(&["-nope".to_string()]).is_err());
         assert!(parse_flags(&["-socketpath".to_string()]).is_err());
+    }
+
+    #[test]
+    fn resendtimeout_flag_and_default() {
+        assert_eq!(
+            parse_flags(&[]).expect("ok").resend_timeout,
+            Duration::from_secs(208)
+        );
+        let a: Vec<String> = ["-resendtimeout", "45s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            parse_flags(&a).expect("ok").resend_timeout,
+            Duration::from_secs(45)
+        );
+        assert!(parse_flags(&["-resendtimeout=soon".to_string()]).is_err());
+        assert!(parse_flags(&["-resendtimeout=-1s".to_string()]).is_err());
+    }
+
+    /// Counts acquisitions; never answers.
+    struct Silent(u32);
+    impl lease::Exchange for Silent {
+        fn acquire(&mut self) -> Result<crate::packet::Message, String> {
+            self.0 += 1;
+            Err("no DHCPOFFER".into())
+        }
+        fn renew(&mut self, _: &crate::packet::Message, _: bool) -> lease::Reply {
+            lease::Reply::NoAnswer("silent".into())
+        }
+        fn release(&mut self, _: &crate::packet::Message) -> Result<(), String> {
+            Ok(())
+        }
+        fn link_down(&mut self) {}
+    }
+
+    #[test]
+    fn a_zero_resendtimeout_makes_one_exchange_only() {
+        let mut ex = Silent(0);
+        let e = acquire_with_retries(&mut ex, Duration::ZERO, Duration::from_secs(62), &|_| {})
+            .expect_err("never answers");
+        assert_eq!(ex.0, 1);
+        assert!(e.contains("-resendtimeout"), "{e}");
     }
 }

@@ -115,9 +115,10 @@ impl Plugin for Dhcp {
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         args.require_netns()?;
         let c = conf(args)?;
+        let ipam = c.ipam.unwrap_or_default();
         // Bad `provide`/`request` entries are config errors, daemon or not.
-        options::prepare(&args.args, &c.ipam.unwrap_or_default()).map_err(Error::invalid_config)?;
-        let (ip, routes) = lease_ip(call(
+        options::prepare(&args.args, &ipam).map_err(Error::invalid_config)?;
+        let (ip, mut routes) = lease_ip(call(
             args,
             Method::Allocate,
             Vec::new(),
@@ -125,6 +126,11 @@ impl Plugin for Dhcp {
         )?)?;
         let mut result = Result::new(args.version());
         result.ips.push(ip);
+        if ipam.priority != 0 {
+            for r in &mut routes {
+                r.priority = Some(ipam.priority);
+            }
+        }
         result.routes = routes;
         Ok(result)
     }

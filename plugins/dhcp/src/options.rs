@@ -25,6 +25,10 @@ pub struct IpamConf {
     pub provide: Vec<ProvideOption>,
     #[serde(rename = "request", default)]
     pub request: Vec<RequestOption>,
+    /// Metric of every route of the result (`priority`, 0: none set), as
+    /// the reference since v1.6.
+    #[serde(default)]
+    pub priority: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

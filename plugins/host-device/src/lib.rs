@@ -25,6 +25,9 @@ pub struct HostDevice;
 
 /// Where the kernel lists PCI devices (a constant, as in the reference).
 const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";
+/// Where the kernel lists auxiliary-bus devices (e.g. the netdevs of a NIC's
+/// sub-functions, `mlx5_core.sf.4`), as the reference since v1.7.
+const SYS_BUS_AUXILIARY: &str = "/sys/bus/auxiliary/devices";
 /// Drivers that bind a NIC to userspace (DPDK): no netdev exists then.
 const USERSPACE_DRIVERS: &[&str] = &["vfio-pci", "uio_pci_generic", "igb_uio"];
 
@@ -60,6 +63,8 @@ enum Selector {
     Mac(String),
     KernelPath(String),
     Pci(String),
+    /// A device on the auxiliary bus (`runtimeConfig.deviceID` only).
+    Aux(String),
 }
 
 struct Net {
@@ -72,10 +77,18 @@ struct Net {
 fn load(args: &CmdArgs) -> CniResult<Net> {
     let c: Conf = args.parse_conf()?;
     let mut pci = c.pci_addr;
-    // The runtime's standardized device ID wins over the static pciBusID.
+    let mut aux = String::new();
+    // The runtime's standardized device ID wins over the static pciBusID:
+    // a PCI address, or else an auxiliary-bus device.
     if let Some(id) = c.runtime_config.map(|r| r.device_id) {
         if !id.is_empty() {
-            pci = id;
+            match device_id_bus(&id)? {
+                Bus::Pci => pci = id,
+                Bus::Auxiliary => {
+                    pci.clear();
+                    aux = id;
+                }
+            }
         }
     }
     let mut set = Vec::new();
@@ -96,6 +109,9 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
         }
         set.push(Selector::Pci(pci));
     }
+    if !aux.is_empty() {
+        set.push(Selector::Aux(aux));
+    }
     // Several selectors: the first in the reference's order wins (device,
     // hwaddr, kernelpath, PCI address), as a runtime passing `deviceID`
     // alongside a configured `device` expects.
@@ -115,6 +131,31 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
         selector,
         ipam,
     })
+}
+
+/// Which bus a `runtimeConfig.deviceID` names.
+enum Bus {
+    Pci,
+    Auxiliary,
+}
+
+/// Looks the device ID up on the PCI bus, then on the auxiliary bus, as the
+/// reference; neither is an error (before anything is changed).
+fn device_id_bus(id: &str) -> CniResult<Bus> {
+    if id.contains('/') || id == "." || id == ".." {
+        return Err(Error::invalid_config(format!(
+            "runtime config DeviceID {id:?} must be a device name, not a path"
+        )));
+    }
+    if Path::new(SYS_BUS_PCI).join(id).exists() {
+        return Ok(Bus::Pci);
+    }
+    if Path::new(SYS_BUS_AUXILIARY).join(id).exists() {
+        return Ok(Bus::Auxiliary);
+    }
+    Err(Error::internal(format!(
+        "runtime config DeviceID {id} not found or unsupported"
+    )))
 }
 
 /// The reference's `DPDKMode` has no JSON tag: Go matches the key
@@ -265,7 +306,26 @@ fn find_device(host: &Socket, sel: &Selector) -> CniResult<Link> {
                 .flatten()
                 .ok_or_else(not_found)
         }
+        Selector::Aux(aux) => aux_device(host, aux),
     }
+}
+
+/// The netdev of an auxiliary-bus device: the first entry of its `net/`.
+fn aux_device(host: &Socket, aux: &str) -> CniResult<Link> {
+    let find_err = |m: String| Error::internal(format!("failed to find host device: {m}"));
+    let dir = Path::new(SYS_BUS_AUXILIARY).join(aux).join("net");
+    let names = sorted_entries(&dir)
+        .map_err(|e| find_err(format!("failed to read directory {}: {e}", dir.display())))?;
+    let first = names.first().ok_or_else(|| {
+        find_err(format!(
+            "failed to find network device in path {}",
+            dir.display()
+        ))
+    })?;
+    host.link_by_name(first)
+        .ok()
+        .flatten()
+        .ok_or_else(not_found)
 }
 
 fn virtio_net_dir(base: &Path) -> Option<PathBuf> {

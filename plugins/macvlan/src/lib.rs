@@ -32,6 +32,10 @@ struct Conf {
     mac: String,
     #[serde(rename = "linkInContainer", default, deserialize_with = "flex")]
     link_in_container: bool,
+    /// Broadcast queue length (IFLA_MACVLAN_BC_QUEUE_LEN, Linux 5.11+);
+    /// 0: the kernel's default.
+    #[serde(default)]
+    bcqueuelen: u32,
     /// rcni: `args.cni.mac` as the bridge plugin reads it (the reference
     /// macvlan ignores this section).
     #[serde(default)]
@@ -52,6 +56,7 @@ struct Net {
     mac: Option<[u8; 6]>,
     in_container: bool,
     ipam: Option<String>,
+    bcqueuelen: u32,
 }
 
 fn nl(e: netlink::Error) -> Error {
@@ -168,6 +173,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
         mac,
         in_container: c.link_in_container,
         ipam,
+        bcqueuelen: c.bcqueuelen,
     })
 }
 
@@ -233,6 +239,40 @@ fn create_macvlan(
         .ok_or_else(|| Error::internal(format!("failed to refetch macvlan {ifname:?}")))
 }
 
+/// Applies `bcqueuelen` to the new macvlan and reads it back. Kernels
+/// before 5.11 ignore the attribute silently (the reference then goes on
+/// without it); rcni refuses instead, so that a pod never runs with a
+/// setting it asked for and did not get.
+fn set_bc_queue_len(cont: &Socket, index: u32, len: u32) -> CniResult<()> {
+    cont.set_macvlan_bc_queue_len(index, len)
+        .map_err(|e| Error::io(format!("failed to set bcqueuelen {len}: {e}")))?;
+    let l = cont
+        .link_by_index(index)
+        .map_err(nl)?
+        .ok_or_else(|| Error::internal(format!("macvlan #{index} vanished")))?;
+    match l.macvlan_bc_queue_len() {
+        Some(got) if got == len => Ok(()),
+        Some(got) => Err(Error::io(format!(
+            "bcqueuelen {len} asked for, the kernel keeps {got}"
+        ))),
+        None => Err(Error::new(
+            ErrorCode::UnsupportedField,
+            format!(
+                "bcqueuelen is not supported by this kernel (Linux {}): \
+                 the macvlan broadcast queue length needs Linux 5.11 or newer",
+                kernel_release()
+            ),
+        )),
+    }
+}
+
+/// `uname -r` of the running kernel, for error messages.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 impl Plugin for Macvlan {
     fn name(&self) -> &'static str {
         "macvlan"
@@ -258,6 +298,9 @@ impl Plugin for Macvlan {
             undo.push("delete macvlan", move || {
                 let _ = cont.delete_link(index);
             });
+        }
+        if n.bcqueuelen > 0 {
+            set_bc_queue_len(&cont, link.index, n.bcqueuelen)?;
         }
 
         let mut result = Result::new(args.version());
@@ -365,6 +408,15 @@ impl Plugin for Macvlan {
                 "container macvlan mode {} does not match expected value: {}",
                 mode_name(mode),
                 mode_name(n.mode)
+            )));
+        }
+        // rcni: the broadcast queue length asked for, where one was.
+        if n.bcqueuelen > 0 && c.macvlan_bc_queue_len() != Some(n.bcqueuelen) {
+            return Err(Error::internal(format!(
+                "container macvlan {} bcqueuelen {:?} does not match expected value: {}",
+                c.name,
+                c.macvlan_bc_queue_len(),
+                n.bcqueuelen
             )));
         }
         // rcni: also the parent. It lives in the node namespace unless

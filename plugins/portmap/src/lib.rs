@@ -9,10 +9,12 @@
 //! Config (reference names): `snat` (default true), `masqAll`,
 //! `markMasqBit` (0–31, accepted; no mark is needed here, see
 //! [`nft::portmap`]), `externalSetMarkChain` (accepted, unused for the
-//! same reason), `conditionsV4`/`conditionsV6` (iptables match strings:
-//! rejected with code 2 when non-empty), runtimeConfig `portMappings` in
-//! both the camelCase and containerd's capitalised spelling.
+//! same reason), `conditionsV4`/`conditionsV6` (nftables match expressions
+//! restricting this attachment's mappings, see [`conditions`]; iptables
+//! syntax is refused with code 2), runtimeConfig `portMappings` in both the
+//! camelCase and containerd's capitalised spelling.
 
+pub mod conditions;
 #[doc(hidden)]
 pub mod fuzzing;
 use std::net::IpAddr;
@@ -57,18 +59,14 @@ impl Config {
                 ));
             }
         }
-        for (k, v) in [
-            ("conditionsV4", &self.conditions_v4),
-            ("conditionsV6", &self.conditions_v6),
-        ] {
-            if v.as_ref().is_some_and(|c| !c.is_empty()) {
-                return Err(Error::new(
-                    ErrorCode::UnsupportedField,
-                    format!("{k} (iptables match conditions) is not supported by the nftables implementation"),
-                ));
-            }
-        }
-        Ok(())
+        self.conditions().map(drop)
+    }
+    /// The parsed `conditionsV4` and `conditionsV6`.
+    fn conditions(&self) -> CniResult<(Vec<portmap::Condition>, Vec<portmap::Condition>)> {
+        Ok((
+            conditions::parse("conditionsV4", self.conditions_v4.as_deref(), false)?,
+            conditions::parse("conditionsV6", self.conditions_v6.as_deref(), true)?,
+        ))
     }
     fn options(&self) -> Options {
         Options {
@@ -252,6 +250,22 @@ fn flush_udp(version: IpVersion, ports: &[u16]) {
     }
 }
 
+/// (conditional, plain): mappings whose address family has conditions,
+/// and the others.
+fn split_conditional(
+    mappings: Vec<Mapping>,
+    c4: &[portmap::Condition],
+    c6: &[portmap::Condition],
+) -> (Vec<Mapping>, Vec<Mapping>) {
+    mappings.into_iter().partition(|m| {
+        if m.pod_ip.is_ipv4() {
+            !c4.is_empty()
+        } else {
+            !c6.is_empty()
+        }
+    })
+}
+
 fn prev_result(args: &CmdArgs) -> CniResult<Result> {
     args.conf.prev_result()?.ok_or_else(|| {
         Error::invalid_config("portmap must be called as a chained plugin (no prevResult)")
@@ -266,11 +280,13 @@ impl Plugin for Portmap {
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let conf: Config = args.parse_conf()?;
         conf.validate()?;
+        let (c4, c6) = conf.conditions()?;
         let prev = prev_result(args)?;
         let mappings = build_mappings(args, &prev)?;
         if mappings.is_empty() {
             return Ok(prev);
         }
+        let (conditional, plain) = split_conditional(mappings.clone(), &c4, &c6);
         let opts = conf.options();
         if opts.snat {
             let v4: Vec<std::net::IpAddr> = mappings
@@ -281,7 +297,20 @@ impl Plugin for Portmap {
             enable_route_localnet(&v4)?;
         }
         let nft = Nft::open().map_err(nft_err)?;
-        portmap::add(&nft, &mappings, &opts).map_err(nft_err)?;
+        if !plain.is_empty() {
+            portmap::add(&nft, &plain, &opts).map_err(nft_err)?;
+        }
+        if !conditional.is_empty() {
+            if let Err(e) = portmap::add_conditional(&nft, &conditional, &c4, &c6, &opts) {
+                let _ = portmap::remove_container(
+                    &nft,
+                    &args.conf.name,
+                    &args.container_id,
+                    &args.ifname,
+                );
+                return Err(nft_err(e));
+            }
+        }
         // Now that the maps are in place, stale UDP entries to the mapped
         // ports must go, or their next datagrams keep bypassing the DNAT.
         for (version, ports) in udp_ports_per_family(&mappings) {
@@ -302,6 +331,15 @@ impl Plugin for Portmap {
         let nft = Nft::open().map_err(nft_err)?;
         let removed =
             portmap::remove_container(&nft, &args.conf.name, &args.container_id, &args.ifname)
+                .and_then(|n| {
+                    portmap::remove_conditional(
+                        &nft,
+                        &args.conf.name,
+                        &args.container_id,
+                        &args.ifname,
+                    )
+                    .map(|c| n + c)
+                })
                 .map_err(nft_err);
         if let Some(requested) = requested {
             let ports = udp_host_ports(&requested);
@@ -317,12 +355,24 @@ impl Plugin for Portmap {
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let conf: Config = args.parse_conf()?;
         conf.validate()?;
+        let (c4, c6) = conf.conditions()?;
         let prev = prev_result(args)?;
-        let want = build_mappings(args, &prev)?;
-        if want.is_empty() {
+        let (conditional, want) = split_conditional(build_mappings(args, &prev)?, &c4, &c6);
+        if want.is_empty() && conditional.is_empty() {
             return Ok(());
         }
         let nft = Nft::open().map_err(nft_err)?;
+        if !conditional.is_empty() {
+            let have =
+                portmap::count_conditional(&nft, &args.conf.name, &args.container_id, &args.ifname)
+                    .map_err(nft_err)?;
+            if have != conditional.len() {
+                return Err(Error::internal(format!(
+                    "{} conditional port mapping rules expected, {have} found",
+                    conditional.len()
+                )));
+            }
+        }
         let have = portmap::list(&nft).map_err(nft_err)?;
         for m in &want {
             if !have.contains(&m.as_listed()) {
@@ -347,6 +397,7 @@ impl Plugin for Portmap {
             .collect();
         let nft = Nft::open().map_err(nft_err)?;
         portmap::gc(&nft, &args.conf.name, &keep).map_err(nft_err)?;
+        portmap::gc_conditional(&nft, &args.conf.name, &keep).map_err(nft_err)?;
         Ok(())
     }
 

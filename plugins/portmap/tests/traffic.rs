@@ -430,3 +430,126 @@ fn ten_thousand_character_container_id() {
     let nft = nft::Nft::open_in(t.node.ns()).expect("open nft");
     assert!(portmap::list(&nft).expect("list").is_empty());
 }
+
+/// `conditionsV4` in nftables syntax restricts this attachment's mapping:
+/// a source the condition allows is forwarded, another is not.
+#[test]
+fn conditions_restrict_which_traffic_is_forwarded() {
+    let t = topo();
+    // A second outside network on its own node interface.
+    let other = TestNs::new("po2");
+    t.node.exec(&[
+        "ip",
+        "link",
+        "add",
+        "vout2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        other.name(),
+    ]);
+    t.node
+        .exec(&["ip", "addr", "add", "192.168.62.1/24", "dev", "vout2"]);
+    t.node.exec(&["ip", "link", "set", "vout2", "up"]);
+    other.exec(&["ip", "addr", "add", "192.168.62.2/24", "dev", "eth0"]);
+    other.exec(&["ip", "link", "set", "eth0", "up"]);
+    other.wait_links_operational();
+    t.node.wait_links_operational();
+    let web = t
+        .pod
+        .run(|| TcpListener::bind("0.0.0.0:80"))
+        .expect("listen");
+    web.set_nonblocking(false).expect("blocking");
+    let rc = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    let add = |id: &str, conds: Value| {
+        call_with(
+            &t,
+            "ADD",
+            "1.1.0",
+            id,
+            Some(rc.clone()),
+            json!({"conditionsV4": conds}),
+        )
+    };
+    let cmd = |c: &str, id: &str, conds: Value| {
+        call_with(
+            &t,
+            c,
+            "1.1.0",
+            id,
+            Some(rc.clone()),
+            json!({"conditionsV4": conds}),
+        )
+    };
+    let rules = || {
+        t.node
+            .exec(&["nft", "list", "chain", "inet", "rcni-portmap", "dnat_cond"])
+    };
+
+    // Source prefix: 192.168.61.0/24 in, 192.168.62.0/24 out.
+    let by_source = json!(["ip saddr 192.168.61.0/24"]);
+    let (code, out) = add("ctr1", by_source.clone());
+    assert_eq!(code, 0, "{out}");
+    let peer = tcp_ok(&t.outside, &web, "192.168.61.1:8080").expect("allowed source");
+    assert_eq!(peer.ip().to_string(), "192.168.61.2");
+    assert!(
+        tcp_ok(&other, &web, "192.168.62.1:8080").is_none(),
+        "a source outside the condition must not be forwarded"
+    );
+    let (code, out) = cmd("CHECK", "ctr1", by_source.clone());
+    assert_eq!(code, 0, "{out}");
+    assert!(rules().contains("rcni:pmtest:ctr1:eth0"), "{}", rules());
+    // Not in the unconditional maps.
+    let listed = t
+        .node
+        .run(|| portmap::list(&nft::Nft::open().expect("nft")));
+    assert!(listed.expect("list").is_empty());
+    let (code, out) = cmd("DEL", "ctr1", by_source.clone());
+    assert_eq!(code, 0, "{out}");
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none());
+    assert!(!rules().contains("rcni:"), "{}", rules());
+    let (code, out) = cmd("DEL", "ctr1", by_source.clone());
+    assert_eq!(code, 0, "{out}");
+    // CHECK now finds the rule missing.
+    let (code, _) = cmd("CHECK", "ctr1", by_source);
+    assert_ne!(code, 0);
+
+    // Input interface, the other way round (strings are joined by spaces).
+    let by_iface = json!(["iifname", "\"vout2\""]);
+    let (code, out) = add("ctr2", by_iface.clone());
+    assert_eq!(code, 0, "{out}");
+    let peer = tcp_ok(&other, &web, "192.168.62.1:8080").expect("allowed interface");
+    assert_eq!(peer.ip().to_string(), "192.168.62.2");
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none());
+    // GC of the network without ctr2 removes its rule.
+    let mut gc_conf = json!({"cni.dev/valid-attachments": []});
+    gc_conf["conditionsV4"] = by_iface.clone();
+    let (code, out) = call_with(&t, "GC", "1.1.0", "", None, gc_conf);
+    assert_eq!(code, 0, "{out}");
+    assert!(!rules().contains("rcni:"), "{}", rules());
+    assert!(tcp_ok(&other, &web, "192.168.62.1:8080").is_none());
+    let (code, out) = cmd("DEL", "ctr2", by_iface);
+    assert_eq!(code, 0, "{out}");
+
+    // What rcni cannot express: code 7 naming the field; iptables syntax:
+    // code 2. Nothing is added either way.
+    for (conds, want) in [
+        (json!(["tcp dport 22"]), 7),
+        (json!(["ip saddr { 10.0.0.1, 10.0.0.2 }"]), 7),
+        (json!(["ip6 saddr ::1"]), 7),
+        (json!(["-s", "192.168.61.2"]), 2),
+    ] {
+        let (code, out) = add("ctr3", conds.clone());
+        assert_ne!(code, 0, "{conds}");
+        assert_eq!(out["code"], want, "{conds}: {out}");
+        assert!(
+            out["msg"].as_str().unwrap_or("").contains("conditionsV4"),
+            "{out}"
+        );
+    }
+    assert!(!rules().contains("rcni:"), "{}", rules());
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none());
+}

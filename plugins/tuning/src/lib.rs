@@ -7,6 +7,7 @@
 //! file format; the saved sysctl values are an addition the reference
 //! ignores when it reads the file).
 
+mod allowlist;
 mod config;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -297,6 +298,10 @@ impl Plugin for Tuning {
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let conf = TuningConf::load(args)?;
         let sysctls = conf.resolved_sysctls(&args.ifname)?;
+        // The node's allowlist, on ADD only (as the reference).
+        if let Some(allow) = allowlist::load(Path::new(allowlist::ALLOWLIST_PATH))? {
+            allowlist::check(&allow, conf.sysctl.iter().map(|(k, _)| k.as_str()))?;
+        }
         let mut prev = args
             .conf
             .prev_result()?
