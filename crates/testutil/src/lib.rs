@@ -1,6 +1,8 @@
 //! Root-only test support: throwaway namespaces with guaranteed cleanup,
 //! temp dirs, and running the real `rcni` binary as a plugin inside a node
-//! namespace with the CNI environment.
+//! namespace with the CNI environment; the shared plugin environment
+//! ([`PluginEnv`], [`Outside`]) and one test per spec version
+//! ([`per_version!`]).
 
 use netns::NetNs;
 use serde_json::Value;
@@ -10,8 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Every spec version, oldest first: tests run once per version.
-pub const ALL_SPEC_VERSIONS: &[&str] = cni_spec::ALL_VERSIONS;
+mod env;
+mod version;
+
+pub use env::{merge, merge_removing_nulls, run_in_process, Outside, PluginEnv, REFERENCE_DIR};
+pub use version::{for_each_version, has_check, has_gc, has_status, is_legacy, ALL_SPEC_VERSIONS};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -359,14 +364,6 @@ pub fn run_plugin(bin_dir: &Path, plugin: &str, call: &Call, node: Option<&NetNs
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Runs `f` once per spec version, naming the version on failure.
-pub fn for_each_version(mut f: impl FnMut(&str)) {
-    for v in ALL_SPEC_VERSIONS {
-        eprintln!("-- cniVersion {v}");
-        f(v);
     }
 }
 
