@@ -74,7 +74,7 @@ per_version!(add_check_del_del_every_version, |v| {
     let p = Pair::new("bw");
     let conf = p.conf(v, NET, "bandwidth", bw_conf(16_000_000, 8_000_000, 262_144));
     let add = Call::new("ADD", "ctr1", &p.pod.path(), &conf);
-    if !cni_spec::version::at_least(v, "0.3.0") {
+    if testutil::is_legacy(v) {
         // Like the reference: bandwidth speaks 0.3.0 and later.
         let out = run_plugin(bin.path(), "bandwidth", &add, Some(p.node.ns()));
         assert_eq!(out.err_code(), 1);

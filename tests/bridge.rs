@@ -81,7 +81,7 @@ per_version!(add_check_del_del_every_version, |v| {
     let conf = env.conf(v, "10.20.0.0/24", json!({"isDefaultGateway": true}));
     let res = env.call("ADD", "ctr-v", &pod.path(), &conf).ok();
     assert_eq!(res["cniVersion"], v);
-    let ip = if v.starts_with("0.1") || v.starts_with("0.2") {
+    let ip = if testutil::is_legacy(v) {
         assert_eq!(res["ip4"]["gateway"], "10.20.0.1");
         res["ip4"]["ip"].as_str().expect("ip4").to_string()
     } else {
@@ -120,7 +120,7 @@ per_version!(add_check_del_del_every_version, |v| {
         "1"
     );
 
-    if cni_spec::version::at_least(v, "0.4.0") {
+    if testutil::has_check(v) {
         let mut with_prev = conf.clone();
         with_prev["prevResult"] = res.clone();
         env.call("CHECK", "ctr-v", &pod.path(), &with_prev).ok();

@@ -249,7 +249,7 @@ per_version!(bridge_with_dhcp_every_version, |v| {
     assert!(ip.starts_with("10.66.0.1"), "{r}");
     assert_eq!(len, "24");
     // Result: gateway and default route from option 3.
-    if v.starts_with("0.1") || v.starts_with("0.2") {
+    if testutil::is_legacy(v) {
         assert_eq!(r["ip4"]["gateway"], SERVER_IP, "{r}");
         assert_eq!(r["ip4"]["routes"][0]["dst"], "0.0.0.0/0", "{r}");
     } else {

@@ -23,10 +23,6 @@ fn kernel_ready() -> bool {
     true
 }
 
-fn is_legacy(v: &str) -> bool {
-    v.starts_with("0.1") || v.starts_with("0.2")
-}
-
 fn addr_only(cidr: &str) -> String {
     cidr.split('/').next().unwrap_or(cidr).to_string()
 }
@@ -265,7 +261,7 @@ impl Env {
         assert_eq!(res["cniVersion"], v, "{res}");
         let gw4 = format!("10.{n}.0.1");
         let gw6 = format!("fd00:{n}::1");
-        if is_legacy(v) {
+        if testutil::is_legacy(v) {
             // 0.1.0/0.2.0: one address per family, routes per family.
             assert_eq!(res["ip4"]["gateway"], gw4.as_str(), "{res}");
             assert_eq!(res["ip6"]["gateway"], gw6.as_str(), "{res}");
@@ -326,7 +322,7 @@ per_version!(bridge_dual_stack_every_version, |v| {
     let conf = env.conf(v, 70, json!({"isGateway": true}));
     let res = env.call("ADD", "ctr-d", &pod.path(), &conf).ok();
     let (ip4, ip6) = env.check_result(v, &res, 70, &pod);
-    if !is_legacy(v) {
+    if !testutil::is_legacy(v) {
         let ifs = res["interfaces"].as_array().expect("interfaces");
         assert_eq!(ifs.len(), 3, "{res}");
         assert_eq!(ifs[0]["name"], "cni0");
@@ -345,7 +341,7 @@ per_version!(bridge_dual_stack_every_version, |v| {
     assert_eq!(tcp(&pod, &env.node, "fd00:70::1", 7300), addr_only(&ip6));
     assert_eq!(tcp(&pod, &env.node, "10.70.0.1", 7301), addr_only(&ip4));
 
-    if cni_spec::version::at_least(v, "0.4.0") {
+    if testutil::has_check(v) {
         let mut with_prev = conf.clone();
         with_prev["prevResult"] = res.clone();
         env.call("CHECK", "ctr-d", &pod.path(), &with_prev).ok();
@@ -459,7 +455,7 @@ per_version!(ptp_dual_stack_every_version, |v| {
     let conf = env.conf(v, 73, json!({}));
     let res = env.call("ADD", "ctr-p", &pod.path(), &conf).ok();
     let (ip4, ip6) = env.check_result(v, &res, 73, &pod);
-    if !is_legacy(v) {
+    if !testutil::is_legacy(v) {
         assert_eq!(res["interfaces"].as_array().map(Vec::len), Some(2), "{res}");
     }
     assert_addrs(&pod, "eth0", &[&ip4, &ip6]);
@@ -490,7 +486,7 @@ per_version!(ptp_dual_stack_every_version, |v| {
     assert!(n4.contains(&(addr_only(&ip4), String::new(), hosts[0].clone())));
     assert_eq!(tcp(&pod, &env.node, "fd00:73::1", 7330), addr_only(&ip6));
 
-    if cni_spec::version::at_least(v, "0.4.0") {
+    if testutil::has_check(v) {
         let mut with_prev = conf.clone();
         with_prev["prevResult"] = res.clone();
         env.call("CHECK", "ctr-p", &pod.path(), &with_prev).ok();
@@ -768,7 +764,7 @@ impl FwTopo {
     }
 
     fn call(&self, cmd: &str, v: &str) -> Outcome {
-        let prev = if is_legacy(v) {
+        let prev = if testutil::is_legacy(v) {
             json!({"cniVersion": v, "ip4": {"ip": "10.76.0.2/24"}, "ip6": {"ip": "fd00:76::2/64"}})
         } else {
             let mut ips = vec![
@@ -831,7 +827,7 @@ per_version!(firewall_ip6tables_nft_drop_policy_every_version, |v| {
     assert!(t.reach("10.77.0.2"), "{v}: IPv4 forwarded after ADD");
     let rules = t.node.exec(&["ip6tables-nft", "-S", "CNI-FORWARD"]);
     assert!(rules.contains("fd00:76::2/128"), "{v}: {rules}");
-    if cni_spec::version::at_least(v, "0.4.0") {
+    if testutil::has_check(v) {
         t.call("CHECK", v).ok();
     }
     t.call("DEL", v).ok();

@@ -160,7 +160,7 @@ impl Topo {
 }
 
 fn has_interfaces(v: &str) -> bool {
-    !(v.starts_with("0.1") || v.starts_with("0.2"))
+    !testutil::is_legacy(v)
 }
 
 /// A hand-written prevResult of what a bridge plugin would report.
@@ -270,7 +270,7 @@ per_version!(iptables_nft_drop_policy_auto_detected_every_version, |v| {
     t.add(bin.path(), v, 2, &open);
     assert!(t.reach(&p3.ns, "10.52.0.2"), "{v}: pod3 -> outside");
     assert!(t.reach(&p3.ns, p1.ip), "{v}: pod3 -> pod1");
-    if cni_spec::version::at_least(v, "0.4.0") {
+    if testutil::has_check(v) {
         t.check(bin.path(), v, 0, &open).ok();
     }
 
@@ -280,7 +280,7 @@ per_version!(iptables_nft_drop_policy_auto_detected_every_version, |v| {
     let rules = t.node.exec(&["iptables-nft", "-S", "CNI-FORWARD"]);
     assert!(!rules.contains(":ctr0:"), "{rules}");
     assert!(rules.contains(":ctr2:"), "{rules}");
-    if cni_spec::version::at_least(v, "0.4.0") {
+    if testutil::has_check(v) {
         assert_ne!(t.check(bin.path(), v, 0, &open).code, 0, "CHECK after DEL");
     }
     // Second DEL, and containerd's DEL without netns and prevResult.
@@ -354,7 +354,7 @@ fn nftables_isolation_policies() {
             t.reach(&t.pods[0].ns, "10.52.0.2"),
             "{v}: pod -> uplink open"
         );
-        if cni_spec::version::at_least(v, "0.4.0") {
+        if testutil::has_check(v) {
             t.check(bin.path(), v, 0, &same).ok();
         }
         let rs = t.nft_ruleset();

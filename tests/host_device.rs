@@ -145,7 +145,7 @@ per_version!(
         let r = env.call("ADD", &pod.path(), "net1", &conf).ok();
         assert_eq!(r["cniVersion"], v);
         let pod_ip = format!("10.77.{i}.10");
-        if v.starts_with("0.1") || v.starts_with("0.2") {
+        if testutil::is_legacy(v) {
             assert_eq!(r["ip4"]["ip"], format!("{pod_ip}/24"), "{r}");
         } else {
             assert_eq!(
@@ -171,7 +171,7 @@ per_version!(
         assert_eq!(tcp_exchange(&pod, &env.far, &far_ip, port), pod_ip);
         assert_eq!(tcp_exchange(&env.far, &pod, &pod_ip, port), far_ip);
 
-        if !(v.starts_with("0.1") || v.starts_with("0.2") || v.starts_with("0.3")) {
+        if !(testutil::is_legacy(v) || v.starts_with("0.3")) {
             let mut c = conf.clone();
             c["prevResult"] = r.clone();
             env.call("CHECK", &pod.path(), "net1", &c).ok();

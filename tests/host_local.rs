@@ -69,7 +69,7 @@ per_version!(add_check_del_del_every_version, |v| {
         "second ADD for the same attachment must fail"
     );
 
-    if cni_spec::version::at_least(v, "0.4.0") {
+    if testutil::has_check(v) {
         let mut with_prev: serde_json::Value = serde_json::from_str(&c).expect("conf");
         with_prev["prevResult"] = res.clone();
         let check = Call::new("CHECK", "ctr-a", &node.path(), &with_prev.to_string());

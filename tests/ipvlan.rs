@@ -94,7 +94,7 @@ per_version!(
         let (ia, ib) = (addr_of(&ra), addr_of(&rb));
         assert_eq!(tcp_exchange(&a, &b, &ib, 7500), ia);
         assert_eq!(tcp_exchange(&b, &env.switch, "10.67.0.254", 7501), ib);
-        if cni_spec::version::at_least(v, "0.4.0") {
+        if testutil::has_check(v) {
             env.call("CHECK", "ctr-a", &a.path(), &with_prev(&conf, &ra))
                 .ok();
             let mut l3 = with_prev(&conf, &ra);

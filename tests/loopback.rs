@@ -35,7 +35,7 @@ per_version!(add_check_del_del_every_version, |v| {
     let (up, addrs) = lo_state(&pod);
     assert!(up, "lo is up after ADD");
     assert!(addrs.contains(&"127.0.0.1/8".to_string()), "{addrs:?}");
-    if v.starts_with("0.1") || v.starts_with("0.2") {
+    if testutil::is_legacy(v) {
         assert_eq!(res["ip4"]["ip"], "127.0.0.1/8");
         assert_eq!(res["ip6"]["ip"], "::1/128");
     } else {
@@ -44,7 +44,7 @@ per_version!(add_check_del_del_every_version, |v| {
         assert_eq!(res["ips"][1]["address"], "::1/128");
     }
 
-    if cni_spec::version::at_least(v, "0.4.0") {
+    if testutil::has_check(v) {
         let mut with_prev: serde_json::Value = serde_json::from_str(&conf(v)).expect("conf");
         with_prev["prevResult"] = res.clone();
         let check = Call::new("CHECK", "ctr1", &pod.path(), &with_prev.to_string()).ifname("lo");

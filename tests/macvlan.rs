@@ -145,10 +145,6 @@ fn with_prev(conf: &Value, prev: &Value) -> Value {
     c
 }
 
-fn old(v: &str) -> bool {
-    v.starts_with("0.1") || v.starts_with("0.2")
-}
-
 per_version!(add_check_del_del_every_version_with_pod_to_pod_tcp, |v| {
     let env = Env::new("mva");
     let master_index = env.master_index();
@@ -175,7 +171,7 @@ per_version!(add_check_del_del_every_version_with_pod_to_pod_tcp, |v| {
         assert_eq!(addrs.len(), 1, "{addrs:?}");
         assert!(addrs[0].starts_with("10.60.0.") && addrs[0].ends_with("/24"));
         assert!(routes(pod).contains(&("default".into(), "10.60.0.1".into(), "eth0".into())));
-        if old(v) {
+        if testutil::is_legacy(v) {
             assert_eq!(r["ip4"]["ip"], addrs[0].as_str(), "{r}");
         } else {
             let ifs = r["interfaces"].as_array().expect("interfaces");
@@ -190,7 +186,7 @@ per_version!(add_check_del_del_every_version_with_pod_to_pod_tcp, |v| {
         }
     }
     assert_eq!(env.node.link_names().len(), 2, "nothing new on the node");
-    let (ia, ib) = if old(v) {
+    let (ia, ib) = if testutil::is_legacy(v) {
         let s = |r: &Value| {
             r["ip4"]["ip"].as_str().expect("ip4")[..]
                 .split('/')
@@ -204,7 +200,7 @@ per_version!(add_check_del_del_every_version_with_pod_to_pod_tcp, |v| {
     };
     assert_eq!(tcp_exchange(&a, &b, &ib, 7300), ia);
 
-    if cni_spec::version::at_least(v, "0.4.0") {
+    if testutil::has_check(v) {
         env.call("CHECK", "ctr-a", &a.path(), &with_prev(&conf, &ra))
             .ok();
         // CHECK sees a mode or MAC that differs from the kernel's.

@@ -78,7 +78,7 @@ per_version!(add_check_del_del_every_version, |v| {
     let add = Call::new("ADD", "ctr1", &p.pod.path(), &conf);
     let res = run_plugin(bin.path(), "sbr", &add, Some(p.node.ns())).ok();
     assert_eq!(res["cniVersion"], v);
-    if cni_spec::version::at_least(v, "0.3.0") {
+    if !testutil::is_legacy(v) {
         assert_eq!(res["ips"][0]["address"], "10.77.0.2/24");
         assert_eq!(res["interfaces"][1]["name"], "eth0");
     } else {

@@ -86,10 +86,6 @@ fn with_prev(conf: &Value, prev: &Value) -> Value {
     c
 }
 
-fn old(v: &str) -> bool {
-    v.starts_with("0.1") || v.starts_with("0.2")
-}
-
 /// The pod's address from a result of any version.
 fn addr_of(r: &Value) -> String {
     let cidr = r["ips"][0]["address"]
@@ -118,7 +114,7 @@ per_version!(
         assert_eq!(l["linkinfo"]["info_kind"], "vlan", "{l}");
         assert_eq!(l["linkinfo"]["info_data"]["id"], 42, "{l}");
         assert_eq!(l["mtu"], 1400);
-        if !old(v) {
+        if !testutil::is_legacy(v) {
             assert_eq!(r["interfaces"][0]["name"], "eth0");
             assert_eq!(r["interfaces"][0]["mac"], l["address"], "{r}");
         }
@@ -126,7 +122,7 @@ per_version!(
         // Real traffic over the tag, both ways.
         assert_eq!(tcp_exchange(&pod, &env.switch, "10.62.0.254", 7410), ip);
         assert_eq!(tcp_exchange(&env.switch, &pod, &ip, 7411), "10.62.0.254");
-        if cni_spec::version::at_least(v, "0.4.0") {
+        if testutil::has_check(v) {
             env.call("vlan", "CHECK", "ctr-a", &pod.path(), &with_prev(&conf, &r))
                 .ok();
             // Another id than the kernel's is noticed.
@@ -232,7 +228,7 @@ per_version!(
         assert!(a.to_string().contains(&ip), "{a}");
         // The address answers locally (a real socket on the dummy).
         assert_eq!(tcp_exchange(&pod, &pod, &ip, 7430), ip);
-        if cni_spec::version::at_least(v, "0.4.0") {
+        if testutil::has_check(v) {
             env.call(
                 "dummy",
                 "CHECK",
