@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-use testutil::{for_each_version, run_plugin, Call, PluginDir, TestNs};
+use testutil::{per_version, run_plugin, Call, PluginDir, TestNs};
 
 const NET: &str = "bwnet";
 
@@ -68,82 +68,79 @@ fn bw_conf(ingress_bits: u64, egress_bits: u64, burst_bits: u64) -> Value {
     })
 }
 
-#[test]
-fn add_check_del_del_every_version() {
+per_version!(add_check_del_del_every_version, |v| {
     let _serial = serial();
     let bin = PluginDir::install(std::path::Path::new(env!("CARGO_BIN_EXE_rcni")));
-    for_each_version(|v| {
-        let p = Pair::new("bw");
-        let conf = p.conf(v, NET, "bandwidth", bw_conf(16_000_000, 8_000_000, 262_144));
-        let add = Call::new("ADD", "ctr1", &p.pod.path(), &conf);
-        if !cni_spec::version::at_least(v, "0.3.0") {
-            // Like the reference: bandwidth speaks 0.3.0 and later.
-            let out = run_plugin(bin.path(), "bandwidth", &add, Some(p.node.ns()));
-            assert_eq!(out.err_code(), 1);
-            assert!(ifbs(&p.node).is_empty());
-            return;
-        }
-        let res = run_plugin(bin.path(), "bandwidth", &add, Some(p.node.ns())).ok();
-        let ifb = plugin_bandwidth::ifb_name(NET, "ctr1");
-        assert_eq!(res["cniVersion"], v);
-        // prevResult plus the IFB, as the reference reports it.
-        assert_eq!(res["interfaces"][0]["name"], p.host_if.as_str());
-        assert_eq!(res["interfaces"][1]["name"], "eth0");
-        assert_eq!(res["interfaces"][2]["name"], ifb.as_str());
-        assert_eq!(res["ips"][0]["address"], "10.77.0.2/24");
-
-        // To the pod: tbf on the host veth. From the pod: ingress redirect
-        // to the IFB, tbf there.
-        assert_eq!(root_tbf(&p.node, &p.host_if), Some((2_000_000, 32_768)));
-        assert!(has_ingress(&p.node, &p.host_if));
-        let filters = p
-            .node
-            .exec(&["tc", "filter", "show", "dev", &p.host_if, "ingress"]);
-        assert!(
-            filters.contains("mirred") && filters.contains(&ifb),
-            "{filters}"
-        );
-        assert_eq!(
-            ifbs(&p.node),
-            vec![(ifb.clone(), format!("rcni-bandwidth:{NET}:ctr1"))]
-        );
-        assert_eq!(root_tbf(&p.node, &ifb), Some((1_000_000, 32_768)));
-        // Nothing in the pod.
-        assert!(root_tbf(&p.pod, "eth0").is_none());
-
-        if has_check(v) {
-            let check = Call::new("CHECK", "ctr1", &p.pod.path(), &conf);
-            run_plugin(bin.path(), "bandwidth", &check, Some(p.node.ns())).ok();
-            // A different rate in the config is a mismatch.
-            let other = p.conf(v, NET, "bandwidth", bw_conf(16_000_000, 4_000_000, 262_144));
-            let out = run_plugin(
-                bin.path(),
-                "bandwidth",
-                &Call::new("CHECK", "ctr1", &p.pod.path(), &other),
-                Some(p.node.ns()),
-            );
-            assert!(out.stdout.contains("rate"), "{}", out.stdout);
-            p.node
-                .exec(&["tc", "qdisc", "del", "dev", &p.host_if, "root"]);
-            let out = run_plugin(bin.path(), "bandwidth", &check, Some(p.node.ns()));
-            assert!(out.stdout.contains("tbf"), "{}", out.stdout);
-        }
-
-        let del = Call::new("DEL", "ctr1", &p.pod.path(), &conf);
-        run_plugin(bin.path(), "bandwidth", &del, Some(p.node.ns())).ok();
+    let p = Pair::new("bw");
+    let conf = p.conf(v, NET, "bandwidth", bw_conf(16_000_000, 8_000_000, 262_144));
+    let add = Call::new("ADD", "ctr1", &p.pod.path(), &conf);
+    if testutil::is_legacy(v) {
+        // Like the reference: bandwidth speaks 0.3.0 and later.
+        let out = run_plugin(bin.path(), "bandwidth", &add, Some(p.node.ns()));
+        assert_eq!(out.err_code(), 1);
         assert!(ifbs(&p.node).is_empty());
-        assert!(root_tbf(&p.node, &p.host_if).is_none());
-        assert!(!has_ingress(&p.node, &p.host_if));
-        run_plugin(bin.path(), "bandwidth", &del, Some(p.node.ns())).ok();
-        run_plugin(
+        return;
+    }
+    let res = run_plugin(bin.path(), "bandwidth", &add, Some(p.node.ns())).ok();
+    let ifb = plugin_bandwidth::ifb_name(NET, "ctr1");
+    assert_eq!(res["cniVersion"], v);
+    // prevResult plus the IFB, as the reference reports it.
+    assert_eq!(res["interfaces"][0]["name"], p.host_if.as_str());
+    assert_eq!(res["interfaces"][1]["name"], "eth0");
+    assert_eq!(res["interfaces"][2]["name"], ifb.as_str());
+    assert_eq!(res["ips"][0]["address"], "10.77.0.2/24");
+
+    // To the pod: tbf on the host veth. From the pod: ingress redirect
+    // to the IFB, tbf there.
+    assert_eq!(root_tbf(&p.node, &p.host_if), Some((2_000_000, 32_768)));
+    assert!(has_ingress(&p.node, &p.host_if));
+    let filters = p
+        .node
+        .exec(&["tc", "filter", "show", "dev", &p.host_if, "ingress"]);
+    assert!(
+        filters.contains("mirred") && filters.contains(&ifb),
+        "{filters}"
+    );
+    assert_eq!(
+        ifbs(&p.node),
+        vec![(ifb.clone(), format!("rcni-bandwidth:{NET}:ctr1"))]
+    );
+    assert_eq!(root_tbf(&p.node, &ifb), Some((1_000_000, 32_768)));
+    // Nothing in the pod.
+    assert!(root_tbf(&p.pod, "eth0").is_none());
+
+    if has_check(v) {
+        let check = Call::new("CHECK", "ctr1", &p.pod.path(), &conf);
+        run_plugin(bin.path(), "bandwidth", &check, Some(p.node.ns())).ok();
+        // A different rate in the config is a mismatch.
+        let other = p.conf(v, NET, "bandwidth", bw_conf(16_000_000, 4_000_000, 262_144));
+        let out = run_plugin(
             bin.path(),
             "bandwidth",
-            &del.clone().netns(""),
+            &Call::new("CHECK", "ctr1", &p.pod.path(), &other),
             Some(p.node.ns()),
-        )
-        .ok();
-    });
-}
+        );
+        assert!(out.stdout.contains("rate"), "{}", out.stdout);
+        p.node
+            .exec(&["tc", "qdisc", "del", "dev", &p.host_if, "root"]);
+        let out = run_plugin(bin.path(), "bandwidth", &check, Some(p.node.ns()));
+        assert!(out.stdout.contains("tbf"), "{}", out.stdout);
+    }
+
+    let del = Call::new("DEL", "ctr1", &p.pod.path(), &conf);
+    run_plugin(bin.path(), "bandwidth", &del, Some(p.node.ns())).ok();
+    assert!(ifbs(&p.node).is_empty());
+    assert!(root_tbf(&p.node, &p.host_if).is_none());
+    assert!(!has_ingress(&p.node, &p.host_if));
+    run_plugin(bin.path(), "bandwidth", &del, Some(p.node.ns())).ok();
+    run_plugin(
+        bin.path(),
+        "bandwidth",
+        &del.clone().netns(""),
+        Some(p.node.ns()),
+    )
+    .ok();
+});
 
 /// Bulk TCP from `from` to `to_ip` in `to` for about `secs`; returns the
 /// goodput (payload bits/s) over the steady part, measured at the receiver.

@@ -3,77 +3,32 @@
 //! after failures. The plugin runs inside a per-test node namespace.
 
 use serde_json::{json, Value};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use testutil::{
-    for_each_version, run_plugin, tcp_exchange, Call, Outcome, PluginDir, TempDir, TestNs,
-};
+use testutil::{merge, per_version, tcp_exchange, Call, Outcome, Outside, PluginEnv, TestNs};
 
-struct Env {
-    bin: PluginDir,
-    node: TestNs,
-    ipam_dir: TempDir,
-    state_dir: TempDir,
-    net: String,
+/// The bridge plugin in its node namespace; host-local from rcni, else
+/// Debian's reference one.
+struct Env(PluginEnv);
+
+impl Deref for Env {
+    type Target = PluginEnv;
+    fn deref(&self) -> &PluginEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new(tag: &str) -> Env {
-        Env {
-            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
-            node: TestNs::new(tag),
-            ipam_dir: TempDir::new("ipam"),
-            state_dir: TempDir::new("state"),
-            net: format!("net-{}", testutil::unique(tag)),
-        }
-    }
-
-    /// rcni's own plugins first, then Debian's reference host-local.
-    fn cni_path(&self) -> String {
-        format!("{}:/usr/lib/cni", self.bin.path().display())
+        Env(testutil::plugin_env!("bridge", tag).with_reference_fallback())
     }
 
     fn conf(&self, v: &str, subnet: &str, extra: Value) -> Value {
-        let mut c = json!({
-            "cniVersion": v,
-            "name": self.net,
-            "type": "bridge",
-            "stateDir": self.state_dir.path(),
-            "ipam": {
-                "type": "host-local",
-                "subnet": subnet,
-                "dataDir": self.ipam_dir.path(),
-            }
-        });
-        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                c.insert(k.clone(), v.clone());
-            }
-        }
+        let mut c = self.base_conf(v);
+        c["stateDir"] = json!(self.state_dir.path());
+        c["ipam"] = self.host_local(subnet);
+        merge(&mut c, &extra);
         c
-    }
-
-    fn call(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
-        let mut call = Call::new(cmd, id, pod, &conf.to_string());
-        call.path = self.cni_path();
-        run_plugin(self.bin.path(), "bridge", &call, Some(self.node.ns()))
-    }
-
-    fn call_with(&self, call: Call) -> Outcome {
-        let mut call = call;
-        call.path = self.cni_path();
-        run_plugin(self.bin.path(), "bridge", &call, Some(self.node.ns()))
-    }
-
-    /// Addresses host-local has handed out (files named like an IP).
-    fn allocated(&self) -> Vec<String> {
-        let dir = self.ipam_dir.path().join(&self.net);
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return vec![];
-        };
-        rd.flatten()
-            .filter_map(|e| e.file_name().to_str().map(String::from))
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect()
     }
 }
 
@@ -120,76 +75,73 @@ fn veth_names(ns: &TestNs) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn add_check_del_del_every_version() {
+per_version!(add_check_del_del_every_version, |v| {
     let env = Env::new("brv");
-    for_each_version(|v| {
-        let pod = TestNs::new("brp");
-        let conf = env.conf(v, "10.20.0.0/24", json!({"isDefaultGateway": true}));
-        let res = env.call("ADD", "ctr-v", &pod.path(), &conf).ok();
-        assert_eq!(res["cniVersion"], v);
-        let ip = if v.starts_with("0.1") || v.starts_with("0.2") {
-            assert_eq!(res["ip4"]["gateway"], "10.20.0.1");
-            res["ip4"]["ip"].as_str().expect("ip4").to_string()
-        } else {
-            let ifs = res["interfaces"].as_array().expect("interfaces");
-            assert_eq!(ifs.len(), 3, "{res}");
-            assert_eq!(ifs[0]["name"], "cni0");
-            assert!(ifs[1]["name"].as_str().expect("veth").starts_with("veth"));
-            assert!(ifs[1].get("sandbox").is_none());
-            assert_eq!(ifs[2]["name"], "eth0");
-            assert_eq!(ifs[2]["sandbox"], pod.path().display().to_string());
-            assert_eq!(res["ips"][0]["interface"], 2);
-            assert_eq!(res["ips"][0]["gateway"], "10.20.0.1");
-            assert_eq!(res["routes"][0]["dst"], "0.0.0.0/0");
-            // The MACs reported are the kernel's.
-            let c = link(&pod, "eth0");
-            assert_eq!(ifs[2]["mac"], c["address"]);
-            let br = link(&env.node, "cni0");
-            assert_eq!(ifs[0]["mac"], br["address"]);
-            res["ips"][0]["address"].as_str().expect("ip").to_string()
-        };
-        // Kernel state: bridge up with the gateway, veth enslaved, pod addressed.
+    let pod = TestNs::new("brp");
+    let conf = env.conf(v, "10.20.0.0/24", json!({"isDefaultGateway": true}));
+    let res = env.call("ADD", "ctr-v", &pod.path(), &conf).ok();
+    assert_eq!(res["cniVersion"], v);
+    let ip = if testutil::is_legacy(v) {
+        assert_eq!(res["ip4"]["gateway"], "10.20.0.1");
+        res["ip4"]["ip"].as_str().expect("ip4").to_string()
+    } else {
+        let ifs = res["interfaces"].as_array().expect("interfaces");
+        assert_eq!(ifs.len(), 3, "{res}");
+        assert_eq!(ifs[0]["name"], "cni0");
+        assert!(ifs[1]["name"].as_str().expect("veth").starts_with("veth"));
+        assert!(ifs[1].get("sandbox").is_none());
+        assert_eq!(ifs[2]["name"], "eth0");
+        assert_eq!(ifs[2]["sandbox"], pod.path().display().to_string());
+        assert_eq!(res["ips"][0]["interface"], 2);
+        assert_eq!(res["ips"][0]["gateway"], "10.20.0.1");
+        assert_eq!(res["routes"][0]["dst"], "0.0.0.0/0");
+        // The MACs reported are the kernel's.
+        let c = link(&pod, "eth0");
+        assert_eq!(ifs[2]["mac"], c["address"]);
         let br = link(&env.node, "cni0");
-        assert!(has_flag(&br, "UP"));
-        assert!(addrs(&env.node, "cni0").contains(&"10.20.0.1/24".to_string()));
-        assert_eq!(ip, addrs(&pod, "eth0")[0]);
-        assert!(has_flag(&link(&pod, "eth0"), "UP"));
-        let routes = pod.ip_json(&["route", "show", "default"]);
-        assert_eq!(routes[0]["gateway"], "10.20.0.1", "{routes}");
-        let hosts = veth_names(&env.node);
-        assert_eq!(hosts.len(), 1);
-        assert_eq!(link(&env.node, &hosts[0])["master"], "cni0");
-        assert_eq!(
-            env.node
-                .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])
-                .trim(),
-            "1"
-        );
+        assert_eq!(ifs[0]["mac"], br["address"]);
+        res["ips"][0]["address"].as_str().expect("ip").to_string()
+    };
+    // Kernel state: bridge up with the gateway, veth enslaved, pod addressed.
+    let br = link(&env.node, "cni0");
+    assert!(has_flag(&br, "UP"));
+    assert!(addrs(&env.node, "cni0").contains(&"10.20.0.1/24".to_string()));
+    assert_eq!(ip, addrs(&pod, "eth0")[0]);
+    assert!(has_flag(&link(&pod, "eth0"), "UP"));
+    let routes = pod.ip_json(&["route", "show", "default"]);
+    assert_eq!(routes[0]["gateway"], "10.20.0.1", "{routes}");
+    let hosts = veth_names(&env.node);
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(link(&env.node, &hosts[0])["master"], "cni0");
+    assert_eq!(
+        env.node
+            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])
+            .trim(),
+        "1"
+    );
 
-        if cni_spec::version::at_least(v, "0.4.0") {
-            let mut with_prev = conf.clone();
-            with_prev["prevResult"] = res.clone();
-            env.call("CHECK", "ctr-v", &pod.path(), &with_prev).ok();
-            // CHECK notices a missing address.
-            pod.exec(&["ip", "addr", "flush", "dev", "eth0"]);
-            let bad = env.call("CHECK", "ctr-v", &pod.path(), &with_prev);
-            assert_ne!(bad.code, 0, "CHECK passed without the address");
-        }
+    if testutil::has_check(v) {
+        let mut with_prev = conf.clone();
+        with_prev["prevResult"] = res.clone();
+        env.call("CHECK", "ctr-v", &pod.path(), &with_prev).ok();
+        // CHECK notices a missing address.
+        pod.exec(&["ip", "addr", "flush", "dev", "eth0"]);
+        let bad = env.call("CHECK", "ctr-v", &pod.path(), &with_prev);
+        assert_ne!(bad.code, 0, "CHECK passed without the address");
+    }
 
-        env.call("DEL", "ctr-v", &pod.path(), &conf).ok();
-        assert!(!pod.link_names().contains(&"eth0".to_string()));
-        assert!(veth_names(&env.node).is_empty());
-        assert!(env.allocated().is_empty(), "{:?}", env.allocated());
-        env.call("DEL", "ctr-v", &pod.path(), &conf).ok();
-        let mut no_ns = Call::new("DEL", "ctr-v", &pod.path(), &conf.to_string());
-        no_ns.netns = String::new();
-        env.call_with(no_ns).ok();
-        let mut gone = Call::new("DEL", "ctr-v", &pod.path(), &conf.to_string());
-        gone.netns = "/run/netns/rcni-test-gone-forever".into();
-        env.call_with(gone).ok();
-    });
-}
+    env.call("DEL", "ctr-v", &pod.path(), &conf).ok();
+    assert!(!pod.link_names().contains(&"eth0".to_string()));
+    assert!(veth_names(&env.node).is_empty());
+    assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+    env.call("DEL", "ctr-v", &pod.path(), &conf).ok();
+    let mut no_ns = Call::new("DEL", "ctr-v", &pod.path(), &conf.to_string());
+    no_ns.netns = String::new();
+    env.call_with(no_ns).ok();
+    let mut gone = Call::new("DEL", "ctr-v", &pod.path(), &conf.to_string());
+    gone.netns = "/run/netns/rcni-test-gone-forever".into();
+    env.call_with(gone).ok();
+});
 
 #[test]
 fn two_pods_talk_and_reach_the_gateway() {
@@ -747,8 +699,7 @@ fn macspoofchk_drops_frames_with_a_forged_source_mac() {
     let mut gc = conf.clone();
     gc["cniVersion"] = json!("1.1.0");
     gc["cni.dev/valid-attachments"] = json!([]);
-    let mut call = Call::new("GC", "", Path::new(""), &gc.to_string());
-    call.path = env.cni_path();
+    let call = Call::new("GC", "", Path::new(""), &gc.to_string());
     env.call_with(call).ok();
     let rules = env
         .node
@@ -827,49 +778,6 @@ fn fifty_concurrent_adds_on_one_bridge() {
     assert!(env.allocated().is_empty());
 }
 
-#[allow(dead_code)]
-fn unused(_: PathBuf) {}
-
-/// An "outside" namespace behind the node: node `up0` 192.168.x.1/24 <->
-/// outside `out0` 192.168.x.2/24. The outside has no route to pod subnets,
-/// so a pod only reaches it when masqueraded behind the node.
-fn outside(node: &TestNs, third: u8) -> TestNs {
-    let out = TestNs::new("out");
-    let up = format!("up{}", testutil::unique(""));
-    node.exec(&[
-        "ip",
-        "link",
-        "add",
-        &up,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "out0",
-        "netns",
-        out.name(),
-    ]);
-    node.exec(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("192.168.{third}.1/24"),
-        "dev",
-        &up,
-    ]);
-    node.exec(&["ip", "link", "set", &up, "up"]);
-    out.exec(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("192.168.{third}.2/24"),
-        "dev",
-        "out0",
-    ]);
-    out.exec(&["ip", "link", "set", "out0", "up"]);
-    out
-}
-
 fn masq_rules(node: &TestNs) -> String {
     let out = testutil::command_in(Some(node.ns()), "nft")
         .args(["list", "table", "inet", "rcni-nat"])
@@ -881,7 +789,7 @@ fn masq_rules(node: &TestNs) -> String {
 #[test]
 fn ipmasq_hides_pods_behind_the_node_and_goes_with_the_last_pod() {
     let env = Env::new("brm");
-    let world = outside(&env.node, 88);
+    let world = Outside::uplink(&env.node, 88).ns;
     let conf = env.conf(
         "1.1.0",
         "10.31.0.0/24",

@@ -7,26 +7,24 @@ mod suites;
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Deref;
 use std::path::Path;
-use testutil::{run_plugin, Call, Outcome, PluginDir, TempDir, TestNs};
+use testutil::{Outcome, PluginEnv, TestNs};
 
 const ADDS: usize = 100;
 const DELS: usize = 50;
 
-struct Env {
-    bin: PluginDir,
-    node: TestNs,
-    ipam: TempDir,
-    state: TempDir,
-    net: String,
+/// bridge + host-local in one node namespace.
+struct Env(PluginEnv);
+
+impl Deref for Env {
+    type Target = PluginEnv;
+    fn deref(&self) -> &PluginEnv {
+        &self.0
+    }
 }
 
 impl Env {
-    fn call(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
-        let call = Call::new(cmd, id, pod, &conf.to_string());
-        run_plugin(self.bin.path(), "bridge", &call, Some(self.node.ns()))
-    }
-
     fn gc(&self, conf: &Value, valid: &[usize]) -> Outcome {
         let mut gc = conf.clone();
         gc["cni.dev/valid-attachments"] = valid
@@ -43,13 +41,7 @@ fn id(i: usize) -> String {
 
 #[test]
 fn hundred_adds_fifty_dels_and_gc_on_one_network() {
-    let env = Env {
-        bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
-        node: TestNs::new("ccn"),
-        ipam: TempDir::new("ccipam"),
-        state: TempDir::new("ccstate"),
-        net: format!("conc-{}", testutil::unique("n")),
-    };
+    let env = Env(testutil::plugin_env!("bridge", "ccn"));
     let conf = json!({
         "cniVersion": "1.1.0",
         "name": env.net,
@@ -57,8 +49,8 @@ fn hundred_adds_fifty_dels_and_gc_on_one_network() {
         "bridge": "ccbr0",
         "isGateway": true,
         "ipMasq": true,
-        "stateDir": env.state.path(),
-        "ipam": {"type": "host-local", "subnet": "10.231.0.0/16", "dataDir": env.ipam.path()},
+        "stateDir": env.state_dir.path(),
+        "ipam": {"type": "host-local", "subnet": "10.231.0.0/16", "dataDir": env.ipam_dir.path()},
     });
     let pods: Vec<TestNs> = (0..ADDS).map(|_| TestNs::new("ccp")).collect();
     let all: Vec<usize> = (0..ADDS).collect();
@@ -102,7 +94,7 @@ fn hundred_adds_fifty_dels_and_gc_on_one_network() {
         addr_of.insert(i, a);
     }
     assert_eq!(
-        suites::allocations(env.ipam.path()).len(),
+        suites::allocations(env.ipam_dir.path()).len(),
         ADDS,
         "one allocation per pod"
     );
@@ -141,7 +133,7 @@ fn hundred_adds_fifty_dels_and_gc_on_one_network() {
     }
     // Exactly the kept pods' addresses are still allocated, and each pod
     // still has its own address on eth0.
-    let mut left: Vec<String> = suites::allocations(env.ipam.path())
+    let mut left: Vec<String> = suites::allocations(env.ipam_dir.path())
         .iter()
         .filter_map(|p| Path::new(p).file_name()?.to_str().map(String::from))
         .collect();
@@ -169,16 +161,16 @@ fn hundred_adds_fifty_dels_and_gc_on_one_network() {
     env.gc(&conf, &[]).ok();
     env.gc(&conf, &[]).ok();
     ops += 2;
-    let alloc = suites::allocations(env.ipam.path());
-    let rest = suites::leftovers(env.state.path());
-    let rest_ipam = suites::leftovers(env.ipam.path());
+    let alloc = suites::allocations(env.ipam_dir.path());
+    let rest = suites::leftovers(env.state_dir.path());
+    let rest_ipam = suites::leftovers(env.ipam_dir.path());
     let veths: Vec<String> = suites::links(&env.node)
         .into_iter()
         .filter(|l| l != "ccbr0")
         .collect();
     let nft = suites::nft_entries(&env.node);
-    eprintln!("state dir after: {:?}", suites::tree(env.state.path()));
-    eprintln!("ipam dir after: {:?}", suites::tree(env.ipam.path()));
+    eprintln!("state dir after: {:?}", suites::tree(env.state_dir.path()));
+    eprintln!("ipam dir after: {:?}", suites::tree(env.ipam_dir.path()));
     assert!(alloc.is_empty(), "leaked addresses: {alloc:?}");
     assert!(rest.is_empty(), "leaked records: {rest:?}");
     assert!(rest_ipam.is_empty(), "leaked ipam files: {rest_ipam:?}");

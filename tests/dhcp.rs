@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use testutil::{
-    command_in, for_each_version, run_plugin, tcp_exchange, Call, Outcome, PluginDir, TempDir,
-    TestNs,
+    command_in, per_version, run_plugin, tcp_exchange, Call, Outcome, PluginDir, TempDir, TestNs,
 };
 
 const SERVER_IP: &str = "10.66.0.1";
@@ -247,57 +246,54 @@ fn pod_addr(pod: &TestNs) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn bridge_with_dhcp_every_version() {
+per_version!(bridge_with_dhcp_every_version, |v| {
     require_dnsmasq();
     let env = Env::new("dhb", true);
-    for_each_version(|v| {
-        let pod = TestNs::new("dhp");
-        let id = testutil::unique("c");
-        let conf = env.bridge_conf(v);
-        let out = env.call("bridge", "ADD", &id, &pod.path(), &conf);
-        if out.code != 0 {
-            panic!("ADD failed: {} {}\n{}", out.stdout, out.stderr, env.logs());
-        }
-        let r = out.ok();
-        let (ip, len) = result_ip(&r);
-        assert!(ip.starts_with("10.66.0.1"), "{r}");
-        assert_eq!(len, "24");
-        // Result: gateway and default route from option 3.
-        if v.starts_with("0.1") || v.starts_with("0.2") {
-            assert_eq!(r["ip4"]["gateway"], SERVER_IP, "{r}");
-            assert_eq!(r["ip4"]["routes"][0]["dst"], "0.0.0.0/0", "{r}");
-        } else {
-            assert_eq!(r["ips"][0]["gateway"], SERVER_IP, "{r}");
-            assert_eq!(
-                r["routes"],
-                json!([{"dst": "0.0.0.0/0", "gw": SERVER_IP}]),
-                "{r}"
-            );
-        }
-        // Kernel: the pod has the lease and the default route.
-        assert_eq!(pod_addr(&pod), vec![format!("{ip}/24")]);
-        let routes = pod.ip_json(&["-4", "route", "show", "default"]);
-        assert_eq!(routes[0]["gateway"], SERVER_IP, "{routes}");
-        env.wait_lease(&ip, true);
-        // Real traffic both ways between pod and server.
-        assert_eq!(tcp_exchange(&pod, &env.server, SERVER_IP, 8080), ip);
-        assert_eq!(tcp_exchange(&env.server, &pod, &ip, 8081), SERVER_IP);
+    let pod = TestNs::new("dhp");
+    let id = testutil::unique("c");
+    let conf = env.bridge_conf(v);
+    let out = env.call("bridge", "ADD", &id, &pod.path(), &conf);
+    if out.code != 0 {
+        panic!("ADD failed: {} {}\n{}", out.stdout, out.stderr, env.logs());
+    }
+    let r = out.ok();
+    let (ip, len) = result_ip(&r);
+    assert!(ip.starts_with("10.66.0.1"), "{r}");
+    assert_eq!(len, "24");
+    // Result: gateway and default route from option 3.
+    if testutil::is_legacy(v) {
+        assert_eq!(r["ip4"]["gateway"], SERVER_IP, "{r}");
+        assert_eq!(r["ip4"]["routes"][0]["dst"], "0.0.0.0/0", "{r}");
+    } else {
+        assert_eq!(r["ips"][0]["gateway"], SERVER_IP, "{r}");
+        assert_eq!(
+            r["routes"],
+            json!([{"dst": "0.0.0.0/0", "gw": SERVER_IP}]),
+            "{r}"
+        );
+    }
+    // Kernel: the pod has the lease and the default route.
+    assert_eq!(pod_addr(&pod), vec![format!("{ip}/24")]);
+    let routes = pod.ip_json(&["-4", "route", "show", "default"]);
+    assert_eq!(routes[0]["gateway"], SERVER_IP, "{routes}");
+    env.wait_lease(&ip, true);
+    // Real traffic both ways between pod and server.
+    assert_eq!(tcp_exchange(&pod, &env.server, SERVER_IP, 8080), ip);
+    assert_eq!(tcp_exchange(&env.server, &pod, &ip, 8081), SERVER_IP);
 
-        if v != "0.1.0" && v != "0.2.0" && v != "0.3.0" && v != "0.3.1" {
-            let mut c = conf.clone();
-            c["prevResult"] = r.clone();
-            env.call("bridge", "CHECK", &id, &pod.path(), &c).ok();
-        }
-        env.call("bridge", "DEL", &id, &pod.path(), &conf).ok();
-        // The pod's interface went first, the RELEASE still reached dnsmasq.
-        env.wait_lease(&ip, false);
-        env.call("bridge", "DEL", &id, &pod.path(), &conf).ok();
-        env.call("bridge", "DEL", &id, Path::new(""), &conf).ok();
-    });
+    if v != "0.1.0" && v != "0.2.0" && v != "0.3.0" && v != "0.3.1" {
+        let mut c = conf.clone();
+        c["prevResult"] = r.clone();
+        env.call("bridge", "CHECK", &id, &pod.path(), &c).ok();
+    }
+    env.call("bridge", "DEL", &id, &pod.path(), &conf).ok();
+    // The pod's interface went first, the RELEASE still reached dnsmasq.
+    env.wait_lease(&ip, false);
+    env.call("bridge", "DEL", &id, &pod.path(), &conf).ok();
+    env.call("bridge", "DEL", &id, Path::new(""), &conf).ok();
     // Shown with --nocapture: what the daemon and the server did.
     eprintln!("{}", env.logs());
-}
+});
 
 #[test]
 fn priority_is_the_metric_of_every_route() {

@@ -8,9 +8,10 @@
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::ops::Deref;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use testutil::{for_each_version, run_plugin, Call, Outcome, PluginDir, TempDir, TestNs};
+use testutil::{merge, per_version, run_plugin, Call, Outcome, PluginDir, PluginEnv, TestNs};
 
 /// Root and an IPv6 kernel; a kernel without IPv6 is a failure here.
 fn kernel_ready() -> bool {
@@ -20,10 +21,6 @@ fn kernel_ready() -> bool {
         "this kernel has no IPv6"
     );
     true
-}
-
-fn is_legacy(v: &str) -> bool {
-    v.starts_with("0.1") || v.starts_with("0.2")
 }
 
 fn addr_only(cidr: &str) -> String {
@@ -229,67 +226,33 @@ fn nat_rules(node: &TestNs) -> String {
 
 /// A main plugin (bridge or ptp) with rcni's host-local handing out one
 /// address per family, in its own node namespace.
-struct Env {
-    bin: PluginDir,
-    node: TestNs,
-    ipam_dir: TempDir,
-    state_dir: TempDir,
-    net: String,
-    plugin: &'static str,
+struct Env(PluginEnv);
+
+impl Deref for Env {
+    type Target = PluginEnv;
+    fn deref(&self) -> &PluginEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new(plugin: &'static str, tag: &str) -> Env {
-        Env {
-            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
-            node: TestNs::new(tag),
-            ipam_dir: TempDir::new("ipam"),
-            state_dir: TempDir::new("state"),
-            net: format!("net-{}", testutil::unique(tag)),
-            plugin,
-        }
+        Env(testutil::plugin_env!(plugin, tag))
     }
 
     /// `ranges` for 10.N.0.0/24 and fd00:N::/64, default routes for both.
     fn conf(&self, v: &str, n: u8, extra: Value) -> Value {
-        let mut c = json!({
-            "cniVersion": v,
-            "name": self.net,
-            "type": self.plugin,
-            "stateDir": self.state_dir.path(),
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": format!("10.{n}.0.0/24")}],
-                           [{"subnet": format!("fd00:{n}::/64")}]],
-                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
-                "dataDir": self.ipam_dir.path(),
-            }
+        let mut c = self.base_conf(v);
+        c["stateDir"] = json!(self.state_dir.path());
+        c["ipam"] = json!({
+            "type": "host-local",
+            "ranges": [[{"subnet": format!("10.{n}.0.0/24")}],
+                       [{"subnet": format!("fd00:{n}::/64")}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+            "dataDir": self.ipam_dir.path(),
         });
-        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                c.insert(k.clone(), v.clone());
-            }
-        }
+        merge(&mut c, &extra);
         c
-    }
-
-    fn call_with(&self, mut call: Call) -> Outcome {
-        call.path = self.bin.path().display().to_string();
-        run_plugin(self.bin.path(), self.plugin, &call, Some(self.node.ns()))
-    }
-
-    fn call(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
-        self.call_with(Call::new(cmd, id, pod, &conf.to_string()))
-    }
-
-    fn allocated(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.ipam_dir.path().join(&self.net)) else {
-            return vec![];
-        };
-        rd.flatten()
-            .filter_map(|e| e.file_name().to_str().map(String::from))
-            .filter(|n| n.parse::<IpAddr>().is_ok())
-            .collect()
     }
 
     /// The pod's (IPv4, IPv6) addresses with prefix, from a result of any
@@ -298,7 +261,7 @@ impl Env {
         assert_eq!(res["cniVersion"], v, "{res}");
         let gw4 = format!("10.{n}.0.1");
         let gw6 = format!("fd00:{n}::1");
-        if is_legacy(v) {
+        if testutil::is_legacy(v) {
             // 0.1.0/0.2.0: one address per family, routes per family.
             assert_eq!(res["ip4"]["gateway"], gw4.as_str(), "{res}");
             assert_eq!(res["ip6"]["gateway"], gw6.as_str(), "{res}");
@@ -350,54 +313,51 @@ impl Env {
     }
 }
 
-#[test]
-fn bridge_dual_stack_every_version() {
+per_version!(bridge_dual_stack_every_version, |v| {
     if !kernel_ready() {
         return;
     }
     let env = Env::new("bridge", "d6b");
-    for_each_version(|v| {
-        let pod = TestNs::new("d6p");
-        let conf = env.conf(v, 70, json!({"isGateway": true}));
-        let res = env.call("ADD", "ctr-d", &pod.path(), &conf).ok();
-        let (ip4, ip6) = env.check_result(v, &res, 70, &pod);
-        if !is_legacy(v) {
-            let ifs = res["interfaces"].as_array().expect("interfaces");
-            assert_eq!(ifs.len(), 3, "{res}");
-            assert_eq!(ifs[0]["name"], "cni0");
-        }
-        // Pod: both addresses usable (no DAD pending), default routes of
-        // both families via the bridge's gateway addresses.
-        assert_addrs(&pod, "eth0", &[&ip4, &ip6]);
-        assert_eq!(default_gw(&pod, "-4"), "10.70.0.1");
-        assert_eq!(default_gw(&pod, "-6"), "fd00:70::1");
-        assert_eq!(sysctl(&pod, "net/ipv6/conf/eth0/accept_dad"), "0");
-        // Node: both gateways on the bridge, forwarding on for both.
-        assert_addrs(&env.node, "cni0", &["10.70.0.1/24", "fd00:70::1/64"]);
-        assert_eq!(sysctl(&env.node, "net/ipv4/ip_forward"), "1");
-        assert_eq!(sysctl(&env.node, "net/ipv6/conf/all/forwarding"), "1");
-        // TCP over IPv6 to the gateway (the node) and over IPv4.
-        assert_eq!(tcp(&pod, &env.node, "fd00:70::1", 7300), addr_only(&ip6));
-        assert_eq!(tcp(&pod, &env.node, "10.70.0.1", 7301), addr_only(&ip4));
+    let pod = TestNs::new("d6p");
+    let conf = env.conf(v, 70, json!({"isGateway": true}));
+    let res = env.call("ADD", "ctr-d", &pod.path(), &conf).ok();
+    let (ip4, ip6) = env.check_result(v, &res, 70, &pod);
+    if !testutil::is_legacy(v) {
+        let ifs = res["interfaces"].as_array().expect("interfaces");
+        assert_eq!(ifs.len(), 3, "{res}");
+        assert_eq!(ifs[0]["name"], "cni0");
+    }
+    // Pod: both addresses usable (no DAD pending), default routes of
+    // both families via the bridge's gateway addresses.
+    assert_addrs(&pod, "eth0", &[&ip4, &ip6]);
+    assert_eq!(default_gw(&pod, "-4"), "10.70.0.1");
+    assert_eq!(default_gw(&pod, "-6"), "fd00:70::1");
+    assert_eq!(sysctl(&pod, "net/ipv6/conf/eth0/accept_dad"), "0");
+    // Node: both gateways on the bridge, forwarding on for both.
+    assert_addrs(&env.node, "cni0", &["10.70.0.1/24", "fd00:70::1/64"]);
+    assert_eq!(sysctl(&env.node, "net/ipv4/ip_forward"), "1");
+    assert_eq!(sysctl(&env.node, "net/ipv6/conf/all/forwarding"), "1");
+    // TCP over IPv6 to the gateway (the node) and over IPv4.
+    assert_eq!(tcp(&pod, &env.node, "fd00:70::1", 7300), addr_only(&ip6));
+    assert_eq!(tcp(&pod, &env.node, "10.70.0.1", 7301), addr_only(&ip4));
 
-        if cni_spec::version::at_least(v, "0.4.0") {
-            let mut with_prev = conf.clone();
-            with_prev["prevResult"] = res.clone();
-            env.call("CHECK", "ctr-d", &pod.path(), &with_prev).ok();
-            // CHECK notices the IPv6 address gone.
-            pod.exec(&["ip", "-6", "addr", "del", &ip6, "dev", "eth0"]);
-            let bad = env.call("CHECK", "ctr-d", &pod.path(), &with_prev);
-            assert_ne!(bad.code, 0, "CHECK passed without the IPv6 address");
-        }
-        env.call("DEL", "ctr-d", &pod.path(), &conf).ok();
-        assert!(!pod.link_names().contains(&"eth0".to_string()));
-        assert!(veth_names(&env.node).is_empty());
-        assert!(env.allocated().is_empty(), "{:?}", env.allocated());
-        env.call("DEL", "ctr-d", &pod.path(), &conf).ok();
-        env.call_with(Call::new("DEL", "ctr-d", &pod.path(), &conf.to_string()).netns(""))
-            .ok();
-    });
-}
+    if testutil::has_check(v) {
+        let mut with_prev = conf.clone();
+        with_prev["prevResult"] = res.clone();
+        env.call("CHECK", "ctr-d", &pod.path(), &with_prev).ok();
+        // CHECK notices the IPv6 address gone.
+        pod.exec(&["ip", "-6", "addr", "del", &ip6, "dev", "eth0"]);
+        let bad = env.call("CHECK", "ctr-d", &pod.path(), &with_prev);
+        assert_ne!(bad.code, 0, "CHECK passed without the IPv6 address");
+    }
+    env.call("DEL", "ctr-d", &pod.path(), &conf).ok();
+    assert!(!pod.link_names().contains(&"eth0".to_string()));
+    assert!(veth_names(&env.node).is_empty());
+    assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+    env.call("DEL", "ctr-d", &pod.path(), &conf).ok();
+    env.call_with(Call::new("DEL", "ctr-d", &pod.path(), &conf.to_string()).netns(""))
+        .ok();
+});
 
 #[test]
 fn bridge_dual_stack_pods_talk_and_masquerade_ipv6() {
@@ -486,63 +446,60 @@ fn ipv6_is_enabled_in_a_pod_that_disabled_it() {
     }
 }
 
-#[test]
-fn ptp_dual_stack_every_version() {
+per_version!(ptp_dual_stack_every_version, |v| {
     if !kernel_ready() {
         return;
     }
     let env = Env::new("ptp", "d6q");
-    for_each_version(|v| {
-        let pod = TestNs::new("d6r");
-        let conf = env.conf(v, 73, json!({}));
-        let res = env.call("ADD", "ctr-p", &pod.path(), &conf).ok();
-        let (ip4, ip6) = env.check_result(v, &res, 73, &pod);
-        if !is_legacy(v) {
-            assert_eq!(res["interfaces"].as_array().map(Vec::len), Some(2), "{res}");
-        }
-        assert_addrs(&pod, "eth0", &[&ip4, &ip6]);
-        // Container: each gateway on-link, the subnet and default via it.
-        let r6 = routes(&pod, "-6");
-        for want in [
-            ("fd00:73::1", "", "eth0"),
-            ("fd00:73::/64", "fd00:73::1", "eth0"),
-            ("default", "fd00:73::1", "eth0"),
-        ] {
-            let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
-            assert!(r6.contains(&want), "{want:?} not in {r6:?}");
-        }
-        let r4 = routes(&pod, "-4");
-        assert!(r4.contains(&("default".into(), "10.73.0.1".into(), "eth0".into())));
-        assert_eq!(sysctl(&env.node, "net/ipv6/conf/all/forwarding"), "1");
-        // Node: gateways as host addresses on the host veth, host routes
-        // to the pod's addresses.
-        let hosts = veth_names(&env.node);
-        assert_eq!(hosts.len(), 1);
-        assert_addrs(&env.node, &hosts[0], &["10.73.0.1/32", "fd00:73::1/128"]);
-        let n6 = routes(&env.node, "-6");
-        assert!(
-            n6.contains(&(addr_only(&ip6), String::new(), hosts[0].clone())),
-            "{n6:?}"
-        );
-        let n4 = routes(&env.node, "-4");
-        assert!(n4.contains(&(addr_only(&ip4), String::new(), hosts[0].clone())));
-        assert_eq!(tcp(&pod, &env.node, "fd00:73::1", 7330), addr_only(&ip6));
+    let pod = TestNs::new("d6r");
+    let conf = env.conf(v, 73, json!({}));
+    let res = env.call("ADD", "ctr-p", &pod.path(), &conf).ok();
+    let (ip4, ip6) = env.check_result(v, &res, 73, &pod);
+    if !testutil::is_legacy(v) {
+        assert_eq!(res["interfaces"].as_array().map(Vec::len), Some(2), "{res}");
+    }
+    assert_addrs(&pod, "eth0", &[&ip4, &ip6]);
+    // Container: each gateway on-link, the subnet and default via it.
+    let r6 = routes(&pod, "-6");
+    for want in [
+        ("fd00:73::1", "", "eth0"),
+        ("fd00:73::/64", "fd00:73::1", "eth0"),
+        ("default", "fd00:73::1", "eth0"),
+    ] {
+        let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
+        assert!(r6.contains(&want), "{want:?} not in {r6:?}");
+    }
+    let r4 = routes(&pod, "-4");
+    assert!(r4.contains(&("default".into(), "10.73.0.1".into(), "eth0".into())));
+    assert_eq!(sysctl(&env.node, "net/ipv6/conf/all/forwarding"), "1");
+    // Node: gateways as host addresses on the host veth, host routes
+    // to the pod's addresses.
+    let hosts = veth_names(&env.node);
+    assert_eq!(hosts.len(), 1);
+    assert_addrs(&env.node, &hosts[0], &["10.73.0.1/32", "fd00:73::1/128"]);
+    let n6 = routes(&env.node, "-6");
+    assert!(
+        n6.contains(&(addr_only(&ip6), String::new(), hosts[0].clone())),
+        "{n6:?}"
+    );
+    let n4 = routes(&env.node, "-4");
+    assert!(n4.contains(&(addr_only(&ip4), String::new(), hosts[0].clone())));
+    assert_eq!(tcp(&pod, &env.node, "fd00:73::1", 7330), addr_only(&ip6));
 
-        if cni_spec::version::at_least(v, "0.4.0") {
-            let mut with_prev = conf.clone();
-            with_prev["prevResult"] = res.clone();
-            env.call("CHECK", "ctr-p", &pod.path(), &with_prev).ok();
-        }
-        env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
-        assert!(veth_names(&env.node).is_empty());
-        assert!(env.allocated().is_empty(), "{:?}", env.allocated());
-        let n6 = routes(&env.node, "-6");
-        assert!(!n6.iter().any(|r| r.0 == addr_only(&ip6)), "{n6:?}");
-        env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
-        env.call_with(Call::new("DEL", "ctr-p", &pod.path(), &conf.to_string()).netns(""))
-            .ok();
-    });
-}
+    if testutil::has_check(v) {
+        let mut with_prev = conf.clone();
+        with_prev["prevResult"] = res.clone();
+        env.call("CHECK", "ctr-p", &pod.path(), &with_prev).ok();
+    }
+    env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
+    assert!(veth_names(&env.node).is_empty());
+    assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+    let n6 = routes(&env.node, "-6");
+    assert!(!n6.iter().any(|r| r.0 == addr_only(&ip6)), "{n6:?}");
+    env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
+    env.call_with(Call::new("DEL", "ctr-p", &pod.path(), &conf.to_string()).netns(""))
+        .ok();
+});
 
 #[test]
 fn ptp_dual_stack_pods_talk_and_masquerade_ipv6() {
@@ -807,7 +764,7 @@ impl FwTopo {
     }
 
     fn call(&self, cmd: &str, v: &str) -> Outcome {
-        let prev = if is_legacy(v) {
+        let prev = if testutil::is_legacy(v) {
             json!({"cniVersion": v, "ip4": {"ip": "10.76.0.2/24"}, "ip6": {"ip": "fd00:76::2/64"}})
         } else {
             let mut ips = vec![
@@ -839,11 +796,10 @@ fn have_binary(name: &str) -> bool {
         .any(|d| Path::new(d).join(name).exists())
 }
 
-/// Both families' iptables-nft FORWARD policy DROP (Docker-style host):
-/// the pod's IPv6 traffic is forwarded only while the plugin's rules are
-/// in (`ip6 filter FORWARD` through CNI-FORWARD), every spec version.
-#[test]
-fn firewall_ip6tables_nft_drop_policy_every_version() {
+// Both families' iptables-nft FORWARD policy DROP (Docker-style host):
+// the pod's IPv6 traffic is forwarded only while the plugin's rules are
+// in (`ip6 filter FORWARD` through CNI-FORWARD), every spec version.
+per_version!(firewall_ip6tables_nft_drop_policy_every_version, |v| {
     if !kernel_ready() {
         return;
     }
@@ -864,22 +820,20 @@ fn firewall_ip6tables_nft_drop_policy_every_version() {
         .node
         .exec(&["nft", "list", "chain", "ip6", "filter", "FORWARD"]);
     assert!(listing.contains("policy drop"), "{listing}");
-    for_each_version(|v| {
-        assert!(!t.reach("fd00:77::2"), "{v}: IPv6 blocked before ADD");
-        assert!(!t.reach("10.77.0.2"), "{v}: IPv4 blocked before ADD");
-        t.call("ADD", v).ok();
-        assert!(t.reach("fd00:77::2"), "{v}: IPv6 forwarded after ADD");
-        assert!(t.reach("10.77.0.2"), "{v}: IPv4 forwarded after ADD");
-        let rules = t.node.exec(&["ip6tables-nft", "-S", "CNI-FORWARD"]);
-        assert!(rules.contains("fd00:76::2/128"), "{v}: {rules}");
-        if cni_spec::version::at_least(v, "0.4.0") {
-            t.call("CHECK", v).ok();
-        }
-        t.call("DEL", v).ok();
-        assert!(!t.reach("fd00:77::2"), "{v}: IPv6 blocked after DEL");
-        t.call("DEL", v).ok();
-    });
-}
+    assert!(!t.reach("fd00:77::2"), "{v}: IPv6 blocked before ADD");
+    assert!(!t.reach("10.77.0.2"), "{v}: IPv4 blocked before ADD");
+    t.call("ADD", v).ok();
+    assert!(t.reach("fd00:77::2"), "{v}: IPv6 forwarded after ADD");
+    assert!(t.reach("10.77.0.2"), "{v}: IPv4 forwarded after ADD");
+    let rules = t.node.exec(&["ip6tables-nft", "-S", "CNI-FORWARD"]);
+    assert!(rules.contains("fd00:76::2/128"), "{v}: {rules}");
+    if testutil::has_check(v) {
+        t.call("CHECK", v).ok();
+    }
+    t.call("DEL", v).ok();
+    assert!(!t.reach("fd00:77::2"), "{v}: IPv6 blocked after DEL");
+    t.call("DEL", v).ok();
+});
 
 /// Only IPv6 has the DROP policy: detection per family still finds it.
 #[test]

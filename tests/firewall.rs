@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use testutil::{for_each_version, run_plugin, Call, Outcome, PluginDir, TestNs};
+use testutil::{per_version, run_plugin, Call, Outcome, PluginDir, TestNs};
 
 const PORT: u16 = 8080;
 
@@ -160,7 +160,7 @@ impl Topo {
 }
 
 fn has_interfaces(v: &str) -> bool {
-    !(v.starts_with("0.1") || v.starts_with("0.2"))
+    !testutil::is_legacy(v)
 }
 
 /// A hand-written prevResult of what a bridge plugin would report.
@@ -223,77 +223,74 @@ fn rcni() -> PluginDir {
     PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni")))
 }
 
-/// The host's iptables FORWARD policy is DROP (iptables-nft, as Docker
-/// leaves it): nothing is forwarded to or from pods until ADD; with no
-/// `backend` configured the plugin detects this and uses the iptables path.
-/// As in the reference, ADD accepts what the pod sends and the replies to
-/// it; new connections from outside stay subject to the host's policy.
-/// DEL closes the pod again and leaves the other pod's rules alone.
-#[test]
-fn iptables_nft_drop_policy_auto_detected_every_version() {
+// The host's iptables FORWARD policy is DROP (iptables-nft, as Docker
+// leaves it): nothing is forwarded to or from pods until ADD; with no
+// `backend` configured the plugin detects this and uses the iptables path.
+// As in the reference, ADD accepts what the pod sends and the replies to
+// it; new connections from outside stay subject to the host's policy.
+// DEL closes the pod again and leaves the other pod's rules alone.
+per_version!(iptables_nft_drop_policy_auto_detected_every_version, |v| {
     let bin = rcni();
     let t = Topo::new();
     t.node.exec(&["iptables-nft", "-P", "FORWARD", "DROP"]);
     let open = json!({});
     let (p1, p3) = (&t.pods[0], &t.pods[2]);
-    for_each_version(|v| {
-        assert!(
-            !t.reach(&p1.ns, "10.52.0.2"),
-            "{v}: pod1 -> outside closed before ADD"
-        );
-        assert!(
-            !t.reach(&p3.ns, p1.ip),
-            "{v}: pod3 -> pod1 closed before ADD"
-        );
-        let res = t.add(bin.path(), v, 0, &open);
-        assert_eq!(res["cniVersion"], v, "prevResult passed through");
-        if has_interfaces(v) {
-            assert_eq!(res["ips"][0]["address"], "10.50.0.2/24");
-        } else {
-            assert_eq!(res["ip4"]["ip"], "10.50.0.2/24");
-        }
-        assert!(t.reach(&p1.ns, "10.52.0.2"), "{v}: pod1 -> outside");
-        assert!(t.reach(&p1.ns, p3.ip), "{v}: pod1 -> pod3 (other bridge)");
-        assert!(
-            !t.reach(&t.outside, p1.ip),
-            "{v}: new inbound stays host policy"
-        );
-        assert!(!t.reach(&p3.ns, "10.52.0.2"), "{v}: pod3 still closed");
-        let rules = t.node.exec(&["iptables-nft", "-S", "CNI-FORWARD"]);
-        assert!(
-            rules.contains("rcni-fw:fwnet:ctr0:eth0:open:-:in:10.50.0.2"),
-            "{rules}"
-        );
-        assert!(
-            !t.nft_ruleset().contains("rcni-firewall"),
-            "no nftables table on the iptables path"
-        );
+    assert!(
+        !t.reach(&p1.ns, "10.52.0.2"),
+        "{v}: pod1 -> outside closed before ADD"
+    );
+    assert!(
+        !t.reach(&p3.ns, p1.ip),
+        "{v}: pod3 -> pod1 closed before ADD"
+    );
+    let res = t.add(bin.path(), v, 0, &open);
+    assert_eq!(res["cniVersion"], v, "prevResult passed through");
+    if has_interfaces(v) {
+        assert_eq!(res["ips"][0]["address"], "10.50.0.2/24");
+    } else {
+        assert_eq!(res["ip4"]["ip"], "10.50.0.2/24");
+    }
+    assert!(t.reach(&p1.ns, "10.52.0.2"), "{v}: pod1 -> outside");
+    assert!(t.reach(&p1.ns, p3.ip), "{v}: pod1 -> pod3 (other bridge)");
+    assert!(
+        !t.reach(&t.outside, p1.ip),
+        "{v}: new inbound stays host policy"
+    );
+    assert!(!t.reach(&p3.ns, "10.52.0.2"), "{v}: pod3 still closed");
+    let rules = t.node.exec(&["iptables-nft", "-S", "CNI-FORWARD"]);
+    assert!(
+        rules.contains("rcni-fw:fwnet:ctr0:eth0:open:-:in:10.50.0.2"),
+        "{rules}"
+    );
+    assert!(
+        !t.nft_ruleset().contains("rcni-firewall"),
+        "no nftables table on the iptables path"
+    );
 
-        t.add(bin.path(), v, 2, &open);
-        assert!(t.reach(&p3.ns, "10.52.0.2"), "{v}: pod3 -> outside");
-        assert!(t.reach(&p3.ns, p1.ip), "{v}: pod3 -> pod1");
-        if cni_spec::version::at_least(v, "0.4.0") {
-            t.check(bin.path(), v, 0, &open).ok();
-        }
+    t.add(bin.path(), v, 2, &open);
+    assert!(t.reach(&p3.ns, "10.52.0.2"), "{v}: pod3 -> outside");
+    assert!(t.reach(&p3.ns, p1.ip), "{v}: pod3 -> pod1");
+    if testutil::has_check(v) {
+        t.check(bin.path(), v, 0, &open).ok();
+    }
 
-        t.del(bin.path(), v, 0, &open);
-        assert!(!t.reach(&p1.ns, "10.52.0.2"), "{v}: pod1 closed after DEL");
-        assert!(t.reach(&p3.ns, "10.52.0.2"), "{v}: pod3 untouched by DEL");
-        let rules = t.node.exec(&["iptables-nft", "-S", "CNI-FORWARD"]);
-        assert!(!rules.contains(":ctr0:"), "{rules}");
-        assert!(rules.contains(":ctr2:"), "{rules}");
-        if cni_spec::version::at_least(v, "0.4.0") {
-            assert_ne!(t.check(bin.path(), v, 0, &open).code, 0, "CHECK after DEL");
-        }
-        // Second DEL, and containerd's DEL without netns and prevResult.
-        t.del(bin.path(), v, 0, &open);
-        let bare = conf(v, json!({}), None);
-        t.run(bin.path(), &Call::new("DEL", &cid(0), Path::new(""), &bare))
-            .ok();
-        t.del(bin.path(), v, 2, &open);
-        assert!(!t.reach(&p3.ns, "10.52.0.2"), "{v}: pod3 closed");
-    });
-}
+    t.del(bin.path(), v, 0, &open);
+    assert!(!t.reach(&p1.ns, "10.52.0.2"), "{v}: pod1 closed after DEL");
+    assert!(t.reach(&p3.ns, "10.52.0.2"), "{v}: pod3 untouched by DEL");
+    let rules = t.node.exec(&["iptables-nft", "-S", "CNI-FORWARD"]);
+    assert!(!rules.contains(":ctr0:"), "{rules}");
+    assert!(rules.contains(":ctr2:"), "{rules}");
+    if testutil::has_check(v) {
+        assert_ne!(t.check(bin.path(), v, 0, &open).code, 0, "CHECK after DEL");
+    }
+    // Second DEL, and containerd's DEL without netns and prevResult.
+    t.del(bin.path(), v, 0, &open);
+    let bare = conf(v, json!({}), None);
+    t.run(bin.path(), &Call::new("DEL", &cid(0), Path::new(""), &bare))
+        .ok();
+    t.del(bin.path(), v, 2, &open);
+    assert!(!t.reach(&p3.ns, "10.52.0.2"), "{v}: pod3 closed");
+});
 
 /// `backend: iptables` on a host using iptables-legacy with policy DROP.
 #[test]
@@ -357,7 +354,7 @@ fn nftables_isolation_policies() {
             t.reach(&t.pods[0].ns, "10.52.0.2"),
             "{v}: pod -> uplink open"
         );
-        if cni_spec::version::at_least(v, "0.4.0") {
+        if testutil::has_check(v) {
             t.check(bin.path(), v, 0, &same).ok();
         }
         let rs = t.nft_ruleset();

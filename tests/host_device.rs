@@ -5,28 +5,32 @@
 //! the Debian reference binary run the same way for comparison.
 
 use serde_json::{json, Value};
+use std::ops::Deref;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use testutil::{for_each_version, tcp_exchange, Call, Outcome, PluginDir, TempDir, TestNs};
+use testutil::{merge, per_version, tcp_exchange, Call, Outcome, PluginEnv, TestNs};
 
 const REFERENCE: &str = "/usr/lib/cni/host-device";
 
+/// host-device in a node namespace; the devices are veth ends whose peers
+/// sit in the "far" namespace.
 struct Env {
-    bin: PluginDir,
-    node: TestNs,
+    kit: PluginEnv,
     far: TestNs,
-    ipam_dir: TempDir,
-    net: String,
+}
+
+impl Deref for Env {
+    type Target = PluginEnv;
+    fn deref(&self) -> &PluginEnv {
+        &self.kit
+    }
 }
 
 impl Env {
     fn new(tag: &str) -> Env {
+        let kit = testutil::plugin_env!("host-device", tag);
         Env {
-            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
-            node: TestNs::new(tag),
+            kit,
             far: TestNs::new("far"),
-            ipam_dir: TempDir::new("ipam"),
-            net: format!("net-{}", testutil::unique(tag)),
         }
     }
 
@@ -58,19 +62,11 @@ impl Env {
     }
 
     fn conf(&self, v: &str, selector: Value, subnet: Option<&str>) -> Value {
-        let mut c = json!({"cniVersion": v, "name": self.net, "type": "host-device"});
-        if let (Some(c), Some(s)) = (c.as_object_mut(), selector.as_object()) {
-            for (k, v) in s {
-                c.insert(k.clone(), v.clone());
-            }
-        }
+        let mut c = self.base_conf(v);
+        merge(&mut c, &selector);
         if let Some(subnet) = subnet {
-            c["ipam"] = json!({
-                "type": "host-local",
-                "subnet": subnet,
-                "rangeStart": subnet.replace(".0/24", ".10"),
-                "dataDir": self.ipam_dir.path(),
-            });
+            c["ipam"] = self.host_local(subnet);
+            c["ipam"]["rangeStart"] = json!(subnet.replace(".0/24", ".10"));
             c["dns"] = json!({"nameservers": ["10.1.1.1"]});
         }
         c
@@ -80,11 +76,11 @@ impl Env {
     /// a sysfs of the node namespace (what `kernelpath` and `pciBusID` read).
     fn run(&self, plugin: &str, call: &Call) -> Outcome {
         let prog = if plugin == "reference" {
-            REFERENCE.to_string()
+            Path::new(REFERENCE).to_path_buf()
         } else {
-            self.bin.path().join(plugin).display().to_string()
+            self.bin.path().join(plugin)
         };
-        self.spawn(&[prog], call)
+        self.ip_netns_exec(&prog, call)
     }
 
     /// Runs the plugin as [`Env::run`] does, with a fake auxiliary bus: in
@@ -104,7 +100,7 @@ impl Env {
         }
         script.push_str("exec \"$0\"\n");
         let prog = self.bin.path().join("host-device").display().to_string();
-        self.spawn(
+        self.ip_netns_exec_argv(
             &[
                 "/usr/bin/unshare".into(),
                 "--mount".into(),
@@ -119,50 +115,11 @@ impl Env {
         )
     }
 
-    fn spawn(&self, argv: &[String], call: &Call) -> Outcome {
-        let mut cmd = Command::new("/usr/sbin/ip");
-        cmd.args(["netns", "exec", self.node.name()])
-            .args(argv)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", &call.command)
-            .env("CNI_CONTAINERID", &call.container_id)
-            .env("CNI_NETNS", &call.netns)
-            .env("CNI_IFNAME", &call.ifname)
-            .env("CNI_ARGS", &call.args)
-            .env("CNI_PATH", self.bin.path())
-            .envs(call.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn ip netns exec");
-        if let Some(mut w) = child.stdin.take() {
-            use std::io::Write;
-            let _ = w.write_all(call.stdin.as_bytes());
-        }
-        let out = child.wait_with_output().expect("wait");
-        Outcome {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     fn call(&self, cmd: &str, pod: &Path, ifname: &str, conf: &Value) -> Outcome {
         self.run(
             "host-device",
             &Call::new(cmd, "ctr1", pod, &conf.to_string()).ifname(ifname),
         )
-    }
-
-    fn allocated(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.ipam_dir.path().join(&self.net)) else {
-            return vec![];
-        };
-        rd.flatten()
-            .filter_map(|e| e.file_name().to_str().map(String::from))
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect()
     }
 }
 
@@ -192,12 +149,15 @@ fn addrs(ns: &TestNs, dev: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn moves_the_device_in_and_back_for_every_version_and_selector() {
-    let env = Env::new("hd");
-    let mut i = 0u16;
-    for_each_version(|v| {
-        i += 1;
+per_version!(
+    moves_the_device_in_and_back_for_every_version_and_selector,
+    |v| {
+        let env = Env::new("hd");
+        let i = testutil::ALL_SPEC_VERSIONS
+            .iter()
+            .position(|x| *x == v)
+            .expect("a spec version") as u16
+            + 1;
         let port = 40100 + i;
         let subnet = format!("10.77.{i}.0/24");
         let far_ip = format!("10.77.{i}.1");
@@ -217,7 +177,7 @@ fn moves_the_device_in_and_back_for_every_version_and_selector() {
         let r = env.call("ADD", &pod.path(), "net1", &conf).ok();
         assert_eq!(r["cniVersion"], v);
         let pod_ip = format!("10.77.{i}.10");
-        if v.starts_with("0.1") || v.starts_with("0.2") {
+        if testutil::is_legacy(v) {
             assert_eq!(r["ip4"]["ip"], format!("{pod_ip}/24"), "{r}");
         } else {
             assert_eq!(
@@ -243,7 +203,7 @@ fn moves_the_device_in_and_back_for_every_version_and_selector() {
         assert_eq!(tcp_exchange(&pod, &env.far, &far_ip, port), pod_ip);
         assert_eq!(tcp_exchange(&env.far, &pod, &pod_ip, port), far_ip);
 
-        if !(v.starts_with("0.1") || v.starts_with("0.2") || v.starts_with("0.3")) {
+        if !(testutil::is_legacy(v) || v.starts_with("0.3")) {
             let mut c = conf.clone();
             c["prevResult"] = r.clone();
             env.call("CHECK", &pod.path(), "net1", &c).ok();
@@ -268,8 +228,8 @@ fn moves_the_device_in_and_back_for_every_version_and_selector() {
         env.call("DEL", Path::new(""), "net1", &conf).ok();
         assert!(!link(&env.node, &dev).is_null());
         env.node.exec(&["ip", "link", "del", &dev]);
-    });
-}
+    }
+);
 
 #[test]
 fn same_result_and_kernel_state_as_the_reference() {

@@ -3,7 +3,7 @@
 //! reference plugin in both directions.
 
 use std::path::Path;
-use testutil::{for_each_version, run_plugin, Call, PluginDir, TempDir, TestNs};
+use testutil::{per_version, run_plugin, Call, PluginDir, TempDir, TestNs};
 
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 
@@ -30,69 +30,66 @@ fn bin() -> PluginDir {
     PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni")))
 }
 
-#[test]
-fn add_check_del_del_every_version() {
+per_version!(add_check_del_del_every_version, |v| {
     let bin = bin();
     let node = TestNs::new("hln");
     let data = TempDir::new("hl");
-    for_each_version(|v| {
-        let net = format!("hl{}", v.replace('.', ""));
-        let c = conf(v, &net, data.path(), "10.77.0.0/24");
-        let add = Call::new("ADD", "ctr-a", &node.path(), &c);
-        let res = run_plugin(bin.path(), "host-local", &add, Some(node.ns())).ok();
-        assert_eq!(res["cniVersion"], v);
-        let (addr, gw) = if v == "0.1.0" || v == "0.2.0" {
-            (res["ip4"]["ip"].clone(), res["ip4"]["gateway"].clone())
-        } else {
-            assert!(
-                res.get("interfaces").is_none(),
-                "IPAM results carry no interfaces"
-            );
-            (
-                res["ips"][0]["address"].clone(),
-                res["ips"][0]["gateway"].clone(),
-            )
-        };
-        assert_eq!(addr, "10.77.0.2/24");
-        assert_eq!(gw, "10.77.0.1");
-        // The reference's bytes: "<id>\r\n<ifname>", file named by the IP.
-        let netdir = data.path().join(&net);
-        let bytes = std::fs::read(netdir.join("10.77.0.2")).expect("allocation file");
-        assert_eq!(bytes, b"ctr-a\r\neth0");
-        assert_eq!(
-            std::fs::read_to_string(netdir.join("last_reserved_ip.0")).expect("cursor"),
-            "10.77.0.2"
-        );
-
-        // The same container and interface cannot take a second address.
-        let again = run_plugin(bin.path(), "host-local", &add, Some(node.ns()));
-        assert_ne!(
-            again.code, 0,
-            "second ADD for the same attachment must fail"
-        );
-
-        if cni_spec::version::at_least(v, "0.4.0") {
-            let mut with_prev: serde_json::Value = serde_json::from_str(&c).expect("conf");
-            with_prev["prevResult"] = res.clone();
-            let check = Call::new("CHECK", "ctr-a", &node.path(), &with_prev.to_string());
-            run_plugin(bin.path(), "host-local", &check, Some(node.ns())).ok();
-        }
-        let del = Call::new("DEL", "ctr-a", &node.path(), &c);
-        run_plugin(bin.path(), "host-local", &del, Some(node.ns())).ok();
+    let net = format!("hl{}", v.replace('.', ""));
+    let c = conf(v, &net, data.path(), "10.77.0.0/24");
+    let add = Call::new("ADD", "ctr-a", &node.path(), &c);
+    let res = run_plugin(bin.path(), "host-local", &add, Some(node.ns())).ok();
+    assert_eq!(res["cniVersion"], v);
+    let (addr, gw) = if v == "0.1.0" || v == "0.2.0" {
+        (res["ip4"]["ip"].clone(), res["ip4"]["gateway"].clone())
+    } else {
         assert!(
-            !netdir.join("10.77.0.2").exists(),
-            "DEL released the address"
+            res.get("interfaces").is_none(),
+            "IPAM results carry no interfaces"
         );
-        run_plugin(bin.path(), "host-local", &del, Some(node.ns())).ok();
-        run_plugin(
-            bin.path(),
-            "host-local",
-            &del.clone().netns(""),
-            Some(node.ns()),
+        (
+            res["ips"][0]["address"].clone(),
+            res["ips"][0]["gateway"].clone(),
         )
-        .ok();
-    });
-}
+    };
+    assert_eq!(addr, "10.77.0.2/24");
+    assert_eq!(gw, "10.77.0.1");
+    // The reference's bytes: "<id>\r\n<ifname>", file named by the IP.
+    let netdir = data.path().join(&net);
+    let bytes = std::fs::read(netdir.join("10.77.0.2")).expect("allocation file");
+    assert_eq!(bytes, b"ctr-a\r\neth0");
+    assert_eq!(
+        std::fs::read_to_string(netdir.join("last_reserved_ip.0")).expect("cursor"),
+        "10.77.0.2"
+    );
+
+    // The same container and interface cannot take a second address.
+    let again = run_plugin(bin.path(), "host-local", &add, Some(node.ns()));
+    assert_ne!(
+        again.code, 0,
+        "second ADD for the same attachment must fail"
+    );
+
+    if testutil::has_check(v) {
+        let mut with_prev: serde_json::Value = serde_json::from_str(&c).expect("conf");
+        with_prev["prevResult"] = res.clone();
+        let check = Call::new("CHECK", "ctr-a", &node.path(), &with_prev.to_string());
+        run_plugin(bin.path(), "host-local", &check, Some(node.ns())).ok();
+    }
+    let del = Call::new("DEL", "ctr-a", &node.path(), &c);
+    run_plugin(bin.path(), "host-local", &del, Some(node.ns())).ok();
+    assert!(
+        !netdir.join("10.77.0.2").exists(),
+        "DEL released the address"
+    );
+    run_plugin(bin.path(), "host-local", &del, Some(node.ns())).ok();
+    run_plugin(
+        bin.path(),
+        "host-local",
+        &del.clone().netns(""),
+        Some(node.ns()),
+    )
+    .ok();
+});
 
 #[test]
 fn refusals_have_the_spec_codes() {

@@ -5,101 +5,51 @@
 //! side by side with Debian's reference ipvlan.
 
 use serde_json::{json, Value};
+use std::ops::Deref;
 use std::path::Path;
 use testutil::{
-    for_each_version, run_plugin, tcp_exchange, Call, Outcome, PluginDir, TempDir, TestNs,
+    merge_removing_nulls, per_version, tcp_exchange, Call, Outcome, Outside, PluginEnv, TestNs,
 };
 
+/// ipvlan in a node namespace whose master (a veth) leads to a "switch"
+/// namespace holding `peer_cidr`.
 struct Env {
-    bin: PluginDir,
-    node: TestNs,
+    kit: PluginEnv,
     switch: TestNs,
-    ipam_dir: TempDir,
-    net: String,
     master: String,
+}
+
+impl Deref for Env {
+    type Target = PluginEnv;
+    fn deref(&self) -> &PluginEnv {
+        &self.kit
+    }
 }
 
 impl Env {
     fn new(tag: &str, peer_cidr: &str) -> Env {
-        let node = TestNs::new(tag);
-        let switch = TestNs::new("isw");
-        let master = format!("iv{}", testutil::unique(""));
-        node.exec(&[
-            "ip",
-            "link",
-            "add",
-            &master,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "sw0",
-            "netns",
-            switch.name(),
-        ]);
-        node.exec(&["ip", "link", "set", &master, "up"]);
-        switch.exec(&["ip", "addr", "add", peer_cidr, "dev", "sw0"]);
-        switch.exec(&["ip", "link", "set", "sw0", "up"]);
+        let kit = testutil::plugin_env!("ipvlan", tag);
+        let switch = Outside::new(&kit.node, "isw", "iv", "sw0");
+        switch.peer_addr(peer_cidr);
         Env {
-            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
-            node,
-            switch,
-            ipam_dir: TempDir::new("ipam"),
-            net: format!("net-{}", testutil::unique(tag)),
-            master,
+            kit,
+            switch: switch.ns,
+            master: switch.node_end,
         }
     }
 
     fn conf(&self, v: &str, subnet: &str, extra: Value) -> Value {
-        let mut c = json!({
-            "cniVersion": v,
-            "name": self.net,
-            "type": "ipvlan",
-            "master": self.master,
-            "ipam": {
-                "type": "host-local",
-                "subnet": subnet,
-                "rangeEnd": subnet.replace(".0/24", ".200"),
-                "dataDir": self.ipam_dir.path(),
-            }
-        });
-        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                if v.is_null() {
-                    c.remove(k);
-                } else {
-                    c.insert(k.clone(), v.clone());
-                }
-            }
-        }
+        let mut c = self.base_conf(v);
+        c["master"] = json!(self.master);
+        c["ipam"] = self.host_local(subnet);
+        c["ipam"]["rangeEnd"] = json!(subnet.replace(".0/24", ".200"));
+        merge_removing_nulls(&mut c, &extra);
         c
     }
 
-    fn call(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
-        let mut call = Call::new(cmd, id, pod, &conf.to_string());
-        call.path = self.bin.path().display().to_string();
-        run_plugin(self.bin.path(), "ipvlan", &call, Some(self.node.ns()))
-    }
-
     fn reference(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
-        let mut call = Call::new(cmd, id, pod, &conf.to_string());
-        call.path = "/usr/lib/cni".into();
-        run_plugin(
-            Path::new("/usr/lib/cni"),
-            "ipvlan",
-            &call,
-            Some(self.node.ns()),
-        )
-    }
-
-    fn allocated(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.ipam_dir.path().join(&self.net)) else {
-            return vec![];
-        };
-        rd.flatten()
-            .filter_map(|e| e.file_name().to_str().map(String::from))
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect()
+        self.kit
+            .reference("ipvlan", Call::new(cmd, id, pod, &conf.to_string()))
     }
 }
 
@@ -121,13 +71,13 @@ fn addr_of(r: &Value) -> String {
     cidr.split('/').next().expect("addr").to_string()
 }
 
-#[test]
-#[ignore = "VM lane: needs ipvlan; run by scripts/dev.sh vmtest"]
-fn ipvlan_every_version_two_pods_talk_check_del_twice() {
-    let env = Env::new("iva", "10.67.0.254/24");
-    let before = env.node.link_names();
-    let master_mac = link(&env.node, &env.master)["address"].clone();
-    for_each_version(|v| {
+per_version!(
+    #[ignore = "VM lane: needs ipvlan; run by scripts/dev.sh vmtest"]
+    ipvlan_every_version_two_pods_talk_check_del_twice,
+    |v| {
+        let env = Env::new("iva", "10.67.0.254/24");
+        let before = env.node.link_names();
+        let master_mac = link(&env.node, &env.master)["address"].clone();
         let a = TestNs::new("ipa");
         let b = TestNs::new("ipb");
         let conf = env.conf(v, "10.67.0.0/24", json!({"mtu": 1400}));
@@ -144,7 +94,7 @@ fn ipvlan_every_version_two_pods_talk_check_del_twice() {
         let (ia, ib) = (addr_of(&ra), addr_of(&rb));
         assert_eq!(tcp_exchange(&a, &b, &ib, 7500), ia);
         assert_eq!(tcp_exchange(&b, &env.switch, "10.67.0.254", 7501), ib);
-        if cni_spec::version::at_least(v, "0.4.0") {
+        if testutil::has_check(v) {
             env.call("CHECK", "ctr-a", &a.path(), &with_prev(&conf, &ra))
                 .ok();
             let mut l3 = with_prev(&conf, &ra);
@@ -158,8 +108,8 @@ fn ipvlan_every_version_two_pods_talk_check_del_twice() {
             assert!(!pod.link_names().contains(&"eth0".to_string()));
         }
         assert!(env.allocated().is_empty());
-    });
-}
+    }
+);
 
 #[test]
 #[ignore = "VM lane: needs ipvlan; run by scripts/dev.sh vmtest"]

@@ -1,6 +1,6 @@
 //! loopback in real namespaces, every spec version.
 
-use testutil::{for_each_version, run_plugin, Call, PluginDir, TestNs};
+use testutil::{per_version, run_plugin, Call, PluginDir, TestNs};
 
 fn conf(v: &str) -> String {
     format!(r#"{{"cniVersion":"{v}","name":"lonet","type":"loopback"}}"#)
@@ -23,54 +23,50 @@ fn lo_state(pod: &TestNs) -> (bool, Vec<String>) {
     (up, addrs)
 }
 
-#[test]
-fn add_check_del_del_every_version() {
+per_version!(add_check_del_del_every_version, |v| {
     let bin = PluginDir::install(std::path::Path::new(env!("CARGO_BIN_EXE_rcni")));
     let node = TestNs::new("lon");
-    for_each_version(|v| {
-        let pod = TestNs::new("lop");
-        pod.exec(&["ip", "link", "set", "lo", "down"]);
-        assert!(!lo_state(&pod).0);
-        let add = Call::new("ADD", "ctr1", &pod.path(), &conf(v)).ifname("lo");
-        let res = run_plugin(bin.path(), "loopback", &add, Some(node.ns())).ok();
-        assert_eq!(res["cniVersion"], v);
-        let (up, addrs) = lo_state(&pod);
-        assert!(up, "lo is up after ADD");
-        assert!(addrs.contains(&"127.0.0.1/8".to_string()), "{addrs:?}");
-        if v.starts_with("0.1") || v.starts_with("0.2") {
-            assert_eq!(res["ip4"]["ip"], "127.0.0.1/8");
-            assert_eq!(res["ip6"]["ip"], "::1/128");
-        } else {
-            assert_eq!(res["interfaces"][0]["name"], "lo");
-            assert_eq!(res["ips"][0]["address"], "127.0.0.1/8");
-            assert_eq!(res["ips"][1]["address"], "::1/128");
-        }
+    let pod = TestNs::new("lop");
+    pod.exec(&["ip", "link", "set", "lo", "down"]);
+    assert!(!lo_state(&pod).0);
+    let add = Call::new("ADD", "ctr1", &pod.path(), &conf(v)).ifname("lo");
+    let res = run_plugin(bin.path(), "loopback", &add, Some(node.ns())).ok();
+    assert_eq!(res["cniVersion"], v);
+    let (up, addrs) = lo_state(&pod);
+    assert!(up, "lo is up after ADD");
+    assert!(addrs.contains(&"127.0.0.1/8".to_string()), "{addrs:?}");
+    if testutil::is_legacy(v) {
+        assert_eq!(res["ip4"]["ip"], "127.0.0.1/8");
+        assert_eq!(res["ip6"]["ip"], "::1/128");
+    } else {
+        assert_eq!(res["interfaces"][0]["name"], "lo");
+        assert_eq!(res["ips"][0]["address"], "127.0.0.1/8");
+        assert_eq!(res["ips"][1]["address"], "::1/128");
+    }
 
-        if cni_spec::version::at_least(v, "0.4.0") {
-            let mut with_prev: serde_json::Value = serde_json::from_str(&conf(v)).expect("conf");
-            with_prev["prevResult"] = res.clone();
-            let check =
-                Call::new("CHECK", "ctr1", &pod.path(), &with_prev.to_string()).ifname("lo");
-            run_plugin(bin.path(), "loopback", &check, Some(node.ns())).ok();
-        }
+    if testutil::has_check(v) {
+        let mut with_prev: serde_json::Value = serde_json::from_str(&conf(v)).expect("conf");
+        with_prev["prevResult"] = res.clone();
+        let check = Call::new("CHECK", "ctr1", &pod.path(), &with_prev.to_string()).ifname("lo");
+        run_plugin(bin.path(), "loopback", &check, Some(node.ns())).ok();
+    }
 
-        let del = Call::new("DEL", "ctr1", &pod.path(), &conf(v)).ifname("lo");
-        run_plugin(bin.path(), "loopback", &del, Some(node.ns())).ok();
-        assert!(!lo_state(&pod).0, "lo is down after DEL");
-        run_plugin(bin.path(), "loopback", &del, Some(node.ns())).ok();
-        // containerd's second DEL: no netns at all.
-        run_plugin(
-            bin.path(),
-            "loopback",
-            &del.clone().netns(""),
-            Some(node.ns()),
-        )
-        .ok();
-        // A netns that no longer exists.
-        let gone = del.clone().netns("/run/netns/rcni-test-does-not-exist");
-        run_plugin(bin.path(), "loopback", &gone, Some(node.ns())).ok();
-    });
-}
+    let del = Call::new("DEL", "ctr1", &pod.path(), &conf(v)).ifname("lo");
+    run_plugin(bin.path(), "loopback", &del, Some(node.ns())).ok();
+    assert!(!lo_state(&pod).0, "lo is down after DEL");
+    run_plugin(bin.path(), "loopback", &del, Some(node.ns())).ok();
+    // containerd's second DEL: no netns at all.
+    run_plugin(
+        bin.path(),
+        "loopback",
+        &del.clone().netns(""),
+        Some(node.ns()),
+    )
+    .ok();
+    // A netns that no longer exists.
+    let gone = del.clone().netns("/run/netns/rcni-test-does-not-exist");
+    run_plugin(bin.path(), "loopback", &gone, Some(node.ns())).ok();
+});
 
 #[test]
 fn check_fails_when_lo_is_down() {

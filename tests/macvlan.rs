@@ -5,112 +5,63 @@
 
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Deref;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use testutil::{
-    for_each_version, run_plugin, tcp_exchange, Call, Outcome, PluginDir, TempDir, TestNs,
+    merge_removing_nulls, per_version, tcp_exchange, Call, Outcome, Outside, PluginEnv, TestNs,
 };
 
 const REFERENCE: &str = "/usr/lib/cni/macvlan";
 
+/// macvlan in a node namespace whose master (a veth) leads to a "switch"
+/// namespace.
 struct Env {
-    bin: PluginDir,
-    node: TestNs,
+    kit: PluginEnv,
     switch: TestNs,
-    ipam_dir: TempDir,
-    net: String,
     master: String,
+}
+
+impl Deref for Env {
+    type Target = PluginEnv;
+    fn deref(&self) -> &PluginEnv {
+        &self.kit
+    }
 }
 
 impl Env {
     /// The node's master `mv…` is one end of a veth; the other end is a
     /// port of bridge `br0` in the switch namespace.
     fn new(tag: &str) -> Env {
-        let node = TestNs::new(tag);
-        let switch = TestNs::new("msw");
-        let master = format!("mv{}", testutil::unique(""));
-        node.exec(&[
-            "ip",
-            "link",
-            "add",
-            &master,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "sw0",
-            "netns",
-            switch.name(),
-        ]);
-        node.exec(&["ip", "link", "set", &master, "up"]);
-        switch.exec(&["ip", "link", "add", "br0", "type", "bridge"]);
-        switch.exec(&["ip", "link", "set", "sw0", "master", "br0"]);
-        switch.exec(&["ip", "link", "set", "sw0", "up"]);
-        switch.exec(&["ip", "link", "set", "br0", "up"]);
+        let kit = testutil::plugin_env!("macvlan", tag);
+        let switch = Outside::new(&kit.node, "msw", "mv", "sw0");
+        switch
+            .ns
+            .exec(&["ip", "link", "add", "br0", "type", "bridge"]);
+        switch
+            .ns
+            .exec(&["ip", "link", "set", "sw0", "master", "br0"]);
+        switch.ns.exec(&["ip", "link", "set", "br0", "up"]);
         Env {
-            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
-            node,
-            switch,
-            ipam_dir: TempDir::new("ipam"),
-            net: format!("net-{}", testutil::unique(tag)),
-            master,
+            kit,
+            switch: switch.ns,
+            master: switch.node_end,
         }
     }
 
     fn conf(&self, v: &str, subnet: &str, extra: Value) -> Value {
-        let mut c = json!({
-            "cniVersion": v,
-            "name": self.net,
-            "type": "macvlan",
-            "master": self.master,
-            "ipam": {
-                "type": "host-local",
-                "subnet": subnet,
-                "dataDir": self.ipam_dir.path(),
-                "routes": [{"dst": "0.0.0.0/0"}],
-            }
-        });
-        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                if v.is_null() {
-                    c.remove(k);
-                } else {
-                    c.insert(k.clone(), v.clone());
-                }
-            }
-        }
+        let mut c = self.base_conf(v);
+        c["master"] = json!(self.master);
+        c["ipam"] = self.host_local(subnet);
+        c["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+        merge_removing_nulls(&mut c, &extra);
         c
-    }
-
-    fn call_with(&self, mut call: Call) -> Outcome {
-        call.path = self.bin.path().display().to_string();
-        run_plugin(self.bin.path(), "macvlan", &call, Some(self.node.ns()))
-    }
-
-    fn call(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
-        self.call_with(Call::new(cmd, id, pod, &conf.to_string()))
     }
 
     /// The Debian reference plugin, with the reference host-local.
     fn reference(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
-        let mut call = Call::new(cmd, id, pod, &conf.to_string());
-        call.path = "/usr/lib/cni".into();
-        run_plugin(
-            Path::new("/usr/lib/cni"),
-            "macvlan",
-            &call,
-            Some(self.node.ns()),
-        )
-    }
-
-    fn allocated(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.ipam_dir.path().join(&self.net)) else {
-            return vec![];
-        };
-        rd.flatten()
-            .filter_map(|e| e.file_name().to_str().map(String::from))
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect()
+        self.kit
+            .reference("macvlan", Call::new(cmd, id, pod, &conf.to_string()))
     }
 
     fn master_index(&self) -> u64 {
@@ -194,105 +145,98 @@ fn with_prev(conf: &Value, prev: &Value) -> Value {
     c
 }
 
-fn old(v: &str) -> bool {
-    v.starts_with("0.1") || v.starts_with("0.2")
-}
-
-#[test]
-fn add_check_del_del_every_version_with_pod_to_pod_tcp() {
+per_version!(add_check_del_del_every_version_with_pod_to_pod_tcp, |v| {
     let env = Env::new("mva");
     let master_index = env.master_index();
-    for_each_version(|v| {
-        let a = TestNs::new("mpa");
-        let b = TestNs::new("mpb");
-        let conf = env.conf(
-            v,
-            "10.60.0.0/24",
-            json!({"mtu": 1400, "dns": {"nameservers": ["10.60.0.53"]}}),
-        );
-        let ra = env.call("ADD", "ctr-a", &a.path(), &conf).ok();
-        let rb = env.call("ADD", "ctr-b", &b.path(), &conf).ok();
-        assert_eq!(ra["cniVersion"], v);
-        assert_eq!(ra["dns"]["nameservers"][0], "10.60.0.53", "{ra}");
-        for (pod, r) in [(&a, &ra), (&b, &rb)] {
-            let l = link(pod, "eth0");
-            assert_eq!(mode(&l), "bridge");
-            assert_eq!(l["mtu"], 1400);
-            assert_eq!(l["link_index"], master_index, "{l}");
-            assert!(l["flags"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|x| x == "UP")));
-            let addrs = global_addrs(pod, "eth0");
-            assert_eq!(addrs.len(), 1, "{addrs:?}");
-            assert!(addrs[0].starts_with("10.60.0.") && addrs[0].ends_with("/24"));
-            assert!(routes(pod).contains(&("default".into(), "10.60.0.1".into(), "eth0".into())));
-            if old(v) {
-                assert_eq!(r["ip4"]["ip"], addrs[0].as_str(), "{r}");
-            } else {
-                let ifs = r["interfaces"].as_array().expect("interfaces");
-                assert_eq!(ifs.len(), 1, "{r}");
-                assert_eq!(ifs[0]["name"], "eth0");
-                assert_eq!(ifs[0]["sandbox"], pod.path().display().to_string());
-                assert_eq!(ifs[0]["mac"], l["address"], "{r}");
-                assert_eq!(r["ips"][0]["interface"], 0);
-                assert_eq!(r["ips"][0]["address"], addrs[0].as_str());
-                assert_eq!(r["ips"][0]["gateway"], "10.60.0.1");
-                assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
-            }
-        }
-        assert_eq!(env.node.link_names().len(), 2, "nothing new on the node");
-        let (ia, ib) = if old(v) {
-            let s = |r: &Value| {
-                r["ip4"]["ip"].as_str().expect("ip4")[..]
-                    .split('/')
-                    .next()
-                    .expect("a")
-                    .to_string()
-            };
-            (s(&ra), s(&rb))
+    let a = TestNs::new("mpa");
+    let b = TestNs::new("mpb");
+    let conf = env.conf(
+        v,
+        "10.60.0.0/24",
+        json!({"mtu": 1400, "dns": {"nameservers": ["10.60.0.53"]}}),
+    );
+    let ra = env.call("ADD", "ctr-a", &a.path(), &conf).ok();
+    let rb = env.call("ADD", "ctr-b", &b.path(), &conf).ok();
+    assert_eq!(ra["cniVersion"], v);
+    assert_eq!(ra["dns"]["nameservers"][0], "10.60.0.53", "{ra}");
+    for (pod, r) in [(&a, &ra), (&b, &rb)] {
+        let l = link(pod, "eth0");
+        assert_eq!(mode(&l), "bridge");
+        assert_eq!(l["mtu"], 1400);
+        assert_eq!(l["link_index"], master_index, "{l}");
+        assert!(l["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "UP")));
+        let addrs = global_addrs(pod, "eth0");
+        assert_eq!(addrs.len(), 1, "{addrs:?}");
+        assert!(addrs[0].starts_with("10.60.0.") && addrs[0].ends_with("/24"));
+        assert!(routes(pod).contains(&("default".into(), "10.60.0.1".into(), "eth0".into())));
+        if testutil::is_legacy(v) {
+            assert_eq!(r["ip4"]["ip"], addrs[0].as_str(), "{r}");
         } else {
-            (ip_of(&ra), ip_of(&rb))
+            let ifs = r["interfaces"].as_array().expect("interfaces");
+            assert_eq!(ifs.len(), 1, "{r}");
+            assert_eq!(ifs[0]["name"], "eth0");
+            assert_eq!(ifs[0]["sandbox"], pod.path().display().to_string());
+            assert_eq!(ifs[0]["mac"], l["address"], "{r}");
+            assert_eq!(r["ips"][0]["interface"], 0);
+            assert_eq!(r["ips"][0]["address"], addrs[0].as_str());
+            assert_eq!(r["ips"][0]["gateway"], "10.60.0.1");
+            assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
+        }
+    }
+    assert_eq!(env.node.link_names().len(), 2, "nothing new on the node");
+    let (ia, ib) = if testutil::is_legacy(v) {
+        let s = |r: &Value| {
+            r["ip4"]["ip"].as_str().expect("ip4")[..]
+                .split('/')
+                .next()
+                .expect("a")
+                .to_string()
         };
-        assert_eq!(tcp_exchange(&a, &b, &ib, 7300), ia);
+        (s(&ra), s(&rb))
+    } else {
+        (ip_of(&ra), ip_of(&rb))
+    };
+    assert_eq!(tcp_exchange(&a, &b, &ib, 7300), ia);
 
-        if cni_spec::version::at_least(v, "0.4.0") {
-            env.call("CHECK", "ctr-a", &a.path(), &with_prev(&conf, &ra))
-                .ok();
-            // CHECK sees a mode or MAC that differs from the kernel's.
-            let mut c = with_prev(&conf, &ra);
-            c["mode"] = json!("private");
-            assert_ne!(env.call("CHECK", "ctr-a", &a.path(), &c).code, 0);
-            let mut prev = ra.clone();
-            prev["interfaces"][0]["mac"] = json!("02:00:00:00:00:01");
-            assert_ne!(
-                env.call("CHECK", "ctr-a", &a.path(), &with_prev(&conf, &prev))
-                    .code,
-                0
-            );
-            // CHECK notices a missing address.
-            b.exec(&["ip", "addr", "flush", "dev", "eth0", "scope", "global"]);
-            assert_ne!(
-                env.call("CHECK", "ctr-b", &b.path(), &with_prev(&conf, &rb))
-                    .code,
-                0
-            );
-        }
-        for (id, pod) in [("ctr-a", &a), ("ctr-b", &b)] {
-            env.call("DEL", id, &pod.path(), &conf).ok();
-            assert!(!pod.link_names().contains(&"eth0".to_string()));
-            env.call("DEL", id, &pod.path(), &conf).ok();
-            env.call_with(Call::new("DEL", id, &pod.path(), &conf.to_string()).netns(""))
-                .ok();
-        }
-        assert!(env.allocated().is_empty(), "{:?}", env.allocated());
-        // DEL for a namespace that is gone.
-        let gone = {
-            let p = TestNs::new("mpg");
-            p.path()
-        };
-        env.call("DEL", "ctr-g", &gone, &conf).ok();
-    });
-}
+    if testutil::has_check(v) {
+        env.call("CHECK", "ctr-a", &a.path(), &with_prev(&conf, &ra))
+            .ok();
+        // CHECK sees a mode or MAC that differs from the kernel's.
+        let mut c = with_prev(&conf, &ra);
+        c["mode"] = json!("private");
+        assert_ne!(env.call("CHECK", "ctr-a", &a.path(), &c).code, 0);
+        let mut prev = ra.clone();
+        prev["interfaces"][0]["mac"] = json!("02:00:00:00:00:01");
+        assert_ne!(
+            env.call("CHECK", "ctr-a", &a.path(), &with_prev(&conf, &prev))
+                .code,
+            0
+        );
+        // CHECK notices a missing address.
+        b.exec(&["ip", "addr", "flush", "dev", "eth0", "scope", "global"]);
+        assert_ne!(
+            env.call("CHECK", "ctr-b", &b.path(), &with_prev(&conf, &rb))
+                .code,
+            0
+        );
+    }
+    for (id, pod) in [("ctr-a", &a), ("ctr-b", &b)] {
+        env.call("DEL", id, &pod.path(), &conf).ok();
+        assert!(!pod.link_names().contains(&"eth0".to_string()));
+        env.call("DEL", id, &pod.path(), &conf).ok();
+        env.call_with(Call::new("DEL", id, &pod.path(), &conf.to_string()).netns(""))
+            .ok();
+    }
+    assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+    // DEL for a namespace that is gone.
+    let gone = {
+        let p = TestNs::new("mpg");
+        p.path()
+    };
+    env.call("DEL", "ctr-g", &gone, &conf).ok();
+});
 
 #[test]
 fn modes_private_isolates_vepa_hairpins_passthru_takes_the_master() {

@@ -3,68 +3,32 @@
 //! failures.
 
 use serde_json::{json, Value};
-use std::path::Path;
-use testutil::{
-    for_each_version, run_plugin, tcp_exchange, Call, Outcome, PluginDir, TempDir, TestNs,
-};
+use std::ops::Deref;
+use testutil::{merge, per_version, tcp_exchange, Call, Outside, PluginEnv, TestNs};
 
-struct Env {
-    bin: PluginDir,
-    node: TestNs,
-    ipam_dir: TempDir,
-    state_dir: TempDir,
-    net: String,
+/// The ptp plugin in its node namespace; host-local from rcni, else
+/// Debian's reference one.
+struct Env(PluginEnv);
+
+impl Deref for Env {
+    type Target = PluginEnv;
+    fn deref(&self) -> &PluginEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new(tag: &str) -> Env {
-        Env {
-            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
-            node: TestNs::new(tag),
-            ipam_dir: TempDir::new("ipam"),
-            state_dir: TempDir::new("state"),
-            net: format!("net-{}", testutil::unique(tag)),
-        }
+        Env(testutil::plugin_env!("ptp", tag).with_reference_fallback())
     }
 
     fn conf(&self, v: &str, subnet: &str, extra: Value) -> Value {
-        let mut c = json!({
-            "cniVersion": v,
-            "name": self.net,
-            "type": "ptp",
-            "stateDir": self.state_dir.path(),
-            "ipam": {
-                "type": "host-local",
-                "subnet": subnet,
-                "dataDir": self.ipam_dir.path(),
-                "routes": [{"dst": "0.0.0.0/0"}],
-            }
-        });
-        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                c.insert(k.clone(), v.clone());
-            }
-        }
+        let mut c = self.base_conf(v);
+        c["stateDir"] = json!(self.state_dir.path());
+        c["ipam"] = self.host_local(subnet);
+        c["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+        merge(&mut c, &extra);
         c
-    }
-
-    fn call_with(&self, mut call: Call) -> Outcome {
-        call.path = format!("{}:/usr/lib/cni", self.bin.path().display());
-        run_plugin(self.bin.path(), "ptp", &call, Some(self.node.ns()))
-    }
-
-    fn call(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
-        self.call_with(Call::new(cmd, id, pod, &conf.to_string()))
-    }
-
-    fn allocated(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.ipam_dir.path().join(&self.net)) else {
-            return vec![];
-        };
-        rd.flatten()
-            .filter_map(|e| e.file_name().to_str().map(String::from))
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect()
     }
 }
 
@@ -91,83 +55,61 @@ fn routes(ns: &TestNs) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-#[test]
-fn add_check_del_del_every_version() {
+per_version!(add_check_del_del_every_version, |v| {
     let env = Env::new("ptv");
-    for_each_version(|v| {
-        let pod = TestNs::new("ptp");
-        let conf = env.conf(v, "10.40.0.0/24", json!({"mtu": 1450}));
-        let res = env.call("ADD", "ctr-p", &pod.path(), &conf).ok();
-        assert_eq!(res["cniVersion"], v);
-        if !(v.starts_with("0.1") || v.starts_with("0.2")) {
-            assert_eq!(res["interfaces"].as_array().map(Vec::len), Some(2), "{res}");
-            assert_eq!(res["interfaces"][1]["name"], "eth0");
-            assert_eq!(res["ips"][0]["interface"], 1);
-        }
-        // Container: the address, no on-link subnet route, the gateway
-        // on-link, subnet and default via the gateway.
-        let a = pod.ip_json(&["addr", "show", "dev", "eth0"]);
-        assert_eq!(a[0]["mtu"], 1450);
-        let r = routes(&pod);
-        assert!(r.contains(&("10.40.0.1".into(), String::new())), "{r:?}");
-        assert!(
-            r.contains(&("10.40.0.0/24".into(), "10.40.0.1".into())),
-            "{r:?}"
-        );
-        assert!(r.contains(&("default".into(), "10.40.0.1".into())), "{r:?}");
-        // Node: the gateway on the host veth, a /32 route to the pod.
-        let hosts = veth_names(&env.node);
-        assert_eq!(hosts.len(), 1);
-        let h = env.node.ip_json(&["addr", "show", "dev", &hosts[0]]);
-        assert_eq!(h[0]["mtu"], 1450);
-        // One queue per veth end by default (vethQueues).
-        let hd = env.node.ip_json(&["-d", "link", "show", "dev", &hosts[0]]);
-        let cd = pod.ip_json(&["-d", "link", "show", "dev", "eth0"]);
-        assert_eq!(hd[0]["num_tx_queues"], 1, "{hd}");
-        assert_eq!(cd[0]["num_rx_queues"], 1, "{cd}");
-        assert!(h[0]["addr_info"].as_array().is_some_and(|x| x
-            .iter()
-            .any(|i| i["local"] == "10.40.0.1" && i["prefixlen"] == 32)));
-        let pod_ip = env.allocated()[0].clone();
-        assert!(routes(&env.node).contains(&(pod_ip, String::new())));
+    let pod = TestNs::new("ptp");
+    let conf = env.conf(v, "10.40.0.0/24", json!({"mtu": 1450}));
+    let res = env.call("ADD", "ctr-p", &pod.path(), &conf).ok();
+    assert_eq!(res["cniVersion"], v);
+    if !testutil::is_legacy(v) {
+        assert_eq!(res["interfaces"].as_array().map(Vec::len), Some(2), "{res}");
+        assert_eq!(res["interfaces"][1]["name"], "eth0");
+        assert_eq!(res["ips"][0]["interface"], 1);
+    }
+    // Container: the address, no on-link subnet route, the gateway
+    // on-link, subnet and default via the gateway.
+    let a = pod.ip_json(&["addr", "show", "dev", "eth0"]);
+    assert_eq!(a[0]["mtu"], 1450);
+    let r = routes(&pod);
+    assert!(r.contains(&("10.40.0.1".into(), String::new())), "{r:?}");
+    assert!(
+        r.contains(&("10.40.0.0/24".into(), "10.40.0.1".into())),
+        "{r:?}"
+    );
+    assert!(r.contains(&("default".into(), "10.40.0.1".into())), "{r:?}");
+    // Node: the gateway on the host veth, a /32 route to the pod.
+    let hosts = veth_names(&env.node);
+    assert_eq!(hosts.len(), 1);
+    let h = env.node.ip_json(&["addr", "show", "dev", &hosts[0]]);
+    assert_eq!(h[0]["mtu"], 1450);
+    // One queue per veth end by default (vethQueues).
+    let hd = env.node.ip_json(&["-d", "link", "show", "dev", &hosts[0]]);
+    let cd = pod.ip_json(&["-d", "link", "show", "dev", "eth0"]);
+    assert_eq!(hd[0]["num_tx_queues"], 1, "{hd}");
+    assert_eq!(cd[0]["num_rx_queues"], 1, "{cd}");
+    assert!(h[0]["addr_info"].as_array().is_some_and(|x| x
+        .iter()
+        .any(|i| i["local"] == "10.40.0.1" && i["prefixlen"] == 32)));
+    let pod_ip = env.allocated()[0].clone();
+    assert!(routes(&env.node).contains(&(pod_ip, String::new())));
 
-        if cni_spec::version::at_least(v, "0.4.0") {
-            let mut with_prev = conf.clone();
-            with_prev["prevResult"] = res.clone();
-            env.call("CHECK", "ctr-p", &pod.path(), &with_prev).ok();
-        }
-        env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
-        assert!(veth_names(&env.node).is_empty());
-        assert!(env.allocated().is_empty());
-        env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
-        env.call_with(Call::new("DEL", "ctr-p", &pod.path(), &conf.to_string()).netns(""))
-            .ok();
-    });
-}
+    if testutil::has_check(v) {
+        let mut with_prev = conf.clone();
+        with_prev["prevResult"] = res.clone();
+        env.call("CHECK", "ctr-p", &pod.path(), &with_prev).ok();
+    }
+    env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
+    assert!(veth_names(&env.node).is_empty());
+    assert!(env.allocated().is_empty());
+    env.call("DEL", "ctr-p", &pod.path(), &conf).ok();
+    env.call_with(Call::new("DEL", "ctr-p", &pod.path(), &conf.to_string()).netns(""))
+        .ok();
+});
 
 #[test]
 fn pods_talk_through_the_node_and_masquerade_outside() {
     let env = Env::new("ptt");
-    let world = TestNs::new("pto");
-    let up = format!("up{}", testutil::unique(""));
-    env.node.exec(&[
-        "ip",
-        "link",
-        "add",
-        &up,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "out0",
-        "netns",
-        world.name(),
-    ]);
-    env.node
-        .exec(&["ip", "addr", "add", "192.168.89.1/24", "dev", &up]);
-    env.node.exec(&["ip", "link", "set", &up, "up"]);
-    world.exec(&["ip", "addr", "add", "192.168.89.2/24", "dev", "out0"]);
-    world.exec(&["ip", "link", "set", "out0", "up"]);
+    let world = Outside::uplink(&env.node, 89).ns;
 
     let conf = env.conf("1.1.0", "10.41.0.0/24", json!({"ipMasq": true}));
     let a = TestNs::new("pta");

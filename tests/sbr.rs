@@ -6,7 +6,7 @@ mod meta_setup;
 
 use meta_setup::{has_check, Pair};
 use serde_json::{json, Value};
-use testutil::{command_in, for_each_version, run_plugin, Call, PluginDir, TestNs};
+use testutil::{command_in, per_version, run_plugin, Call, PluginDir, TestNs};
 
 /// Rules other than the three defaults, as (src, table).
 fn extra_rules(ns: &TestNs) -> Vec<(String, String)> {
@@ -67,82 +67,79 @@ fn route_get_from(pod: &TestNs, from: &str) -> Value {
     pod.ip_json(&["route", "get", "192.0.2.77", "from", from])[0].clone()
 }
 
-#[test]
-fn add_check_del_del_every_version() {
+per_version!(add_check_del_del_every_version, |v| {
     let bin = PluginDir::install(std::path::Path::new(env!("CARGO_BIN_EXE_rcni")));
-    for_each_version(|v| {
-        let p = Pair::new("sb");
-        assert!(extra_rules(&p.pod).is_empty());
-        let main_before = routes(&p.pod, "main");
-        assert_eq!(main_before.len(), 2, "{main_before:?}");
+    let p = Pair::new("sb");
+    assert!(extra_rules(&p.pod).is_empty());
+    let main_before = routes(&p.pod, "main");
+    assert_eq!(main_before.len(), 2, "{main_before:?}");
 
-        let conf = p.conf(v, "sbrnet", "sbr", json!({}));
-        let add = Call::new("ADD", "ctr1", &p.pod.path(), &conf);
-        let res = run_plugin(bin.path(), "sbr", &add, Some(p.node.ns())).ok();
-        assert_eq!(res["cniVersion"], v);
-        if cni_spec::version::at_least(v, "0.3.0") {
-            assert_eq!(res["ips"][0]["address"], "10.77.0.2/24");
-            assert_eq!(res["interfaces"][1]["name"], "eth0");
-        } else {
-            assert_eq!(res["ip4"]["ip"], "10.77.0.2/24");
-        }
+    let conf = p.conf(v, "sbrnet", "sbr", json!({}));
+    let add = Call::new("ADD", "ctr1", &p.pod.path(), &conf);
+    let res = run_plugin(bin.path(), "sbr", &add, Some(p.node.ns())).ok();
+    assert_eq!(res["cniVersion"], v);
+    if !testutil::is_legacy(v) {
+        assert_eq!(res["ips"][0]["address"], "10.77.0.2/24");
+        assert_eq!(res["interfaces"][1]["name"], "eth0");
+    } else {
+        assert_eq!(res["ip4"]["ip"], "10.77.0.2/24");
+    }
 
-        // Rule and table 100 (the first free one).
-        assert_eq!(
-            extra_rules(&p.pod),
-            vec![("10.77.0.2".to_string(), "100".to_string())]
-        );
-        let mut t100 = routes(&p.pod, "100");
-        t100.sort();
-        assert_eq!(
-            t100,
-            vec![
-                "10.77.0.0/24 via - dev eth0",
-                "default via 10.77.0.1 dev eth0"
-            ]
-        );
-        // The routes were moved: main no longer routes via eth0.
-        assert!(
-            routes(&p.pod, "main").is_empty(),
-            "{:?}",
-            routes(&p.pod, "main")
-        );
+    // Rule and table 100 (the first free one).
+    assert_eq!(
+        extra_rules(&p.pod),
+        vec![("10.77.0.2".to_string(), "100".to_string())]
+    );
+    let mut t100 = routes(&p.pod, "100");
+    t100.sort();
+    assert_eq!(
+        t100,
+        vec![
+            "10.77.0.0/24 via - dev eth0",
+            "default via 10.77.0.1 dev eth0"
+        ]
+    );
+    // The routes were moved: main no longer routes via eth0.
+    assert!(
+        routes(&p.pod, "main").is_empty(),
+        "{:?}",
+        routes(&p.pod, "main")
+    );
 
-        // A packet sourced from the pod IP follows table 100 …
-        let got = route_get_from(&p.pod, "10.77.0.2");
-        assert_eq!(got["table"], "100", "{got}");
-        assert_eq!(got["gateway"], "10.77.0.1");
-        assert_eq!(got["dev"], "eth0");
-        // … and so does real traffic, while unsourced traffic has no route.
-        assert!(ping_from(&p, Some("10.77.0.2")));
-        assert!(!ping_from(&p, None));
+    // A packet sourced from the pod IP follows table 100 …
+    let got = route_get_from(&p.pod, "10.77.0.2");
+    assert_eq!(got["table"], "100", "{got}");
+    assert_eq!(got["gateway"], "10.77.0.1");
+    assert_eq!(got["dev"], "eth0");
+    // … and so does real traffic, while unsourced traffic has no route.
+    assert!(ping_from(&p, Some("10.77.0.2")));
+    assert!(!ping_from(&p, None));
 
-        if has_check(v) {
-            let check = Call::new("CHECK", "ctr1", &p.pod.path(), &conf);
-            run_plugin(bin.path(), "sbr", &check, Some(p.node.ns())).ok();
-            p.pod
-                .exec(&["ip", "rule", "del", "from", "10.77.0.2", "table", "100"]);
-            let out = run_plugin(bin.path(), "sbr", &check, Some(p.node.ns()));
-            assert_ne!(out.code, 0);
-            assert!(out.stdout.contains("10.77.0.2"), "{}", out.stdout);
-            p.pod
-                .exec(&["ip", "rule", "add", "from", "10.77.0.2", "table", "100"]);
-        }
+    if has_check(v) {
+        let check = Call::new("CHECK", "ctr1", &p.pod.path(), &conf);
+        run_plugin(bin.path(), "sbr", &check, Some(p.node.ns())).ok();
+        p.pod
+            .exec(&["ip", "rule", "del", "from", "10.77.0.2", "table", "100"]);
+        let out = run_plugin(bin.path(), "sbr", &check, Some(p.node.ns()));
+        assert_ne!(out.code, 0);
+        assert!(out.stdout.contains("10.77.0.2"), "{}", out.stdout);
+        p.pod
+            .exec(&["ip", "rule", "add", "from", "10.77.0.2", "table", "100"]);
+    }
 
-        let del = Call::new("DEL", "ctr1", &p.pod.path(), &conf);
-        run_plugin(bin.path(), "sbr", &del, Some(p.node.ns())).ok();
-        assert!(extra_rules(&p.pod).is_empty(), "{:?}", extra_rules(&p.pod));
-        assert!(
-            routes(&p.pod, "100").is_empty(),
-            "{:?}",
-            routes(&p.pod, "100")
-        );
-        run_plugin(bin.path(), "sbr", &del, Some(p.node.ns())).ok();
-        run_plugin(bin.path(), "sbr", &del.clone().netns(""), Some(p.node.ns())).ok();
-        let gone = del.clone().netns("/run/netns/rcni-test-does-not-exist");
-        run_plugin(bin.path(), "sbr", &gone, Some(p.node.ns())).ok();
-    });
-}
+    let del = Call::new("DEL", "ctr1", &p.pod.path(), &conf);
+    run_plugin(bin.path(), "sbr", &del, Some(p.node.ns())).ok();
+    assert!(extra_rules(&p.pod).is_empty(), "{:?}", extra_rules(&p.pod));
+    assert!(
+        routes(&p.pod, "100").is_empty(),
+        "{:?}",
+        routes(&p.pod, "100")
+    );
+    run_plugin(bin.path(), "sbr", &del, Some(p.node.ns())).ok();
+    run_plugin(bin.path(), "sbr", &del.clone().netns(""), Some(p.node.ns())).ok();
+    let gone = del.clone().netns("/run/netns/rcni-test-does-not-exist");
+    run_plugin(bin.path(), "sbr", &gone, Some(p.node.ns())).ok();
+});
 
 #[test]
 fn skips_tables_in_use_and_pins_a_table() {

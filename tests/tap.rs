@@ -6,67 +6,38 @@ use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
+use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use testutil::{for_each_version, run_plugin, Call, Outcome, PluginDir, TempDir, TestNs};
+use testutil::{merge, per_version, Call, PluginEnv, TestNs};
 
 /// IDs no account on the machine has, so `ip -j` prints them as numbers.
 const OWNER: u32 = 4711;
 const GROUP: u32 = 4712;
 
-struct Env {
-    bin: PluginDir,
-    node: TestNs,
-    ipam_dir: TempDir,
-    net: String,
+struct Env(PluginEnv);
+
+impl Deref for Env {
+    type Target = PluginEnv;
+    fn deref(&self) -> &PluginEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new(tag: &str) -> Env {
-        Env {
-            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
-            node: TestNs::new(tag),
-            ipam_dir: TempDir::new("ipam"),
-            net: format!("net-{}", testutil::unique(tag)),
-        }
+        Env(testutil::plugin_env!("tap", tag))
     }
 
     fn conf(&self, v: &str, subnet: Option<&str>, extra: Value) -> Value {
-        let mut c = json!({"cniVersion": v, "name": self.net, "type": "tap"});
+        let mut c = self.base_conf(v);
         if let Some(s) = subnet {
-            c["ipam"] = json!({
-                "type": "host-local",
-                "subnet": s,
-                "dataDir": self.ipam_dir.path(),
-                "routes": [{"dst": "192.0.2.0/24"}],
-            });
+            c["ipam"] = self.host_local(s);
+            c["ipam"]["routes"] = json!([{"dst": "192.0.2.0/24"}]);
         }
-        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                c.insert(k.clone(), v.clone());
-            }
-        }
+        merge(&mut c, &extra);
         c
-    }
-
-    fn call_with(&self, mut call: Call) -> Outcome {
-        call.path = self.bin.path().display().to_string();
-        run_plugin(self.bin.path(), "tap", &call, Some(self.node.ns()))
-    }
-
-    fn call(&self, cmd: &str, id: &str, pod: &Path, conf: &Value) -> Outcome {
-        self.call_with(Call::new(cmd, id, pod, &conf.to_string()))
-    }
-
-    fn allocated(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.ipam_dir.path().join(&self.net)) else {
-            return vec![];
-        };
-        rd.flatten()
-            .filter_map(|e| e.file_name().to_str().map(String::from))
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect()
     }
 }
 
@@ -84,133 +55,131 @@ fn with_prev(conf: &Value, prev: &Value) -> Value {
     c
 }
 
-#[test]
-fn add_check_del_del_every_version() {
+per_version!(add_check_del_del_every_version, |v| {
     let env = Env::new("tav");
-    for_each_version(|v| {
-        let pod = TestNs::new("tap");
-        let conf = env.conf(
-            v,
-            Some("10.60.0.0/24"),
-            json!({
-                "owner": OWNER, "group": GROUP, "multiQueue": true, "mtu": 1400,
-                "mac": "02:60:00:00:00:0a",
-                "dns": {"nameservers": ["10.60.0.53"]},
-            }),
-        );
-        let res = env.call("ADD", "ctr-t", &pod.path(), &conf).ok();
-        assert_eq!(res["cniVersion"], v);
-        // host-local hands out addresses round-robin across the versions.
-        let pod_ip = env.allocated()[0].clone();
-        let cidr = format!("{pod_ip}/24");
-        if cni_spec::version::at_least(v, "0.3.0") {
-            assert_eq!(
-                res["interfaces"],
-                json!([{"name": "eth0", "mac": "02:60:00:00:00:0a",
-                        "sandbox": pod.path().display().to_string()}]),
-                "{res}"
-            );
-            assert_eq!(res["ips"].as_array().map(Vec::len), Some(1), "{res}");
-            assert_eq!(res["ips"][0]["interface"], 0);
-            assert_eq!(res["ips"][0]["address"], cidr.as_str());
-            assert_eq!(res["routes"][0]["dst"], "192.0.2.0/24");
-        } else {
-            assert_eq!(res["ip4"]["ip"], cidr.as_str(), "{res}");
-        }
-        assert_eq!(res["dns"]["nameservers"][0], "10.60.0.53");
-
-        // The kernel's view: a persistent multi-queue tap owned as asked.
-        let l = link(&pod, "eth0");
-        assert_eq!(l["linkinfo"]["info_kind"], "tun", "{l}");
-        let d = &l["linkinfo"]["info_data"];
-        assert_eq!(d["type"], "tap", "{l}");
-        assert_eq!(d["persist"], true, "{l}");
-        assert_eq!(d["multi_queue"], true, "{l}");
-        assert_eq!(d["user"], OWNER, "{l}");
-        assert_eq!(d["group"], GROUP, "{l}");
-        assert_eq!(l["mtu"], 1400);
-        assert_eq!(l["address"], "02:60:00:00:00:0a");
-        assert!(l["flags"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|x| x == "UP")));
-        assert!(l["addr_info"].as_array().is_some_and(|a| a
-            .iter()
-            .any(|i| i["local"] == pod_ip.as_str() && i["prefixlen"] == 24)));
-        let routes = pod.ip_json(&["route", "show", "192.0.2.0/24"]);
-        assert_eq!(routes[0]["gateway"], "10.60.0.1", "{routes}");
+    let pod = TestNs::new("tap");
+    let conf = env.conf(
+        v,
+        Some("10.60.0.0/24"),
+        json!({
+            "owner": OWNER, "group": GROUP, "multiQueue": true, "mtu": 1400,
+            "mac": "02:60:00:00:00:0a",
+            "dns": {"nameservers": ["10.60.0.53"]},
+        }),
+    );
+    let res = env.call("ADD", "ctr-t", &pod.path(), &conf).ok();
+    assert_eq!(res["cniVersion"], v);
+    // host-local hands out addresses round-robin across the versions.
+    let pod_ip = env.allocated()[0].clone();
+    let cidr = format!("{pod_ip}/24");
+    if !testutil::is_legacy(v) {
         assert_eq!(
-            pod.exec(&["sysctl", "-n", "net.ipv4.conf.eth0.arp_notify"]),
-            "1\n"
+            res["interfaces"],
+            json!([{"name": "eth0", "mac": "02:60:00:00:00:0a",
+                    "sandbox": pod.path().display().to_string()}]),
+            "{res}"
         );
+        assert_eq!(res["ips"].as_array().map(Vec::len), Some(1), "{res}");
+        assert_eq!(res["ips"][0]["interface"], 0);
+        assert_eq!(res["ips"][0]["address"], cidr.as_str());
+        assert_eq!(res["routes"][0]["dst"], "192.0.2.0/24");
+    } else {
+        assert_eq!(res["ip4"]["ip"], cidr.as_str(), "{res}");
+    }
+    assert_eq!(res["dns"]["nameservers"][0], "10.60.0.53");
 
-        if cni_spec::version::at_least(v, "0.4.0") {
-            env.call("CHECK", "ctr-t", &pod.path(), &with_prev(&conf, &res))
-                .ok();
-            // CHECK compares the device with the prevResult and the config.
-            let mut wrong_mac = res.clone();
-            wrong_mac["interfaces"][0]["mac"] = json!("02:60:00:00:00:0b");
-            assert_ne!(
-                env.call("CHECK", "ctr-t", &pod.path(), &with_prev(&conf, &wrong_mac))
-                    .code,
-                0
-            );
-            let mut single = with_prev(&conf, &res);
-            single["multiQueue"] = json!(false);
-            assert_ne!(env.call("CHECK", "ctr-t", &pod.path(), &single).code, 0);
-            let mut other_owner = with_prev(&conf, &res);
-            other_owner["owner"] = json!(OWNER + 1);
-            assert_ne!(
-                env.call("CHECK", "ctr-t", &pod.path(), &other_owner).code,
-                0
-            );
-            pod.exec(&["ip", "addr", "flush", "dev", "eth0"]);
-            let out = env.call("CHECK", "ctr-t", &pod.path(), &with_prev(&conf, &res));
-            assert_ne!(out.code, 0, "CHECK passed without the address");
-        }
-        env.call("DEL", "ctr-t", &pod.path(), &conf).ok();
-        assert!(!has_link(&pod, "eth0"));
-        assert!(env.allocated().is_empty());
-        env.call("DEL", "ctr-t", &pod.path(), &conf).ok();
-        env.call_with(Call::new("DEL", "ctr-t", &pod.path(), &conf.to_string()).netns(""))
+    // The kernel's view: a persistent multi-queue tap owned as asked.
+    let l = link(&pod, "eth0");
+    assert_eq!(l["linkinfo"]["info_kind"], "tun", "{l}");
+    let d = &l["linkinfo"]["info_data"];
+    assert_eq!(d["type"], "tap", "{l}");
+    assert_eq!(d["persist"], true, "{l}");
+    assert_eq!(d["multi_queue"], true, "{l}");
+    assert_eq!(d["user"], OWNER, "{l}");
+    assert_eq!(d["group"], GROUP, "{l}");
+    assert_eq!(l["mtu"], 1400);
+    assert_eq!(l["address"], "02:60:00:00:00:0a");
+    assert!(l["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "UP")));
+    assert!(l["addr_info"].as_array().is_some_and(|a| a
+        .iter()
+        .any(|i| i["local"] == pod_ip.as_str() && i["prefixlen"] == 24)));
+    let routes = pod.ip_json(&["route", "show", "192.0.2.0/24"]);
+    assert_eq!(routes[0]["gateway"], "10.60.0.1", "{routes}");
+    assert_eq!(
+        pod.exec(&["sysctl", "-n", "net.ipv4.conf.eth0.arp_notify"]),
+        "1\n"
+    );
+
+    if testutil::has_check(v) {
+        env.call("CHECK", "ctr-t", &pod.path(), &with_prev(&conf, &res))
             .ok();
-    });
-}
+        // CHECK compares the device with the prevResult and the config.
+        let mut wrong_mac = res.clone();
+        wrong_mac["interfaces"][0]["mac"] = json!("02:60:00:00:00:0b");
+        assert_ne!(
+            env.call("CHECK", "ctr-t", &pod.path(), &with_prev(&conf, &wrong_mac))
+                .code,
+            0
+        );
+        let mut single = with_prev(&conf, &res);
+        single["multiQueue"] = json!(false);
+        assert_ne!(env.call("CHECK", "ctr-t", &pod.path(), &single).code, 0);
+        let mut other_owner = with_prev(&conf, &res);
+        other_owner["owner"] = json!(OWNER + 1);
+        assert_ne!(
+            env.call("CHECK", "ctr-t", &pod.path(), &other_owner).code,
+            0
+        );
+        pod.exec(&["ip", "addr", "flush", "dev", "eth0"]);
+        let out = env.call("CHECK", "ctr-t", &pod.path(), &with_prev(&conf, &res));
+        assert_ne!(out.code, 0, "CHECK passed without the address");
+    }
+    env.call("DEL", "ctr-t", &pod.path(), &conf).ok();
+    assert!(!has_link(&pod, "eth0"));
+    assert!(env.allocated().is_empty());
+    env.call("DEL", "ctr-t", &pod.path(), &conf).ok();
+    env.call_with(Call::new("DEL", "ctr-t", &pod.path(), &conf.to_string()).netns(""))
+        .ok();
+});
 
-#[test]
-fn layer2_only_with_defaults_and_mac_overrides() {
+per_version!(layer2_only_with_defaults_and_mac_overrides, |v| {
     let env = Env::new("tal");
-    for_each_version(|v| {
-        let pod = TestNs::new("tal");
-        let conf = env.conf(v, None, json!({}));
-        let res = env
-            .call_with(Call::new("ADD", "ctr-l", &pod.path(), &conf.to_string()).ifname("tap0"))
+    let pod = TestNs::new("tal");
+    let conf = env.conf(v, None, json!({}));
+    let res = env
+        .call_with(Call::new("ADD", "ctr-l", &pod.path(), &conf.to_string()).ifname("tap0"))
+        .ok();
+    assert_eq!(res["cniVersion"], v);
+    if !testutil::is_legacy(v) {
+        assert_eq!(res["interfaces"][0]["name"], "tap0", "{res}");
+        assert!(res.get("ips").is_none(), "{res}");
+    }
+    let l = link(&pod, "tap0");
+    let d = &l["linkinfo"]["info_data"];
+    assert_eq!(d["type"], "tap", "{l}");
+    assert_eq!(d["multi_queue"], false, "{l}");
+    assert_eq!(d["pi"], false, "{l}");
+    assert!(d.get("user").is_none() && d.get("group").is_none(), "{l}");
+    assert_eq!(l["mtu"], 1500);
+    assert!(l["addr_info"]
+        .as_array()
+        .is_some_and(|a| a.iter().all(|i| i["family"] != "inet")));
+    if testutil::has_check(v) {
+        let c = with_prev(&conf, &res);
+        env.call_with(Call::new("CHECK", "ctr-l", &pod.path(), &c.to_string()).ifname("tap0"))
             .ok();
-        assert_eq!(res["cniVersion"], v);
-        if cni_spec::version::at_least(v, "0.3.0") {
-            assert_eq!(res["interfaces"][0]["name"], "tap0", "{res}");
-            assert!(res.get("ips").is_none(), "{res}");
-        }
-        let l = link(&pod, "tap0");
-        let d = &l["linkinfo"]["info_data"];
-        assert_eq!(d["type"], "tap", "{l}");
-        assert_eq!(d["multi_queue"], false, "{l}");
-        assert_eq!(d["pi"], false, "{l}");
-        assert!(d.get("user").is_none() && d.get("group").is_none(), "{l}");
-        assert_eq!(l["mtu"], 1500);
-        assert!(l["addr_info"]
-            .as_array()
-            .is_some_and(|a| a.iter().all(|i| i["family"] != "inet")));
-        if cni_spec::version::at_least(v, "0.4.0") {
-            let c = with_prev(&conf, &res);
-            env.call_with(Call::new("CHECK", "ctr-l", &pod.path(), &c.to_string()).ifname("tap0"))
-                .ok();
-        }
-        env.call_with(Call::new("DEL", "ctr-l", &pod.path(), &conf.to_string()).ifname("tap0"))
-            .ok();
-        assert!(!has_link(&pod, "tap0"));
-    });
+    }
+    env.call_with(Call::new("DEL", "ctr-l", &pod.path(), &conf.to_string()).ifname("tap0"))
+        .ok();
+    assert!(!has_link(&pod, "tap0"));
+});
 
-    // MAC precedence: config, then CNI_ARGS MAC, then runtimeConfig.mac.
+/// MAC precedence: config, then CNI_ARGS MAC, then runtimeConfig.mac.
+#[test]
+fn mac_precedence_config_then_cni_args_then_runtime_config() {
+    let env = Env::new("tam");
     let pod = TestNs::new("tam");
     let conf = env.conf("1.1.0", None, json!({"mac": "02:61:00:00:00:01"}));
     let add = |conf: &Value, args: &str| -> String {

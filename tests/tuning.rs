@@ -5,7 +5,7 @@ mod meta_setup;
 
 use meta_setup::{has_check, Pair};
 use serde_json::{json, Value};
-use testutil::{for_each_version, run_plugin, Call, PluginDir, TempDir, TestNs};
+use testutil::{per_version, run_plugin, Call, PluginDir, TempDir, TestNs};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
@@ -60,79 +60,76 @@ fn backups(data: &TempDir) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn add_check_del_del_every_version() {
+per_version!(add_check_del_del_every_version, |v| {
     let bin = PluginDir::install(std::path::Path::new(env!("CARGO_BIN_EXE_rcni")));
-    for_each_version(|v| {
-        let p = Pair::new("tu");
-        let data = TempDir::new("tund");
-        let before = state(&p.pod, &p.pod_if);
-        assert_ne!(before.somaxconn, "1234");
-        assert_ne!(before.mtu, 1400);
+    let p = Pair::new("tu");
+    let data = TempDir::new("tund");
+    let before = state(&p.pod, &p.pod_if);
+    assert_ne!(before.somaxconn, "1234");
+    assert_ne!(before.mtu, 1400);
 
-        let conf = p.conf(v, "tunet", "tuning", tuning_conf(&data));
-        let add = Call::new("ADD", "ctr1", &p.pod.path(), &conf);
-        let res = run_plugin(bin.path(), "tuning", &add, Some(p.node.ns())).ok();
-        assert_eq!(res["cniVersion"], v);
+    let conf = p.conf(v, "tunet", "tuning", tuning_conf(&data));
+    let add = Call::new("ADD", "ctr1", &p.pod.path(), &conf);
+    let res = run_plugin(bin.path(), "tuning", &add, Some(p.node.ns())).ok();
+    assert_eq!(res["cniVersion"], v);
 
-        let after = state(&p.pod, &p.pod_if);
-        assert_eq!(
-            after,
-            State {
-                somaxconn: "1234".into(),
-                rp_filter: "2".into(),
-                mtu: 1400,
-                mac: MAC.into(),
-                promisc: true,
-                allmulti: true,
-                txqlen: 2345,
-            }
-        );
-        // The node side is untouched.
-        assert_ne!(Pair::mac_of(&p.node, &p.host_if), MAC);
-        // prevResult passes through, with the new MAC on the pod interface.
-        if cni_spec::version::at_least(v, "0.3.0") {
-            assert_eq!(res["interfaces"][1]["name"], "eth0");
-            assert_eq!(res["interfaces"][1]["mac"], MAC);
-            assert_eq!(res["interfaces"][0]["name"], p.host_if.as_str());
-            assert_eq!(res["ips"][0]["address"], "10.77.0.2/24");
-        } else {
-            assert_eq!(res["ip4"]["ip"], "10.77.0.2/24");
+    let after = state(&p.pod, &p.pod_if);
+    assert_eq!(
+        after,
+        State {
+            somaxconn: "1234".into(),
+            rp_filter: "2".into(),
+            mtu: 1400,
+            mac: MAC.into(),
+            promisc: true,
+            allmulti: true,
+            txqlen: 2345,
         }
-        assert_eq!(backups(&data), vec!["ctr1_eth0.json".to_string()]);
+    );
+    // The node side is untouched.
+    assert_ne!(Pair::mac_of(&p.node, &p.host_if), MAC);
+    // prevResult passes through, with the new MAC on the pod interface.
+    if !testutil::is_legacy(v) {
+        assert_eq!(res["interfaces"][1]["name"], "eth0");
+        assert_eq!(res["interfaces"][1]["mac"], MAC);
+        assert_eq!(res["interfaces"][0]["name"], p.host_if.as_str());
+        assert_eq!(res["ips"][0]["address"], "10.77.0.2/24");
+    } else {
+        assert_eq!(res["ip4"]["ip"], "10.77.0.2/24");
+    }
+    assert_eq!(backups(&data), vec!["ctr1_eth0.json".to_string()]);
 
-        if has_check(v) {
-            let check = Call::new("CHECK", "ctr1", &p.pod.path(), &conf);
-            run_plugin(bin.path(), "tuning", &check, Some(p.node.ns())).ok();
-            // Drift is reported.
-            p.pod.exec(&["ip", "link", "set", "eth0", "mtu", "1300"]);
-            let out = run_plugin(bin.path(), "tuning", &check, Some(p.node.ns()));
-            assert_ne!(out.code, 0);
-            assert!(out.stdout.contains("MTU"), "{}", out.stdout);
-            p.pod.exec(&["ip", "link", "set", "eth0", "mtu", "1400"]);
-            p.pod
-                .exec(&["sh", "-c", "echo 77 > /proc/sys/net/core/somaxconn"]);
-            let out = run_plugin(bin.path(), "tuning", &check, Some(p.node.ns()));
-            assert!(out.stdout.contains("somaxconn"), "{}", out.stdout);
-            p.pod
-                .exec(&["sh", "-c", "echo 1234 > /proc/sys/net/core/somaxconn"]);
-        }
+    if has_check(v) {
+        let check = Call::new("CHECK", "ctr1", &p.pod.path(), &conf);
+        run_plugin(bin.path(), "tuning", &check, Some(p.node.ns())).ok();
+        // Drift is reported.
+        p.pod.exec(&["ip", "link", "set", "eth0", "mtu", "1300"]);
+        let out = run_plugin(bin.path(), "tuning", &check, Some(p.node.ns()));
+        assert_ne!(out.code, 0);
+        assert!(out.stdout.contains("MTU"), "{}", out.stdout);
+        p.pod.exec(&["ip", "link", "set", "eth0", "mtu", "1400"]);
+        p.pod
+            .exec(&["sh", "-c", "echo 77 > /proc/sys/net/core/somaxconn"]);
+        let out = run_plugin(bin.path(), "tuning", &check, Some(p.node.ns()));
+        assert!(out.stdout.contains("somaxconn"), "{}", out.stdout);
+        p.pod
+            .exec(&["sh", "-c", "echo 1234 > /proc/sys/net/core/somaxconn"]);
+    }
 
-        let del = Call::new("DEL", "ctr1", &p.pod.path(), &conf);
-        run_plugin(bin.path(), "tuning", &del, Some(p.node.ns())).ok();
-        assert_eq!(state(&p.pod, &p.pod_if), before, "DEL restores everything");
-        assert!(backups(&data).is_empty(), "backup removed");
-        run_plugin(bin.path(), "tuning", &del, Some(p.node.ns())).ok();
-        run_plugin(
-            bin.path(),
-            "tuning",
-            &del.clone().netns(""),
-            Some(p.node.ns()),
-        )
-        .ok();
-        assert_eq!(state(&p.pod, &p.pod_if), before);
-    });
-}
+    let del = Call::new("DEL", "ctr1", &p.pod.path(), &conf);
+    run_plugin(bin.path(), "tuning", &del, Some(p.node.ns())).ok();
+    assert_eq!(state(&p.pod, &p.pod_if), before, "DEL restores everything");
+    assert!(backups(&data).is_empty(), "backup removed");
+    run_plugin(bin.path(), "tuning", &del, Some(p.node.ns())).ok();
+    run_plugin(
+        bin.path(),
+        "tuning",
+        &del.clone().netns(""),
+        Some(p.node.ns()),
+    )
+    .ok();
+    assert_eq!(state(&p.pod, &p.pod_if), before);
+});
 
 #[test]
 fn mac_from_runtime_config_and_cni_args() {

@@ -5,38 +5,30 @@
 //! the VRF with its last member; side by side with Debian's reference vrf.
 
 use serde_json::{json, Value};
+use std::ops::Deref;
 use std::path::Path;
-use testutil::{for_each_version, run_plugin, Call, Outcome, PluginDir, TempDir, TestNs};
+use testutil::{merge, per_version, Call, Outcome, PluginEnv, TestNs};
 
-struct Env {
-    bin: PluginDir,
-    node: TestNs,
-    ipam_dir: TempDir,
-    net: String,
+/// ptp then vrf in a node namespace; `call` names the plugin.
+struct Env(PluginEnv);
+
+impl Deref for Env {
+    type Target = PluginEnv;
+    fn deref(&self) -> &PluginEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new(tag: &str) -> Env {
-        Env {
-            bin: PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni"))),
-            node: TestNs::new(tag),
-            ipam_dir: TempDir::new("ipam"),
-            net: format!("net-{}", testutil::unique(tag)),
-        }
+        Env(testutil::plugin_env!("ptp", tag))
     }
 
     fn ptp(&self, v: &str, subnet: &str) -> Value {
-        json!({
-            "cniVersion": v,
-            "name": self.net,
-            "type": "ptp",
-            "ipam": {
-                "type": "host-local",
-                "subnet": subnet,
-                "dataDir": self.ipam_dir.path(),
-                "routes": [{"dst": "0.0.0.0/0"}],
-            }
-        })
+        let mut c = self.base_conf(v);
+        c["ipam"] = self.host_local(subnet);
+        c["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+        c
     }
 
     fn vrf(&self, v: &str, prev: &Value, extra: Value) -> Value {
@@ -47,11 +39,7 @@ impl Env {
             "vrfname": "blue",
             "prevResult": prev,
         });
-        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                c.insert(k.clone(), v.clone());
-            }
-        }
+        merge(&mut c, &extra);
         c
     }
 
@@ -64,20 +52,13 @@ impl Env {
         ifname: &str,
         conf: &Value,
     ) -> Outcome {
-        let mut call = Call::new(cmd, id, pod, &conf.to_string()).ifname(ifname);
-        call.path = self.bin.path().display().to_string();
-        run_plugin(self.bin.path(), plugin, &call, Some(self.node.ns()))
+        let call = Call::new(cmd, id, pod, &conf.to_string()).ifname(ifname);
+        self.call_plugin(plugin, call)
     }
 
     fn reference(&self, cmd: &str, id: &str, pod: &Path, ifname: &str, conf: &Value) -> Outcome {
-        let mut call = Call::new(cmd, id, pod, &conf.to_string()).ifname(ifname);
-        call.path = "/usr/lib/cni".into();
-        run_plugin(
-            Path::new("/usr/lib/cni"),
-            "vrf",
-            &call,
-            Some(self.node.ns()),
-        )
+        let call = Call::new(cmd, id, pod, &conf.to_string()).ifname(ifname);
+        self.0.reference("vrf", call)
     }
 }
 
@@ -108,12 +89,12 @@ fn has_default_via(ns: &TestNs, table: &str, gw: &str) -> bool {
         })
 }
 
-#[test]
-#[ignore = "VM lane: needs vrf; run by scripts/dev.sh vmtest"]
-fn vrf_every_version_moves_routes_check_del_twice() {
-    let env = Env::new("vra");
-    for_each_version(|v| {
-        if v.starts_with("0.1") || v.starts_with("0.2") {
+per_version!(
+    #[ignore = "VM lane: needs vrf; run by scripts/dev.sh vmtest"]
+    vrf_every_version_moves_routes_check_del_twice,
+    |v| {
+        let env = Env::new("vra");
+        if testutil::is_legacy(v) {
             return; // no prevResult to chain on
         }
         let pod = TestNs::new("vrp");
@@ -139,7 +120,7 @@ fn vrf_every_version_moves_routes_check_del_twice() {
         assert!(a.contains("10.71.0."), "address kept: {a}");
         // Traffic through the VRF reaches the node's end of the ptp link.
         pod.exec(&["ping", "-c", "1", "-W", "5", "-I", "blue", &gw]);
-        if cni_spec::version::at_least(v, "0.4.0") {
+        if testutil::has_check(v) {
             env.call("vrf", "CHECK", "ctr-v", &pod.path(), "eth0", &conf)
                 .ok();
             let other = env.vrf(
@@ -164,8 +145,8 @@ fn vrf_every_version_moves_routes_check_del_twice() {
         );
         env.call("ptp", "DEL", "ctr-v", &pod.path(), "eth0", &ptp)
             .ok();
-    });
-}
+    }
+);
 
 #[test]
 #[ignore = "VM lane: needs vrf; run by scripts/dev.sh vmtest"]

@@ -107,7 +107,4 @@ impl Pair {
     }
 }
 
-/// `true` for versions that have CHECK.
-pub fn has_check(v: &str) -> bool {
-    cni_spec::version::at_least(v, "0.4.0")
-}
+pub use testutil::has_check;

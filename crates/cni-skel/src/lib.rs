@@ -436,3 +436,21 @@ pub fn plugin_main(plugin: &dyn Plugin) -> ! {
 
 #[cfg(test)]
 mod tests;
+
+/// True when a test asked this plugin to fail at `point`
+/// (`RCNI_INJECT_FAILURE=<point>`), to prove that a failure after the
+/// kernel was changed leaves nothing behind. Only with the
+/// `fault-injection` feature, which test builds turn on: without it this
+/// is a constant `false` and the binary never reads the variable.
+#[inline]
+pub fn failure_injected(point: &str) -> bool {
+    #[cfg(feature = "fault-injection")]
+    {
+        std::env::var("RCNI_INJECT_FAILURE").is_ok_and(|v| v == point)
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = point;
+        false
+    }
+}

@@ -3,6 +3,9 @@
 //! /usr/lib/cni/host-local) on the same directory layout.
 //! Run: cargo bench -p ipam --bench store
 
+// Example/benchmark code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,4 +1,7 @@
 //! Tiny driver for profiling: N ADD/DEL pairs in a fresh /20.
+
+// Example/benchmark code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::time::Instant;
 
 fn main() {

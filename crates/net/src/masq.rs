@@ -127,24 +127,6 @@ pub fn recorded(atts: &Attachments) -> Result<Vec<Attachment>> {
     atts.list(&lock)
 }
 
-/// The backend of a build without nftables support: every use is a clear
-/// "not supported" error (code 2) instead of a silent no-op.
-pub struct Unavailable;
-
-impl MasqBackend for Unavailable {
-    fn ensure(&self, network: &str, _subnets: &[IpNet]) -> Result<()> {
-        Err(Error::Unsupported(format!(
-            "ipMasq for network {network:?}: this rcni build has no nftables support yet"
-        )))
-    }
-    fn remove(&self, _network: &str) -> Result<()> {
-        Ok(())
-    }
-    fn present(&self, _network: &str) -> Result<bool> {
-        Ok(false)
-    }
-}
-
 /// nftables in the calling thread's namespace (`inet rcni-nat`), opened on
 /// first use so DELs without masquerade work never open a socket.
 pub struct Nftables {

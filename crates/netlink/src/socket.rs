@@ -110,6 +110,7 @@ impl Socket {
 
     /// Sends raw bytes (one or more finished messages) in one datagram.
     pub fn send_raw(&self, bytes: &[u8]) -> Result<()> {
+        // SAFETY: sockaddr_nl is plain data; all zeroes is a valid value.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
         loop {
@@ -428,6 +429,7 @@ fn open_fd(protocol: libc::c_int) -> Result<(OwnedFd, u32)> {
     let _ = setsockopt_int(raw, SOL_NETLINK, NETLINK_EXT_ACK, 1);
     let _ = setsockopt_int(raw, SOL_NETLINK, NETLINK_CAP_ACK, 1);
     let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, SO_RCVBUF_SIZE);
+    // SAFETY: sockaddr_nl is plain data; all zeroes is a valid value.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
     let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
@@ -435,6 +437,7 @@ fn open_fd(protocol: libc::c_int) -> Result<(OwnedFd, u32)> {
     if unsafe { libc::bind(raw, &addr as *const _ as *const libc::sockaddr, len) } != 0 {
         return Err(err(io::Error::last_os_error()));
     }
+    // SAFETY: sockaddr_nl is plain data; all zeroes is a valid value.
     let mut got: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     let mut got_len = len;
     // SAFETY: valid fd, out-pointers to live values.

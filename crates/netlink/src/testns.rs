@@ -14,12 +14,9 @@ pub struct TestNs {
 
 impl TestNs {
     pub fn new(test: &str) -> TestNs {
-        // SAFETY: trivial syscall.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "netlink tests need root (CI runs as root)"
-        );
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "netlink tests need root (CI runs as root)");
         let name = format!("rcni-nl-{}-{}", test, std::process::id());
         let _ = netns::delete_named(&name); // a leftover from a killed run
         let ns = netns::create_named(&name).expect("create test netns");

@@ -106,8 +106,9 @@ impl NetNs {
             path: path.clone(),
             source,
         })?;
-        // SAFETY: statfs on a valid fd with a zeroed out-struct.
+        // SAFETY: statfs is plain data; all zeroes is a valid value.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs on a valid fd with an out-pointer to a live struct.
         if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
             return Err(Error::Open {
                 path,

@@ -54,10 +54,12 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch.
     pub fn new() -> Batch {
         Batch::default()
     }
 
+    /// True when nothing was queued.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }

@@ -58,10 +58,15 @@ const CTA_PROTO_DST_PORT: u16 = 3;
 /// without them (ICMP, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tuple {
+    /// Source address.
     pub src: IpAddr,
+    /// Destination address.
     pub dst: IpAddr,
+    /// IP protocol number.
     pub proto: u8,
+    /// Source port.
     pub src_port: Option<u16>,
+    /// Destination port.
     pub dst_port: Option<u16>,
 }
 

@@ -2,12 +2,15 @@
 
 use std::io;
 
+/// What an nftables operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The kernel refused an operation (or the whole transaction).
     #[error("failed to {op}: {}{}", io::Error::from_raw_os_error(*errno), ext_text(ext))]
     Kernel {
+        /// The operation, in words.
         op: String,
+        /// The kernel's errno.
         errno: i32,
         /// The extended-ack message, if the kernel sent one.
         ext: Option<String>,
@@ -15,16 +18,28 @@ pub enum Error {
     /// The socket itself failed (open, send, receive).
     #[error("failed to {op}: {source}")]
     Netlink {
+        /// The operation, in words.
         op: String,
+        /// The socket error.
         #[source]
         source: netlink::Error,
     },
     /// The kernel sent something we could not decode.
     #[error("failed to {op}: malformed nf_tables reply: {detail}")]
-    Malformed { op: String, detail: String },
+    Malformed {
+        /// The operation, in words.
+        op: String,
+        /// What was wrong with the reply.
+        detail: String,
+    },
     /// A caller argument that cannot be encoded.
     #[error("invalid {what}: {detail}")]
-    Invalid { what: String, detail: String },
+    Invalid {
+        /// The argument.
+        what: String,
+        /// Why it cannot be encoded.
+        detail: String,
+    },
 }
 
 fn ext_text(ext: &Option<String>) -> String {
@@ -34,9 +49,11 @@ fn ext_text(ext: &Option<String>) -> String {
     }
 }
 
+/// The result of an nftables operation.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The kernel's errno, when the kernel (or the socket) gave one.
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Kernel { errno, .. } => Some(*errno),
@@ -48,6 +65,7 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         self.errno() == Some(libc::ENOENT)
     }
+    /// EEXIST: the object exists already.
     pub fn is_exists(&self) -> bool {
         self.errno() == Some(libc::EEXIST)
     }

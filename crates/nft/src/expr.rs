@@ -27,78 +27,117 @@ impl Reg {
 /// `meta` keys (`enum nft_meta_keys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
+    /// Packet mark.
     Mark = 3,
+    /// Input interface index.
     Iif = 4,
+    /// Output interface index.
     Oif = 5,
+    /// Input interface name.
     IifName = 6,
+    /// Output interface name.
     OifName = 7,
+    /// Netfilter protocol family (`meta nfproto`).
     NfProto = 15,
+    /// Layer 4 protocol number (`meta l4proto`).
     L4Proto = 16,
 }
 
 /// `ct` keys (`enum nft_ct_keys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CtKey {
+    /// `ct state` (new, established, ...).
     State = 0,
+    /// `ct status` (the conntrack status bits).
     Status = 2,
+    /// Conntrack mark.
     Mark = 3,
 }
 
 /// `ct state` bits (host byte order, 4 bytes).
 pub mod ct_state {
+    /// The packet matches no known connection.
     pub const INVALID: u32 = 1;
+    /// Part of a connection seen in both directions.
     pub const ESTABLISHED: u32 = 1 << 1;
+    /// Related to a known connection (e.g. ICMP errors, FTP data).
     pub const RELATED: u32 = 1 << 2;
+    /// Starts a new connection.
     pub const NEW: u32 = 1 << 3;
+    /// Not tracked (`notrack`).
     pub const UNTRACKED: u32 = 1 << 6;
 }
 
 /// `ct status` bits (`enum ip_conntrack_status`, host byte order).
 pub mod ct_status {
+    /// A reply has been seen.
     pub const SEEN_REPLY: u32 = 1 << 1;
+    /// The connection will not be dropped early.
     pub const ASSURED: u32 = 1 << 2;
+    /// Source NAT applies.
     pub const SNAT: u32 = 1 << 4;
+    /// Destination NAT applies.
     pub const DNAT: u32 = 1 << 5;
 }
 
 /// Where a payload offset counts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadBase {
+    /// From the link-layer header.
     LinkLayer = 0,
+    /// From the network (IP) header.
     Network = 1,
+    /// From the transport header.
     Transport = 2,
 }
 
+/// How `Cmp` compares a register with data (`enum nft_cmp_ops`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmpOp {
+    /// Equal.
     Eq = 0,
+    /// Not equal.
     Neq = 1,
+    /// Less than.
     Lt = 2,
+    /// Less than or equal.
     Lte = 3,
+    /// Greater than.
     Gt = 4,
+    /// Greater than or equal.
     Gte = 5,
 }
 
 /// A rule's final decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Accept the packet.
     Accept,
+    /// Drop the packet.
     Drop,
+    /// Return to the calling chain.
     Return,
+    /// Continue in the named chain, then come back.
     Jump(String),
+    /// Continue in the named chain without coming back.
     Goto(String),
 }
 
+/// Which address NAT rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NatKind {
+    /// Source NAT.
     Snat,
+    /// Destination NAT.
     Dnat,
 }
 
 /// The address family of NAT addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NatFamily {
+    /// IPv4.
     V4,
+    /// IPv6.
     V6,
 }
 
@@ -115,43 +154,86 @@ impl NatFamily {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
     /// Loads a `meta` value into `dreg`.
-    Meta { key: MetaKey, dreg: Reg },
+    Meta {
+        /// The key.
+        key: MetaKey,
+        /// Destination register.
+        dreg: Reg,
+    },
     /// Stores `sreg` into a `meta` key (e.g. `meta mark set`).
-    MetaSet { key: MetaKey, sreg: Reg },
+    MetaSet {
+        /// The key.
+        key: MetaKey,
+        /// Source register.
+        sreg: Reg,
+    },
     /// Loads `len` bytes at `offset` from a header into `dreg`.
     Payload {
+        /// The header the offset counts from.
         base: PayloadBase,
+        /// Byte offset within that header.
         offset: u32,
+        /// Number of bytes.
         len: u32,
+        /// Destination register.
         dreg: Reg,
     },
     /// Compares `sreg` with `data`; the rule stops (break) when false.
-    Cmp { sreg: Reg, op: CmpOp, data: Vec<u8> },
+    Cmp {
+        /// Register compared.
+        sreg: Reg,
+        /// Comparison.
+        op: CmpOp,
+        /// Bytes compared with.
+        data: Vec<u8>,
+    },
     /// `dreg = (sreg & mask) ^ xor`, `mask` and `xor` of equal length.
     Bitwise {
+        /// Source register.
         sreg: Reg,
+        /// Destination register.
         dreg: Reg,
+        /// AND mask.
         mask: Vec<u8>,
+        /// XOR value applied after the mask.
         xor: Vec<u8>,
     },
     /// Loads a constant into `dreg`.
-    Immediate { dreg: Reg, data: Vec<u8> },
+    Immediate {
+        /// Destination register.
+        dreg: Reg,
+        /// The constant's bytes.
+        data: Vec<u8>,
+    },
     /// Sets the verdict.
     Verdict(Verdict),
     /// Looks `sreg` up in a named set; with `dreg` (maps) loads the value.
     Lookup {
+        /// The set's name in the rule's table.
         set: String,
+        /// Register holding the key.
         sreg: Reg,
+        /// Register receiving the mapped value (maps only).
         dreg: Option<Reg>,
+        /// Match when the key is absent.
         invert: bool,
     },
     /// Loads a conntrack value into `dreg`.
-    Ct { key: CtKey, dreg: Reg },
+    Ct {
+        /// The key.
+        key: CtKey,
+        /// Destination register.
+        dreg: Reg,
+    },
     /// SNAT/DNAT to the address (and port) in registers.
     Nat {
+        /// Source or destination NAT.
         kind: NatKind,
+        /// Address family of the NAT addresses.
         family: NatFamily,
+        /// Register holding the new address.
         addr: Option<Reg>,
+        /// Register holding the new port.
         proto: Option<Reg>,
     },
     /// Masquerade to the outgoing interface's address.
@@ -159,7 +241,12 @@ pub enum Expr {
     /// Packet and byte counter.
     Counter,
     /// `fib daddr type` (`dst: true`) / `fib saddr type` into `dreg`.
-    FibAddrType { dst: bool, dreg: Reg },
+    FibAddrType {
+        /// Look up the destination (else the source) address.
+        dst: bool,
+        /// Destination register.
+        dreg: Reg,
+    },
 }
 
 impl Expr {

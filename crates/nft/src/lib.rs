@@ -42,8 +42,11 @@ use std::net::IpAddr;
 /// A table family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
+    /// IPv4 and IPv6 together.
     Inet,
+    /// IPv4.
     Ip,
+    /// IPv6.
     Ip6,
     /// Frames crossing a Linux bridge (used by the bridge plugin's
     /// `macspoofchk`).
@@ -51,6 +54,7 @@ pub enum Family {
 }
 
 impl Family {
+    /// The `NFPROTO_*` number.
     pub fn raw(self) -> u8 {
         match self {
             Family::Inet => sys::NFPROTO_INET,
@@ -59,6 +63,7 @@ impl Family {
             Family::Bridge => sys::NFPROTO_BRIDGE,
         }
     }
+    /// The family of an `NFPROTO_*` number.
     pub fn from_raw(v: u8) -> Option<Family> {
         match v {
             sys::NFPROTO_INET => Some(Family::Inet),
@@ -68,6 +73,7 @@ impl Family {
             _ => None,
         }
     }
+    /// nft's name (`inet`, `ip`, `ip6`, `bridge`).
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Inet => "inet",
@@ -87,14 +93,20 @@ impl std::fmt::Display for Family {
 /// Netfilter hooks of the ip/ip6/inet families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
+    /// Before routing.
     Prerouting,
+    /// To a local process.
     Input,
+    /// Routed through.
     Forward,
+    /// From a local process.
     Output,
+    /// After routing.
     Postrouting,
 }
 
 impl Hook {
+    /// The `NF_INET_*` hook number.
     pub fn raw(self) -> u32 {
         match self {
             Hook::Prerouting => sys::NF_INET_PRE_ROUTING,
@@ -108,22 +120,33 @@ impl Hook {
 
 /// Standard priorities (nft's names).
 pub mod priority {
+    /// `raw`: before conntrack.
     pub const RAW: i32 = -300;
+    /// `mangle`.
     pub const MANGLE: i32 = -150;
+    /// `dstnat`: destination NAT.
     pub const DSTNAT: i32 = -100;
+    /// `filter`.
     pub const FILTER: i32 = 0;
+    /// `security`.
     pub const SECURITY: i32 = 50;
+    /// `srcnat`: source NAT.
     pub const SRCNAT: i32 = 100;
 }
 
+/// The type of a base chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainType {
+    /// Filtering.
     Filter,
+    /// NAT (first packet of a connection only).
     Nat,
+    /// Rerouting after a mark or address change.
     Route,
 }
 
 impl ChainType {
+    /// nft's name (`filter`, `nat`, `route`).
     pub fn as_str(self) -> &'static str {
         match self {
             ChainType::Filter => "filter",
@@ -136,8 +159,11 @@ impl ChainType {
 /// What makes a chain a base chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BaseChain {
+    /// Chain type.
     pub kind: ChainType,
+    /// The hook it is attached to.
     pub hook: Hook,
+    /// Priority at the hook (lower runs first; see [`priority`]).
     pub priority: i32,
     /// Default verdict: `true` accept (the default), `false` drop.
     pub accept: bool,
@@ -146,17 +172,21 @@ pub struct BaseChain {
 /// A chain to create: regular (`base: None`) or base.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
+    /// Chain name.
     pub name: String,
+    /// Hook, type and priority of a base chain; `None` for a regular chain.
     pub base: Option<BaseChain>,
 }
 
 impl Chain {
+    /// A regular chain (reached only by jump or goto).
     pub fn regular(name: &str) -> Chain {
         Chain {
             name: name.to_string(),
             base: None,
         }
     }
+    /// A base chain with the default accept policy.
     pub fn base(name: &str, kind: ChainType, hook: Hook, priority: i32) -> Chain {
         Chain {
             name: name.to_string(),
@@ -173,10 +203,15 @@ impl Chain {
 /// Set key and map value types (nft datatypes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataType {
+    /// An IPv4 address.
     Ipv4Addr,
+    /// An IPv6 address.
     Ipv6Addr,
+    /// A layer 4 protocol number.
     InetProto,
+    /// A transport port.
     InetService,
+    /// A packet mark.
     Mark,
 }
 
@@ -191,6 +226,7 @@ impl DataType {
             DataType::Mark => 19,
         }
     }
+    /// Bytes of one value of this type.
     pub fn byte_len(self) -> usize {
         match self {
             DataType::Ipv4Addr => 4,
@@ -220,12 +256,16 @@ impl DataType {
 /// A named set (or map, when `data` is set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetSpec {
+    /// Set name.
     pub name: String,
+    /// Key type (several fields: a concatenation).
     pub key: Vec<DataType>,
+    /// Value type of a map; `None` for a plain set.
     pub data: Option<Vec<DataType>>,
 }
 
 impl SetSpec {
+    /// A set of keys.
     pub fn set(name: &str, key: &[DataType]) -> SetSpec {
         SetSpec {
             name: name.to_string(),
@@ -233,6 +273,7 @@ impl SetSpec {
             data: None,
         }
     }
+    /// A map from keys to values.
     pub fn map(name: &str, key: &[DataType], data: &[DataType]) -> SetSpec {
         SetSpec {
             name: name.to_string(),
@@ -245,9 +286,13 @@ impl SetSpec {
 /// One field of a set key or map value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Value {
+    /// An address.
     Ip(IpAddr),
+    /// A layer 4 protocol number.
     Proto(u8),
+    /// A port.
     Port(u16),
+    /// A mark.
     Mark(u32),
 }
 
@@ -280,12 +325,16 @@ impl Value {
 /// A set element to add or delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
+    /// The key's bytes.
     pub key: Vec<u8>,
+    /// The mapped value's bytes (maps only).
     pub data: Option<Vec<u8>>,
+    /// A comment stored with the element.
     pub comment: Option<String>,
 }
 
 impl Element {
+    /// An element of a set.
     pub fn new(key: &[Value]) -> Element {
         Element {
             key: Value::concat(key),
@@ -293,6 +342,7 @@ impl Element {
             comment: None,
         }
     }
+    /// An element of a map.
     pub fn map(key: &[Value], data: &[Value]) -> Element {
         Element {
             key: Value::concat(key),
@@ -300,6 +350,7 @@ impl Element {
             comment: None,
         }
     }
+    /// With a comment.
     pub fn comment(mut self, c: impl Into<String>) -> Element {
         self.comment = Some(c.into());
         self

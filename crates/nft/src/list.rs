@@ -19,8 +19,11 @@ fn attrs(m: &OwnedMsg) -> Attrs<'_> {
 /// A table as dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {
+    /// Family.
     pub family: Family,
+    /// Name.
     pub name: String,
+    /// Kernel handle.
     pub handle: u64,
 }
 
@@ -38,9 +41,13 @@ impl TableInfo {
 /// A chain as dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainInfo {
+    /// Family of its table.
     pub family: Family,
+    /// Its table.
     pub table: String,
+    /// Name.
     pub name: String,
+    /// Kernel handle.
     pub handle: u64,
     /// Hook number and priority of a base chain.
     pub hook: Option<(u32, i32)>,
@@ -75,10 +82,15 @@ impl ChainInfo {
 /// A rule as dumped: enough to find it by comment and delete it by handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
+    /// Family of its table.
     pub family: Family,
+    /// Its table.
     pub table: String,
+    /// Its chain.
     pub chain: String,
+    /// Kernel handle (what deletion names).
     pub handle: u64,
+    /// Its comment, if any.
     pub comment: Option<String>,
     /// Expression names in order ("meta", "cmp", "masq", ...).
     pub exprs: Vec<String>,
@@ -111,8 +123,11 @@ impl RuleInfo {
 /// A set element as dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElemInfo {
+    /// The key's bytes.
     pub key: Vec<u8>,
+    /// The mapped value's bytes (maps only).
     pub data: Option<Vec<u8>>,
+    /// The element's comment, if any.
     pub comment: Option<String>,
 }
 

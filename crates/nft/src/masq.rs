@@ -25,7 +25,9 @@ use ipnet::IpNet;
 
 use crate::{Batch, Chain, ChainType, Error, Family, Hook, Nft, Result, Rule};
 
+/// The table masquerade owns (family `inet`).
 pub const TABLE: &str = "rcni-nat";
+/// Its base chain (srcnat).
 pub const CHAIN: &str = "postrouting";
 const PREFIX: &str = "rcni:";
 /// Attempts when the ruleset keeps changing under us.

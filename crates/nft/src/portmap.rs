@@ -58,18 +58,23 @@ pub use cond::{
     Condition, COND_CHAIN,
 };
 
+/// The table portmap owns (family `inet`).
 pub const TABLE: &str = "rcni-portmap";
 const PREFIX: &str = "rcni:";
 
 /// Transport protocol of a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
+    /// SCTP.
     Sctp,
 }
 
 impl Proto {
+    /// The IP protocol number.
     pub fn number(self) -> u8 {
         match self {
             Proto::Tcp => IPPROTO_TCP,
@@ -77,6 +82,7 @@ impl Proto {
             Proto::Sctp => IPPROTO_SCTP,
         }
     }
+    /// The protocol of an IP protocol number.
     pub fn from_number(n: u8) -> Option<Proto> {
         match n {
             IPPROTO_TCP => Some(Proto::Tcp),
@@ -94,6 +100,7 @@ impl Proto {
             _ => None,
         }
     }
+    /// The CNI spelling (`tcp`, `udp`, `sctp`).
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
@@ -106,14 +113,21 @@ impl Proto {
 /// One host port forwarded to one pod address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mapping {
+    /// The CNI network name.
     pub network: String,
+    /// The container the mapping belongs to.
     pub container_id: String,
+    /// The container's interface.
     pub ifname: String,
+    /// Transport protocol.
     pub proto: Proto,
     /// Only traffic to this local address; `None`: any local address.
     pub host_ip: Option<IpAddr>,
+    /// Port on the node.
     pub host_port: u16,
+    /// The pod's address.
     pub pod_ip: IpAddr,
+    /// Port in the pod.
     pub pod_port: u16,
 }
 
@@ -259,7 +273,10 @@ fn masq_rule(ver: IpVersion, set: &str, saddr_too: bool, localhost: bool) -> Rul
     let n = addr_regs(ver);
     let mut r = Rule::new().nfproto(ver).ct_status(ct_status::DNAT);
     if localhost {
-        r = r.saddr("127.0.0.0/8".parse().expect("static prefix"));
+        r = r.saddr(ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+            std::net::Ipv4Addr::new(127, 0, 0, 0),
+            8,
+        )));
     }
     let mut next = Reg(0);
     if saddr_too {

@@ -9,17 +9,22 @@ use crate::sys::*;
 
 /// An IP protocol number for `meta l4proto`.
 pub const IPPROTO_TCP: u8 = 6;
+/// UDP's protocol number.
 pub const IPPROTO_UDP: u8 = 17;
+/// SCTP's protocol number.
 pub const IPPROTO_SCTP: u8 = 132;
 
 /// IP version selector for matchers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpVersion {
+    /// IPv4.
     V4,
+    /// IPv6.
     V6,
 }
 
 impl IpVersion {
+    /// The version of an address.
     pub fn of(ip: IpAddr) -> IpVersion {
         match ip {
             IpAddr::V4(_) => IpVersion::V4,
@@ -45,6 +50,7 @@ impl IpVersion {
             IpVersion::V6 => (24, 16),
         }
     }
+    /// The NAT family of this version.
     pub fn nat_family(self) -> NatFamily {
         match self {
             IpVersion::V4 => NatFamily::V4,
@@ -65,7 +71,9 @@ pub fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 /// `nft list ruleset` shows and [`crate::RuleInfo::comment`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rule {
+    /// Expressions, in evaluation order.
     pub exprs: Vec<Expr>,
+    /// Comment shown by `nft list`.
     pub comment: Option<String>,
     /// The family already checked with `meta nfproto` (avoids repeats).
     checked: Option<IpVersion>,
@@ -74,6 +82,7 @@ pub struct Rule {
 const R0: Reg = Reg(0);
 
 impl Rule {
+    /// An empty rule.
     pub fn new() -> Rule {
         Rule::default()
     }
@@ -84,6 +93,7 @@ impl Rule {
         self
     }
 
+    /// With a comment.
     pub fn comment(mut self, c: impl Into<String>) -> Rule {
         self.comment = Some(c.into());
         self
@@ -259,27 +269,35 @@ impl Rule {
         .cmp(CmpOp::Eq, RTN_LOCAL.to_ne_bytes().to_vec())
     }
 
+    /// Counts packets and bytes.
     pub fn counter(self) -> Rule {
         self.expr(Expr::Counter)
     }
+    /// Ends with verdict `v`.
     pub fn verdict(self, v: Verdict) -> Rule {
         self.expr(Expr::Verdict(v))
     }
+    /// Ends with `accept`.
     pub fn accept(self) -> Rule {
         self.verdict(Verdict::Accept)
     }
+    /// Ends with `drop`.
     pub fn drop(self) -> Rule {
         self.verdict(Verdict::Drop)
     }
+    /// Ends with `return`.
     pub fn ret(self) -> Rule {
         self.verdict(Verdict::Return)
     }
+    /// Ends with `jump CHAIN`.
     pub fn jump(self, chain: &str) -> Rule {
         self.verdict(Verdict::Jump(chain.to_string()))
     }
+    /// Ends with `goto CHAIN`.
     pub fn goto(self, chain: &str) -> Rule {
         self.verdict(Verdict::Goto(chain.to_string()))
     }
+    /// Masquerades to the outgoing interface's address.
     pub fn masquerade(self) -> Rule {
         self.expr(Expr::Masq)
     }

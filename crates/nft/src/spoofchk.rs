@@ -16,7 +16,9 @@
 use crate::ident::comment_tags;
 use crate::{Batch, Chain, ChainType, Error, Family, Hook, Nft, Result, Rule};
 
+/// The table macspoofchk owns (family `bridge`).
 pub const TABLE: &str = "rcni-macspoofchk";
+/// Its base chain.
 pub const CHAIN: &str = "prerouting";
 const PREFIX: &str = "rcni:";
 const PRIORITY: i32 = -300;
@@ -25,11 +27,15 @@ const RETRIES: usize = 10;
 /// One container interface on a bridge port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Port {
+    /// The CNI network name.
     pub network: String,
+    /// The container.
     pub container_id: String,
+    /// The container's interface.
     pub ifname: String,
     /// The host side of the veth (where the container's frames enter).
     pub host_veth: String,
+    /// The only source MAC the port may send from.
     pub mac: [u8; 6],
 }
 

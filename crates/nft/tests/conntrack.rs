@@ -1,5 +1,8 @@
 //! ctnetlink round trips inside a throwaway namespace (root).
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, UdpSocket};
 use std::time::Duration;
 

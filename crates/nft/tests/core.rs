@@ -1,5 +1,8 @@
 //! Kernel round trips inside throwaway namespaces (root; CI runs as root).
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use nft::*;
 use testutil::TestNs;
 

@@ -1,5 +1,8 @@
 //! Masquerade: rule layout, idempotence, concurrency and real traffic.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Instant;

@@ -1,5 +1,8 @@
 //! Port mapping: layout, real TCP/UDP traffic, hairpin, localhost, DEL/GC.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::{IpAddr, UdpSocket};

@@ -1,6 +1,9 @@
 //! macspoofchk with real frames: a container that changes its MAC is cut
 //! off from the bridge; its legitimate MAC passes.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use nft::spoofchk::{self, Port};
 use nft::Nft;
 use std::net::{SocketAddr, TcpListener, TcpStream};

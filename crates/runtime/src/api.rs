@@ -13,9 +13,11 @@ use std::time::Duration;
 /// The per-attachment arguments of a call (libcni's `RuntimeConf`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeConf {
+    /// `CNI_CONTAINERID`.
     pub container_id: String,
     /// Path of the container's network namespace; may be empty on DEL.
     pub netns: String,
+    /// `CNI_IFNAME`: the interface name inside the container.
     pub ifname: String,
     /// `CNI_ARGS` as key/value pairs (sent as `K=V;K=V`).
     pub args: Vec<(String, String)>,

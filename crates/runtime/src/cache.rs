@@ -28,17 +28,22 @@ pub const CACHE_KIND: &str = "cniCacheV1";
 /// One cache file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheEntry {
+    /// Always [`CACHE_KIND`].
     #[serde(default)]
     pub kind: String,
+    /// The container.
     #[serde(rename = "containerId", alias = "containerID", default)]
     pub container_id: String,
     /// The bytes of the network config list the attachment was made with.
     #[serde(with = "b64", default)]
     pub config: Vec<u8>,
+    /// The interface inside the container.
     #[serde(rename = "ifName", default)]
     pub ifname: String,
+    /// The network name.
     #[serde(rename = "networkName", default)]
     pub network_name: String,
+    /// The container's network namespace.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub netns: String,
     #[serde(
@@ -47,6 +52,7 @@ pub struct CacheEntry {
         deserialize_with = "null_as_default",
         skip_serializing_if = "Vec::is_empty"
     )]
+    /// `CNI_ARGS` of the ADD.
     pub cni_args: Vec<(String, String)>,
     #[serde(
         rename = "capabilityArgs",
@@ -54,6 +60,7 @@ pub struct CacheEntry {
         deserialize_with = "null_as_default",
         skip_serializing_if = "Map::is_empty"
     )]
+    /// The capability arguments (runtimeConfig) of the ADD.
     pub capability_args: Map<String, Value>,
     /// The final result of the ADD, in the list's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,12 +124,19 @@ impl CacheEntry {
 /// What the cache knows about one attachment (libcni's `NetworkAttachment`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attachment {
+    /// The container.
     pub container_id: String,
+    /// The network name.
     pub network: String,
+    /// The interface inside the container.
     pub ifname: String,
+    /// The container's network namespace.
     pub netns: String,
+    /// The bytes of the network config list.
     pub config: Vec<u8>,
+    /// `CNI_ARGS` of the ADD.
     pub cni_args: Vec<(String, String)>,
+    /// The capability arguments of the ADD.
     pub capability_args: Map<String, Value>,
     /// The file it was read from.
     pub file: PathBuf,
@@ -139,14 +153,17 @@ pub struct Cache {
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";
 
 impl Cache {
+    /// A cache rooted at `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Cache {
         Cache { dir: dir.into() }
     }
 
+    /// The root directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Where the result files live (`<dir>/results`).
     pub fn results_dir(&self) -> PathBuf {
         self.dir.join("results")
     }

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 /// the runtime's keys injected) and the common fields, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginConfig {
+    /// The common fields, parsed.
     pub conf: NetConf,
+    /// The plugin's JSON object as written.
     pub raw: Map<String, Value>,
 }
 
@@ -61,13 +63,18 @@ impl PluginConfig {
 /// A network: a named list of plugins run in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkConfigList {
+    /// The network name.
     pub name: String,
     /// The version the list runs at, after `cniVersions` negotiation.
     /// A list without any version runs at 0.1.0.
     pub cni_version: String,
+    /// `disableCheck`: CHECK is not run.
     pub disable_check: bool,
+    /// `disableGC`: GC is not run.
     pub disable_gc: bool,
+    /// `loadOnlyInlinedPlugins`: no plugin configs from a directory.
     pub load_only_inlined_plugins: bool,
+    /// The plugins, in order.
     pub plugins: Vec<PluginConfig>,
     /// The bytes the list was parsed from; stored (base64) in the result
     /// cache as libcni does.

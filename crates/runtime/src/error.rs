@@ -10,7 +10,12 @@ use std::path::PathBuf;
 pub enum Error {
     /// A configuration file could not be read or parsed.
     #[error("{}: {msg}", file.display())]
-    ConfigFile { file: PathBuf, msg: String },
+    ConfigFile {
+        /// The file.
+        file: PathBuf,
+        /// What was wrong.
+        msg: String,
+    },
 
     /// Configuration bytes (not from a file) could not be parsed.
     #[error("invalid network configuration: {0}")]
@@ -18,11 +23,19 @@ pub enum Error {
 
     /// No configuration in `dir` has this network name.
     #[error("no network configuration named {name:?} in {}", dir.display())]
-    NotFound { dir: PathBuf, name: String },
+    NotFound {
+        /// The directory searched.
+        dir: PathBuf,
+        /// The network name asked for.
+        name: String,
+    },
 
     /// `dir` holds no configuration file at all.
     #[error("no network configurations found in {}", dir.display())]
-    NoConfigs { dir: PathBuf },
+    NoConfigs {
+        /// The directory searched.
+        dir: PathBuf,
+    },
 
     /// The call was refused before any plugin ran (bad container id,
     /// interface name, network name, plugin type, unsupported version...).
@@ -34,7 +47,9 @@ pub enum Error {
     Plugin {
         /// `type="bridge" name="net"`, as libcni describes a plugin.
         plugin: String,
+        /// The verb (`ADD`, `DEL`, ...).
         verb: &'static str,
+        /// The plugin's error object.
         #[source]
         source: cni_spec::Error,
     },
@@ -42,15 +57,23 @@ pub enum Error {
     /// GC could not remove an attachment that is no longer valid.
     #[error("failed to delete stale attachment {container_id} {ifname}: {source}")]
     StaleAttachment {
+        /// The attachment's container.
         container_id: String,
+        /// The attachment's interface.
         ifname: String,
+        /// Why its DEL failed.
         #[source]
         source: Box<Error>,
     },
 
     /// The result cache could not be read or written.
     #[error("result cache {}: {msg}", path.display())]
-    Cache { path: PathBuf, msg: String },
+    Cache {
+        /// The cache file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
 
     /// Several independent steps failed (GC keeps going after errors).
     #[error("{}", Joined(.0))]

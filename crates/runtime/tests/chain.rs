@@ -3,6 +3,9 @@
 //! validation, timeouts, the cache and GC. Plugins here touch no network
 //! state, only files in their temp dir.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cni_spec::GcAttachment;
 use runtime::{CniConfig, Error, NetworkConfigList, RuntimeConf};
 use serde_json::{json, Value};

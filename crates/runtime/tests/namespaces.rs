@@ -6,6 +6,9 @@
 //! Every runtime call runs on a thread inside a per-test *node* namespace,
 //! so bridges, veths and firewall rules land there and vanish with it.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cni_spec::GcAttachment;
 use runtime::{CniConfig, NetworkConfigList, RuntimeConf};
 use serde_json::Value;

@@ -1,6 +1,13 @@
 //! Root-only test support: throwaway namespaces with guaranteed cleanup,
 //! temp dirs, and running the real `rcni` binary as a plugin inside a node
-//! namespace with the CNI environment.
+//! namespace with the CNI environment; the shared plugin environment
+//! ([`PluginEnv`], [`Outside`]) and one test per spec version
+//! ([`per_version!`]).
+//!
+//! Everything here runs inside tests and fails loudly: a setup step that
+//! goes wrong panics with what it was doing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use netns::NetNs;
 use serde_json::Value;
@@ -10,8 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Every spec version, oldest first: tests run once per version.
-pub const ALL_SPEC_VERSIONS: &[&str] = cni_spec::ALL_VERSIONS;
+mod env;
+mod version;
+
+pub use env::{merge, merge_removing_nulls, run_in_process, Outside, PluginEnv, REFERENCE_DIR};
+pub use version::{for_each_version, has_check, has_gc, has_status, is_legacy, ALL_SPEC_VERSIONS};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -24,9 +34,10 @@ pub fn unique(tag: &str) -> String {
 
 /// Fails loudly when not root: CI runs as root, so a skip would hide tests.
 pub fn require_root() {
-    // SAFETY: trivial syscall.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        euid == 0,
         "this test needs root (CI runs as root); run the suite with sudo"
     );
 }
@@ -38,6 +49,7 @@ pub struct TestNs {
 }
 
 impl TestNs {
+    /// Creates `rcni-test-<unique>` with loopback up; needs root.
     pub fn new(tag: &str) -> TestNs {
         require_root();
         let name = format!("rcni-test-{}", unique(tag));
@@ -49,14 +61,17 @@ impl TestNs {
         TestNs { name, ns: Some(ns) }
     }
 
+    /// The namespace's name (for `ip -n`).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// `/run/netns/<name>`: what `CNI_NETNS` gets.
     pub fn path(&self) -> PathBuf {
         Path::new(netns::NETNS_RUN_DIR).join(&self.name)
     }
 
+    /// The open namespace.
     pub fn ns(&self) -> &NetNs {
         self.ns.as_ref().expect("namespace is open until drop")
     }
@@ -143,12 +158,14 @@ impl Drop for TestNs {
 pub struct TempDir(PathBuf);
 
 impl TempDir {
+    /// Creates `<tmp>/rcni-<tag><unique>`.
     pub fn new(tag: &str) -> TempDir {
         let p = std::env::temp_dir().join(format!("rcni-{}", unique(tag)));
         std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
         TempDir(p)
     }
 
+    /// The directory.
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -221,6 +238,7 @@ impl PluginDir {
         PluginDir { dir }
     }
 
+    /// The directory (`CNI_PATH`).
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -229,19 +247,28 @@ impl PluginDir {
 /// One plugin call.
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// `CNI_COMMAND`.
     pub command: String,
+    /// `CNI_CONTAINERID`.
     pub container_id: String,
+    /// `CNI_NETNS`.
     pub netns: String,
+    /// `CNI_IFNAME`.
     pub ifname: String,
+    /// `CNI_ARGS`.
     pub args: String,
+    /// `CNI_PATH`; empty: the plugin directory.
     pub path: String,
+    /// The config on stdin.
     pub stdin: String,
+    /// More environment variables.
     pub env: Vec<(String, String)>,
     /// The plugin process's umask (None: the test's own).
     pub umask: Option<u32>,
 }
 
 impl Call {
+    /// A call with `CNI_IFNAME` eth0 and no `CNI_ARGS`.
     pub fn new(command: &str, container_id: &str, netns: &Path, stdin: &str) -> Call {
         Call {
             command: command.into(),
@@ -256,21 +283,25 @@ impl Call {
         }
     }
 
+    /// With another `CNI_IFNAME`.
     pub fn ifname(mut self, ifname: &str) -> Call {
         self.ifname = ifname.into();
         self
     }
 
+    /// With `CNI_ARGS`.
     pub fn args(mut self, args: &str) -> Call {
         self.args = args.into();
         self
     }
 
+    /// With another `CNI_NETNS`.
     pub fn netns(mut self, netns: &str) -> Call {
         self.netns = netns.into();
         self
     }
 
+    /// With the plugin process's umask.
     pub fn umask(mut self, mask: u32) -> Call {
         self.umask = Some(mask);
         self
@@ -280,8 +311,11 @@ impl Call {
 /// What a plugin process did.
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// Exit code (-1: killed by a signal).
     pub code: i32,
+    /// Stdout.
     pub stdout: String,
+    /// Stderr.
     pub stderr: String,
 }
 
@@ -359,14 +393,6 @@ pub fn run_plugin(bin_dir: &Path, plugin: &str, call: &Call, node: Option<&NetNs
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Runs `f` once per spec version, naming the version on failure.
-pub fn for_each_version(mut f: impl FnMut(&str)) {
-    for v in ALL_SPEC_VERSIONS {
-        eprintln!("-- cniVersion {v}");
-        f(v);
     }
 }
 

@@ -465,7 +465,7 @@ fn container_sysctls_and_up(
 }
 
 fn failure_injected(point: &str) -> CniResult<()> {
-    if std::env::var("RCNI_INJECT_FAILURE").is_ok_and(|v| v == point) {
+    if cni_skel::failure_injected(point) {
         return Err(Error::internal(format!("injected failure at {point}")));
     }
     Ok(())

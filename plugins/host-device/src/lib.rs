@@ -546,7 +546,7 @@ impl Plugin for HostDevice {
                 result.dns = dns.clone();
             }
         }
-        if std::env::var("RCNI_INJECT_FAILURE").is_ok_and(|v| v == "after-setup") {
+        if cni_skel::failure_injected("after-setup") {
             return Err(Error::internal("injected failure at after-setup"));
         }
         undo.commit();

@@ -339,7 +339,7 @@ impl Plugin for Macvlan {
             cont.set_link_up(link.index)
                 .map_err(|e| Error::io(format!("failed to set {:?} UP: {e}", args.ifname)))?;
         }
-        if std::env::var("RCNI_INJECT_FAILURE").is_ok_and(|v| v == "after-setup") {
+        if cni_skel::failure_injected("after-setup") {
             return Err(Error::internal("injected failure at after-setup"));
         }
 

@@ -251,7 +251,7 @@ impl Plugin for Ptp {
                 let _ = masq.detach(&args.container_id, &args.ifname);
             });
         }
-        if std::env::var("RCNI_INJECT_FAILURE").is_ok_and(|v| v == "after-setup") {
+        if cni_skel::failure_injected("after-setup") {
             return Err(Error::internal("injected failure at after-setup"));
         }
 

@@ -270,7 +270,7 @@ impl Plugin for Tap {
             net::configure_iface(&sock, &link, &result, &net::IfaceOptions::default())
                 .map_err(Error::from)?;
         }
-        if std::env::var("RCNI_INJECT_FAILURE").is_ok_and(|v| v == "after-setup") {
+        if cni_skel::failure_injected("after-setup") {
             return Err(Error::internal("injected failure at after-setup"));
         }
         // The reference reports the config's DNS only, not the IPAM's.

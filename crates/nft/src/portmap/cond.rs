@@ -32,11 +32,21 @@ const RETRIES: usize = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
     /// `ip|ip6 saddr|daddr [!=] PREFIX`.
-    Addr { dst: bool, net: IpNet, negate: bool },
+    Addr {
+        /// `daddr` rather than `saddr`.
+        dst: bool,
+        /// The prefix matched (its family picks `ip` or `ip6`).
+        net: IpNet,
+        /// `!=` rather than `==`.
+        negate: bool,
+    },
     /// `iifname|oifname [!=] NAME` (exact name).
     Ifname {
+        /// `oifname` rather than `iifname`.
         output: bool,
+        /// The interface name.
         name: String,
+        /// `!=` rather than `==`.
         negate: bool,
     },
 }

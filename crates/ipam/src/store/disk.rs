@@ -1,0 +1,408 @@
+//! The reference-compatible on-disk store and its lock.
+
+use std::cell::RefCell;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::format::Owner;
+use super::fsutil::{link_follow, mkdir_p, mtime_of, overwrite, remove_if_exists, set_mtime};
+use super::index::{GEN_WRAP, STATE_FILE, STATE_MAGIC};
+use super::spare::SPARE_DIR;
+use super::{Store, DEFAULT_DATA_DIR, INDEX_DIR, LAST_RESERVED_PREFIX, LOCK_FILE, TMP_FILE};
+use crate::error::{Error, Result};
+
+/// The reference-compatible on-disk store of one network.
+#[derive(Debug, Clone)]
+pub struct DiskStore {
+    pub(super) net_dir: PathBuf,
+    pub(super) index_dir: PathBuf,
+    pub(super) spare_dir: PathBuf,
+}
+
+fn valid_network_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && !name.contains('\0')
+}
+
+impl DiskStore {
+    /// Open (creating if needed) the store of `network` under `data_dir`
+    /// (default [`DEFAULT_DATA_DIR`]).
+    pub fn open(data_dir: Option<&Path>, network: &str) -> Result<DiskStore> {
+        if !valid_network_name(network) {
+            return Err(Error::InvalidConfig(format!(
+                "invalid network name {network:?}"
+            )));
+        }
+        let data_dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
+        let net_dir = data_dir.join(network);
+        // stat first: mkdir of an existing directory still takes the
+        // parent's lock, which parallel ADDs would contend on.
+        let exists = fs::metadata(&net_dir).is_ok_and(|m| m.is_dir());
+        if !exists {
+            mkdir_p(&net_dir, 0o755)
+                .map_err(|e| Error::io("failed to create data directory", &net_dir, e))?;
+        }
+        let index_dir = data_dir.join(INDEX_DIR).join(network);
+        let spare_dir = data_dir.join(INDEX_DIR).join(SPARE_DIR).join(network);
+        Ok(DiskStore {
+            net_dir,
+            index_dir,
+            spare_dir,
+        })
+    }
+
+    /// The network directory `<dataDir>/<network>`.
+    pub fn dir(&self) -> &Path {
+        &self.net_dir
+    }
+
+    /// Take the lock (flock on `<dir>/lock`, shared with the reference) and
+    /// make the index trustworthy.
+    pub fn lock(&self) -> Result<DiskGuard<'_>> {
+        let lock_path = self.net_dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&lock_path)
+            .map_err(|e| Error::io("failed to open lock file", &lock_path, e))?;
+        loop {
+            // SAFETY: flock on an fd we own.
+            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != ErrorKind::Interrupted {
+                return Err(Error::io("failed to lock", &lock_path, err));
+            }
+        }
+        let mut guard = DiskGuard {
+            store: self,
+            _lock: lock,
+            dirty: false,
+            index_usable: true,
+            gen: 0,
+            tmp_content: None,
+            bucket_cache: RefCell::new(None),
+            index_file: None,
+        };
+        guard.prepare()?;
+        Ok(guard)
+    }
+}
+
+/// The store while its lock is held. Dropping it (or [`DiskGuard::commit`])
+/// seals the index and releases the lock.
+pub struct DiskGuard<'a> {
+    pub(super) store: &'a DiskStore,
+    pub(super) _lock: File,
+    /// We changed the network directory or the index under this lock.
+    pub(super) dirty: bool,
+    /// False when the index could not be maintained; the sentinel is then
+    /// not set, so the next locker rebuilds.
+    pub(super) index_usable: bool,
+    pub(super) gen: u64,
+    pub(super) tmp_content: Option<String>,
+    /// The last bucket read or written under this lock (number, content),
+    /// so an ADD reads its bucket once.
+    pub(super) bucket_cache: RefCell<Option<(u64, String)>>,
+    /// The index file, opened on first use under this lock.
+    pub(super) index_file: Option<File>,
+}
+
+impl DiskGuard<'_> {
+    pub(super) fn net(&self, name: &str) -> PathBuf {
+        self.store.net_dir.join(name)
+    }
+
+    /// Clean up after a crashed holder and validate (or rebuild) the index.
+    pub(super) fn prepare(&mut self) -> Result<()> {
+        let tmp = self.net(TMP_FILE);
+        remove_if_exists(&tmp).map_err(|e| Error::io("failed to remove", &tmp, e))?;
+        let mtime = mtime_of(&self.store.net_dir)
+            .map_err(|e| Error::io("failed to stat", &self.store.net_dir, e))?;
+        let state = fs::read_to_string(self.store.index_dir.join(STATE_FILE)).ok();
+        let recorded = state.as_deref().and_then(|s| {
+            let rest = s.trim().strip_prefix(STATE_MAGIC)?;
+            rest.trim().strip_prefix("gen=")?.parse::<u64>().ok()
+        });
+        match recorded {
+            Some(g) if mtime == (g as i64, 0) => {
+                self.gen = g;
+                Ok(())
+            }
+            other => {
+                self.gen = other.unwrap_or(0);
+                self.rebuild()
+            }
+        }
+    }
+
+    /// Read one allocation file.
+    pub(super) fn read_owner(&self, ip: IpAddr) -> Option<Owner> {
+        fs::read_to_string(self.net(&ip.to_string()))
+            .ok()
+            .map(|c| Owner::parse(&c))
+    }
+
+    /// Every allocation file: names that are IP addresses in canonical form.
+    pub(super) fn scan(&self) -> Result<Vec<(IpAddr, Owner)>> {
+        let dir = &self.store.net_dir;
+        let rd = fs::read_dir(dir).map_err(|e| Error::io("failed to read", dir, e))?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("failed to read", dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(ip) = name.parse::<IpAddr>() else {
+                continue;
+            };
+            if ip.to_string() != name {
+                continue;
+            }
+            if let Ok(content) = fs::read_to_string(entry.path()) {
+                out.push((ip, Owner::parse(&content)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Names of allocation files only (no content reads).
+    pub fn allocated_ips(&self) -> Result<Vec<IpAddr>> {
+        let dir = &self.store.net_dir;
+        let rd = fs::read_dir(dir).map_err(|e| Error::io("failed to read", dir, e))?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("failed to read", dir, e))?;
+            if let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpAddr>().ok().filter(|ip| ip.to_string() == n))
+            {
+                out.push(ip);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write `content` to an anonymous file in the network directory
+    /// (O_TMPFILE: a crash leaves nothing behind), or to the named temporary
+    /// file where O_TMPFILE is unsupported. Returns the path to link from.
+    pub(super) fn write_tmp(&mut self, content: &str) -> Result<(PathBuf, Option<File>)> {
+        let dir = &self.store.net_dir;
+        let anon = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o644)
+            .open(dir);
+        if let Ok(mut f) = anon {
+            f.write_all(content.as_bytes())
+                .map_err(|e| Error::io("failed to write temporary file in", dir, e))?;
+            let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+            return Ok((path, Some(f)));
+        }
+        let tmp = self.net(TMP_FILE);
+        if self.tmp_content.as_deref() == Some(content) {
+            return Ok((tmp, None));
+        }
+        self.dirty = true;
+        self.tmp_content = None;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(|e| Error::io("failed to create", &tmp, e))?;
+        f.write_all(content.as_bytes())
+            .map_err(|e| Error::io("failed to write", &tmp, e))?;
+        drop(f);
+        self.tmp_content = Some(content.to_string());
+        Ok((tmp, None))
+    }
+
+    /// Release every allocation whose owner `keep` rejects; returns them.
+    pub fn retain(&mut self, keep: impl Fn(&Owner) -> bool) -> Result<Vec<(IpAddr, Owner)>> {
+        let mut removed = Vec::new();
+        let mut first_err = None;
+        for (ip, owner) in self.scan()? {
+            if keep(&owner) {
+                continue;
+            }
+            let path = self.net(&ip.to_string());
+            match remove_if_exists(&path) {
+                Ok(_) => removed.push((ip, owner)),
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(Error::io("failed to remove", path, e));
+                    }
+                }
+            }
+        }
+        if !removed.is_empty() {
+            self.dirty = true;
+            self.rebuild()?;
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
+    }
+
+    /// Seal the index (record a new sentinel) and release the lock.
+    pub fn commit(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    pub(super) fn finish(&mut self) -> Result<()> {
+        if self.tmp_content.take().is_some() {
+            let tmp = self.net(TMP_FILE);
+            remove_if_exists(&tmp).map_err(|e| Error::io("failed to remove", &tmp, e))?;
+        }
+        if !self.dirty {
+            return Ok(());
+        }
+        self.dirty = false;
+        if !self.index_usable {
+            return Ok(());
+        }
+        let gen = self.gen % GEN_WRAP + 1;
+        let state_path = self.store.index_dir.join(STATE_FILE);
+        overwrite(
+            &state_path,
+            format!("{STATE_MAGIC} gen={gen:09}\n").as_bytes(),
+        )
+        .map_err(|e| Error::io("failed to write", &state_path, e))?;
+        set_mtime(&self.store.net_dir, gen as i64)
+            .map_err(|e| Error::io("failed to set mtime of", &self.store.net_dir, e))?;
+        self.gen = gen;
+        Ok(())
+    }
+}
+
+impl Drop for DiskGuard<'_> {
+    fn drop(&mut self) {
+        // Best effort: on failure the sentinel stays unset and the next
+        // locker rebuilds the index.
+        let _ = self.finish();
+    }
+}
+
+impl Store for DiskGuard<'_> {
+    fn reserve(&mut self, id: &str, ifname: &str, ip: IpAddr, range_id: &str) -> Result<bool> {
+        let content = format!("{}\r\n{}", id.trim(), ifname);
+        let target = self.net(&ip.to_string());
+        // Cheap pre-check: most candidates of a busy range are taken.
+        if fs::symlink_metadata(&target).is_ok() {
+            return Ok(false);
+        }
+        match self.place_from_spare(&content, &target) {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return Ok(false),
+            None => {
+                let (tmp, _anon) = self.write_tmp(&content)?;
+                match link_follow(&tmp, &target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+                    Err(e) => return Err(Error::io("failed to create", target, e)),
+                }
+            }
+        }
+        self.dirty = true;
+        let cursor = self.net(&format!("{LAST_RESERVED_PREFIX}{range_id}"));
+        overwrite(&cursor, ip.to_string().as_bytes())
+            .map_err(|e| Error::io("failed to write", cursor, e))?;
+        self.index_add(
+            ip,
+            Owner {
+                id: id.trim().to_string(),
+                ifname: Some(ifname.to_string()),
+            },
+        );
+        Ok(true)
+    }
+
+    fn last_reserved(&mut self, range_id: &str) -> Option<IpAddr> {
+        fs::read_to_string(self.net(&format!("{LAST_RESERVED_PREFIX}{range_id}")))
+            .ok()
+            .and_then(|s| crate::range::parse_ip(&s))
+    }
+
+    fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        Ok(self
+            .verified_lines(id)?
+            .into_iter()
+            .filter(|l| l.owner.is(id, ifname) || l.owner.is_legacy_of(id))
+            .map(|l| l.ip)
+            .collect())
+    }
+
+    fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        let lines = self.verified_lines(id)?;
+        let mut victims: Vec<IpAddr> = lines
+            .iter()
+            .filter(|l| l.owner.is(id, ifname))
+            .map(|l| l.ip)
+            .collect();
+        if victims.is_empty() {
+            victims = lines
+                .iter()
+                .filter(|l| l.owner.is_legacy_of(id))
+                .map(|l| l.ip)
+                .collect();
+        }
+        let mut released = Vec::new();
+        let mut first_err = None;
+        for ip in victims {
+            let path = self.net(&ip.to_string());
+            match self.retire(&path) {
+                Ok(_) => released.push(ip),
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(Error::io("failed to remove", path, e));
+                    }
+                }
+            }
+        }
+        if !released.is_empty() {
+            self.dirty = true;
+            self.index_remove(id, &released);
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(released),
+        }
+    }
+
+    fn release_ip(&mut self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool> {
+        match self.read_owner(ip) {
+            Some(o) if o.is(id, ifname) => {}
+            _ => return Ok(false),
+        }
+        let path = self.net(&ip.to_string());
+        let removed = self
+            .retire(&path)
+            .map_err(|e| Error::io("failed to remove", path, e))?;
+        if removed {
+            self.dirty = true;
+            self.index_remove(id, &[ip]);
+        }
+        Ok(removed)
+    }
+
+    fn all(&mut self) -> Result<Vec<(IpAddr, Owner)>> {
+        self.scan()
+    }
+}

@@ -1,0 +1,280 @@
+//! The index from container ID to addresses: fixed-size bucket slots in
+//! one file, trusted while the network directory's mtime is the sentinel.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::net::IpAddr;
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::disk::DiskGuard;
+use super::format::{line_of, unescape, Owner};
+use super::fsutil::{mkdir_p, overwrite, remove_if_exists};
+use crate::error::{Error, Result};
+
+pub(super) const STATE_FILE: &str = "state";
+pub(super) const STATE_MAGIC: &str = "rcni-ipam-index v3";
+/// Number of index buckets (keyed by a hash of the container ID), each a
+/// fixed slot of [`SLOT`] bytes in the one index file: reading or writing a
+/// bucket is one pread or pwrite, and no ADD creates a file for the index.
+/// At 4000 allocations a bucket holds ~31 lines of ~40 bytes.
+pub(super) const BUCKETS: u64 = 128;
+/// Bytes per bucket slot. Text beyond that goes to an overflow file
+/// `b<NN>`, and the slot then holds [`OVERFLOW`].
+pub(super) const SLOT: usize = 2048;
+/// The index file under the network's index directory.
+pub(super) const BUCKETS_FILE: &str = "buckets";
+pub(super) const OVERFLOW: &str = "@overflow\n";
+/// Generations wrap below this (≈ 1973), far from any real clock reading.
+pub(super) const GEN_WRAP: u64 = 100_000_000;
+
+pub(super) struct IndexLine {
+    pub(super) ip: IpAddr,
+    pub(super) owner: Owner,
+}
+
+/// FNV-1a, 64 bit: a stable hash (the index must read the same across
+/// builds of rcni).
+pub(super) fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl DiskGuard<'_> {
+    pub(super) fn bucket_of(id: &str) -> u64 {
+        fnv1a(id.trim().as_bytes()) % BUCKETS
+    }
+
+    pub(super) fn overflow_file(&self, bucket: u64) -> PathBuf {
+        self.store.index_dir.join(format!("b{bucket:02x}"))
+    }
+
+    pub(super) fn index_file(&mut self) -> io::Result<&File> {
+        if self.index_file.is_none() {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.store.index_dir.join(BUCKETS_FILE))?;
+            self.index_file = Some(f);
+        }
+        self.index_file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("index file not open"))
+    }
+
+    /// A bucket's text: its slot up to the first NUL, or its overflow file.
+    pub(super) fn read_slot(&mut self, bucket: u64) -> io::Result<String> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; SLOT];
+        let f = self.index_file()?;
+        let mut got = 0;
+        while got < SLOT {
+            match f.read_at(&mut buf[got..], bucket * SLOT as u64 + got as u64)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(got);
+        buf.truncate(end);
+        let text =
+            String::from_utf8(buf).map_err(|_| io::Error::other("index slot is not UTF-8"))?;
+        if text == OVERFLOW {
+            return fs::read_to_string(self.overflow_file(bucket));
+        }
+        Ok(text)
+    }
+
+    /// Replace a bucket's text (whole slot, NUL-padded).
+    pub(super) fn write_slot(&mut self, bucket: u64, text: &str) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let body = if text.len() <= SLOT {
+            text
+        } else {
+            overwrite(&self.overflow_file(bucket), text.as_bytes())?;
+            OVERFLOW
+        };
+        let mut slot = vec![0u8; SLOT];
+        slot[..body.len()].copy_from_slice(body.as_bytes());
+        self.index_file()?.write_all_at(&slot, bucket * SLOT as u64)
+    }
+
+    /// Recreate the index from a scan of the network directory.
+    pub(super) fn rebuild(&mut self) -> Result<()> {
+        self.dirty = true;
+        *self.bucket_cache.get_mut() = None;
+        let entries = self.scan()?;
+        let idx = self.store.index_dir.clone();
+        if let Err(e) = self.write_index(&idx, &entries) {
+            // The allocation files are the truth; without an index we only
+            // lose speed. Leave the sentinel unset so the next locker retries.
+            self.index_usable = false;
+            eprintln!("rcni ipam: cannot rebuild index {}: {e}", idx.display());
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_index(
+        &mut self,
+        idx: &Path,
+        entries: &[(IpAddr, Owner)],
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        mkdir_p(idx, 0o755)?;
+        remove_if_exists(&idx.join(STATE_FILE))?;
+        let mut buckets: BTreeMap<u64, String> = BTreeMap::new();
+        for (ip, owner) in entries {
+            let b = buckets.entry(Self::bucket_of(&owner.id)).or_default();
+            b.push_str(&line_of(*ip, owner));
+        }
+        let keep: HashSet<PathBuf> = [idx.join(BUCKETS_FILE)].into_iter().collect();
+        for entry in fs::read_dir(idx)? {
+            let entry = entry?;
+            let path = entry.path();
+            if !keep.contains(&path) && !entry.file_type()?.is_dir() {
+                remove_if_exists(&path)?;
+            }
+        }
+        self.index_file = None;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(idx.join(BUCKETS_FILE))?;
+        file.set_len(BUCKETS * SLOT as u64)?;
+        self.index_file = Some(file);
+        // Slots in chunks: every slot is rewritten (stale ones zeroed)
+        // without one buffer the size of the whole file.
+        const CHUNK: u64 = 16;
+        for first in (0..BUCKETS).step_by(CHUNK as usize) {
+            let mut chunk = vec![0u8; CHUNK as usize * SLOT];
+            for b in first..first + CHUNK {
+                let Some(text) = buckets.get(&b) else {
+                    continue;
+                };
+                let body = if text.len() <= SLOT {
+                    text.as_str()
+                } else {
+                    overwrite(&self.overflow_file(b), text.as_bytes())?;
+                    OVERFLOW
+                };
+                let at = (b - first) as usize * SLOT;
+                chunk[at..at + body.len()].copy_from_slice(body.as_bytes());
+            }
+            self.index_file()?
+                .write_all_at(&chunk, first * SLOT as u64)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn read_bucket(&mut self, id: &str) -> Vec<IndexLine> {
+        let bucket = Self::bucket_of(id);
+        let cached = matches!(self.bucket_cache.get_mut(), Some((b, _)) if *b == bucket);
+        if !cached {
+            match self.read_slot(bucket) {
+                Ok(text) => *self.bucket_cache.get_mut() = Some((bucket, text)),
+                Err(_) => {
+                    // Unreadable index: drop it; the sentinel stays unset
+                    // and callers fall back to scanning.
+                    self.index_usable = false;
+                    *self.bucket_cache.get_mut() = None;
+                    return Vec::new();
+                }
+            }
+        }
+        let cache = self.bucket_cache.borrow();
+        let Some((_, content)) = cache.as_ref() else {
+            return Vec::new();
+        };
+        content
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                let ip = f.next()?.parse::<IpAddr>().ok()?;
+                let id = unescape(f.next()?);
+                let ifname = f.next().map(unescape);
+                Some(IndexLine {
+                    ip,
+                    owner: Owner { id, ifname },
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn write_bucket(&mut self, id: &str, lines: &[IndexLine]) {
+        let bucket = Self::bucket_of(id);
+        let s: String = lines.iter().map(|l| line_of(l.ip, &l.owner)).collect();
+        let res = self.write_slot(bucket, &s);
+        *self.bucket_cache.get_mut() = match res {
+            Ok(()) => Some((bucket, s)),
+            Err(_) => {
+                self.index_usable = false;
+                None
+            }
+        };
+    }
+
+    /// Index lines of `id` after checking each against its file; rebuilds the
+    /// index once when a line turns out stale.
+    pub(super) fn verified_lines(&mut self, id: &str) -> Result<Vec<IndexLine>> {
+        if !self.index_usable {
+            return Ok(self
+                .scan()?
+                .into_iter()
+                .filter(|(_, o)| o.id == id.trim())
+                .map(|(ip, owner)| IndexLine { ip, owner })
+                .collect());
+        }
+        for attempt in 0..2 {
+            let lines: Vec<IndexLine> = self
+                .read_bucket(id)
+                .into_iter()
+                .filter(|l| l.owner.id == id.trim())
+                .collect();
+            let fresh = lines
+                .iter()
+                .all(|l| self.read_owner(l.ip).as_ref() == Some(&l.owner));
+            if fresh {
+                return Ok(lines);
+            }
+            if attempt == 0 {
+                self.rebuild()?;
+                if !self.index_usable {
+                    return self.verified_lines(id);
+                }
+            }
+        }
+        Err(Error::io(
+            "index keeps disagreeing with",
+            &self.store.net_dir,
+            io::Error::other("stale index after rebuild"),
+        ))
+    }
+
+    pub(super) fn index_add(&mut self, ip: IpAddr, owner: Owner) {
+        if !self.index_usable {
+            return;
+        }
+        let mut lines = self.read_bucket(&owner.id);
+        lines.retain(|l| l.ip != ip);
+        let id = owner.id.clone();
+        lines.push(IndexLine { ip, owner });
+        self.write_bucket(&id, &lines);
+    }
+
+    pub(super) fn index_remove(&mut self, id: &str, ips: &[IpAddr]) {
+        if !self.index_usable {
+            return;
+        }
+        let mut lines = self.read_bucket(id);
+        lines.retain(|l| !ips.contains(&l.ip));
+        self.write_bucket(id, &lines);
+    }
+}
