@@ -88,7 +88,8 @@ fn bad_network(what: &str, e: impl std::fmt::Display) -> Error {
 
 /// A network configuration (conf or conflist) from JSON, with the
 /// multus cniVersion where it has none and `cni-args` merged into each
-/// plugin's `args.cni`.
+/// plugin's `args.cni`. A NetworkAttachmentDefinition's config without a
+/// `name` takes the object's name, as Multus does.
 fn network_from_value(
     what: &str,
     v: Value,
@@ -98,6 +99,11 @@ fn network_from_value(
     let Value::Object(mut m) = v else {
         return Err(bad_network(what, "expected a JSON object"));
     };
+    if let Some((_, nad)) = what.split_once('/').filter(|_| !what.starts_with('/')) {
+        if !m.contains_key("name") {
+            m.insert("name".into(), Value::String(nad.to_string()));
+        }
+    }
     if !m.contains_key("cniVersion") {
         m.insert("cniVersion".into(), Value::String(version.to_string()));
     }
@@ -153,6 +159,9 @@ struct Planned {
     gateways: Vec<IpAddr>,
 }
 
+/// Where network-status goes: the API and the pod (namespace, name).
+type StatusTarget = (k8s::Api, String, String);
+
 /// What ADD works with.
 struct Ctx<'a> {
     args: &'a CmdArgs,
@@ -196,7 +205,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The network in `confDir` whose `name` is `name`.
-    fn from_conf_dir(
+    fn in_conf_dir(
         &self,
         name: &str,
         cni_args: Option<&Map<String, Value>>,
@@ -249,7 +258,7 @@ impl<'a> Ctx<'a> {
             let ns = self.c.multus_namespace();
             if let Some(config) = api.nad_config(&ns, name)? {
                 let list = if config.trim().is_empty() {
-                    self.from_conf_dir(name, None)?
+                    self.in_conf_dir(name, None)?
                 } else {
                     network_from_bytes(
                         &format!("{ns}/{name}"),
@@ -261,7 +270,7 @@ impl<'a> Ctx<'a> {
                 return Ok((format!("{ns}/{name}"), list));
             }
         }
-        let list = self.from_conf_dir(name, None)?;
+        let list = self.in_conf_dir(name, None)?;
         Ok((list.name.clone(), list))
     }
 
@@ -306,7 +315,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The whole plan of an ADD.
-    fn plan(&self) -> CniResult<(Vec<Planned>, Option<(k8s::Api, String, String)>)> {
+    fn plan(&self) -> CniResult<(Vec<Planned>, Option<StatusTarget>)> {
         let api = self.api(Duration::MAX)?;
         let pod = pod_of(&self.cni_args);
         let (api, pod) = match (api, pod) {
@@ -405,7 +414,7 @@ impl<'a> Ctx<'a> {
             ))
         })?;
         let list = if config.trim().is_empty() {
-            self.from_conf_dir(&sel.name, sel.cni_args.as_ref())?
+            self.in_conf_dir(&sel.name, sel.cni_args.as_ref())?
         } else {
             network_from_bytes(
                 &format!("{ns}/{}", sel.name),
