@@ -343,6 +343,17 @@ fn config_errors_name_the_field_and_refusals_are_clear() {
             "namespaceIsolation",
         ),
         (json!({"clusterNetwork": 5}), 7, "clusterNetwork"),
+        (json!({"clusterNetwork": "a", "cniDir": 5}), 7, "cniDir"),
+        (
+            json!({"clusterNetwork": "a", "readinessTimeoutSeconds": -1}),
+            7,
+            "readinessTimeoutSeconds",
+        ),
+        (
+            json!({"clusterNetwork": "a", "delegates": [{"name": "b", "type": "ptp"}]}),
+            7,
+            "not both",
+        ),
         (
             json!({"clusterNetwork": "a", "systemNamespaces": "kube-system"}),
             7,

@@ -88,8 +88,7 @@ fn bad_network(what: &str, e: impl std::fmt::Display) -> Error {
 
 /// A network configuration (conf or conflist) from JSON, with the
 /// multus cniVersion where it has none and `cni-args` merged into each
-/// plugin's `args.cni`. A NetworkAttachmentDefinition's config without a
-/// `name` takes the object's name, as Multus does.
+/// plugin's `args.cni`.
 fn network_from_value(
     what: &str,
     v: Value,
@@ -99,11 +98,6 @@ fn network_from_value(
     let Value::Object(mut m) = v else {
         return Err(bad_network(what, "expected a JSON object"));
     };
-    if let Some((_, nad)) = what.split_once('/').filter(|_| !what.starts_with('/')) {
-        if !m.contains_key("name") {
-            m.insert("name".into(), Value::String(nad.to_string()));
-        }
-    }
     if !m.contains_key("cniVersion") {
         m.insert("cniVersion".into(), Value::String(version.to_string()));
     }
@@ -149,6 +143,24 @@ fn network_from_bytes(
 ) -> CniResult<NetworkConfigList> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| bad_network(what, e))?;
     network_from_value(what, v, version, cni_args)
+}
+
+/// The `spec.config` of NetworkAttachmentDefinition `ns/name`; without a
+/// `name` of its own the network takes the object's, as Multus does.
+fn nad_network(
+    ns: &str,
+    name: &str,
+    config: &str,
+    version: &str,
+    cni_args: Option<&Map<String, Value>>,
+) -> CniResult<NetworkConfigList> {
+    let what = format!("{ns}/{name}");
+    let mut v: Value = serde_json::from_str(config).map_err(|e| bad_network(&what, e))?;
+    if let Value::Object(m) = &mut v {
+        m.entry("name")
+            .or_insert_with(|| Value::String(name.to_string()));
+    }
+    network_from_value(&what, v, version, cni_args)
 }
 
 /// One network to attach, before it runs.
@@ -260,12 +272,7 @@ impl<'a> Ctx<'a> {
                 let list = if config.trim().is_empty() {
                     self.in_conf_dir(name, None)?
                 } else {
-                    network_from_bytes(
-                        &format!("{ns}/{name}"),
-                        config.as_bytes(),
-                        self.version(),
-                        None,
-                    )?
+                    nad_network(&ns, name, &config, self.version(), None)?
                 };
                 return Ok((format!("{ns}/{name}"), list));
             }
@@ -416,9 +423,10 @@ impl<'a> Ctx<'a> {
         let list = if config.trim().is_empty() {
             self.in_conf_dir(&sel.name, sel.cni_args.as_ref())?
         } else {
-            network_from_bytes(
-                &format!("{ns}/{}", sel.name),
-                config.as_bytes(),
+            nad_network(
+                &ns,
+                &sel.name,
+                &config,
                 self.version(),
                 sel.cni_args.as_ref(),
             )?
@@ -636,15 +644,15 @@ impl Plugin for Multus {
                 }
             }
         }
-        for (p, r) in plan.iter().zip(&results) {
-            if let Some(gw) = p.gateways.first() {
+        // default-route: one gateway per address family.
+        for p in &plan {
+            for gw in &p.gateways {
                 if let Err(e) = move_default_route(Path::new(&netns), &p.entry.ifname, *gw) {
                     if ctx.del_entry(&entry, &netns).is_ok() {
                         let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
                     }
                     return Err(e);
                 }
-                let _ = r;
             }
         }
         if let Some((api, ns, name)) = status_target {
