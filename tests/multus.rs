@@ -277,6 +277,10 @@ fn bridge_macvlan_ptp_in_one_pod_carry_traffic_and_del_removes_all() {
         env.cached()
     );
 
+    // A second ADD of the same attachment is refused and breaks nothing.
+    assert_eq!(env.call("ADD", "c3", &pod.path(), &conf, "").err_code(), 4);
+    assert_eq!(pod_links(&pod), ["eth0", "net1", "net2"]);
+
     // CHECK and STATUS through the record.
     let mut check = conf.clone();
     check["prevResult"] = r.clone();

@@ -604,8 +604,16 @@ impl Plugin for Multus {
                 ));
             }
         }
-        let (plan, status_target) = ctx.plan()?;
         let cni_dir = ctx.c.cni_dir();
+        // A second ADD of the same attachment would end in undoing the
+        // first one's delegates: refuse it before anything runs.
+        if let Ok(Some(_)) = cache::load(&cni_dir, &args.container_id, &args.ifname) {
+            return Err(Error::invalid_env(format!(
+                "multus: container {:?} already has interface {:?} attached (DEL it first)",
+                args.container_id, args.ifname
+            )));
+        }
+        let (plan, status_target) = ctx.plan()?;
         let entry = cache::Entry {
             kind: cache::KIND.into(),
             container_id: args.container_id.clone(),
