@@ -11,7 +11,8 @@
 //!
 //! HTTPS trusts the cluster's CA when one is given (in-cluster `ca.crt`,
 //! kubeconfig `certificate-authority(-data)`), and only that CA; without
-//! one it falls back to the Mozilla roots bundled in the binary. Proxy
+//! one, the Mozilla roots bundled in the binary with feature
+//! `bundled-roots` (rcni-agent), else the client is refused. Proxy
 //! variables of the environment are not used and redirects are not
 //! followed: clients talk to the cluster's own endpoints. HTTP error
 //! statuses are answers (`(status, body)`), not errors.
@@ -79,7 +80,8 @@ impl Auth {
 /// TLS settings of an HTTPS client.
 #[derive(Clone, Default)]
 pub struct TlsSettings {
-    /// Trust only these roots; `None`: the bundled Mozilla roots.
+    /// Trust only these roots; `None`: the bundled Mozilla roots (feature
+    /// `bundled-roots`; without it an https:// client is refused).
     pub roots: Option<Vec<Certificate<'static>>>,
     /// A client certificate chain and its key.
     pub client: Option<ClientCert>,
@@ -90,9 +92,16 @@ pub struct TlsSettings {
 fn tls_config(tls: &TlsSettings) -> TlsConfig {
     let mut c = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .disable_verification(tls.insecure);
-    if let Some(roots) = &tls.roots {
-        c = c.root_certs(RootCerts::Specific(Arc::new(roots.clone())));
+    match &tls.roots {
+        Some(roots) => c = c.root_certs(RootCerts::Specific(Arc::new(roots.clone()))),
+        // Client::new refuses https without a CA in this build; an empty
+        // set keeps any other path from reaching ureq's bundled roots.
+        None if !cfg!(feature = "bundled-roots") => {
+            c = c.root_certs(RootCerts::Specific(Arc::new(Vec::new())))
+        }
+        None => {}
     }
     if let Some(client) = &tls.client {
         c = c.client_cert(Some(client.clone()));
@@ -318,6 +327,16 @@ impl Client {
     /// A client of `endpoint`, sending `user_agent`.
     pub fn new(endpoint: Endpoint, user_agent: &str) -> Result<Client, String> {
         let base_url = base_url(&endpoint.server)?;
+        if !cfg!(feature = "bundled-roots")
+            && base_url.starts_with("https://")
+            && endpoint.tls.roots.is_none()
+            && !endpoint.tls.insecure
+        {
+            return Err(format!(
+                "{base_url}: no certificate authority to trust (give certificate-authority or \
+                 certificate-authority-data, or insecure-skip-tls-verify)"
+            ));
+        }
         Ok(Client {
             agent: http_agent(&endpoint.tls, DEFAULT_TIMEOUT, user_agent),
             base_url,
@@ -685,5 +704,16 @@ mod tests {
         let c = Client::new(e, "t").unwrap();
         let err = c.get("/x").unwrap_err();
         assert!(err.contains("refusing to send a bearer token"), "{err}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "bundled-roots"))]
+    fn https_without_a_ca_is_refused_without_bundled_roots() {
+        let e = Endpoint::plain("https://10.0.0.1:6443", Auth::None);
+        let err = Client::new(e, "t").err().unwrap();
+        assert!(err.contains("no certificate authority"), "{err}");
+        let mut e = Endpoint::plain("https://10.0.0.1:6443", Auth::None);
+        e.tls.insecure = true;
+        assert!(Client::new(e, "t").is_ok());
     }
 }

@@ -386,7 +386,9 @@ impl<'a> Ctx<'a> {
         }
         let mut seen = std::collections::HashSet::new();
         for p in &plan {
-            cni_spec::validate::interface_name(&p.entry.ifname)?;
+            cni_spec::validate::interface_name(&p.entry.ifname).map_err(|e| {
+                Error::invalid_config(format!("multus: network {}: {}", p.entry.name, e.msg))
+            })?;
             if !seen.insert(p.entry.ifname.clone()) {
                 return Err(Error::invalid_config(format!(
                     "multus: two networks would use interface {:?}",
