@@ -14,7 +14,7 @@
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -541,6 +541,19 @@ struct FakeApi {
 
 impl FakeApi {
     fn start(node: &TestNs, cluster: Cluster) -> FakeApi {
+        Self::start_with(node, cluster, None)
+    }
+
+    /// Serves HTTPS with this server configuration.
+    fn start_tls(node: &TestNs, cluster: Cluster, tls: Arc<rustls::ServerConfig>) -> FakeApi {
+        Self::start_with(node, cluster, Some(tls))
+    }
+
+    fn start_with(
+        node: &TestNs,
+        cluster: Cluster,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> FakeApi {
         let listener = node.run(|| TcpListener::bind("127.0.0.1:0").expect("bind"));
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
@@ -550,7 +563,18 @@ impl FakeApi {
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((conn, _)) => serve_one(conn, &c),
+                    Ok((conn, _)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                        match &tls {
+                            Some(config) => {
+                                if let Ok(server) = rustls::ServerConnection::new(config.clone()) {
+                                    serve_one(rustls::StreamOwned::new(server, conn), &c);
+                                }
+                            }
+                            None => serve_one(conn, &c),
+                        }
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
@@ -564,11 +588,17 @@ impl FakeApi {
     }
 
     fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        self.kubeconfig_with(dir, "http", "")
+    }
+
+    /// A kubeconfig for `scheme://127.0.0.1:port`; `cluster_extra` is more
+    /// of the cluster entry (`, certificate-authority: ca.pem`).
+    fn kubeconfig_with(&self, dir: &Path, scheme: &str, cluster_extra: &str) -> PathBuf {
         let p = dir.join("multus.kubeconfig");
         std::fs::write(
             &p,
             format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: t\nclusters: [{{name: k, cluster: {{server: 'http://127.0.0.1:{}'}}}}]\ncontexts: [{{name: t, context: {{cluster: k, user: u}}}}]\nusers: [{{name: u, user: {{token: secret-token}}}}]\n",
+                "apiVersion: v1\nkind: Config\ncurrent-context: t\nclusters: [{{name: k, cluster: {{server: '{scheme}://127.0.0.1:{}'{cluster_extra}}}}}]\ncontexts: [{{name: t, context: {{cluster: k, user: u}}}}]\nusers: [{{name: u, user: {{token: secret-token}}}}]\n",
                 self.port
             ),
         )
@@ -599,9 +629,7 @@ impl Drop for FakeApi {
     }
 }
 
-fn serve_one(conn: TcpStream, cluster: &Mutex<Cluster>) {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+fn serve_one<S: Read + Write>(conn: S, cluster: &Mutex<Cluster>) {
     let mut reader = BufReader::new(conn);
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
@@ -940,4 +968,74 @@ fn k8s_namespace_isolation_and_system_namespaces() {
         .requests()
         .iter()
         .any(|(m, p)| m == "GET" && p.contains("network-attachment-definitions/extra")));
+}
+
+/// A throw-away CA (PEM) and a rustls server configuration whose
+/// certificate for 127.0.0.1 it signed.
+fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("cert");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).expect("pem")],
+            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key pem"),
+        )
+        .expect("server config");
+    (ca.pem(), Arc::new(config))
+}
+
+#[test]
+fn k8s_over_https_trusts_the_kubeconfig_ca_only() {
+    let env = Env::new("mut");
+    let pod = TestNs::new("mutpod");
+    let mut cluster = Cluster::default();
+    cluster.pods.insert(
+        "web/p3".into(),
+        json!({"k8s.v1.cni.cncf.io/networks": "rec"}),
+    );
+    cluster.nads.insert(
+        "web/rec".into(),
+        Some(json!({"cniVersion": "1.0.0", "type": "recorder"}).to_string()),
+    );
+    let (ca, tls) = test_pki();
+    let api = FakeApi::start_tls(&env.node, cluster, tls);
+    std::fs::write(env.tmp.path().join("ca.pem"), ca).expect("ca");
+    let kubeconfig =
+        api.kubeconfig_with(env.tmp.path(), "https", ", certificate-authority: ca.pem");
+    let conf = env.multus(json!({
+        "kubeconfig": kubeconfig,
+        "delegates": [{"name": "cluster", "type": "recorder"}],
+    }));
+    let args = k8s_args("web", "p3");
+    env.call("ADD", "ct", &pod.path(), &conf, &args).ok();
+    assert!(
+        env.records().iter().any(|r| r == "ADD-ct-net1.env"),
+        "{:?}",
+        env.records()
+    );
+    assert_eq!(api.patches().len(), 1);
+    env.call("DEL", "ct", &pod.path(), &conf, &args).ok();
+
+    // Another CA: the server is not trusted, nothing runs.
+    let (other_ca, _) = test_pki();
+    std::fs::write(env.tmp.path().join("ca.pem"), other_ca).expect("ca");
+    let before = env.records().len();
+    let out = env.call("ADD", "ct2", &pod.path(), &conf, &args);
+    assert_eq!(out.err_code(), 11, "{}", out.stdout);
+    assert_eq!(env.records().len(), before);
+    assert!(env.cached().is_empty(), "{:?}", env.cached());
 }
