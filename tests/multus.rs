@@ -316,7 +316,9 @@ fn a_failing_third_delegate_leaves_nothing_and_answers_its_code() {
             {"name": "mf-mv", "type": "macvlan", "master": master,
              "ipam": {"type": "host-local", "subnet": "10.31.0.0/24", "rangeStart": "10.31.0.10", "dataDir": env.dir("ipam")}},
             {"name": "mf-fail", "type": "failer"},
-        ]
+        ],
+        "logFile": env.dir("multus.log"),
+        "logLevel": "verbose",
     }));
     let out = env.call("ADD", "cf", &pod.path(), &conf, "");
     assert_eq!(out.err_code(), 117, "{}", out.stdout);
@@ -324,6 +326,12 @@ fn a_failing_third_delegate_leaves_nothing_and_answers_its_code() {
         .as_str()
         .unwrap_or("")
         .contains("failer refuses"));
+    let log = std::fs::read_to_string(env.dir("multus.log")).expect("log file");
+    assert!(log.contains("ADD mf-br as eth0"), "{log}");
+    assert!(
+        log.contains("ADD of mf-fail failed") && log.contains("undoing"),
+        "{log}"
+    );
     assert!(pod_links(&pod).is_empty(), "{:?}", pod_links(&pod));
     assert!(env.allocated().is_empty(), "{:?}", env.allocated());
     assert!(
