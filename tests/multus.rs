@@ -1047,3 +1047,61 @@ fn k8s_over_https_trusts_the_kubeconfig_ca_only() {
     assert_eq!(env.records().len(), before);
     assert!(env.cached().is_empty(), "{:?}", env.cached());
 }
+
+#[test]
+fn cluster_network_by_name_path_directory_inline_and_nad() {
+    let env = Env::new("mun");
+    let pod = TestNs::new("munpod");
+    let dir = env.dir("conf");
+    std::fs::write(
+        dir.join("10-by-name.conflist"),
+        json!({"cniVersion": "1.0.0", "name": "by-name", "plugins": [{"type": "recorder", "tag": "name"}]}).to_string(),
+    )
+    .expect("write");
+    let other = env.dir("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::write(
+        other.join("05-by-path.conf"),
+        json!({"cniVersion": "1.0.0", "name": "by-path", "type": "recorder", "tag": "path"})
+            .to_string(),
+    )
+    .expect("write");
+    let cases = [
+        (json!("by-name"), "name"),
+        (json!(other.join("05-by-path.conf")), "path"),
+        (json!(other), "path"),
+        (
+            json!({"name": "inline", "type": "recorder", "tag": "inline"}),
+            "inline",
+        ),
+    ];
+    for (i, (cluster, tag)) in cases.into_iter().enumerate() {
+        let id = format!("cn{i}");
+        let conf = env.multus(json!({"clusterNetwork": cluster}));
+        env.call("ADD", &id, &pod.path(), &conf, "").ok();
+        let stdin: Value =
+            serde_json::from_str(&env.record(&format!("ADD-{id}-eth0.stdin"))).expect("stdin");
+        assert_eq!(stdin["tag"], tag, "{cluster}");
+        env.call("DEL", &id, &pod.path(), &conf, "").ok();
+    }
+
+    // With Kubernetes, a name is first a NetworkAttachmentDefinition in
+    // multusNamespace.
+    let mut cluster = Cluster::default();
+    cluster.pods.insert("web/p".into(), json!({}));
+    cluster.nads.insert(
+        "kube-system/by-name".into(),
+        Some(json!({"cniVersion": "1.0.0", "type": "recorder", "tag": "nad"}).to_string()),
+    );
+    let api = FakeApi::start(&env.node, cluster);
+    let conf = env
+        .multus(json!({"clusterNetwork": "by-name", "kubeconfig": api.kubeconfig(env.tmp.path())}));
+    env.call("ADD", "cnk", &pod.path(), &conf, &k8s_args("web", "p"))
+        .ok();
+    let stdin: Value = serde_json::from_str(&env.record("ADD-cnk-eth0.stdin")).expect("stdin");
+    assert_eq!(stdin["tag"], "nad");
+    assert_eq!(stdin["name"], "by-name");
+    env.call("DEL", "cnk", &pod.path(), &conf, &k8s_args("web", "p"))
+        .ok();
+    assert!(env.cached().is_empty(), "{:?}", env.cached());
+}
