@@ -676,7 +676,10 @@ impl Plugin for Multus {
                     .error(&format!("network-status of {ns}/{name}: {}", e.msg));
             }
         }
-        let mut out = results[0].convert(ctx.version())?;
+        let mut out = results
+            .first()
+            .ok_or_else(|| Error::internal("multus: no network was attached"))?
+            .convert(ctx.version())?;
         for r in results.iter().skip(1) {
             for i in r.interfaces.iter().filter(|i| !i.sandbox.is_empty()) {
                 out.interfaces.push(i.clone());
