@@ -46,6 +46,10 @@ pub struct Entry {
     #[serde(default)]
     pub netns: String,
     pub delegates: Vec<DelegateEntry>,
+    /// Every delegate was attached (false while ADD runs, and after an
+    /// ADD whose undo could not finish).
+    #[serde(default)]
+    pub complete: bool,
 }
 
 fn entry_path(dir: &Path, container_id: &str, ifname: &str) -> PathBuf {

@@ -607,21 +607,31 @@ impl Plugin for Multus {
             }
         }
         let cni_dir = ctx.c.cni_dir();
-        // A second ADD of the same attachment would end in undoing the
-        // first one's delegates: refuse it before anything runs.
-        if let Ok(Some(_)) = cache::load(&cni_dir, &args.container_id, &args.ifname) {
-            return Err(Error::invalid_env(format!(
-                "multus: container {:?} already has interface {:?} attached (DEL it first)",
-                args.container_id, args.ifname
-            )));
+        // A second ADD of an attachment would end in undoing the first
+        // one's delegates: refused before anything runs. What a failed or
+        // interrupted ADD left is removed first.
+        if let Ok(Some(old)) = cache::load(&cni_dir, &args.container_id, &args.ifname) {
+            if old.complete {
+                return Err(Error::invalid_env(format!(
+                    "multus: container {:?} already has interface {:?} attached (DEL it first)",
+                    args.container_id, args.ifname
+                )));
+            }
+            if let Err(e) = ctx.del_entry(&old, &netns) {
+                ctx.log.verbose(&format!(
+                    "leftovers of an earlier ADD could not all be removed: {}",
+                    e.msg
+                ));
+            }
         }
         let (plan, status_target) = ctx.plan()?;
-        let entry = cache::Entry {
+        let mut entry = cache::Entry {
             kind: cache::KIND.into(),
             container_id: args.container_id.clone(),
             ifname: args.ifname.clone(),
             netns: netns.clone(),
             delegates: plan.iter().map(|p| p.entry.clone()).collect(),
+            complete: false,
         };
         // Recorded before anything runs: a DEL after a crash half-way
         // still finds every delegate.
@@ -664,6 +674,13 @@ impl Plugin for Multus {
                     return Err(e);
                 }
             }
+        }
+        entry.complete = true;
+        if let Err(m) = cache::save(&cni_dir, &entry) {
+            if ctx.del_entry(&entry, &netns).is_ok() {
+                let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
+            }
+            return Err(Error::io(m));
         }
         if let Some((api, ns, name)) = status_target {
             let status: Vec<Value> = plan
