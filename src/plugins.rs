@@ -22,6 +22,7 @@ pub static PLUGINS: &[(&str, &dyn Plugin)] = &[
     ("dummy", &plugin_dummy::Dummy),
     ("ipvlan", &plugin_ipvlan::Ipvlan),
     ("vrf", &plugin_vrf::Vrf),
+    ("multus", &plugin_multus::Multus),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static dyn Plugin> {

@@ -53,6 +53,12 @@ fn base(plugin: &str, version: &str, data: &Path) -> Value {
         }
         "tuning" => c["dataDir"] = json!(data.join("tuning")),
         "host-device" => c["device"] = json!("hdnone0"),
+        "multus" => {
+            c["cniDir"] = json!(data.join("multus"));
+            c["confDir"] = json!(data.join("multus-conf"));
+            c["delegates"] = json!([{"name": "errnet-ptp", "type": "ptp",
+                "stateDir": data.join("state"), "ipam": ipam}]);
+        }
         _ => {}
     }
     c
@@ -450,6 +456,26 @@ fn optional_fields(plugin: &str) -> Vec<(&'static str, Value)> {
             add(&["mtu"], &n);
         }
         "vrf" => add(&["table"], &n),
+        // (cniDir and confDir stay set: null means /var/lib/cni/multus and
+        // /etc/cni/multus/net.d; delegates is the network itself.)
+        "multus" => {
+            add(&["namespaceIsolation", "logToStderr"], &b);
+            add(&["readinessTimeoutSeconds", "apiTimeoutSeconds"], &n);
+            add(
+                &[
+                    "kubeconfig",
+                    "binDir",
+                    "multusNamespace",
+                    "globalNamespaces",
+                    "readinessindicatorfile",
+                    "logFile",
+                    "logLevel",
+                    "clusterNetwork",
+                ],
+                &s,
+            );
+            add(&["defaultNetworks", "systemNamespaces"], &a);
+        }
         _ => {}
     }
     f

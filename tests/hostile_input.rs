@@ -134,6 +134,9 @@ impl World {
             "vlan" => json!({"master": "hsm0", "vlanId": 100, "mtu": 1400, "ipam": ipam}),
             "dummy" => json!({"ipam": ipam}),
             "vrf" => json!({"vrfname": "hsvrf", "prevResult": prev}),
+            "multus" => json!({"cniDir": d.join("multus"), "confDir": d.join("multus-conf"),
+                "delegates": [{"name": "hs-mu", "type": "ptp", "mtu": 1400,
+                    "stateDir": d.join("state"), "ipam": ipam}]}),
             _ => json!({}),
         };
         if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
@@ -548,7 +551,12 @@ fn rows_for(w: &World, plugin: &str) -> Vec<Row> {
         // lacks the link types of ipvlan, vlan, dummy and vrf (their ADDs
         // run in the VM lane's own tests), so those fail in the kernel:
         // the row still proves the id is read and nothing is left.
-        let want = if matches!(plugin, "bandwidth" | "ipvlan" | "vlan" | "dummy" | "vrf") {
+        // multus keeps libcni's result cache per delegate, whose file
+        // names carry the id (ENAMETOOLONG): refused cleanly, code 5.
+        let want = if matches!(
+            plugin,
+            "bandwidth" | "ipvlan" | "vlan" | "dummy" | "vrf" | "multus"
+        ) {
             Want::WorksOrErr(&[5])
         } else {
             Want::Works
@@ -692,6 +700,9 @@ fn harden_rows(w: &World, plugin: &str) -> Vec<Row> {
         // test to write to.
         "dataDir",
         "stateDir",
+        // multus: its cache (default /var/lib/cni/multus) and its networks.
+        "cniDir",
+        "delegates",
     ];
     if plugin != "dhcp" {
         if let Some(o) = base.as_object() {

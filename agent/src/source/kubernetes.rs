@@ -31,25 +31,23 @@
 //! `ca.crt`, kubeconfig `certificate-authority(-data)`), and only that CA;
 //! without one it falls back to the Mozilla roots bundled in the binary.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use ipnet::IpNet;
 use serde::Deserialize;
-use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
 use crate::model::{NodeInfo, NodeSource, SourceError};
 
-/// Deadline of one HTTP request (connection, TLS, request and response).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Where Kubernetes mounts a pod's service account credentials.
-pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub use kube_lite::{Auth, DEFAULT_TIMEOUT, SERVICE_ACCOUNT_DIR};
+// The etcd source shares the HTTPS plumbing.
+pub(crate) use kube_lite::{
+    base_url, pem_certificates, pem_private_key, read_file, transport_error, TlsSettings, MAX_BODY,
+};
+use kube_lite::{query_escape, server_message, Client, Endpoint};
 
 /// Nodes asked for per page.
 const DEFAULT_PAGE_SIZE: u32 = 500;
@@ -57,177 +55,26 @@ const DEFAULT_PAGE_SIZE: u32 = 500;
 /// A list that needs more pages than this is taken for a server bug.
 const MAX_PAGES: usize = 10_000;
 
-/// Largest response body read (a page of 500 nodes is a few MB).
-pub(crate) const MAX_BODY: u64 = 256 << 20;
-
-/// How the agent authenticates to the API server, besides a TLS client
-/// certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// No `Authorization` header.
-    None,
-    /// A fixed bearer token.
-    Token(String),
-    /// A bearer token read from this file before every request: projected
-    /// service account tokens are rotated by the kubelet.
-    TokenFile(PathBuf),
-}
-
-/// TLS settings of an HTTPS client (also used by the etcd source).
-#[derive(Clone, Default)]
-pub(crate) struct TlsSettings {
-    /// Trust only these roots; `None`: the bundled Mozilla roots.
-    pub(crate) roots: Option<Vec<Certificate<'static>>>,
-    /// A client certificate chain and its key.
-    pub(crate) client: Option<ClientCert>,
-    /// Accept any server certificate.
-    pub(crate) insecure: bool,
-}
+const USER_AGENT: &str = concat!("rcni-agent/", env!("CARGO_PKG_VERSION"));
 
 /// An HTTP client with these TLS settings and this deadline per request.
-/// HTTP error statuses are answers, not errors; no proxy; no redirects.
 pub(crate) fn http_agent(tls: &TlsSettings, timeout: Duration) -> ureq::Agent {
-    let mut tls_config = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .disable_verification(tls.insecure);
-    if let Some(roots) = &tls.roots {
-        tls_config = tls_config.root_certs(RootCerts::Specific(Arc::new(roots.clone())));
-    }
-    if let Some(client) = &tls.client {
-        tls_config = tls_config.client_cert(Some(client.clone()));
-    }
-    ureq::Agent::config_builder()
-        .tls_config(tls_config.build())
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .proxy(None)
-        .max_redirects(0)
-        .user_agent(concat!("rcni-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
+    kube_lite::http_agent(tls, timeout, USER_AGENT)
 }
 
-/// An agent for long-lived streaming requests (watches): connecting must
-/// succeed within `connect`, a stream lasts at most `longest`.
+/// An agent for long-lived streaming requests (watches).
 pub(crate) fn streaming_agent(
     tls: &TlsSettings,
     connect: Duration,
     longest: Duration,
 ) -> ureq::Agent {
-    let mut tls_config = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .disable_verification(tls.insecure);
-    if let Some(roots) = &tls.roots {
-        tls_config = tls_config.root_certs(RootCerts::Specific(Arc::new(roots.clone())));
-    }
-    if let Some(client) = &tls.client {
-        tls_config = tls_config.client_cert(Some(client.clone()));
-    }
-    ureq::Agent::config_builder()
-        .tls_config(tls_config.build())
-        .timeout_global(Some(longest))
-        .timeout_connect(Some(connect))
-        .http_status_as_error(false)
-        .proxy(None)
-        .max_redirects(0)
-        .user_agent(concat!("rcni-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
-}
-
-/// The certificates of a PEM document (`what` names it in errors).
-pub(crate) fn pem_certificates(
-    pem: &[u8],
-    what: &str,
-) -> Result<Vec<Certificate<'static>>, String> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        if let PemItem::Certificate(c) = item.map_err(|e| format!("{what}: bad PEM: {e}"))? {
-            certs.push(c);
-        }
-    }
-    if certs.is_empty() {
-        return Err(format!("{what}: no PEM certificate in it"));
-    }
-    Ok(certs)
-}
-
-/// The private key of a PEM document (PKCS#8, PKCS#1 or SEC1).
-pub(crate) fn pem_private_key(pem: &[u8], what: &str) -> Result<PrivateKey<'static>, String> {
-    PrivateKey::from_pem(pem).map_err(|e| format!("{what}: {e}"))
-}
-
-/// Reads a file for a TLS setting, naming it in the error.
-pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
-}
-
-/// Describes a failed request: no answer in time, nobody listening, TLS…
-pub(crate) fn transport_error(what: &str, e: &ureq::Error, timeout: Duration) -> String {
-    match e {
-        ureq::Error::Timeout(_) => format!("{what}: no answer within {timeout:?}"),
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            format!("{what}: connection refused")
-        }
-        other => format!("{what}: {other}"),
-    }
-}
-
-/// Checks that `url` is `http://…` or `https://…` and drops a final `/`.
-pub(crate) fn base_url(url: &str) -> Result<String, String> {
-    let url = url.trim();
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("{url:?}: not an http:// or https:// URL"))?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(format!("{url:?}: no host"));
-    }
-    Ok(url.trim_end_matches('/').to_string())
-}
-
-/// Percent-encodes a query parameter value (RFC 3986 unreserved kept).
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// The `message` of a Kubernetes `Status` body, or the start of the body.
-fn server_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Status {
-        #[serde(default)]
-        message: String,
-    }
-    let text = match serde_json::from_slice::<Status>(body) {
-        Ok(s) if !s.message.is_empty() => s.message,
-        _ => String::from_utf8_lossy(body).trim().to_string(),
-    };
-    if text.is_empty() {
-        String::new()
-    } else {
-        let short: String = text.chars().take(300).collect();
-        format!(" ({short})")
-    }
+    kube_lite::streaming_agent(tls, connect, longest, USER_AGENT)
 }
 
 /// Nodes from the Kubernetes API.
 pub struct KubernetesSource {
-    base_url: String,
-    auth: Auth,
-    tls: TlsSettings,
-    timeout: Duration,
+    client: Client,
     page_size: u32,
-    agent: ureq::Agent,
-    /// Send a bearer token over plain `http://` (never by default).
-    insecure_http_token: bool,
     /// Entries the last listing skipped, and why.
     skipped: Vec<String>,
     /// The resourceVersion of the last complete list, for the watch.
@@ -238,7 +85,7 @@ impl KubernetesSource {
     /// A client of the API server at `base_url` (`http://host:port` for
     /// tests; an `https://` URL trusts the bundled Mozilla roots).
     pub fn new(base_url: &str, auth: Auth) -> Result<KubernetesSource, SourceError> {
-        Self::build(base_url, auth, TlsSettings::default())
+        Self::build(Endpoint::plain(base_url, auth))
     }
 
     /// In-cluster configuration: the API server from
@@ -274,17 +121,9 @@ impl KubernetesSource {
     /// The API server at `server` with the service account credentials in
     /// `dir` (`token`, re-read before every request, and `ca.crt`).
     pub fn from_service_account(server: &str, dir: &Path) -> Result<KubernetesSource, SourceError> {
-        let err = |m: String| SourceError::new(format!("kubernetes {server}"), m);
-        let ca_path = dir.join("ca.crt");
-        let ca = read_file(&ca_path, "the service account CA").map_err(err)?;
-        let roots = pem_certificates(&ca, &ca_path.display().to_string()).map_err(err)?;
-        let token = dir.join("token");
-        read_file(&token, "the service account token").map_err(err)?;
-        let tls = TlsSettings {
-            roots: Some(roots),
-            ..TlsSettings::default()
-        };
-        Self::build(server, Auth::TokenFile(token), tls)
+        let endpoint = Endpoint::from_service_account(server, dir)
+            .map_err(|m| SourceError::new(format!("kubernetes {server}"), m))?;
+        Self::build(endpoint)
     }
 
     /// The cluster, user and credentials of the current context of a
@@ -294,26 +133,17 @@ impl KubernetesSource {
     /// relative paths are relative to the file's directory. Exec plugins
     /// and auth providers are not run.
     pub fn from_kubeconfig(path: &Path) -> Result<KubernetesSource, SourceError> {
-        let err = |m: String| SourceError::new(format!("kubeconfig {}", path.display()), m);
-        let text = fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-        let config: Kubeconfig =
-            serde_yaml_ng::from_str(&text).map_err(|e| err(format!("bad kubeconfig: {e}")))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let (server, auth, tls) = config.resolve(dir).map_err(err)?;
-        Self::build(&server, auth, tls)
+        let endpoint = Endpoint::from_kubeconfig(path)
+            .map_err(|m| SourceError::new(format!("kubeconfig {}", path.display()), m))?;
+        Self::build(endpoint)
     }
 
-    fn build(url: &str, auth: Auth, tls: TlsSettings) -> Result<KubernetesSource, SourceError> {
-        let base_url = base_url(url).map_err(|m| SourceError::new("kubernetes", m))?;
-        let timeout = DEFAULT_TIMEOUT;
+    fn build(endpoint: Endpoint) -> Result<KubernetesSource, SourceError> {
+        let client =
+            Client::new(endpoint, USER_AGENT).map_err(|m| SourceError::new("kubernetes", m))?;
         Ok(KubernetesSource {
-            agent: http_agent(&tls, timeout),
-            base_url,
-            auth,
-            tls,
-            timeout,
+            client,
             page_size: DEFAULT_PAGE_SIZE,
-            insecure_http_token: false,
             skipped: Vec::new(),
             listed_version: Arc::default(),
         })
@@ -321,8 +151,7 @@ impl KubernetesSource {
 
     /// Changes the deadline of each request.
     pub fn with_timeout(mut self, timeout: Duration) -> KubernetesSource {
-        self.timeout = timeout;
-        self.agent = http_agent(&self.tls, timeout);
+        self.client = self.client.with_timeout(timeout);
         self
     }
 
@@ -336,62 +165,30 @@ impl KubernetesSource {
     /// on the path can read it (`--insecure-allow-http-token`). Without
     /// it, a token with an `http://` server is refused before any request.
     pub fn allow_http_token(mut self, allow: bool) -> KubernetesSource {
-        self.insecure_http_token = allow;
+        self.client = self.client.allow_http_token(allow);
         self
     }
 
     /// The API server's base URL.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        self.client.base_url()
     }
 
     fn error(&self, message: impl Into<String>) -> SourceError {
         SourceError::new(self.describe(), message)
     }
 
-    fn bearer_token(&self) -> Result<Option<String>, SourceError> {
-        match &self.auth {
-            Auth::None => Ok(None),
-            Auth::Token(t) => Ok(Some(t.clone())),
-            Auth::TokenFile(path) => {
-                let t = fs::read_to_string(path).map_err(|e| {
-                    self.error(format!("cannot read the token {}: {e}", path.display()))
-                })?;
-                let t = t.trim();
-                if t.is_empty() {
-                    return Err(self.error(format!("the token file {} is empty", path.display())));
-                }
-                Ok(Some(t.to_string()))
-            }
-        }
-    }
-
     /// `GET path`: the status and the body.
     fn get(&self, path: &str) -> Result<(u16, Vec<u8>), SourceError> {
-        let url = format!("{}{path}", self.base_url);
-        let mut request = self.agent.get(&url).header("Accept", "application/json");
-        let has_token = !matches!(self.auth, Auth::None);
-        if has_token && self.base_url.starts_with("http://") && !self.insecure_http_token {
+        let has_token = !matches!(self.client.auth(), Auth::None);
+        if has_token && self.base_url().starts_with("http://") && !self.client.http_token_allowed()
+        {
             return Err(self.error(format!(
                 "GET {path}: refusing to send a bearer token over plain http:// \
                  (use https://, or --insecure-allow-http-token)"
             )));
         }
-        if let Some(token) = self.bearer_token()? {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let what = format!("GET {path}");
-        let mut response = request
-            .call()
-            .map_err(|e| self.error(transport_error(&what, &e, self.timeout)))?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(|e| self.error(transport_error(&what, &e, self.timeout)))?;
-        Ok((status, body))
+        self.client.get(path).map_err(|m| self.error(m))
     }
 
     fn status_error(&self, path: &str, status: u16, body: &[u8]) -> SourceError {
@@ -400,7 +197,7 @@ impl KubernetesSource {
             401 => format!(
                 "GET {path}: 401 Unauthorized{message}: the API server did not accept the \
                  credentials ({}); check the token or client certificate",
-                self.credentials()
+                self.client.credentials()
             ),
             403 => format!(
                 "GET {path}: 403 Forbidden{message}: the agent's identity needs get, list and \
@@ -411,30 +208,11 @@ impl KubernetesSource {
         };
         self.error(text)
     }
-
-    fn credentials(&self) -> String {
-        let token = match &self.auth {
-            Auth::None => None,
-            Auth::Token(_) => Some("a bearer token".to_string()),
-            Auth::TokenFile(p) => Some(format!("the bearer token of {}", p.display())),
-        };
-        let cert = self
-            .tls
-            .client
-            .is_some()
-            .then(|| "a client certificate".to_string());
-        let parts: Vec<String> = token.into_iter().chain(cert).collect();
-        if parts.is_empty() {
-            "none were sent".to_string()
-        } else {
-            parts.join(" and ")
-        }
-    }
 }
 
 impl NodeSource for KubernetesSource {
     fn describe(&self) -> String {
-        format!("kubernetes {}", self.base_url)
+        format!("kubernetes {}", self.base_url())
     }
 
     fn skipped(&self) -> Vec<String> {
@@ -444,10 +222,14 @@ impl NodeSource for KubernetesSource {
     fn watch(&mut self) -> Option<std::sync::mpsc::Receiver<String>> {
         let (tx, rx) = std::sync::mpsc::channel();
         let w = Watcher {
-            base_url: self.base_url.clone(),
-            auth: self.auth.clone(),
-            insecure_http_token: self.insecure_http_token,
-            agent: streaming_agent(&self.tls, self.timeout, WATCH_STREAM + self.timeout),
+            base_url: self.base_url().to_string(),
+            auth: self.client.auth().clone(),
+            insecure_http_token: self.client.http_token_allowed(),
+            agent: streaming_agent(
+                self.client.tls(),
+                self.client.timeout(),
+                WATCH_STREAM + self.client.timeout(),
+            ),
             listed_version: self.listed_version.clone(),
             tx,
         };
@@ -750,213 +532,4 @@ fn node_info(node: Node, skipped: &mut Vec<String>) -> Result<NodeInfo, String> 
         addresses,
         pod_cidrs,
     })
-}
-
-/// The parts of a kubeconfig the agent reads.
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "kebab-case")]
-struct Kubeconfig {
-    current_context: String,
-    clusters: Vec<NamedCluster>,
-    users: Vec<NamedUser>,
-    contexts: Vec<NamedContext>,
-}
-
-#[derive(Deserialize)]
-struct NamedCluster {
-    name: String,
-    cluster: Cluster,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "kebab-case")]
-struct Cluster {
-    server: String,
-    certificate_authority: Option<String>,
-    certificate_authority_data: Option<String>,
-    insecure_skip_tls_verify: bool,
-    tls_server_name: Option<String>,
-    proxy_url: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct NamedUser {
-    name: String,
-    #[serde(default)]
-    user: User,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "kebab-case")]
-struct User {
-    token: Option<String>,
-    #[serde(rename = "tokenFile")]
-    token_file: Option<String>,
-    client_certificate: Option<String>,
-    client_certificate_data: Option<String>,
-    client_key: Option<String>,
-    client_key_data: Option<String>,
-    exec: Option<serde_yaml_ng::Value>,
-    auth_provider: Option<serde_yaml_ng::Value>,
-    username: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct NamedContext {
-    name: String,
-    context: Context,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Context {
-    cluster: String,
-    user: String,
-}
-
-/// Inline `*-data` (base64 of PEM) or a file (relative to `dir`).
-fn inline_or_file(
-    data: &Option<String>,
-    file: &Option<String>,
-    dir: &Path,
-    what: &str,
-) -> Result<Option<Vec<u8>>, String> {
-    if let Some(data) = data.as_deref().filter(|d| !d.trim().is_empty()) {
-        let compact: String = data.split_whitespace().collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(compact)
-            .map_err(|e| format!("{what}-data: bad base64: {e}"))?;
-        return Ok(Some(bytes));
-    }
-    if let Some(file) = file.as_deref().filter(|f| !f.is_empty()) {
-        return read_file(&dir.join(file), what).map(Some);
-    }
-    Ok(None)
-}
-
-impl Kubeconfig {
-    /// The server, the token and the TLS settings of the current context.
-    fn resolve(&self, dir: &Path) -> Result<(String, Auth, TlsSettings), String> {
-        let context = if self.current_context.is_empty() {
-            match self.contexts.as_slice() {
-                [only] => &only.context,
-                _ => return Err("no current-context set".to_string()),
-            }
-        } else {
-            &self
-                .contexts
-                .iter()
-                .find(|c| c.name == self.current_context)
-                .ok_or_else(|| format!("context {:?} not found", self.current_context))?
-                .context
-        };
-        let cluster = &self
-            .clusters
-            .iter()
-            .find(|c| c.name == context.cluster)
-            .ok_or_else(|| format!("cluster {:?} not found", context.cluster))?
-            .cluster;
-        if cluster.server.is_empty() {
-            return Err(format!("cluster {:?} has no server", context.cluster));
-        }
-        if cluster.tls_server_name.is_some() {
-            return Err("tls-server-name is not supported".to_string());
-        }
-        if cluster.proxy_url.is_some() {
-            return Err("proxy-url is not supported".to_string());
-        }
-        let default_user = User::default();
-        let user = if context.user.is_empty() {
-            &default_user
-        } else {
-            &self
-                .users
-                .iter()
-                .find(|u| u.name == context.user)
-                .ok_or_else(|| format!("user {:?} not found", context.user))?
-                .user
-        };
-
-        let mut tls = TlsSettings {
-            insecure: cluster.insecure_skip_tls_verify,
-            ..TlsSettings::default()
-        };
-        let ca = inline_or_file(
-            &cluster.certificate_authority_data,
-            &cluster.certificate_authority,
-            dir,
-            "certificate-authority",
-        )?;
-        if let Some(ca) = ca {
-            tls.roots = Some(pem_certificates(&ca, "certificate-authority")?);
-        }
-        let cert = inline_or_file(
-            &user.client_certificate_data,
-            &user.client_certificate,
-            dir,
-            "client-certificate",
-        )?;
-        let key = inline_or_file(&user.client_key_data, &user.client_key, dir, "client-key")?;
-        match (cert, key) {
-            (Some(cert), Some(key)) => {
-                let chain = pem_certificates(&cert, "client-certificate")?;
-                let key = pem_private_key(&key, "client-key")?;
-                tls.client = Some(ClientCert::new_with_certs(&chain, key));
-            }
-            (None, None) => {}
-            _ => {
-                return Err(format!(
-                    "user {:?}: a client certificate needs both client-certificate and client-key",
-                    context.user
-                ))
-            }
-        }
-
-        let auth = if let Some(token) = user.token.as_deref().filter(|t| !t.is_empty()) {
-            Auth::Token(token.trim().to_string())
-        } else if let Some(file) = user.token_file.as_deref().filter(|f| !f.is_empty()) {
-            Auth::TokenFile(dir.join(file))
-        } else {
-            Auth::None
-        };
-        if auth == Auth::None && tls.client.is_none() {
-            let how = if user.exec.is_some() {
-                Some("an exec credential plugin")
-            } else if user.auth_provider.is_some() {
-                Some("an auth-provider")
-            } else if user.username.is_some() {
-                Some("basic authentication")
-            } else {
-                None
-            };
-            if let Some(how) = how {
-                return Err(format!(
-                    "user {:?} authenticates with {how}, which rcni-agent does not support; \
-                     give it a token or a client certificate",
-                    context.user
-                ));
-            }
-        }
-        Ok((cluster.server.clone(), auth, tls))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_escaped() {
-        assert_eq!(query_escape("eyJ2Ijoi+/=a-_.~"), "eyJ2Ijoi%2B%2F%3Da-_.~");
-    }
-
-    #[test]
-    fn base_urls_are_checked() {
-        assert_eq!(
-            base_url("https://10.0.0.1:6443/").unwrap(),
-            "https://10.0.0.1:6443"
-        );
-        assert!(base_url("10.0.0.1:6443").is_err());
-        assert!(base_url("https://").is_err());
-    }
 }

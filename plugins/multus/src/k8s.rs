@@ -1,0 +1,242 @@
+//! The Kubernetes side: the pod's `k8s.v1.cni.cncf.io/networks`
+//! annotation (both forms), NetworkAttachmentDefinitions, and the
+//! `k8s.v1.cni.cncf.io/network-status` annotation written back.
+
+use cni_spec::{Error, ErrorCode};
+use kube_lite::{query_escape, server_message, Client};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// The annotation selecting extra networks.
+pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+/// The annotation the attachments are reported in.
+pub const STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
+
+const USER_AGENT: &str = concat!("rcni-multus/", env!("CARGO_PKG_VERSION"));
+
+/// One entry of the networks annotation.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Selection {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub ips: Option<Vec<String>>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(rename = "default-route", default)]
+    pub default_route: Option<Vec<std::net::IpAddr>>,
+    #[serde(rename = "portMappings", default)]
+    pub port_mappings: Option<Value>,
+    #[serde(default)]
+    pub bandwidth: Option<Value>,
+    #[serde(rename = "cni-args", default)]
+    pub cni_args: Option<Map<String, Value>>,
+    /// Multus also knows these; they name devices rcni does not manage.
+    #[serde(rename = "infiniband-guid", default)]
+    pub infiniband_guid: Option<Value>,
+    #[serde(rename = "gateway-request", default)]
+    pub gateway_request: Option<Value>,
+}
+
+/// Parses the annotation: a JSON list of selections, or the shorthand
+/// `ns/name@ifname, name2`.
+pub fn parse_networks(text: &str) -> Result<Vec<Selection>, Error> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bad =
+        |m: String| Error::invalid_config(format!("pod annotation {NETWORKS_ANNOTATION}: {m}"));
+    if t.starts_with('[') || t.starts_with('{') {
+        let list: Vec<Selection> = if t.starts_with('{') {
+            vec![serde_json::from_str(t).map_err(|e| bad(e.to_string()))?]
+        } else {
+            serde_json::from_str(t).map_err(|e| bad(e.to_string()))?
+        };
+        for s in &list {
+            if s.name.is_empty() {
+                return Err(bad("an entry has no name".into()));
+            }
+            if s.infiniband_guid.is_some() {
+                return Err(Error::new(
+                    ErrorCode::UnsupportedField,
+                    format!("pod annotation {NETWORKS_ANNOTATION}: infiniband-guid is not supported by rcni's multus"),
+                ));
+            }
+        }
+        return Ok(list);
+    }
+    let mut out = Vec::new();
+    for item in t.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (rest, interface) = match item.split_once('@') {
+            Some((r, i)) if !i.is_empty() => (r, Some(i.to_string())),
+            Some(_) => return Err(bad(format!("{item:?}: empty interface after @"))),
+            None => (item, None),
+        };
+        let (namespace, name) = match rest.split_once('/') {
+            Some((ns, n)) => (Some(ns.to_string()), n),
+            None => (None, rest),
+        };
+        if name.is_empty() || name.contains('/') || namespace.as_deref() == Some("") {
+            return Err(bad(format!(
+                "{item:?}: expected [namespace/]name[@interface]"
+            )));
+        }
+        out.push(Selection {
+            name: name.to_string(),
+            namespace,
+            interface,
+            ..Selection::default()
+        });
+    }
+    Ok(out)
+}
+
+/// A connection to the API server, from the plugin's `kubeconfig`.
+pub struct Api {
+    client: Client,
+}
+
+fn unavailable(m: String) -> Error {
+    Error::new(ErrorCode::TryAgainLater, m)
+}
+
+impl Api {
+    pub fn from_kubeconfig(path: &std::path::Path, timeout: Duration) -> Result<Api, Error> {
+        let endpoint = kube_lite::Endpoint::from_kubeconfig(path)
+            .map_err(|m| Error::invalid_config(format!("kubeconfig {}: {m}", path.display())))?;
+        let client = Client::new(endpoint, USER_AGENT)
+            .map_err(|m| Error::invalid_config(format!("kubeconfig {}: {m}", path.display())))?
+            .with_timeout(timeout)
+            // A test server on loopback speaks plain http; a real cluster
+            // uses https and then this changes nothing.
+            .allow_http_token(true);
+        Ok(Api { client })
+    }
+
+    fn get_json(&self, path: &str, what: &str) -> Result<Option<Value>, Error> {
+        let (status, body) = self.client.get(path).map_err(unavailable)?;
+        match status {
+            200 => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| Error::decoding(format!("GET {path}: bad JSON: {e}"))),
+            404 => Ok(None),
+            401 | 403 => Err(Error::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "GET {path}: HTTP {status}{}: the kubeconfig's identity needs get on {what} (sent: {})",
+                    server_message(&body),
+                    self.client.credentials()
+                ),
+            )),
+            _ => Err(unavailable(format!(
+                "GET {path}: HTTP {status}{}",
+                server_message(&body)
+            ))),
+        }
+    }
+
+    /// The pod's annotations; `None` when the pod does not exist.
+    pub fn pod_annotations(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Map<String, Value>>, Error> {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            query_escape(ns),
+            query_escape(name)
+        );
+        Ok(self.get_json(&path, "pods")?.map(|pod| {
+            pod["metadata"]["annotations"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        }))
+    }
+
+    /// `spec.config` of a NetworkAttachmentDefinition ("" when empty);
+    /// `None` when it does not exist.
+    pub fn nad_config(&self, ns: &str, name: &str) -> Result<Option<String>, Error> {
+        let path = format!(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions/{}",
+            query_escape(ns),
+            query_escape(name)
+        );
+        let Some(nad) = self.get_json(&path, "network-attachment-definitions")? else {
+            return Ok(None);
+        };
+        match &nad["spec"]["config"] {
+            Value::Null => Ok(Some(String::new())),
+            Value::String(s) => Ok(Some(s.clone())),
+            other => Err(Error::invalid_config(format!(
+                "NetworkAttachmentDefinition {ns}/{name}: spec.config must be a string, not {other}"
+            ))),
+        }
+    }
+
+    /// Writes (or with `None` clears) the pod's network-status annotation
+    /// with a JSON merge patch.
+    pub fn set_status(&self, ns: &str, name: &str, status: Option<&Value>) -> Result<(), Error> {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            query_escape(ns),
+            query_escape(name)
+        );
+        let value = match status {
+            Some(s) => Value::String(serde_json::to_string_pretty(s).unwrap_or_default()),
+            None => Value::Null,
+        };
+        let body = json!({"metadata": {"annotations": {STATUS_ANNOTATION: value}}});
+        let (code, resp) = self
+            .client
+            .patch(
+                &path,
+                "application/merge-patch+json",
+                body.to_string().as_bytes(),
+            )
+            .map_err(unavailable)?;
+        if (200..300).contains(&code) {
+            Ok(())
+        } else {
+            Err(unavailable(format!(
+                "PATCH {path}: HTTP {code}{}",
+                server_message(&resp)
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorthand_and_json_forms() {
+        let l = parse_networks(" other/a@data0, b ,c@x").unwrap();
+        assert_eq!(l.len(), 3);
+        assert_eq!(l[0].namespace.as_deref(), Some("other"));
+        assert_eq!(l[0].interface.as_deref(), Some("data0"));
+        assert_eq!((l[1].name.as_str(), l[1].namespace.is_none()), ("b", true));
+        assert_eq!(l[2].interface.as_deref(), Some("x"));
+        let l = parse_networks(
+            r#"[{"name":"m","interface":"n9","ips":["10.1.1.5/24"],"mac":"02:00:00:00:00:09",
+                "default-route":["10.1.1.1"],"cni-args":{"k":"v"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(l[0].ips.as_deref(), Some(&["10.1.1.5/24".to_string()][..]));
+        assert_eq!(l[0].default_route.as_ref().map(Vec::len), Some(1));
+        assert_eq!(parse_networks("a/").unwrap_err().code, 7);
+        assert_eq!(parse_networks("a@").unwrap_err().code, 7);
+        assert_eq!(parse_networks(r#"[{"name":1}]"#).unwrap_err().code, 7);
+        assert!(parse_networks("").unwrap().is_empty());
+    }
+}
