@@ -1,7 +1,7 @@
 //! Configuring the container interface from a CNI result, and verifying it
 //! again for CHECK.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use cni_spec::Result as CniResult;
 use ipnet::IpNet;
 use netlink::{AddressOptions, Family, Link, Socket};
@@ -63,12 +63,7 @@ pub fn configure_iface(
                 ..Default::default()
             },
         )
-        .map_err(|e| {
-            Error::Invalid(format!(
-                "failed to add IP addr {} to {:?}: {e}",
-                ip.address, link.name
-            ))
-        })?;
+        .with_context(|| format!("failed to add IP addr {} to {:?}", ip.address, link.name))?;
         match addr {
             IpAddr::V4(_) => gw4 = gw4.or(ip.gateway),
             IpAddr::V6(_) => {
@@ -115,9 +110,10 @@ pub fn configure_iface(
         match sock.add_route_alongside(&route) {
             Ok(()) => {}
             Err(e) if e.is_exists() => {}
+            // A kernel refusal is an I/O failure (code 5), not a bad config.
             Err(e) => {
-                return Err(Error::Invalid(format!(
-                    "failed to add route {dst} via {} dev {:?}: {e}",
+                return Err(Error::from(e).context(format!(
+                    "failed to add route {dst} via {} dev {:?}",
                     gw.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
                     link.name
                 )))

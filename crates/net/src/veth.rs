@@ -160,26 +160,20 @@ pub fn setup_veth(
 /// namespace or interface is success — DEL is idempotent, and containerd's
 /// second DEL comes without a netns at all. Errors are returned as text so
 /// DEL can collect them and carry on.
-pub fn delete_container_link(
-    netns: Option<&std::path::Path>,
-    ifname: &str,
-) -> std::result::Result<(), String> {
+pub fn delete_container_link(netns: Option<&std::path::Path>, ifname: &str) -> Result<()> {
     let Some(path) = netns else {
         return Ok(());
     };
     let ns = match netns::NetNs::open(path) {
         Ok(ns) => ns,
         Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(format!("failed to open netns {}: {e}", path.display())),
+        Err(e) => return Err(Error::UnknownContainer(e)),
     };
-    netlink::Socket::route_in(&ns)
-        .and_then(|s| {
-            if let Some(l) = s.link_by_name(ifname)? {
-                s.delete_link(l.index)?;
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())
+    let s = netlink::Socket::route_in(&ns)?;
+    if let Some(l) = s.link_by_name(ifname)? {
+        s.delete_link(l.index)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

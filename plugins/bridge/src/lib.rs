@@ -11,7 +11,7 @@ use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
 use cni_spec::{Error, ErrorCode, Interface, Result};
 use ipnet::IpNet;
-use net::{NetworkMasq, Undo};
+use net::{NetworkMasq, ResultExt, Teardown, Undo};
 use netlink::{BridgePortOptions, Link, Socket};
 use netns::NetNs;
 use serde::Deserialize;
@@ -198,7 +198,7 @@ fn program_port_vlans(host: &Socket, port: u32, n: &Net) -> CniResult<()> {
 
 /// CHECK: the port carries every VLAN asked for, with the right flags.
 fn check_port_vlans(host: &Socket, port: u32, name: &str, n: &Net) -> CniResult<()> {
-    let have = host.bridge_vlans(port).map_err(nl)?;
+    let have = host.bridge_vlans(port).map_err(net::err)?;
     for want in wanted_vlans(n) {
         if !have.contains(&want) {
             return Err(Error::internal(format!(
@@ -251,23 +251,6 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
         ipam,
         mac_text: mac_s,
         vlans,
-    })
-}
-
-fn nft_err(e: nft::Error) -> Error {
-    Error::io(format!("macspoofchk: {e}"))
-}
-
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &std::path::Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
     })
 }
 
@@ -396,9 +379,9 @@ impl Plugin for Bridge {
         }
         let want_vlan = n.c.vlan != 0 || n.c.vlan_trunk.is_some();
         let netns_path = args.require_netns()?;
-        let cns = open_ns(netns_path)?;
-        let host = Socket::route().map_err(nl)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(netns_path)?;
+        let host = Socket::route().map_err(net::err)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
 
         let br = net::ensure_bridge(
             &host,
@@ -440,9 +423,7 @@ impl Plugin for Bridge {
         let host_index = pair.host.index;
         {
             let host = &host;
-            undo.push("delete veth", move || {
-                let _ = host.delete_link(host_index);
-            });
+            undo.push("delete veth", move || host.delete_link(host_index));
         }
         if pair.host.master != Some(br.index) {
             host.set_master(host_index, br.index).map_err(|e| {
@@ -464,7 +445,7 @@ impl Plugin for Bridge {
                     ..Default::default()
                 },
             )
-            .map_err(nl)?;
+            .map_err(net::err)?;
         }
 
         if n.c.macspoofchk {
@@ -474,7 +455,7 @@ impl Plugin for Bridge {
                     pair.container.mac
                 ))
             })?;
-            let nft = nft::Nft::open().map_err(nft_err)?;
+            let nft = nft::Nft::open().context("macspoofchk")?;
             nft::spoofchk::add(
                 &nft,
                 &nft::spoofchk::Port {
@@ -485,12 +466,12 @@ impl Plugin for Bridge {
                     mac,
                 },
             )
-            .map_err(nft_err)?;
+            .context("macspoofchk")?;
             let name = n.c.name.clone();
             undo.push("remove MAC spoof check", move || {
-                if let Ok(nft) = nft::Nft::open() {
-                    let _ = nft::spoofchk::remove(&nft, &name, &args.container_id, &args.ifname);
-                }
+                nft::Nft::open().and_then(|nft| {
+                    nft::spoofchk::remove(&nft, &name, &args.container_id, &args.ifname)
+                })
             });
         }
 
@@ -501,7 +482,7 @@ impl Plugin for Bridge {
         if let Some(ipam) = &n.ipam {
             let r = cni_invoke::ipam_add(ipam, args)?;
             undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
             });
             result.ips = r.ips;
             result.routes = r.routes;
@@ -558,17 +539,17 @@ impl Plugin for Bridge {
                 masq.attach(&args.container_id, &args.ifname, subnets_of(&result))
                     .map_err(Error::from)?;
                 undo.push("forget masquerade attachment", move || {
-                    let _ = masq.detach(&args.container_id, &args.ifname);
+                    masq.detach(&args.container_id, &args.ifname)
                 });
             }
         } else if !n.c.disable_container_interface {
-            cont.set_link_up(cont_link.index).map_err(nl)?;
+            cont.set_link_up(cont_link.index).map_err(net::err)?;
             cont_link.up = true;
         }
         failure_injected("after-setup")?;
 
         // The bridge MAC may have followed a port if someone else made it.
-        if let Some(br_now) = host.link_by_name(&n.c.bridge).map_err(nl)? {
+        if let Some(br_now) = host.link_by_name(&n.c.bridge).map_err(net::err)? {
             result.interfaces[0].mac = net::mac::format(&br_now.mac);
         }
         if let Some(dns) = &args.conf.dns {
@@ -589,34 +570,24 @@ impl Plugin for Bridge {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut errors: Vec<String> = Vec::new();
-        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
-            errors.push(e);
-        }
+        let mut td = Teardown::new();
+        td.step(net::veth::delete_container_link(
+            args.netns_path(),
+            &args.ifname,
+        ));
         if let Some(ipam) = &n.ipam {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
+            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
         }
         if n.c.macspoofchk {
-            let r = nft::Nft::open().and_then(|nft| {
+            td.step(nft::Nft::open().and_then(|nft| {
                 nft::spoofchk::remove(&nft, &n.c.name, &args.container_id, &args.ifname)
-            });
-            if let Err(e) = r {
-                errors.push(e.to_string());
-            }
+            }));
         }
         if n.c.ip_masq {
             let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
-            if let Err(e) = masq.detach(&args.container_id, &args.ifname) {
-                errors.push(e.to_string());
-            }
+            td.step(masq.detach(&args.container_id, &args.ifname));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        Ok(td.finish()?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -628,21 +599,24 @@ impl Plugin for Bridge {
             .conf
             .prev_result()?
             .ok_or_else(|| invalid("Required prevResult missing"))?;
-        let host = Socket::route().map_err(nl)?;
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let host = Socket::route().map_err(net::err)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
 
         let br_if = prev
             .interfaces
             .iter()
             .find(|i| i.name == n.c.bridge && i.sandbox.is_empty())
             .ok_or_else(|| Error::internal(format!("bridge {} not in prevResult", n.c.bridge)))?;
-        let br = host.link_by_name(&br_if.name).map_err(nl)?.ok_or_else(|| {
-            Error::internal(format!(
-                "CNI created bridge {} in host namespace was not found",
-                n.c.bridge
-            ))
-        })?;
+        let br = host
+            .link_by_name(&br_if.name)
+            .map_err(net::err)?
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "CNI created bridge {} in host namespace was not found",
+                    n.c.bridge
+                ))
+            })?;
         if br.kind.as_deref() != Some("bridge") {
             return Err(Error::internal(format!(
                 "Interface {} does not have link type of bridge",
@@ -674,7 +648,7 @@ impl Plugin for Bridge {
             })?;
         let c = cont
             .link_by_name(&args.ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
         if c.kind.as_deref() != Some("veth") {
             return Err(Error::internal(format!(
@@ -704,7 +678,7 @@ impl Plugin for Bridge {
             .iter()
             .filter(|i| i.sandbox.is_empty() && i.name != br.name)
         {
-            let Some(h) = host.link_by_name(&i.name).map_err(nl)? else {
+            let Some(h) = host.link_by_name(&i.name).map_err(net::err)? else {
                 continue;
             };
             if h.kind.as_deref() != Some("veth") || h.index != peer {
@@ -734,9 +708,9 @@ impl Plugin for Bridge {
         net::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
         net::validate_routes(&cont, &prev).map_err(Error::from)?;
         if n.c.macspoofchk {
-            let nft = nft::Nft::open().map_err(nft_err)?;
+            let nft = nft::Nft::open().context("macspoofchk")?;
             if !nft::spoofchk::exists(&nft, &n.c.name, &args.container_id, &args.ifname)
-                .map_err(nft_err)?
+                .context("macspoofchk")?
             {
                 return Err(Error::internal(format!(
                     "MAC spoof check rule for {} {} is missing",
@@ -749,11 +723,9 @@ impl Plugin for Bridge {
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut errors = Vec::new();
+        let mut td = Teardown::new();
         if let Some(ipam) = &n.ipam {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Gc, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
+            td.step(cni_invoke::delegate(ipam, Command::Gc, args, &args.stdin));
         }
         // Spoof checks of attachments no longer valid (cheap when the
         // table does not exist).
@@ -763,18 +735,10 @@ impl Plugin for Bridge {
             .into_iter()
             .map(|a| (a.container_id, a.ifname))
             .collect();
-        if let Err(e) = nft::Nft::open().and_then(|nft| nft::spoofchk::gc(&nft, &n.c.name, &keep)) {
-            errors.push(e.to_string());
-        }
+        td.step(nft::Nft::open().and_then(|nft| nft::spoofchk::gc(&nft, &n.c.name, &keep)));
         let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
-        if let Err(e) = masq.gc(n.c.ip_masq, &args.conf.gc_attachments()) {
-            errors.push(e.to_string());
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        td.step(masq.gc(n.c.ip_masq, &args.conf.gc_attachments()));
+        Ok(td.finish()?)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {

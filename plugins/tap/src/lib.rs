@@ -9,6 +9,7 @@ use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::MacOnly;
 use cni_spec::{Error, ErrorCode, Interface, Result};
+use net::Teardown;
 use net::Undo;
 use netlink::tuntap::{self, Mode, TunTapSpec};
 use netlink::{Link, Socket};
@@ -77,19 +78,6 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
         .filter(|t| !t.is_empty())
         .map(str::to_string);
     Ok(Net { c, ipam, mac })
-}
-
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &std::path::Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
 }
 
 /// The creation flags the reference ends up with: its netlink path (taken
@@ -181,7 +169,7 @@ fn create_tap(ns: &NetNs, c: &Conf, ifname: &str) -> CniResult<()> {
             "container interface {ifname:?} already exists in netns {}",
             ns.path().display()
         ))),
-        Err(e) => Err(nl(e)),
+        Err(e) => Err(net::err(e)),
     }
 }
 
@@ -207,36 +195,37 @@ impl Plugin for Tap {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
-        let cns = open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&cns).map_err(net::err)?;
         let ifname = args.ifname.as_str();
         let mut undo = Undo::new();
 
         create_tap(&cns, &n.c, ifname)?;
         {
             let sock = &sock;
-            undo.push("delete tap", move || {
-                let _ = sock.delete_link_by_name(ifname);
-            });
+            undo.push("delete tap", move || sock.delete_link_by_name(ifname));
         }
         let index = sock
             .link_by_name(ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::io(format!("failed to refetch tap {ifname:?}")))?
             .index;
         if n.c.mtu > 0 {
-            sock.set_mtu(index, n.c.mtu).map_err(nl)?;
+            sock.set_mtu(index, n.c.mtu).map_err(net::err)?;
         }
         if let Some(mac) = &n.mac {
-            sock.set_mac(index, mac).map_err(nl)?;
+            sock.set_mac(index, mac).map_err(net::err)?;
         }
         if !n.c.bridge.is_empty() {
-            let br = sock.link_by_name(&n.c.bridge).map_err(nl)?.ok_or_else(|| {
-                Error::io(format!(
-                    "failed to get bridge {}: not found in netns {}",
-                    n.c.bridge, args.netns
-                ))
-            })?;
+            let br = sock
+                .link_by_name(&n.c.bridge)
+                .map_err(net::err)?
+                .ok_or_else(|| {
+                    Error::io(format!(
+                        "failed to get bridge {}: not found in netns {}",
+                        n.c.bridge, args.netns
+                    ))
+                })?;
             sock.set_master(index, br.index).map_err(|e| {
                 Error::io(format!(
                     "failed to set tap {ifname} as a port of bridge {}: {e}",
@@ -244,10 +233,10 @@ impl Plugin for Tap {
                 ))
             })?;
         }
-        sock.set_link_up(index).map_err(nl)?;
+        sock.set_link_up(index).map_err(net::err)?;
         let link = sock
             .link_by_index(index)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::io(format!("tap {ifname:?} vanished")))?;
 
         let mut result = Result::new(args.version());
@@ -261,7 +250,7 @@ impl Plugin for Tap {
         if let Some(ipam) = n.ipam.as_deref() {
             let r = cni_invoke::ipam_add(ipam, args)?;
             undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
             });
             result.adopt_ipam(r, 0);
             // Best effort, as the reference: announce the address on up.
@@ -281,21 +270,16 @@ impl Plugin for Tap {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut errors: Vec<String> = Vec::new();
+        let mut td = Teardown::new();
         if let Some(ipam) = &n.ipam {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
+            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
         }
         // Gone netns or tap (or none given) is success.
-        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
-            errors.push(e);
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        td.step(net::veth::delete_container_link(
+            args.netns_path(),
+            &args.ifname,
+        ));
+        Ok(td.finish()?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -317,11 +301,11 @@ impl Plugin for Tap {
                     args.netns
                 ))
             })?;
-        let cns = open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&cns).map_err(net::err)?;
         let l = sock
             .link_by_name(&args.ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
         if !is_tap(&l) {
             return Err(Error::internal(format!(
@@ -361,7 +345,7 @@ impl Plugin for Tap {
             }
         }
         if !n.c.bridge.is_empty() {
-            let br = sock.link_by_name(&n.c.bridge).map_err(nl)?;
+            let br = sock.link_by_name(&n.c.bridge).map_err(net::err)?;
             if br.is_none() || br.map(|b| b.index) != l.master {
                 return Err(Error::internal(format!(
                     "tap {} is not a port of bridge {}",
