@@ -335,7 +335,7 @@ fn container_sysctls_and_up(
             let _ = net::sysctl_set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
         }
     })
-    .map_err(|e| Error::io(e.to_string()))?;
+    .map_err(net::err)?;
     let conf = [(netlink::link::IPV4_DEVCONF_ARP_NOTIFY, 1)];
     if cont.set_link_ipv4_conf(link.index, true, &conf).is_ok() {
         link.up = true;
@@ -344,7 +344,7 @@ fn container_sysctls_and_up(
     ns.run(|| {
         let _ = net::sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
     })
-    .map_err(|e| Error::io(e.to_string()))
+    .map_err(net::err)
 }
 
 fn failure_injected(point: &str) -> CniResult<()> {

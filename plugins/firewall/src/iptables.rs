@@ -28,17 +28,18 @@
 //! iptables-nft `filter` table → `iptables-legacy`; an nftables `ip filter`
 //! table → `iptables-nft`; neither → plain `iptables`.
 
+use net::Teardown;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode};
+use cni_spec::Error;
 use nft::{Family, Hook, IpVersion, Nft};
 
 use crate::tag::{Dir, Tag};
-use crate::{nft_err, Backend, Pod, Policy};
+use crate::{Backend, Pod, Policy};
 
 pub const FORWARD: &str = "FORWARD";
 pub const CNI_FORWARD: &str = "CNI-FORWARD";
@@ -148,7 +149,7 @@ fn nft_filter_chains(nft: &Nft, v: IpVersion) -> CniResult<Vec<nft::ChainInfo>> 
     match nft.chains(nft_family(v), "filter") {
         Ok(c) => Ok(c),
         Err(e) if e.is_not_found() => Ok(Vec::new()),
-        Err(e) => Err(nft_err(e)),
+        Err(e) => Err(net::err(e)),
     }
 }
 
@@ -735,17 +736,11 @@ impl Backend for IptBackend {
     }
 
     fn remove(&self, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
-        let mut errors = Vec::new();
+        let mut td = Teardown::new();
         for t in &self.tools {
-            if let Err(e) = t.remove(gone) {
-                errors.push(e.msg);
-            }
+            td.step(t.remove(gone));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::new(ErrorCode::Io, errors.join("; ")))
-        }
+        Ok(td.finish()?)
     }
 }
 

@@ -272,7 +272,7 @@ fn virtio_net_dir(base: &Path) -> Option<PathBuf> {
 /// the alias, and brings it up. On failure the device is back on the node
 /// under its name, up again if it was.
 fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -> CniResult<Link> {
-    let tmp = netns::create_anonymous().map_err(|e| Error::io(e.to_string()))?;
+    let tmp = netns::create_anonymous().map_err(net::err)?;
     let restore_up = |host: &Socket| {
         if dev.up {
             if let Ok(Some(l)) = host.link_by_name(&dev.name) {
@@ -428,7 +428,7 @@ impl Plugin for HostDevice {
         let n = load(args)?;
         let cns = net::open_ns(args.require_netns()?)?;
         let dpdk = dpdk_for(&n)?;
-        let node = NetNs::current().map_err(|e| Error::io(e.to_string()))?;
+        let node = NetNs::current().map_err(net::err)?;
         let host = Socket::route().map_err(net::err)?;
         let mut undo = Undo::new();
         let mut result = Result::new(args.version());

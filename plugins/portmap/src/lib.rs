@@ -78,10 +78,6 @@ impl Config {
     }
 }
 
-fn nft_err(e: nft::Error) -> Error {
-    Error::io(e.to_string())
-}
-
 fn runtime_mappings(args: &CmdArgs) -> CniResult<Vec<cni_spec::runtime_config::PortMapping>> {
     let Some(rc) = &args.conf.runtime_config else {
         return Ok(Vec::new());
@@ -170,24 +166,17 @@ fn build_mappings(args: &CmdArgs, prev: &Result) -> CniResult<Vec<Mapping>> {
 /// accept local sources. Found by a route lookup, as the reference does, so
 /// it works for every result version (0.1.0/0.2.0 list no interfaces).
 fn enable_route_localnet(pod_ips: &[std::net::IpAddr]) -> CniResult<()> {
-    let sock = netlink::Socket::route().map_err(|e| Error::io(e.to_string()))?;
+    let sock = netlink::Socket::route().map_err(net::err)?;
     let mut done = Vec::new();
     for ip in pod_ips.iter().filter(|ip| ip.is_ipv4()) {
-        let Some(oif) = sock
-            .route_get(*ip)
-            .map_err(|e| Error::io(e.to_string()))?
-            .and_then(|r| r.oif)
-        else {
+        let Some(oif) = sock.route_get(*ip).map_err(net::err)?.and_then(|r| r.oif) else {
             continue;
         };
         if done.contains(&oif) {
             continue;
         }
         done.push(oif);
-        let Some(link) = sock
-            .link_by_index(oif)
-            .map_err(|e| Error::io(e.to_string()))?
-        else {
+        let Some(link) = sock.link_by_index(oif).map_err(net::err)? else {
             continue;
         };
         let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", link.name);
@@ -280,8 +269,8 @@ impl Plugin for Portmap {
                 .collect();
             enable_route_localnet(&v4)?;
         }
-        let nft = Nft::open().map_err(nft_err)?;
-        portmap::add(&nft, &mappings, &opts).map_err(nft_err)?;
+        let nft = Nft::open().map_err(net::err)?;
+        portmap::add(&nft, &mappings, &opts).map_err(net::err)?;
         // Now that the maps are in place, stale UDP entries to the mapped
         // ports must go, or their next datagrams keep bypassing the DNAT.
         for (version, ports) in udp_ports_per_family(&mappings) {
@@ -299,10 +288,10 @@ impl Plugin for Portmap {
         if requested.as_ref().is_some_and(|m| m.is_empty()) {
             return Ok(());
         }
-        let nft = Nft::open().map_err(nft_err)?;
+        let nft = Nft::open().map_err(net::err)?;
         let removed =
             portmap::remove_container(&nft, &args.conf.name, &args.container_id, &args.ifname)
-                .map_err(nft_err);
+                .map_err(net::err);
         if let Some(requested) = requested {
             let ports = udp_host_ports(&requested);
             if !ports.is_empty() {
@@ -322,8 +311,8 @@ impl Plugin for Portmap {
         if want.is_empty() {
             return Ok(());
         }
-        let nft = Nft::open().map_err(nft_err)?;
-        let have = portmap::list(&nft).map_err(nft_err)?;
+        let nft = Nft::open().map_err(net::err)?;
+        let have = portmap::list(&nft).map_err(net::err)?;
         for m in &want {
             if !have.contains(&m.as_listed()) {
                 return Err(Error::internal(format!(
@@ -345,8 +334,8 @@ impl Plugin for Portmap {
             .into_iter()
             .map(|a| (a.container_id, a.ifname))
             .collect();
-        let nft = Nft::open().map_err(nft_err)?;
-        portmap::gc(&nft, &args.conf.name, &keep).map_err(nft_err)?;
+        let nft = Nft::open().map_err(net::err)?;
+        portmap::gc(&nft, &args.conf.name, &keep).map_err(net::err)?;
         Ok(())
     }
 
