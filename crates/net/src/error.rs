@@ -44,6 +44,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A system call of the OS layer ([`crate::os`]) failed; add what was
+    /// being done with [`ResultExt::context`] (code 5).
+    #[error(transparent)]
+    Os(#[from] std::io::Error),
     /// The configuration or the state found contradicts what was asked
     /// (code 7).
     #[error("{0}")]
@@ -144,7 +148,11 @@ impl Error {
     pub fn code(&self) -> u32 {
         let io = ErrorCode::Io as u32;
         match self {
-            Error::Netlink(_) | Error::Nft(_) | Error::NetNs(_) | Error::Io { .. } => io,
+            Error::Netlink(_)
+            | Error::Nft(_)
+            | Error::NetNs(_)
+            | Error::Io { .. }
+            | Error::Os(_) => io,
             Error::UnknownContainer(_) => ErrorCode::UnknownContainer as u32,
             Error::Ipam(e) => e.code(),
             Error::Cni(e) => e.code,
@@ -163,7 +171,7 @@ impl Error {
         match self {
             Error::Netlink(e) => e.errno(),
             Error::Nft(e) => e.errno(),
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::Os(source) => source.raw_os_error(),
             Error::Context { source, .. } => source.errno(),
             _ => None,
         }

@@ -10,6 +10,8 @@ pub mod error;
 pub mod iface;
 pub mod mac;
 pub mod masq;
+pub mod os;
+pub mod packet;
 pub mod sysctl;
 pub mod undo;
 pub mod veth;

@@ -5,16 +5,6 @@ use crate::error::{Error, Result};
 use netlink::{Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 
-/// FNV-1a, 64 bit: a stable, dependency-free hash for names.
-pub(crate) fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// The host-side name for (container, ifname): `veth` + 11 hex digits of a
 /// hash, so a retried ADD picks the same name and two pods practically never
 /// collide (44 bits). `attempt` > 0 derives alternates for the rare clash.
@@ -27,7 +17,7 @@ pub fn host_veth_name(container_id: &str, ifname: &str, attempt: u32) -> String 
         seed.push(0);
         seed.extend_from_slice(&attempt.to_be_bytes());
     }
-    format!("veth{:011x}", fnv1a(&seed) >> 20)
+    format!("veth{:011x}", crate::os::fnv1a(&seed) >> 20)
 }
 
 /// Queues per veth end unless a config says otherwise (`vethQueues`). The

@@ -32,7 +32,6 @@ use net::Teardown;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cni_spec::error::CniResult;
 use cni_spec::Error;
@@ -107,7 +106,7 @@ fn find_bin(name: &str) -> Option<PathBuf> {
         .into_iter()
         .chain(fixed.iter().map(PathBuf::from))
         .map(|d| d.join(name))
-        .find(|p| p.is_file())
+        .find(|p| net::os::is_file(p))
 }
 
 /// STATUS: the binaries can be run.
@@ -115,11 +114,9 @@ pub fn usable() -> Result<(), String> {
     for v in [IpVersion::V4, IpVersion::V6] {
         let name = Variant::Default.binary(v);
         let bin = find_bin(name).ok_or_else(|| format!("{name} not found"))?;
-        let out = Command::new(&bin)
-            .arg("--version")
-            .output()
+        let out = net::os::run(&bin, &["--version"], None)
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-        if !out.status.success() {
+        if !out.success() {
             return Err(format!("{} --version failed", bin.display()));
         }
     }
@@ -139,7 +136,7 @@ fn legacy_present(v: IpVersion) -> bool {
         IpVersion::V4 => "ip_tables_names",
         IpVersion::V6 => "ip6_tables_names",
     };
-    std::fs::read_to_string(Path::new("/proc/thread-self/net").join(file))
+    net::os::read_to_string(&Path::new("/proc/thread-self/net").join(file))
         .map(|s| s.lines().any(|l| l.trim() == "filter"))
         .unwrap_or(false)
 }
@@ -502,11 +499,9 @@ const RESTORE_TRIES: usize = 5;
 
 impl Tool {
     fn run(&self, args: &[&str]) -> CniResult<String> {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .output()
+        let out = net::os::run(&self.bin, args, None)
             .map_err(|e| Error::io(format!("failed to run {}: {e}", self.bin.display())))?;
-        if !out.status.success() {
+        if !out.success() {
             return Err(Error::io(format!(
                 "`{} {}` failed: {}",
                 self.bin.display(),
@@ -522,30 +517,10 @@ impl Tool {
     }
 
     fn apply(&self, script: &Script) -> CniResult<()> {
-        use std::io::Write;
-        use std::process::Stdio;
-        let mut child = Command::new(&self.restore)
-            .args(["-w", "--noflush"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io(format!("failed to run {}: {e}", self.restore.display())))?;
         let text = script.text();
-        let written = child
-            .stdin
-            .take()
-            .map(|mut stdin| stdin.write_all(text.as_bytes()));
-        let out = child
-            .wait_with_output()
+        let out = net::os::run(&self.restore, &["-w", "--noflush"], Some(text.as_bytes()))
             .map_err(|e| Error::io(format!("failed to run {}: {e}", self.restore.display())))?;
-        if let Some(Err(e)) = written {
-            return Err(Error::io(format!(
-                "failed to write to {}: {e}",
-                self.restore.display()
-            )));
-        }
-        if !out.status.success() {
+        if !out.success() {
             return Err(Error::io(format!(
                 "`{} -w --noflush` failed on\n{}: {}",
                 self.restore.display(),

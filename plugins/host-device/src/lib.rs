@@ -146,7 +146,7 @@ fn dpdk_mode_field(stdin: &[u8]) -> CniResult<bool> {
 /// when the device or its driver link does not exist, as the reference.
 fn has_dpdk_driver(pci: &str) -> std::result::Result<bool, String> {
     let link = Path::new(SYS_BUS_PCI).join(pci).join("driver");
-    let driver = std::fs::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+    let driver = net::os::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
     let name = driver
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -165,28 +165,9 @@ fn dpdk_for(n: &Net) -> CniResult<bool> {
     }
 }
 
-/// Go's net.ParseMAC for the colon/dash forms (6, 8 or 20 bytes).
-fn parse_hwaddr(s: &str) -> Option<Vec<u8>> {
-    let sep = if s.contains(':') { ':' } else { '-' };
-    let bytes: Option<Vec<u8>> = s
-        .split(sep)
-        .map(|p| {
-            (p.len() == 2)
-                .then(|| u8::from_str_radix(p, 16).ok())
-                .flatten()
-        })
-        .collect();
-    bytes.filter(|b| matches!(b.len(), 6 | 8 | 20))
-}
-
 /// Directory entries sorted by name (Go's os.ReadDir order).
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<String>> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    Ok(v)
+    net::os::dir_names(dir)
 }
 
 fn not_found() -> Error {
@@ -202,7 +183,7 @@ fn find_device(host: &Socket, sel: &Selector) -> CniResult<Link> {
     match sel {
         Selector::Name(name) => host.link_by_name(name).ok().flatten().ok_or_else(not_found),
         Selector::Mac(s) => {
-            let mac = parse_hwaddr(s)
+            let mac = net::mac::parse_hw(s)
                 .ok_or_else(|| bad_sel(format!("failed to parse MAC address {s:?}")))?;
             let links = host
                 .links()
@@ -237,7 +218,7 @@ fn find_device(host: &Socket, sel: &Selector) -> CniResult<Link> {
         Selector::Pci(pci) => {
             let base = Path::new(SYS_BUS_PCI).join(pci);
             let mut dir = base.join("net");
-            if std::fs::symlink_metadata(&dir).is_err() {
+            if !net::os::exists_no_follow(&dir) {
                 // virtio NICs keep their netdev one level down.
                 dir = virtio_net_dir(&base)
                     .ok_or_else(|| find_err(format!("no net directory under pci device {pci}")))?;
@@ -265,7 +246,7 @@ fn virtio_net_dir(base: &Path) -> Option<PathBuf> {
         .into_iter()
         .filter(|n| n.starts_with("virtio"))
         .map(|n| base.join(n).join("net"))
-        .find(|p| p.exists())
+        .find(|p| net::os::exists(p))
 }
 
 /// Moves `dev` from the node into `cns` as `ifname`, with its node name in
@@ -572,18 +553,6 @@ impl Plugin for HostDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hwaddr_forms() {
-        assert_eq!(
-            parse_hwaddr("0A:0b:0c:0d:0e:0f"),
-            Some(vec![10, 11, 12, 13, 14, 15])
-        );
-        assert_eq!(parse_hwaddr("0a-0b-0c-0d-0e-0f").map(|v| v.len()), Some(6));
-        assert_eq!(parse_hwaddr("0a:0b:0c:0d:0e"), None);
-        assert_eq!(parse_hwaddr("a:0b:0c:0d:0e:0f"), None);
-        assert_eq!(parse_hwaddr("zz:0b:0c:0d:0e:0f"), None);
-    }
 
     #[test]
     fn dpdk_mode_key_is_case_insensitive() {

@@ -116,4 +116,5 @@ impl Plugin for HostLocal {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests look at the files directly
 mod tests;

@@ -165,7 +165,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
 fn temp_name() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
+    h.write_u32(net::os::pid());
     format!("mvtmp{:08x}", h.finish() as u32)
 }
 

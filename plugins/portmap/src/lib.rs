@@ -179,8 +179,7 @@ fn enable_route_localnet(pod_ips: &[std::net::IpAddr]) -> CniResult<()> {
         let Some(link) = sock.link_by_index(oif).map_err(net::err)? else {
             continue;
         };
-        let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", link.name);
-        std::fs::write(&path, b"1").map_err(|e| Error::io(format!("failed to set {path}: {e}")))?;
+        net::sysctl_set(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")?;
     }
     Ok(())
 }

@@ -22,7 +22,6 @@ use netns::NetNs;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// The first table the reference considers.
@@ -104,32 +103,12 @@ fn ips_for(prev: &Result, ifname: &str) -> CniResult<Vec<IpConfig>> {
 
 /// Serialises sbr calls on one namespace (table choice is read-then-write),
 /// like the reference's lock on the netns file. Released on drop.
-struct NsLock(std::fs::File);
+struct NsLock;
 
 impl NsLock {
-    fn take(path: &Path) -> CniResult<NsLock> {
-        let f = std::fs::File::open(path).map_err(|e| {
-            Error::io(format!(
-                "failed to open {} for locking: {e}",
-                path.display()
-            ))
-        })?;
-        // SAFETY: flock on a valid fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(format!(
-                "failed to lock {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(NsLock(f))
-    }
-}
-
-impl Drop for NsLock {
-    fn drop(&mut self) {
-        // SAFETY: as above; closing the file would release it anyway.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    fn take(path: &Path) -> CniResult<net::os::Lock> {
+        net::os::Lock::exclusive(path, false)
+            .map_err(|e| Error::io(format!("failed to lock {}: {e}", path.display())))
     }
 }
 

@@ -98,7 +98,7 @@ fn tap_spec(c: &Conf, ifname: &str) -> TunTapSpec {
 }
 
 fn selinux_enabled() -> bool {
-    std::path::Path::new("/sys/fs/selinux/enforce").exists()
+    net::os::exists(std::path::Path::new("/sys/fs/selinux/enforce"))
 }
 
 /// With `selinuxContext` the reference sets the exec label of its thread
@@ -109,11 +109,10 @@ fn selinux_enabled() -> bool {
 fn create_labelled(ns: &NetNs, c: &Conf, ifname: &str) -> CniResult<()> {
     let ctx = c.selinux_context.as_str();
     let work = || -> CniResult<()> {
-        use std::io::Write;
-        let label = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/proc/thread-self/attr/exec")
-            .and_then(|mut f| f.write_all(ctx.as_bytes()));
+        let label = net::os::write_existing(
+            std::path::Path::new("/proc/thread-self/attr/exec"),
+            ctx.as_bytes(),
+        );
         if let Err(e) = label {
             if !selinux_enabled() {
                 return Err(Error::new(
@@ -126,21 +125,21 @@ fn create_labelled(ns: &NetNs, c: &Conf, ifname: &str) -> CniResult<()> {
             }
             return Err(Error::io(format!("failed set socket label {ctx:?}: {e}")));
         }
-        let mut cmd = std::process::Command::new("ip");
-        cmd.args(["tuntap", "add", "mode", "tap", "name", ifname]);
+        let mut argv: Vec<String> = ["tuntap", "add", "mode", "tap", "name", ifname]
+            .map(String::from)
+            .to_vec();
         if c.multi_queue {
-            cmd.arg("multi_queue");
+            argv.push("multi_queue".into());
         }
         if let Some(u) = c.owner {
-            cmd.args(["user", &u.to_string()]);
+            argv.extend(["user".into(), u.to_string()]);
         }
         if let Some(g) = c.group {
-            cmd.args(["group", &g.to_string()]);
+            argv.extend(["group".into(), g.to_string()]);
         }
-        let out = cmd
-            .output()
+        let out = net::os::run("ip", &argv, None)
             .map_err(|e| Error::io(format!("failed to run ip tuntap add: {e}")))?;
-        if !out.status.success() {
+        if !out.success() {
             return Err(Error::io(format!(
                 "failed to create tap {ifname:?} with ip tuntap add: {}",
                 String::from_utf8_lossy(&out.stderr).trim()

@@ -16,7 +16,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Result};
 use config::TuningConf;
-use net::{ResultExt, Teardown};
+use net::{os, ResultExt, Teardown};
 use netlink::{Link, Socket};
 use netns::NetNs;
 use serde::{Deserialize, Serialize};
@@ -89,57 +89,28 @@ fn backup_path(dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
 }
 
 fn read_backup(path: &Path) -> CniResult<Option<Backup>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!(
-            "failed to read tuning backup {}: {e}",
-            path.display()
-        ))),
-    }
+    let bytes = os::read_if_exists(path)
+        .with_context(|| format!("failed to read tuning backup {}", path.display()))?;
+    Ok(bytes.and_then(|b| serde_json::from_slice(b.as_slice()).ok()))
 }
 
 fn write_backup(path: &Path, b: &Backup) -> CniResult<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                Error::io(format!(
-                    "failed to create tuning data dir {}: {e}",
-                    dir.display()
-                ))
-            })?;
+        os::create_dir_all(dir, 0o700)
+            .with_context(|| format!("failed to create tuning data dir {}", dir.display()))?;
     }
     let data = serde_json::to_vec_pretty(b).map_err(|e| Error::internal(e.to_string()))?;
-    // Write a sibling and rename: a crash never leaves half a file.
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(format!("failed to save {}: {e}", tmp.display())))?;
-    f.write_all(&data)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("failed to save {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::io(format!("failed to save {}: {e}", path.display())))
+    // The originals must survive a crash of the node: DEL puts them back.
+    Ok(
+        os::write_atomic(path, &data, 0o600, os::Durability::Durable)
+            .with_context(|| format!("failed to save {}", path.display()))?,
+    )
 }
 
 fn remove_backup(path: &Path) -> CniResult<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!(
-            "failed to remove tuning backup {}: {e}",
-            path.display()
-        ))),
-    }
+    os::remove_file(path)
+        .with_context(|| format!("failed to remove tuning backup {}", path.display()))?;
+    Ok(())
 }
 
 fn container_link(sock: &Socket, ifname: &str) -> CniResult<Link> {
@@ -236,7 +207,7 @@ fn restore_link(td: &mut Teardown, sock: &Socket, ifname: &str, b: &Backup) {
         );
     }
     if !b.mac.is_empty() {
-        match netlink::parse_mac(&b.mac) {
+        match net::mac::parse_ethernet(&b.mac) {
             Some(mac) => {
                 td.step(
                     sock.set_mac(link.index, &mac)
