@@ -14,14 +14,7 @@ pub use std::fs::{File as OsFile, Metadata};
 
 /// FNV-1a, 64 bit: a stable, dependency-free hash for names (veth names,
 /// MACs derived from a seed, record names).
-pub fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use cni_spec::ident::fnv1a;
 
 /// An exclusive `flock` on a file, released when dropped (closing the
 /// file releases it).
