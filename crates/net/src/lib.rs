@@ -10,6 +10,7 @@ pub mod error;
 pub mod iface;
 pub mod mac;
 pub mod masq;
+pub mod ops;
 pub mod os;
 pub mod packet;
 pub mod sysctl;
