@@ -217,6 +217,32 @@ fn settle_addresses<S: LinkOps + ?Sized>(sock: &S, index: u32, timeout: Duration
     }
 }
 
+/// CHECK: the container interface `ifname` in `sandbox` as `prev` lists
+/// it, and its link as `sock` (bound to the container's namespace) sees
+/// it; code 999 (as the reference) when either is missing.
+pub fn prev_container_link<S: LinkOps + ?Sized>(
+    sock: &S,
+    prev: &CniResult,
+    ifname: &str,
+    sandbox: &str,
+) -> Result<Link> {
+    let c_if = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == ifname && i.sandbox == sandbox)
+        .ok_or_else(|| {
+            Error::Missing(format!(
+                "no interface {ifname:?} with sandbox {sandbox} in prevResult"
+            ))
+        })?;
+    sock.link_by_name(&c_if.name)?.ok_or_else(|| {
+        Error::Missing(format!(
+            "container Interface name in prevResult: {} not found",
+            c_if.name
+        ))
+    })
+}
+
 /// CHECK: every IP of `result` for `link` is on it.
 pub fn validate_iface_ips(sock: &Socket, link: &Link, result: &CniResult) -> Result<()> {
     let have = sock.addresses(Some(link.index), Family::All)?;

@@ -167,6 +167,24 @@ pub fn delete_container_link(netns: Option<&std::path::Path>, ifname: &str) -> R
     Ok(())
 }
 
+/// DEL of a plugin whose only state is one interface in the pod and an
+/// IPAM allocation: releases the address (when there is an IPAM plugin),
+/// then removes `ifname` from the pod, both even if the other fails
+/// (a [`crate::Teardown`]: the IPAM's own code wins over a generic 5).
+pub fn del_link_and_ipam(args: &cni_skel::CmdArgs, ipam: Option<&str>) -> Result<()> {
+    let mut td = crate::Teardown::new();
+    if let Some(ipam) = ipam {
+        td.step(cni_invoke::delegate(
+            ipam,
+            cni_skel::Command::Del,
+            args,
+            &args.stdin,
+        ));
+    }
+    td.step(delete_container_link(args.netns_path(), &args.ifname));
+    td.finish()
+}
+
 #[cfg(test)]
 mod fake_tests {
     //! The veth core on the recording fake: operation order, retries, the

@@ -4,7 +4,6 @@
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Interface, Result};
-use net::Teardown;
 use net::Undo;
 use netlink::{LinkKind, LinkSpec, Socket};
 
@@ -75,13 +74,7 @@ impl Plugin for Dummy {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let ipam = ipam(args)?;
-        let mut td = Teardown::new();
-        td.step(cni_invoke::delegate(&ipam, Command::Del, args, &args.stdin));
-        td.step(net::veth::delete_container_link(
-            args.netns_path(),
-            &args.ifname,
-        ));
-        Ok(td.finish()?)
+        Ok(net::veth::del_link_and_ipam(args, Some(&ipam))?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -93,25 +86,7 @@ impl Plugin for Dummy {
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "no interface {:?} with sandbox {} in prevResult",
-                    args.ifname, args.netns
-                ))
-            })?;
-        let c = cont
-            .link_by_name(&c_if.name)
-            .map_err(net::err)?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "container Interface name in prevResult: {} not found",
-                    c_if.name
-                ))
-            })?;
+        let c = net::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
         if c.kind.as_deref() != Some("dummy") {
             return Err(Error::internal(format!(
                 "error: Container interface {} not of type dummy",

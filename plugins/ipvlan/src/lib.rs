@@ -7,7 +7,6 @@
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Interface, Result};
-use net::Teardown;
 use net::Undo;
 use netlink::{Family, IpvlanMode, Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
@@ -222,15 +221,7 @@ impl Plugin for Ipvlan {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let (_, ipam) = parse(args)?;
-        let mut td = Teardown::new();
-        if let Some(ipam) = &ipam {
-            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
-        }
-        td.step(net::veth::delete_container_link(
-            args.netns_path(),
-            &args.ifname,
-        ));
-        Ok(td.finish()?)
+        Ok(net::veth::del_link_and_ipam(args, ipam.as_deref())?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -244,25 +235,7 @@ impl Plugin for Ipvlan {
             .prev
             .clone()
             .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "no interface {:?} with sandbox {} in prevResult",
-                    args.ifname, args.netns
-                ))
-            })?;
-        let c = cont
-            .link_by_name(&c_if.name)
-            .map_err(net::err)?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "container Interface name in prevResult: {} not found",
-                    c_if.name
-                ))
-            })?;
+        let c = net::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
         let Some(mode) = c.ipvlan_mode() else {
             return Err(Error::internal(format!(
                 "Error: Container interface {} not of type ipvlan",
