@@ -421,16 +421,18 @@ impl Plugin for HostDevice {
             {
                 let (cns, node) = (&cns, &node);
                 undo.push("move the device back to the node", move || {
-                    let _ = move_out(cns, &args.ifname, node);
+                    let mut td = Teardown::new();
+                    td.step(move_out(cns, &args.ifname, node));
                     // The reference leaves a returned device down; a failed
                     // ADD puts it back as it found it.
                     if dev.up {
-                        if let Ok(h) = Socket::route() {
-                            if let Ok(Some(l)) = h.link_by_name(&dev.name) {
-                                let _ = h.set_link_up(l.index);
-                            }
-                        }
+                        let up = Socket::route().and_then(|h| match h.link_by_name(&dev.name)? {
+                            Some(l) => h.set_link_up(l.index),
+                            None => Ok(()),
+                        });
+                        td.step(up);
                     }
+                    td.finish()
                 });
             }
             result.interfaces = vec![Interface {

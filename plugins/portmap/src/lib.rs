@@ -232,11 +232,13 @@ fn del_families(args: &CmdArgs) -> Vec<IpVersion> {
 }
 
 /// Deletes the conntrack entries of UDP datagrams to `ports`. As in the
-/// reference, a failure is reported on stderr and does not fail the call:
+/// reference, a failure is logged (stderr, `RCNI_LOG_FILE`) and does not fail the call:
 /// the firewall change itself is done.
 fn flush_udp(version: IpVersion, ports: &[u16]) {
     if let Err(e) = nft::conntrack::delete_udp_to_ports(version, ports) {
-        eprintln!("portmap: failed to delete stale UDP conntrack entries: {e}");
+        cni_skel::log::warn(&format!(
+            "portmap: failed to delete stale UDP conntrack entries: {e}"
+        ));
     }
 }
 
