@@ -138,8 +138,8 @@ fn ipam_try_again_later_reaches_the_runtime_through_bridge_on_add_and_del() {
     assert_eq!(obj.msg, BUSY_MSG);
     assert_eq!(obj.details, format!("{BUSY_DETAILS} DEL"));
 
-    // GC and CHECK too, straight from the plugin's stdout.
-    for verb in ["GC", "CHECK"] {
+    // GC, CHECK and STATUS too, straight from the plugin's stdout.
+    for verb in ["GC", "CHECK", "STATUS"] {
         let conf = json!({
             "cniVersion": "1.1.0",
             "name": env.net,
@@ -197,4 +197,38 @@ fn a_route_the_kernel_refuses_is_code_5_and_leaves_nothing() {
     del.command = "DEL".into();
     let out = run_plugin(env.bin.path(), "bridge", &del, Some(env.node.ns()));
     assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+}
+
+/// Every plugin that delegates to IPAM hands the IPAM's own error object
+/// back on DEL (its teardown keeps going and reports the most significant
+/// code), with nothing of its own left to remove.
+#[test]
+fn ipam_try_again_later_comes_back_from_every_main_plugin_on_del() {
+    let env = Env::new("e11d");
+    let pod = TestNs::new("e11d-pod");
+    let plugins = [
+        json!({"type": "bridge", "bridge": env.bridge}),
+        json!({"type": "ptp"}),
+        json!({"type": "macvlan", "master": "lo"}),
+        json!({"type": "ipvlan", "master": "lo"}),
+        json!({"type": "vlan", "master": "lo", "vlanId": 7}),
+        json!({"type": "dummy"}),
+        json!({"type": "tap"}),
+    ];
+    for p in plugins {
+        let ty = p["type"].as_str().expect("type").to_string();
+        let mut conf = p.clone();
+        if let Some(c) = conf.as_object_mut() {
+            c.insert("cniVersion".into(), json!("1.0.0"));
+            c.insert("name".into(), json!(env.net));
+            c.insert("ipam".into(), json!({"type": "busy-ipam"}));
+        }
+        let mut call = Call::new("DEL", "ctr-e11d", &pod.path(), &conf.to_string());
+        call.path = env.cni_path();
+        let out = run_plugin(env.bin.path(), &ty, &call, Some(env.node.ns()));
+        assert_eq!(out.err_code(), 11, "{ty}: {}", out.stdout);
+        let v = out.json();
+        assert_eq!(v["msg"], BUSY_MSG, "{ty}");
+        assert_eq!(v["details"], format!("{BUSY_DETAILS} DEL"), "{ty}");
+    }
 }
