@@ -1,7 +1,8 @@
 //! The seam under the recipes: the link, address and route operations the
 //! veth core and interface configuration need, as a trait. The real
 //! implementation is `netlink::Socket` (bound to one namespace); tests use
-//! a recording fake ([`fake::RecordingNet`], under `cfg(test)`) to check
+//! a recording fake (`fake::RecordingNet`, under `cfg(test)` or the `fake`
+//! feature) to check
 //! the order of operations, the undo on failure and the error codes without
 //! root. The namespace tests stay the ground truth.
 
@@ -73,8 +74,9 @@ impl LinkOps for netlink::Socket {
     }
 }
 
-/// A recording fake of one namespace's links, for unit tests.
-#[cfg(test)]
+/// A recording fake of one namespace's links, for unit tests (this crate's,
+/// and a plugin's with the `fake` feature as a dev-dependency).
+#[cfg(any(test, feature = "fake"))]
 pub mod fake {
     use super::*;
     use std::cell::RefCell;
