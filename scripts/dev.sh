@@ -266,6 +266,8 @@ case "${1:-}" in
     setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    # Plugins reach the kernel and files only through the kit (issue 11).
+    bash scripts/check-plugin-os.sh
     cargo build -p rcni -p rcni-bench
     # agent/tests/image.rs builds the agent's image from these.
     agent_static_build

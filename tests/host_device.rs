@@ -298,31 +298,36 @@ fn selectors_matching_nothing_change_nothing() {
         })
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
     let mut cases = vec![
-        (json!({"device": "nosuchdev0"}), "Link not found"),
-        (json!({"hwaddr": "02:de:ad:be:ef:00"}), "failed to find"),
-        (json!({"hwaddr": "not-a-mac"}), "failed to parse MAC"),
-        (json!({"kernelpath": "/tmp"}), "must be absolute"),
+        // A device that is not there: an I/O failure (5); a selector that
+        // cannot name one: a bad config (7).
+        (json!({"device": "nosuchdev0"}), "Link not found", 5),
+        (json!({"hwaddr": "02:de:ad:be:ef:00"}), "failed to find", 5),
+        (json!({"hwaddr": "not-a-mac"}), "failed to parse MAC", 7),
+        (json!({"kernelpath": "/tmp"}), "must be absolute", 7),
         (
             json!({"kernelpath": "/sys/devices/nosuchdir"}),
             "failed to find network devices",
+            5,
         ),
         (
             json!({"pciBusID": "0000:99:1f.7"}),
             "error with host device",
+            5,
         ),
         (
             json!({"runtimeConfig": {"deviceID": "0000:99:1f.7"}}),
             "not found or unsupported",
+            5,
         ),
     ];
     match &non_net_pci {
-        Some(p) => cases.push((json!({"pciBusID": p}), "no net directory")),
+        Some(p) => cases.push((json!({"pciBusID": p}), "no net directory", 5)),
         None => eprintln!("skipped: no PCI device without a netdev on this machine"),
     }
-    for (sel, want) in cases {
+    for (sel, want, code) in cases {
         let conf = env.conf("1.0.0", sel.clone(), Some("10.79.0.0/24"));
         let out = env.call("ADD", &pod.path(), "net1", &conf);
-        assert_eq!(out.err_code(), 999, "{sel}: {}", out.stdout);
+        assert_eq!(out.err_code(), code, "{sel}: {}", out.stdout);
         assert!(out.stdout.contains(want), "{sel}: {}", out.stdout);
         assert_eq!(env.node.link_names(), node_before, "{sel}");
         assert_eq!(pod.link_names(), pod_before, "{sel}");

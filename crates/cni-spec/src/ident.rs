@@ -34,6 +34,18 @@ pub fn bounded(s: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}~{hash}", &s[..cut]))
 }
 
+/// FNV-1a, 64 bit: the one stable, dependency-free hash for short names
+/// (host veth names, MACs derived from a seed, index keys). Pure, so that
+/// every layer can share it (`net::os::fnv1a` is this function).
+pub fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +61,12 @@ mod tests {
         assert_ne!(ba, bb, "the hash covers the whole id");
         assert_eq!(ba, bounded(&a, 96), "stable");
         assert_eq!(bounded(&"é".repeat(100), 60).len(), 59);
+    }
+
+    #[test]
+    fn fnv1a_known_vectors() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
     }
 }

@@ -5,11 +5,8 @@
 //! netns, and by GC. Every change happens under an flock of `<dir>/lock`.
 
 use crate::error::{Error, Result};
+use crate::os::{self, Durability};
 use ipnet::IpNet;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Default root: on tmpfs, because the records mirror kernel state (links,
@@ -22,37 +19,6 @@ const PREFIX: &str = "att.";
 const RECORD_ID_MAX: usize = 200;
 /// The line of a record that holds a long container id in full.
 const ID_LINE: &str = "id:";
-
-/// Creates `dir` as private state (0700) and its missing parents 0755,
-/// whatever the umask (the modes asked for carry no group or world write
-/// bit, which a umask can only take away).
-pub(crate) fn make_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        other => other,
-    }
-}
-
-/// Creates (or truncates) a private state file, mode 0600 whatever the
-/// umask.
-pub(crate) fn private_file(p: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(p)
-}
 
 /// One attachment as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +37,7 @@ pub struct Attachments {
 
 /// Held while the records are read and changed.
 pub struct Lock {
-    _file: File,
+    _held: os::Lock,
 }
 
 impl Attachments {
@@ -89,28 +55,12 @@ impl Attachments {
 
     /// Takes the network's lock (creating the directory).
     pub fn lock(&self) -> Result<Lock> {
-        make_private_dir(&self.dir)
+        os::make_private_dir(&self.dir)
             .map_err(|e| Error::io(format!("create {}", self.dir.display()), e))?;
         let p = self.dir.join("lock");
-        let f = OpenOptions::new()
-            .mode(0o600)
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
-        loop {
-            // SAFETY: plain flock on an fd we own.
-            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::io(format!("lock {}", p.display()), err));
-            }
-        }
-        Ok(Lock { _file: f })
+        let held = os::Lock::exclusive(&p, true)
+            .map_err(|e| Error::io(format!("lock {}", p.display()), e))?;
+        Ok(Lock { _held: held })
     }
 
     fn file_for(&self, container_id: &str, ifname: &str) -> PathBuf {
@@ -129,16 +79,10 @@ impl Attachments {
         if a.container_id.len() > RECORD_ID_MAX {
             body.push(format!("{ID_LINE}{}", a.container_id));
         }
-        // Not `with_extension`: ids and interface names may contain dots.
-        let tmp = self.dir.join(format!(
-            "tmp.{}",
-            p.file_name().and_then(|n| n.to_str()).unwrap_or("att")
-        ));
-        let mut f =
-            private_file(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        f.write_all(body.join("\n").as_bytes())
-            .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, &p).map_err(|e| Error::io(format!("rename {}", p.display()), e))
+        // On tmpfs and mirroring kernel state a reboot wipes: atomic is
+        // enough, no fsync.
+        os::write_atomic(&p, body.join("\n").as_bytes(), 0o600, Durability::Atomic)
+            .map_err(|e| Error::io(format!("write {}", p.display()), e))
     }
 
     /// Removes a record; `false` when there was none. A bounded record

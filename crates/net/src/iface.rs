@@ -1,7 +1,8 @@
 //! Configuring the container interface from a CNI result, and verifying it
 //! again for CHECK.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
+use crate::ops::LinkOps;
 use cni_spec::Result as CniResult;
 use ipnet::IpNet;
 use netlink::{AddressOptions, Family, Link, Socket};
@@ -38,8 +39,8 @@ fn ips_for<'a>(
 /// Adds the addresses of `result` meant for `link`, brings it up, and adds
 /// the routes (a route without `gw` goes via the gateway of its family).
 /// `sock` must be bound to the container namespace.
-pub fn configure_iface(
-    sock: &Socket,
+pub fn configure_iface<S: LinkOps + ?Sized>(
+    sock: &S,
     link: &Link,
     result: &CniResult,
     opts: &IfaceOptions,
@@ -63,12 +64,7 @@ pub fn configure_iface(
                 ..Default::default()
             },
         )
-        .map_err(|e| {
-            Error::Invalid(format!(
-                "failed to add IP addr {} to {:?}: {e}",
-                ip.address, link.name
-            ))
-        })?;
+        .with_context(|| format!("failed to add IP addr {} to {:?}", ip.address, link.name))?;
         match addr {
             IpAddr::V4(_) => gw4 = gw4.or(ip.gateway),
             IpAddr::V6(_) => {
@@ -115,9 +111,10 @@ pub fn configure_iface(
         match sock.add_route_alongside(&route) {
             Ok(()) => {}
             Err(e) if e.is_exists() => {}
+            // A kernel refusal is an I/O failure (code 5), not a bad config.
             Err(e) => {
-                return Err(Error::Invalid(format!(
-                    "failed to add route {dst} via {} dev {:?}: {e}",
+                return Err(Error::from(e).context(format!(
+                    "failed to add route {dst} via {} dev {:?}",
                     gw.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
                     link.name
                 )))
@@ -133,8 +130,8 @@ pub fn configure_iface(
 /// on for `lo` and the link, as the reference's `ipam.ConfigureIface` does
 /// before adding an IPv6 address, and the add is retried. Checked only on
 /// that failure, so the common case costs no sysctl.
-pub fn add_address(
-    sock: &Socket,
+pub fn add_address<S: LinkOps + ?Sized>(
+    sock: &S,
     link: &Link,
     addr: IpAddr,
     prefix: u8,
@@ -152,7 +149,7 @@ pub fn add_address(
 }
 
 /// Writes `disable_ipv6=0` for `lo` and `ifname` in `sock`'s namespace.
-fn enable_ipv6(sock: &Socket, ifname: &str) -> Result<()> {
+fn enable_ipv6<S: LinkOps + ?Sized>(sock: &S, ifname: &str) -> Result<()> {
     let write = || -> Result<()> {
         for dev in ["lo", ifname] {
             let key = format!("net/ipv6/conf/{dev}/disable_ipv6");
@@ -193,7 +190,7 @@ pub fn wait_operational(links: &[(&Socket, u32)], timeout: Duration) -> Result<(
 
 /// Waits until no IPv6 address of `index` is tentative (DAD done), like
 /// Go's `ip.SettleAddresses`. Only used when DAD was asked for.
-fn settle_addresses(sock: &Socket, index: u32, timeout: Duration) -> Result<()> {
+fn settle_addresses<S: LinkOps + ?Sized>(sock: &S, index: u32, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     loop {
         let addrs = sock.addresses(Some(index), Family::V6)?;
@@ -218,6 +215,32 @@ fn settle_addresses(sock: &Socket, index: u32, timeout: Duration) -> Result<()> 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// CHECK: the container interface `ifname` in `sandbox` as `prev` lists
+/// it, and its link as `sock` (bound to the container's namespace) sees
+/// it; code 999 (as the reference) when either is missing.
+pub fn prev_container_link<S: LinkOps + ?Sized>(
+    sock: &S,
+    prev: &CniResult,
+    ifname: &str,
+    sandbox: &str,
+) -> Result<Link> {
+    let c_if = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == ifname && i.sandbox == sandbox)
+        .ok_or_else(|| {
+            Error::Missing(format!(
+                "no interface {ifname:?} with sandbox {sandbox} in prevResult"
+            ))
+        })?;
+    sock.link_by_name(&c_if.name)?.ok_or_else(|| {
+        Error::Missing(format!(
+            "container Interface name in prevResult: {} not found",
+            c_if.name
+        ))
+    })
 }
 
 /// CHECK: every IP of `result` for `link` is on it.
@@ -261,4 +284,115 @@ pub fn validate_routes(sock: &Socket, result: &CniResult) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! Interface configuration on the recording fake: order, options and
+    //! error codes, without root.
+    use super::*;
+    use crate::ops::fake::RecordingNet;
+
+    fn result() -> CniResult {
+        let mut r = CniResult::new("1.0.0");
+        r.ips.push(cni_spec::IpConfig {
+            interface: None,
+            address: "10.0.0.2/24".parse().expect("net"),
+            gateway: Some("10.0.0.1".parse().expect("ip")),
+        });
+        r.routes.push(cni_spec::Route::new(
+            "0.0.0.0/0".parse().expect("net"),
+            None,
+        ));
+        r.routes.push(cni_spec::Route::new(
+            "10.9.0.0/16".parse().expect("net"),
+            Some("10.0.0.254".parse().expect("ip")),
+        ));
+        r
+    }
+
+    fn setup() -> (RecordingNet, Link) {
+        let net = RecordingNet::new();
+        let index = net.add_existing("eth0");
+        let link = Link {
+            index,
+            name: "eth0".into(),
+            ..Default::default()
+        };
+        (net, link)
+    }
+
+    #[test]
+    fn up_then_addresses_then_routes_via_the_family_gateway() {
+        let (net, link) = setup();
+        configure_iface(&net, &link, &result(), &IfaceOptions::default()).expect("ok");
+        let i = link.index;
+        assert_eq!(
+            net.lines(),
+            vec![
+                format!("up {i}"),
+                format!("addr {i} 10.0.0.2/24"),
+                format!("route 0.0.0.0/0 via 10.0.0.1 dev {i}"),
+                format!("route 10.9.0.0/16 via 10.0.0.254 dev {i}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn addresses_first_and_keep_down() {
+        let (net, link) = setup();
+        let opts = IfaceOptions {
+            addresses_first: true,
+            ..Default::default()
+        };
+        configure_iface(&net, &link, &result(), &opts).expect("ok");
+        let i = link.index;
+        assert_eq!(
+            net.lines()[..2],
+            [format!("addr {i} 10.0.0.2/24"), format!("up {i}")]
+        );
+
+        let (net, link) = setup();
+        let opts = IfaceOptions {
+            keep_down: true,
+            ..Default::default()
+        };
+        configure_iface(&net, &link, &result(), &opts).expect("ok");
+        assert_eq!(
+            net.lines(),
+            vec![format!("addr {} 10.0.0.2/24", link.index)]
+        );
+    }
+
+    #[test]
+    fn kernel_refusals_are_code_5_not_7() {
+        let (net, link) = setup();
+        net.fail_next("route 10.9.0.0/16", libc::ENETUNREACH);
+        let e =
+            configure_iface(&net, &link, &result(), &IfaceOptions::default()).expect_err("refused");
+        assert_eq!(e.code(), 5, "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("failed to add route 10.9.0.0/16 via 10.0.0.254 dev \"eth0\""),
+            "{e}"
+        );
+
+        let (net, link) = setup();
+        net.fail_next("addr", libc::EINVAL);
+        let e =
+            configure_iface(&net, &link, &result(), &IfaceOptions::default()).expect_err("refused");
+        assert_eq!(e.code(), 5, "{e}");
+        assert!(
+            !net.lines().iter().any(|l| l.starts_with("route")),
+            "stops at the failure"
+        );
+    }
+
+    #[test]
+    fn an_existing_identical_route_is_fine() {
+        let (net, link) = setup();
+        net.fail_next("route 0.0.0.0/0", libc::EEXIST);
+        configure_iface(&net, &link, &result(), &IfaceOptions::default()).expect("ok");
+        assert_eq!(net.lines().len(), 4);
+    }
 }

@@ -10,13 +10,16 @@ pub mod error;
 pub mod iface;
 pub mod mac;
 pub mod masq;
+pub mod ops;
+pub mod os;
+pub mod packet;
 pub mod sysctl;
 pub mod undo;
 pub mod veth;
 
 pub use attach::{Attachment, Attachments, DEFAULT_STATE_ROOT};
 pub use bridge::{ensure_bridge, ensure_gateway_addr, BridgeOptions};
-pub use error::{Error, Result};
+pub use error::{err, Error, Result, ResultExt, Teardown};
 pub use iface::{
     configure_iface, validate_iface_ips, validate_routes, wait_operational, IfaceOptions,
 };
@@ -24,3 +27,9 @@ pub use masq::{MasqBackend, NetworkMasq};
 pub use sysctl::{enable_ip_forward, sysctl_get, sysctl_set};
 pub use undo::Undo;
 pub use veth::{host_veth_name, setup_veth, VethPair};
+
+/// Opens the container's network namespace; a path that cannot be opened
+/// means the container is unknown (code 3).
+pub fn open_ns(path: &std::path::Path) -> Result<netns::NetNs> {
+    netns::NetNs::open(path).map_err(Error::UnknownContainer)
+}

@@ -31,9 +31,13 @@ fn read_programmed(atts: &Attachments) -> Vec<IpNet> {
 fn write_programmed(atts: &Attachments, subnets: &[IpNet]) -> Result<()> {
     let p = atts.dir().join(PROGRAMMED);
     let body: Vec<String> = subnets.iter().map(|s| s.to_string()).collect();
-    crate::attach::private_file(&p)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, body.join("\n").as_bytes()))
-        .map_err(|e| Error::io(format!("write {}", p.display()), e))
+    crate::os::write_atomic(
+        &p,
+        body.join("\n").as_bytes(),
+        0o600,
+        crate::os::Durability::Atomic,
+    )
+    .map_err(|e| Error::io(format!("write {}", p.display()), e))
 }
 
 /// Records `a` and makes sure the network's rules cover its subnets. When

@@ -2,18 +2,9 @@
 //! namespace (no create-then-move window), with a stable host-side name.
 
 use crate::error::{Error, Result};
-use netlink::{Link, LinkKind, LinkSpec, Socket};
+use crate::ops::LinkOps;
+use netlink::{Link, LinkKind, LinkSpec};
 use netns::NetNs;
-
-/// FNV-1a, 64 bit: a stable, dependency-free hash for names.
-pub(crate) fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// The host-side name for (container, ifname): `veth` + 11 hex digits of a
 /// hash, so a retried ADD picks the same name and two pods practically never
@@ -27,7 +18,7 @@ pub fn host_veth_name(container_id: &str, ifname: &str, attempt: u32) -> String 
         seed.push(0);
         seed.extend_from_slice(&attempt.to_be_bytes());
     }
-    format!("veth{:011x}", fnv1a(&seed) >> 20)
+    format!("veth{:011x}", crate::os::fnv1a(&seed) >> 20)
 }
 
 /// Queues per veth end unless a config says otherwise (`vethQueues`). The
@@ -76,9 +67,9 @@ pub struct VethOptions<'a> {
 /// that namespace. When `host_name` is taken by something else, alternates
 /// derived from `container_id` are tried; when `ifname` already exists in
 /// the container, fails with [`Error::Exists`] and leaves nothing behind.
-pub fn setup_veth(
-    host: &Socket,
-    container: &Socket,
+pub fn setup_veth<H: LinkOps + ?Sized, C: LinkOps + ?Sized>(
+    host: &H,
+    container: &C,
     container_ns: &NetNs,
     container_id: &str,
     ifname: &str,
@@ -160,26 +151,164 @@ pub fn setup_veth(
 /// namespace or interface is success — DEL is idempotent, and containerd's
 /// second DEL comes without a netns at all. Errors are returned as text so
 /// DEL can collect them and carry on.
-pub fn delete_container_link(
-    netns: Option<&std::path::Path>,
-    ifname: &str,
-) -> std::result::Result<(), String> {
+pub fn delete_container_link(netns: Option<&std::path::Path>, ifname: &str) -> Result<()> {
     let Some(path) = netns else {
         return Ok(());
     };
     let ns = match netns::NetNs::open(path) {
         Ok(ns) => ns,
         Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(format!("failed to open netns {}: {e}", path.display())),
+        Err(e) => return Err(Error::UnknownContainer(e)),
     };
-    netlink::Socket::route_in(&ns)
-        .and_then(|s| {
-            if let Some(l) = s.link_by_name(ifname)? {
-                s.delete_link(l.index)?;
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())
+    let s = netlink::Socket::route_in(&ns)?;
+    if let Some(l) = s.link_by_name(ifname)? {
+        s.delete_link(l.index)?;
+    }
+    Ok(())
+}
+
+/// DEL of a plugin whose only state is one interface in the pod and an
+/// IPAM allocation: releases the address (when there is an IPAM plugin),
+/// then removes `ifname` from the pod, both even if the other fails
+/// (a [`crate::Teardown`]: the IPAM's own code wins over a generic 5).
+pub fn del_link_and_ipam(args: &cni_skel::CmdArgs, ipam: Option<&str>) -> Result<()> {
+    let mut td = crate::Teardown::new();
+    if let Some(ipam) = ipam {
+        td.step(cni_invoke::delegate(
+            ipam,
+            cni_skel::Command::Del,
+            args,
+            &args.stdin,
+        ));
+    }
+    td.step(delete_container_link(args.netns_path(), &args.ifname));
+    td.finish()
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The veth core on the recording fake: operation order, retries, the
+    //! undo of a half-made pair and the error codes, without root.
+    use super::*;
+    use crate::ops::fake::RecordingNet;
+
+    fn opts(master: Option<u32>) -> VethOptions<'static> {
+        VethOptions {
+            master,
+            host_up: true,
+            ..Default::default()
+        }
+    }
+
+    fn ns() -> NetNs {
+        NetNs::current().expect("own netns")
+    }
+
+    #[test]
+    fn creates_the_pair_in_one_request_then_reads_the_container_end() {
+        let net = RecordingNet::new();
+        let name = host_veth_name("ctr", "eth0", 0);
+        let pair = setup_veth(&net, &net, &ns(), "ctr", "eth0", &opts(Some(3))).expect("pair");
+        assert_eq!(
+            net.lines(),
+            vec![
+                format!("create {name} peer eth0 master 3"),
+                "get eth0".to_string()
+            ]
+        );
+        assert_eq!(pair.host.name, name);
+        assert_eq!(pair.host.master, Some(3));
+        assert_eq!(pair.container.name, "eth0");
+    }
+
+    #[test]
+    fn reads_the_host_end_back_when_the_kernel_does_not_echo() {
+        let net = RecordingNet::without_echo();
+        let name = host_veth_name("ctr", "eth0", 0);
+        setup_veth(&net, &net, &ns(), "ctr", "eth0", &opts(None)).expect("pair");
+        assert_eq!(
+            net.lines(),
+            vec![
+                format!("create {name} peer eth0"),
+                format!("get {name}"),
+                "get eth0".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_taken_host_name_moves_to_the_next_alternate_and_is_left_alone() {
+        let net = RecordingNet::new();
+        let first = host_veth_name("ctr", "eth0", 0);
+        let second = host_veth_name("ctr", "eth0", 1);
+        let other = net.add_existing(&first);
+        let pair = setup_veth(&net, &net, &ns(), "ctr", "eth0", &opts(None)).expect("pair");
+        assert_eq!(pair.host.name, second);
+        assert_eq!(
+            net.lines(),
+            vec![
+                format!("create {first} peer eth0"),
+                "get eth0".to_string(),
+                format!("create {second} peer eth0"),
+                "get eth0".to_string(),
+            ]
+        );
+        assert!(!net.lines().iter().any(|l| l == &format!("delete {other}")));
+    }
+
+    #[test]
+    fn an_existing_container_interface_fails_with_nothing_made() {
+        let net = RecordingNet::new();
+        net.add_existing("eth0");
+        let e = setup_veth(&net, &net, &ns(), "ctr", "eth0", &opts(None)).expect_err("exists");
+        assert!(matches!(e, Error::Exists(_)), "{e}");
+        assert_eq!(e.code(), 999);
+        assert_eq!(
+            net.links.borrow().len(),
+            1,
+            "only the interface that was there"
+        );
+        assert!(!net.lines().iter().any(|l| l.starts_with("delete")));
+    }
+
+    #[test]
+    fn a_refused_master_is_retried_without_it() {
+        let net = RecordingNet::new();
+        net.fail_next("create", libc::EBUSY);
+        let pair = setup_veth(&net, &net, &ns(), "ctr", "eth0", &opts(Some(3))).expect("pair");
+        let name = host_veth_name("ctr", "eth0", 0);
+        assert_eq!(
+            net.lines(),
+            vec![
+                format!("create {name} peer eth0 master 3"),
+                format!("create {name} peer eth0"),
+                "get eth0".to_string()
+            ]
+        );
+        assert_eq!(pair.host.master, None, "the caller enslaves it and reports");
+    }
+
+    #[test]
+    fn a_vanished_container_end_undoes_the_host_end() {
+        let host = RecordingNet::new();
+        let cont = RecordingNet::new();
+        let e = setup_veth(&host, &cont, &ns(), "ctr", "eth0", &opts(None)).expect_err("gone");
+        assert!(matches!(e, Error::Missing(_)), "{e}");
+        let name = host_veth_name("ctr", "eth0", 0);
+        assert!(host.lines().iter().any(|l| l.starts_with("delete ")));
+        assert!(!host.links.borrow().iter().any(|l| l.name == name));
+        assert_eq!(cont.lines(), vec!["get eth0".to_string()]);
+    }
+
+    #[test]
+    fn a_kernel_refusal_is_code_5() {
+        let net = RecordingNet::new();
+        net.fail_next("create", libc::EPERM);
+        let e = setup_veth(&net, &net, &ns(), "ctr", "eth0", &opts(None)).expect_err("refused");
+        assert_eq!(e.code(), 5, "{e}");
+        assert_eq!(e.errno(), Some(libc::EPERM));
+        assert!(net.links.borrow().is_empty());
+    }
 }
 
 #[cfg(test)]

@@ -68,8 +68,8 @@ use std::net::IpAddr;
 pub use addr::{Address, AddressOptions};
 pub use error::{Error, Result};
 pub use link::{
-    format_mac, parse_mac, valid_ifname, BridgePortInfo, BridgePortOptions, BridgeVlan, IpvlanMode,
-    Link, LinkKind, LinkSpec, MacvlanMode, OperState, Vxlan,
+    format_mac, valid_ifname, BridgePortInfo, BridgePortOptions, BridgeVlan, IpvlanMode, Link,
+    LinkKind, LinkSpec, MacvlanMode, OperState, Vxlan,
 };
 pub use neigh::{FdbEntry, Neighbour};
 pub use route::{Route, RouteKind};

@@ -8,7 +8,7 @@
 
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode, Interface, IpConfig, Result};
+use cni_spec::{Error, Interface, IpConfig, Result};
 use netlink::addr::RT_SCOPE_LINK;
 use netlink::{AddressOptions, Family, Link, Route, Socket};
 use netns::NetNs;
@@ -36,13 +36,10 @@ fn ipam_type(args: &CmdArgs) -> CniResult<&str> {
         .ok_or_else(|| Error::invalid_config("p2p needs an ipam section with a type"))
 }
 
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
+/// The pod's namespace; one that cannot be opened is an unknown container
+/// (code 3), as the kit maps it.
 fn open_pod(args: &CmdArgs) -> CniResult<NetNs> {
-    let path = args.require_netns()?;
-    NetNs::open(path).map_err(|e| Error::new(ErrorCode::UnknownContainer, e.to_string()))
+    Ok(net::open_ns(args.require_netns()?)?)
 }
 
 /// The node end's name: stable per attachment, at most 15 bytes.
@@ -59,11 +56,6 @@ fn full(ip: IpAddr) -> u8 {
     } else {
         128
     }
-}
-
-fn mac(m: &[u8]) -> String {
-    let hex: Vec<String> = m.iter().map(|b| format!("{b:02x}")).collect();
-    hex.join(":")
 }
 
 /// Creates the pair and configures both ends from the IPAM result (whose
@@ -124,7 +116,7 @@ impl Plugin for P2p {
         let plumbed = if result.ips.iter().any(|ip| ip.gateway.is_none()) {
             Err(Error::invalid_config("p2p needs a gateway for every address from IPAM"))
         } else {
-            plumb(args, &pod, conf.mtu, &result).map_err(nl)
+            plumb(args, &pod, conf.mtu, &result).map_err(net::err)
         };
         let [h, c] = match plumbed {
             Ok(links) => links,
@@ -139,8 +131,13 @@ impl Plugin for P2p {
         };
         let sandbox = args.netns.clone();
         result.interfaces = vec![
-            Interface { name: h.name, mac: mac(&h.mac), ..Default::default() },
-            Interface { name: c.name, mac: mac(&c.mac), sandbox, ..Default::default() },
+            Interface { name: h.name, mac: net::mac::format(&h.mac), ..Default::default() },
+            Interface {
+                name: c.name,
+                mac: net::mac::format(&c.mac),
+                sandbox,
+                ..Default::default()
+            },
         ];
         result.ips.iter_mut().for_each(|ip| ip.interface = Some(1));
         Ok(result)
@@ -148,24 +145,28 @@ impl Plugin for P2p {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let ipam = ipam_type(args)?;
+        // Both steps run even if one fails; the error carries the most
+        // significant code (the IPAM plugin's own, if it failed).
+        let mut td = net::Teardown::new();
         // Deleting either end removes the pair; the pod may already be gone.
-        Socket::route().map_err(nl)?.delete_link_by_name(&host_name(args)).map_err(nl)?;
-        cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
+        td.step(Socket::route().and_then(|node| node.delete_link_by_name(&host_name(args))));
+        td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
+        Ok(td.finish()?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         cni_invoke::delegate(ipam_type(args)?, Command::Check, args, &args.stdin)?;
         let prev = args.conf.prev_result()?;
         let prev = prev.ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
-        let inner = Socket::route_in(&open_pod(args)?).map_err(nl)?;
+        let inner = Socket::route_in(&open_pod(args)?).map_err(net::err)?;
         let missing = |what: &str| Error::internal(format!("{what} is missing"));
-        let c = inner.link_by_name(&args.ifname).map_err(nl)?;
+        let c = inner.link_by_name(&args.ifname).map_err(net::err)?;
         let c = c.ok_or_else(|| missing(&args.ifname))?;
-        let h = Socket::route().map_err(nl)?.link_by_name(&host_name(args));
-        if h.map_err(nl)?.is_none_or(|h| c.link != Some(h.index)) {
+        let h = Socket::route().map_err(net::err)?.link_by_name(&host_name(args));
+        if h.map_err(net::err)?.is_none_or(|h| c.link != Some(h.index)) {
             return Err(missing("the node end of the veth pair"));
         }
-        let have = inner.addresses(Some(c.index), Family::All).map_err(nl)?;
+        let have = inner.addresses(Some(c.index), Family::All).map_err(net::err)?;
         match prev.ips.iter().find(|ip| !have.iter().any(|a| a.addr == ip.address.addr())) {
             Some(ip) => Err(missing(&format!("address {} on {}", ip.address, c.name))),
             None => Ok(()),

@@ -9,9 +9,9 @@ pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
-use cni_spec::{Error, ErrorCode, Interface, Result};
+use cni_spec::{Error, Interface, Result};
 use ipnet::IpNet;
-use net::{NetworkMasq, Undo};
+use net::{NetworkMasq, ResultExt, Teardown, Undo};
 use netlink::{BridgePortOptions, Link, Socket};
 use netns::NetNs;
 use serde::Deserialize;
@@ -198,7 +198,7 @@ fn program_port_vlans(host: &Socket, port: u32, n: &Net) -> CniResult<()> {
 
 /// CHECK: the port carries every VLAN asked for, with the right flags.
 fn check_port_vlans(host: &Socket, port: u32, name: &str, n: &Net) -> CniResult<()> {
-    let have = host.bridge_vlans(port).map_err(nl)?;
+    let have = host.bridge_vlans(port).map_err(net::err)?;
     for want in wanted_vlans(n) {
         if !have.contains(&want) {
             return Err(Error::internal(format!(
@@ -275,7 +275,7 @@ fn vlan_gateway_name(bridge: &str, vid: u16) -> CniResult<String> {
 fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
     let vid = n.c.vlan as u16;
     let name = vlan_gateway_name(&br.name, vid)?;
-    if let Some(l) = host.link_by_name(&name).map_err(nl)? {
+    if let Some(l) = host.link_by_name(&name).map_err(net::err)? {
         return Ok(l);
     }
     let port_name = net::veth::host_veth_name(&name, "vlan-gateway", 0);
@@ -300,7 +300,7 @@ fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
         Err(e) if e.is_exists() => {
             return host
                 .link_by_name(&name)
-                .map_err(nl)?
+                .map_err(net::err)?
                 .ok_or_else(|| Error::io(format!("failed to create vlan gateway {name:?}: {e}")))
         }
         Err(e) => {
@@ -312,10 +312,10 @@ fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
     let made = (|| {
         let port = host
             .link_by_name(&port_name)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::internal(format!("vlan gateway port {port_name:?} vanished")))?;
         if port.master != Some(br.index) {
-            host.set_master(port.index, br.index).map_err(nl)?;
+            host.set_master(port.index, br.index).map_err(net::err)?;
         }
         // Only the native VLAN: a trunk of the pod's config is not the
         // gateway's (the reference passes none either).
@@ -341,9 +341,9 @@ fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
         .map_err(|e| Error::io(format!("failed to add VLAN {vid} to {port_name:?}: {e}")))?;
         let gw = host
             .link_by_name(&name)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::internal(format!("vlan gateway {name:?} vanished")))?;
-        host.set_link_up(gw.index).map_err(nl)?;
+        host.set_link_up(gw.index).map_err(net::err)?;
         Ok(Link { up: true, ..gw })
     })();
     if made.is_err() {
@@ -352,23 +352,6 @@ fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
         }
     }
     made
-}
-
-fn nft_err(e: nft::Error) -> Error {
-    Error::io(format!("macspoofchk: {e}"))
-}
-
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &std::path::Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
 }
 
 /// The gateway addresses to put on the bridge, per family, and the
@@ -452,7 +435,7 @@ fn container_sysctls_and_up(
             let _ = net::sysctl_set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
         }
     })
-    .map_err(|e| Error::io(e.to_string()))?;
+    .map_err(net::err)?;
     let conf = [(netlink::link::IPV4_DEVCONF_ARP_NOTIFY, 1)];
     if cont.set_link_ipv4_conf(link.index, true, &conf).is_ok() {
         link.up = true;
@@ -461,7 +444,7 @@ fn container_sysctls_and_up(
     ns.run(|| {
         let _ = net::sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
     })
-    .map_err(|e| Error::io(e.to_string()))
+    .map_err(net::err)
 }
 
 fn failure_injected(point: &str) -> CniResult<()> {
@@ -501,9 +484,9 @@ impl Plugin for Bridge {
             vlan_gateway_name(&n.c.bridge, n.c.vlan as u16)?;
         }
         let netns_path = args.require_netns()?;
-        let cns = open_ns(netns_path)?;
-        let host = Socket::route().map_err(nl)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(netns_path)?;
+        let host = Socket::route().map_err(net::err)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
 
         let br = net::ensure_bridge(
             &host,
@@ -537,9 +520,7 @@ impl Plugin for Bridge {
         let host_index = pair.host.index;
         {
             let host = &host;
-            undo.push("delete veth", move || {
-                let _ = host.delete_link(host_index);
-            });
+            undo.push("delete veth", move || host.delete_link(host_index));
         }
         if pair.host.master != Some(br.index) {
             host.set_master(host_index, br.index).map_err(|e| {
@@ -561,7 +542,7 @@ impl Plugin for Bridge {
                     ..Default::default()
                 },
             )
-            .map_err(nl)?;
+            .map_err(net::err)?;
         }
 
         if n.c.macspoofchk {
@@ -571,7 +552,7 @@ impl Plugin for Bridge {
                     pair.container.mac
                 ))
             })?;
-            let nft = nft::Nft::open().map_err(nft_err)?;
+            let nft = nft::Nft::open().context("macspoofchk")?;
             nft::spoofchk::add(
                 &nft,
                 &nft::spoofchk::Port {
@@ -582,12 +563,12 @@ impl Plugin for Bridge {
                     mac,
                 },
             )
-            .map_err(nft_err)?;
+            .context("macspoofchk")?;
             let name = n.c.name.clone();
             undo.push("remove MAC spoof check", move || {
-                if let Ok(nft) = nft::Nft::open() {
-                    let _ = nft::spoofchk::remove(&nft, &name, &args.container_id, &args.ifname);
-                }
+                nft::Nft::open().and_then(|nft| {
+                    nft::spoofchk::remove(&nft, &name, &args.container_id, &args.ifname)
+                })
             });
         }
 
@@ -598,7 +579,7 @@ impl Plugin for Bridge {
         if let Some(ipam) = &n.ipam {
             let r = cni_invoke::ipam_add(ipam, args)?;
             undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
             });
             result.ips = r.ips;
             result.routes = r.routes;
@@ -678,17 +659,17 @@ impl Plugin for Bridge {
                 masq.attach(&args.container_id, &args.ifname, subnets_of(&result))
                     .map_err(Error::from)?;
                 undo.push("forget masquerade attachment", move || {
-                    let _ = masq.detach(&args.container_id, &args.ifname);
+                    masq.detach(&args.container_id, &args.ifname)
                 });
             }
         } else if !n.c.disable_container_interface {
-            cont.set_link_up(cont_link.index).map_err(nl)?;
+            cont.set_link_up(cont_link.index).map_err(net::err)?;
             cont_link.up = true;
         }
         failure_injected("after-setup")?;
 
         // The bridge MAC may have followed a port if someone else made it.
-        if let Some(br_now) = host.link_by_name(&n.c.bridge).map_err(nl)? {
+        if let Some(br_now) = host.link_by_name(&n.c.bridge).map_err(net::err)? {
             result.interfaces[0].mac = net::mac::format(&br_now.mac);
         }
         if let Some(dns) = &args.conf.dns {
@@ -709,34 +690,24 @@ impl Plugin for Bridge {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut errors: Vec<String> = Vec::new();
-        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
-            errors.push(e);
-        }
+        let mut td = Teardown::new();
+        td.step(net::veth::delete_container_link(
+            args.netns_path(),
+            &args.ifname,
+        ));
         if let Some(ipam) = &n.ipam {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
+            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
         }
         if n.c.macspoofchk {
-            let r = nft::Nft::open().and_then(|nft| {
+            td.step(nft::Nft::open().and_then(|nft| {
                 nft::spoofchk::remove(&nft, &n.c.name, &args.container_id, &args.ifname)
-            });
-            if let Err(e) = r {
-                errors.push(e.to_string());
-            }
+            }));
         }
         if n.c.ip_masq {
             let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
-            if let Err(e) = masq.detach(&args.container_id, &args.ifname) {
-                errors.push(e.to_string());
-            }
+            td.step(masq.detach(&args.container_id, &args.ifname));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        Ok(td.finish()?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -748,21 +719,24 @@ impl Plugin for Bridge {
             .conf
             .prev_result()?
             .ok_or_else(|| invalid("Required prevResult missing"))?;
-        let host = Socket::route().map_err(nl)?;
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let host = Socket::route().map_err(net::err)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
 
         let br_if = prev
             .interfaces
             .iter()
             .find(|i| i.name == n.c.bridge && i.sandbox.is_empty())
             .ok_or_else(|| Error::internal(format!("bridge {} not in prevResult", n.c.bridge)))?;
-        let br = host.link_by_name(&br_if.name).map_err(nl)?.ok_or_else(|| {
-            Error::internal(format!(
-                "CNI created bridge {} in host namespace was not found",
-                n.c.bridge
-            ))
-        })?;
+        let br = host
+            .link_by_name(&br_if.name)
+            .map_err(net::err)?
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "CNI created bridge {} in host namespace was not found",
+                    n.c.bridge
+                ))
+            })?;
         if br.kind.as_deref() != Some("bridge") {
             return Err(Error::internal(format!(
                 "Interface {} does not have link type of bridge",
@@ -789,7 +763,7 @@ impl Plugin for Bridge {
                 .interfaces
                 .iter()
                 .any(|i| i.name == name && i.sandbox.is_empty());
-            if listed && host.link_by_name(&name).map_err(nl)?.is_none() {
+            if listed && host.link_by_name(&name).map_err(net::err)?.is_none() {
                 return Err(Error::internal(format!(
                     "vlan gateway {name} of bridge {} was not found",
                     n.c.bridge
@@ -809,7 +783,7 @@ impl Plugin for Bridge {
             })?;
         let c = cont
             .link_by_name(&args.ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
         if c.kind.as_deref() != Some("veth") {
             return Err(Error::internal(format!(
@@ -839,7 +813,7 @@ impl Plugin for Bridge {
             .iter()
             .filter(|i| i.sandbox.is_empty() && i.name != br.name)
         {
-            let Some(h) = host.link_by_name(&i.name).map_err(nl)? else {
+            let Some(h) = host.link_by_name(&i.name).map_err(net::err)? else {
                 continue;
             };
             if h.kind.as_deref() != Some("veth") || h.index != peer {
@@ -869,9 +843,9 @@ impl Plugin for Bridge {
         net::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
         net::validate_routes(&cont, &prev).map_err(Error::from)?;
         if n.c.macspoofchk {
-            let nft = nft::Nft::open().map_err(nft_err)?;
+            let nft = nft::Nft::open().context("macspoofchk")?;
             if !nft::spoofchk::exists(&nft, &n.c.name, &args.container_id, &args.ifname)
-                .map_err(nft_err)?
+                .context("macspoofchk")?
             {
                 return Err(Error::internal(format!(
                     "MAC spoof check rule for {} {} is missing",
@@ -884,11 +858,9 @@ impl Plugin for Bridge {
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut errors = Vec::new();
+        let mut td = Teardown::new();
         if let Some(ipam) = &n.ipam {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Gc, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
+            td.step(cni_invoke::delegate(ipam, Command::Gc, args, &args.stdin));
         }
         // Spoof checks of attachments no longer valid (cheap when the
         // table does not exist).
@@ -898,18 +870,10 @@ impl Plugin for Bridge {
             .into_iter()
             .map(|a| (a.container_id, a.ifname))
             .collect();
-        if let Err(e) = nft::Nft::open().and_then(|nft| nft::spoofchk::gc(&nft, &n.c.name, &keep)) {
-            errors.push(e.to_string());
-        }
+        td.step(nft::Nft::open().and_then(|nft| nft::spoofchk::gc(&nft, &n.c.name, &keep)));
         let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
-        if let Err(e) = masq.gc(n.c.ip_masq, &args.conf.gc_attachments()) {
-            errors.push(e.to_string());
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        td.step(masq.gc(n.c.ip_masq, &args.conf.gc_attachments()));
+        Ok(td.finish()?)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {

@@ -8,9 +8,9 @@ use crate::proto::{Lease, Method, Reply, Request, MAX_LINE};
 use crate::store::{Record, Store};
 use crate::Exchange;
 use cni_spec::{Error, ErrorCode};
+use net::os;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::FromRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Sender};
@@ -568,43 +568,18 @@ impl Daemon {
 /// a namespace and interface of its choosing: the peer's credentials come
 /// from the kernel (SO_PEERCRED), not from anything the peer says.
 fn peer_allowed(stream: &UnixStream) -> Result<(), Error> {
-    use std::os::fd::AsRawFd;
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: u32::MAX,
-        gid: u32::MAX,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt fills `cred` (of the size given) on our own fd.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(err(
+    let uid = os::peer_uid(stream).map_err(|e| {
+        err(
             ErrorCode::TryAgainLater,
-            format!(
-                "cannot read the caller's credentials: {}",
-                std::io::Error::last_os_error()
-            ),
-        ));
-    }
-    // SAFETY: trivial syscall.
-    let me = unsafe { libc::geteuid() };
-    if cred.uid == 0 || cred.uid == me {
+            format!("cannot read the caller's credentials: {e}"),
+        )
+    })?;
+    if uid == 0 || uid == os::euid() {
         return Ok(());
     }
     Err(err(
         ErrorCode::Io,
-        format!(
-            "permission denied: uid {} may not use the DHCP daemon (root only)",
-            cred.uid
-        ),
+        format!("permission denied: uid {uid} may not use the DHCP daemon (root only)"),
     ))
 }
 
@@ -676,12 +651,11 @@ fn listener(path: &Path, mode: u32) -> Result<(UnixListener, bool), String> {
     let pid_ok = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
-        .is_some_and(|p| p == std::process::id());
+        .is_some_and(|p| p == os::pid());
     if pid_ok {
         match std::env::var("LISTEN_FDS").as_deref() {
             Ok("1") => {
-                // SAFETY: systemd passes the listening socket as fd 3.
-                return Ok((unsafe { UnixListener::from_raw_fd(3) }, false));
+                return Ok((os::systemd_listener(), false));
             }
             Ok("0") | Err(_) => {}
             Ok(n) => {
@@ -692,27 +666,18 @@ fn listener(path: &Path, mode: u32) -> Result<(UnixListener, bool), String> {
         }
     }
     if let Some(dir) = path.parent() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        os::create_dir_all(dir, 0o700).map_err(|e| format!("create {}: {e}", dir.display()))?;
     }
-    if path.exists() {
+    if os::exists(path) {
         if UnixStream::connect(path).is_ok() {
             return Err(format!("another daemon is listening on {}", path.display()));
         }
-        let _ = std::fs::remove_file(path);
+        let _ = os::remove_file(path);
     }
     let l = UnixListener::bind(path)
         .map_err(|e| format!("Error getting listener: listen {}: {e}", path.display()))?;
     // Explicit, whatever the umask: root only unless configured otherwise.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("chmod {}: {e}", path.display()))?;
-    }
+    os::set_mode(path, mode).map_err(|e| format!("chmod {}: {e}", path.display()))?;
     Ok((l, true))
 }
 
@@ -746,20 +711,6 @@ fn acquire_with_retries(
     }
 }
 
-/// Blocks SIGINT/SIGTERM for every thread and returns the set, so one
-/// thread can take them with `sigwait` and clean up.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
 /// `dhcp daemon [flags]`; returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let opts = match parse_flags(args) {
@@ -782,22 +733,18 @@ pub fn main(args: &[String]) -> i32 {
             return 1;
         }
         // 0644 whatever the umask.
-        let written = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(&opts.pidfile)
-                .and_then(|mut f| f.write_all(std::process::id().to_string().as_bytes()))
-        };
+        let written = os::write_atomic(
+            Path::new(&opts.pidfile),
+            os::pid().to_string().as_bytes(),
+            0o644,
+            os::Durability::Atomic,
+        );
         if let Err(e) = written {
             log(&format!("Error writing pidfile {:?}: {e}", opts.pidfile));
             return 1;
         }
     }
-    let sigs = block_signals();
+    let sigs = os::TermSignals::block();
     let path = PathBuf::from(format!("{}{}", opts.hostprefix, opts.socket_path));
     let (l, owned) = match listener(&path, opts.socket_mode) {
         Ok(x) => x,
@@ -811,17 +758,15 @@ pub fn main(args: &[String]) -> i32 {
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut sig = 0;
-            // SAFETY: waits on the blocked set built above.
-            unsafe { libc::sigwait(&sigs, &mut sig) };
+            sigs.wait();
             if owned {
-                let _ = std::fs::remove_file(&sock);
+                let _ = os::remove_file(&sock);
             }
             if !pidfile.is_empty() {
-                let _ = std::fs::remove_file(&pidfile);
+                let _ = os::remove_file(Path::new(&pidfile));
             }
             log("stopping");
-            std::process::exit(0);
+            os::exit(0);
         });
     log(&format!("listening on {}", path.display()));
     let (max_conns, read_timeout) = (opts.max_conns, opts.read_timeout);

@@ -5,14 +5,13 @@
 use crate::lease::{Exchange, Reply};
 use crate::options::Options;
 use crate::packet::*;
+use net::packet::PacketSocket;
 use netns::NetNs;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ETH_P_IP: u16 = 0x0800;
-const PACKET_OUTGOING: u8 = 4;
 
 /// How a lease talks to its server.
 pub struct LinkExchange {
@@ -29,109 +28,40 @@ pub struct LinkExchange {
 }
 
 struct PacketSock {
-    fd: OwnedFd,
-    ifindex: i32,
+    sock: PacketSocket,
     mac: [u8; 6],
 }
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
 fn random_xid() -> u32 {
-    let mut b = [0u8; 4];
-    // SAFETY: writes at most 4 bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
-    if n != 4 {
+    net::packet::random_u32().unwrap_or_else(|| {
         // Any value works; uniqueness per exchange is what matters.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        return t ^ std::process::id();
-    }
-    u32::from_ne_bytes(b)
+        t ^ net::os::pid()
+    })
 }
 
 impl PacketSock {
     fn send(&self, frame: &[u8]) -> Result<(), String> {
-        // SAFETY: zeroed sockaddr_ll filled below.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = ETH_P_IP.to_be();
-        sa.sll_ifindex = self.ifindex;
-        sa.sll_halen = 6;
-        sa.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        // SAFETY: valid buffer and address of the stated sizes.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sa as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(os_err("send DHCP packet"));
-        }
-        Ok(())
+        self.sock
+            .send_broadcast(frame)
+            .map_err(|e| format!("send DHCP packet: {e}"))
     }
 
     /// The next DHCP reply for `xid`, or None at `deadline`.
     fn recv(&self, xid: u32, deadline: Instant) -> Result<Option<Message>, String> {
         let mut buf = vec![0u8; 2048];
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some(n) = self
+                .sock
+                .recv_until(&mut buf, deadline)
+                .map_err(|e| format!("receive DHCP packet: {e}"))?
+            else {
                 return Ok(None);
-            }
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
             };
-            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if r < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(os_err("poll"));
-            }
-            if r == 0 {
-                continue;
-            }
-            // SAFETY: zeroed out-address of the right size.
-            let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: valid buffer and address.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut sa as *mut libc::sockaddr_ll).cast(),
-                    &mut len,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) {
-                    continue;
-                }
-                return Err(format!("receive DHCP packet: {e}"));
-            }
-            if sa.sll_pkttype == PACKET_OUTGOING {
-                continue;
-            }
-            let Some(payload) = client_payload(&buf[..n as usize]) else {
+            let Some(payload) = client_payload(&buf[..n]) else {
                 continue;
             };
             if let Some(m) = Message::decode(payload) {
@@ -165,45 +95,9 @@ impl LinkExchange {
             .as_slice()
             .try_into()
             .map_err(|_| format!("{:?} has no Ethernet address", self.ifname))?;
-        let fd = self
-            .ns
-            .run(|| {
-                // SAFETY: plain socket call.
-                let fd = unsafe {
-                    libc::socket(
-                        libc::AF_PACKET,
-                        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                        i32::from(ETH_P_IP.to_be()),
-                    )
-                };
-                if fd < 0 {
-                    return Err(os_err("packet socket"));
-                }
-                // SAFETY: fd is a fresh descriptor we own.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-            })
-            .map_err(|e| e.to_string())??;
-        // SAFETY: zeroed sockaddr_ll filled below.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = ETH_P_IP.to_be();
-        sa.sll_ifindex = link.index as i32;
-        // SAFETY: valid address of the stated size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r != 0 {
-            return Err(os_err(&format!("bind packet socket to {:?}", self.ifname)));
-        }
-        Ok(PacketSock {
-            fd,
-            ifindex: link.index as i32,
-            mac,
-        })
+        let sock = PacketSocket::open_in(&self.ns, link.index, ETH_P_IP)
+            .map_err(|e| format!("packet socket on {:?}: {e}", self.ifname))?;
+        Ok(PacketSock { sock, mac })
     }
 
     fn message(&self, kind: MessageType, xid: u32, mac: [u8; 6]) -> Message {

@@ -8,10 +8,9 @@
 
 use crate::lease::{Shared, State, Timers};
 use crate::packet::Message;
+use net::os;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,65 +112,40 @@ impl Store {
         self.dir.join(format!("{}.lease", hex(&d[..16])))
     }
 
-    /// Writes `r` atomically.
+    /// Writes `r` atomically, synced (a lease outlives the daemon).
     pub fn save(&self, r: &Record) -> std::io::Result<()> {
-        if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)?;
-        }
-        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        let path = self.path(&r.id);
-        let tmp = path.with_extension("tmp");
+        os::make_private_dir(&self.dir)?;
         let body = serde_json::to_vec(r).map_err(std::io::Error::other)?;
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&body)?;
-                f.sync_data()
-            })
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        os::write_atomic(&self.path(&r.id), &body, 0o600, os::Durability::Durable)
     }
 
     pub fn remove(&self, id: &str) {
-        let _ = std::fs::remove_file(self.path(id));
+        let _ = os::remove_file(&self.path(id));
     }
 
     /// Every readable record; leftovers of a crash mid-write are removed.
     pub fn load(&self) -> Vec<Record> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+        let Ok(names) = os::dir_names(&self.dir) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for e in rd.flatten() {
-            let p = e.path();
+        for name in names {
+            let p = self.dir.join(name);
             match p.extension().and_then(|x| x.to_str()) {
                 Some("lease") => {}
                 Some("tmp") => {
-                    let _ = std::fs::remove_file(&p);
+                    let _ = os::remove_file(&p);
                     continue;
                 }
                 _ => continue,
             }
-            let r = std::fs::read(&p)
+            let r = os::read(&p)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Record>(&b).ok());
             match r {
                 Some(r) if self.path(&r.id) == p => out.push(r),
                 _ => {
-                    let _ = std::fs::remove_file(&p);
+                    let _ = os::remove_file(&p);
                 }
             }
         }
@@ -180,6 +154,7 @@ impl Store {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests look at the files directly
 mod tests {
     use super::*;
     use crate::packet::OPT_LEASE_TIME;

@@ -3,26 +3,11 @@
 
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode, Interface, Result};
+use cni_spec::{Error, Interface, Result};
 use net::Undo;
 use netlink::{LinkKind, LinkSpec, Socket};
-use netns::NetNs;
-use std::path::Path;
 
 pub struct Dummy;
-
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
-}
 
 /// The IPAM plugin's type; the reference requires one.
 fn ipam(args: &CmdArgs) -> CniResult<String> {
@@ -41,9 +26,9 @@ impl Plugin for Dummy {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let ipam = ipam(args)?;
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
-        if cont.link_by_name(&args.ifname).map_err(nl)?.is_some() {
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        if cont.link_by_name(&args.ifname).map_err(net::err)?.is_some() {
             return Err(Error::internal(format!(
                 "container interface {:?} already exists in {}",
                 args.ifname,
@@ -54,21 +39,19 @@ impl Plugin for Dummy {
             .map_err(|e| Error::io(format!("failed to create dummy: {e}")))?;
         let link = cont
             .link_by_name(&args.ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::internal(format!("failed to refetch dummy {:?}", args.ifname)))?;
         let mut undo = Undo::new();
         {
             let cont = &cont;
             let index = link.index;
-            undo.push("delete dummy", move || {
-                let _ = cont.delete_link(index);
-            });
+            undo.push("delete dummy", move || cont.delete_link(index));
         }
         let r = cni_invoke::ipam_add(&ipam, args)?;
         {
             let ipam = ipam.clone();
             undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(&ipam, Command::Del, args, &args.stdin);
+                cni_invoke::delegate(&ipam, Command::Del, args, &args.stdin)
             });
         }
         let mut result = Result::new(args.version());
@@ -91,45 +74,19 @@ impl Plugin for Dummy {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let ipam = ipam(args)?;
-        let mut errors: Vec<String> = Vec::new();
-        if let Err(e) = cni_invoke::delegate(&ipam, Command::Del, args, &args.stdin) {
-            errors.push(e.to_string());
-        }
-        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
-            errors.push(e);
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        Ok(net::veth::del_link_and_ipam(args, Some(&ipam))?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let ipam = ipam(args)?;
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
         cni_invoke::delegate(&ipam, Command::Check, args, &args.stdin)?;
         let prev = args
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "no interface {:?} with sandbox {} in prevResult",
-                    args.ifname, args.netns
-                ))
-            })?;
-        let c = cont.link_by_name(&c_if.name).map_err(nl)?.ok_or_else(|| {
-            Error::internal(format!(
-                "container Interface name in prevResult: {} not found",
-                c_if.name
-            ))
-        })?;
+        let c = net::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
         if c.kind.as_deref() != Some("dummy") {
             return Err(Error::internal(format!(
                 "error: Container interface {} not of type dummy",

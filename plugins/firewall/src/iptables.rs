@@ -28,17 +28,17 @@
 //! iptables-nft `filter` table → `iptables-legacy`; an nftables `ip filter`
 //! table → `iptables-nft`; neither → plain `iptables`.
 
+use net::Teardown;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode};
+use cni_spec::Error;
 use nft::{Family, Hook, IpVersion, Nft};
 
 use crate::tag::{Dir, Tag};
-use crate::{nft_err, Backend, Pod, Policy};
+use crate::{Backend, Pod, Policy};
 
 pub const FORWARD: &str = "FORWARD";
 pub const CNI_FORWARD: &str = "CNI-FORWARD";
@@ -106,7 +106,7 @@ fn find_bin(name: &str) -> Option<PathBuf> {
         .into_iter()
         .chain(fixed.iter().map(PathBuf::from))
         .map(|d| d.join(name))
-        .find(|p| p.is_file())
+        .find(|p| net::os::is_file(p))
 }
 
 /// STATUS: the binaries can be run.
@@ -114,11 +114,9 @@ pub fn usable() -> Result<(), String> {
     for v in [IpVersion::V4, IpVersion::V6] {
         let name = Variant::Default.binary(v);
         let bin = find_bin(name).ok_or_else(|| format!("{name} not found"))?;
-        let out = Command::new(&bin)
-            .arg("--version")
-            .output()
+        let out = net::os::run(&bin, &["--version"], None)
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-        if !out.status.success() {
+        if !out.success() {
             return Err(format!("{} --version failed", bin.display()));
         }
     }
@@ -138,7 +136,7 @@ fn legacy_present(v: IpVersion) -> bool {
         IpVersion::V4 => "ip_tables_names",
         IpVersion::V6 => "ip6_tables_names",
     };
-    std::fs::read_to_string(Path::new("/proc/thread-self/net").join(file))
+    net::os::read_to_string(&Path::new("/proc/thread-self/net").join(file))
         .map(|s| s.lines().any(|l| l.trim() == "filter"))
         .unwrap_or(false)
 }
@@ -148,7 +146,7 @@ fn nft_filter_chains(nft: &Nft, v: IpVersion) -> CniResult<Vec<nft::ChainInfo>> 
     match nft.chains(nft_family(v), "filter") {
         Ok(c) => Ok(c),
         Err(e) if e.is_not_found() => Ok(Vec::new()),
-        Err(e) => Err(nft_err(e)),
+        Err(e) => Err(net::err(e)),
     }
 }
 
@@ -501,11 +499,9 @@ const RESTORE_TRIES: usize = 5;
 
 impl Tool {
     fn run(&self, args: &[&str]) -> CniResult<String> {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .output()
+        let out = net::os::run(&self.bin, args, None)
             .map_err(|e| Error::io(format!("failed to run {}: {e}", self.bin.display())))?;
-        if !out.status.success() {
+        if !out.success() {
             return Err(Error::io(format!(
                 "`{} {}` failed: {}",
                 self.bin.display(),
@@ -521,30 +517,10 @@ impl Tool {
     }
 
     fn apply(&self, script: &Script) -> CniResult<()> {
-        use std::io::Write;
-        use std::process::Stdio;
-        let mut child = Command::new(&self.restore)
-            .args(["-w", "--noflush"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io(format!("failed to run {}: {e}", self.restore.display())))?;
         let text = script.text();
-        let written = child
-            .stdin
-            .take()
-            .map(|mut stdin| stdin.write_all(text.as_bytes()));
-        let out = child
-            .wait_with_output()
+        let out = net::os::run(&self.restore, &["-w", "--noflush"], Some(text.as_bytes()))
             .map_err(|e| Error::io(format!("failed to run {}: {e}", self.restore.display())))?;
-        if let Some(Err(e)) = written {
-            return Err(Error::io(format!(
-                "failed to write to {}: {e}",
-                self.restore.display()
-            )));
-        }
-        if !out.status.success() {
+        if !out.success() {
             return Err(Error::io(format!(
                 "`{} -w --noflush` failed on\n{}: {}",
                 self.restore.display(),
@@ -735,17 +711,11 @@ impl Backend for IptBackend {
     }
 
     fn remove(&self, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
-        let mut errors = Vec::new();
+        let mut td = Teardown::new();
         for t in &self.tools {
-            if let Err(e) = t.remove(gone) {
-                errors.push(e.msg);
-            }
+            td.step(t.remove(gone));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::new(ErrorCode::Io, errors.join("; ")))
-        }
+        Ok(td.finish()?)
     }
 }
 

@@ -37,6 +37,7 @@ pub mod iptables;
 pub mod nftables;
 pub mod tag;
 
+use net::Teardown;
 use std::net::IpAddr;
 
 use cni_skel::{CmdArgs, Plugin};
@@ -248,12 +249,8 @@ pub trait Backend {
     fn remove(&self, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()>;
 }
 
-pub(crate) fn nft_err(e: nft::Error) -> Error {
-    Error::io(e.to_string())
-}
-
 fn open_nft() -> CniResult<Nft> {
-    Nft::open().map_err(nft_err)
+    Nft::open().map_err(net::err)
 }
 
 /// The backend for ADD and CHECK.
@@ -283,7 +280,7 @@ fn choose(conf: &Conf, nft: Nft, versions: &[IpVersion]) -> CniResult<Box<dyn Ba
 /// for explicitly, the iptables chains where iptables is in use.
 fn remove_everywhere(conf: &Conf, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
     let nft = open_nft()?;
-    let mut errors: Vec<String> = Vec::new();
+    let mut td = Teardown::new();
     // Rules of ours can only exist where iptables state exists (seen through
     // nf_tables or the legacy table list), so even with `backend: iptables`
     // an IP version without any is not listed: one process less per DEL.
@@ -293,23 +290,15 @@ fn remove_everywhere(conf: &Conf, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> 
             iptables::IptBackend::in_use(&nft, &conf.admin_chain).map(Ok::<_, Error>)
         }
     };
-    if let Err(e) = nftables::NftBackend::new(nft).remove(gone) {
-        errors.push(e.msg);
-    }
+    td.step(nftables::NftBackend::new(nft).remove(gone));
     match ipt {
         Some(Ok(b)) => {
-            if let Err(e) = b.remove(gone) {
-                errors.push(e.msg);
-            }
+            td.step(b.remove(gone));
         }
-        Some(Err(e)) => errors.push(e.msg),
+        Some(Err(e)) => td.push(e),
         None => {}
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::io(errors.join("; ")))
-    }
+    Ok(td.finish()?)
 }
 
 impl Plugin for Firewall {

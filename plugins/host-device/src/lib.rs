@@ -14,6 +14,7 @@ pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode, Interface, Result};
+use net::Teardown;
 use net::Undo;
 use netlink::{Link, Socket};
 use netns::NetNs;
@@ -147,13 +148,13 @@ fn device_id_bus(id: &str) -> CniResult<Bus> {
             "runtime config DeviceID {id:?} must be a device name, not a path"
         )));
     }
-    if Path::new(SYS_BUS_PCI).join(id).exists() {
+    if net::os::exists(&Path::new(SYS_BUS_PCI).join(id)) {
         return Ok(Bus::Pci);
     }
-    if Path::new(SYS_BUS_AUXILIARY).join(id).exists() {
+    if net::os::exists(&Path::new(SYS_BUS_AUXILIARY).join(id)) {
         return Ok(Bus::Auxiliary);
     }
-    Err(Error::internal(format!(
+    Err(Error::io(format!(
         "runtime config DeviceID {id} not found or unsupported"
     )))
 }
@@ -186,7 +187,7 @@ fn dpdk_mode_field(stdin: &[u8]) -> CniResult<bool> {
 /// when the device or its driver link does not exist, as the reference.
 fn has_dpdk_driver(pci: &str) -> std::result::Result<bool, String> {
     let link = Path::new(SYS_BUS_PCI).join(pci).join("driver");
-    let driver = std::fs::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+    let driver = net::os::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
     let name = driver
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -198,62 +199,33 @@ fn has_dpdk_driver(pci: &str) -> std::result::Result<bool, String> {
 /// `dpdkMode` field when no PCI address is given (the reference's order).
 fn dpdk_for(n: &Net) -> CniResult<bool> {
     match &n.selector {
-        Selector::Pci(pci) => has_dpdk_driver(pci)
-            .map_err(|e| Error::internal(format!("error with host device: {e}"))),
+        Selector::Pci(pci) => {
+            has_dpdk_driver(pci).map_err(|e| Error::io(format!("error with host device: {e}")))
+        }
         _ => Ok(n.dpdk),
     }
 }
 
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
-}
-
-/// Go's net.ParseMAC for the colon/dash forms (6, 8 or 20 bytes).
-fn parse_hwaddr(s: &str) -> Option<Vec<u8>> {
-    let sep = if s.contains(':') { ':' } else { '-' };
-    let bytes: Option<Vec<u8>> = s
-        .split(sep)
-        .map(|p| {
-            (p.len() == 2)
-                .then(|| u8::from_str_radix(p, 16).ok())
-                .flatten()
-        })
-        .collect();
-    bytes.filter(|b| matches!(b.len(), 6 | 8 | 20))
-}
-
 /// Directory entries sorted by name (Go's os.ReadDir order).
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<String>> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    Ok(v)
+    net::os::dir_names(dir)
 }
 
 fn not_found() -> Error {
-    Error::internal("failed to find host device: Link not found")
+    Error::io("failed to find host device: Link not found")
 }
 
 /// Finds the selected device among the node's links. sysfs lookups see the
 /// namespace sysfs was mounted for, as with the reference.
 fn find_device(host: &Socket, sel: &Selector) -> CniResult<Link> {
-    let find_err = |m: String| Error::internal(format!("failed to find host device: {m}"));
+    let find_err = |m: String| Error::io(format!("failed to find host device: {m}"));
+    // A selector that cannot name any device is a bad config (7).
+    let bad_sel = |m: String| Error::invalid_config(format!("failed to find host device: {m}"));
     match sel {
         Selector::Name(name) => host.link_by_name(name).ok().flatten().ok_or_else(not_found),
         Selector::Mac(s) => {
-            let mac = parse_hwaddr(s)
-                .ok_or_else(|| find_err(format!("failed to parse MAC address {s:?}")))?;
+            let mac = net::mac::parse_hw(s)
+                .ok_or_else(|| bad_sel(format!("failed to parse MAC address {s:?}")))?;
             let links = host
                 .links()
                 .map_err(|e| find_err(format!("failed to list node links: {e}")))?;
@@ -264,7 +236,7 @@ fn find_device(host: &Socket, sel: &Selector) -> CniResult<Link> {
         }
         Selector::KernelPath(kp) => {
             if !kp.starts_with("/sys/devices/") {
-                return Err(find_err(format!(
+                return Err(bad_sel(format!(
                     "kernel device path {kp:?} must be absolute and begin with /sys/devices/"
                 )));
             }
@@ -287,7 +259,7 @@ fn find_device(host: &Socket, sel: &Selector) -> CniResult<Link> {
         Selector::Pci(pci) => {
             let base = Path::new(SYS_BUS_PCI).join(pci);
             let mut dir = base.join("net");
-            if std::fs::symlink_metadata(&dir).is_err() {
+            if !net::os::exists_no_follow(&dir) {
                 // virtio NICs keep their netdev one level down.
                 dir = virtio_net_dir(&base)
                     .ok_or_else(|| find_err(format!("no net directory under pci device {pci}")))?;
@@ -334,14 +306,14 @@ fn virtio_net_dir(base: &Path) -> Option<PathBuf> {
         .into_iter()
         .filter(|n| n.starts_with("virtio"))
         .map(|n| base.join(n).join("net"))
-        .find(|p| p.exists())
+        .find(|p| net::os::exists(p))
 }
 
 /// Moves `dev` from the node into `cns` as `ifname`, with its node name in
 /// the alias, and brings it up. On failure the device is back on the node
 /// under its name, up again if it was.
 fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -> CniResult<Link> {
-    let tmp = netns::create_anonymous().map_err(|e| Error::io(e.to_string()))?;
+    let tmp = netns::create_anonymous().map_err(net::err)?;
     let restore_up = |host: &Socket| {
         if dev.up {
             if let Ok(Some(l)) = host.link_by_name(&dev.name) {
@@ -352,12 +324,12 @@ fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -
     // Leaving a namespace takes the device down.
     if let Err(e) = host.set_netns_fd(dev.index, tmp.fd()) {
         restore_up(host);
-        return Err(Error::internal(format!(
+        return Err(Error::io(format!(
             "failed to move {:?} to a temporary netns: {e}",
             dev.name
         )));
     }
-    let t = Socket::route_in(&tmp).map_err(nl)?;
+    let t = Socket::route_in(&tmp).map_err(net::err)?;
     let staged = (|| -> std::result::Result<(), String> {
         // The index may change with the namespace: look it up by name.
         let l = t
@@ -383,9 +355,9 @@ fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -
             let _ = t.set_netns_fd(l.index, node.fd());
         }
         restore_up(host);
-        return Err(Error::internal(format!("failed to move link {e}")));
+        return Err(Error::io(format!("failed to move link {e}")));
     }
-    let cont = Socket::route_in(cns).map_err(nl)?;
+    let cont = Socket::route_in(cns).map_err(net::err)?;
     let up = (|| -> std::result::Result<Link, String> {
         let l = cont
             .link_by_name(ifname)
@@ -402,7 +374,7 @@ fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -
         Err(e) => {
             let _ = move_out(cns, ifname, node);
             restore_up(host);
-            Err(Error::internal(format!("failed to move link {e}")))
+            Err(Error::io(format!("failed to move link {e}")))
         }
     }
 }
@@ -438,8 +410,8 @@ fn restore_from(t: &Socket, name: &str, node: &NetNs) -> std::result::Result<(),
 /// interface. On failure the device stays in the container as `ifname`, up
 /// again if it was, so that DEL can be retried.
 fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
-    let cont = Socket::route_in(cns).map_err(nl)?;
-    let Some(dev) = cont.link_by_name(ifname).map_err(nl)? else {
+    let cont = Socket::route_in(cns).map_err(net::err)?;
+    let Some(dev) = cont.link_by_name(ifname).map_err(net::err)? else {
         return Ok(false);
     };
     let Some(orig) = dev.alias.clone().filter(|a| !a.is_empty()) else {
@@ -449,7 +421,7 @@ fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
         )));
     };
     cont.set_link_down(dev.index)
-        .map_err(|e| Error::internal(format!("failed to set {ifname:?} down: {e}")))?;
+        .map_err(|e| Error::io(format!("failed to set {ifname:?} down: {e}")))?;
     let back_up = |cont: &Socket| {
         if dev.up {
             if let Ok(Some(l)) = cont.link_by_name(ifname) {
@@ -466,11 +438,11 @@ fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
     };
     if let Err(e) = cont.set_netns_fd(dev.index, tmp.fd()) {
         back_up(&cont);
-        return Err(Error::internal(format!(
+        return Err(Error::io(format!(
             "failed to move {ifname:?} to a temporary netns: {e}"
         )));
     }
-    let t = Socket::route_in(&tmp).map_err(nl)?;
+    let t = Socket::route_in(&tmp).map_err(net::err)?;
     if let Err(e) = restore_from(&t, ifname, node) {
         // Back into the container under the name DEL looks for, whichever
         // name the failed step left it with.
@@ -483,7 +455,7 @@ fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
             let _ = t.set_netns_fd(l.index, cns.fd());
         }
         back_up(&cont);
-        return Err(Error::internal(e));
+        return Err(Error::io(e));
     }
     Ok(true)
 }
@@ -495,10 +467,10 @@ impl Plugin for HostDevice {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
-        let cns = open_ns(args.require_netns()?)?;
+        let cns = net::open_ns(args.require_netns()?)?;
         let dpdk = dpdk_for(&n)?;
-        let node = NetNs::current().map_err(|e| Error::io(e.to_string()))?;
-        let host = Socket::route().map_err(nl)?;
+        let node = NetNs::current().map_err(net::err)?;
+        let host = Socket::route().map_err(net::err)?;
         let mut undo = Undo::new();
         let mut result = Result::new(args.version());
 
@@ -509,16 +481,18 @@ impl Plugin for HostDevice {
             {
                 let (cns, node) = (&cns, &node);
                 undo.push("move the device back to the node", move || {
-                    let _ = move_out(cns, &args.ifname, node);
+                    let mut td = Teardown::new();
+                    td.step(move_out(cns, &args.ifname, node));
                     // The reference leaves a returned device down; a failed
                     // ADD puts it back as it found it.
                     if dev.up {
-                        if let Ok(h) = Socket::route() {
-                            if let Ok(Some(l)) = h.link_by_name(&dev.name) {
-                                let _ = h.set_link_up(l.index);
-                            }
-                        }
+                        let up = Socket::route().and_then(|h| match h.link_by_name(&dev.name)? {
+                            Some(l) => h.set_link_up(l.index),
+                            None => Ok(()),
+                        });
+                        td.step(up);
                     }
+                    td.finish()
                 });
             }
             result.interfaces = vec![Interface {
@@ -533,12 +507,12 @@ impl Plugin for HostDevice {
         if let Some(ipam) = n.ipam.as_deref() {
             let r = cni_invoke::ipam_add(ipam, args)?;
             undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
             });
             // Every address belongs to the moved device.
             result.adopt_ipam(r, 0);
             if let Some(l) = &cont_link {
-                let cont = Socket::route_in(&cns).map_err(nl)?;
+                let cont = Socket::route_in(&cns).map_err(net::err)?;
                 net::configure_iface(&cont, l, &result, &net::IfaceOptions::default())
                     .map_err(Error::from)?;
             }
@@ -555,13 +529,11 @@ impl Plugin for HostDevice {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut errors: Vec<String> = Vec::new();
+        let mut td = Teardown::new();
         // Released even without a namespace (containerd's second DEL, a pod
         // whose namespace is gone): the reference leaks the address then.
         if let Some(ipam) = n.ipam.as_deref() {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
+            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
         }
         // A PCI device that vanished is no reason to keep the pod around.
         let dpdk = dpdk_for(&n).unwrap_or(false);
@@ -570,25 +542,19 @@ impl Plugin for HostDevice {
                 // Gone: the kernel already returned a physical device to the
                 // initial namespace and destroyed a virtual one.
                 Err(e) if e.is_not_found() || matches!(e, netns::Error::NotNetNs { .. }) => {}
-                Err(e) => errors.push(format!("failed to open netns {:?}: {e}", path.display())),
+                Err(e) => td.push(net::Error::UnknownContainer(e)),
                 Ok(cns) => {
-                    let node = NetNs::current().map_err(|e| Error::io(e.to_string()))?;
-                    if let Err(e) = move_out(&cns, &args.ifname, &node) {
-                        errors.push(e.msg);
-                    }
+                    let node = NetNs::current().map_err(net::err)?;
+                    td.step(move_out(&cns, &args.ifname, &node));
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::internal(errors.join("; ")))
-        }
+        Ok(td.finish()?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let cns = open_ns(args.require_netns()?)?;
+        let cns = net::open_ns(args.require_netns()?)?;
         if let Some(ipam) = n.ipam.as_deref() {
             cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
         }
@@ -609,13 +575,16 @@ impl Plugin for HostDevice {
                     args.netns
                 ))
             })?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
-        let l = cont.link_by_name(&c_if.name).map_err(nl)?.ok_or_else(|| {
-            Error::internal(format!(
-                "Container Interface name in prevResult: {} not found",
-                c_if.name
-            ))
-        })?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let l = cont
+            .link_by_name(&c_if.name)
+            .map_err(net::err)?
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "Container Interface name in prevResult: {} not found",
+                    c_if.name
+                ))
+            })?;
         let mac = net::mac::format(&l.mac);
         if !c_if.mac.is_empty() && c_if.mac != mac {
             return Err(Error::internal(format!(
@@ -648,24 +617,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hwaddr_forms() {
-        assert_eq!(
-            parse_hwaddr("0A:0b:0c:0d:0e:0f"),
-            Some(vec![10, 11, 12, 13, 14, 15])
-        );
-        assert_eq!(parse_hwaddr("0a-0b-0c-0d-0e-0f").map(|v| v.len()), Some(6));
-        assert_eq!(parse_hwaddr("0a:0b:0c:0d:0e"), None);
-        assert_eq!(parse_hwaddr("a:0b:0c:0d:0e:0f"), None);
-        assert_eq!(parse_hwaddr("zz:0b:0c:0d:0e:0f"), None);
-    }
-
-    #[test]
     fn dpdk_mode_key_is_case_insensitive() {
         assert!(!dpdk_mode_field(br#"{"device":"x"}"#).expect("ok"));
         assert!(dpdk_mode_field(br#"{"dpdkMode":true}"#).expect("ok"));
         assert!(dpdk_mode_field(br#"{"DPDKMode":true}"#).expect("ok"));
         assert!(!dpdk_mode_field(br#"{"dpdkmode":null}"#).expect("ok"));
         let e = dpdk_mode_field(br#"{"dpdkMode":"yes"}"#).expect_err("wrong type");
-        assert_eq!(e.code, ErrorCode::InvalidConfig as u32);
+        assert_eq!(e.code, cni_spec::ErrorCode::InvalidConfig as u32);
     }
 }

@@ -10,9 +10,10 @@ use ipam::{ops, HostLocalConfig, StoreConfig};
 
 pub struct HostLocal;
 
-/// An ipam error as a CNI error object with the same code.
+/// An ipam error as a CNI error object with the same code (the kit's one
+/// mapping).
 pub fn cni_error(e: ipam::Error) -> Error {
-    Error::with_code(e.code(), e.to_string())
+    net::err(e)
 }
 
 /// `routes` of an IPAM section as result routes (code 7 when malformed).
@@ -115,4 +116,5 @@ impl Plugin for HostLocal {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests look at the files directly
 mod tests;

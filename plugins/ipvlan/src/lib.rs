@@ -6,12 +6,11 @@
 
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode, Interface, Result};
+use cni_spec::{Error, Interface, Result};
 use net::Undo;
 use netlink::{Family, IpvlanMode, Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 use serde::Deserialize;
-use std::path::Path;
 
 pub struct Ipvlan;
 
@@ -41,19 +40,6 @@ struct Net {
     prev: Option<Result>,
 }
 
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
-}
-
 fn mode_from_str(s: &str) -> CniResult<IpvlanMode> {
     match s {
         "" | "l2" => Ok(IpvlanMode::L2),
@@ -73,10 +59,10 @@ fn mode_name(m: IpvlanMode) -> &'static str {
 
 /// The device of the first default route in the main table.
 fn default_route_iface(sock: &Socket) -> CniResult<String> {
-    let routes = sock.routes(Family::All, Some(254)).map_err(nl)?;
+    let routes = sock.routes(Family::All, Some(254)).map_err(net::err)?;
     for r in routes.iter().filter(|r| r.dst.is_none()) {
         let Some(oif) = r.oif else { continue };
-        if let Some(l) = sock.link_by_index(oif).map_err(nl)? {
+        if let Some(l) = sock.link_by_index(oif).map_err(net::err)? {
             return Ok(l.name);
         }
     }
@@ -103,7 +89,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     let lookup = if c.link_in_container {
         cns
     } else {
-        host = Socket::route().map_err(nl)?;
+        host = Socket::route().map_err(net::err)?;
         &host
     };
     let name = if !c.master.is_empty() {
@@ -120,9 +106,12 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     } else {
         default_route_iface(lookup)?
     };
-    let master = lookup.link_by_name(&name).map_err(nl)?.ok_or_else(|| {
-        Error::invalid_config(format!("failed to lookup master {name:?}: Link not found"))
-    })?;
+    let master = lookup
+        .link_by_name(&name)
+        .map_err(net::err)?
+        .ok_or_else(|| {
+            Error::invalid_config(format!("failed to lookup master {name:?}: Link not found"))
+        })?;
     if c.mtu < 0 || c.mtu > i64::from(master.mtu) {
         return Err(Error::invalid_config(format!(
             "invalid MTU {}, must be [0, master MTU({})]",
@@ -146,7 +135,7 @@ fn create_ipvlan(
     n: &Net,
     ifname: &str,
 ) -> CniResult<Link> {
-    if cont.link_by_name(ifname).map_err(nl)?.is_some() {
+    if cont.link_by_name(ifname).map_err(net::err)?.is_some() {
         return Err(Error::internal(format!(
             "container interface {ifname:?} already exists in {}",
             cns.path().display()
@@ -162,7 +151,7 @@ fn create_ipvlan(
         .create_link(&spec)
         .map_err(|e| Error::io(format!("failed to create ipvlan: {e}")))?;
     cont.link_by_name(ifname)
-        .map_err(nl)?
+        .map_err(net::err)?
         .ok_or_else(|| Error::internal(format!("failed to refetch ipvlan {ifname:?}")))
 }
 
@@ -172,8 +161,8 @@ impl Plugin for Ipvlan {
     }
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
         let n = load(args, &cont)?;
         if n.ipam.is_none() && n.prev.is_none() {
             return Err(Error::invalid_config(
@@ -184,7 +173,7 @@ impl Plugin for Ipvlan {
         let creator = if n.in_container {
             &cont
         } else {
-            host = Socket::route().map_err(nl)?;
+            host = Socket::route().map_err(net::err)?;
             &host
         };
         let mut undo = Undo::new();
@@ -192,15 +181,13 @@ impl Plugin for Ipvlan {
         {
             let cont = &cont;
             let index = link.index;
-            undo.push("delete ipvlan", move || {
-                let _ = cont.delete_link(index);
-            });
+            undo.push("delete ipvlan", move || cont.delete_link(index));
         }
         let mut result = Result::new(args.version());
         if let Some(ipam) = n.ipam.as_deref() {
             let r = cni_invoke::ipam_add(ipam, args)?;
             undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
             });
             result.adopt_ipam(r, 0);
         } else if let Some(p) = &n.prev {
@@ -234,25 +221,12 @@ impl Plugin for Ipvlan {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let (_, ipam) = parse(args)?;
-        let mut errors: Vec<String> = Vec::new();
-        if let Some(ipam) = &ipam {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
-        }
-        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
-            errors.push(e);
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        Ok(net::veth::del_link_and_ipam(args, ipam.as_deref())?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
         let n = load(args, &cont)?;
         if let Some(ipam) = &n.ipam {
             cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
@@ -261,22 +235,7 @@ impl Plugin for Ipvlan {
             .prev
             .clone()
             .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "no interface {:?} with sandbox {} in prevResult",
-                    args.ifname, args.netns
-                ))
-            })?;
-        let c = cont.link_by_name(&c_if.name).map_err(nl)?.ok_or_else(|| {
-            Error::internal(format!(
-                "container Interface name in prevResult: {} not found",
-                c_if.name
-            ))
-        })?;
+        let c = net::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
         let Some(mode) = c.ipvlan_mode() else {
             return Err(Error::internal(format!(
                 "Error: Container interface {} not of type ipvlan",
@@ -329,6 +288,6 @@ mod tests {
             assert_eq!(mode_name(mode_from_str(m).expect("known")), m);
         }
         let e = mode_from_str("bridge").expect_err("unknown");
-        assert_eq!(e.code, ErrorCode::InvalidConfig as u32);
+        assert_eq!(e.code, cni_spec::ErrorCode::InvalidConfig as u32);
     }
 }

@@ -8,12 +8,12 @@ pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
-use cni_spec::{Error, ErrorCode, Interface, Result};
+use cni_spec::{Error, Interface, Result};
+use net::Teardown;
 use net::Undo;
 use netlink::{Family, Link, LinkKind, LinkSpec, MacvlanMode, Socket};
 use netns::NetNs;
 use serde::Deserialize;
-use std::path::Path;
 
 pub struct Macvlan;
 
@@ -59,19 +59,6 @@ struct Net {
     bcqueuelen: u32,
 }
 
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
-}
-
 fn mode_from_str(s: &str) -> CniResult<MacvlanMode> {
     match s {
         "" | "bridge" => Ok(MacvlanMode::Bridge),
@@ -97,11 +84,11 @@ fn mode_name(m: MacvlanMode) -> &'static str {
 /// The device of the first default route in the main table, IPv4 before
 /// IPv6 (the order the kernel dumps them, which the reference relies on).
 fn default_route_iface(sock: &Socket) -> CniResult<String> {
-    let routes = sock.routes(Family::All, Some(254)).map_err(nl)?;
+    let routes = sock.routes(Family::All, Some(254)).map_err(net::err)?;
     for r in routes.iter().filter(|r| r.dst.is_none()) {
         // A multipath default route has no single device: keep looking.
         let Some(oif) = r.oif else { continue };
-        if let Some(l) = sock.link_by_index(oif).map_err(nl)? {
+        if let Some(l) = sock.link_by_index(oif).map_err(net::err)? {
             return Ok(l.name);
         }
     }
@@ -128,7 +115,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     let lookup = if c.link_in_container {
         cns
     } else {
-        host = Socket::route().map_err(nl)?;
+        host = Socket::route().map_err(net::err)?;
         &host
     };
     let name = if c.master.is_empty() {
@@ -136,9 +123,12 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     } else {
         c.master.clone()
     };
-    let master = lookup.link_by_name(&name).map_err(nl)?.ok_or_else(|| {
-        Error::invalid_config(format!("failed to lookup master {name:?}: Link not found"))
-    })?;
+    let master = lookup
+        .link_by_name(&name)
+        .map_err(net::err)?
+        .ok_or_else(|| {
+            Error::invalid_config(format!("failed to lookup master {name:?}: Link not found"))
+        })?;
     if c.mtu < 0 || c.mtu > i64::from(master.mtu) {
         return Err(Error::invalid_config(format!(
             "invalid MTU {}, must be [0, master MTU({})]",
@@ -181,7 +171,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
 fn temp_name() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
+    h.write_u32(net::os::pid());
     format!("mvtmp{:08x}", h.finish() as u32)
 }
 
@@ -211,7 +201,7 @@ fn create_macvlan(
     match creator.create_link(&spec(ifname)) {
         Ok(()) => {}
         Err(e) if e.is_exists() => {
-            if cont.link_by_name(ifname).map_err(nl)?.is_some() {
+            if cont.link_by_name(ifname).map_err(net::err)?.is_some() {
                 return Err(exists());
             }
             // Older kernels checked the new name in the creating namespace
@@ -223,7 +213,7 @@ fn create_macvlan(
                 .map_err(|e| Error::io(format!("failed to create macvlan: {e}")))?;
             let l = cont
                 .link_by_name(&tmp)
-                .map_err(nl)?
+                .map_err(net::err)?
                 .ok_or_else(|| Error::internal(format!("macvlan {tmp:?} vanished")))?;
             if let Err(e) = cont.set_name(l.index, ifname) {
                 let _ = cont.delete_link(l.index);
@@ -235,7 +225,7 @@ fn create_macvlan(
         Err(e) => return Err(Error::io(format!("failed to create macvlan: {e}"))),
     }
     cont.link_by_name(ifname)
-        .map_err(nl)?
+        .map_err(net::err)?
         .ok_or_else(|| Error::internal(format!("failed to refetch macvlan {ifname:?}")))
 }
 
@@ -248,7 +238,7 @@ fn set_bc_queue_len(cont: &Socket, index: u32, len: u32) -> CniResult<()> {
         .map_err(|e| Error::io(format!("failed to set bcqueuelen {len}: {e}")))?;
     let l = cont
         .link_by_index(index)
-        .map_err(nl)?
+        .map_err(net::err)?
         .ok_or_else(|| Error::internal(format!("macvlan #{index} vanished")))?;
     match l.macvlan_bc_queue_len() {
         Some(got) if got == len => Ok(()),
@@ -256,7 +246,7 @@ fn set_bc_queue_len(cont: &Socket, index: u32, len: u32) -> CniResult<()> {
             "bcqueuelen {len} asked for, the kernel keeps {got}"
         ))),
         None => Err(Error::new(
-            ErrorCode::UnsupportedField,
+            cni_spec::ErrorCode::UnsupportedField,
             format!(
                 "bcqueuelen is not supported by this kernel (Linux {}): \
                  the macvlan broadcast queue length needs Linux 5.11 or newer",
@@ -268,7 +258,7 @@ fn set_bc_queue_len(cont: &Socket, index: u32, len: u32) -> CniResult<()> {
 
 /// `uname -r` of the running kernel, for error messages.
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+    net::os::read_to_string(std::path::Path::new("/proc/sys/kernel/osrelease"))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
 }
@@ -279,14 +269,14 @@ impl Plugin for Macvlan {
     }
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
         let n = load(args, &cont)?;
         let host;
         let creator = if n.in_container {
             &cont
         } else {
-            host = Socket::route().map_err(nl)?;
+            host = Socket::route().map_err(net::err)?;
             &host
         };
         let mut undo = Undo::new();
@@ -295,9 +285,7 @@ impl Plugin for Macvlan {
         {
             let cont = &cont;
             let index = link.index;
-            undo.push("delete macvlan", move || {
-                let _ = cont.delete_link(index);
-            });
+            undo.push("delete macvlan", move || cont.delete_link(index));
         }
         if n.bcqueuelen > 0 {
             set_bc_queue_len(&cont, link.index, n.bcqueuelen)?;
@@ -314,7 +302,7 @@ impl Plugin for Macvlan {
         if let Some(ipam) = n.ipam.as_deref() {
             let r = cni_invoke::ipam_add(ipam, args)?;
             undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
             });
             result.adopt_ipam(r, 0);
             // Announce the pod's addresses on the segment as the link comes
@@ -351,25 +339,20 @@ impl Plugin for Macvlan {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let (_, ipam) = parse(args)?;
-        let mut errors: Vec<String> = Vec::new();
-        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
-            errors.push(e);
-        }
+        let mut td = Teardown::new();
+        td.step(net::veth::delete_container_link(
+            args.netns_path(),
+            &args.ifname,
+        ));
         if let Some(ipam) = &ipam {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
+            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        Ok(td.finish()?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
         let n = load(args, &cont)?;
         if let Some(ipam) = &n.ipam {
             cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
@@ -388,12 +371,15 @@ impl Plugin for Macvlan {
                     args.ifname, args.netns
                 ))
             })?;
-        let c = cont.link_by_name(&c_if.name).map_err(nl)?.ok_or_else(|| {
-            Error::internal(format!(
-                "container Interface name in prevResult: {} not found",
-                c_if.name
-            ))
-        })?;
+        let c = cont
+            .link_by_name(&c_if.name)
+            .map_err(net::err)?
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "container Interface name in prevResult: {} not found",
+                    c_if.name
+                ))
+            })?;
         let Some(mode) = c
             .macvlan_mode()
             .filter(|_| c.kind.as_deref() == Some("macvlan"))
@@ -469,6 +455,6 @@ mod tests {
             assert_eq!(mode_name(parsed), m);
         }
         let e = mode_from_str("source").expect_err("not offered by the reference");
-        assert_eq!(e.code, ErrorCode::InvalidConfig as u32);
+        assert_eq!(e.code, cni_spec::ErrorCode::InvalidConfig as u32);
     }
 }

@@ -1,11 +1,11 @@
 //! Every file the plugin touches goes through here: its per-attachment
 //! cache entries under `cniDir`, network files in `confDir`, the
-//! readiness indicator and the log file. Kept in one place so it can move
-//! into a shared plugin kit without touching the rest of the plugin.
+//! readiness indicator and the log file, all through the kit's OS layer
+//! (`net::os`).
 
+use net::os::{self, Durability};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -58,26 +58,21 @@ fn entry_path(dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
 
 /// Writes the entry (atomically: a temporary file renamed over it).
 pub fn save(dir: &Path, entry: &Entry) -> Result<(), String> {
-    std::fs::create_dir_all(dir)
+    os::create_dir_all(dir, 0o700)
         .map_err(|e| format!("cannot create cniDir {}: {e}", dir.display()))?;
     let path = entry_path(dir, &entry.container_id, &entry.ifname);
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("cannot write the cache entry {}: {e}", path.display())
-        })
+    os::write_atomic(&path, &bytes, 0o600, Durability::Atomic)
+        .map_err(|e| format!("cannot write the cache entry {}: {e}", path.display()))
 }
 
 /// The entry of an attachment: `Ok(None)` when there is none; an
 /// unreadable one is reported (and left for the caller to remove).
 pub fn load(dir: &Path, container_id: &str, ifname: &str) -> Result<Option<Entry>, String> {
     let path = entry_path(dir, container_id, ifname);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let bytes = match os::read_if_exists(&path) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
     match serde_json::from_slice::<Entry>(&bytes) {
@@ -90,26 +85,20 @@ pub fn load(dir: &Path, container_id: &str, ifname: &str) -> Result<Option<Entry
 /// Removes an attachment's entry; a missing one is fine.
 pub fn remove(dir: &Path, container_id: &str, ifname: &str) -> Result<(), String> {
     let path = entry_path(dir, container_id, ifname);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
-    }
+    os::remove_file(&path)
+        .map(|_| ())
+        .map_err(|e| format!("cannot remove {}: {e}", path.display()))
 }
 
 /// Every readable entry in `dir` (unreadable ones are skipped).
 pub fn all(dir: &Path) -> Vec<Entry> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(names) = os::dir_names(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<Entry> = rd
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with("rcni-") && n.ends_with(".json")
-        })
-        .filter_map(|e| std::fs::read(e.path()).ok())
+    let mut out: Vec<Entry> = names
+        .iter()
+        .filter(|n| n.starts_with("rcni-") && n.ends_with(".json"))
+        .filter_map(|n| os::read(&dir.join(n)).ok())
         .filter_map(|b| serde_json::from_slice::<Entry>(&b).ok())
         .filter(|e| e.kind == KIND)
         .collect();
@@ -119,30 +108,30 @@ pub fn all(dir: &Path) -> Vec<Entry> {
 
 /// A file's bytes (a network configuration in `confDir`).
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    os::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// Whether `path` is a directory.
 pub fn is_dir(path: &Path) -> bool {
-    path.is_dir()
+    os::is_dir(path)
 }
 
 /// Whether `path` exists.
 pub fn exists(path: &Path) -> bool {
-    path.exists()
+    os::exists(path)
 }
 
 /// The configuration files of `dir` (`*.conflist`, `*.conf`, `*.json`),
 /// in lexical order.
 pub fn conf_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(names) = os::dir_names(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = rd
-        .flatten()
-        .map(|e| e.path())
+    let mut files: Vec<PathBuf> = names
+        .iter()
+        .map(|n| dir.join(n))
         .filter(|p| {
-            p.is_file()
+            os::is_file(p)
                 && matches!(
                     p.extension().and_then(|e| e.to_str()),
                     Some("conflist" | "conf" | "json")
@@ -157,7 +146,7 @@ pub fn conf_files(dir: &Path) -> Vec<PathBuf> {
 pub fn wait_for(path: &Path, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if path.exists() {
+        if os::exists(path) {
             return true;
         }
         if Instant::now() >= deadline {
@@ -169,11 +158,5 @@ pub fn wait_for(path: &Path, limit: Duration) -> bool {
 
 /// Appends a line to the log file (best effort).
 pub fn append_line(path: &Path, line: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(f, "{line}");
-    }
+    let _ = os::append(path, format!("{line}\n").as_bytes());
 }

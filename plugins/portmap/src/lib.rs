@@ -76,10 +76,6 @@ impl Config {
     }
 }
 
-fn nft_err(e: nft::Error) -> Error {
-    Error::io(e.to_string())
-}
-
 fn runtime_mappings(args: &CmdArgs) -> CniResult<Vec<cni_spec::runtime_config::PortMapping>> {
     let Some(rc) = &args.conf.runtime_config else {
         return Ok(Vec::new());
@@ -168,28 +164,20 @@ fn build_mappings(args: &CmdArgs, prev: &Result) -> CniResult<Vec<Mapping>> {
 /// accept local sources. Found by a route lookup, as the reference does, so
 /// it works for every result version (0.1.0/0.2.0 list no interfaces).
 fn enable_route_localnet(pod_ips: &[std::net::IpAddr]) -> CniResult<()> {
-    let sock = netlink::Socket::route().map_err(|e| Error::io(e.to_string()))?;
+    let sock = netlink::Socket::route().map_err(net::err)?;
     let mut done = Vec::new();
     for ip in pod_ips.iter().filter(|ip| ip.is_ipv4()) {
-        let Some(oif) = sock
-            .route_get(*ip)
-            .map_err(|e| Error::io(e.to_string()))?
-            .and_then(|r| r.oif)
-        else {
+        let Some(oif) = sock.route_get(*ip).map_err(net::err)?.and_then(|r| r.oif) else {
             continue;
         };
         if done.contains(&oif) {
             continue;
         }
         done.push(oif);
-        let Some(link) = sock
-            .link_by_index(oif)
-            .map_err(|e| Error::io(e.to_string()))?
-        else {
+        let Some(link) = sock.link_by_index(oif).map_err(net::err)? else {
             continue;
         };
-        let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", link.name);
-        std::fs::write(&path, b"1").map_err(|e| Error::io(format!("failed to set {path}: {e}")))?;
+        net::sysctl_set(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")?;
     }
     Ok(())
 }
@@ -242,11 +230,13 @@ fn del_families(args: &CmdArgs) -> Vec<IpVersion> {
 }
 
 /// Deletes the conntrack entries of UDP datagrams to `ports`. As in the
-/// reference, a failure is reported on stderr and does not fail the call:
+/// reference, a failure is logged (stderr, `RCNI_LOG_FILE`) and does not fail the call:
 /// the firewall change itself is done.
 fn flush_udp(version: IpVersion, ports: &[u16]) {
     if let Err(e) = nft::conntrack::delete_udp_to_ports(version, ports) {
-        eprintln!("portmap: failed to delete stale UDP conntrack entries: {e}");
+        cni_skel::log::warn(&format!(
+            "portmap: failed to delete stale UDP conntrack entries: {e}"
+        ));
     }
 }
 
@@ -296,9 +286,9 @@ impl Plugin for Portmap {
                 .collect();
             enable_route_localnet(&v4)?;
         }
-        let nft = Nft::open().map_err(nft_err)?;
+        let nft = Nft::open().map_err(net::err)?;
         if !plain.is_empty() {
-            portmap::add(&nft, &plain, &opts).map_err(nft_err)?;
+            portmap::add(&nft, &plain, &opts).map_err(net::err)?;
         }
         if !conditional.is_empty() {
             if let Err(e) = portmap::add_conditional(&nft, &conditional, &c4, &c6, &opts) {
@@ -308,7 +298,7 @@ impl Plugin for Portmap {
                     &args.container_id,
                     &args.ifname,
                 );
-                return Err(nft_err(e));
+                return Err(net::err(e));
             }
         }
         // Now that the maps are in place, stale UDP entries to the mapped
@@ -328,7 +318,7 @@ impl Plugin for Portmap {
         if requested.as_ref().is_some_and(|m| m.is_empty()) {
             return Ok(());
         }
-        let nft = Nft::open().map_err(nft_err)?;
+        let nft = Nft::open().map_err(net::err)?;
         let removed =
             portmap::remove_container(&nft, &args.conf.name, &args.container_id, &args.ifname)
                 .and_then(|n| {
@@ -340,7 +330,7 @@ impl Plugin for Portmap {
                     )
                     .map(|c| n + c)
                 })
-                .map_err(nft_err);
+                .map_err(net::err);
         if let Some(requested) = requested {
             let ports = udp_host_ports(&requested);
             if !ports.is_empty() {
@@ -361,11 +351,11 @@ impl Plugin for Portmap {
         if want.is_empty() && conditional.is_empty() {
             return Ok(());
         }
-        let nft = Nft::open().map_err(nft_err)?;
+        let nft = Nft::open().map_err(net::err)?;
         if !conditional.is_empty() {
             let have =
                 portmap::count_conditional(&nft, &args.conf.name, &args.container_id, &args.ifname)
-                    .map_err(nft_err)?;
+                    .map_err(net::err)?;
             if have != conditional.len() {
                 return Err(Error::internal(format!(
                     "{} conditional port mapping rules expected, {have} found",
@@ -373,7 +363,7 @@ impl Plugin for Portmap {
                 )));
             }
         }
-        let have = portmap::list(&nft).map_err(nft_err)?;
+        let have = portmap::list(&nft).map_err(net::err)?;
         for m in &want {
             if !have.contains(&m.as_listed()) {
                 return Err(Error::internal(format!(
@@ -395,9 +385,9 @@ impl Plugin for Portmap {
             .into_iter()
             .map(|a| (a.container_id, a.ifname))
             .collect();
-        let nft = Nft::open().map_err(nft_err)?;
-        portmap::gc(&nft, &args.conf.name, &keep).map_err(nft_err)?;
-        portmap::gc_conditional(&nft, &args.conf.name, &keep).map_err(nft_err)?;
+        let nft = Nft::open().map_err(net::err)?;
+        portmap::gc(&nft, &args.conf.name, &keep).map_err(net::err)?;
+        portmap::gc_conditional(&nft, &args.conf.name, &keep).map_err(net::err)?;
         Ok(())
     }
 

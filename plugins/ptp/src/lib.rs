@@ -8,11 +8,10 @@
 pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode, Interface, Result};
+use cni_spec::{Error, Interface, Result};
 use ipnet::IpNet;
-use net::{NetworkMasq, Undo};
+use net::{NetworkMasq, Teardown, Undo};
 use netlink::{AddressOptions, Socket};
-use netns::NetNs;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -61,19 +60,6 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
     Ok(Net { c, ipam })
 }
 
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &std::path::Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
-}
-
 fn host_bits(ip: IpAddr) -> u8 {
     if ip.is_ipv4() {
         32
@@ -100,15 +86,15 @@ impl Plugin for Ptp {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
-        let cns = open_ns(args.require_netns()?)?;
-        let host = Socket::route().map_err(nl)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let host = Socket::route().map_err(net::err)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
         let mut undo = Undo::new();
 
         let ipam = n.ipam.as_str();
         let r = cni_invoke::ipam_add(ipam, args)?;
         undo.push("release IPAM address", move || {
-            let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+            cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
         });
         let mut result = Result::new(args.version());
         result.ips = r.ips;
@@ -146,9 +132,7 @@ impl Plugin for Ptp {
         let host_index = pair.host.index;
         {
             let host = &host;
-            undo.push("delete veth", move || {
-                let _ = host.delete_link(host_index);
-            });
+            undo.push("delete veth", move || host.delete_link(host_index));
         }
         // The host veth routes for the pod: no DAD on its link-local address
         // (generated once the container end goes up, below). While that is
@@ -161,7 +145,7 @@ impl Plugin for Ptp {
         // Container side: addresses without their subnet route, link up,
         // the gateway on-link, the subnet and the IPAM routes via it.
         let c = &pair.container;
-        cont.set_link_up(c.index).map_err(nl)?;
+        cont.set_link_up(c.index).map_err(net::err)?;
         for ip in &result.ips {
             let a = ip.address;
             // Turns IPv6 back on if the pod disabled it (as the reference).
@@ -176,7 +160,7 @@ impl Plugin for Ptp {
                     ..Default::default()
                 },
             )
-            .map_err(nl)?;
+            .map_err(net::err)?;
         }
         for ip in &result.ips {
             let a = ip.address;
@@ -234,7 +218,7 @@ impl Plugin for Ptp {
             ) {
                 Ok(()) => {}
                 Err(e) if e.is_exists() => {}
-                Err(e) => return Err(nl(e)),
+                Err(e) => return Err(net::err(e)),
             }
             let pod = ip.address.addr();
             let r = netlink::Route::to(pod, host_bits(pod))
@@ -248,7 +232,7 @@ impl Plugin for Ptp {
             masq.attach(&args.container_id, &args.ifname, subnets_of(&result))
                 .map_err(Error::from)?;
             undo.push("forget masquerade attachment", move || {
-                let _ = masq.detach(&args.container_id, &args.ifname);
+                masq.detach(&args.container_id, &args.ifname)
             });
         }
         if cni_skel::failure_injected("after-setup") {
@@ -284,24 +268,22 @@ impl Plugin for Ptp {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut errors: Vec<String> = Vec::new();
-        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
-            errors.push(e);
-        }
-        if let Err(e) = cni_invoke::delegate(&n.ipam, Command::Del, args, &args.stdin) {
-            errors.push(e.to_string());
-        }
+        let mut td = Teardown::new();
+        td.step(net::veth::delete_container_link(
+            args.netns_path(),
+            &args.ifname,
+        ));
+        td.step(cni_invoke::delegate(
+            &n.ipam,
+            Command::Del,
+            args,
+            &args.stdin,
+        ));
         if n.c.ip_masq {
             let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
-            if let Err(e) = masq.detach(&args.container_id, &args.ifname) {
-                errors.push(e.to_string());
-            }
+            td.step(masq.detach(&args.container_id, &args.ifname));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        Ok(td.finish()?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -311,9 +293,9 @@ impl Plugin for Ptp {
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
-        let host = Socket::route().map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let host = Socket::route().map_err(net::err)?;
         let c_if = prev
             .interfaces
             .iter()
@@ -323,7 +305,7 @@ impl Plugin for Ptp {
             })?;
         let c = cont
             .link_by_name(&args.ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
         if c.kind.as_deref() != Some("veth") {
             return Err(Error::internal(format!(
@@ -357,19 +339,16 @@ impl Plugin for Ptp {
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut errors = Vec::new();
-        if let Err(e) = cni_invoke::delegate(&n.ipam, Command::Gc, args, &args.stdin) {
-            errors.push(e.to_string());
-        }
+        let mut td = Teardown::new();
+        td.step(cni_invoke::delegate(
+            &n.ipam,
+            Command::Gc,
+            args,
+            &args.stdin,
+        ));
         let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
-        if let Err(e) = masq.gc(n.c.ip_masq, &args.conf.gc_attachments()) {
-            errors.push(e.to_string());
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        td.step(masq.gc(n.c.ip_masq, &args.conf.gc_attachments()));
+        Ok(td.finish()?)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
@@ -384,6 +363,6 @@ fn add_route(sock: &Socket, r: &netlink::Route) -> CniResult<()> {
     match sock.add_route_alongside(r) {
         Ok(()) => Ok(()),
         Err(e) if e.is_exists() => Ok(()),
-        Err(e) => Err(nl(e)),
+        Err(e) => Err(net::err(e)),
     }
 }

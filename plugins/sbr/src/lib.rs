@@ -16,12 +16,12 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode, IpConfig, Result};
 use ipnet::IpNet;
+use net::Teardown;
 use netlink::{Family, Route, Rule, Socket};
 use netns::NetNs;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// The first table the reference considers.
@@ -74,10 +74,6 @@ impl SbrConf {
     }
 }
 
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
 fn full_prefix(ip: IpAddr) -> u8 {
     if ip.is_ipv4() {
         32
@@ -107,32 +103,12 @@ fn ips_for(prev: &Result, ifname: &str) -> CniResult<Vec<IpConfig>> {
 
 /// Serialises sbr calls on one namespace (table choice is read-then-write),
 /// like the reference's lock on the netns file. Released on drop.
-struct NsLock(std::fs::File);
+struct NsLock;
 
 impl NsLock {
-    fn take(path: &Path) -> CniResult<NsLock> {
-        let f = std::fs::File::open(path).map_err(|e| {
-            Error::io(format!(
-                "failed to open {} for locking: {e}",
-                path.display()
-            ))
-        })?;
-        // SAFETY: flock on a valid fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(format!(
-                "failed to lock {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(NsLock(f))
-    }
-}
-
-impl Drop for NsLock {
-    fn drop(&mut self) {
-        // SAFETY: as above; closing the file would release it anyway.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    fn take(path: &Path) -> CniResult<net::os::Lock> {
+        net::os::Lock::exclusive(path, false)
+            .map_err(|e| Error::io(format!("failed to lock {}: {e}", path.display())))
     }
 }
 
@@ -172,11 +148,11 @@ fn setup_tables(
     ifname: &str,
     gws: &Gateways,
 ) -> CniResult<Vec<(IpAddr, u32)>> {
-    let rules = sock.rules(Family::All).map_err(nl)?;
-    let mut routes = sock.routes(Family::All, None).map_err(nl)?;
+    let rules = sock.rules(Family::All).map_err(net::err)?;
+    let mut routes = sock.routes(Family::All, None).map_err(net::err)?;
     let link = sock
         .link_by_name(ifname)
-        .map_err(nl)?
+        .map_err(net::err)?
         .ok_or_else(|| Error::io(format!("cannot find network interface {ifname}")))?;
     let main: Vec<Route> = routes
         .iter()
@@ -189,7 +165,7 @@ fn setup_tables(
     let mut table = free_table(&rules, &routes, FIRST_TABLE);
     for ip in ips {
         let addr = ip.address.addr();
-        sock.add_rule(&source_rule(addr, table)).map_err(nl)?;
+        sock.add_rule(&source_rule(addr, table)).map_err(net::err)?;
         done.push((addr, table));
 
         let gw = match addr {
@@ -216,7 +192,7 @@ fn setup_tables(
         for r in main.iter().filter(|r| belongs_to(r, &ip.address)) {
             let mut copy = r.clone();
             copy.table = table;
-            sock.replace_route(&copy).map_err(nl)?;
+            sock.replace_route(&copy).map_err(net::err)?;
             moved.push(r);
             routes.push(copy);
         }
@@ -238,9 +214,12 @@ fn known_sources(
     prev: Option<&Result>,
 ) -> CniResult<(Option<u32>, Vec<IpAddr>)> {
     let mut out = Vec::new();
-    let link = sock.link_by_name(ifname).map_err(nl)?;
+    let link = sock.link_by_name(ifname).map_err(net::err)?;
     if let Some(l) = &link {
-        for a in sock.addresses(Some(l.index), Family::All).map_err(nl)? {
+        for a in sock
+            .addresses(Some(l.index), Family::All)
+            .map_err(net::err)?
+        {
             out.push(a.addr);
         }
     }
@@ -261,7 +240,7 @@ fn open_sandbox(path: &Path) -> CniResult<(NetNs, Socket)> {
             format!("failed to open netns: {e}"),
         )
     })?;
-    let sock = Socket::route_in(&ns).map_err(nl)?;
+    let sock = Socket::route_in(&ns).map_err(net::err)?;
     Ok((ns, sock))
 }
 
@@ -291,7 +270,7 @@ impl Plugin for Sbr {
                     match sock.add_rule(&source_rule(addr, t)) {
                         Ok(()) => done.push((addr, t)),
                         Err(e) => {
-                            failed = Some(nl(e));
+                            failed = Some(net::err(e));
                             break;
                         }
                     }
@@ -327,7 +306,7 @@ impl Plugin for Sbr {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(Error::io(format!("failed to open netns: {e}"))),
         };
-        let sock = Socket::route_in(&ns).map_err(nl)?;
+        let sock = Socket::route_in(&ns).map_err(net::err)?;
         let _lock = NsLock::take(path)?;
         let (_, sources) = known_sources(&sock, &args.ifname, prev.as_ref())?;
         tidy(&sock, &args.ifname, conf.table, &sources)
@@ -343,12 +322,12 @@ impl Plugin for Sbr {
         let (_ns, sock) = open_sandbox(args.require_netns()?)?;
         let link = sock
             .link_by_name(&args.ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| {
                 Error::internal(format!("cannot find network interface {}", args.ifname))
             })?;
-        let rules = sock.rules(Family::All).map_err(nl)?;
-        let routes = sock.routes(Family::All, None).map_err(nl)?;
+        let rules = sock.rules(Family::All).map_err(net::err)?;
+        let routes = sock.routes(Family::All, None).map_err(net::err)?;
         for ip in &ips {
             let addr = ip.address.addr();
             let rule = rules
@@ -379,8 +358,8 @@ impl Plugin for Sbr {
 /// only, if set) and, for tables sbr chose, the interface's routes in the
 /// tables they pointed to. Keeps going after failures.
 fn tidy(sock: &Socket, ifname: &str, pinned: Option<u32>, sources: &[IpAddr]) -> CniResult<()> {
-    let rules = sock.rules(Family::All).map_err(nl)?;
-    let mut errs = Vec::new();
+    let rules = sock.rules(Family::All).map_err(net::err)?;
+    let mut td = Teardown::new();
     let mut tables = BTreeSet::new();
     for r in &rules {
         let Some((src, len)) = r.src else { continue };
@@ -394,27 +373,21 @@ fn tidy(sock: &Socket, ifname: &str, pinned: Option<u32>, sources: &[IpAddr]) ->
             Ok(_) => {
                 tables.insert(r.table);
             }
-            Err(e) => errs.push(e.to_string()),
+            Err(e) => td.push(e),
         }
     }
     if pinned.is_none() && !tables.is_empty() {
-        if let Some(link) = sock.link_by_name(ifname).map_err(nl)? {
-            let routes = sock.routes(Family::All, None).map_err(nl)?;
+        if let Some(link) = sock.link_by_name(ifname).map_err(net::err)? {
+            let routes = sock.routes(Family::All, None).map_err(net::err)?;
             for r in routes
                 .iter()
                 .filter(|r| tables.contains(&r.table) && r.oif == Some(link.index))
             {
-                if let Err(e) = sock.del_route(r) {
-                    errs.push(e.to_string());
-                }
+                td.step(sock.del_route(r));
             }
         }
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::io(errs.join("; ")))
-    }
+    Ok(td.finish()?)
 }
 
 #[cfg(test)]

@@ -13,8 +13,7 @@ pub struct Static;
 fn config(args: &CmdArgs) -> CniResult<StaticConfig> {
     let a = args.cni_args()?;
     a.check_known(&["IP", "GATEWAY"])?;
-    StaticConfig::parse(&args.stdin, a.get("IP"), a.get("GATEWAY"))
-        .map_err(|e| Error::with_code(e.code(), e.to_string()))
+    StaticConfig::parse(&args.stdin, a.get("IP"), a.get("GATEWAY")).map_err(net::err)
 }
 
 fn routes(cfg: &StaticConfig) -> CniResult<Vec<Route>> {

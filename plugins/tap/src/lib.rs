@@ -9,6 +9,7 @@ use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::MacOnly;
 use cni_spec::{Error, ErrorCode, Interface, Result};
+use net::Teardown;
 use net::Undo;
 use netlink::tuntap::{self, Mode, TunTapSpec};
 use netlink::{Link, Socket};
@@ -79,19 +80,6 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
     Ok(Net { c, ipam, mac })
 }
 
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &std::path::Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
-}
-
 /// The creation flags the reference ends up with: its netlink path (taken
 /// when both owner and group are set) asks for IFF_VNET_HDR, plus
 /// IFF_NO_PI with multi-queue; its `ip tuntap` path asks for IFF_NO_PI.
@@ -110,7 +98,7 @@ fn tap_spec(c: &Conf, ifname: &str) -> TunTapSpec {
 }
 
 fn selinux_enabled() -> bool {
-    std::path::Path::new("/sys/fs/selinux/enforce").exists()
+    net::os::exists(std::path::Path::new("/sys/fs/selinux/enforce"))
 }
 
 /// With `selinuxContext` the reference sets the exec label of its thread
@@ -121,11 +109,10 @@ fn selinux_enabled() -> bool {
 fn create_labelled(ns: &NetNs, c: &Conf, ifname: &str) -> CniResult<()> {
     let ctx = c.selinux_context.as_str();
     let work = || -> CniResult<()> {
-        use std::io::Write;
-        let label = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/proc/thread-self/attr/exec")
-            .and_then(|mut f| f.write_all(ctx.as_bytes()));
+        let label = net::os::write_existing(
+            std::path::Path::new("/proc/thread-self/attr/exec"),
+            ctx.as_bytes(),
+        );
         if let Err(e) = label {
             if !selinux_enabled() {
                 return Err(Error::new(
@@ -138,21 +125,21 @@ fn create_labelled(ns: &NetNs, c: &Conf, ifname: &str) -> CniResult<()> {
             }
             return Err(Error::io(format!("failed set socket label {ctx:?}: {e}")));
         }
-        let mut cmd = std::process::Command::new("ip");
-        cmd.args(["tuntap", "add", "mode", "tap", "name", ifname]);
+        let mut argv: Vec<String> = ["tuntap", "add", "mode", "tap", "name", ifname]
+            .map(String::from)
+            .to_vec();
         if c.multi_queue {
-            cmd.arg("multi_queue");
+            argv.push("multi_queue".into());
         }
         if let Some(u) = c.owner {
-            cmd.args(["user", &u.to_string()]);
+            argv.extend(["user".into(), u.to_string()]);
         }
         if let Some(g) = c.group {
-            cmd.args(["group", &g.to_string()]);
+            argv.extend(["group".into(), g.to_string()]);
         }
-        let out = cmd
-            .output()
+        let out = net::os::run("ip", &argv, None)
             .map_err(|e| Error::io(format!("failed to run ip tuntap add: {e}")))?;
-        if !out.status.success() {
+        if !out.success() {
             return Err(Error::io(format!(
                 "failed to create tap {ifname:?} with ip tuntap add: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -181,7 +168,7 @@ fn create_tap(ns: &NetNs, c: &Conf, ifname: &str) -> CniResult<()> {
             "container interface {ifname:?} already exists in netns {}",
             ns.path().display()
         ))),
-        Err(e) => Err(nl(e)),
+        Err(e) => Err(net::err(e)),
     }
 }
 
@@ -207,36 +194,37 @@ impl Plugin for Tap {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
-        let cns = open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&cns).map_err(net::err)?;
         let ifname = args.ifname.as_str();
         let mut undo = Undo::new();
 
         create_tap(&cns, &n.c, ifname)?;
         {
             let sock = &sock;
-            undo.push("delete tap", move || {
-                let _ = sock.delete_link_by_name(ifname);
-            });
+            undo.push("delete tap", move || sock.delete_link_by_name(ifname));
         }
         let index = sock
             .link_by_name(ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::io(format!("failed to refetch tap {ifname:?}")))?
             .index;
         if n.c.mtu > 0 {
-            sock.set_mtu(index, n.c.mtu).map_err(nl)?;
+            sock.set_mtu(index, n.c.mtu).map_err(net::err)?;
         }
         if let Some(mac) = &n.mac {
-            sock.set_mac(index, mac).map_err(nl)?;
+            sock.set_mac(index, mac).map_err(net::err)?;
         }
         if !n.c.bridge.is_empty() {
-            let br = sock.link_by_name(&n.c.bridge).map_err(nl)?.ok_or_else(|| {
-                Error::io(format!(
-                    "failed to get bridge {}: not found in netns {}",
-                    n.c.bridge, args.netns
-                ))
-            })?;
+            let br = sock
+                .link_by_name(&n.c.bridge)
+                .map_err(net::err)?
+                .ok_or_else(|| {
+                    Error::io(format!(
+                        "failed to get bridge {}: not found in netns {}",
+                        n.c.bridge, args.netns
+                    ))
+                })?;
             sock.set_master(index, br.index).map_err(|e| {
                 Error::io(format!(
                     "failed to set tap {ifname} as a port of bridge {}: {e}",
@@ -244,10 +232,10 @@ impl Plugin for Tap {
                 ))
             })?;
         }
-        sock.set_link_up(index).map_err(nl)?;
+        sock.set_link_up(index).map_err(net::err)?;
         let link = sock
             .link_by_index(index)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::io(format!("tap {ifname:?} vanished")))?;
 
         let mut result = Result::new(args.version());
@@ -261,7 +249,7 @@ impl Plugin for Tap {
         if let Some(ipam) = n.ipam.as_deref() {
             let r = cni_invoke::ipam_add(ipam, args)?;
             undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
             });
             result.adopt_ipam(r, 0);
             // Best effort, as the reference: announce the address on up.
@@ -281,21 +269,16 @@ impl Plugin for Tap {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut errors: Vec<String> = Vec::new();
+        let mut td = Teardown::new();
         if let Some(ipam) = &n.ipam {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
+            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
         }
         // Gone netns or tap (or none given) is success.
-        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
-            errors.push(e);
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        td.step(net::veth::delete_container_link(
+            args.netns_path(),
+            &args.ifname,
+        ));
+        Ok(td.finish()?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -317,11 +300,11 @@ impl Plugin for Tap {
                     args.netns
                 ))
             })?;
-        let cns = open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&cns).map_err(net::err)?;
         let l = sock
             .link_by_name(&args.ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
         if !is_tap(&l) {
             return Err(Error::internal(format!(
@@ -361,7 +344,7 @@ impl Plugin for Tap {
             }
         }
         if !n.c.bridge.is_empty() {
-            let br = sock.link_by_name(&n.c.bridge).map_err(nl)?;
+            let br = sock.link_by_name(&n.c.bridge).map_err(net::err)?;
             if br.is_none() || br.map(|b| b.index) != l.master {
                 return Err(Error::internal(format!(
                     "tap {} is not a port of bridge {}",

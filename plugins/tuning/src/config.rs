@@ -22,10 +22,10 @@ pub struct Mac {
 
 impl Mac {
     fn parse(s: &str) -> CniResult<Mac> {
-        match netlink::parse_mac(s) {
-            Some(bytes) if bytes.len() == 6 => Ok(Mac {
-                text: netlink::format_mac(&bytes),
-                bytes,
+        match net::mac::parse_ethernet(s) {
+            Some(bytes) => Ok(Mac {
+                text: net::mac::format(&bytes),
+                bytes: bytes.to_vec(),
             }),
             _ => Err(Error::invalid_config(format!(
                 "invalid MAC address {s:?}: expected six colon-separated hex octets"

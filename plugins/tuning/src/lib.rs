@@ -15,8 +15,9 @@ mod sysctl;
 
 use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode, Result};
+use cni_spec::{Error, Result};
 use config::TuningConf;
+use net::{os, ResultExt, Teardown};
 use netlink::{Link, Socket};
 use netns::NetNs;
 use serde::{Deserialize, Serialize};
@@ -89,75 +90,33 @@ fn backup_path(dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
 }
 
 fn read_backup(path: &Path) -> CniResult<Option<Backup>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!(
-            "failed to read tuning backup {}: {e}",
-            path.display()
-        ))),
-    }
+    let bytes = os::read_if_exists(path)
+        .with_context(|| format!("failed to read tuning backup {}", path.display()))?;
+    Ok(bytes.and_then(|b| serde_json::from_slice(b.as_slice()).ok()))
 }
 
 fn write_backup(path: &Path, b: &Backup) -> CniResult<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                Error::io(format!(
-                    "failed to create tuning data dir {}: {e}",
-                    dir.display()
-                ))
-            })?;
+        os::create_dir_all(dir, 0o700)
+            .with_context(|| format!("failed to create tuning data dir {}", dir.display()))?;
     }
     let data = serde_json::to_vec_pretty(b).map_err(|e| Error::internal(e.to_string()))?;
-    // Write a sibling and rename: a crash never leaves half a file.
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(format!("failed to save {}: {e}", tmp.display())))?;
-    f.write_all(&data)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("failed to save {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::io(format!("failed to save {}: {e}", path.display())))
+    // The originals must survive a crash of the node: DEL puts them back.
+    Ok(
+        os::write_atomic(path, &data, 0o600, os::Durability::Durable)
+            .with_context(|| format!("failed to save {}", path.display()))?,
+    )
 }
 
 fn remove_backup(path: &Path) -> CniResult<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!(
-            "failed to remove tuning backup {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns: {e}"),
-        )
-    })
+    os::remove_file(path)
+        .with_context(|| format!("failed to remove tuning backup {}", path.display()))?;
+    Ok(())
 }
 
 fn container_link(sock: &Socket, ifname: &str) -> CniResult<Link> {
     sock.link_by_name(ifname)
-        .map_err(nl)?
+        .map_err(net::err)?
         .ok_or_else(|| Error::io(format!("interface {ifname:?} not found in the container")))
 }
 
@@ -207,87 +166,92 @@ fn write_sysctls(sysctls: &[(PathBuf, String)]) -> CniResult<()> {
 
 fn apply_link(sock: &Socket, conf: &TuningConf, link: &Link) -> CniResult<()> {
     if let Some(mac) = &conf.mac {
-        sock.set_mac(link.index, &mac.bytes).map_err(nl)?;
+        sock.set_mac(link.index, &mac.bytes).map_err(net::err)?;
     }
     if conf.promisc {
-        sock.set_promisc(link.index, true).map_err(nl)?;
+        sock.set_promisc(link.index, true).map_err(net::err)?;
     }
     if conf.mtu != 0 {
-        sock.set_mtu(link.index, conf.mtu).map_err(nl)?;
+        sock.set_mtu(link.index, conf.mtu).map_err(net::err)?;
     }
     if let Some(on) = conf.allmulti {
-        sock.set_allmulti(link.index, on).map_err(nl)?;
+        sock.set_allmulti(link.index, on).map_err(net::err)?;
     }
     if let Some(q) = conf.txqlen {
-        sock.set_txqlen(link.index, q).map_err(nl)?;
+        sock.set_txqlen(link.index, q).map_err(net::err)?;
     }
     Ok(())
 }
 
 /// Puts the saved sysctls back (inside the netns); keeps going after
-/// failures and reports them all.
-fn restore_sysctls(saved: &BTreeMap<String, String>) -> Vec<String> {
-    let mut errs = Vec::new();
+/// failures and collects them all.
+fn restore_sysctls(saved: &BTreeMap<String, String>) -> Teardown {
+    let mut td = Teardown::new();
     for (path, value) in saved {
-        if let Err(e) = sysctl::write(Path::new(path), value) {
-            errs.push(format!("failed to restore sysctl: {e}"));
-        }
+        td.step(sysctl::write(Path::new(path), value).context("failed to restore sysctl"));
     }
-    errs
+    td
 }
 
 /// Puts the saved link attributes back; keeps going after failures.
-fn restore_link(sock: &Socket, ifname: &str, b: &Backup) -> Vec<String> {
-    let mut errs = Vec::new();
+fn restore_link(td: &mut Teardown, sock: &Socket, ifname: &str, b: &Backup) {
     let link = match sock.link_by_name(ifname) {
         Ok(Some(l)) => l,
         // The interface is gone: nothing left to put back on it.
-        Ok(None) => return errs,
-        Err(e) => {
-            errs.push(e.to_string());
-            return errs;
-        }
+        Ok(None) => return,
+        Err(e) => return td.push(e),
     };
     if b.mtu != 0 {
-        if let Err(e) = sock.set_mtu(link.index, b.mtu) {
-            errs.push(format!("failed to restore MTU: {e}"));
-        }
+        td.step(
+            sock.set_mtu(link.index, b.mtu)
+                .context("failed to restore MTU"),
+        );
     }
     if !b.mac.is_empty() {
-        match netlink::parse_mac(&b.mac) {
+        match net::mac::parse_ethernet(&b.mac) {
             Some(mac) => {
-                if let Err(e) = sock.set_mac(link.index, &mac) {
-                    errs.push(format!("failed to restore MAC address: {e}"));
-                }
+                td.step(
+                    sock.set_mac(link.index, &mac)
+                        .context("failed to restore MAC address"),
+                );
             }
-            None => errs.push(format!("saved MAC address {:?} is malformed", b.mac)),
+            None => td.push(net::Error::Invalid(format!(
+                "saved MAC address {:?} is malformed",
+                b.mac
+            ))),
         }
     }
     if let Some(on) = b.promisc {
-        if let Err(e) = sock.set_promisc(link.index, on) {
-            errs.push(format!("failed to restore promiscuous mode: {e}"));
-        }
+        td.step(
+            sock.set_promisc(link.index, on)
+                .context("failed to restore promiscuous mode"),
+        );
     }
     if let Some(on) = b.allmulti {
-        if let Err(e) = sock.set_allmulti(link.index, on) {
-            errs.push(format!("failed to restore all-multicast mode: {e}"));
-        }
+        td.step(
+            sock.set_allmulti(link.index, on)
+                .context("failed to restore all-multicast mode"),
+        );
     }
     if let Some(q) = b.txqlen {
-        if let Err(e) = sock.set_txqlen(link.index, q) {
-            errs.push(format!("failed to restore transmit queue length: {e}"));
-        }
+        td.step(
+            sock.set_txqlen(link.index, q)
+                .context("failed to restore transmit queue length"),
+        );
     }
-    errs
 }
 
-fn restore(ns: &NetNs, sock: &Socket, ifname: &str, b: &Backup) -> Vec<String> {
-    let mut errs = match ns.run(|| restore_sysctls(&b.sysctl)) {
-        Ok(e) => e,
-        Err(e) => vec![format!("failed to enter netns: {e}")],
+fn restore(ns: &NetNs, sock: &Socket, ifname: &str, b: &Backup) -> net::Result<()> {
+    let mut td = match ns.run(|| restore_sysctls(&b.sysctl)) {
+        Ok(td) => td,
+        Err(e) => {
+            let mut td = Teardown::new();
+            td.push(e);
+            td
+        }
     };
-    errs.extend(restore_link(sock, ifname, b));
-    errs
+    restore_link(&mut td, sock, ifname, b);
+    td.finish()
 }
 
 impl Plugin for Tuning {
@@ -307,8 +271,8 @@ impl Plugin for Tuning {
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
 
-        let ns = open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&ns).map_err(nl)?;
+        let ns = net::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&ns).map_err(net::err)?;
         let link = container_link(&sock, &args.ifname)?;
         let path = backup_path(&conf.data_dir, &args.container_id, &args.ifname);
 
@@ -355,20 +319,21 @@ impl Plugin for Tuning {
             // No sandbox left: nothing to put back.
             None => return remove_backup(&path),
             Some(Err(e)) if e.is_not_found() => return remove_backup(&path),
-            Some(Err(e)) => return Err(Error::io(format!("failed to open netns: {e}"))),
+            Some(Err(e)) => {
+                return Err(net::err(
+                    net::Error::NetNs(e).context("failed to open netns"),
+                ))
+            }
             Some(Ok(ns)) => ns,
         };
-        let sock = Socket::route_in(&ns).map_err(nl)?;
-        let errs = restore(&ns, &sock, &args.ifname, &saved);
-        if !errs.is_empty() {
+        let sock = Socket::route_in(&ns).map_err(net::err)?;
+        if let Err(e) = restore(&ns, &sock, &args.ifname, &saved) {
             // As the reference: a value that cannot be put back (say, the
             // interface is gone) must not make every later DEL fail.
-            eprintln!(
-                "tuning: could not restore everything for {}/{}: {}",
-                args.container_id,
-                args.ifname,
-                errs.join("; ")
-            );
+            cni_skel::log::warn(&format!(
+                "tuning: could not restore everything for {}/{}: {e}",
+                args.container_id, args.ifname
+            ));
         }
         remove_backup(&path)
     }
@@ -379,8 +344,8 @@ impl Plugin for Tuning {
         args.conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
-        let ns = open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&ns).map_err(nl)?;
+        let ns = net::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&ns).map_err(net::err)?;
 
         in_ns(&ns, || {
             for (path, want) in &sysctls {
@@ -397,7 +362,7 @@ impl Plugin for Tuning {
 
         let link = sock
             .link_by_name(&args.ifname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| {
                 Error::internal(format!("cannot find container link {}", args.ifname))
             })?;

@@ -4,12 +4,11 @@
 
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode, Interface, Result};
+use cni_spec::{Error, Interface, Result};
 use net::Undo;
 use netlink::{Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 use serde::Deserialize;
-use std::path::Path;
 
 pub struct Vlan;
 
@@ -36,19 +35,6 @@ struct Net {
     mtu: u32,
     in_container: bool,
     ipam: Option<String>,
-}
-
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
 }
 
 /// The config only (DEL, GC, STATUS): no master lookup.
@@ -80,15 +66,18 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     let lookup = if c.link_in_container {
         cns
     } else {
-        host = Socket::route().map_err(nl)?;
+        host = Socket::route().map_err(net::err)?;
         &host
     };
-    let master = lookup.link_by_name(&c.master).map_err(nl)?.ok_or_else(|| {
-        Error::invalid_config(format!(
-            "failed to lookup master {:?}: Link not found",
-            c.master
-        ))
-    })?;
+    let master = lookup
+        .link_by_name(&c.master)
+        .map_err(net::err)?
+        .ok_or_else(|| {
+            Error::invalid_config(format!(
+                "failed to lookup master {:?}: Link not found",
+                c.master
+            ))
+        })?;
     if c.mtu < 0 || c.mtu > i64::from(master.mtu) {
         return Err(Error::invalid_config(format!(
             "invalid MTU {}, must be [0, master MTU({})]",
@@ -112,7 +101,7 @@ fn create_vlan(
     n: &Net,
     ifname: &str,
 ) -> CniResult<Link> {
-    if cont.link_by_name(ifname).map_err(nl)?.is_some() {
+    if cont.link_by_name(ifname).map_err(net::err)?.is_some() {
         return Err(Error::internal(format!(
             "container interface {ifname:?} already exists in {}",
             cns.path().display()
@@ -128,7 +117,7 @@ fn create_vlan(
         .create_link(&spec)
         .map_err(|e| Error::io(format!("failed to create vlan: {e}")))?;
     cont.link_by_name(ifname)
-        .map_err(nl)?
+        .map_err(net::err)?
         .ok_or_else(|| Error::internal(format!("failed to refetch vlan {ifname:?}")))
 }
 
@@ -138,14 +127,14 @@ impl Plugin for Vlan {
     }
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
         let n = load(args, &cont)?;
         let host;
         let creator = if n.in_container {
             &cont
         } else {
-            host = Socket::route().map_err(nl)?;
+            host = Socket::route().map_err(net::err)?;
             &host
         };
         let mut undo = Undo::new();
@@ -153,9 +142,7 @@ impl Plugin for Vlan {
         {
             let cont = &cont;
             let index = link.index;
-            undo.push("delete vlan", move || {
-                let _ = cont.delete_link(index);
-            });
+            undo.push("delete vlan", move || cont.delete_link(index));
         }
         let mut result = Result::new(args.version());
         result.interfaces = vec![Interface {
@@ -167,7 +154,7 @@ impl Plugin for Vlan {
         if let Some(ipam) = n.ipam.as_deref() {
             let r = cni_invoke::ipam_add(ipam, args)?;
             undo.push("release IPAM address", move || {
-                let _ = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin);
+                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
             });
             result.adopt_ipam(r, 0);
             net::configure_iface(&cont, &link, &result, &net::IfaceOptions::default())
@@ -183,25 +170,12 @@ impl Plugin for Vlan {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let (_, ipam) = parse(args)?;
-        let mut errors: Vec<String> = Vec::new();
-        if let Some(ipam) = &ipam {
-            if let Err(e) = cni_invoke::delegate(ipam, Command::Del, args, &args.stdin) {
-                errors.push(e.to_string());
-            }
-        }
-        if let Err(e) = net::veth::delete_container_link(args.netns_path(), &args.ifname) {
-            errors.push(e);
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::io(errors.join("; ")))
-        }
+        Ok(net::veth::del_link_and_ipam(args, ipam.as_deref())?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(net::err)?;
         let n = load(args, &cont)?;
         if let Some(ipam) = &n.ipam {
             cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
@@ -210,22 +184,7 @@ impl Plugin for Vlan {
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "no interface {:?} with sandbox {} in prevResult",
-                    args.ifname, args.netns
-                ))
-            })?;
-        let c = cont.link_by_name(&c_if.name).map_err(nl)?.ok_or_else(|| {
-            Error::internal(format!(
-                "container Interface name in prevResult: {} not found",
-                c_if.name
-            ))
-        })?;
+        let c = net::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
         let Some(id) = c.vlan_id() else {
             return Err(Error::internal(format!(
                 "error: Container interface {} not of type vlan",

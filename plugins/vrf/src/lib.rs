@@ -7,11 +7,10 @@
 
 use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
-use cni_spec::{Error, ErrorCode, Result};
+use cni_spec::{Error, Result};
 use netlink::{Family, Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 use serde::Deserialize;
-use std::path::Path;
 
 pub struct Vrf;
 
@@ -22,19 +21,6 @@ struct Conf {
     /// 0: chosen.
     #[serde(default)]
     table: u32,
-}
-
-fn nl(e: netlink::Error) -> Error {
-    Error::io(e.to_string())
-}
-
-fn open_ns(path: &Path) -> CniResult<NetNs> {
-    NetNs::open(path).map_err(|e| {
-        Error::new(
-            ErrorCode::UnknownContainer,
-            format!("failed to open netns {:?}: {e}", path.display()),
-        )
-    })
 }
 
 fn parse(args: &CmdArgs) -> CniResult<Conf> {
@@ -52,13 +38,13 @@ fn parse(args: &CmdArgs) -> CniResult<Conf> {
 fn free_table(s: &Socket) -> CniResult<u32> {
     let mut used: Vec<u32> = s
         .links()
-        .map_err(nl)?
+        .map_err(net::err)?
         .iter()
         .filter_map(Link::vrf_table)
         .collect();
     used.extend(
         s.routes(Family::All, None)
-            .map_err(nl)?
+            .map_err(net::err)?
             .iter()
             .map(|r| r.table),
     );
@@ -69,7 +55,7 @@ fn free_table(s: &Socket) -> CniResult<u32> {
 
 /// The VRF device, created when missing; a given table must match.
 fn ensure_vrf(s: &Socket, c: &Conf) -> CniResult<Link> {
-    if let Some(l) = s.link_by_name(&c.vrfname).map_err(nl)? {
+    if let Some(l) = s.link_by_name(&c.vrfname).map_err(net::err)? {
         let Some(t) = l.vrf_table() else {
             return Err(Error::internal(format!(
                 "interface {:?} exists and is not a vrf",
@@ -93,7 +79,7 @@ fn ensure_vrf(s: &Socket, c: &Conf) -> CniResult<Link> {
         .map_err(|e| Error::io(format!("could not add vrf {:?}: {e}", c.vrfname)))?;
     let l = s
         .link_by_name(&c.vrfname)
-        .map_err(nl)?
+        .map_err(net::err)?
         .ok_or_else(|| Error::internal(format!("vrf {:?} vanished", c.vrfname)))?;
     s.set_link_up(l.index)
         .map_err(|e| Error::io(format!("could not set vrf {:?} up: {e}", c.vrfname)))?;
@@ -106,19 +92,21 @@ fn ensure_vrf(s: &Socket, c: &Conf) -> CniResult<Link> {
 fn enslave(s: &Socket, link: &Link, vrf: &Link, table: u32) -> CniResult<()> {
     let addrs: Vec<_> = s
         .addresses(Some(link.index), Family::All)
-        .map_err(nl)?
+        .map_err(net::err)?
         .into_iter()
         .filter(|a| a.scope != netlink::addr::RT_SCOPE_LINK)
         .collect();
     let routes: Vec<_> = s
         .routes(Family::All, Some(254))
-        .map_err(nl)?
+        .map_err(net::err)?
         .into_iter()
         .filter(|r| r.oif == Some(link.index))
         .collect();
     s.set_master(link.index, vrf.index)
         .map_err(|e| Error::io(format!("failed to set {:?} master: {e}", link.name)))?;
-    let now = s.addresses(Some(link.index), Family::All).map_err(nl)?;
+    let now = s
+        .addresses(Some(link.index), Family::All)
+        .map_err(net::err)?;
     for a in &addrs {
         if now.iter().any(|n| n.addr == a.addr) {
             continue;
@@ -133,7 +121,7 @@ fn enslave(s: &Socket, link: &Link, vrf: &Link, table: u32) -> CniResult<()> {
             Err(e) => return Err(Error::io(format!("failed to restore {}: {e}", a.addr))),
         }
     }
-    s.set_link_up(link.index).map_err(nl)?;
+    s.set_link_up(link.index).map_err(net::err)?;
     // Device routes first, then those via a gateway: a gateway must be
     // reachable in the VRF's table before a route can use it. Passes repeat
     // while they make progress (a gateway reached through another gateway).
@@ -182,12 +170,15 @@ impl Plugin for Vrf {
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("missing prevResult from earlier plugin"))?;
-        let cns = open_ns(args.require_netns()?)?;
-        let s = Socket::route_in(&cns).map_err(nl)?;
-        let link = s.link_by_name(&args.ifname).map_err(nl)?.ok_or_else(|| {
-            Error::internal(format!("failed to find interface {:?}", args.ifname))
-        })?;
-        let created = s.link_by_name(&c.vrfname).map_err(nl)?.is_none();
+        let cns = net::open_ns(args.require_netns()?)?;
+        let s = Socket::route_in(&cns).map_err(net::err)?;
+        let link = s
+            .link_by_name(&args.ifname)
+            .map_err(net::err)?
+            .ok_or_else(|| {
+                Error::internal(format!("failed to find interface {:?}", args.ifname))
+            })?;
+        let created = s.link_by_name(&c.vrfname).map_err(net::err)?.is_none();
         let vrf = ensure_vrf(&s, &c)?;
         let table = vrf.vrf_table().unwrap_or(c.table);
         if let Err(e) = enslave(&s, &link, &vrf, table) {
@@ -210,26 +201,26 @@ impl Plugin for Vrf {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(Error::io(format!("failed to open netns: {e}"))),
         };
-        let s = Socket::route_in(&cns).map_err(nl)?;
-        let Some(vrf) = s.link_by_name(&c.vrfname).map_err(nl)? else {
+        let s = Socket::route_in(&cns).map_err(net::err)?;
+        let Some(vrf) = s.link_by_name(&c.vrfname).map_err(net::err)? else {
             return Ok(());
         };
         if vrf.vrf_table().is_none() {
             return Ok(());
         }
-        if let Some(l) = s.link_by_name(&args.ifname).map_err(nl)? {
+        if let Some(l) = s.link_by_name(&args.ifname).map_err(net::err)? {
             if l.master == Some(vrf.index) {
-                s.set_nomaster(l.index).map_err(nl)?;
+                s.set_nomaster(l.index).map_err(net::err)?;
             }
         }
         let members = s
             .links()
-            .map_err(nl)?
+            .map_err(net::err)?
             .iter()
             .filter(|l| l.master == Some(vrf.index))
             .count();
         if members == 0 {
-            s.delete_link(vrf.index).map_err(nl)?;
+            s.delete_link(vrf.index).map_err(net::err)?;
         }
         Ok(())
     }
@@ -239,11 +230,11 @@ impl Plugin for Vrf {
         args.conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("missing prevResult from earlier plugin"))?;
-        let cns = open_ns(args.require_netns()?)?;
-        let s = Socket::route_in(&cns).map_err(nl)?;
+        let cns = net::open_ns(args.require_netns()?)?;
+        let s = Socket::route_in(&cns).map_err(net::err)?;
         let vrf = s
             .link_by_name(&c.vrfname)
-            .map_err(nl)?
+            .map_err(net::err)?
             .ok_or_else(|| Error::internal(format!("vrf {:?} not found", c.vrfname)))?;
         let Some(t) = vrf.vrf_table() else {
             return Err(Error::internal(format!("{:?} is not a vrf", c.vrfname)));
@@ -254,9 +245,12 @@ impl Plugin for Vrf {
                 c.vrfname, c.table
             )));
         }
-        let l = s.link_by_name(&args.ifname).map_err(nl)?.ok_or_else(|| {
-            Error::internal(format!("failed to find interface {:?}", args.ifname))
-        })?;
+        let l = s
+            .link_by_name(&args.ifname)
+            .map_err(net::err)?
+            .ok_or_else(|| {
+                Error::internal(format!("failed to find interface {:?}", args.ifname))
+            })?;
         if l.master != Some(vrf.index) {
             return Err(Error::internal(format!(
                 "interface {:?} is not in vrf {:?}",
