@@ -1,6 +1,9 @@
 //! bandwidth in real namespaces: qdiscs and the IFB for every spec version,
 //! real TCP throughput limited in both directions, malformed configs, GC.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod meta_setup;
 
 use meta_setup::{has_check, Pair};

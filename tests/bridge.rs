@@ -2,6 +2,9 @@
 //! effect on the kernel, traffic between pods, concurrency, and cleanup
 //! after failures. The plugin runs inside a per-test node namespace.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};

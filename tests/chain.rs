@@ -3,6 +3,9 @@
 //! from inside a node namespace, with real traffic through the host port
 //! and masquerade to an "outside" namespace.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use runtime::{CniConfig, NetworkConfigList, RuntimeConf};
 use serde_json::json;
 use std::io::{Read, Write};

@@ -2,6 +2,9 @@
 //! run inside a per-test node namespace against Debian's reference plugins
 //! (`/usr/lib/cni`), rcni's own plugins, and recording script plugins.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

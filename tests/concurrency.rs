@@ -3,6 +3,9 @@
 //! binary in a node namespace. No address is handed out twice, GC never
 //! takes a valid attachment, and nothing is left once every pod is gone.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod suites;
 
 use serde_json::{json, Value};

@@ -3,6 +3,9 @@
 //! lease daemon runs in the node namespace with its socket in a temp dir.
 //! Every packet stays inside the test's namespaces.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};

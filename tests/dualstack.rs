@@ -5,6 +5,9 @@
 //! FORWARD` policy of DROP. Every plugin runs inside a per-test node
 //! namespace; every address used lives only in namespaces made here.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};

@@ -2,6 +2,9 @@
 //! object carrying the spec's code — never a panic (code 999), never a
 //! half-made link — through the real binary.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::path::Path;
 use testutil::{run_plugin, Call, PluginDir, TempDir, TestNs};

@@ -16,6 +16,9 @@
 //! iptables-legacy); the nftables backend is proven on isolation and
 //! bookkeeping.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! device, DEL handing it back, failures leaving the node as it was, and
 //! the Debian reference binary run the same way for comparison.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::ops::Deref;
 use std::path::Path;

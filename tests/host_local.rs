@@ -2,6 +2,9 @@
 //! on-disk bytes, parallel processes, GC and STATUS, and interop with the
 //! reference plugin in both directions.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use testutil::{per_version, run_plugin, Call, PluginDir, TempDir, TestNs};
 

@@ -10,6 +10,9 @@
 //! Rows whose expectation needs the hardening fixes of issue 10 are in the
 //! `*_defects_of_issue_10` tests.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod suites;
 
 use serde_json::{json, Value};

@@ -1,6 +1,9 @@
 //! `rcni install`: links, copies, VERSION through a link, and the default
 //! network written with --conf-dir.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 use testutil::TempDir;

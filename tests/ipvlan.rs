@@ -4,6 +4,9 @@
 //! to the switch, CHECK, DEL twice, nothing left; chained without `ipam`;
 //! side by side with Debian's reference ipvlan.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::ops::Deref;
 use std::path::Path;

@@ -1,5 +1,8 @@
 //! loopback in real namespaces, every spec version.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use testutil::{per_version, run_plugin, Call, PluginDir, TestNs};
 
 fn conf(v: &str) -> String {

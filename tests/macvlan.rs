@@ -3,6 +3,9 @@
 //! version, real traffic per mode, CHECK/DEL semantics, refusals that leave
 //! nothing behind, and a side-by-side run with the reference binary.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Deref;

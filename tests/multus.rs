@@ -11,6 +11,9 @@
 //! IPAM and state directories are temp dirs (never /var/lib/cni or
 //! /etc/cni).
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

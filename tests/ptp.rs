@@ -2,6 +2,9 @@
 //! through the node, masquerade to an outside namespace, cleanup after
 //! failures.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::ops::Deref;
 use testutil::{merge, per_version, tcp_exchange, Call, Outside, PluginEnv, TestNs};

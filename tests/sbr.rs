@@ -2,6 +2,9 @@
 //! `from <ip>` rule, the interface's routes moved into the table, traffic
 //! sourced from the IP following it, and DEL taking it all away.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod meta_setup;
 
 use meta_setup::{has_check, Pair};

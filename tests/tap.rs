@@ -2,6 +2,9 @@
 //! sees it (type, owner, group, queues, MTU, MAC, addresses), bridge ports,
 //! frames through the tap's file descriptor, cleanup after failures.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{Read, Write};

@@ -1,6 +1,9 @@
 //! tuning in real namespaces, every spec version: sysctls and link
 //! attributes change on ADD, CHECK sees them, DEL puts them back.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod meta_setup;
 
 use meta_setup::{has_check, Pair};

@@ -4,6 +4,9 @@
 //! spec version reach it over the tag, CHECK, DEL twice, nothing left;
 //! side by side with Debian's reference vlan.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::ops::Deref;
 use std::path::Path;

@@ -19,19 +19,37 @@ use crate::datapath::{Backend, DatapathOptions};
 /// The parsed command line, as the agent uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
+    /// `--node-name`, else `$NODE_NAME`: this node's name.
     pub node_name: String,
+    /// `--source`: where nodes and their pod CIDRs come from (`file:PATH`,
+    /// `kubernetes[:KUBECONFIG]` or `etcd:ENDPOINTS`).
     pub source: String,
+    /// `--cluster-cidr`, `--backend`, `--uplink`, `--vxlan-vni`,
+    /// `--vxlan-port` and `--mtu`: how pod traffic reaches other nodes.
     pub datapath: DatapathOptions,
+    /// `--cni-conf-dir`: where the node's CNI configuration is written.
     pub cni_conf_dir: PathBuf,
+    /// `--cni-bin-dir`: where the plugins are installed.
     pub cni_bin_dir: PathBuf,
+    /// `--rcni`: the rcni binary to install (unset: `rcni` next to
+    /// rcni-agent).
     pub rcni: Option<PathBuf>,
+    /// `--interval`: time between full resyncs.
     pub interval: Duration,
+    /// `--once`: one round, then exit.
     pub once: bool,
+    /// `--insecure-allow-http-token`: a Kubernetes bearer token may go over
+    /// plain http://.
     pub insecure_http_token: bool,
     /// Node CIDR mask sizes, one per `--cluster-cidr` (etcd allocation).
     pub node_cidr_mask_size: Vec<u8>,
+    /// `--node-ip`: the node addresses an allocated record registers.
     pub node_ip: Vec<IpAddr>,
+    /// `--lease-ttl`: seconds the allocated record outlives the last
+    /// keepalive.
     pub lease_ttl: u64,
+    /// `--health-addr`: where /healthz, /readyz and /metrics are served (off
+    /// when unset).
     pub health_addr: Option<SocketAddr>,
 }
 

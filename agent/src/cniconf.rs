@@ -15,10 +15,13 @@ use std::process::Command;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
-/// The network name and the file name in the conf dir.
+/// The network name of the config list.
 pub const NETWORK: &str = "rcni";
+/// The config list's file name in the conf dir.
 pub const FILE_NAME: &str = "10-rcni.conflist";
+/// The bridge the pods of this node are attached to.
 pub const BRIDGE: &str = "cni0";
+/// The `cniVersion` of the config list.
 pub const CNI_VERSION: &str = "1.0.0";
 
 /// The config list for a node with `pod_cidrs` whose pods use `mtu`.

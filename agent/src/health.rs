@@ -21,18 +21,29 @@ pub struct Status {
     started: Instant,
     /// Milliseconds since `started` of the last check-in of the loop.
     heartbeat_ms: AtomicU64,
+    /// Set once the data path is reconciled and the CNI config written
+    /// (`/readyz`).
     pub ready: AtomicBool,
+    /// Rounds that set everything up.
     pub rounds_ok: AtomicU64,
+    /// Rounds that failed.
     pub rounds_failed: AtomicU64,
+    /// Duration of the last data path reconcile, microseconds.
     pub last_reconcile_us: AtomicU64,
+    /// Total time spent reconciling the data path, microseconds.
     pub total_reconcile_us: AtomicU64,
+    /// Remote pod CIDRs routed directly (host-gw) in the last round.
     pub peers_host_gw: AtomicU64,
+    /// Remote pod CIDRs routed over VXLAN in the last round.
     pub peers_vxlan: AtomicU64,
+    /// Node entries refused or skipped in the last round.
     pub refused: AtomicU64,
     stale_after: Duration,
 }
 
 impl Status {
+    /// A status, not ready; the loop counts as stuck (`/healthz` fails) when
+    /// it has not called [`Status::beat`] for `stale_after`.
     pub fn new(stale_after: Duration) -> Arc<Status> {
         Arc::new(Status {
             started: Instant::now(),

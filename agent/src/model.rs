@@ -116,11 +116,14 @@ pub trait NodeSource {
 #[derive(Debug, thiserror::Error)]
 #[error("{source_name}: {message}")]
 pub struct SourceError {
+    /// The source that failed (its [`NodeSource::describe`]).
     pub source_name: String,
+    /// What went wrong.
     pub message: String,
 }
 
 impl SourceError {
+    /// An error of the source `source_name`.
     pub fn new(source_name: impl Into<String>, message: impl Into<String>) -> SourceError {
         SourceError {
             source_name: source_name.into(),

@@ -57,7 +57,9 @@ pub struct HostFacts {
 /// The node list with refused entries removed, and why they were.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Screened {
+    /// The entries kept, with refused CIDRs and addresses dropped.
     pub nodes: Vec<NodeInfo>,
+    /// One line per refusal.
     pub refused: Vec<String>,
 }
 

@@ -7,6 +7,9 @@
 //! Pods are made with the conflist the agent wrote, through the plugins
 //! it installed. Build the `rcni` binary first (`cargo build -p rcni`).
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
@@ -525,8 +528,10 @@ fn sigterm_leaves_routes_in_place_and_host_gw_refuses_off_link() {
         assert!(Instant::now() < deadline, "agent set no route");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // SAFETY: signalling our own child by its pid.
     let pid = i32::try_from(running.0.id()).expect("pid");
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+    // `pid` is our own child, not yet reaped (`running` holds it), so it
+    // cannot name another process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
@@ -669,8 +674,10 @@ fn hostile_node_records_change_none_of_the_host_routes() {
         .expect("spawn agent");
     let mut running = Running(child);
     std::thread::sleep(Duration::from_millis(2500));
-    // SAFETY: signalling our own child by its pid.
     let pid = i32::try_from(running.0.id()).expect("pid");
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+    // `pid` is our own child, not yet reaped (`running` holds it), so it
+    // cannot name another process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = running.0.wait().expect("wait");
     assert!(status.success(), "{status}");

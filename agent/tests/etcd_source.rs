@@ -3,6 +3,9 @@
 //! gateway: a real single-member etcd cannot be made to answer "no
 //! leader" (503) on demand, nor to be an etcd older than 3.4 (404).
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use rcni_agent::model::{NodeInfo, NodeSource};

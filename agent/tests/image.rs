@@ -15,6 +15,9 @@
 //! vanishes with it. The node namespace is bind-mounted into that private
 //! view before `/run` is covered. Everything is removed on drop.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

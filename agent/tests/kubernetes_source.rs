@@ -1,5 +1,8 @@
 //! `KubernetesSource` against a fake API server on 127.0.0.1.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;

@@ -107,6 +107,7 @@ impl FromStr for Backend {
 /// Settings of [`reconcile`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatapathOptions {
+    /// How remote pod CIDRs are reached (`--backend`).
     pub backend: Backend,
     /// The interface towards the other nodes; default: the one holding
     /// this node's address, else the one of the default route.
@@ -114,7 +115,9 @@ pub struct DatapathOptions {
     /// The cluster's pod networks (one per family); empty: the union of
     /// every node's pod CIDRs.
     pub cluster_cidr: Vec<IpNet>,
+    /// `--vxlan-vni`: the VXLAN network identifier.
     pub vxlan_vni: u32,
+    /// `--vxlan-port`: the VXLAN UDP port.
     pub vxlan_port: u16,
     /// `--mtu`: the pods' MTU (and the VXLAN device's), instead of the
     /// uplink's minus the overlay overhead.
@@ -143,14 +146,17 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Node entries refused by [`safety::screen`]; they change nothing.
     pub refused: Vec<String>,
+    /// The interface towards the other nodes.
     pub uplink: String,
+    /// The uplink's MTU.
     pub uplink_mtu: u32,
     /// Set when at least one peer is reached over VXLAN.
     pub vxlan_mtu: Option<u32>,
     /// `--mtu`, if given.
     pub mtu_override: Option<u32>,
-    /// Remote pod CIDRs routed per backend.
+    /// Remote pod CIDRs routed directly (host-gw).
     pub peers_host_gw: usize,
+    /// Remote pod CIDRs routed over VXLAN.
     pub peers_vxlan: usize,
 }
 
@@ -169,25 +175,37 @@ impl Report {
     }
 }
 
+/// Why [`reconcile`] could not set up the datapath.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// This node is not in the node list.
     #[error("node {0:?} is not in the node list")]
     UnknownNode(String),
+    /// This node has no address.
     #[error("node {0:?} has no address")]
     NoAddress(String),
+    /// A link the datapath needs is missing: the uplink (the named one, or
+    /// none holds the node's address or the default route) or the VXLAN
+    /// device just made.
     #[error("no uplink: {0}")]
     NoUplink(String),
+    /// A netlink request failed.
     #[error(transparent)]
     Netlink(#[from] netlink::Error),
+    /// An nftables transaction failed.
     #[error("nftables: {0}")]
     Nft(#[from] nft::Error),
+    /// A file (sysctl) could not be read or written.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done.
         what: String,
+        /// The error.
         source: std::io::Error,
     },
 }
 
+/// The result of datapath operations.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// FNV-1a: a stable fingerprint of a rule's content for its comment, so

@@ -146,6 +146,7 @@ fn int64(v: &serde_json::Value) -> Option<i64> {
 /// attached to a lease kept alive by the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
+    /// This node's name: its record is kept under it.
     pub node_name: String,
     /// The addresses registered for this node.
     pub addresses: Vec<IpAddr>,

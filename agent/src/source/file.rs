@@ -7,12 +7,14 @@ use std::path::PathBuf;
 
 use crate::model::{node_from_json, NodeInfo, NodeSource, SourceError};
 
+/// Nodes from the JSON file at `path`.
 pub struct FileSource {
     path: PathBuf,
     skipped: Vec<String>,
 }
 
 impl FileSource {
+    /// A source reading the file at `path`.
     pub fn new(path: impl Into<PathBuf>) -> FileSource {
         FileSource {
             path: path.into(),

@@ -3,6 +3,9 @@
 //! receives the veth end. Every spec version: ADD, traffic both ways, CHECK,
 //! GC and STATUS where the version has them, DEL twice, nothing left.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::path::Path;
 use testutil::{

@@ -8,10 +8,14 @@ use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Multus's defaults.
+// Multus's defaults.
+/// `confDir` when unset: where networks are looked up by name.
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
+/// `cniDir` when unset: where each ADD records its delegates.
 pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/multus";
+/// Where delegates are looked up last when `binDir` is unset.
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+/// `multusNamespace` when unset or empty.
 pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
 /// How long ADD waits for `readinessindicatorfile` unless
 /// `readinessTimeoutSeconds` says otherwise (Multus polls for 45 s too).
@@ -25,48 +29,77 @@ fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::
 /// Multus ignores them.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Conf {
+    /// `cniVersion`: the spec version the caller speaks, also given to
+    /// delegate networks that have none.
     #[serde(rename = "cniVersion", default)]
     pub cni_version: String,
+    /// `kubeconfig`: the API server to read pods and
+    /// NetworkAttachmentDefinitions from; unset, only the configured networks
+    /// are attached.
     #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
     /// A network name, a file or directory path, or an inline config.
     #[serde(rename = "clusterNetwork", default)]
     pub cluster_network: Option<Value>,
+    /// `defaultNetworks`: networks attached to every pod after the cluster
+    /// network (not to pods of `systemNamespaces`).
     #[serde(rename = "defaultNetworks", default)]
     pub default_networks: Vec<String>,
+    /// `delegates`: inline configurations, the first one the cluster network
+    /// when `clusterNetwork` is unset.
     #[serde(default)]
     pub delegates: Vec<Map<String, Value>>,
+    /// `confDir`: where networks named by `clusterNetwork`, `defaultNetworks`
+    /// or an empty NetworkAttachmentDefinition are found.
     #[serde(rename = "confDir", default)]
     pub conf_dir: Option<PathBuf>,
+    /// `cniDir`: where each ADD records its delegates, and the delegates'
+    /// result cache.
     #[serde(rename = "cniDir", default)]
     pub cni_dir: Option<PathBuf>,
+    /// `binDir`: where delegate plugins are looked up first (a `PATH`-style
+    /// list).
     #[serde(rename = "binDir", default)]
     pub bin_dir: Option<String>,
+    /// `systemNamespaces`: pods of these namespaces get no `defaultNetworks`
+    /// (default `kube-system`).
     #[serde(rename = "systemNamespaces", default)]
     pub system_namespaces: Option<Vec<String>>,
+    /// `multusNamespace`: where the NetworkAttachmentDefinitions of
+    /// `clusterNetwork` and `defaultNetworks` live.
     #[serde(rename = "multusNamespace", default)]
     pub multus_namespace: Option<String>,
+    /// `namespaceIsolation`: a pod may only use NetworkAttachmentDefinitions
+    /// of its own namespace and of `globalNamespaces`.
     #[serde(rename = "namespaceIsolation", default, deserialize_with = "flex")]
     pub namespace_isolation: bool,
     /// Comma-separated namespaces whose networks any pod may use under
     /// `namespaceIsolation`.
     #[serde(rename = "globalNamespaces", default)]
     pub global_namespaces: Option<String>,
+    /// `readinessindicatorfile`: ADD waits until this file exists, STATUS
+    /// fails while it does not.
     #[serde(rename = "readinessindicatorfile", default)]
     pub readiness_indicator_file: Option<PathBuf>,
     /// rcni: how long ADD waits for the readiness indicator.
     #[serde(rename = "readinessTimeoutSeconds", default)]
     pub readiness_timeout_seconds: Option<f64>,
+    /// `logFile`: diagnostics are appended here.
     #[serde(rename = "logFile", default)]
     pub log_file: Option<PathBuf>,
+    /// `logLevel`: `panic`, `error` (default), `verbose` or `debug`.
     #[serde(rename = "logLevel", default)]
     pub log_level: Option<String>,
+    /// `logToStderr`: diagnostics also go to stderr.
     #[serde(rename = "logToStderr", default, deserialize_with = "flex")]
     pub log_to_stderr: bool,
+    /// `logOptions` (log rotation): refused by [`Conf::validate`].
     #[serde(rename = "logOptions", default)]
     pub log_options: Option<Value>,
+    /// `runtimeConfig`: capability arguments passed to the cluster network.
     #[serde(rename = "runtimeConfig", default)]
     pub runtime_config: Option<Map<String, Value>>,
+    /// `auxiliaryCNIChainName`: refused by [`Conf::validate`].
     #[serde(rename = "auxiliaryCNIChainName", default)]
     pub auxiliary_chain: Option<String>,
     /// rcni: deadline of one API request, seconds (default 5; DEL uses at
@@ -136,12 +169,14 @@ impl Conf {
         Ok(())
     }
 
+    /// `confDir`, or [`DEFAULT_CONF_DIR`].
     pub fn conf_dir(&self) -> PathBuf {
         self.conf_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONF_DIR))
     }
 
+    /// `cniDir`, or [`DEFAULT_CNI_DIR`].
     pub fn cni_dir(&self) -> PathBuf {
         self.cni_dir
             .clone()
@@ -176,12 +211,15 @@ impl Conf {
         out
     }
 
+    /// `systemNamespaces`, or just `kube-system`.
     pub fn system_namespaces(&self) -> Vec<String> {
         self.system_namespaces
             .clone()
             .unwrap_or_else(|| vec!["kube-system".to_string()])
     }
 
+    /// `multusNamespace` unless unset or empty, else
+    /// [`DEFAULT_MULTUS_NAMESPACE`].
     pub fn multus_namespace(&self) -> String {
         self.multus_namespace
             .clone()
@@ -201,6 +239,8 @@ impl Conf {
         }
     }
 
+    /// `readinessTimeoutSeconds` (0 to 3600), or
+    /// [`DEFAULT_READINESS_TIMEOUT`].
     pub fn readiness_timeout(&self) -> CniResult<Duration> {
         seconds(
             "readinessTimeoutSeconds",
@@ -209,6 +249,7 @@ impl Conf {
         )
     }
 
+    /// `apiTimeoutSeconds` (0 to 3600), or [`kube_lite::DEFAULT_TIMEOUT`].
     pub fn api_timeout(&self) -> CniResult<Duration> {
         seconds(
             "apiTimeoutSeconds",

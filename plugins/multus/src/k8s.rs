@@ -18,26 +18,40 @@ const USER_AGENT: &str = concat!("rcni-multus/", env!("CARGO_PKG_VERSION"));
 /// One entry of the networks annotation.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct Selection {
+    /// The NetworkAttachmentDefinition's name.
     pub name: String,
+    /// Its namespace; unset, the pod's.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The interface name in the pod; unset, `net<N>` by position.
     #[serde(default)]
     pub interface: Option<String>,
+    /// `ips`: static addresses, passed as the `ips` capability and `CNI_ARGS`
+    /// `IP`.
     #[serde(default)]
     pub ips: Option<Vec<String>>,
+    /// `mac`: the interface's MAC, passed as the `mac` capability and
+    /// `CNI_ARGS` `MAC`.
     #[serde(default)]
     pub mac: Option<String>,
+    /// `default-route`: gateways through which the pod's default route goes
+    /// via this interface.
     #[serde(rename = "default-route", default)]
     pub default_route: Option<Vec<std::net::IpAddr>>,
+    /// `portMappings`: passed as the `portMappings` capability.
     #[serde(rename = "portMappings", default)]
     pub port_mappings: Option<Value>,
+    /// `bandwidth`: passed as the `bandwidth` capability.
     #[serde(default)]
     pub bandwidth: Option<Value>,
+    /// `cni-args`: merged into the `args.cni` of every plugin of the network.
     #[serde(rename = "cni-args", default)]
     pub cni_args: Option<Map<String, Value>>,
-    /// Multus also knows these; they name devices rcni does not manage.
+    /// `infiniband-guid`: refused by [`parse_networks`]; rcni does not
+    /// manage InfiniBand devices.
     #[serde(rename = "infiniband-guid", default)]
     pub infiniband_guid: Option<Value>,
+    /// `gateway-request`: accepted and not acted on.
     #[serde(rename = "gateway-request", default)]
     pub gateway_request: Option<Value>,
 }
@@ -110,6 +124,8 @@ fn unavailable(m: String) -> Error {
 }
 
 impl Api {
+    /// A client of the API server of the kubeconfig at `path`, with `timeout`
+    /// per request; a bad kubeconfig is an invalid configuration (code 7).
     pub fn from_kubeconfig(path: &std::path::Path, timeout: Duration) -> Result<Api, Error> {
         let endpoint = kube_lite::Endpoint::from_kubeconfig(path)
             .map_err(|m| Error::invalid_config(format!("kubeconfig {}: {m}", path.display())))?;

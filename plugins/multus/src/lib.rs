@@ -28,6 +28,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The plugin: implements [`cni_skel::Plugin`] for ADD, DEL, CHECK, GC and
+/// STATUS.
 pub struct Multus;
 
 /// DEL never waits longer than this for the API server.

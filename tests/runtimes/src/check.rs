@@ -61,6 +61,8 @@ pub struct NodeServer {
 }
 
 impl NodeServer {
+    /// Starts the server on `port` of every address of `ns`; panics when the
+    /// port cannot be bound.
     pub fn start(ns: &TestNs, port: u16, body: &str) -> NodeServer {
         let listener = ns.run(|| {
             TcpListener::bind(("0.0.0.0", port)).unwrap_or_else(|e| panic!("bind {port}: {e}"))
@@ -210,7 +212,9 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 /// One row of a suite's table.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The row's name.
     pub name: &'static str,
+    /// What it showed, or why it failed.
     pub result: Result<String, String>,
 }
 
@@ -218,12 +222,16 @@ pub struct Row {
 /// and the suite goes on to the next, so that cleanup rows still run.
 #[derive(Debug, Default, Clone)]
 pub struct Rows {
+    /// The suite's name.
     pub suite: String,
+    /// The rows run so far, in order.
     pub rows: Vec<Row>,
+    /// Wall time of the whole scenario, seconds.
     pub seconds: f64,
 }
 
 impl Rows {
+    /// No rows yet.
     pub fn new(suite: &str) -> Rows {
         Rows {
             suite: suite.into(),

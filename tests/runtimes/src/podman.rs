@@ -38,7 +38,9 @@ const APPLETS: &[&str] = &[
 /// A container `PodmanEnv::run` started.
 #[derive(Debug, Clone)]
 pub struct Container {
+    /// Podman's container id.
     pub id: String,
+    /// The name it was started with.
     pub name: String,
     /// Its IPv4 address on the network it was started on.
     pub ip: String,
@@ -70,6 +72,7 @@ impl PodmanEnv {
         env
     }
 
+    /// The jail Podman runs in.
     pub fn jail(&self) -> &Jail {
         &self.jail
     }
@@ -96,6 +99,7 @@ impl PodmanEnv {
         self.jail.state().join("rcni-plugins.log")
     }
 
+    /// The plugins' log so far (empty when nothing was logged).
     pub fn plugin_log(&self) -> String {
         std::fs::read_to_string(self.plugin_log_path()).unwrap_or_default()
     }

@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 pub struct Output {
     /// Exit code (-1 when killed by a signal).
     pub code: i32,
+    /// Everything it wrote to stdout.
     pub stdout: String,
+    /// Everything it wrote to stderr.
     pub stderr: String,
     /// How the command was described (for messages).
     pub what: String,
 }
 
 impl Output {
+    /// Whether it exited with 0.
     pub fn success(&self) -> bool {
         self.code == 0
     }

@@ -7,6 +7,9 @@
 //! published port, DEL (containerd's double DEL: the second
 //! StopPodSandbox tears down with an empty netns path), nothing left.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{

@@ -5,6 +5,9 @@
 //! by its own test: ADD, gateway, container ↔ container, published port,
 //! DEL, nothing left.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use rcni_runtime_tests::check::{self, NodeServer, Rows};
 use rcni_runtime_tests::podman::{Container, PodmanEnv};
 use serde_json::json;

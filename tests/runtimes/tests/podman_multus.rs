@@ -6,6 +6,9 @@
 //!
 //! The scenario runs once; each row is reported by its own test.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use rcni_runtime_tests::check::{self, NodeServer, Rows};
 use rcni_runtime_tests::podman::{Container, PodmanEnv};
 use serde_json::json;
