@@ -508,7 +508,7 @@ fn auxiliary_bus_device_id_moves_its_netdev_in_and_back() {
     // Without the fake bus the same ID is unknown.
     let c = conf(id);
     let out = env.call("ADD", &pod.path(), "net1", &c);
-    assert_eq!(out.err_code(), 999, "{}", out.stdout);
+    assert_eq!(out.err_code(), 5, "{}", out.stdout);
     assert!(
         out.stdout.contains("not found or unsupported"),
         "{}",

@@ -1592,6 +1592,17 @@ fn kubernetes_watch_and_api_outage_in_loop_mode() {
     let took = wait_for("10.244.5.0/24", Duration::from_secs(5));
     eprintln!("a new Node reached A after {took:?}");
     assert!(took <= Duration::from_secs(1), "{took:?}");
+    // The round that routed it goes on to the masquerade rules: the
+    // snapshot below must not be taken halfway through it.
+    let t0 = Instant::now();
+    while !snapshot(a).contains("ip daddr != 10.244.5.0/24") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "masquerade not updated\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     // The API server goes away (503 to everything), and a node joins
     // meanwhile: nothing on A changes.
