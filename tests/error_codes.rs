@@ -5,6 +5,9 @@
 //! runs on a thread inside a per-test node namespace, so the plugins it
 //! execs start there.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

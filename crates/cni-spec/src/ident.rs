@@ -36,7 +36,7 @@ pub fn bounded(s: &str, max: usize) -> Cow<'_, str> {
 
 /// FNV-1a, 64 bit: the one stable, dependency-free hash for short names
 /// (host veth names, MACs derived from a seed, index keys). Pure, so that
-/// every layer can share it (`net::os::fnv1a` is this function).
+/// every layer can share it (`kit::os::fnv1a` is this function).
 pub fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in data {

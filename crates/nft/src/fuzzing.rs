@@ -21,7 +21,7 @@ pub fn parse_list(buf: &[u8]) {
         let _ = crate::rule::parse_udata_comment(buf, ty);
     }
     if let Ok(s) = std::str::from_utf8(buf) {
-        let _ = crate::portmap::parse_comment(s);
-        let _ = crate::masq::parse_comment(s);
+        let _ = crate::rulesets::portmap::parse_comment(s);
+        let _ = crate::rulesets::masq::parse_comment(s);
     }
 }

@@ -12,8 +12,8 @@
 //! Reading: [`Nft::tables`], [`Nft::chains`], [`Nft::rules`] (with handle
 //! and comment), [`Nft::set_elements`] (with comments).
 //!
-//! Building blocks for plugins: [`masq`] (per-network masquerade) and
-//! [`portmap`] (host port DNAT through maps).
+//! The rule sets of rcni's plugins (portmap, masquerade, MAC spoof check)
+//! live apart, in [`rulesets`].
 
 mod batch;
 pub mod conntrack;
@@ -23,11 +23,9 @@ pub mod expr;
 pub mod fuzzing;
 pub mod ident;
 mod list;
-pub mod masq;
 mod nft;
-pub mod portmap;
 pub mod rule;
-pub mod spoofchk;
+pub mod rulesets;
 mod sys;
 
 pub use batch::Batch;

@@ -8,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use ipnet::IpNet;
-use nft::{masq, Family, Nft};
+use nft::{rulesets::masq, Family, Nft};
 use testutil::TestNs;
 
 fn net(s: &str) -> IpNet {

@@ -8,7 +8,7 @@ mod common;
 use std::net::{IpAddr, UdpSocket};
 use std::time::Instant;
 
-use nft::portmap::{self, Mapping, Options, Proto};
+use nft::rulesets::portmap::{self, Mapping, Options, Proto};
 use nft::{Family, Nft};
 use testutil::TestNs;
 

@@ -4,7 +4,7 @@
 // Test code: a helper may unwrap what the test itself set up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use nft::spoofchk::{self, Port};
+use nft::rulesets::spoofchk::{self, Port};
 use nft::Nft;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;

@@ -39,7 +39,7 @@ fn ipam_type(args: &CmdArgs) -> CniResult<&str> {
 /// The pod's namespace; one that cannot be opened is an unknown container
 /// (code 3), as the kit maps it.
 fn open_pod(args: &CmdArgs) -> CniResult<NetNs> {
-    Ok(net::open_ns(args.require_netns()?)?)
+    Ok(kit::open_ns(args.require_netns()?)?)
 }
 
 /// The node end's name: stable per attachment, at most 15 bytes.
@@ -116,7 +116,7 @@ impl Plugin for P2p {
         let plumbed = if result.ips.iter().any(|ip| ip.gateway.is_none()) {
             Err(Error::invalid_config("p2p needs a gateway for every address from IPAM"))
         } else {
-            plumb(args, &pod, conf.mtu, &result).map_err(net::err)
+            plumb(args, &pod, conf.mtu, &result).map_err(kit::err)
         };
         let [h, c] = match plumbed {
             Ok(links) => links,
@@ -131,10 +131,10 @@ impl Plugin for P2p {
         };
         let sandbox = args.netns.clone();
         result.interfaces = vec![
-            Interface { name: h.name, mac: net::mac::format(&h.mac), ..Default::default() },
+            Interface { name: h.name, mac: kit::mac::format(&h.mac), ..Default::default() },
             Interface {
                 name: c.name,
-                mac: net::mac::format(&c.mac),
+                mac: kit::mac::format(&c.mac),
                 sandbox,
                 ..Default::default()
             },
@@ -147,7 +147,7 @@ impl Plugin for P2p {
         let ipam = ipam_type(args)?;
         // Both steps run even if one fails; the error carries the most
         // significant code (the IPAM plugin's own, if it failed).
-        let mut td = net::Teardown::new();
+        let mut td = kit::Teardown::new();
         // Deleting either end removes the pair; the pod may already be gone.
         td.step(Socket::route().and_then(|node| node.delete_link_by_name(&host_name(args))));
         td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
@@ -158,15 +158,15 @@ impl Plugin for P2p {
         cni_invoke::delegate(ipam_type(args)?, Command::Check, args, &args.stdin)?;
         let prev = args.conf.prev_result()?;
         let prev = prev.ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
-        let inner = Socket::route_in(&open_pod(args)?).map_err(net::err)?;
+        let inner = Socket::route_in(&open_pod(args)?).map_err(kit::err)?;
         let missing = |what: &str| Error::internal(format!("{what} is missing"));
-        let c = inner.link_by_name(&args.ifname).map_err(net::err)?;
+        let c = inner.link_by_name(&args.ifname).map_err(kit::err)?;
         let c = c.ok_or_else(|| missing(&args.ifname))?;
-        let h = Socket::route().map_err(net::err)?.link_by_name(&host_name(args));
-        if h.map_err(net::err)?.is_none_or(|h| c.link != Some(h.index)) {
+        let h = Socket::route().map_err(kit::err)?.link_by_name(&host_name(args));
+        if h.map_err(kit::err)?.is_none_or(|h| c.link != Some(h.index)) {
             return Err(missing("the node end of the veth pair"));
         }
-        let have = inner.addresses(Some(c.index), Family::All).map_err(net::err)?;
+        let have = inner.addresses(Some(c.index), Family::All).map_err(kit::err)?;
         match prev.ips.iter().find(|ip| !have.iter().any(|a| a.addr == ip.address.addr())) {
             Some(ip) => Err(missing(&format!("address {} on {}", ip.address, c.name))),
             None => Ok(()),

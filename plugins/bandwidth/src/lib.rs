@@ -17,7 +17,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::Bandwidth;
 use cni_spec::{Error, ErrorCode, Interface, Result};
-use net::Teardown;
+use kit::Teardown;
 use netlink::tc::{handle, TC_H_INGRESS};
 use netlink::{Link, Psched, RedirectMatch, Socket, Tbf};
 use netns::NetNs;
@@ -155,10 +155,10 @@ fn host_interface(host: &Socket, prev: &Result, netns: &str, ifname: &str) -> Cn
             format!("failed to open netns: {e}"),
         )
     })?;
-    let pod = Socket::route_in(&ns).map_err(net::err)?;
+    let pod = Socket::route_in(&ns).map_err(kit::err)?;
     let c = pod
         .link_by_name(ifname)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::io(format!("container interface {ifname} not found")))?;
     let peer = c
         .link
@@ -166,7 +166,7 @@ fn host_interface(host: &Socket, prev: &Result, netns: &str, ifname: &str) -> Cn
         .ok_or_else(|| Error::io(format!("container interface {ifname} has no veth peer")))?;
     let link = host
         .link_by_index(peer)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::io(format!("veth peer with index {peer} is not in host ns")))?;
     if prev
         .interfaces
@@ -217,24 +217,24 @@ fn setup(
 ) -> CniResult<Option<Interface>> {
     if let Some(l) = limits.ingress {
         host.add_tbf(host_if.index, handle(1, 0), &tbf(l), false)
-            .map_err(net::err)?;
+            .map_err(kit::err)?;
     }
     let Some(l) = limits.egress else {
         return Ok(None);
     };
     let name = ifb_name(network, container_id);
-    host.create_ifb(&name).map_err(net::err)?;
+    host.create_ifb(&name).map_err(kit::err)?;
     let ifb = host
         .link_by_name(&name)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::io(format!("ifb device {name} vanished after creation")))?;
     host.set_alias(ifb.index, &ifb_alias(network, container_id))
-        .map_err(net::err)?;
-    host.set_mtu(ifb.index, host_if.mtu).map_err(net::err)?;
+        .map_err(kit::err)?;
+    host.set_mtu(ifb.index, host_if.mtu).map_err(kit::err)?;
     host.set_txqlen(ifb.index, host_if.txqlen)
-        .map_err(net::err)?;
-    host.set_link_up(ifb.index).map_err(net::err)?;
-    host.add_ingress_qdisc(host_if.index).map_err(net::err)?;
+        .map_err(kit::err)?;
+    host.set_link_up(ifb.index).map_err(kit::err)?;
+    host.add_ingress_qdisc(host_if.index).map_err(kit::err)?;
     host.add_redirect_filter(
         host_if.index,
         handle(0xffff, 0),
@@ -242,9 +242,9 @@ fn setup(
         RedirectMatch::U32,
         ifb.index,
     )
-    .map_err(net::err)?;
+    .map_err(kit::err)?;
     host.add_tbf(ifb.index, handle(1, 0), &tbf(l), false)
-        .map_err(net::err)?;
+        .map_err(kit::err)?;
     Ok(Some(Interface {
         name,
         mac: netlink::format_mac(&ifb.mac),
@@ -254,7 +254,7 @@ fn setup(
 
 /// The root tbf of `index` has this rate and (within tick rounding) burst.
 fn check_tbf(host: &Socket, index: u32, what: &str, l: Limit, ps: &Psched) -> CniResult<()> {
-    let qs = host.qdiscs(Some(index)).map_err(net::err)?;
+    let qs = host.qdiscs(Some(index)).map_err(kit::err)?;
     let t = qs
         .iter()
         .find(|q| q.kind == "tbf" && q.handle == handle(1, 0))
@@ -293,12 +293,12 @@ impl Plugin for BandwidthPlugin {
         }
         let mut prev = prev
             .ok_or_else(|| Error::invalid_config("bandwidth must be called as a chained plugin"))?;
-        let host = Socket::route().map_err(net::err)?;
+        let host = Socket::route().map_err(kit::err)?;
         let host_if = host_interface(&host, &prev, &args.netns, &args.ifname)?;
         // Refuse to stack on a shaping someone else set up.
         if host
             .qdiscs(Some(host_if.index))
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .iter()
             .any(|q| {
                 (q.kind == "tbf" && limits.ingress.is_some())
@@ -331,7 +331,7 @@ impl Plugin for BandwidthPlugin {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         Limits::load(args)?;
-        let host = Socket::route().map_err(net::err)?;
+        let host = Socket::route().map_err(kit::err)?;
         let ifb = ifb_name(&args.conf.name, &args.container_id);
         // With prevResult and the sandbox still there, also clear the
         // host veth's qdiscs (the veth usually dies with the pod anyway).
@@ -349,7 +349,7 @@ impl Plugin for BandwidthPlugin {
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("bandwidth must be called as a chained plugin"))?;
-        let host = Socket::route().map_err(net::err)?;
+        let host = Socket::route().map_err(kit::err)?;
         let host_if = host_interface(&host, &prev, &args.netns, &args.ifname)?;
         let ps = Psched::read();
         if let Some(l) = limits.ingress {
@@ -359,17 +359,17 @@ impl Plugin for BandwidthPlugin {
             let name = ifb_name(&args.conf.name, &args.container_id);
             let ifb = host
                 .link_by_name(&name)
-                .map_err(net::err)?
+                .map_err(kit::err)?
                 .ok_or_else(|| Error::internal(format!("ifb device {name} not found")))?;
             check_tbf(&host, ifb.index, &name, l, &ps)?;
             let has_ingress = host
                 .qdiscs(Some(host_if.index))
-                .map_err(net::err)?
+                .map_err(kit::err)?
                 .iter()
                 .any(|q| q.kind == "ingress" && q.parent == TC_H_INGRESS);
             let filters = host
                 .filters(host_if.index, handle(0xffff, 0))
-                .map_err(net::err)?;
+                .map_err(kit::err)?;
             if !has_ingress || filters.is_empty() {
                 return Err(Error::internal(format!(
                     "no ingress redirect from {} to {name}",
@@ -390,9 +390,9 @@ impl Plugin for BandwidthPlugin {
             .map(|a| ifb_name(network, &a.container_id))
             .collect();
         let prefix = format!("{ALIAS_PREFIX}{network}:");
-        let host = Socket::route().map_err(net::err)?;
+        let host = Socket::route().map_err(kit::err)?;
         let mut td = Teardown::new();
-        for l in host.links().map_err(net::err)? {
+        for l in host.links().map_err(kit::err)? {
             let ours = l.kind.as_deref() == Some("ifb")
                 && l.name.starts_with(IFB_PREFIX)
                 && l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix));

@@ -11,7 +11,7 @@ use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
 use cni_spec::{Error, Interface, Result};
 use ipnet::IpNet;
-use net::{NetworkMasq, ResultExt, Teardown, Undo};
+use kit::{NetworkMasq, ResultExt, Teardown, Undo};
 use netlink::{BridgePortOptions, Link, Socket};
 use netns::NetNs;
 use serde::Deserialize;
@@ -85,7 +85,7 @@ struct Conf {
     state_dir: Option<PathBuf>,
     /// rcni: TX/RX queues per veth end (default 1; 0 = the kernel's
     /// default of one per CPU).
-    #[serde(rename = "vethQueues", default = "net::veth::default_queues")]
+    #[serde(rename = "vethQueues", default = "kit::veth::default_queues")]
     veth_queues: u32,
 }
 
@@ -94,8 +94,8 @@ fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::
 }
 
 /// The parsed config with the derived values.
-struct Net {
-    c: Conf,
+struct Network {
+    conf: Conf,
     ipam: Option<String>,
     /// The requested MAC, as given: parsed only by ADD, so that a bad one
     /// never stops DEL from tearing the attachment down.
@@ -103,12 +103,12 @@ struct Net {
     vlans: Vec<u16>,
 }
 
-impl Net {
+impl Network {
     fn mac(&self) -> CniResult<Option<[u8; 6]>> {
         if self.mac_text.is_empty() {
             return Ok(None);
         }
-        net::mac::parse(&self.mac_text)
+        kit::mac::parse(&self.mac_text)
             .map(Some)
             .map_err(Error::from)
     }
@@ -159,16 +159,16 @@ fn collect_trunk(trunk: &[VlanTrunk]) -> CniResult<Vec<u16>> {
 
 /// The port VLANs a config asks for: `vlan` as the native VLAN (pvid,
 /// untagged), every trunk id tagged.
-fn wanted_vlans(n: &Net) -> Vec<netlink::BridgeVlan> {
+fn wanted_vlans(n: &Network) -> Vec<netlink::BridgeVlan> {
     let mut out = Vec::new();
-    if n.c.vlan != 0 {
+    if n.conf.vlan != 0 {
         out.push(netlink::BridgeVlan {
-            vid: n.c.vlan as u16,
+            vid: n.conf.vlan as u16,
             pvid: true,
             untagged: true,
         });
     }
-    for &vid in n.vlans.iter().filter(|&&v| i64::from(v) != n.c.vlan) {
+    for &vid in n.vlans.iter().filter(|&&v| i64::from(v) != n.conf.vlan) {
         out.push(netlink::BridgeVlan {
             vid,
             pvid: false,
@@ -180,9 +180,9 @@ fn wanted_vlans(n: &Net) -> Vec<netlink::BridgeVlan> {
 
 /// Puts the host end of the veth into its VLANs; drops the default VLAN 1
 /// unless `preserveDefaultVlan` (or unless it is one of those asked for).
-fn program_port_vlans(host: &Socket, port: u32, n: &Net) -> CniResult<()> {
+fn program_port_vlans(host: &Socket, port: u32, n: &Network) -> CniResult<()> {
     let wanted = wanted_vlans(n);
-    if !n.c.preserve_default_vlan && !wanted.iter().any(|v| v.vid == 1) {
+    if !n.conf.preserve_default_vlan && !wanted.iter().any(|v| v.vid == 1) {
         match host.bridge_vlan_del(port, 1) {
             Ok(()) => {}
             Err(e) if e.errno() == Some(2) => {} // ENOENT: not in VLAN 1
@@ -197,8 +197,8 @@ fn program_port_vlans(host: &Socket, port: u32, n: &Net) -> CniResult<()> {
 }
 
 /// CHECK: the port carries every VLAN asked for, with the right flags.
-fn check_port_vlans(host: &Socket, port: u32, name: &str, n: &Net) -> CniResult<()> {
-    let have = host.bridge_vlans(port).map_err(net::err)?;
+fn check_port_vlans(host: &Socket, port: u32, name: &str, n: &Network) -> CniResult<()> {
+    let have = host.bridge_vlans(port).map_err(kit::err)?;
     for want in wanted_vlans(n) {
         if !have.contains(&want) {
             return Err(Error::internal(format!(
@@ -210,7 +210,7 @@ fn check_port_vlans(host: &Socket, port: u32, name: &str, n: &Net) -> CniResult<
     Ok(())
 }
 
-fn load(args: &CmdArgs) -> CniResult<Net> {
+fn load(args: &CmdArgs) -> CniResult<Network> {
     let mut c: Conf = args.parse_conf()?;
     if c.name.is_empty() {
         c.name = args.conf.name.clone();
@@ -231,7 +231,7 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
     // MAC: CNI_ARGS, then args.cni.mac, then runtimeConfig.mac (last wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC", "IP"])?;
-    let mac_s = net::mac::last_requested([
+    let mac_s = kit::mac::last_requested([
         env.get("MAC"),
         c.args.as_ref().map(|a| a.cni.mac.as_str()),
         c.runtime_config.as_ref().map(|r| r.mac.as_str()),
@@ -246,8 +246,8 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
     if c.is_default_gw {
         c.is_gw = true;
     }
-    Ok(Net {
-        c,
+    Ok(Network {
+        conf: c,
         ipam,
         mac_text: mac_s,
         vlans,
@@ -272,13 +272,13 @@ fn vlan_gateway_name(bridge: &str, vid: u16) -> CniResult<String> {
 /// enslaved to the bridge with the VLAN as its native, untagged VLAN (the
 /// default VLAN 1 dropped unless `preserveDefaultVlan`). Shared by every pod
 /// of the VLAN and kept on DEL, like the bridge itself and as the reference.
-fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
-    let vid = n.c.vlan as u16;
+fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Network) -> CniResult<Link> {
+    let vid = n.conf.vlan as u16;
     let name = vlan_gateway_name(&br.name, vid)?;
-    if let Some(l) = host.link_by_name(&name).map_err(net::err)? {
+    if let Some(l) = host.link_by_name(&name).map_err(kit::err)? {
         return Ok(l);
     }
-    let port_name = net::veth::host_veth_name(&name, "vlan-gateway", 0);
+    let port_name = kit::veth::host_veth_name(&name, "vlan-gateway", 0);
     let spec = netlink::LinkSpec {
         mtu: Some(br.mtu),
         queues: Some(1),
@@ -300,7 +300,7 @@ fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
         Err(e) if e.is_exists() => {
             return host
                 .link_by_name(&name)
-                .map_err(net::err)?
+                .map_err(kit::err)?
                 .ok_or_else(|| Error::io(format!("failed to create vlan gateway {name:?}: {e}")))
         }
         Err(e) => {
@@ -312,14 +312,14 @@ fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
     let made = (|| {
         let port = host
             .link_by_name(&port_name)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| Error::internal(format!("vlan gateway port {port_name:?} vanished")))?;
         if port.master != Some(br.index) {
-            host.set_master(port.index, br.index).map_err(net::err)?;
+            host.set_master(port.index, br.index).map_err(kit::err)?;
         }
         // Only the native VLAN: a trunk of the pod's config is not the
         // gateway's (the reference passes none either).
-        if !n.c.preserve_default_vlan && vid != 1 {
+        if !n.conf.preserve_default_vlan && vid != 1 {
             match host.bridge_vlan_del(port.index, 1) {
                 Ok(()) => {}
                 Err(e) if e.errno() == Some(2) => {}
@@ -341,9 +341,9 @@ fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
         .map_err(|e| Error::io(format!("failed to add VLAN {vid} to {port_name:?}: {e}")))?;
         let gw = host
             .link_by_name(&name)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| Error::internal(format!("vlan gateway {name:?} vanished")))?;
-        host.set_link_up(gw.index).map_err(net::err)?;
+        host.set_link_up(gw.index).map_err(kit::err)?;
         Ok(Link { up: true, ..gw })
     })();
     if made.is_err() {
@@ -356,17 +356,17 @@ fn ensure_vlan_gateway(host: &Socket, br: &Link, n: &Net) -> CniResult<Link> {
 
 /// The gateway addresses to put on the bridge, per family, and the
 /// default routes to add, as the reference's calcGateways does.
-fn calc_gateways(result: &mut Result, n: &Net) -> Vec<IpNet> {
+fn calc_gateways(result: &mut Result, n: &Network) -> Vec<IpNet> {
     let mut gws = Vec::new();
     let mut have_default = [false, false];
     for ip in result.ips.iter_mut() {
         ip.interface = Some(2);
         let addr = ip.address;
         let fam = usize::from(addr.addr().is_ipv6());
-        if ip.gateway.is_none() && n.c.is_gw {
+        if ip.gateway.is_none() && n.conf.is_gw {
             ip.gateway = first_host(&addr);
         }
-        if n.c.is_default_gw {
+        if n.conf.is_default_gw {
             let zero: IpAddr = if fam == 0 {
                 IpAddr::from([0u8; 4])
             } else {
@@ -385,7 +385,7 @@ fn calc_gateways(result: &mut Result, n: &Net) -> Vec<IpNet> {
                 have_default[fam] = true;
             }
         }
-        if n.c.is_gw {
+        if n.conf.is_gw {
             if let Some(gw) = ip.gateway {
                 if let Ok(g) = IpNet::new(gw, addr.prefix_len()) {
                     gws.push(g);
@@ -429,22 +429,22 @@ fn container_sysctls_and_up(
 ) -> CniResult<()> {
     ns.run(|| {
         if dad {
-            let _ = net::sysctl_set(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
-            let _ = net::sysctl_set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
+            let _ = kit::sysctl_set(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
+            let _ = kit::sysctl_set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
         } else {
-            let _ = net::sysctl_set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+            let _ = kit::sysctl_set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
         }
     })
-    .map_err(net::err)?;
+    .map_err(kit::err)?;
     let conf = [(netlink::link::IPV4_DEVCONF_ARP_NOTIFY, 1)];
     if cont.set_link_ipv4_conf(link.index, true, &conf).is_ok() {
         link.up = true;
         return Ok(());
     }
     ns.run(|| {
-        let _ = net::sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+        let _ = kit::sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
     })
-    .map_err(net::err)
+    .map_err(kit::err)
 }
 
 fn failure_injected(point: &str) -> CniResult<()> {
@@ -462,12 +462,12 @@ impl Plugin for Bridge {
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
         let mac = n.mac()?;
-        if n.c.hairpin_mode && n.c.promisc_mode {
+        if n.conf.hairpin_mode && n.conf.promisc_mode {
             return Err(invalid(
                 "cannot set hairpin mode and promiscuous mode at the same time",
             ));
         }
-        if n.c.disable_container_interface && n.ipam.is_some() {
+        if n.conf.disable_container_interface && n.ipam.is_some() {
             return Err(invalid(
                 "disableContainerInterface cannot be used together with IPAM",
             ));
@@ -477,43 +477,45 @@ impl Plugin for Bridge {
         if let Some(ipam) = &n.ipam {
             cni_invoke::find_in_path(ipam, &args.path)?;
         }
-        let want_vlan = n.c.vlan != 0 || n.c.vlan_trunk.is_some();
+        let want_vlan = n.conf.vlan != 0 || n.conf.vlan_trunk.is_some();
         // With a VLAN, the gateway lives on `<bridge>.<vlan>`: a name the
         // kernel must accept, checked before anything is made.
-        if n.c.is_gw && n.c.vlan != 0 {
-            vlan_gateway_name(&n.c.bridge, n.c.vlan as u16)?;
+        if n.conf.is_gw && n.conf.vlan != 0 {
+            vlan_gateway_name(&n.conf.bridge, n.conf.vlan as u16)?;
         }
         let netns_path = args.require_netns()?;
-        let cns = net::open_ns(netns_path)?;
-        let host = Socket::route().map_err(net::err)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(netns_path)?;
+        let host = Socket::route().map_err(kit::err)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
 
-        let br = net::ensure_bridge(
+        let br = kit::ensure_bridge(
             &host,
-            &n.c.bridge,
-            &net::BridgeOptions {
-                mtu: (n.c.mtu > 0).then_some(n.c.mtu),
-                promisc: n.c.promisc_mode,
+            &n.conf.bridge,
+            &kit::BridgeOptions {
+                mtu: (n.conf.mtu > 0).then_some(n.conf.mtu),
+                promisc: n.conf.promisc_mode,
                 vlan_filtering: want_vlan,
             },
         )
-        .map_err(|e| Error::from(e).details(format!("failed to create bridge {:?}", n.c.bridge)))?;
+        .map_err(|e| {
+            Error::from(e).details(format!("failed to create bridge {:?}", n.conf.bridge))
+        })?;
 
         let mut undo = Undo::new();
         let mut result = Result::new(args.version());
 
-        let pair = net::veth::setup_veth(
+        let pair = kit::veth::setup_veth(
             &host,
             &cont,
             &cns,
             &args.container_id,
             &args.ifname,
-            &net::veth::VethOptions {
-                mtu: (n.c.mtu > 0).then_some(n.c.mtu),
+            &kit::veth::VethOptions {
+                mtu: (n.conf.mtu > 0).then_some(n.conf.mtu),
                 mac: mac.as_ref().map(|m| &m[..]),
                 host_up: true,
                 master: Some(br.index),
-                queues: net::veth::queues_from_config(n.c.veth_queues),
+                queues: kit::veth::queues_from_config(n.conf.veth_queues),
             },
         )
         .map_err(Error::from)?;
@@ -526,26 +528,26 @@ impl Plugin for Bridge {
             host.set_master(host_index, br.index).map_err(|e| {
                 Error::io(format!(
                     "failed to connect {:?} to bridge {:?}: {e}",
-                    pair.host.name, n.c.bridge
+                    pair.host.name, n.conf.bridge
                 ))
             })?;
         }
         if want_vlan {
             program_port_vlans(&host, host_index, &n)?;
         }
-        if n.c.hairpin_mode || n.c.port_isolation {
+        if n.conf.hairpin_mode || n.conf.port_isolation {
             host.set_bridge_port(
                 host_index,
                 &BridgePortOptions {
-                    hairpin: n.c.hairpin_mode.then_some(true),
-                    isolated: n.c.port_isolation.then_some(true),
+                    hairpin: n.conf.hairpin_mode.then_some(true),
+                    isolated: n.conf.port_isolation.then_some(true),
                     ..Default::default()
                 },
             )
-            .map_err(net::err)?;
+            .map_err(kit::err)?;
         }
 
-        if n.c.macspoofchk {
+        if n.conf.macspoofchk {
             let mac: [u8; 6] = pair.container.mac.as_slice().try_into().map_err(|_| {
                 Error::internal(format!(
                     "container interface MAC {:?} is not 6 bytes",
@@ -553,10 +555,10 @@ impl Plugin for Bridge {
                 ))
             })?;
             let nft = nft::Nft::open().context("macspoofchk")?;
-            nft::spoofchk::add(
+            nft::rulesets::spoofchk::add(
                 &nft,
-                &nft::spoofchk::Port {
-                    network: n.c.name.clone(),
+                &nft::rulesets::spoofchk::Port {
+                    network: n.conf.name.clone(),
                     container_id: args.container_id.clone(),
                     ifname: args.ifname.clone(),
                     host_veth: pair.host.name.clone(),
@@ -564,10 +566,10 @@ impl Plugin for Bridge {
                 },
             )
             .context("macspoofchk")?;
-            let name = n.c.name.clone();
+            let name = n.conf.name.clone();
             undo.push("remove MAC spoof check", move || {
                 nft::Nft::open().and_then(|nft| {
-                    nft::spoofchk::remove(&nft, &name, &args.container_id, &args.ifname)
+                    nft::rulesets::spoofchk::remove(&nft, &name, &args.container_id, &args.ifname)
                 })
             });
         }
@@ -591,47 +593,47 @@ impl Plugin for Bridge {
         result.interfaces = vec![
             Interface {
                 name: br.name.clone(),
-                mac: net::mac::format(&br.mac),
+                mac: kit::mac::format(&br.mac),
                 ..Default::default()
             },
             Interface {
                 name: pair.host.name.clone(),
-                mac: net::mac::format(&pair.host.mac),
+                mac: kit::mac::format(&pair.host.mac),
                 ..Default::default()
             },
             Interface {
                 name: cont_link.name.clone(),
-                mac: net::mac::format(&cont_link.mac),
+                mac: kit::mac::format(&cont_link.mac),
                 sandbox: args.netns.clone(),
                 ..Default::default()
             },
         ];
         if n.ipam.is_some() {
-            container_sysctls_and_up(&cns, &cont, &mut cont_link, &args.ifname, n.c.enabledad)?;
-            net::configure_iface(
+            container_sysctls_and_up(&cns, &cont, &mut cont_link, &args.ifname, n.conf.enabledad)?;
+            kit::configure_iface(
                 &cont,
                 &cont_link,
                 &result,
-                &net::IfaceOptions {
-                    dad: n.c.enabledad,
+                &kit::IfaceOptions {
+                    dad: n.conf.enabledad,
                     keep_down: false,
                     addresses_first: false,
                 },
             )
             .map_err(Error::from)?;
             cont_link.up = true;
-            if n.c.is_gw && n.c.vlan != 0 && !gws.is_empty() {
+            if n.conf.is_gw && n.conf.vlan != 0 && !gws.is_empty() {
                 // As the reference: the pods' gateway for their VLAN is the
                 // `<bridge>.<vlan>` end of a veth whose other end is a bridge
                 // port on that VLAN, listed after the pod's interfaces.
                 let gw_link = ensure_vlan_gateway(&host, &br, &n)?;
                 result.interfaces.push(Interface {
                     name: gw_link.name.clone(),
-                    mac: net::mac::format(&gw_link.mac),
+                    mac: kit::mac::format(&gw_link.mac),
                     ..Default::default()
                 });
                 for gw in &gws {
-                    net::ensure_gateway_addr(&host, &gw_link, *gw, n.c.force_address).map_err(
+                    kit::ensure_gateway_addr(&host, &gw_link, *gw, n.conf.force_address).map_err(
                         |e| {
                             Error::from(e).details(format!(
                                 "failed to set vlan interface {:?} for bridge with addr",
@@ -642,35 +644,39 @@ impl Plugin for Bridge {
                 }
                 let v4 = gws.iter().any(|g| g.addr().is_ipv4());
                 let v6 = gws.iter().any(|g| g.addr().is_ipv6());
-                net::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
-            } else if n.c.is_gw {
+                kit::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
+            } else if n.conf.is_gw {
                 for gw in &gws {
-                    net::ensure_gateway_addr(&host, &br, *gw, n.c.force_address).map_err(|e| {
-                        Error::from(e)
-                            .details(format!("failed to set bridge addr on {:?}", n.c.bridge))
-                    })?;
+                    kit::ensure_gateway_addr(&host, &br, *gw, n.conf.force_address).map_err(
+                        |e| {
+                            Error::from(e).details(format!(
+                                "failed to set bridge addr on {:?}",
+                                n.conf.bridge
+                            ))
+                        },
+                    )?;
                 }
                 let v4 = gws.iter().any(|g| g.addr().is_ipv4());
                 let v6 = gws.iter().any(|g| g.addr().is_ipv6());
-                net::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
+                kit::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
             }
-            if n.c.ip_masq {
-                let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
+            if n.conf.ip_masq {
+                let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
                 masq.attach(&args.container_id, &args.ifname, subnets_of(&result))
                     .map_err(Error::from)?;
                 undo.push("forget masquerade attachment", move || {
                     masq.detach(&args.container_id, &args.ifname)
                 });
             }
-        } else if !n.c.disable_container_interface {
-            cont.set_link_up(cont_link.index).map_err(net::err)?;
+        } else if !n.conf.disable_container_interface {
+            cont.set_link_up(cont_link.index).map_err(kit::err)?;
             cont_link.up = true;
         }
         failure_injected("after-setup")?;
 
         // The bridge MAC may have followed a port if someone else made it.
-        if let Some(br_now) = host.link_by_name(&n.c.bridge).map_err(net::err)? {
-            result.interfaces[0].mac = net::mac::format(&br_now.mac);
+        if let Some(br_now) = host.link_by_name(&n.conf.bridge).map_err(kit::err)? {
+            result.interfaces[0].mac = kit::mac::format(&br_now.mac);
         }
         if let Some(dns) = &args.conf.dns {
             if !dns.is_empty() {
@@ -678,7 +684,7 @@ impl Plugin for Bridge {
             }
         }
         if cont_link.up {
-            net::wait_operational(
+            kit::wait_operational(
                 &[(&host, host_index), (&cont, cont_link.index)],
                 std::time::Duration::from_millis(200),
             )
@@ -691,20 +697,22 @@ impl Plugin for Bridge {
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
         let mut td = Teardown::new();
-        td.step(net::veth::delete_container_link(
-            args.netns_path(),
-            &args.ifname,
-        ));
+        td.step(kit::iface::delete_pod_link(args.netns_path(), &args.ifname));
         if let Some(ipam) = &n.ipam {
             td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
         }
-        if n.c.macspoofchk {
+        if n.conf.macspoofchk {
             td.step(nft::Nft::open().and_then(|nft| {
-                nft::spoofchk::remove(&nft, &n.c.name, &args.container_id, &args.ifname)
+                nft::rulesets::spoofchk::remove(
+                    &nft,
+                    &n.conf.name,
+                    &args.container_id,
+                    &args.ifname,
+                )
             }));
         }
-        if n.c.ip_masq {
-            let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
+        if n.conf.ip_masq {
+            let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
             td.step(masq.detach(&args.container_id, &args.ifname));
         }
         Ok(td.finish()?)
@@ -719,22 +727,24 @@ impl Plugin for Bridge {
             .conf
             .prev_result()?
             .ok_or_else(|| invalid("Required prevResult missing"))?;
-        let host = Socket::route().map_err(net::err)?;
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let host = Socket::route().map_err(kit::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
 
         let br_if = prev
             .interfaces
             .iter()
-            .find(|i| i.name == n.c.bridge && i.sandbox.is_empty())
-            .ok_or_else(|| Error::internal(format!("bridge {} not in prevResult", n.c.bridge)))?;
+            .find(|i| i.name == n.conf.bridge && i.sandbox.is_empty())
+            .ok_or_else(|| {
+                Error::internal(format!("bridge {} not in prevResult", n.conf.bridge))
+            })?;
         let br = host
             .link_by_name(&br_if.name)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| {
                 Error::internal(format!(
                     "CNI created bridge {} in host namespace was not found",
-                    n.c.bridge
+                    n.conf.bridge
                 ))
             })?;
         if br.kind.as_deref() != Some("bridge") {
@@ -743,30 +753,30 @@ impl Plugin for Bridge {
                 br.name
             )));
         }
-        if !br_if.mac.is_empty() && br_if.mac != net::mac::format(&br.mac) {
+        if !br_if.mac.is_empty() && br_if.mac != kit::mac::format(&br.mac) {
             return Err(Error::internal(format!(
                 "Bridge interface {} Mac doesn't match: {}",
                 br.name, br_if.mac
             )));
         }
-        if br.promisc != n.c.promisc_mode {
+        if br.promisc != n.conf.promisc_mode {
             return Err(Error::internal(format!(
                 "Bridge interface {} configured Promisc Mode {} doesn't match current state: {}",
-                br.name, n.c.promisc_mode, br.promisc
+                br.name, n.conf.promisc_mode, br.promisc
             )));
         }
 
         // The VLAN's gateway link, where the result lists one.
-        if n.c.is_gw && n.c.vlan != 0 {
-            let name = vlan_gateway_name(&n.c.bridge, n.c.vlan as u16)?;
+        if n.conf.is_gw && n.conf.vlan != 0 {
+            let name = vlan_gateway_name(&n.conf.bridge, n.conf.vlan as u16)?;
             let listed = prev
                 .interfaces
                 .iter()
                 .any(|i| i.name == name && i.sandbox.is_empty());
-            if listed && host.link_by_name(&name).map_err(net::err)?.is_none() {
+            if listed && host.link_by_name(&name).map_err(kit::err)?.is_none() {
                 return Err(Error::internal(format!(
                     "vlan gateway {name} of bridge {} was not found",
-                    n.c.bridge
+                    n.conf.bridge
                 )));
             }
         }
@@ -783,7 +793,7 @@ impl Plugin for Bridge {
             })?;
         let c = cont
             .link_by_name(&args.ifname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
         if c.kind.as_deref() != Some("veth") {
             return Err(Error::internal(format!(
@@ -791,12 +801,12 @@ impl Plugin for Bridge {
                 c.name
             )));
         }
-        if !c_if.mac.is_empty() && c_if.mac != net::mac::format(&c.mac) {
+        if !c_if.mac.is_empty() && c_if.mac != kit::mac::format(&c.mac) {
             return Err(Error::internal(format!(
                 "Interface {} Mac {} doesn't match container Mac: {}",
                 c.name,
                 c_if.mac,
-                net::mac::format(&c.mac)
+                kit::mac::format(&c.mac)
             )));
         }
         // The host end: a veth in prevResult whose peer is the container
@@ -813,7 +823,7 @@ impl Plugin for Bridge {
             .iter()
             .filter(|i| i.sandbox.is_empty() && i.name != br.name)
         {
-            let Some(h) = host.link_by_name(&i.name).map_err(net::err)? else {
+            let Some(h) = host.link_by_name(&i.name).map_err(kit::err)? else {
                 continue;
             };
             if h.kind.as_deref() != Some("veth") || h.index != peer {
@@ -822,13 +832,13 @@ impl Plugin for Bridge {
             if h.link != Some(c.index) || h.master != Some(br.index) {
                 continue;
             }
-            if !i.mac.is_empty() && i.mac != net::mac::format(&h.mac) {
+            if !i.mac.is_empty() && i.mac != kit::mac::format(&h.mac) {
                 return Err(Error::internal(format!(
                     "Interface {} Mac doesn't match: {} not found",
                     h.name, i.mac
                 )));
             }
-            if n.c.vlan != 0 || n.c.vlan_trunk.is_some() {
+            if n.conf.vlan != 0 || n.conf.vlan_trunk.is_some() {
                 check_port_vlans(&host, h.index, &h.name, &n)?;
             }
             found = true;
@@ -837,15 +847,20 @@ impl Plugin for Bridge {
         if !found {
             return Err(Error::internal(format!(
                 "CNI veth created for bridge {} was not found",
-                n.c.bridge
+                n.conf.bridge
             )));
         }
-        net::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        net::validate_routes(&cont, &prev).map_err(Error::from)?;
-        if n.c.macspoofchk {
+        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
+        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
+        if n.conf.macspoofchk {
             let nft = nft::Nft::open().context("macspoofchk")?;
-            if !nft::spoofchk::exists(&nft, &n.c.name, &args.container_id, &args.ifname)
-                .context("macspoofchk")?
+            if !nft::rulesets::spoofchk::exists(
+                &nft,
+                &n.conf.name,
+                &args.container_id,
+                &args.ifname,
+            )
+            .context("macspoofchk")?
             {
                 return Err(Error::internal(format!(
                     "MAC spoof check rule for {} {} is missing",
@@ -870,9 +885,11 @@ impl Plugin for Bridge {
             .into_iter()
             .map(|a| (a.container_id, a.ifname))
             .collect();
-        td.step(nft::Nft::open().and_then(|nft| nft::spoofchk::gc(&nft, &n.c.name, &keep)));
-        let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
-        td.step(masq.gc(n.c.ip_masq, &args.conf.gc_attachments()));
+        td.step(
+            nft::Nft::open().and_then(|nft| nft::rulesets::spoofchk::gc(&nft, &n.conf.name, &keep)),
+        );
+        let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
+        td.step(masq.gc(n.conf.ip_masq, &args.conf.gc_attachments()));
         Ok(td.finish()?)
     }
 

@@ -8,7 +8,7 @@ use crate::proto::{Lease, Method, Reply, Request, MAX_LINE};
 use crate::store::{Record, Store};
 use crate::Exchange;
 use cni_spec::{Error, ErrorCode};
-use net::os;
+use kit::os;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -5,7 +5,7 @@
 use crate::lease::{Exchange, Reply};
 use crate::options::Options;
 use crate::packet::*;
-use net::packet::PacketSocket;
+use kit::packet::PacketSocket;
 use netns::NetNs;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
@@ -33,13 +33,13 @@ struct PacketSock {
 }
 
 fn random_xid() -> u32 {
-    net::packet::random_u32().unwrap_or_else(|| {
+    kit::packet::random_u32().unwrap_or_else(|| {
         // Any value works; uniqueness per exchange is what matters.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        t ^ net::os::pid()
+        t ^ kit::os::pid()
     })
 }
 
@@ -88,7 +88,7 @@ impl LinkExchange {
             nl.set_link_up(link.index)
                 .map_err(|e| format!("failed to set {:?} up: {e}", self.ifname))?;
             // Frames sent before the link is operational are dropped.
-            let _ = net::wait_operational(&[(&nl, link.index)], Duration::from_secs(1));
+            let _ = kit::wait_operational(&[(&nl, link.index)], Duration::from_secs(1));
         }
         let mac: [u8; 6] = link
             .mac

@@ -8,7 +8,7 @@
 
 use crate::lease::{Shared, State, Timers};
 use crate::packet::Message;
-use net::os;
+use kit::os;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Interface, Result};
-use net::Undo;
+use kit::Undo;
 use netlink::{LinkKind, LinkSpec, Socket};
 
 pub struct Dummy;
@@ -26,9 +26,9 @@ impl Plugin for Dummy {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let ipam = ipam(args)?;
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
-        if cont.link_by_name(&args.ifname).map_err(net::err)?.is_some() {
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
+        if cont.link_by_name(&args.ifname).map_err(kit::err)?.is_some() {
             return Err(Error::internal(format!(
                 "container interface {:?} already exists in {}",
                 args.ifname,
@@ -39,7 +39,7 @@ impl Plugin for Dummy {
             .map_err(|e| Error::io(format!("failed to create dummy: {e}")))?;
         let link = cont
             .link_by_name(&args.ifname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| Error::internal(format!("failed to refetch dummy {:?}", args.ifname)))?;
         let mut undo = Undo::new();
         {
@@ -57,7 +57,7 @@ impl Plugin for Dummy {
         let mut result = Result::new(args.version());
         result.interfaces = vec![Interface {
             name: link.name.clone(),
-            mac: net::mac::format(&link.mac),
+            mac: kit::mac::format(&link.mac),
             sandbox: args.netns.clone(),
             ..Default::default()
         }];
@@ -65,7 +65,7 @@ impl Plugin for Dummy {
         if result.ips.is_empty() {
             return Err(Error::internal("IPAM plugin returned missing IP config"));
         }
-        net::configure_iface(&cont, &link, &result, &net::IfaceOptions::default())
+        kit::configure_iface(&cont, &link, &result, &kit::IfaceOptions::default())
             .map_err(Error::from)?;
         result.dns = args.conf.dns.clone().unwrap_or_default();
         undo.commit();
@@ -74,27 +74,27 @@ impl Plugin for Dummy {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let ipam = ipam(args)?;
-        Ok(net::veth::del_link_and_ipam(args, Some(&ipam))?)
+        Ok(kit::veth::del_link_and_ipam(args, Some(&ipam))?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let ipam = ipam(args)?;
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
         cni_invoke::delegate(&ipam, Command::Check, args, &args.stdin)?;
         let prev = args
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c = net::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
+        let c = kit::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
         if c.kind.as_deref() != Some("dummy") {
             return Err(Error::internal(format!(
                 "error: Container interface {} not of type dummy",
                 c.name
             )));
         }
-        net::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        net::validate_routes(&cont, &prev).map_err(Error::from)?;
+        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
+        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
         Ok(())
     }
 

@@ -28,7 +28,7 @@
 //! iptables-nft `filter` table → `iptables-legacy`; an nftables `ip filter`
 //! table → `iptables-nft`; neither → plain `iptables`.
 
-use net::Teardown;
+use kit::Teardown;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -106,7 +106,7 @@ fn find_bin(name: &str) -> Option<PathBuf> {
         .into_iter()
         .chain(fixed.iter().map(PathBuf::from))
         .map(|d| d.join(name))
-        .find(|p| net::os::is_file(p))
+        .find(|p| kit::os::is_file(p))
 }
 
 /// STATUS: the binaries can be run.
@@ -114,7 +114,7 @@ pub fn usable() -> Result<(), String> {
     for v in [IpVersion::V4, IpVersion::V6] {
         let name = Variant::Default.binary(v);
         let bin = find_bin(name).ok_or_else(|| format!("{name} not found"))?;
-        let out = net::os::run(&bin, &["--version"], None)
+        let out = kit::os::run(&bin, &["--version"], None)
             .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
         if !out.success() {
             return Err(format!("{} --version failed", bin.display()));
@@ -136,7 +136,7 @@ fn legacy_present(v: IpVersion) -> bool {
         IpVersion::V4 => "ip_tables_names",
         IpVersion::V6 => "ip6_tables_names",
     };
-    net::os::read_to_string(&Path::new("/proc/thread-self/net").join(file))
+    kit::os::read_to_string(&Path::new("/proc/thread-self/net").join(file))
         .map(|s| s.lines().any(|l| l.trim() == "filter"))
         .unwrap_or(false)
 }
@@ -146,7 +146,7 @@ fn nft_filter_chains(nft: &Nft, v: IpVersion) -> CniResult<Vec<nft::ChainInfo>> 
     match nft.chains(nft_family(v), "filter") {
         Ok(c) => Ok(c),
         Err(e) if e.is_not_found() => Ok(Vec::new()),
-        Err(e) => Err(net::err(e)),
+        Err(e) => Err(kit::err(e)),
     }
 }
 
@@ -499,7 +499,7 @@ const RESTORE_TRIES: usize = 5;
 
 impl Tool {
     fn run(&self, args: &[&str]) -> CniResult<String> {
-        let out = net::os::run(&self.bin, args, None)
+        let out = kit::os::run(&self.bin, args, None)
             .map_err(|e| Error::io(format!("failed to run {}: {e}", self.bin.display())))?;
         if !out.success() {
             return Err(Error::io(format!(
@@ -518,7 +518,7 @@ impl Tool {
 
     fn apply(&self, script: &Script) -> CniResult<()> {
         let text = script.text();
-        let out = net::os::run(&self.restore, &["-w", "--noflush"], Some(text.as_bytes()))
+        let out = kit::os::run(&self.restore, &["-w", "--noflush"], Some(text.as_bytes()))
             .map_err(|e| Error::io(format!("failed to run {}: {e}", self.restore.display())))?;
         if !out.success() {
             return Err(Error::io(format!(

@@ -37,7 +37,7 @@ pub mod iptables;
 pub mod nftables;
 pub mod tag;
 
-use net::Teardown;
+use kit::Teardown;
 use std::net::IpAddr;
 
 use cni_skel::{CmdArgs, Plugin};
@@ -250,7 +250,7 @@ pub trait Backend {
 }
 
 fn open_nft() -> CniResult<Nft> {
-    Nft::open().map_err(net::err)
+    Nft::open().map_err(kit::err)
 }
 
 /// The backend for ADD and CHECK.

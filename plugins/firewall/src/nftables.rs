@@ -176,7 +176,7 @@ impl NftBackend {
         let chains = match self.nft.chains(F, TABLE) {
             Ok(c) => c,
             Err(e) if e.is_not_found() => Vec::new(),
-            Err(e) => return Err(net::err(e)),
+            Err(e) => return Err(kit::err(e)),
         };
         if chains.is_empty() {
             return Ok(State {
@@ -184,7 +184,7 @@ impl NftBackend {
                 rules: Vec::new(),
             });
         }
-        let rules = self.nft.rules(F, TABLE, None).map_err(net::err)?;
+        let rules = self.nft.rules(F, TABLE, None).map_err(kit::err)?;
         Ok(State { chains, rules })
     }
 
@@ -194,7 +194,7 @@ impl NftBackend {
     fn transact(&self, build: impl Fn(&State, &mut Batch)) -> CniResult<()> {
         let mut last = None;
         for _ in 0..RETRIES {
-            let gen = self.nft.genid().map_err(net::err)?;
+            let gen = self.nft.genid().map_err(kit::err)?;
             let st = self.read()?;
             let mut b = Batch::new();
             build(&st, &mut b);
@@ -203,7 +203,7 @@ impl NftBackend {
             }
             match self.nft.commit_at(&b, gen) {
                 Err(e) if e.is_restart() => last = Some(e),
-                other => return other.map_err(net::err),
+                other => return other.map_err(kit::err),
             }
         }
         Err(Error::new(

@@ -14,8 +14,8 @@ pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode, Interface, Result};
-use net::Teardown;
-use net::Undo;
+use kit::Teardown;
+use kit::Undo;
 use netlink::{Link, Socket};
 use netns::NetNs;
 use serde::Deserialize;
@@ -68,14 +68,14 @@ enum Selector {
     Aux(String),
 }
 
-struct Net {
+struct Network {
     selector: Selector,
     /// The device is bound to a userspace driver: nothing to move.
     dpdk: bool,
     ipam: Option<String>,
 }
 
-fn load(args: &CmdArgs) -> CniResult<Net> {
+fn load(args: &CmdArgs) -> CniResult<Network> {
     let c: Conf = args.parse_conf()?;
     let mut pci = c.pci_addr;
     let mut aux = String::new();
@@ -127,7 +127,7 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
         .ipam_type()
         .filter(|t| !t.is_empty())
         .map(String::from);
-    Ok(Net {
+    Ok(Network {
         dpdk: dpdk_mode_field(&args.stdin)?,
         selector,
         ipam,
@@ -148,10 +148,10 @@ fn device_id_bus(id: &str) -> CniResult<Bus> {
             "runtime config DeviceID {id:?} must be a device name, not a path"
         )));
     }
-    if net::os::exists(&Path::new(SYS_BUS_PCI).join(id)) {
+    if kit::os::exists(&Path::new(SYS_BUS_PCI).join(id)) {
         return Ok(Bus::Pci);
     }
-    if net::os::exists(&Path::new(SYS_BUS_AUXILIARY).join(id)) {
+    if kit::os::exists(&Path::new(SYS_BUS_AUXILIARY).join(id)) {
         return Ok(Bus::Auxiliary);
     }
     Err(Error::io(format!(
@@ -187,7 +187,7 @@ fn dpdk_mode_field(stdin: &[u8]) -> CniResult<bool> {
 /// when the device or its driver link does not exist, as the reference.
 fn has_dpdk_driver(pci: &str) -> std::result::Result<bool, String> {
     let link = Path::new(SYS_BUS_PCI).join(pci).join("driver");
-    let driver = net::os::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+    let driver = kit::os::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
     let name = driver
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -197,7 +197,7 @@ fn has_dpdk_driver(pci: &str) -> std::result::Result<bool, String> {
 
 /// DPDK mode for this call: set by a userspace-bound PCI device, or by the
 /// `dpdkMode` field when no PCI address is given (the reference's order).
-fn dpdk_for(n: &Net) -> CniResult<bool> {
+fn dpdk_for(n: &Network) -> CniResult<bool> {
     match &n.selector {
         Selector::Pci(pci) => {
             has_dpdk_driver(pci).map_err(|e| Error::io(format!("error with host device: {e}")))
@@ -208,7 +208,7 @@ fn dpdk_for(n: &Net) -> CniResult<bool> {
 
 /// Directory entries sorted by name (Go's os.ReadDir order).
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<String>> {
-    net::os::dir_names(dir)
+    kit::os::dir_names(dir)
 }
 
 fn not_found() -> Error {
@@ -224,7 +224,7 @@ fn find_device(host: &Socket, sel: &Selector) -> CniResult<Link> {
     match sel {
         Selector::Name(name) => host.link_by_name(name).ok().flatten().ok_or_else(not_found),
         Selector::Mac(s) => {
-            let mac = net::mac::parse_hw(s)
+            let mac = kit::mac::parse_hw(s)
                 .ok_or_else(|| bad_sel(format!("failed to parse MAC address {s:?}")))?;
             let links = host
                 .links()
@@ -259,7 +259,7 @@ fn find_device(host: &Socket, sel: &Selector) -> CniResult<Link> {
         Selector::Pci(pci) => {
             let base = Path::new(SYS_BUS_PCI).join(pci);
             let mut dir = base.join("net");
-            if !net::os::exists_no_follow(&dir) {
+            if !kit::os::exists_no_follow(&dir) {
                 // virtio NICs keep their netdev one level down.
                 dir = virtio_net_dir(&base)
                     .ok_or_else(|| find_err(format!("no net directory under pci device {pci}")))?;
@@ -306,14 +306,14 @@ fn virtio_net_dir(base: &Path) -> Option<PathBuf> {
         .into_iter()
         .filter(|n| n.starts_with("virtio"))
         .map(|n| base.join(n).join("net"))
-        .find(|p| net::os::exists(p))
+        .find(|p| kit::os::exists(p))
 }
 
 /// Moves `dev` from the node into `cns` as `ifname`, with its node name in
 /// the alias, and brings it up. On failure the device is back on the node
 /// under its name, up again if it was.
 fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -> CniResult<Link> {
-    let tmp = netns::create_anonymous().map_err(net::err)?;
+    let tmp = netns::create_anonymous().map_err(kit::err)?;
     let restore_up = |host: &Socket| {
         if dev.up {
             if let Ok(Some(l)) = host.link_by_name(&dev.name) {
@@ -329,7 +329,7 @@ fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -
             dev.name
         )));
     }
-    let t = Socket::route_in(&tmp).map_err(net::err)?;
+    let t = Socket::route_in(&tmp).map_err(kit::err)?;
     let staged = (|| -> std::result::Result<(), String> {
         // The index may change with the namespace: look it up by name.
         let l = t
@@ -357,7 +357,7 @@ fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -
         restore_up(host);
         return Err(Error::io(format!("failed to move link {e}")));
     }
-    let cont = Socket::route_in(cns).map_err(net::err)?;
+    let cont = Socket::route_in(cns).map_err(kit::err)?;
     let up = (|| -> std::result::Result<Link, String> {
         let l = cont
             .link_by_name(ifname)
@@ -410,8 +410,8 @@ fn restore_from(t: &Socket, name: &str, node: &NetNs) -> std::result::Result<(),
 /// interface. On failure the device stays in the container as `ifname`, up
 /// again if it was, so that DEL can be retried.
 fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
-    let cont = Socket::route_in(cns).map_err(net::err)?;
-    let Some(dev) = cont.link_by_name(ifname).map_err(net::err)? else {
+    let cont = Socket::route_in(cns).map_err(kit::err)?;
+    let Some(dev) = cont.link_by_name(ifname).map_err(kit::err)? else {
         return Ok(false);
     };
     let Some(orig) = dev.alias.clone().filter(|a| !a.is_empty()) else {
@@ -442,7 +442,7 @@ fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
             "failed to move {ifname:?} to a temporary netns: {e}"
         )));
     }
-    let t = Socket::route_in(&tmp).map_err(net::err)?;
+    let t = Socket::route_in(&tmp).map_err(kit::err)?;
     if let Err(e) = restore_from(&t, ifname, node) {
         // Back into the container under the name DEL looks for, whichever
         // name the failed step left it with.
@@ -467,10 +467,10 @@ impl Plugin for HostDevice {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
-        let cns = net::open_ns(args.require_netns()?)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
         let dpdk = dpdk_for(&n)?;
-        let node = NetNs::current().map_err(net::err)?;
-        let host = Socket::route().map_err(net::err)?;
+        let node = NetNs::current().map_err(kit::err)?;
+        let host = Socket::route().map_err(kit::err)?;
         let mut undo = Undo::new();
         let mut result = Result::new(args.version());
 
@@ -497,7 +497,7 @@ impl Plugin for HostDevice {
             }
             result.interfaces = vec![Interface {
                 name: l.name.clone(),
-                mac: net::mac::format(&l.mac),
+                mac: kit::mac::format(&l.mac),
                 sandbox: args.netns.clone(),
                 ..Default::default()
             }];
@@ -512,8 +512,8 @@ impl Plugin for HostDevice {
             // Every address belongs to the moved device.
             result.adopt_ipam(r, 0);
             if let Some(l) = &cont_link {
-                let cont = Socket::route_in(&cns).map_err(net::err)?;
-                net::configure_iface(&cont, l, &result, &net::IfaceOptions::default())
+                let cont = Socket::route_in(&cns).map_err(kit::err)?;
+                kit::configure_iface(&cont, l, &result, &kit::IfaceOptions::default())
                     .map_err(Error::from)?;
             }
             if let Some(dns) = &args.conf.dns {
@@ -542,9 +542,9 @@ impl Plugin for HostDevice {
                 // Gone: the kernel already returned a physical device to the
                 // initial namespace and destroyed a virtual one.
                 Err(e) if e.is_not_found() || matches!(e, netns::Error::NotNetNs { .. }) => {}
-                Err(e) => td.push(net::Error::UnknownContainer(e)),
+                Err(e) => td.push(kit::Error::UnknownContainer(e)),
                 Ok(cns) => {
-                    let node = NetNs::current().map_err(net::err)?;
+                    let node = NetNs::current().map_err(kit::err)?;
                     td.step(move_out(&cns, &args.ifname, &node));
                 }
             }
@@ -554,7 +554,7 @@ impl Plugin for HostDevice {
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let cns = net::open_ns(args.require_netns()?)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
         if let Some(ipam) = n.ipam.as_deref() {
             cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
         }
@@ -575,25 +575,25 @@ impl Plugin for HostDevice {
                     args.netns
                 ))
             })?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
         let l = cont
             .link_by_name(&c_if.name)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| {
                 Error::internal(format!(
                     "Container Interface name in prevResult: {} not found",
                     c_if.name
                 ))
             })?;
-        let mac = net::mac::format(&l.mac);
+        let mac = kit::mac::format(&l.mac);
         if !c_if.mac.is_empty() && c_if.mac != mac {
             return Err(Error::internal(format!(
                 "Interface {} Mac {} doesn't match container Mac: {mac}",
                 c_if.name, c_if.mac
             )));
         }
-        net::validate_iface_ips(&cont, &l, &prev).map_err(Error::from)?;
-        net::validate_routes(&cont, &prev).map_err(Error::from)?;
+        kit::validate_iface_ips(&cont, &l, &prev).map_err(Error::from)?;
+        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ pub struct HostLocal;
 /// An ipam error as a CNI error object with the same code (the kit's one
 /// mapping).
 pub fn cni_error(e: ipam::Error) -> Error {
-    net::err(e)
+    kit::err(e)
 }
 
 /// `routes` of an IPAM section as result routes (code 7 when malformed).

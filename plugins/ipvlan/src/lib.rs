@@ -7,7 +7,7 @@
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Interface, Result};
-use net::Undo;
+use kit::Undo;
 use netlink::{Family, IpvlanMode, Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 use serde::Deserialize;
@@ -31,7 +31,7 @@ fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::
     cni_spec::conf::bool_or_string(d)
 }
 
-struct Net {
+struct Network {
     master: Link,
     mode: IpvlanMode,
     mtu: Option<u32>,
@@ -59,10 +59,10 @@ fn mode_name(m: IpvlanMode) -> &'static str {
 
 /// The device of the first default route in the main table.
 fn default_route_iface(sock: &Socket) -> CniResult<String> {
-    let routes = sock.routes(Family::All, Some(254)).map_err(net::err)?;
+    let routes = sock.routes(Family::All, Some(254)).map_err(kit::err)?;
     for r in routes.iter().filter(|r| r.dst.is_none()) {
         let Some(oif) = r.oif else { continue };
-        if let Some(l) = sock.link_by_index(oif).map_err(net::err)? {
+        if let Some(l) = sock.link_by_index(oif).map_err(kit::err)? {
             return Ok(l.name);
         }
     }
@@ -82,14 +82,14 @@ fn parse(args: &CmdArgs) -> CniResult<(Conf, Option<String>)> {
 }
 
 /// ADD and CHECK: master resolved where it lives, MTU checked.
-fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
+fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
     let (c, ipam) = parse(args)?;
     let prev = args.conf.prev_result()?;
     let host;
     let lookup = if c.link_in_container {
         cns
     } else {
-        host = Socket::route().map_err(net::err)?;
+        host = Socket::route().map_err(kit::err)?;
         &host
     };
     let name = if !c.master.is_empty() {
@@ -108,7 +108,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     };
     let master = lookup
         .link_by_name(&name)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| {
             Error::invalid_config(format!("failed to lookup master {name:?}: Link not found"))
         })?;
@@ -118,7 +118,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
             c.mtu, master.mtu
         )));
     }
-    Ok(Net {
+    Ok(Network {
         master,
         mode: mode_from_str(&c.mode)?,
         mtu: (c.mtu > 0).then_some(c.mtu as u32),
@@ -132,10 +132,10 @@ fn create_ipvlan(
     creator: &Socket,
     cont: &Socket,
     cns: &NetNs,
-    n: &Net,
+    n: &Network,
     ifname: &str,
 ) -> CniResult<Link> {
-    if cont.link_by_name(ifname).map_err(net::err)?.is_some() {
+    if cont.link_by_name(ifname).map_err(kit::err)?.is_some() {
         return Err(Error::internal(format!(
             "container interface {ifname:?} already exists in {}",
             cns.path().display()
@@ -151,7 +151,7 @@ fn create_ipvlan(
         .create_link(&spec)
         .map_err(|e| Error::io(format!("failed to create ipvlan: {e}")))?;
     cont.link_by_name(ifname)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::internal(format!("failed to refetch ipvlan {ifname:?}")))
 }
 
@@ -161,8 +161,8 @@ impl Plugin for Ipvlan {
     }
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
         let n = load(args, &cont)?;
         if n.ipam.is_none() && n.prev.is_none() {
             return Err(Error::invalid_config(
@@ -173,7 +173,7 @@ impl Plugin for Ipvlan {
         let creator = if n.in_container {
             &cont
         } else {
-            host = Socket::route().map_err(net::err)?;
+            host = Socket::route().map_err(kit::err)?;
             &host
         };
         let mut undo = Undo::new();
@@ -200,7 +200,7 @@ impl Plugin for Ipvlan {
         }
         result.interfaces = vec![Interface {
             name: link.name.clone(),
-            mac: net::mac::format(&link.mac),
+            mac: kit::mac::format(&link.mac),
             sandbox: args.netns.clone(),
             ..Default::default()
         }];
@@ -208,7 +208,7 @@ impl Plugin for Ipvlan {
             cont.set_link_up(link.index)
                 .map_err(|e| Error::io(format!("failed to set {:?} UP: {e}", args.ifname)))?;
         } else {
-            net::configure_iface(&cont, &link, &result, &net::IfaceOptions::default())
+            kit::configure_iface(&cont, &link, &result, &kit::IfaceOptions::default())
                 .map_err(Error::from)?;
         }
         result.dns = match (&n.ipam, &n.prev) {
@@ -221,12 +221,12 @@ impl Plugin for Ipvlan {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let (_, ipam) = parse(args)?;
-        Ok(net::veth::del_link_and_ipam(args, ipam.as_deref())?)
+        Ok(kit::veth::del_link_and_ipam(args, ipam.as_deref())?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
         let n = load(args, &cont)?;
         if let Some(ipam) = &n.ipam {
             cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
@@ -235,7 +235,7 @@ impl Plugin for Ipvlan {
             .prev
             .clone()
             .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c = net::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
+        let c = kit::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
         let Some(mode) = c.ipvlan_mode() else {
             return Err(Error::internal(format!(
                 "Error: Container interface {} not of type ipvlan",
@@ -257,8 +257,8 @@ impl Plugin for Ipvlan {
                 c.name, n.master.name
             )));
         }
-        net::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        net::validate_routes(&cont, &prev).map_err(Error::from)?;
+        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
+        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
         Ok(())
     }
 

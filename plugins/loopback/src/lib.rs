@@ -21,7 +21,7 @@ fn open_sandbox(netns_path: &std::path::Path) -> CniResult<Socket> {
 
 fn lo(sock: &Socket) -> CniResult<netlink::Link> {
     sock.link_by_name("lo")
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::io("sandbox has no loopback interface"))
 }
 
@@ -33,13 +33,13 @@ impl Plugin for Loopback {
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let sock = open_sandbox(args.require_netns()?)?;
         let link = lo(&sock)?;
-        sock.set_link_up(link.index).map_err(net::err)?;
+        sock.set_link_up(link.index).map_err(kit::err)?;
         // The first address of each family actually on lo (none for IPv6
         // when the sandbox has it disabled); anything non-loopback there
         // is refused, as the reference does.
         let mut firsts = Vec::new();
         for family in [netlink::Family::V4, netlink::Family::V6] {
-            let addrs = sock.addresses(Some(link.index), family).map_err(net::err)?;
+            let addrs = sock.addresses(Some(link.index), family).map_err(kit::err)?;
             if let Some(bad) = addrs.iter().find(|a| !a.addr.is_loopback()) {
                 return Err(Error::internal(format!(
                     "loopback interface found with non-loopback address \"{}\"",
@@ -83,14 +83,14 @@ impl Plugin for Loopback {
             Ok(ns) => ns,
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => {
-                return Err(net::err(
-                    net::Error::NetNs(e).context("failed to open netns"),
+                return Err(kit::err(
+                    kit::Error::NetNs(e).context("failed to open netns"),
                 ))
             }
         };
-        let sock = Socket::route_in(&ns).map_err(net::err)?;
+        let sock = Socket::route_in(&ns).map_err(kit::err)?;
         let link = lo(&sock)?;
-        sock.set_link_down(link.index).map_err(net::err)
+        sock.set_link_down(link.index).map_err(kit::err)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {

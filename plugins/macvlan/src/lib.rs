@@ -9,8 +9,8 @@ use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
 use cni_spec::{Error, Interface, Result};
-use net::Teardown;
-use net::Undo;
+use kit::Teardown;
+use kit::Undo;
 use netlink::{Family, Link, LinkKind, LinkSpec, MacvlanMode, Socket};
 use netns::NetNs;
 use serde::Deserialize;
@@ -49,7 +49,7 @@ fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::
 }
 
 /// The config with master resolved and MTU, mode and MAC validated.
-struct Net {
+struct Network {
     master: Link,
     mode: MacvlanMode,
     mtu: Option<u32>,
@@ -84,11 +84,11 @@ fn mode_name(m: MacvlanMode) -> &'static str {
 /// The device of the first default route in the main table, IPv4 before
 /// IPv6 (the order the kernel dumps them, which the reference relies on).
 fn default_route_iface(sock: &Socket) -> CniResult<String> {
-    let routes = sock.routes(Family::All, Some(254)).map_err(net::err)?;
+    let routes = sock.routes(Family::All, Some(254)).map_err(kit::err)?;
     for r in routes.iter().filter(|r| r.dst.is_none()) {
         // A multipath default route has no single device: keep looking.
         let Some(oif) = r.oif else { continue };
-        if let Some(l) = sock.link_by_index(oif).map_err(net::err)? {
+        if let Some(l) = sock.link_by_index(oif).map_err(kit::err)? {
             return Ok(l.name);
         }
     }
@@ -109,13 +109,13 @@ fn parse(args: &CmdArgs) -> CniResult<(Conf, Option<String>)> {
 
 /// ADD and CHECK: the parsed config plus the master looked up where it
 /// lives, and the MTU checked against it.
-fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
+fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
     let (c, ipam) = parse(args)?;
     let host;
     let lookup = if c.link_in_container {
         cns
     } else {
-        host = Socket::route().map_err(net::err)?;
+        host = Socket::route().map_err(kit::err)?;
         &host
     };
     let name = if c.master.is_empty() {
@@ -125,7 +125,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     };
     let master = lookup
         .link_by_name(&name)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| {
             Error::invalid_config(format!("failed to lookup master {name:?}: Link not found"))
         })?;
@@ -140,7 +140,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     // runtimeConfig.mac (the last one given wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC", "IP"])?;
-    let mac_s = net::mac::last_requested([
+    let mac_s = kit::mac::last_requested([
         Some(c.mac.as_str()),
         env.get("MAC"),
         c.args.as_ref().map(|a| a.cni.mac.as_str()),
@@ -151,12 +151,12 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
     let mac = if mac_s.is_empty() {
         None
     } else {
-        Some(net::mac::parse(&mac_s).map_err(|e| {
+        Some(kit::mac::parse(&mac_s).map_err(|e| {
             Error::invalid_config(format!("invalid args {mac_s} for MAC addr: {e}"))
         })?)
     };
     let mtu = (c.mtu > 0).then_some(c.mtu as u32);
-    Ok(Net {
+    Ok(Network {
         master,
         mode,
         mtu,
@@ -171,7 +171,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
 fn temp_name() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(net::os::pid());
+    h.write_u32(kit::os::pid());
     format!("mvtmp{:08x}", h.finish() as u32)
 }
 
@@ -182,7 +182,7 @@ fn create_macvlan(
     creator: &Socket,
     cont: &Socket,
     cns: &NetNs,
-    n: &Net,
+    n: &Network,
     ifname: &str,
 ) -> CniResult<Link> {
     let spec = |name: &str| LinkSpec {
@@ -201,7 +201,7 @@ fn create_macvlan(
     match creator.create_link(&spec(ifname)) {
         Ok(()) => {}
         Err(e) if e.is_exists() => {
-            if cont.link_by_name(ifname).map_err(net::err)?.is_some() {
+            if cont.link_by_name(ifname).map_err(kit::err)?.is_some() {
                 return Err(exists());
             }
             // Older kernels checked the new name in the creating namespace
@@ -213,7 +213,7 @@ fn create_macvlan(
                 .map_err(|e| Error::io(format!("failed to create macvlan: {e}")))?;
             let l = cont
                 .link_by_name(&tmp)
-                .map_err(net::err)?
+                .map_err(kit::err)?
                 .ok_or_else(|| Error::internal(format!("macvlan {tmp:?} vanished")))?;
             if let Err(e) = cont.set_name(l.index, ifname) {
                 let _ = cont.delete_link(l.index);
@@ -225,7 +225,7 @@ fn create_macvlan(
         Err(e) => return Err(Error::io(format!("failed to create macvlan: {e}"))),
     }
     cont.link_by_name(ifname)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::internal(format!("failed to refetch macvlan {ifname:?}")))
 }
 
@@ -238,7 +238,7 @@ fn set_bc_queue_len(cont: &Socket, index: u32, len: u32) -> CniResult<()> {
         .map_err(|e| Error::io(format!("failed to set bcqueuelen {len}: {e}")))?;
     let l = cont
         .link_by_index(index)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::internal(format!("macvlan #{index} vanished")))?;
     match l.macvlan_bc_queue_len() {
         Some(got) if got == len => Ok(()),
@@ -258,7 +258,7 @@ fn set_bc_queue_len(cont: &Socket, index: u32, len: u32) -> CniResult<()> {
 
 /// `uname -r` of the running kernel, for error messages.
 fn kernel_release() -> String {
-    net::os::read_to_string(std::path::Path::new("/proc/sys/kernel/osrelease"))
+    kit::os::read_to_string(std::path::Path::new("/proc/sys/kernel/osrelease"))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
 }
@@ -269,14 +269,14 @@ impl Plugin for Macvlan {
     }
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
         let n = load(args, &cont)?;
         let host;
         let creator = if n.in_container {
             &cont
         } else {
-            host = Socket::route().map_err(net::err)?;
+            host = Socket::route().map_err(kit::err)?;
             &host
         };
         let mut undo = Undo::new();
@@ -294,7 +294,7 @@ impl Plugin for Macvlan {
         let mut result = Result::new(args.version());
         result.interfaces = vec![Interface {
             name: link.name.clone(),
-            mac: net::mac::format(&link.mac),
+            mac: kit::mac::format(&link.mac),
             sandbox: args.netns.clone(),
             ..Default::default()
         }];
@@ -310,14 +310,14 @@ impl Plugin for Macvlan {
             // stale entry for a reused address learn the new MAC at once.
             let ifname = args.ifname.as_str();
             let _ = cns.run(|| {
-                let _ = net::sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
-                let _ = net::sysctl_set(&format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1");
+                let _ = kit::sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+                let _ = kit::sysctl_set(&format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1");
             });
-            net::configure_iface(
+            kit::configure_iface(
                 &cont,
                 &link,
                 &result,
-                &net::IfaceOptions {
+                &kit::IfaceOptions {
                     addresses_first: true,
                     ..Default::default()
                 },
@@ -340,10 +340,7 @@ impl Plugin for Macvlan {
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let (_, ipam) = parse(args)?;
         let mut td = Teardown::new();
-        td.step(net::veth::delete_container_link(
-            args.netns_path(),
-            &args.ifname,
-        ));
+        td.step(kit::iface::delete_pod_link(args.netns_path(), &args.ifname));
         if let Some(ipam) = &ipam {
             td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
         }
@@ -351,8 +348,8 @@ impl Plugin for Macvlan {
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
         let n = load(args, &cont)?;
         if let Some(ipam) = &n.ipam {
             cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
@@ -373,7 +370,7 @@ impl Plugin for Macvlan {
             })?;
         let c = cont
             .link_by_name(&c_if.name)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| {
                 Error::internal(format!(
                     "container Interface name in prevResult: {} not found",
@@ -415,16 +412,16 @@ impl Plugin for Macvlan {
                 c.name, n.master.name
             )));
         }
-        if !c_if.mac.is_empty() && c_if.mac != net::mac::format(&c.mac) {
+        if !c_if.mac.is_empty() && c_if.mac != kit::mac::format(&c.mac) {
             return Err(Error::internal(format!(
                 "interface {} Mac {} doesn't match container Mac: {}",
                 c.name,
                 c_if.mac,
-                net::mac::format(&c.mac)
+                kit::mac::format(&c.mac)
             )));
         }
-        net::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        net::validate_routes(&cont, &prev).map_err(Error::from)?;
+        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
+        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
         Ok(())
     }
 

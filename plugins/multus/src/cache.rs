@@ -1,9 +1,9 @@
 //! Every file the plugin touches goes through here: its per-attachment
 //! cache entries under `cniDir`, network files in `confDir`, the
 //! readiness indicator and the log file, all through the kit's OS layer
-//! (`net::os`).
+//! (`kit::os`).
 
-use net::os::{self, Durability};
+use kit::os::{self, Durability};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};

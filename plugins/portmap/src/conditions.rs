@@ -15,7 +15,7 @@
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode};
 use ipnet::IpNet;
-use nft::portmap::Condition;
+use nft::rulesets::portmap::Condition;
 use std::net::IpAddr;
 
 const SUPPORTED: &str =

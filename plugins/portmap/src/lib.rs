@@ -1,6 +1,6 @@
 //! `portmap`: forwards host ports to the container, as a chained plugin.
 //!
-//! The firewall side is [`nft::portmap`]: one table `inet rcni-portmap`
+//! The firewall side is [`nft::rulesets::portmap`]: one table `inet rcni-portmap`
 //! whose maps hold every mapping on the node, so ADD adds a handful of map
 //! elements in one transaction whatever the number of mapped ports, and DEL
 //! removes the elements commented with this attachment — without needing
@@ -8,7 +8,7 @@
 //!
 //! Config (reference names): `snat` (default true), `masqAll`,
 //! `markMasqBit` (0–31, accepted; no mark is needed here, see
-//! [`nft::portmap`]), `externalSetMarkChain` (accepted, unused for the
+//! [`nft::rulesets::portmap`]), `externalSetMarkChain` (accepted, unused for the
 //! same reason), `conditionsV4`/`conditionsV6` (nftables match expressions
 //! restricting this attachment's mappings, see [`conditions`]; iptables
 //! syntax is refused with code 2), runtimeConfig `portMappings` in both the
@@ -23,7 +23,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::RuntimeConfig;
 use cni_spec::{Error, ErrorCode, Result};
-use nft::portmap::{self, Mapping, Options, Proto};
+use nft::rulesets::portmap::{self, Mapping, Options, Proto};
 use nft::{IpVersion, Nft};
 use serde::Deserialize;
 
@@ -164,20 +164,20 @@ fn build_mappings(args: &CmdArgs, prev: &Result) -> CniResult<Vec<Mapping>> {
 /// accept local sources. Found by a route lookup, as the reference does, so
 /// it works for every result version (0.1.0/0.2.0 list no interfaces).
 fn enable_route_localnet(pod_ips: &[std::net::IpAddr]) -> CniResult<()> {
-    let sock = netlink::Socket::route().map_err(net::err)?;
+    let sock = netlink::Socket::route().map_err(kit::err)?;
     let mut done = Vec::new();
     for ip in pod_ips.iter().filter(|ip| ip.is_ipv4()) {
-        let Some(oif) = sock.route_get(*ip).map_err(net::err)?.and_then(|r| r.oif) else {
+        let Some(oif) = sock.route_get(*ip).map_err(kit::err)?.and_then(|r| r.oif) else {
             continue;
         };
         if done.contains(&oif) {
             continue;
         }
         done.push(oif);
-        let Some(link) = sock.link_by_index(oif).map_err(net::err)? else {
+        let Some(link) = sock.link_by_index(oif).map_err(kit::err)? else {
             continue;
         };
-        net::sysctl_set(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")?;
+        kit::sysctl_set(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")?;
     }
     Ok(())
 }
@@ -286,9 +286,9 @@ impl Plugin for Portmap {
                 .collect();
             enable_route_localnet(&v4)?;
         }
-        let nft = Nft::open().map_err(net::err)?;
+        let nft = Nft::open().map_err(kit::err)?;
         if !plain.is_empty() {
-            portmap::add(&nft, &plain, &opts).map_err(net::err)?;
+            portmap::add(&nft, &plain, &opts).map_err(kit::err)?;
         }
         if !conditional.is_empty() {
             if let Err(e) = portmap::add_conditional(&nft, &conditional, &c4, &c6, &opts) {
@@ -298,7 +298,7 @@ impl Plugin for Portmap {
                     &args.container_id,
                     &args.ifname,
                 );
-                return Err(net::err(e));
+                return Err(kit::err(e));
             }
         }
         // Now that the maps are in place, stale UDP entries to the mapped
@@ -318,7 +318,7 @@ impl Plugin for Portmap {
         if requested.as_ref().is_some_and(|m| m.is_empty()) {
             return Ok(());
         }
-        let nft = Nft::open().map_err(net::err)?;
+        let nft = Nft::open().map_err(kit::err)?;
         let removed =
             portmap::remove_container(&nft, &args.conf.name, &args.container_id, &args.ifname)
                 .and_then(|n| {
@@ -330,7 +330,7 @@ impl Plugin for Portmap {
                     )
                     .map(|c| n + c)
                 })
-                .map_err(net::err);
+                .map_err(kit::err);
         if let Some(requested) = requested {
             let ports = udp_host_ports(&requested);
             if !ports.is_empty() {
@@ -351,11 +351,11 @@ impl Plugin for Portmap {
         if want.is_empty() && conditional.is_empty() {
             return Ok(());
         }
-        let nft = Nft::open().map_err(net::err)?;
+        let nft = Nft::open().map_err(kit::err)?;
         if !conditional.is_empty() {
             let have =
                 portmap::count_conditional(&nft, &args.conf.name, &args.container_id, &args.ifname)
-                    .map_err(net::err)?;
+                    .map_err(kit::err)?;
             if have != conditional.len() {
                 return Err(Error::internal(format!(
                     "{} conditional port mapping rules expected, {have} found",
@@ -363,7 +363,7 @@ impl Plugin for Portmap {
                 )));
             }
         }
-        let have = portmap::list(&nft).map_err(net::err)?;
+        let have = portmap::list(&nft).map_err(kit::err)?;
         for m in &want {
             if !have.contains(&m.as_listed()) {
                 return Err(Error::internal(format!(
@@ -385,9 +385,9 @@ impl Plugin for Portmap {
             .into_iter()
             .map(|a| (a.container_id, a.ifname))
             .collect();
-        let nft = Nft::open().map_err(net::err)?;
-        portmap::gc(&nft, &args.conf.name, &keep).map_err(net::err)?;
-        portmap::gc_conditional(&nft, &args.conf.name, &keep).map_err(net::err)?;
+        let nft = Nft::open().map_err(kit::err)?;
+        portmap::gc(&nft, &args.conf.name, &keep).map_err(kit::err)?;
+        portmap::gc_conditional(&nft, &args.conf.name, &keep).map_err(kit::err)?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use nft::conntrack::{Conntrack, Entry};
-use nft::{portmap, IpVersion};
+use nft::{rulesets::portmap, IpVersion};
 use plugin_portmap::Portmap;
 use serde_json::{json, Value};
 use testutil::TestNs;

@@ -10,7 +10,7 @@ use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Interface, Result};
 use ipnet::IpNet;
-use net::{NetworkMasq, Teardown, Undo};
+use kit::{NetworkMasq, Teardown, Undo};
 use netlink::{AddressOptions, Socket};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -33,7 +33,7 @@ struct Conf {
     state_dir: Option<PathBuf>,
     /// rcni: TX/RX queues per veth end (default 1; 0 = the kernel's
     /// default of one per CPU).
-    #[serde(rename = "vethQueues", default = "net::veth::default_queues")]
+    #[serde(rename = "vethQueues", default = "kit::veth::default_queues")]
     veth_queues: u32,
 }
 
@@ -41,12 +41,12 @@ fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::
     cni_spec::conf::bool_or_string(d)
 }
 
-struct Net {
-    c: Conf,
+struct Network {
+    conf: Conf,
     ipam: String,
 }
 
-fn load(args: &CmdArgs) -> CniResult<Net> {
+fn load(args: &CmdArgs) -> CniResult<Network> {
     let mut c: Conf = args.parse_conf()?;
     if c.name.is_empty() {
         c.name = args.conf.name.clone();
@@ -57,7 +57,7 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Error::invalid_config("ptp needs an ipam section with a type"))?
         .to_string();
-    Ok(Net { c, ipam })
+    Ok(Network { conf: c, ipam })
 }
 
 fn host_bits(ip: IpAddr) -> u8 {
@@ -86,9 +86,9 @@ impl Plugin for Ptp {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
-        let cns = net::open_ns(args.require_netns()?)?;
-        let host = Socket::route().map_err(net::err)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let host = Socket::route().map_err(kit::err)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
         let mut undo = Undo::new();
 
         let ipam = n.ipam.as_str();
@@ -111,21 +111,21 @@ impl Plugin for Ptp {
         }
         let v4 = result.ips.iter().any(|i| i.address.addr().is_ipv4());
         let v6 = result.ips.iter().any(|i| i.address.addr().is_ipv6());
-        net::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
+        kit::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
 
-        let mtu = (n.c.mtu > 0).then_some(n.c.mtu);
-        let pair = net::veth::setup_veth(
+        let mtu = (n.conf.mtu > 0).then_some(n.conf.mtu);
+        let pair = kit::veth::setup_veth(
             &host,
             &cont,
             &cns,
             &args.container_id,
             &args.ifname,
-            &net::veth::VethOptions {
+            &kit::veth::VethOptions {
                 mtu,
                 mac: None,
                 host_up: true,
                 master: None,
-                queues: net::veth::queues_from_config(n.c.veth_queues),
+                queues: kit::veth::queues_from_config(n.conf.veth_queues),
             },
         )
         .map_err(Error::from)?;
@@ -139,17 +139,17 @@ impl Plugin for Ptp {
         // tentative the node sends no neighbour solicitation for packets it
         // forwards to the pod, and IPv6 traffic to a new pod stalls 1-2 s.
         if v6 {
-            let _ = net::sysctl_set(&format!("net/ipv6/conf/{}/accept_dad", pair.host.name), "0");
+            let _ = kit::sysctl_set(&format!("net/ipv6/conf/{}/accept_dad", pair.host.name), "0");
         }
 
         // Container side: addresses without their subnet route, link up,
         // the gateway on-link, the subnet and the IPAM routes via it.
         let c = &pair.container;
-        cont.set_link_up(c.index).map_err(net::err)?;
+        cont.set_link_up(c.index).map_err(kit::err)?;
         for ip in &result.ips {
             let a = ip.address;
             // Turns IPv6 back on if the pod disabled it (as the reference).
-            net::iface::add_address(
+            kit::iface::add_address(
                 &cont,
                 c,
                 a.addr(),
@@ -160,7 +160,7 @@ impl Plugin for Ptp {
                     ..Default::default()
                 },
             )
-            .map_err(net::err)?;
+            .map_err(kit::err)?;
         }
         for ip in &result.ips {
             let a = ip.address;
@@ -218,7 +218,7 @@ impl Plugin for Ptp {
             ) {
                 Ok(()) => {}
                 Err(e) if e.is_exists() => {}
-                Err(e) => return Err(net::err(e)),
+                Err(e) => return Err(kit::err(e)),
             }
             let pod = ip.address.addr();
             let r = netlink::Route::to(pod, host_bits(pod))
@@ -227,8 +227,8 @@ impl Plugin for Ptp {
             add_route(&host, &r)?;
         }
 
-        if n.c.ip_masq {
-            let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
+        if n.conf.ip_masq {
+            let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
             masq.attach(&args.container_id, &args.ifname, subnets_of(&result))
                 .map_err(Error::from)?;
             undo.push("forget masquerade attachment", move || {
@@ -242,12 +242,12 @@ impl Plugin for Ptp {
         result.interfaces = vec![
             Interface {
                 name: pair.host.name.clone(),
-                mac: net::mac::format(&pair.host.mac),
+                mac: kit::mac::format(&pair.host.mac),
                 ..Default::default()
             },
             Interface {
                 name: c.name.clone(),
-                mac: net::mac::format(&c.mac),
+                mac: kit::mac::format(&c.mac),
                 sandbox: args.netns.clone(),
                 ..Default::default()
             },
@@ -257,7 +257,7 @@ impl Plugin for Ptp {
                 result.dns = dns.clone();
             }
         }
-        net::wait_operational(
+        kit::wait_operational(
             &[(&host, host_index), (&cont, c.index)],
             std::time::Duration::from_millis(200),
         )
@@ -269,18 +269,15 @@ impl Plugin for Ptp {
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
         let mut td = Teardown::new();
-        td.step(net::veth::delete_container_link(
-            args.netns_path(),
-            &args.ifname,
-        ));
+        td.step(kit::iface::delete_pod_link(args.netns_path(), &args.ifname));
         td.step(cni_invoke::delegate(
             &n.ipam,
             Command::Del,
             args,
             &args.stdin,
         ));
-        if n.c.ip_masq {
-            let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
+        if n.conf.ip_masq {
+            let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
             td.step(masq.detach(&args.container_id, &args.ifname));
         }
         Ok(td.finish()?)
@@ -293,9 +290,9 @@ impl Plugin for Ptp {
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
-        let host = Socket::route().map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
+        let host = Socket::route().map_err(kit::err)?;
         let c_if = prev
             .interfaces
             .iter()
@@ -305,7 +302,7 @@ impl Plugin for Ptp {
             })?;
         let c = cont
             .link_by_name(&args.ifname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
         if c.kind.as_deref() != Some("veth") {
             return Err(Error::internal(format!(
@@ -313,12 +310,12 @@ impl Plugin for Ptp {
                 c.name
             )));
         }
-        if !c_if.mac.is_empty() && c_if.mac != net::mac::format(&c.mac) {
+        if !c_if.mac.is_empty() && c_if.mac != kit::mac::format(&c.mac) {
             return Err(Error::internal(format!(
                 "Interface {} Mac {} doesn't match container Mac: {}",
                 c.name,
                 c_if.mac,
-                net::mac::format(&c.mac)
+                kit::mac::format(&c.mac)
             )));
         }
         let peer = c.link.unwrap_or(0);
@@ -332,8 +329,8 @@ impl Plugin for Ptp {
         if !host_ok {
             return Err(Error::internal("CNI veth created for ptp was not found"));
         }
-        net::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        net::validate_routes(&cont, &prev).map_err(Error::from)?;
+        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
+        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
         Ok(())
     }
 
@@ -346,8 +343,8 @@ impl Plugin for Ptp {
             args,
             &args.stdin,
         ));
-        let masq = NetworkMasq::new(n.c.state_dir.as_deref(), &n.c.name);
-        td.step(masq.gc(n.c.ip_masq, &args.conf.gc_attachments()));
+        let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
+        td.step(masq.gc(n.conf.ip_masq, &args.conf.gc_attachments()));
         Ok(td.finish()?)
     }
 
@@ -363,6 +360,6 @@ fn add_route(sock: &Socket, r: &netlink::Route) -> CniResult<()> {
     match sock.add_route_alongside(r) {
         Ok(()) => Ok(()),
         Err(e) if e.is_exists() => Ok(()),
-        Err(e) => Err(net::err(e)),
+        Err(e) => Err(kit::err(e)),
     }
 }

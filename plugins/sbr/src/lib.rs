@@ -16,7 +16,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode, IpConfig, Result};
 use ipnet::IpNet;
-use net::Teardown;
+use kit::Teardown;
 use netlink::{Family, Route, Rule, Socket};
 use netns::NetNs;
 use serde::Deserialize;
@@ -106,8 +106,8 @@ fn ips_for(prev: &Result, ifname: &str) -> CniResult<Vec<IpConfig>> {
 struct NsLock;
 
 impl NsLock {
-    fn take(path: &Path) -> CniResult<net::os::Lock> {
-        net::os::Lock::exclusive(path, false)
+    fn take(path: &Path) -> CniResult<kit::os::Lock> {
+        kit::os::Lock::exclusive(path, false)
             .map_err(|e| Error::io(format!("failed to lock {}: {e}", path.display())))
     }
 }
@@ -148,11 +148,11 @@ fn setup_tables(
     ifname: &str,
     gws: &Gateways,
 ) -> CniResult<Vec<(IpAddr, u32)>> {
-    let rules = sock.rules(Family::All).map_err(net::err)?;
-    let mut routes = sock.routes(Family::All, None).map_err(net::err)?;
+    let rules = sock.rules(Family::All).map_err(kit::err)?;
+    let mut routes = sock.routes(Family::All, None).map_err(kit::err)?;
     let link = sock
         .link_by_name(ifname)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::io(format!("cannot find network interface {ifname}")))?;
     let main: Vec<Route> = routes
         .iter()
@@ -165,7 +165,7 @@ fn setup_tables(
     let mut table = free_table(&rules, &routes, FIRST_TABLE);
     for ip in ips {
         let addr = ip.address.addr();
-        sock.add_rule(&source_rule(addr, table)).map_err(net::err)?;
+        sock.add_rule(&source_rule(addr, table)).map_err(kit::err)?;
         done.push((addr, table));
 
         let gw = match addr {
@@ -192,7 +192,7 @@ fn setup_tables(
         for r in main.iter().filter(|r| belongs_to(r, &ip.address)) {
             let mut copy = r.clone();
             copy.table = table;
-            sock.replace_route(&copy).map_err(net::err)?;
+            sock.replace_route(&copy).map_err(kit::err)?;
             moved.push(r);
             routes.push(copy);
         }
@@ -214,11 +214,11 @@ fn known_sources(
     prev: Option<&Result>,
 ) -> CniResult<(Option<u32>, Vec<IpAddr>)> {
     let mut out = Vec::new();
-    let link = sock.link_by_name(ifname).map_err(net::err)?;
+    let link = sock.link_by_name(ifname).map_err(kit::err)?;
     if let Some(l) = &link {
         for a in sock
             .addresses(Some(l.index), Family::All)
-            .map_err(net::err)?
+            .map_err(kit::err)?
         {
             out.push(a.addr);
         }
@@ -240,7 +240,7 @@ fn open_sandbox(path: &Path) -> CniResult<(NetNs, Socket)> {
             format!("failed to open netns: {e}"),
         )
     })?;
-    let sock = Socket::route_in(&ns).map_err(net::err)?;
+    let sock = Socket::route_in(&ns).map_err(kit::err)?;
     Ok((ns, sock))
 }
 
@@ -270,7 +270,7 @@ impl Plugin for Sbr {
                     match sock.add_rule(&source_rule(addr, t)) {
                         Ok(()) => done.push((addr, t)),
                         Err(e) => {
-                            failed = Some(net::err(e));
+                            failed = Some(kit::err(e));
                             break;
                         }
                     }
@@ -306,7 +306,7 @@ impl Plugin for Sbr {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(Error::io(format!("failed to open netns: {e}"))),
         };
-        let sock = Socket::route_in(&ns).map_err(net::err)?;
+        let sock = Socket::route_in(&ns).map_err(kit::err)?;
         let _lock = NsLock::take(path)?;
         let (_, sources) = known_sources(&sock, &args.ifname, prev.as_ref())?;
         tidy(&sock, &args.ifname, conf.table, &sources)
@@ -322,12 +322,12 @@ impl Plugin for Sbr {
         let (_ns, sock) = open_sandbox(args.require_netns()?)?;
         let link = sock
             .link_by_name(&args.ifname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| {
                 Error::internal(format!("cannot find network interface {}", args.ifname))
             })?;
-        let rules = sock.rules(Family::All).map_err(net::err)?;
-        let routes = sock.routes(Family::All, None).map_err(net::err)?;
+        let rules = sock.rules(Family::All).map_err(kit::err)?;
+        let routes = sock.routes(Family::All, None).map_err(kit::err)?;
         for ip in &ips {
             let addr = ip.address.addr();
             let rule = rules
@@ -358,7 +358,7 @@ impl Plugin for Sbr {
 /// only, if set) and, for tables sbr chose, the interface's routes in the
 /// tables they pointed to. Keeps going after failures.
 fn tidy(sock: &Socket, ifname: &str, pinned: Option<u32>, sources: &[IpAddr]) -> CniResult<()> {
-    let rules = sock.rules(Family::All).map_err(net::err)?;
+    let rules = sock.rules(Family::All).map_err(kit::err)?;
     let mut td = Teardown::new();
     let mut tables = BTreeSet::new();
     for r in &rules {
@@ -377,8 +377,8 @@ fn tidy(sock: &Socket, ifname: &str, pinned: Option<u32>, sources: &[IpAddr]) ->
         }
     }
     if pinned.is_none() && !tables.is_empty() {
-        if let Some(link) = sock.link_by_name(ifname).map_err(net::err)? {
-            let routes = sock.routes(Family::All, None).map_err(net::err)?;
+        if let Some(link) = sock.link_by_name(ifname).map_err(kit::err)? {
+            let routes = sock.routes(Family::All, None).map_err(kit::err)?;
             for r in routes
                 .iter()
                 .filter(|r| tables.contains(&r.table) && r.oif == Some(link.index))

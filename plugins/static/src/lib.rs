@@ -13,7 +13,7 @@ pub struct Static;
 fn config(args: &CmdArgs) -> CniResult<StaticConfig> {
     let a = args.cni_args()?;
     a.check_known(&["IP", "GATEWAY"])?;
-    StaticConfig::parse(&args.stdin, a.get("IP"), a.get("GATEWAY")).map_err(net::err)
+    StaticConfig::parse(&args.stdin, a.get("IP"), a.get("GATEWAY")).map_err(kit::err)
 }
 
 fn routes(cfg: &StaticConfig) -> CniResult<Vec<Route>> {

@@ -9,8 +9,8 @@ use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::MacOnly;
 use cni_spec::{Error, ErrorCode, Interface, Result};
-use net::Teardown;
-use net::Undo;
+use kit::Teardown;
+use kit::Undo;
 use netlink::tuntap::{self, Mode, TunTapSpec};
 use netlink::{Link, Socket};
 use netns::NetNs;
@@ -43,18 +43,18 @@ fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::
     cni_spec::conf::bool_or_string(d)
 }
 
-struct Net {
-    c: Conf,
+struct Network {
+    conf: Conf,
     ipam: Option<String>,
     mac: Option<[u8; 6]>,
 }
 
-fn load(args: &CmdArgs) -> CniResult<Net> {
+fn load(args: &CmdArgs) -> CniResult<Network> {
     let c: Conf = args.parse_conf()?;
     // MAC: the config, then CNI_ARGS MAC, then runtimeConfig.mac (last wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC"])?;
-    let mac_s = net::mac::last_requested([
+    let mac_s = kit::mac::last_requested([
         Some(c.mac.as_str()),
         env.get("MAC"),
         c.runtime_config.as_ref().map(|r| r.mac.as_str()),
@@ -64,7 +64,7 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
     let mac = if mac_s.is_empty() {
         None
     } else {
-        Some(net::mac::parse(&mac_s).map_err(Error::from)?)
+        Some(kit::mac::parse(&mac_s).map_err(Error::from)?)
     };
     if !c.bridge.is_empty() && !netlink::valid_ifname(&c.bridge) {
         return Err(Error::invalid_config(format!(
@@ -77,7 +77,7 @@ fn load(args: &CmdArgs) -> CniResult<Net> {
         .ipam_type()
         .filter(|t| !t.is_empty())
         .map(str::to_string);
-    Ok(Net { c, ipam, mac })
+    Ok(Network { conf: c, ipam, mac })
 }
 
 /// The creation flags the reference ends up with: its netlink path (taken
@@ -98,7 +98,7 @@ fn tap_spec(c: &Conf, ifname: &str) -> TunTapSpec {
 }
 
 fn selinux_enabled() -> bool {
-    net::os::exists(std::path::Path::new("/sys/fs/selinux/enforce"))
+    kit::os::exists(std::path::Path::new("/sys/fs/selinux/enforce"))
 }
 
 /// With `selinuxContext` the reference sets the exec label of its thread
@@ -109,7 +109,7 @@ fn selinux_enabled() -> bool {
 fn create_labelled(ns: &NetNs, c: &Conf, ifname: &str) -> CniResult<()> {
     let ctx = c.selinux_context.as_str();
     let work = || -> CniResult<()> {
-        let label = net::os::write_existing(
+        let label = kit::os::write_existing(
             std::path::Path::new("/proc/thread-self/attr/exec"),
             ctx.as_bytes(),
         );
@@ -137,7 +137,7 @@ fn create_labelled(ns: &NetNs, c: &Conf, ifname: &str) -> CniResult<()> {
         if let Some(g) = c.group {
             argv.extend(["group".into(), g.to_string()]);
         }
-        let out = net::os::run("ip", &argv, None)
+        let out = kit::os::run("ip", &argv, None)
             .map_err(|e| Error::io(format!("failed to run ip tuntap add: {e}")))?;
         if !out.success() {
             return Err(Error::io(format!(
@@ -168,7 +168,7 @@ fn create_tap(ns: &NetNs, c: &Conf, ifname: &str) -> CniResult<()> {
             "container interface {ifname:?} already exists in netns {}",
             ns.path().display()
         ))),
-        Err(e) => Err(net::err(e)),
+        Err(e) => Err(kit::err(e)),
     }
 }
 
@@ -194,54 +194,54 @@ impl Plugin for Tap {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
-        let cns = net::open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&cns).map_err(kit::err)?;
         let ifname = args.ifname.as_str();
         let mut undo = Undo::new();
 
-        create_tap(&cns, &n.c, ifname)?;
+        create_tap(&cns, &n.conf, ifname)?;
         {
             let sock = &sock;
             undo.push("delete tap", move || sock.delete_link_by_name(ifname));
         }
         let index = sock
             .link_by_name(ifname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| Error::io(format!("failed to refetch tap {ifname:?}")))?
             .index;
-        if n.c.mtu > 0 {
-            sock.set_mtu(index, n.c.mtu).map_err(net::err)?;
+        if n.conf.mtu > 0 {
+            sock.set_mtu(index, n.conf.mtu).map_err(kit::err)?;
         }
         if let Some(mac) = &n.mac {
-            sock.set_mac(index, mac).map_err(net::err)?;
+            sock.set_mac(index, mac).map_err(kit::err)?;
         }
-        if !n.c.bridge.is_empty() {
+        if !n.conf.bridge.is_empty() {
             let br = sock
-                .link_by_name(&n.c.bridge)
-                .map_err(net::err)?
+                .link_by_name(&n.conf.bridge)
+                .map_err(kit::err)?
                 .ok_or_else(|| {
                     Error::io(format!(
                         "failed to get bridge {}: not found in netns {}",
-                        n.c.bridge, args.netns
+                        n.conf.bridge, args.netns
                     ))
                 })?;
             sock.set_master(index, br.index).map_err(|e| {
                 Error::io(format!(
                     "failed to set tap {ifname} as a port of bridge {}: {e}",
-                    n.c.bridge
+                    n.conf.bridge
                 ))
             })?;
         }
-        sock.set_link_up(index).map_err(net::err)?;
+        sock.set_link_up(index).map_err(kit::err)?;
         let link = sock
             .link_by_index(index)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| Error::io(format!("tap {ifname:?} vanished")))?;
 
         let mut result = Result::new(args.version());
         result.interfaces = vec![Interface {
             name: ifname.to_string(),
-            mac: net::mac::format(&link.mac),
+            mac: kit::mac::format(&link.mac),
             sandbox: args.netns.clone(),
             ..Default::default()
         }];
@@ -254,8 +254,8 @@ impl Plugin for Tap {
             result.adopt_ipam(r, 0);
             // Best effort, as the reference: announce the address on up.
             let key = format!("net/ipv4/conf/{ifname}/arp_notify");
-            let _ = cns.run(|| net::sysctl_set(&key, "1"));
-            net::configure_iface(&sock, &link, &result, &net::IfaceOptions::default())
+            let _ = cns.run(|| kit::sysctl_set(&key, "1"));
+            kit::configure_iface(&sock, &link, &result, &kit::IfaceOptions::default())
                 .map_err(Error::from)?;
         }
         if cni_skel::failure_injected("after-setup") {
@@ -274,10 +274,7 @@ impl Plugin for Tap {
             td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
         }
         // Gone netns or tap (or none given) is success.
-        td.step(net::veth::delete_container_link(
-            args.netns_path(),
-            &args.ifname,
-        ));
+        td.step(kit::iface::delete_pod_link(args.netns_path(), &args.ifname));
         Ok(td.finish()?)
     }
 
@@ -300,11 +297,11 @@ impl Plugin for Tap {
                     args.netns
                 ))
             })?;
-        let cns = net::open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&cns).map_err(kit::err)?;
         let l = sock
             .link_by_name(&args.ifname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
         if !is_tap(&l) {
             return Err(Error::internal(format!(
@@ -312,7 +309,7 @@ impl Plugin for Tap {
                 l.name
             )));
         }
-        let got = net::mac::format(&l.mac);
+        let got = kit::mac::format(&l.mac);
         if !c_if.mac.is_empty() && c_if.mac != got {
             return Err(Error::internal(format!(
                 "Interface {} Mac {} doesn't match container Mac: {got}",
@@ -324,15 +321,15 @@ impl Plugin for Tap {
             .get(IFLA_TUN_MULTI_QUEUE)
             .and_then(|a| a.u8())
             .is_some_and(|v| v != 0);
-        if mq != n.c.multi_queue {
+        if mq != n.conf.multi_queue {
             return Err(Error::internal(format!(
                 "tap {} multi_queue is {mq}, config says {}",
-                l.name, n.c.multi_queue
+                l.name, n.conf.multi_queue
             )));
         }
         for (what, want, attr) in [
-            ("owner", n.c.owner, IFLA_TUN_OWNER),
-            ("group", n.c.group, IFLA_TUN_GROUP),
+            ("owner", n.conf.owner, IFLA_TUN_OWNER),
+            ("group", n.conf.group, IFLA_TUN_GROUP),
         ] {
             let Some(want) = want else { continue };
             let have = attrs.get(attr).and_then(|a| a.u32());
@@ -343,17 +340,17 @@ impl Plugin for Tap {
                 )));
             }
         }
-        if !n.c.bridge.is_empty() {
-            let br = sock.link_by_name(&n.c.bridge).map_err(net::err)?;
+        if !n.conf.bridge.is_empty() {
+            let br = sock.link_by_name(&n.conf.bridge).map_err(kit::err)?;
             if br.is_none() || br.map(|b| b.index) != l.master {
                 return Err(Error::internal(format!(
                     "tap {} is not a port of bridge {}",
-                    l.name, n.c.bridge
+                    l.name, n.conf.bridge
                 )));
             }
         }
-        net::validate_iface_ips(&sock, &l, &prev).map_err(Error::from)?;
-        net::validate_routes(&sock, &prev).map_err(Error::from)?;
+        kit::validate_iface_ips(&sock, &l, &prev).map_err(Error::from)?;
+        kit::validate_routes(&sock, &prev).map_err(Error::from)?;
         Ok(())
     }
 

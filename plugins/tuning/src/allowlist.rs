@@ -16,7 +16,7 @@ pub const ALLOWLIST_PATH: &str = "/etc/cni/tuning/allowlist.conf";
 
 /// The compiled allowlist, or `None` when the file does not exist.
 pub fn load(path: &Path) -> CniResult<Option<Vec<regex_lite::Regex>>> {
-    let text = match net::os::read_to_string(path) {
+    let text = match kit::os::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {

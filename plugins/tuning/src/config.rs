@@ -22,9 +22,9 @@ pub struct Mac {
 
 impl Mac {
     fn parse(s: &str) -> CniResult<Mac> {
-        match net::mac::parse_ethernet(s) {
+        match kit::mac::parse_ethernet(s) {
             Some(bytes) => Ok(Mac {
-                text: net::mac::format(&bytes),
+                text: kit::mac::format(&bytes),
                 bytes: bytes.to_vec(),
             }),
             _ => Err(Error::invalid_config(format!(

@@ -17,7 +17,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Result};
 use config::TuningConf;
-use net::{os, ResultExt, Teardown};
+use kit::{os, ResultExt, Teardown};
 use netlink::{Link, Socket};
 use netns::NetNs;
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,7 @@ fn remove_backup(path: &Path) -> CniResult<()> {
 
 fn container_link(sock: &Socket, ifname: &str) -> CniResult<Link> {
     sock.link_by_name(ifname)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::io(format!("interface {ifname:?} not found in the container")))
 }
 
@@ -166,19 +166,19 @@ fn write_sysctls(sysctls: &[(PathBuf, String)]) -> CniResult<()> {
 
 fn apply_link(sock: &Socket, conf: &TuningConf, link: &Link) -> CniResult<()> {
     if let Some(mac) = &conf.mac {
-        sock.set_mac(link.index, &mac.bytes).map_err(net::err)?;
+        sock.set_mac(link.index, &mac.bytes).map_err(kit::err)?;
     }
     if conf.promisc {
-        sock.set_promisc(link.index, true).map_err(net::err)?;
+        sock.set_promisc(link.index, true).map_err(kit::err)?;
     }
     if conf.mtu != 0 {
-        sock.set_mtu(link.index, conf.mtu).map_err(net::err)?;
+        sock.set_mtu(link.index, conf.mtu).map_err(kit::err)?;
     }
     if let Some(on) = conf.allmulti {
-        sock.set_allmulti(link.index, on).map_err(net::err)?;
+        sock.set_allmulti(link.index, on).map_err(kit::err)?;
     }
     if let Some(q) = conf.txqlen {
-        sock.set_txqlen(link.index, q).map_err(net::err)?;
+        sock.set_txqlen(link.index, q).map_err(kit::err)?;
     }
     Ok(())
 }
@@ -208,14 +208,14 @@ fn restore_link(td: &mut Teardown, sock: &Socket, ifname: &str, b: &Backup) {
         );
     }
     if !b.mac.is_empty() {
-        match net::mac::parse_ethernet(&b.mac) {
+        match kit::mac::parse_ethernet(&b.mac) {
             Some(mac) => {
                 td.step(
                     sock.set_mac(link.index, &mac)
                         .context("failed to restore MAC address"),
                 );
             }
-            None => td.push(net::Error::Invalid(format!(
+            None => td.push(kit::Error::Invalid(format!(
                 "saved MAC address {:?} is malformed",
                 b.mac
             ))),
@@ -241,7 +241,7 @@ fn restore_link(td: &mut Teardown, sock: &Socket, ifname: &str, b: &Backup) {
     }
 }
 
-fn restore(ns: &NetNs, sock: &Socket, ifname: &str, b: &Backup) -> net::Result<()> {
+fn restore(ns: &NetNs, sock: &Socket, ifname: &str, b: &Backup) -> kit::Result<()> {
     let mut td = match ns.run(|| restore_sysctls(&b.sysctl)) {
         Ok(td) => td,
         Err(e) => {
@@ -271,8 +271,8 @@ impl Plugin for Tuning {
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
 
-        let ns = net::open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&ns).map_err(net::err)?;
+        let ns = kit::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&ns).map_err(kit::err)?;
         let link = container_link(&sock, &args.ifname)?;
         let path = backup_path(&conf.data_dir, &args.container_id, &args.ifname);
 
@@ -320,13 +320,13 @@ impl Plugin for Tuning {
             None => return remove_backup(&path),
             Some(Err(e)) if e.is_not_found() => return remove_backup(&path),
             Some(Err(e)) => {
-                return Err(net::err(
-                    net::Error::NetNs(e).context("failed to open netns"),
+                return Err(kit::err(
+                    kit::Error::NetNs(e).context("failed to open netns"),
                 ))
             }
             Some(Ok(ns)) => ns,
         };
-        let sock = Socket::route_in(&ns).map_err(net::err)?;
+        let sock = Socket::route_in(&ns).map_err(kit::err)?;
         if let Err(e) = restore(&ns, &sock, &args.ifname, &saved) {
             // As the reference: a value that cannot be put back (say, the
             // interface is gone) must not make every later DEL fail.
@@ -344,8 +344,8 @@ impl Plugin for Tuning {
         args.conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
-        let ns = net::open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&ns).map_err(net::err)?;
+        let ns = kit::open_ns(args.require_netns()?)?;
+        let sock = Socket::route_in(&ns).map_err(kit::err)?;
 
         in_ns(&ns, || {
             for (path, want) in &sysctls {
@@ -362,7 +362,7 @@ impl Plugin for Tuning {
 
         let link = sock
             .link_by_name(&args.ifname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| {
                 Error::internal(format!("cannot find container link {}", args.ifname))
             })?;

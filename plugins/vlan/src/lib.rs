@@ -5,7 +5,7 @@
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Interface, Result};
-use net::Undo;
+use kit::Undo;
 use netlink::{Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 use serde::Deserialize;
@@ -29,7 +29,7 @@ fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::
     cni_spec::conf::bool_or_string(d)
 }
 
-struct Net {
+struct Network {
     master: Link,
     id: u16,
     mtu: u32,
@@ -60,18 +60,18 @@ fn parse(args: &CmdArgs) -> CniResult<(Conf, Option<String>)> {
 }
 
 /// ADD and CHECK: the master looked up where it lives, the MTU checked.
-fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
+fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
     let (c, ipam) = parse(args)?;
     let host;
     let lookup = if c.link_in_container {
         cns
     } else {
-        host = Socket::route().map_err(net::err)?;
+        host = Socket::route().map_err(kit::err)?;
         &host
     };
     let master = lookup
         .link_by_name(&c.master)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| {
             Error::invalid_config(format!(
                 "failed to lookup master {:?}: Link not found",
@@ -85,7 +85,7 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Net> {
         )));
     }
     let mtu = if c.mtu == 0 { master.mtu } else { c.mtu as u32 };
-    Ok(Net {
+    Ok(Network {
         master,
         id: c.vlan_id as u16,
         mtu,
@@ -98,10 +98,10 @@ fn create_vlan(
     creator: &Socket,
     cont: &Socket,
     cns: &NetNs,
-    n: &Net,
+    n: &Network,
     ifname: &str,
 ) -> CniResult<Link> {
-    if cont.link_by_name(ifname).map_err(net::err)?.is_some() {
+    if cont.link_by_name(ifname).map_err(kit::err)?.is_some() {
         return Err(Error::internal(format!(
             "container interface {ifname:?} already exists in {}",
             cns.path().display()
@@ -117,7 +117,7 @@ fn create_vlan(
         .create_link(&spec)
         .map_err(|e| Error::io(format!("failed to create vlan: {e}")))?;
     cont.link_by_name(ifname)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::internal(format!("failed to refetch vlan {ifname:?}")))
 }
 
@@ -127,14 +127,14 @@ impl Plugin for Vlan {
     }
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
         let n = load(args, &cont)?;
         let host;
         let creator = if n.in_container {
             &cont
         } else {
-            host = Socket::route().map_err(net::err)?;
+            host = Socket::route().map_err(kit::err)?;
             &host
         };
         let mut undo = Undo::new();
@@ -147,7 +147,7 @@ impl Plugin for Vlan {
         let mut result = Result::new(args.version());
         result.interfaces = vec![Interface {
             name: link.name.clone(),
-            mac: net::mac::format(&link.mac),
+            mac: kit::mac::format(&link.mac),
             sandbox: args.netns.clone(),
             ..Default::default()
         }];
@@ -157,7 +157,7 @@ impl Plugin for Vlan {
                 cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
             });
             result.adopt_ipam(r, 0);
-            net::configure_iface(&cont, &link, &result, &net::IfaceOptions::default())
+            kit::configure_iface(&cont, &link, &result, &kit::IfaceOptions::default())
                 .map_err(Error::from)?;
         } else {
             cont.set_link_up(link.index)
@@ -170,12 +170,12 @@ impl Plugin for Vlan {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let (_, ipam) = parse(args)?;
-        Ok(net::veth::del_link_and_ipam(args, ipam.as_deref())?)
+        Ok(kit::veth::del_link_and_ipam(args, ipam.as_deref())?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = net::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let cont = Socket::route_in(&cns).map_err(kit::err)?;
         let n = load(args, &cont)?;
         if let Some(ipam) = &n.ipam {
             cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
@@ -184,7 +184,7 @@ impl Plugin for Vlan {
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c = net::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
+        let c = kit::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
         let Some(id) = c.vlan_id() else {
             return Err(Error::internal(format!(
                 "error: Container interface {} not of type vlan",
@@ -211,8 +211,8 @@ impl Plugin for Vlan {
                 c.name, n.master.name
             )));
         }
-        net::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        net::validate_routes(&cont, &prev).map_err(Error::from)?;
+        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
+        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
         Ok(())
     }
 

@@ -38,13 +38,13 @@ fn parse(args: &CmdArgs) -> CniResult<Conf> {
 fn free_table(s: &Socket) -> CniResult<u32> {
     let mut used: Vec<u32> = s
         .links()
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .iter()
         .filter_map(Link::vrf_table)
         .collect();
     used.extend(
         s.routes(Family::All, None)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .iter()
             .map(|r| r.table),
     );
@@ -55,7 +55,7 @@ fn free_table(s: &Socket) -> CniResult<u32> {
 
 /// The VRF device, created when missing; a given table must match.
 fn ensure_vrf(s: &Socket, c: &Conf) -> CniResult<Link> {
-    if let Some(l) = s.link_by_name(&c.vrfname).map_err(net::err)? {
+    if let Some(l) = s.link_by_name(&c.vrfname).map_err(kit::err)? {
         let Some(t) = l.vrf_table() else {
             return Err(Error::internal(format!(
                 "interface {:?} exists and is not a vrf",
@@ -79,7 +79,7 @@ fn ensure_vrf(s: &Socket, c: &Conf) -> CniResult<Link> {
         .map_err(|e| Error::io(format!("could not add vrf {:?}: {e}", c.vrfname)))?;
     let l = s
         .link_by_name(&c.vrfname)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .ok_or_else(|| Error::internal(format!("vrf {:?} vanished", c.vrfname)))?;
     s.set_link_up(l.index)
         .map_err(|e| Error::io(format!("could not set vrf {:?} up: {e}", c.vrfname)))?;
@@ -92,13 +92,13 @@ fn ensure_vrf(s: &Socket, c: &Conf) -> CniResult<Link> {
 fn enslave(s: &Socket, link: &Link, vrf: &Link, table: u32) -> CniResult<()> {
     let addrs: Vec<_> = s
         .addresses(Some(link.index), Family::All)
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .into_iter()
         .filter(|a| a.scope != netlink::addr::RT_SCOPE_LINK)
         .collect();
     let routes: Vec<_> = s
         .routes(Family::All, Some(254))
-        .map_err(net::err)?
+        .map_err(kit::err)?
         .into_iter()
         .filter(|r| r.oif == Some(link.index))
         .collect();
@@ -106,7 +106,7 @@ fn enslave(s: &Socket, link: &Link, vrf: &Link, table: u32) -> CniResult<()> {
         .map_err(|e| Error::io(format!("failed to set {:?} master: {e}", link.name)))?;
     let now = s
         .addresses(Some(link.index), Family::All)
-        .map_err(net::err)?;
+        .map_err(kit::err)?;
     for a in &addrs {
         if now.iter().any(|n| n.addr == a.addr) {
             continue;
@@ -121,7 +121,7 @@ fn enslave(s: &Socket, link: &Link, vrf: &Link, table: u32) -> CniResult<()> {
             Err(e) => return Err(Error::io(format!("failed to restore {}: {e}", a.addr))),
         }
     }
-    s.set_link_up(link.index).map_err(net::err)?;
+    s.set_link_up(link.index).map_err(kit::err)?;
     // Device routes first, then those via a gateway: a gateway must be
     // reachable in the VRF's table before a route can use it. Passes repeat
     // while they make progress (a gateway reached through another gateway).
@@ -170,15 +170,15 @@ impl Plugin for Vrf {
             .conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("missing prevResult from earlier plugin"))?;
-        let cns = net::open_ns(args.require_netns()?)?;
-        let s = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let s = Socket::route_in(&cns).map_err(kit::err)?;
         let link = s
             .link_by_name(&args.ifname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| {
                 Error::internal(format!("failed to find interface {:?}", args.ifname))
             })?;
-        let created = s.link_by_name(&c.vrfname).map_err(net::err)?.is_none();
+        let created = s.link_by_name(&c.vrfname).map_err(kit::err)?.is_none();
         let vrf = ensure_vrf(&s, &c)?;
         let table = vrf.vrf_table().unwrap_or(c.table);
         if let Err(e) = enslave(&s, &link, &vrf, table) {
@@ -201,26 +201,26 @@ impl Plugin for Vrf {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(Error::io(format!("failed to open netns: {e}"))),
         };
-        let s = Socket::route_in(&cns).map_err(net::err)?;
-        let Some(vrf) = s.link_by_name(&c.vrfname).map_err(net::err)? else {
+        let s = Socket::route_in(&cns).map_err(kit::err)?;
+        let Some(vrf) = s.link_by_name(&c.vrfname).map_err(kit::err)? else {
             return Ok(());
         };
         if vrf.vrf_table().is_none() {
             return Ok(());
         }
-        if let Some(l) = s.link_by_name(&args.ifname).map_err(net::err)? {
+        if let Some(l) = s.link_by_name(&args.ifname).map_err(kit::err)? {
             if l.master == Some(vrf.index) {
-                s.set_nomaster(l.index).map_err(net::err)?;
+                s.set_nomaster(l.index).map_err(kit::err)?;
             }
         }
         let members = s
             .links()
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .iter()
             .filter(|l| l.master == Some(vrf.index))
             .count();
         if members == 0 {
-            s.delete_link(vrf.index).map_err(net::err)?;
+            s.delete_link(vrf.index).map_err(kit::err)?;
         }
         Ok(())
     }
@@ -230,11 +230,11 @@ impl Plugin for Vrf {
         args.conf
             .prev_result()?
             .ok_or_else(|| Error::invalid_config("missing prevResult from earlier plugin"))?;
-        let cns = net::open_ns(args.require_netns()?)?;
-        let s = Socket::route_in(&cns).map_err(net::err)?;
+        let cns = kit::open_ns(args.require_netns()?)?;
+        let s = Socket::route_in(&cns).map_err(kit::err)?;
         let vrf = s
             .link_by_name(&c.vrfname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| Error::internal(format!("vrf {:?} not found", c.vrfname)))?;
         let Some(t) = vrf.vrf_table() else {
             return Err(Error::internal(format!("{:?} is not a vrf", c.vrfname)));
@@ -247,7 +247,7 @@ impl Plugin for Vrf {
         }
         let l = s
             .link_by_name(&args.ifname)
-            .map_err(net::err)?
+            .map_err(kit::err)?
             .ok_or_else(|| {
                 Error::internal(format!("failed to find interface {:?}", args.ifname))
             })?;

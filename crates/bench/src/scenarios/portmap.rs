@@ -20,17 +20,17 @@ pub(crate) fn portmap_scaling(o: &Options) -> Figure {
                 std::process::exit(1);
             }
         };
-        let mapping = |k: usize, port: u16| nft::portmap::Mapping {
+        let mapping = |k: usize, port: u16| nft::rulesets::portmap::Mapping {
             network: "pmbench".into(),
             container_id: format!("fill{k}"),
             ifname: "eth0".into(),
-            proto: nft::portmap::Proto::Tcp,
+            proto: nft::rulesets::portmap::Proto::Tcp,
             host_ip: None,
             host_port: port,
             pod_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 1, (k >> 8) as u8, k as u8)),
             pod_port: 80,
         };
-        let opts = nft::portmap::Options {
+        let opts = nft::rulesets::portmap::Options {
             snat: true,
             masq_all: false,
         };
@@ -38,7 +38,7 @@ pub(crate) fn portmap_scaling(o: &Options) -> Figure {
         let fill: Vec<_> = (0..n.max(1))
             .map(|k| mapping(k, 10000 + k as u16))
             .collect();
-        if let Err(e) = nft::portmap::add(&nft, &fill, &opts) {
+        if let Err(e) = nft::rulesets::portmap::add(&nft, &fill, &opts) {
             eprintln!("portmap fill: {e}");
             std::process::exit(1);
         }
@@ -46,7 +46,7 @@ pub(crate) fn portmap_scaling(o: &Options) -> Figure {
         for i in 0..o.iterations + 3 {
             let m = mapping(60000 + i, 50000 + i as u16);
             let t = Instant::now();
-            if let Err(e) = nft::portmap::add(&nft, &[m], &opts) {
+            if let Err(e) = nft::rulesets::portmap::add(&nft, &[m], &opts) {
                 eprintln!("portmap add: {e}");
                 std::process::exit(1);
             }

@@ -228,7 +228,7 @@ impl From<Error> for cni_spec::Error {
 }
 
 /// Converts any failure the kit knows to the wire error through the one
-/// mapping: `sock.set_link_up(i).map_err(net::err)?` in a verb that
+/// mapping: `sock.set_link_up(i).map_err(kit::err)?` in a verb that
 /// returns a CNI result.
 pub fn err(e: impl Into<Error>) -> cni_spec::Error {
     cni_spec::Error::from(e.into())

@@ -156,13 +156,13 @@ fn nft_err(e: nft::Error) -> Error {
 
 impl MasqBackend for Nftables {
     fn ensure(&self, network: &str, subnets: &[IpNet]) -> Result<()> {
-        nft::masq::ensure(self.handle()?, network, subnets).map_err(nft_err)
+        nft::rulesets::masq::ensure(self.handle()?, network, subnets).map_err(nft_err)
     }
     fn remove(&self, network: &str) -> Result<()> {
-        nft::masq::remove(self.handle()?, network).map_err(nft_err)
+        nft::rulesets::masq::remove(self.handle()?, network).map_err(nft_err)
     }
     fn present(&self, network: &str) -> Result<bool> {
-        Ok(nft::masq::list(self.handle()?)
+        Ok(nft::rulesets::masq::list(self.handle()?)
             .map_err(nft_err)?
             .iter()
             .any(|(n, _)| n == network))

@@ -286,6 +286,28 @@ pub fn validate_routes(sock: &Socket, result: &CniResult) -> Result<()> {
     Ok(())
 }
 
+/// DEL's first step for plugins with one interface in the pod (veth,
+/// macvlan, ipvlan, tap, ...): removes `ifname` from the pod's namespace at
+/// `netns` (a veth's host peer goes with it). A missing
+/// namespace or interface is success — DEL is idempotent, and containerd's
+/// second DEL comes without a netns at all. Errors are returned typed, for
+/// a [`crate::Teardown`].
+pub fn delete_pod_link(netns: Option<&std::path::Path>, ifname: &str) -> Result<()> {
+    let Some(path) = netns else {
+        return Ok(());
+    };
+    let ns = match netns::NetNs::open(path) {
+        Ok(ns) => ns,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(Error::UnknownContainer(e)),
+    };
+    let s = netlink::Socket::route_in(&ns)?;
+    if let Some(l) = s.link_by_name(ifname)? {
+        s.delete_link(l.index)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod fake_tests {
     //! Interface configuration on the recording fake: order, options and

@@ -146,27 +146,6 @@ pub fn setup_veth<H: LinkOps + ?Sized, C: LinkOps + ?Sized>(
         .unwrap_or_else(|| Error::Exists("no free host veth name".into())))
 }
 
-/// DEL's first step for veth-based plugins: removes `ifname` from the
-/// container namespace at `netns` (its host peer goes with it). A missing
-/// namespace or interface is success — DEL is idempotent, and containerd's
-/// second DEL comes without a netns at all. Errors are returned as text so
-/// DEL can collect them and carry on.
-pub fn delete_container_link(netns: Option<&std::path::Path>, ifname: &str) -> Result<()> {
-    let Some(path) = netns else {
-        return Ok(());
-    };
-    let ns = match netns::NetNs::open(path) {
-        Ok(ns) => ns,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(Error::UnknownContainer(e)),
-    };
-    let s = netlink::Socket::route_in(&ns)?;
-    if let Some(l) = s.link_by_name(ifname)? {
-        s.delete_link(l.index)?;
-    }
-    Ok(())
-}
-
 /// DEL of a plugin whose only state is one interface in the pod and an
 /// IPAM allocation: releases the address (when there is an IPAM plugin),
 /// then removes `ifname` from the pod, both even if the other fails
@@ -181,7 +160,10 @@ pub fn del_link_and_ipam(args: &cni_skel::CmdArgs, ipam: Option<&str>) -> Result
             &args.stdin,
         ));
     }
-    td.step(delete_container_link(args.netns_path(), &args.ifname));
+    td.step(crate::iface::delete_pod_link(
+        args.netns_path(),
+        &args.ifname,
+    ));
     td.finish()
 }
 

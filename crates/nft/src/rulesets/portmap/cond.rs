@@ -318,7 +318,7 @@ pub fn count_conditional(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::portmap::Proto;
+    use crate::rulesets::portmap::Proto;
 
     #[test]
     fn a_conditional_rule_matches_then_dnats() {
