@@ -8,7 +8,6 @@
 //! when its content changes, so a runtime watching the directory sees one
 //! complete file or the previous one, never a half-written one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -84,18 +83,10 @@ pub fn write_if_changed(dir: &Path, conf: &Value) -> std::io::Result<bool> {
         return Ok(false);
     }
     std::fs::create_dir_all(dir)?;
-    // A dot-file: runtimes only load *.conflist / *.conf / *.json.
-    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map(|()| true)
+    // The temporary file is a dot-file: runtimes only load *.conflist /
+    // *.conf / *.json.
+    rcni_os::write_atomic(&path, &body, 0o644, rcni_os::Durability::Durable)?;
+    Ok(true)
 }
 
 /// The pod CIDRs of the config a previous run wrote in `dir` (its

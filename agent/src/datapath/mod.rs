@@ -208,16 +208,9 @@ pub enum Error {
 /// The result of datapath operations.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// FNV-1a: a stable fingerprint of a rule's content for its comment, so
-/// a changed rule set is noticed without decoding expressions.
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+// FNV-1a: a stable fingerprint of a rule's content for its comment, so a
+// changed rule set is noticed without decoding expressions.
+use rcni_os::fnv1a;
 
 /// Reconciles the calling thread's network namespace with `nodes`.
 pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) -> Result<Report> {

@@ -23,7 +23,9 @@ const ID_LINE: &str = "id:";
 /// One attachment as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
+    /// The container id in full (record names carry a bounded form).
     pub container_id: String,
+    /// The interface in the pod.
     pub ifname: String,
     /// The subnets this attachment's addresses are in.
     pub subnets: Vec<IpNet>,
@@ -49,6 +51,7 @@ impl Attachments {
         }
     }
 
+    /// The directory holding this network's records.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -6,9 +6,12 @@ use crate::sysctl;
 use ipnet::IpNet;
 use netlink::{Family, Link, LinkKind, LinkSpec, Socket};
 
+/// How [`ensure_bridge`] makes (or finds) the bridge.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BridgeOptions {
+    /// MTU of a new bridge (the kernel's default when `None`).
     pub mtu: Option<u32>,
+    /// Put the bridge in promiscuous mode (`promiscMode`).
     pub promisc: bool,
     /// Ask for VLAN filtering (fails with [`Error::Unsupported`] on kernels
     /// without it).

@@ -9,6 +9,7 @@ use netlink::{AddressOptions, Family, Link, Socket};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+/// How [`configure_iface`] configures the pod's interface.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IfaceOptions {
     /// Keep IPv6 duplicate address detection (and wait for it to settle).

@@ -11,7 +11,8 @@ pub mod iface;
 pub mod mac;
 pub mod masq;
 pub mod ops;
-pub mod os;
+/// The OS layer (files, locks, processes, hashes), from `rcni-os`.
+pub use rcni_os as os;
 pub mod packet;
 pub mod sysctl;
 pub mod undo;

@@ -185,6 +185,8 @@ pub struct NetworkMasq {
 }
 
 impl NetworkMasq {
+    /// The masquerade of `network`, its records under `state_dir` (or
+    /// `RCNI_STATE_DIR`, or the default state root).
     pub fn new(state_dir: Option<&std::path::Path>, network: &str) -> NetworkMasq {
         let env_dir = std::env::var_os("RCNI_STATE_DIR").map(std::path::PathBuf::from);
         NetworkMasq {

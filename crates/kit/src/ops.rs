@@ -87,7 +87,9 @@ pub mod fake {
     /// keeps the links it made, and fails the operations it was told to.
     #[derive(Default)]
     pub struct RecordingNet {
+        /// Every operation, in order, as a line.
         pub log: RefCell<Vec<String>>,
+        /// The links the fake holds (made by it or seeded by a test).
         pub links: RefCell<Vec<Link>>,
         /// (operation prefix, errno): the next operation whose log line
         /// starts with the prefix fails with the errno, once.
@@ -98,6 +100,7 @@ pub mod fake {
     }
 
     impl RecordingNet {
+        /// A fake with no links and no planned failures.
         pub fn new() -> RecordingNet {
             RecordingNet {
                 next_index: RefCell::new(10),
@@ -129,6 +132,7 @@ pub mod fake {
             index
         }
 
+        /// The operations recorded so far.
         pub fn lines(&self) -> Vec<String> {
             self.log.borrow().clone()
         }

@@ -28,6 +28,9 @@ impl<T, E: Into<Error>> StepOutcome for std::result::Result<T, E> {
 
 type Step<'a> = Box<dyn FnOnce() -> Option<Error> + 'a>;
 
+/// The steps that take back what an ADD made so far: run newest first
+/// when the stack is dropped (an ADD that returned early with an error),
+/// forgotten by [`Undo::commit`] once the ADD succeeded.
 pub struct Undo<'a> {
     steps: Vec<(String, Step<'a>)>,
 }
@@ -39,6 +42,7 @@ impl<'a> Default for Undo<'a> {
 }
 
 impl<'a> Undo<'a> {
+    /// An empty stack.
     pub fn new() -> Undo<'a> {
         Undo { steps: Vec::new() }
     }

@@ -41,13 +41,16 @@ pub fn queues_from_config(n: u32) -> Option<u32> {
 /// Both ends, as read back after creation.
 #[derive(Debug, Clone)]
 pub struct VethPair {
+    /// The end left in the node namespace.
     pub host: Link,
+    /// The end inside the pod.
     pub container: Link,
 }
 
 /// What the veth should look like.
 #[derive(Debug, Clone, Default)]
 pub struct VethOptions<'a> {
+    /// MTU of both ends (the kernel's default when `None`).
     pub mtu: Option<u32>,
     /// MAC of the container end.
     pub mac: Option<&'a [u8]>,

@@ -18,8 +18,7 @@ use crate::gojson;
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// The `kind` of every cache file libcni and rcni write.
@@ -205,25 +204,13 @@ impl Cache {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry");
-        let tmp = dir.join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
-        let written = (|| -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&entry.to_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(format!("cannot write: {e}")));
-        }
+        rcni_os::write_atomic(
+            &path,
+            &entry.to_bytes(),
+            0o600,
+            rcni_os::Durability::Durable,
+        )
+        .map_err(|e| err(format!("cannot write: {e}")))?;
         Ok(path)
     }
 

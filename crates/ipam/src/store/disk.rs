@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Write};
+use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
@@ -69,25 +69,9 @@ impl DiskStore {
     /// make the index trustworthy.
     pub fn lock(&self) -> Result<DiskGuard<'_>> {
         let lock_path = self.net_dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&lock_path)
-            .map_err(|e| Error::io("failed to open lock file", &lock_path, e))?;
-        loop {
-            // SAFETY: flock on an fd we own.
-            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                break;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != ErrorKind::Interrupted {
-                return Err(Error::io("failed to lock", &lock_path, err));
-            }
-        }
+        // 0644 as the reference's lock file; waits for the holder.
+        let lock = rcni_os::Lock::exclusive_with_mode(&lock_path, Some(0o644))
+            .map_err(|e| Error::io("failed to lock", &lock_path, e))?;
         let mut guard = DiskGuard {
             store: self,
             _lock: lock,
@@ -107,7 +91,7 @@ impl DiskStore {
 /// seals the index and releases the lock.
 pub struct DiskGuard<'a> {
     pub(super) store: &'a DiskStore,
-    pub(super) _lock: File,
+    pub(super) _lock: rcni_os::Lock,
     /// We changed the network directory or the index under this lock.
     pub(super) dirty: bool,
     /// False when the index could not be maintained; the sentinel is then

@@ -35,16 +35,9 @@ pub(super) struct IndexLine {
     pub(super) owner: Owner,
 }
 
-/// FNV-1a, 64 bit: a stable hash (the index must read the same across
-/// builds of rcni).
-pub(super) fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+// FNV-1a, 64 bit: a stable hash (the index must read the same across
+// builds of rcni).
+pub(super) use cni_spec::ident::fnv1a;
 
 impl DiskGuard<'_> {
     pub(super) fn bucket_of(id: &str) -> u64 {

@@ -1,6 +1,7 @@
-//! The OS layer of the plugin kit: every file, lock, process and hash a
-//! plugin needs, once. Plugin crates reach the filesystem and processes
-//! only through here (and the kernel only through `netlink`, `nft`,
+//! The OS layer of rcni: every file, lock, process and hash a plugin (and
+//! the IPAM store, the runtime's cache, the agent) needs, once. The plugin
+//! kit re-exports it as `kit::os`. Plugin crates reach the filesystem and
+//! processes only through here (and the kernel only through `netlink`, `nft`,
 //! `netns` and the recipes of this crate); `scripts/check-plugin-os.sh`
 //! and `plugins/clippy.toml` refuse a direct call.
 
@@ -27,9 +28,15 @@ impl Lock {
     /// Locks `path`, creating it (mode 0600) when `create`; waits for the
     /// holder, retrying on EINTR.
     pub fn exclusive(path: &Path, create: bool) -> io::Result<Lock> {
-        let file = if create {
+        Lock::exclusive_with_mode(path, create.then_some(0o600))
+    }
+
+    /// As [`Lock::exclusive`], creating a missing file with `create`'s mode
+    /// (the IPAM store's lock file is 0644, as the reference's).
+    pub fn exclusive_with_mode(path: &Path, create: Option<u32>) -> io::Result<Lock> {
+        let file = if let Some(mode) = create {
             OpenOptions::new()
-                .mode(0o600)
+                .mode(mode)
                 .create(true)
                 .truncate(false)
                 .write(true)
@@ -69,22 +76,25 @@ pub enum Durability {
 }
 
 /// Writes `data` to `path` through a sibling temporary file and a rename,
-/// with `mode` (e.g. 0o600). The temporary file is `.<name>.tmp` next to
+/// with `mode` (e.g. 0o600). The temporary file is `.<name>.<pid>-<n>.tmp` next to
 /// `path` (names may contain dots, so no `with_extension`), removed on
 /// failure.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32, d: Durability) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    // Unique per writer (process and call), so two writers of one path
+    // never share a temporary file; the last rename wins whole.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(".tmp");
+    tmp_name.push(format!(".{}-{seq}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let written = (|| {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
