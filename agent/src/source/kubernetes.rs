@@ -92,30 +92,8 @@ impl KubernetesSource {
     /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`, the pod's
     /// service account token and CA from [`SERVICE_ACCOUNT_DIR`].
     pub fn from_env() -> Result<KubernetesSource, SourceError> {
-        let var = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| {
-                    SourceError::new(
-                        "kubernetes",
-                        format!(
-                            "{name} is not set: not running in a pod (give a kubeconfig instead)"
-                        ),
-                    )
-                })
-        };
-        let host = var("KUBERNETES_SERVICE_HOST")?;
-        let port = var("KUBERNETES_SERVICE_PORT")?;
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        Self::from_service_account(
-            &format!("https://{host}:{port}"),
-            Path::new(SERVICE_ACCOUNT_DIR),
-        )
+        let endpoint = Endpoint::in_cluster().map_err(|m| SourceError::new("kubernetes", m))?;
+        Self::build(endpoint)
     }
 
     /// The API server at `server` with the service account credentials in
