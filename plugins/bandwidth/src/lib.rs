@@ -25,6 +25,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha512};
 use std::collections::BTreeSet;
 
+/// The bandwidth plugin as the CNI skeleton runs it: shapes the pod's
+/// traffic on ADD, removes the qdiscs and the IFB on DEL.
 pub struct BandwidthPlugin;
 
 const IFB_PREFIX: &str = "bwp";

@@ -18,6 +18,8 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// The bridge plugin as the CNI skeleton runs it: plugs the pod into a
+/// node bridge through a veth pair on ADD, unplugs it on DEL.
 pub struct Bridge;
 
 fn default_bridge() -> String {

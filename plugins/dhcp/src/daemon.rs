@@ -18,13 +18,21 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// The daemon's command-line flags (the reference's names).
 #[derive(Debug, Clone)]
 pub struct Opts {
+    /// Where the daemon listens (`-socketpath`; empty: the default path).
     pub socket_path: String,
+    /// Where it writes its pid (`-pidfile`; empty: nowhere).
     pub pidfile: String,
+    /// Prefix of the socket and netns paths (`-hostprefix`), for a daemon
+    /// that sees the host's filesystem under a mount point.
     pub hostprefix: String,
+    /// Ask servers to broadcast their answers (`-broadcast`).
     pub broadcast: bool,
+    /// How long one exchange waits for the server (`-timeout`).
     pub timeout: Duration,
+    /// Cap of the pause between exchanges (`-resendmax`).
     pub resend_max: Duration,
     /// How long an ADD keeps starting new DHCP exchanges after failed ones
     /// (`-resendtimeout`, the reference's default 208 s): no more tries
@@ -212,6 +220,8 @@ impl Held {
 
 type Slot = Arc<Mutex<Option<Held>>>;
 
+/// The DHCP daemon: holds every attachment's lease and answers the
+/// plugin's requests on its socket.
 pub struct Daemon {
     opts: Opts,
     /// Keyed by client id; a slot's own lock serialises calls for one
@@ -229,6 +239,8 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> Error {
 }
 
 impl Daemon {
+    /// A daemon with no leases yet, its lease store under `-statedir` (or
+    /// beside the socket).
     pub fn new(opts: Opts) -> Daemon {
         let dir = if opts.state_dir.is_empty() {
             let sock = PathBuf::from(format!("{}{}", opts.hostprefix, opts.socket_path));
@@ -382,6 +394,7 @@ impl Daemon {
         })
     }
 
+    /// Answers one plugin request; ALLOCATE and CHECK return the lease.
     pub fn handle(&self, req: &Request) -> Result<Option<Lease>, Error> {
         match req.method {
             Method::Status => Ok(None),

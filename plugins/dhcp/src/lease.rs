@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 /// Absolute times on the lease's [`Clock`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
+    /// When to start renewing with the server that granted the lease.
     pub t1: Duration,
+    /// When to start rebinding with any server.
     pub t2: Duration,
+    /// When the address may no longer be used.
     pub expiry: Duration,
 }
 
@@ -43,10 +46,14 @@ pub fn timers(ack: &Message, now: Duration) -> Result<Timers, String> {
     })
 }
 
+/// Where a lease is in its life (RFC 2131 4.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Granted and before T1.
     Bound,
+    /// After T1: asking the granting server to extend it.
     Renewing,
+    /// After T2: asking any server to extend it.
     Rebinding,
     /// The lease ran out (or the server refused it): the interface is down.
     Expired,
@@ -57,16 +64,22 @@ pub enum State {
 /// What the daemon and the maintenance thread share.
 #[derive(Debug, Clone)]
 pub struct Shared {
+    /// The latest ACK: the address, options and lease times in force.
     pub ack: Message,
+    /// The timers of that ACK.
     pub timers: Timers,
+    /// Where the lease is now.
     pub state: State,
 }
 
 /// A server's answer to a REQUEST.
 #[derive(Debug)]
 pub enum Reply {
+    /// The lease is extended; the new ACK.
     Ack(Message),
+    /// The server refused: the lease is lost.
     Nak,
+    /// Nothing usable came back; why, for the log.
     NoAnswer(String),
 }
 
@@ -76,6 +89,7 @@ pub trait Exchange {
     fn acquire(&mut self) -> Result<Message, String>;
     /// REQUEST for the held address; `rebind` once T2 has passed.
     fn renew(&mut self, lease: &Message, rebind: bool) -> Reply;
+    /// Sends DHCPRELEASE for the address of `lease`.
     fn release(&mut self, lease: &Message) -> Result<(), String>;
     /// Takes the interface down when the address may no longer be used.
     fn link_down(&mut self);
@@ -90,7 +104,9 @@ pub enum Cmd {
     Forget,
 }
 
+/// The time source of a lease's maintenance thread.
 pub trait Clock {
+    /// Time since the clock's own start.
     fn now(&self) -> Duration;
     /// Sleeps for `d` unless a command comes first.
     fn wait(&self, d: Duration, rx: &Receiver<Cmd>) -> Option<Cmd>;
@@ -100,6 +116,7 @@ pub trait Clock {
 pub struct RealClock(Instant);
 
 impl RealClock {
+    /// A clock starting now.
     pub fn new() -> RealClock {
         RealClock(Instant::now())
     }
@@ -281,7 +298,9 @@ pub fn maintain(
 /// reaches `stop_at`.
 #[cfg(test)]
 pub struct FakeClock {
+    /// The current fake time.
     pub now: Mutex<Duration>,
+    /// The time at which `wait` answers `Release`.
     pub stop_at: Duration,
 }
 

@@ -24,6 +24,8 @@ use proto::{Lease, Method, Reply, Request};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
+/// The dhcp IPAM plugin as the CNI skeleton runs it: each verb is one
+/// request to the daemon.
 pub struct Dhcp;
 
 /// `dhcp daemon ARGS…`: runs the daemon; returns its exit code.

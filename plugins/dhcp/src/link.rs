@@ -15,15 +15,19 @@ const ETH_P_IP: u16 = 0x0800;
 
 /// How a lease talks to its server.
 pub struct LinkExchange {
+    /// The container's network namespace.
     pub ns: Arc<NetNs>,
+    /// The container interface the lease is for.
     pub ifname: String,
     /// Option 61 as sent (type byte 0 + the client id, unless `provide` overrides it).
     pub client_id: Vec<u8>,
+    /// The options asked for and sent along.
     pub opts: Options,
     /// How long one exchange waits for the server.
     pub timeout: Duration,
     /// Cap of the retransmission interval.
     pub resend_max: Duration,
+    /// Set the broadcast flag on every message sent (`-broadcast`).
     pub broadcast: bool,
 }
 

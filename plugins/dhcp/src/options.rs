@@ -7,22 +7,31 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 
+/// Where plugin and daemon meet unless `daemonSocketPath` (or the
+/// daemon's `-socketpath`) says otherwise.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/cni/dhcp.sock";
 
+/// The parts of the network configuration the plugin and daemon read.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NetConf {
+    /// The network's name.
     #[serde(default)]
     pub name: String,
+    /// The `ipam` section.
     #[serde(default)]
     pub ipam: Option<IpamConf>,
 }
 
+/// The `ipam` section of a dhcp network.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct IpamConf {
+    /// The daemon's socket (empty: [`DEFAULT_SOCKET_PATH`]).
     #[serde(rename = "daemonSocketPath", default)]
     pub daemon_socket_path: String,
+    /// Options the client sends to the server.
     #[serde(rename = "provide", default)]
     pub provide: Vec<ProvideOption>,
+    /// Options the client asks the server for.
     #[serde(rename = "request", default)]
     pub request: Vec<RequestOption>,
     /// Metric of every route of the result (`priority`, 0: none set), as
@@ -31,25 +40,33 @@ pub struct IpamConf {
     pub priority: u32,
 }
 
+/// One `provide` entry: an option sent with every client message.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProvideOption {
+    /// The option, by dhcp-options(5) name or number.
     #[serde(default)]
     pub option: String,
+    /// Its value, sent as these bytes.
     #[serde(default)]
     pub value: String,
+    /// A CNI_ARGS key whose value, when present, is sent instead.
     #[serde(rename = "fromArg", default)]
     pub from_arg: String,
 }
 
+/// One `request` entry: an option put into the parameter request list.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RequestOption {
+    /// Leave subnet mask and router out of the list unless asked for.
     #[serde(rename = "skipDefault", default)]
     pub skip_default: bool,
+    /// The option, by dhcp-options(5) name or number.
     #[serde(default)]
     pub option: String,
 }
 
 impl NetConf {
+    /// The daemon's socket this network uses.
     pub fn socket_path(&self) -> &str {
         match &self.ipam {
             Some(i) if !i.daemon_socket_path.is_empty() => &i.daemon_socket_path,
@@ -184,7 +201,7 @@ fn routes(ack: &Message, gateway: Option<IpAddr>) -> Vec<Route> {
         .unwrap_or_default();
     if let Some(gw) = gateway {
         out.push(Route::new(
-            IpNet::V4(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")),
+            IpNet::V4(Ipv4Net::default()), // 0.0.0.0/0
             Some(gw),
         ));
     }

@@ -4,25 +4,44 @@
 
 use std::net::Ipv4Addr;
 
+/// Option 0: padding, no length byte.
 pub const OPT_PAD: u8 = 0;
+/// Option 1: the subnet mask of the offered address.
 pub const OPT_SUBNET_MASK: u8 = 1;
+/// Option 3: default routers, in order of preference.
 pub const OPT_ROUTER: u8 = 3;
+/// Option 12: the client's host name.
 pub const OPT_HOST_NAME: u8 = 12;
+/// Option 33: classful (destination, router) pairs.
 pub const OPT_STATIC_ROUTES: u8 = 33;
+/// Option 50: the address the client asks for.
 pub const OPT_REQUESTED_IP: u8 = 50;
+/// Option 51: lease duration in seconds.
 pub const OPT_LEASE_TIME: u8 = 51;
+/// Option 53: the DHCP message type.
 pub const OPT_MESSAGE_TYPE: u8 = 53;
+/// Option 54: the address identifying the server.
 pub const OPT_SERVER_ID: u8 = 54;
+/// Option 55: the option codes the client wants answered.
 pub const OPT_PARAM_REQUEST_LIST: u8 = 55;
+/// Option 58: T1, seconds until the client renews.
 pub const OPT_RENEWAL_TIME: u8 = 58;
+/// Option 59: T2, seconds until the client rebinds.
 pub const OPT_REBINDING_TIME: u8 = 59;
+/// Option 60: the vendor class identifier.
 pub const OPT_VENDOR_CLASS: u8 = 60;
+/// Option 61: the client identifier servers key leases by.
 pub const OPT_CLIENT_ID: u8 = 61;
+/// Option 77: the user class (RFC 3004).
 pub const OPT_USER_CLASS: u8 = 77;
+/// Option 121: classless static routes (RFC 3442).
 pub const OPT_CLASSLESS_ROUTES: u8 = 121;
+/// Option 255: ends the options, no length byte.
 pub const OPT_END: u8 = 255;
 
+/// The UDP port DHCP clients listen on.
 pub const CLIENT_PORT: u16 = 68;
+/// The UDP port DHCP servers listen on.
 pub const SERVER_PORT: u16 = 67;
 
 const MAGIC: [u8; 4] = [99, 130, 83, 99];
@@ -31,15 +50,24 @@ const HEADER_LEN: usize = 236;
 /// Some servers ignore BOOTP messages shorter than this (RFC 951).
 const MIN_LEN: usize = 300;
 
+/// The value of option 53.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
+    /// Client: looking for servers.
     Discover = 1,
+    /// Server: an address on offer.
     Offer = 2,
+    /// Client: takes an offer, renews or rebinds.
     Request = 3,
+    /// Client: the offered address is already in use.
     Decline = 4,
+    /// Server: the lease is granted.
     Ack = 5,
+    /// Server: the request is refused.
     Nak = 6,
+    /// Client: gives the lease back.
     Release = 7,
+    /// Client: asks for configuration only, it has an address.
     Inform = 8,
 }
 
@@ -64,13 +92,21 @@ impl MessageType {
 pub struct Message {
     /// 1 = BOOTREQUEST, 2 = BOOTREPLY.
     pub op: u8,
+    /// Transaction id: matches answers to the exchange that asked.
     pub xid: u32,
+    /// Only [`FLAG_BROADCAST`] is defined.
     pub flags: u16,
+    /// The client's current address (renewing, rebinding), else 0.0.0.0.
     pub ciaddr: Ipv4Addr,
+    /// The address the server offers or grants ("your" address).
     pub yiaddr: Ipv4Addr,
+    /// The next server for bootstrapping, as the server fills it in.
     pub siaddr: Ipv4Addr,
+    /// The relay agent's address, 0.0.0.0 without a relay.
     pub giaddr: Ipv4Addr,
+    /// The client's Ethernet address.
     pub chaddr: [u8; 6],
+    /// (code, value) pairs, repeated codes already concatenated.
     pub options: Vec<(u8, Vec<u8>)>,
 }
 
@@ -78,6 +114,7 @@ pub struct Message {
 pub const FLAG_BROADCAST: u16 = 0x8000;
 
 impl Message {
+    /// An empty BOOTREQUEST of transaction `xid` from `chaddr`, no options.
     pub fn request(xid: u32, chaddr: [u8; 6]) -> Message {
         Message {
             op: 1,
@@ -101,6 +138,7 @@ impl Message {
         }
     }
 
+    /// The value of option `code`, if present.
     pub fn get(&self, code: u8) -> Option<&[u8]> {
         self.options
             .iter()
@@ -108,12 +146,14 @@ impl Message {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// The message type (option 53), if present and known.
     pub fn message_type(&self) -> Option<MessageType> {
         self.get(OPT_MESSAGE_TYPE)
             .and_then(|v| v.first())
             .and_then(|b| MessageType::from_u8(*b))
     }
 
+    /// Option `code` read as one IPv4 address (its first four bytes).
     pub fn addr_option(&self, code: u8) -> Option<Ipv4Addr> {
         self.get(code).and_then(|v| {
             let b: [u8; 4] = v.get(..4)?.try_into().ok()?;
@@ -121,6 +161,7 @@ impl Message {
         })
     }
 
+    /// Option `code` read as a big-endian u32 (its first four bytes).
     pub fn u32_option(&self, code: u8) -> Option<u32> {
         self.get(code).and_then(|v| {
             let b: [u8; 4] = v.get(..4)?.try_into().ok()?;
@@ -128,6 +169,7 @@ impl Message {
         })
     }
 
+    /// The message on the wire, padded to the BOOTP minimum of 300 bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(MIN_LEN + 64);
         b.extend_from_slice(&[self.op, 1, 6, 0]);
@@ -162,6 +204,8 @@ impl Message {
         b
     }
 
+    /// Parses a message; `None` unless it is Ethernet BOOTP with the DHCP
+    /// magic cookie and well-formed options.
     pub fn decode(b: &[u8]) -> Option<Message> {
         if b.len() < HEADER_LEN + 4
             || b[1] != 1

@@ -18,18 +18,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// the exchange), the last ACK and its timers in wall-clock milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// The lease's client id, the daemon's key for it.
     pub id: String,
+    /// The network's name.
     pub network: String,
+    /// The container the lease is for.
     #[serde(rename = "containerId")]
     pub container_id: String,
+    /// The container's interface the lease is on.
     pub ifname: String,
+    /// The container's netns path, as the plugin sent it.
     pub netns: String,
+    /// CNI_ARGS of the ADD.
     pub args: String,
+    /// The network configuration of the ADD.
     pub config: serde_json::Value,
     /// The ACK as sent on the wire, hex.
     pub ack: String,
+    /// T1 (renew), Unix time in milliseconds.
     pub t1_ms: u64,
+    /// T2 (rebind), Unix time in milliseconds.
     pub t2_ms: u64,
+    /// Expiry, Unix time in milliseconds.
     pub expiry_ms: u64,
 }
 
@@ -97,10 +107,12 @@ pub struct Store {
 }
 
 impl Store {
+    /// The store in `dir` (created on the first save).
     pub fn new(dir: impl Into<PathBuf>) -> Store {
         Store { dir: dir.into() }
     }
 
+    /// The directory holding the lease files.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -119,6 +131,7 @@ impl Store {
         os::write_atomic(&self.path(&r.id), &body, 0o600, os::Durability::Durable)
     }
 
+    /// Deletes the lease of client id `id`; a missing file is fine.
     pub fn remove(&self, id: &str) {
         let _ = os::remove_file(&self.path(id));
     }

@@ -7,6 +7,8 @@ use cni_spec::{Error, Interface, Result};
 use kit::Undo;
 use netlink::{LinkKind, LinkSpec, Socket};
 
+/// The dummy plugin as the CNI skeleton runs it: creates the pod's dummy
+/// interface on ADD, deletes it and releases its addresses on DEL.
 pub struct Dummy;
 
 /// The IPAM plugin's type; the reference requires one.

@@ -40,9 +40,14 @@ use nft::{Family, Hook, IpVersion, Nft};
 use crate::tag::{Dir, Tag};
 use crate::{Backend, Pod, Policy};
 
+/// The built-in chain the plugin hooks its own chains into.
 pub const FORWARD: &str = "FORWARD";
+/// The chain holding the per-pod accept rules.
 pub const CNI_FORWARD: &str = "CNI-FORWARD";
+/// First isolation stage: matches traffic leaving an isolating bridge.
 pub const STAGE1: &str = "CNI-ISOLATION-STAGE-1";
+/// Second isolation stage: drops that traffic when it enters another
+/// isolating bridge.
 pub const STAGE2: &str = "CNI-ISOLATION-STAGE-2";
 const FORWARD_COMMENT: &str = "CNI firewall plugin rules";
 const ADMIN_COMMENT: &str = "CNI firewall plugin admin overrides";
@@ -69,7 +74,9 @@ pub fn check_chain_name(c: &str) -> Result<(), String> {
 /// Where the iptables state of one IP version lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
+    /// The legacy x_tables state (`iptables-legacy`).
     Legacy,
+    /// iptables-nft's nftables tables (`iptables-nft`).
     Nft,
     /// Whatever `iptables` points to (nothing exists yet).
     Default,
@@ -165,8 +172,11 @@ fn present_variant(nft: &Nft, v: IpVersion) -> CniResult<Option<Variant>> {
 /// `iptables-restore` to change it in one process per call.
 #[derive(Debug, Clone)]
 pub struct Tool {
+    /// The IP version these binaries manage.
     pub version: IpVersion,
+    /// `iptables` or `ip6tables` (of the chosen variant).
     pub bin: PathBuf,
+    /// The matching `iptables-restore` / `ip6tables-restore`.
     pub restore: PathBuf,
 }
 
@@ -260,11 +270,14 @@ pub fn tokens(line: &str) -> Vec<String> {
 /// One rule of an `-S` listing: its chain and spec (after `-A CHAIN`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedRule {
+    /// The chain the rule is appended to.
     pub chain: String,
+    /// The rule's tokens after `-A CHAIN`, unquoted.
     pub spec: Vec<String>,
 }
 
 impl ListedRule {
+    /// The rule's `--comment` value, if it has one.
     pub fn comment(&self) -> Option<&str> {
         self.spec
             .windows(2)
@@ -304,11 +317,14 @@ fn strip_comment(spec: &[String]) -> Vec<String> {
 /// The filter table as `iptables -S` prints it.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
+    /// Every chain declared (`-N`) or given a policy (`-P`).
     pub chains: BTreeSet<String>,
+    /// The rules (`-A`) in listing order.
     pub rules: Vec<ListedRule>,
 }
 
 impl Listing {
+    /// Reads an `iptables -S` output; lines of other kinds are skipped.
     pub fn parse(text: &str) -> Listing {
         let mut l = Listing::default();
         for line in text.lines() {

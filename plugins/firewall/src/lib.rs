@@ -48,17 +48,25 @@ use serde::Deserialize;
 
 use tag::{Dir, Owner, Tag};
 
+/// The firewall plugin as the CNI skeleton runs it: opens forwarding for
+/// the pod's addresses on ADD, removes its rules on DEL and GC.
 pub struct Firewall;
 
 /// `ingressPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
+    /// `open` (the default): no isolation.
     Open,
+    /// `same-bridge`: no forwarding between two isolating bridges.
     SameBridge,
+    /// `isolated`: as `same-bridge`, and no forwarding between pods of the
+    /// same bridge either.
     Isolated,
 }
 
 impl Policy {
+    /// The policy a config value names; empty means `open`, an unknown
+    /// name `None`.
     pub fn parse(s: &str) -> Option<Policy> {
         match s {
             "" | "open" => Some(Policy::Open),
@@ -67,6 +75,7 @@ impl Policy {
             _ => None,
         }
     }
+    /// The config value naming this policy.
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Open => "open",
@@ -80,10 +89,15 @@ impl Policy {
     }
 }
 
+/// `backend`: which firewall the rules go into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
+    /// Absent: iptables where the host's `FORWARD` policy drops, otherwise
+    /// nftables.
     Auto,
+    /// `nftables`: the rcni-owned nftables table.
     Nftables,
+    /// `iptables`: the reference's chains, through `iptables`/`ip6tables`.
     Iptables,
 }
 
@@ -102,11 +116,15 @@ struct RawConf {
 /// The validated config.
 #[derive(Debug, Clone)]
 pub struct Conf {
+    /// The firewall the rules go into.
     pub backend: BackendKind,
+    /// The iptables chain left for the administrator's own rules.
     pub admin_chain: String,
+    /// How the pod's bridge is isolated from others.
     pub policy: Policy,
 }
 
+/// `iptablesAdminChainName` when the config leaves it out.
 pub const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";
 
 impl Conf {
@@ -157,10 +175,13 @@ impl Conf {
 /// What ADD and CHECK act on: one attachment's addresses and policy.
 #[derive(Debug, Clone)]
 pub struct Pod {
+    /// The attachment (network, container, interface) the rules belong to.
     pub owner: Owner,
+    /// The network's ingress policy.
     pub policy: Policy,
     /// The bridge of an isolating policy.
     pub bridge: Option<String>,
+    /// The pod's addresses from prevResult, each once.
     pub ips: Vec<IpAddr>,
 }
 
@@ -241,8 +262,11 @@ fn owner(args: &CmdArgs) -> Owner {
 /// A firewall backend. Each call is complete on its own: ADD undoes its
 /// partial work on failure, removal is idempotent.
 pub trait Backend {
+    /// The backend's `backend` config value.
     fn name(&self) -> &'static str;
+    /// Installs the pod's rules (and the isolation its policy needs).
     fn add(&self, pod: &Pod) -> CniResult<()>;
+    /// Fails unless the pod's rules (and its isolation) are in place.
     fn check(&self, pod: &Pod) -> CniResult<()>;
     /// Removes every per-pod rule whose comment `gone` selects (and
     /// isolation state nothing needs any more, where the backend tracks it).

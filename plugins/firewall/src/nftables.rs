@@ -37,10 +37,15 @@ use nft::{
 use crate::tag::{Dir, Tag};
 use crate::{Backend, Pod, Policy};
 
+/// The plugin's own table (family `inet`).
 pub const TABLE: &str = "rcni-firewall";
+/// The base chain on the forward hook, holding the per-pod rules.
 pub const FORWARD: &str = "forward";
+/// Matches traffic leaving an isolating bridge for another interface.
 pub const ISOLATION: &str = "isolation";
+/// Drops that traffic when it goes out through an isolating bridge.
 pub const ISOLATION_OUT: &str = "isolation-out";
+/// Left empty for the administrator's own rules.
 pub const ADMIN: &str = "admin";
 const BASE_ISOLATION: &str = "rcni-fw-base:isolation";
 const BASE_ADMIN: &str = "rcni-fw-base:admin";
@@ -163,11 +168,13 @@ impl State {
     }
 }
 
+/// The nftables backend, on one nftables socket.
 pub struct NftBackend {
     nft: Nft,
 }
 
 impl NftBackend {
+    /// The backend issuing its transactions through `nft`.
     pub fn new(nft: Nft) -> NftBackend {
         NftBackend { nft }
     }

@@ -20,10 +20,12 @@ use sha2::{Digest, Sha256};
 
 use crate::Policy;
 
+/// What every per-pod comment starts with.
 pub const PREFIX: &str = "rcni-fw:";
 /// Longest comment written (both kernels keep at least 253 bytes + NUL).
 const MAX: usize = 250;
 
+/// Which of a pod address's two rules a comment names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
     /// Replies towards the pod (`ct state established,related`).
@@ -44,8 +46,11 @@ impl Dir {
 /// Which attachment a rule belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
+    /// The network's name.
     pub network: String,
+    /// The container id of the attachment.
     pub container_id: String,
+    /// The pod interface (CNI_IFNAME).
     pub ifname: String,
 }
 
@@ -61,12 +66,19 @@ impl Owner {
 /// One parsed comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {
+    /// The network's name, or its `#`-hash when shortened.
     pub network: String,
+    /// The container id, or its `#`-hash when shortened.
     pub container_id: String,
+    /// The pod interface.
     pub ifname: String,
+    /// The ingress policy the rule was added under.
     pub policy: Policy,
+    /// The bridge the policy isolates (`-` in the text when none).
     pub bridge: Option<String>,
+    /// Whether the rule accepts replies to the pod or traffic from it.
     pub dir: Dir,
+    /// The pod address the rule matches.
     pub ip: IpAddr,
 }
 
@@ -82,6 +94,7 @@ pub fn same(stored: &str, value: &str) -> bool {
 }
 
 impl Tag {
+    /// The comment of `owner`'s rule for `ip` in direction `dir`.
     pub fn new(owner: &Owner, policy: Policy, bridge: Option<&str>, dir: Dir, ip: IpAddr) -> Tag {
         Tag {
             network: owner.network.clone(),
@@ -119,6 +132,7 @@ impl Tag {
         self.render(&net, &short(&self.container_id))
     }
 
+    /// Reads a comment back; `None` for one that is not a per-pod comment.
     pub fn parse(c: &str) -> Option<Tag> {
         let rest = c.strip_prefix(PREFIX)?;
         let mut it = rest.splitn(7, ':');

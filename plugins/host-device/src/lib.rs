@@ -22,6 +22,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// The host-device plugin as the CNI skeleton runs it: moves a node device
+/// into the pod on ADD and returns it to the node on DEL.
 pub struct HostDevice;
 
 /// Where the kernel lists PCI devices (a constant, as in the reference).

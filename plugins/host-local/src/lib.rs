@@ -8,6 +8,8 @@ use cni_spec::error::CniResult;
 use cni_spec::{Dns, Error, ErrorCode, IpConfig, Result, Route};
 use ipam::{ops, HostLocalConfig, StoreConfig};
 
+/// The host-local IPAM plugin as the CNI skeleton runs it: allocates from
+/// and releases into the on-disk store of its network.
 pub struct HostLocal;
 
 /// An ipam error as a CNI error object with the same code (the kit's one

@@ -12,6 +12,8 @@ use netlink::{Family, IpvlanMode, Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 use serde::Deserialize;
 
+/// The ipvlan plugin as the CNI skeleton runs it: creates the pod's ipvlan
+/// on ADD, deletes it on DEL.
 pub struct Ipvlan;
 
 #[derive(Debug, Clone, Deserialize)]

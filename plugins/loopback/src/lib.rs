@@ -6,6 +6,8 @@ use cni_spec::{Error, ErrorCode, Interface, IpConfig, Result};
 use netlink::Socket;
 use netns::NetNs;
 
+/// The loopback plugin as the CNI skeleton runs it: sets `lo` up on ADD and
+/// down on DEL.
 pub struct Loopback;
 
 fn open_sandbox(netns_path: &std::path::Path) -> CniResult<Socket> {

@@ -15,6 +15,8 @@ use netlink::{Family, Link, LinkKind, LinkSpec, MacvlanMode, Socket};
 use netns::NetNs;
 use serde::Deserialize;
 
+/// The macvlan plugin as the CNI skeleton runs it: creates the pod's
+/// macvlan on ADD, deletes it on DEL.
 pub struct Macvlan;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -27,6 +27,8 @@ use nft::rulesets::portmap::{self, Mapping, Options, Proto};
 use nft::{IpVersion, Nft};
 use serde::Deserialize;
 
+/// The portmap plugin as the CNI skeleton runs it: installs the pod's port
+/// forwards on ADD, removes them on DEL.
 pub struct Portmap;
 
 #[derive(Debug, Default, Deserialize)]

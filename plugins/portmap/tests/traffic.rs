@@ -2,6 +2,9 @@
 //! an "outside" namespace through a host port into a pod namespace; the
 //! UDP conntrack flush; DEL without mappings.
 
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;

@@ -16,6 +16,8 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// The ptp plugin as the CNI skeleton runs it: creates the routed veth pair
+/// and its host-side routes on ADD, removes them on DEL.
 pub struct Ptp;
 
 #[derive(Debug, Clone, Deserialize)]

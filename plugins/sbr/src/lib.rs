@@ -28,6 +28,8 @@ use std::path::Path;
 pub const FIRST_TABLE: u32 = 100;
 const RT_TABLE_MAIN: u32 = 254;
 
+/// The sbr plugin as the CNI skeleton runs it: adds the pod interface's
+/// source-based rules and routing table on ADD, removes them on DEL.
 pub struct Sbr;
 
 #[derive(Debug, Clone, Default, Deserialize)]

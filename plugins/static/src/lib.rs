@@ -8,6 +8,8 @@ use cni_spec::error::CniResult;
 use cni_spec::{Dns, Error, IpConfig, Result, Route};
 use ipam::StaticConfig;
 
+/// The static IPAM plugin as the CNI skeleton runs it: returns the
+/// configured addresses; nothing to release on DEL.
 pub struct Static;
 
 fn config(args: &CmdArgs) -> CniResult<StaticConfig> {

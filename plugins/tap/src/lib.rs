@@ -16,6 +16,8 @@ use netlink::{Link, Socket};
 use netns::NetNs;
 use serde::Deserialize;
 
+/// The tap plugin as the CNI skeleton runs it: creates the pod's tap
+/// device on ADD, deletes it on DEL.
 pub struct Tap;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 pub use sysctl::sysctl_path;
 
+/// The tuning plugin as the CNI skeleton runs it: applies the sysctls and
+/// link attributes on ADD, restores the saved ones on DEL.
 pub struct Tuning;
 
 /// What DEL puts back; only the attributes the ADD changed are present.

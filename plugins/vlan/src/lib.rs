@@ -10,6 +10,8 @@ use netlink::{Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 use serde::Deserialize;
 
+/// The vlan plugin as the CNI skeleton runs it: creates the pod's 802.1Q
+/// sub-interface on ADD, deletes it on DEL.
 pub struct Vlan;
 
 #[derive(Debug, Clone, Deserialize)]

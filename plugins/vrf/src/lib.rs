@@ -12,6 +12,8 @@ use netlink::{Family, Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 use serde::Deserialize;
 
+/// The vrf plugin as the CNI skeleton runs it: enslaves the pod interface
+/// to its VRF on ADD, releases it (and an emptied VRF) on DEL.
 pub struct Vrf;
 
 #[derive(Debug, Clone, Deserialize)]
