@@ -2,8 +2,10 @@
 //! throwaway namespaces only. Runs alternate A B / B A after a warm-up so
 //! drift hits both sides equally. Never decides pass/fail.
 
+mod density;
 mod report;
 mod rss;
+mod walk;
 
 use netns::NetNs;
 use report::{Figure, Report, Stats};
@@ -28,7 +30,7 @@ Usage: rcni-bench [options]
   --markdown FILE      write a BENCHMARKS.md with the table and the exact command
   --only LIST          run only these scenarios (comma-separated): start, bridge,
                        ptp, parallel, chain, chain-iptables, portmap, host-local,
-                       kernel, rss, size";
+                       kernel, rss, size, density, walk";
 
 const SCENARIOS: &[&str] = &[
     "start",
@@ -42,6 +44,8 @@ const SCENARIOS: &[&str] = &[
     "kernel",
     "rss",
     "size",
+    "density",
+    "walk",
 ];
 
 struct Options {
@@ -1017,12 +1021,25 @@ fn main() {
             report.push(d);
         }
     }
+    if o.wants("walk") && sides.iter().all(|s| s.has("host-local")) {
+        eprintln!("measuring host-local walks (steady, wrap, no cursor) ...");
+        for f in walk::walk(&sides, &o, &node) {
+            report.push(f);
+        }
+    }
     if o.wants("kernel") {
         eprintln!("measuring the kernel floor ...");
         let (kc, kd) = kernel_floor(&o);
         report.push(kc);
         report.push(kd);
         report.push(kernel_floor_attached(&o));
+    }
+
+    if o.wants("density") && sides.iter().all(|s| s.has("bridge") && s.has("host-local")) {
+        eprintln!("measuring density (one pod ADD/DEL with N pods on the bridge) ...");
+        for f in density::density(&sides, &o) {
+            report.push(f);
+        }
     }
 
     if o.wants("rss") && sides.iter().all(|s| s.has("bridge") && s.has("host-local")) {

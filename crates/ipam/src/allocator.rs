@@ -69,6 +69,11 @@ pub fn allocate<S: Store + ?Sized>(
 
     let last = store.last_reserved(&range_id);
     for (ip, range) in set.candidates(last) {
+        // Skipping known-taken addresses keeps a walk over a full pool to
+        // bit tests; the reservation below still decides.
+        if store.known_taken(ip) {
+            continue;
+        }
         if store.reserve(id, ifname, ip, &range_id)? {
             return Ok(Allocation {
                 address: mk_net(ip, range.subnet.prefix_len()),
