@@ -275,7 +275,7 @@ case "${1:-}" in
     # cold), under 4 minutes in all.
     fuzz_all 15
     # Keep the benchmark tool working (never a pass/fail on time).
-    ./target/debug/rcni-bench --quick --only start,bridge,host-local,kernel,rss
+    ./target/debug/rcni-bench --quick --only start,bridge,host-local,kernel,rss,density,walk
     # What the host kernel lacks, and the plugins on Debian's 6.1.
     vmtest
     ;;

@@ -246,7 +246,11 @@ pub fn density(sides: &[Side], o: &Options) -> Vec<Figure> {
                 let node = &nodes[idx];
                 let path = pods[idx].path().display().to_string();
                 let id = format!("density{n}x{i}");
-                let c = conf(s, &node.bridge, &data.path().join(format!("{n}-{}", s.label)));
+                let c = conf(
+                    s,
+                    &node.bridge,
+                    &data.path().join(format!("{n}-{}", s.label)),
+                );
                 let add = Env {
                     command: "ADD",
                     container_id: &id,

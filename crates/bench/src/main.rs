@@ -5,6 +5,7 @@
 mod density;
 mod report;
 mod rss;
+mod runtimes;
 mod walk;
 
 use netns::NetNs;
@@ -30,7 +31,7 @@ Usage: rcni-bench [options]
   --markdown FILE      write a BENCHMARKS.md with the table and the exact command
   --only LIST          run only these scenarios (comma-separated): start, bridge,
                        ptp, parallel, chain, chain-iptables, portmap, host-local,
-                       kernel, rss, size, density, walk";
+                       kernel, rss, size, density, walk, runtimes";
 
 const SCENARIOS: &[&str] = &[
     "start",
@@ -46,6 +47,7 @@ const SCENARIOS: &[&str] = &[
     "size",
     "density",
     "walk",
+    "runtimes",
 ];
 
 struct Options {
@@ -1024,6 +1026,12 @@ fn main() {
     if o.wants("walk") && sides.iter().all(|s| s.has("host-local")) {
         eprintln!("measuring host-local walks (steady, wrap, no cursor) ...");
         for f in walk::walk(&sides, &o, &node) {
+            report.push(f);
+        }
+    }
+    if o.wants("runtimes") {
+        eprintln!("measuring podman run with each network backend ...");
+        for f in runtimes::runtimes(&o) {
             report.push(f);
         }
     }

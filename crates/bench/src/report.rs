@@ -148,6 +148,16 @@ impl Report {
                 } else {
                     Self::cell(f, "rcni")
                 };
+                // A figure of another side only (netavark, no network) shows
+                // it, named, in the first column.
+                let first = match f.values.first() {
+                    Some((side, _))
+                        if !["rcni", "reference", "kernel"].contains(&side.as_str()) =>
+                    {
+                        format!("{side}: {}", Self::cell(f, side))
+                    }
+                    _ => first,
+                };
                 [
                     f.name.clone(),
                     f.unit.clone(),

@@ -545,7 +545,10 @@ fn full_pool_walk_skips_taken_pages_and_sees_foreign_changes() {
     for k in 0..253 {
         ops::add(&c, &format!("c{k}"), "eth0").unwrap();
     }
-    let page = t.0.join(ipam::store::INDEX_DIR).join("n").join("taken-v4-10.9");
+    let page =
+        t.0.join(ipam::store::INDEX_DIR)
+            .join("n")
+            .join("taken-v4-10.9");
     let bits = fs::read(&page).unwrap();
     assert_eq!(bits.len(), 8192);
     // .2 ..= .254 taken: bits of byte 0 from .2 on, through byte 31 (.248-.255) but .255
