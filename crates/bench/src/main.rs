@@ -1045,7 +1045,9 @@ fn main() {
 
     if o.wants("density") && sides.iter().all(|s| s.has("bridge") && s.has("host-local")) {
         eprintln!("measuring density (one pod ADD/DEL with N pods on the bridge) ...");
-        for f in density::density(&sides, &o) {
+        let figures = density::density(&sides, &o);
+        report.density = density::curve(&figures);
+        for f in figures {
             report.push(f);
         }
     }

@@ -84,6 +84,9 @@ pub struct Report {
     pub figures: Vec<Figure>,
     /// host-local ADD/DEL per allocated count, for the chart.
     pub curve: Vec<(usize, Figure, Figure)>,
+    /// Bridge ADD and the kernel's create + attach floor per pods on the
+    /// bridge, for the chart.
+    pub density: Vec<(usize, Figure, Figure)>,
     pub date: String,
     pub machine: String,
 }
@@ -117,6 +120,7 @@ impl Report {
             command,
             figures: Vec::new(),
             curve: Vec::new(),
+            density: Vec::new(),
             date: sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             machine: format!(
                 "{cpus} cores, {}, Linux {}",
@@ -241,7 +245,14 @@ impl Report {
     /// Two charts side by side: host-local ADD latency against allocated
     /// addresses, and median ADD/DEL per main-plugin figure.
     pub fn svg(&self) -> String {
-        let (w, h) = (960.0, 400.0);
+        let (w, h) = (
+            960.0,
+            if self.density.is_empty() {
+                400.0
+            } else {
+                460.0
+            },
+        );
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -250,81 +261,52 @@ impl Report {
         let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
         let colors = [("rcni", "#d9480f"), ("reference", "#1864ab")];
 
-        // Left: line chart.
-        let (x0, y0, cw, ch) = (60.0, 40.0, 380.0, 300.0);
-        let _ = writeln!(
-            s,
-            r#"<text x="{x0}" y="24" font-weight="bold">host-local ADD median (ms) vs allocated addresses</text>"#
-        );
-        let max_n = self
+        // Left: line chart(s).
+        let hl: Vec<(usize, Vec<(&str, f64)>)> = self
             .curve
             .iter()
-            .map(|(n, _, _)| *n)
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
-        let max_y = self
-            .curve
-            .iter()
-            .flat_map(|(_, a, _)| a.values.iter().map(|(_, st)| st.median))
-            .fold(0.0f64, f64::max)
-            .max(0.001)
-            * 1.1;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-            y0 + ch,
-            x0 + cw,
-            y0 + ch
+            .map(|(n, a, _)| {
+                let pts = colors
+                    .iter()
+                    .filter_map(|(side, _)| Some((*side, a.get(side)?.median)))
+                    .collect();
+                (*n, pts)
+            })
+            .collect();
+        let ch = if self.density.is_empty() {
+            300.0
+        } else {
+            150.0
+        };
+        line_chart(
+            &mut s,
+            "host-local ADD median (ms) vs allocated addresses",
+            (60.0, 40.0, 380.0, ch),
+            &hl,
+            &colors,
         );
-        let _ = writeln!(
-            s,
-            r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{}" stroke="black"/>"#,
-            y0 + ch
-        );
-        for k in 0..=4 {
-            let v = max_y * k as f64 / 4.0;
-            let y = y0 + ch - ch * k as f64 / 4.0;
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="end">{v:.1}</text>"#,
-                x0 - 6.0,
-                y + 4.0
-            );
-        }
-        for (n, _, _) in &self.curve {
-            let x = x0 + cw * *n as f64 / max_n;
-            let _ = writeln!(
-                s,
-                r#"<text x="{x}" y="{}" text-anchor="middle">{n}</text>"#,
-                y0 + ch + 16.0
-            );
-        }
-        for (side, color) in colors {
-            let pts: Vec<String> = self
-                .curve
+        if !self.density.is_empty() {
+            let dn: Vec<(usize, Vec<(&str, f64)>)> = self
+                .density
                 .iter()
-                .filter_map(|(n, a, _)| {
-                    let m = a.get(side)?.median;
-                    Some(format!(
-                        "{:.1},{:.1}",
-                        x0 + cw * *n as f64 / max_n,
-                        y0 + ch - ch * m / max_y
-                    ))
+                .map(|(n, a, k)| {
+                    let mut pts: Vec<(&str, f64)> = colors
+                        .iter()
+                        .filter_map(|(side, _)| Some((*side, a.get(side)?.median)))
+                        .collect();
+                    if let Some(st) = k.get("kernel") {
+                        pts.push(("kernel", st.median));
+                    }
+                    (*n, pts)
                 })
                 .collect();
-            if pts.is_empty() {
-                continue;
-            }
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-                pts.join(" ")
+            line_chart(
+                &mut s,
+                "bridge ADD median (ms) vs pods on the bridge",
+                (60.0, 250.0, 380.0, ch),
+                &dn,
+                &[colors[0], colors[1], ("kernel", "#2b8a3e")],
             );
-            for p in &pts {
-                let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
-                let _ = writeln!(s, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
-            }
         }
 
         // Right: grouped bars for ADD/DEL figures of main plugins.
@@ -389,7 +371,11 @@ impl Report {
                 short
             );
         }
-        for (j, (side, color)) in colors.iter().enumerate() {
+        let mut legend = colors.to_vec();
+        if !self.density.is_empty() {
+            legend.push(("kernel floor", "#2b8a3e"));
+        }
+        for (j, (side, color)) in legend.iter().enumerate() {
             let y = h - 14.0;
             let x = 60.0 + 120.0 * j as f64;
             let _ = writeln!(
@@ -401,5 +387,82 @@ impl Report {
         }
         s.push_str("</svg>\n");
         s
+    }
+}
+
+/// A line chart at (x, y, width, height): one line per side over the x
+/// values of `points`.
+fn line_chart(
+    s: &mut String,
+    title: &str,
+    (x0, y0, cw, ch): (f64, f64, f64, f64),
+    points: &[(usize, Vec<(&str, f64)>)],
+    colors: &[(&str, &str)],
+) {
+    let _ = writeln!(
+        s,
+        r#"<text x="{x0}" y="{}" font-weight="bold">{title}</text>"#,
+        y0 - 16.0
+    );
+    let max_n = points.iter().map(|(n, _)| *n).max().unwrap_or(1).max(1) as f64;
+    let max_y = points
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|(_, m)| *m))
+        .fold(0.0f64, f64::max)
+        .max(0.001)
+        * 1.1;
+    let _ = writeln!(
+        s,
+        r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        y0 + ch,
+        x0 + cw,
+        y0 + ch
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{}" stroke="black"/>"#,
+        y0 + ch
+    );
+    for k in 0..=4 {
+        let v = max_y * k as f64 / 4.0;
+        let y = y0 + ch - ch * k as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{v:.1}</text>"#,
+            x0 - 6.0,
+            y + 4.0
+        );
+    }
+    for (n, _) in points {
+        let x = x0 + cw * *n as f64 / max_n;
+        let _ = writeln!(
+            s,
+            r#"<text x="{x}" y="{}" text-anchor="middle">{n}</text>"#,
+            y0 + ch + 16.0
+        );
+    }
+    for (side, color) in colors {
+        let pts: Vec<(f64, f64)> = points
+            .iter()
+            .filter_map(|(n, v)| {
+                let m = v.iter().find(|(k, _)| k == side)?.1;
+                Some((x0 + cw * *n as f64 / max_n, y0 + ch - ch * m / max_y))
+            })
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let line: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            line.join(" ")
+        );
+        for (x, y) in &pts {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{color}"/>"#
+            );
+        }
     }
 }
