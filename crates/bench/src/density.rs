@@ -16,16 +16,25 @@
 //! O(N²) artefact no real node has. The node's side keeps IPv6 as a plugin
 //! leaves it (a link-local address and route per host veth).
 
-use super::{exec, figure, index_of, must, ordered, settle, Env, Options, Samples, Side};
+use super::{exec, figure, index_of, ordered, settle, Env, Options, Samples, Side};
 use crate::report::{Figure, Stats};
 use netlink::{LinkKind, LinkSpec, Socket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use testutil::{TempDir, TestNs};
 
+/// Fails the run by unwinding, so every namespace and directory guard of
+/// the scenario is dropped (`process::exit` would leak them).
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    eprintln!("density: {what}: {e}");
-    std::process::exit(1);
+    panic!("density: {what}: {e}");
+}
+
+/// A plugin call that must succeed.
+fn must(run: super::Run, what: &str) -> super::Run {
+    if !run.ok {
+        fail(what, run.stdout.trim());
+    }
+    run
 }
 
 /// One side's node: its bridge with resident pods attached.

@@ -233,6 +233,25 @@ impl Report {
             out,
             "Every figure runs inside throwaway network namespaces; rcni and the reference (Debian's `containernetworking-plugins`) alternate A B / B A after 3 warm-up runs. Times are wall clock from spawning the plugin process to reaping it, in milliseconds: median / p95. A ratio below 1 means rcni is faster (or smaller), except for pods/s where higher is better.\n"
         );
+        let has = |prefix: &str| self.figures.iter().any(|f| f.name.starts_with(prefix));
+        if has("density:") {
+            let _ = writeln!(
+                out,
+                "Density: one pod is added and removed (bridge + host-local) while N pods stay attached to the same bridge (veths made with netlink, their addresses in host-local's store). The kernel rows are measured in the same loop on the same bridge, with netlink only: a veth created and attached (master + up), the same plus the pod end up with an address and both ends operationally up (what a bridge ADD asks of the kernel), and the deletion. A Linux bridge takes at most 1023 ports, so 1000 is as dense as one bridge gets.\n"
+            );
+        }
+        if has("host-local wrap") {
+            let _ = writeln!(
+                out,
+                "host-local walks: `steady` has the cursor (`last_reserved_ip.0`) just before a free address; `wrap` is a 98%-full /20 whose cursor sits at the end, so every ADD wraps and walks past all taken addresses; `no cursor` removes the cursor file before each ADD (a reboot or a restore): for rcni that is a change to the directory by someone else, so those ADDs include a rebuild of its index.\n"
+            );
+        }
+        if has("podman run") {
+            let _ = writeln!(
+                out,
+                "Podman: `podman run --rm` of a no-op container from a local image, Debian's Podman in a private jail per backend (CNI with rcni's plugins, the same conflist on the reference plugins, netavark, and `--network none`); the backends rotate order every round. The network share is each median minus the `--network none` median.\n"
+            );
+        }
         let _ = writeln!(out, "| {} |", Self::HEADER.join(" | "));
         let _ = writeln!(out, "|{}", "---|".repeat(5));
         for r in self.rows() {

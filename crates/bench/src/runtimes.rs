@@ -152,10 +152,8 @@ pub fn runtimes(o: &Options) -> Vec<Figure> {
             match run_once(b) {
                 Ok(d) if i >= 2 => samples[idx].push(d),
                 Ok(_) => {}
-                Err(e) => {
-                    eprintln!("runtimes: {} podman run failed: {e}", b.label);
-                    std::process::exit(1);
-                }
+                // Unwinds, so every jail is dropped (killed and removed).
+                Err(e) => panic!("runtimes: {} podman run failed: {e}", b.label),
             }
         }
     }

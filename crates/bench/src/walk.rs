@@ -13,7 +13,7 @@
 //!   change to the directory by someone else, so every such ADD also pays
 //!   a rebuild of its index.
 
-use super::{exec, figure, index_of, must, ordered, Env, Options, Samples, Side};
+use super::{exec, figure, index_of, ordered, Env, Options, Samples, Side};
 use crate::report::Figure;
 use std::path::{Path, PathBuf};
 use testutil::{TempDir, TestNs};
@@ -42,9 +42,18 @@ fn addr(octet: u8, host: u32) -> String {
     format!("10.{octet}.{}.{}", host >> 8, host & 0xff)
 }
 
+/// Fails the run by unwinding, so every namespace and directory guard of
+/// the scenario is dropped (`process::exit` would leak them).
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    eprintln!("walk: {what}: {e}");
-    std::process::exit(1);
+    panic!("walk: {what}: {e}");
+}
+
+/// A plugin call that must succeed.
+fn must(run: super::Run, what: &str) -> super::Run {
+    if !run.ok {
+        fail(what, run.stdout.trim());
+    }
+    run
 }
 
 /// `n` allocations on hosts 2 … n+1 in the reference's format.
