@@ -2,6 +2,7 @@
 //! throwaway namespaces only. Runs alternate A B / B A after a warm-up so
 //! drift hits both sides equally. Never decides pass/fail.
 
+mod cri;
 mod density;
 mod report;
 mod rss;
@@ -31,7 +32,7 @@ Usage: rcni-bench [options]
   --markdown FILE      write a BENCHMARKS.md with the table and the exact command
   --only LIST          run only these scenarios (comma-separated): start, bridge,
                        ptp, parallel, chain, chain-iptables, portmap, host-local,
-                       kernel, rss, size, density, walk, runtimes";
+                       kernel, rss, size, density, walk, runtimes, cri";
 
 const SCENARIOS: &[&str] = &[
     "start",
@@ -48,6 +49,7 @@ const SCENARIOS: &[&str] = &[
     "density",
     "walk",
     "runtimes",
+    "cri",
 ];
 
 struct Options {
@@ -1032,6 +1034,12 @@ fn main() {
     if o.wants("runtimes") {
         eprintln!("measuring podman run with each network backend ...");
         for f in runtimes::runtimes(&o) {
+            report.push(f);
+        }
+    }
+    if o.wants("cri") {
+        eprintln!("measuring containerd CRI sandboxes, 50 at once ...");
+        for f in cri::cri(&o) {
             report.push(f);
         }
     }

@@ -42,7 +42,7 @@ fn conflist(env: &PodmanEnv, name: &str, octet: u8) -> serde_json::Value {
 
 /// Replaces the jail's plugin directory (rcni's links) with copies of the
 /// reference plugins.
-fn use_reference_plugins(env: &PodmanEnv, reference: &Path) -> Result<(), String> {
+pub(crate) fn use_reference_plugins(env: &PodmanEnv, reference: &Path) -> Result<(), String> {
     let dir = env.jail().plugin_dir();
     let rd = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
     for e in rd.flatten() {
