@@ -132,6 +132,11 @@ pub trait Store {
     fn known_taken(&mut self, _ip: IpAddr) -> bool {
         false
     }
+    /// How many addresses from `ip` on (in address order) are known to be
+    /// allocated: 0 when `ip` itself is not known to be.
+    fn taken_run(&mut self, ip: IpAddr) -> u32 {
+        u32::from(self.known_taken(ip))
+    }
     /// Addresses held by (id, ifname), including old ID-only files.
     fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>>;
     /// Release everything (id, ifname) holds (old ID-only files only when no
@@ -1018,6 +1023,33 @@ impl Store for DiskGuard<'_> {
             },
         );
         Ok(true)
+    }
+
+    fn taken_run(&mut self, ip: IpAddr) -> u32 {
+        let IpAddr::V4(v4) = ip else { return 0 };
+        if !self.index_usable {
+            return 0;
+        }
+        let v = u32::from(v4);
+        let Some(bits) = self.taken_page(v >> 16) else {
+            return 0;
+        };
+        let bit = |i: usize| bits[i / 8] & (1 << (i % 8)) != 0;
+        let first = (v & 0xffff) as usize;
+        let mut i = first;
+        // Bit by bit up to a byte boundary, then whole bytes of 0xff.
+        while i < TAKEN_PAGE * 8 && !i.is_multiple_of(8) && bit(i) {
+            i += 1;
+        }
+        if i.is_multiple_of(8) {
+            while i < TAKEN_PAGE * 8 && bits[i / 8] == 0xff {
+                i += 8;
+            }
+            while i < TAKEN_PAGE * 8 && bit(i) {
+                i += 1;
+            }
+        }
+        (i - first) as u32
     }
 
     fn known_taken(&mut self, ip: IpAddr) -> bool {
