@@ -19,7 +19,8 @@ APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugin
   ca-certificates curl gcc g++ libc6-dev dnsmasq-base python3
   etcd-server etcd-client
   qemu-system-x86 linux-image-amd64 busybox-static python3-venv kmod
-  podman crun conmon catatonit containerd runc protobuf-compiler util-linux tar)
+  podman crun conmon catatonit containerd runc protobuf-compiler util-linux tar
+  netavark)
 
 # The VM lane: virtme-ng (PyPI) boots Debian's kernel with this machine's
 # root filesystem shared read-only, in its own venv.
