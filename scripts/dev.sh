@@ -19,7 +19,8 @@ APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugin
   ca-certificates curl gcc g++ libc6-dev dnsmasq-base python3
   etcd-server etcd-client
   qemu-system-x86 linux-image-amd64 busybox-static python3-venv kmod
-  podman crun conmon catatonit containerd runc protobuf-compiler util-linux tar)
+  podman crun conmon catatonit containerd runc protobuf-compiler util-linux tar
+  netavark)
 
 # The VM lane: virtme-ng (PyPI) boots Debian's kernel with this machine's
 # root filesystem shared read-only, in its own venv.
@@ -277,7 +278,7 @@ case "${1:-}" in
     # cold), under 4 minutes in all.
     fuzz_all 15
     # Keep the benchmark tool working (never a pass/fail on time).
-    ./target/debug/rcni-bench --quick --only start,bridge,host-local,kernel,rss
+    ./target/debug/rcni-bench --quick --only start,bridge,host-local,kernel,rss,density,walk
     # What the host kernel lacks, and the plugins on Debian's 6.1.
     vmtest
     ;;

@@ -2,10 +2,14 @@
 //! throwaway namespaces only. Runs alternate A B / B A after a warm-up so
 //! drift hits both sides equally. Never decides pass/fail.
 
+mod cri;
+mod density;
 mod harness;
 mod report;
 mod rss;
+mod runtimes;
 mod scenarios;
+mod walk;
 
 use harness::*;
 use scenarios::chain::*;
@@ -34,7 +38,7 @@ Usage: rcni-bench [options]
   --markdown FILE      write a BENCHMARKS.md with the table and the exact command
   --only LIST          run only these scenarios (comma-separated): start, bridge,
                        ptp, parallel, chain, chain-iptables, portmap, host-local,
-                       kernel, rss, size";
+                       kernel, rss, size, density, walk, runtimes, cri";
 
 const SCENARIOS: &[&str] = &[
     "start",
@@ -48,6 +52,10 @@ const SCENARIOS: &[&str] = &[
     "kernel",
     "rss",
     "size",
+    "density",
+    "walk",
+    "runtimes",
+    "cri",
 ];
 
 struct Options {
@@ -235,12 +243,39 @@ fn main() {
             report.push(d);
         }
     }
+    if o.wants("walk") && sides.iter().all(|s| s.has("host-local")) {
+        eprintln!("measuring host-local walks (steady, wrap, no cursor) ...");
+        for f in walk::walk(&sides, &o, &node) {
+            report.push(f);
+        }
+    }
+    if o.wants("runtimes") {
+        eprintln!("measuring podman run with each network backend ...");
+        for f in runtimes::runtimes(&o) {
+            report.push(f);
+        }
+    }
+    if o.wants("cri") {
+        eprintln!("measuring containerd CRI sandboxes, 50 at once ...");
+        for f in cri::cri(&o) {
+            report.push(f);
+        }
+    }
     if o.wants("kernel") {
         eprintln!("measuring the kernel floor ...");
         let (kc, kd) = kernel_floor(&o);
         report.push(kc);
         report.push(kd);
         report.push(kernel_floor_attached(&o));
+    }
+
+    if o.wants("density") && sides.iter().all(|s| s.has("bridge") && s.has("host-local")) {
+        eprintln!("measuring density (one pod ADD/DEL with N pods on the bridge) ...");
+        let figures = density::density(&sides, &o);
+        report.density = density::curve(&figures);
+        for f in figures {
+            report.push(f);
+        }
     }
 
     if o.wants("rss") && sides.iter().all(|s| s.has("bridge") && s.has("host-local")) {

@@ -84,6 +84,9 @@ pub struct Report {
     pub figures: Vec<Figure>,
     /// host-local ADD/DEL per allocated count, for the chart.
     pub curve: Vec<(usize, Figure, Figure)>,
+    /// Bridge ADD and the kernel's create + attach floor per pods on the
+    /// bridge, for the chart.
+    pub density: Vec<(usize, Figure, Figure)>,
     pub date: String,
     pub machine: String,
 }
@@ -117,6 +120,7 @@ impl Report {
             command,
             figures: Vec::new(),
             curve: Vec::new(),
+            density: Vec::new(),
             date: sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             machine: format!(
                 "{cpus} cores, {}, Linux {}",
@@ -147,6 +151,16 @@ impl Report {
                     Self::cell(f, "kernel")
                 } else {
                     Self::cell(f, "rcni")
+                };
+                // A figure of another side only (netavark, no network) shows
+                // it, named, in the first column.
+                let first = match f.values.first() {
+                    Some((side, _))
+                        if !["rcni", "reference", "kernel"].contains(&side.as_str()) =>
+                    {
+                        format!("{side}: {}", Self::cell(f, side))
+                    }
+                    _ => first,
                 };
                 [
                     f.name.clone(),
@@ -219,6 +233,25 @@ impl Report {
             out,
             "Every figure runs inside throwaway network namespaces; rcni and the reference (Debian's `containernetworking-plugins`) alternate A B / B A after 3 warm-up runs. Times are wall clock from spawning the plugin process to reaping it, in milliseconds: median / p95. A ratio below 1 means rcni is faster (or smaller), except for pods/s where higher is better.\n"
         );
+        let has = |prefix: &str| self.figures.iter().any(|f| f.name.starts_with(prefix));
+        if has("density:") {
+            let _ = writeln!(
+                out,
+                "Density: one pod is added and removed (bridge + host-local) while N pods stay attached to the same bridge (veths made with netlink, their addresses in host-local's store). The kernel rows are measured in the same loop on the same bridge, with netlink only: a veth created and attached (master + up), the same plus the pod end up with an address and both ends operationally up (what a bridge ADD asks of the kernel), and the deletion. A Linux bridge takes at most 1023 ports, so 1000 is as dense as one bridge gets.\n"
+            );
+        }
+        if has("host-local wrap") {
+            let _ = writeln!(
+                out,
+                "host-local walks: `steady` has the cursor (`last_reserved_ip.0`) just before a free address; `wrap` is a 98%-full /20 whose cursor sits at the end, so every ADD wraps and walks past all taken addresses; `no cursor` removes the cursor file before each ADD (a reboot or a restore): for rcni that is a change to the directory by someone else, so those ADDs include a rebuild of its index.\n"
+            );
+        }
+        if has("podman run") {
+            let _ = writeln!(
+                out,
+                "Podman: `podman run --rm` of a no-op container from a local image, Debian's Podman in a private jail per backend (CNI with rcni's plugins, the same conflist on the reference plugins, netavark, and `--network none`); the backends rotate order every round. The network share is each median minus the `--network none` median.\n"
+            );
+        }
         let _ = writeln!(out, "| {} |", Self::HEADER.join(" | "));
         let _ = writeln!(out, "|{}", "---|".repeat(5));
         for r in self.rows() {
@@ -231,7 +264,14 @@ impl Report {
     /// Two charts side by side: host-local ADD latency against allocated
     /// addresses, and median ADD/DEL per main-plugin figure.
     pub fn svg(&self) -> String {
-        let (w, h) = (960.0, 400.0);
+        let (w, h) = (
+            960.0,
+            if self.density.is_empty() {
+                400.0
+            } else {
+                460.0
+            },
+        );
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -240,81 +280,52 @@ impl Report {
         let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
         let colors = [("rcni", "#d9480f"), ("reference", "#1864ab")];
 
-        // Left: line chart.
-        let (x0, y0, cw, ch) = (60.0, 40.0, 380.0, 300.0);
-        let _ = writeln!(
-            s,
-            r#"<text x="{x0}" y="24" font-weight="bold">host-local ADD median (ms) vs allocated addresses</text>"#
-        );
-        let max_n = self
+        // Left: line chart(s).
+        let hl: Vec<(usize, Vec<(&str, f64)>)> = self
             .curve
             .iter()
-            .map(|(n, _, _)| *n)
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
-        let max_y = self
-            .curve
-            .iter()
-            .flat_map(|(_, a, _)| a.values.iter().map(|(_, st)| st.median))
-            .fold(0.0f64, f64::max)
-            .max(0.001)
-            * 1.1;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-            y0 + ch,
-            x0 + cw,
-            y0 + ch
+            .map(|(n, a, _)| {
+                let pts = colors
+                    .iter()
+                    .filter_map(|(side, _)| Some((*side, a.get(side)?.median)))
+                    .collect();
+                (*n, pts)
+            })
+            .collect();
+        let ch = if self.density.is_empty() {
+            300.0
+        } else {
+            150.0
+        };
+        line_chart(
+            &mut s,
+            "host-local ADD median (ms) vs allocated addresses",
+            (60.0, 40.0, 380.0, ch),
+            &hl,
+            &colors,
         );
-        let _ = writeln!(
-            s,
-            r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{}" stroke="black"/>"#,
-            y0 + ch
-        );
-        for k in 0..=4 {
-            let v = max_y * k as f64 / 4.0;
-            let y = y0 + ch - ch * k as f64 / 4.0;
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="end">{v:.1}</text>"#,
-                x0 - 6.0,
-                y + 4.0
-            );
-        }
-        for (n, _, _) in &self.curve {
-            let x = x0 + cw * *n as f64 / max_n;
-            let _ = writeln!(
-                s,
-                r#"<text x="{x}" y="{}" text-anchor="middle">{n}</text>"#,
-                y0 + ch + 16.0
-            );
-        }
-        for (side, color) in colors {
-            let pts: Vec<String> = self
-                .curve
+        if !self.density.is_empty() {
+            let dn: Vec<(usize, Vec<(&str, f64)>)> = self
+                .density
                 .iter()
-                .filter_map(|(n, a, _)| {
-                    let m = a.get(side)?.median;
-                    Some(format!(
-                        "{:.1},{:.1}",
-                        x0 + cw * *n as f64 / max_n,
-                        y0 + ch - ch * m / max_y
-                    ))
+                .map(|(n, a, k)| {
+                    let mut pts: Vec<(&str, f64)> = colors
+                        .iter()
+                        .filter_map(|(side, _)| Some((*side, a.get(side)?.median)))
+                        .collect();
+                    if let Some(st) = k.get("kernel") {
+                        pts.push(("kernel", st.median));
+                    }
+                    (*n, pts)
                 })
                 .collect();
-            if pts.is_empty() {
-                continue;
-            }
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-                pts.join(" ")
+            line_chart(
+                &mut s,
+                "bridge ADD median (ms) vs pods on the bridge",
+                (60.0, 250.0, 380.0, ch),
+                &dn,
+                &[colors[0], colors[1], ("kernel", "#2b8a3e")],
             );
-            for p in &pts {
-                let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
-                let _ = writeln!(s, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
-            }
         }
 
         // Right: grouped bars for ADD/DEL figures of main plugins.
@@ -379,7 +390,11 @@ impl Report {
                 short
             );
         }
-        for (j, (side, color)) in colors.iter().enumerate() {
+        let mut legend = colors.to_vec();
+        if !self.density.is_empty() {
+            legend.push(("kernel floor", "#2b8a3e"));
+        }
+        for (j, (side, color)) in legend.iter().enumerate() {
             let y = h - 14.0;
             let x = 60.0 + 120.0 * j as f64;
             let _ = writeln!(
@@ -391,5 +406,82 @@ impl Report {
         }
         s.push_str("</svg>\n");
         s
+    }
+}
+
+/// A line chart at (x, y, width, height): one line per side over the x
+/// values of `points`.
+fn line_chart(
+    s: &mut String,
+    title: &str,
+    (x0, y0, cw, ch): (f64, f64, f64, f64),
+    points: &[(usize, Vec<(&str, f64)>)],
+    colors: &[(&str, &str)],
+) {
+    let _ = writeln!(
+        s,
+        r#"<text x="{x0}" y="{}" font-weight="bold">{title}</text>"#,
+        y0 - 16.0
+    );
+    let max_n = points.iter().map(|(n, _)| *n).max().unwrap_or(1).max(1) as f64;
+    let max_y = points
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|(_, m)| *m))
+        .fold(0.0f64, f64::max)
+        .max(0.001)
+        * 1.1;
+    let _ = writeln!(
+        s,
+        r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        y0 + ch,
+        x0 + cw,
+        y0 + ch
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{}" stroke="black"/>"#,
+        y0 + ch
+    );
+    for k in 0..=4 {
+        let v = max_y * k as f64 / 4.0;
+        let y = y0 + ch - ch * k as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{v:.1}</text>"#,
+            x0 - 6.0,
+            y + 4.0
+        );
+    }
+    for (n, _) in points {
+        let x = x0 + cw * *n as f64 / max_n;
+        let _ = writeln!(
+            s,
+            r#"<text x="{x}" y="{}" text-anchor="middle">{n}</text>"#,
+            y0 + ch + 16.0
+        );
+    }
+    for (side, color) in colors {
+        let pts: Vec<(f64, f64)> = points
+            .iter()
+            .filter_map(|(n, v)| {
+                let m = v.iter().find(|(k, _)| k == side)?.1;
+                Some((x0 + cw * *n as f64 / max_n, y0 + ch - ch * m / max_y))
+            })
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let line: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            line.join(" ")
+        );
+        for (x, y) in &pts {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{color}"/>"#
+            );
+        }
     }
 }

@@ -68,7 +68,16 @@ pub fn allocate<S: Store + ?Sized>(
     }
 
     let last = store.last_reserved(&range_id);
-    for (ip, range) in set.candidates(last) {
+    let mut candidates = set.candidates(last);
+    while let Some((ip, range)) = candidates.next() {
+        // Runs of known-taken addresses are skipped whole, so a walk over
+        // a full pool costs a few word tests; the reservation below still
+        // decides.
+        let run = store.taken_run(ip);
+        if run > 0 {
+            candidates.skip_following(u128::from(run - 1));
+            continue;
+        }
         if store.reserve(id, ifname, ip, &range_id)? {
             return Ok(Allocation {
                 address: mk_net(ip, range.subnet.prefix_len()),

@@ -365,6 +365,33 @@ pub struct Candidates<'a> {
     remaining: u128,
 }
 
+impl Candidates<'_> {
+    /// Skips the `n` addresses that follow the one just returned, as far
+    /// as they lie in the same range (never across a range's end, where
+    /// the walk continues in the next range); a walk over a run of taken
+    /// addresses then costs one step. Returns how many were skipped.
+    pub fn skip_following(&mut self, n: u128) -> u128 {
+        let Some(r) = self.set.0.get(self.idx) else {
+            return 0;
+        };
+        let (start, end) = (to_u128(r.range_start), to_u128(r.range_end));
+        // Right after a wrap into the next range, `next` is its start and
+        // the following addresses are not the ones the caller means.
+        if self.next <= start || self.next > end {
+            return 0;
+        }
+        let k = n.min(end - self.next + 1).min(self.remaining);
+        self.remaining -= k;
+        if self.next + k > end {
+            self.idx = (self.idx + 1) % self.set.0.len();
+            self.next = to_u128(self.set.0[self.idx].range_start);
+        } else {
+            self.next += k;
+        }
+        k
+    }
+}
+
 impl<'a> Iterator for Candidates<'a> {
     type Item = (IpAddr, &'a Range);
 
@@ -569,6 +596,26 @@ mod tests {
         assert!(e.to_string().contains("overlap"));
         let ok = RangeSet::from_config(&[rc("10.0.0.0/24"), rc("10.0.1.0/24")]).unwrap();
         assert_eq!(ok.capacity(), 506);
+    }
+
+    #[test]
+    fn candidates_skip_stays_inside_the_range() {
+        let set = RangeSet::from_config(&[rc("10.0.0.0/29"), rc("10.0.1.0/30")]).unwrap();
+        let mut c = set.candidates(None);
+        assert_eq!(c.next().unwrap().0, ip("10.0.0.2"));
+        // .3 .. .6 are the rest of the first range; a longer run stops there.
+        assert_eq!(c.skip_following(100), 4);
+        assert_eq!(c.next().unwrap().0, ip("10.0.1.2"));
+        assert!(c.next().is_none());
+        // Just wrapped from the range's end to its start: nothing skipped.
+        let one = RangeSet::from_config(&[rc("10.0.0.0/29")]).unwrap();
+        let mut c = one.candidates(Some(ip("10.0.0.5")));
+        assert_eq!(c.next().unwrap().0, ip("10.0.0.6"));
+        assert_eq!(c.skip_following(3), 0);
+        assert_eq!(c.next().unwrap().0, ip("10.0.0.2"));
+        assert_eq!(c.skip_following(2), 2);
+        assert_eq!(c.next().unwrap().0, ip("10.0.0.5"));
+        assert!(c.next().is_none());
     }
 
     #[test]

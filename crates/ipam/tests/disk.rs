@@ -538,3 +538,41 @@ fn interop_rcni_allocates_reference_releases() {
         .collect();
     assert_eq!(names, [ip("10.4.0.3")]);
 }
+
+#[test]
+fn full_pool_walk_skips_taken_pages_and_sees_foreign_changes() {
+    let t = TempDir::new("walk");
+    let c = hl(&t.0, "n", r#"[[{"subnet":"10.9.0.0/24"}]]"#);
+    let s = sc(&t.0, "n");
+    let d = t.0.join("n");
+    for k in 0..253 {
+        ops::add(&c, &format!("c{k}"), "eth0").unwrap();
+    }
+    let page =
+        t.0.join(ipam::store::INDEX_DIR)
+            .join("n")
+            .join("taken-v4-10.9");
+    let bits = fs::read(&page).unwrap();
+    assert_eq!(bits.len(), 8192);
+    // .2 ..= .254 taken: bits of byte 0 from .2 on, through byte 31 (.248-.255) but .255
+    assert_eq!(bits[0], 0b1111_1100);
+    assert_eq!(bits[31], 0b0111_1111);
+    assert_eq!(ops::add(&c, "full", "eth0").unwrap_err().code(), 11);
+    // A hole in the middle: the cursor (.254) must wrap and walk to it.
+    assert_eq!(ops::del(&s, "c99", "eth0").unwrap(), [ip("10.9.0.101")]);
+    assert_eq!(fs::read(&page).unwrap()[101 / 8] & (1 << (101 % 8)), 0);
+    let a = ops::add(&c, "walker", "eth0").unwrap();
+    assert_eq!(a[0].address.addr(), ip("10.9.0.101"));
+    // The cursor is gone (a restore) and the reference released one
+    // behind our back: the walk from the start finds it.
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    fs::remove_file(d.join("10.9.0.50")).unwrap();
+    let b = ops::add(&c, "after-restore", "eth0").unwrap();
+    assert_eq!(b[0].address.addr(), ip("10.9.0.50"));
+    // A deleted page is no error: the walk falls back to the files.
+    assert_eq!(ops::del(&s, "c10", "eth0").unwrap(), [ip("10.9.0.12")]);
+    fs::remove_file(&page).unwrap();
+    let e = ops::add(&c, "nopage", "eth0").unwrap();
+    assert_eq!(e[0].address.addr(), ip("10.9.0.12"));
+    assert_eq!(files(&d).len(), 253);
+}

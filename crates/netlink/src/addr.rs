@@ -188,13 +188,24 @@ impl Socket {
     }
 
     /// Addresses of one link (or all links) of one family (or all).
+    /// With `index`, the kernel is asked for that link's addresses only
+    /// (a strict-checked dump): an unfiltered dump walks every device of the
+    /// namespace, a cost that grows with the pods on a node.
     pub fn addresses(&self, index: Option<u32>, family: Family) -> Result<Vec<Address>> {
-        let mut m = MessageBuilder::new(RTM_GETADDR, 0);
-        m.header(&IfAddrMsg {
-            family: family.raw(),
-            ..Default::default()
-        });
-        let msgs = self.dump_as(&m, || "list addresses".into())?;
+        let dump = |strict: bool| {
+            let mut m = MessageBuilder::new(RTM_GETADDR, 0);
+            m.header(&IfAddrMsg {
+                family: family.raw(),
+                index: if strict { index.unwrap_or(0) } else { 0 },
+                ..Default::default()
+            });
+            self.dump_as(&m, || "list addresses".into())
+        };
+        let msgs = if index.is_some() {
+            self.with_strict_check(dump)?
+        } else {
+            dump(false)?
+        };
         Ok(msgs
             .iter()
             .filter(|m| m.ty == RTM_NEWADDR)

@@ -235,6 +235,21 @@ impl Socket {
     }
 
     /// [`Socket::dump`] with the error naming `what` (and the netns).
+    /// Runs `f` with NETLINK_GET_STRICT_CHK on (Linux 4.20+), telling it
+    /// whether the option took: with it the kernel honours the filters in a
+    /// dump request's header (e.g. one interface's addresses) instead of
+    /// walking every device. Switched off again afterwards, because strict
+    /// checking also changes how other requests on this socket are read.
+    pub(crate) fn with_strict_check<T>(&self, f: impl FnOnce(bool) -> T) -> T {
+        const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
+        let on = setsockopt_int(self.fd(), SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1).is_ok();
+        let out = f(on);
+        if on {
+            let _ = setsockopt_int(self.fd(), SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0);
+        }
+        out
+    }
+
     pub(crate) fn dump_as(
         &self,
         m: &MessageBuilder,

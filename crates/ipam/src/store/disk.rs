@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::format::Owner;
 use super::fsutil::{link_follow, mkdir_p, mtime_of, overwrite, remove_if_exists, set_mtime};
-use super::index::{GEN_WRAP, STATE_FILE, STATE_MAGIC};
+use super::index::{GEN_WRAP, STATE_FILE, STATE_MAGIC, TAKEN_PAGE};
 use super::spare::SPARE_DIR;
 use super::{Store, DEFAULT_DATA_DIR, INDEX_DIR, LAST_RESERVED_PREFIX, LOCK_FILE, TMP_FILE};
 use crate::error::{Error, Result};
@@ -81,6 +81,7 @@ impl DiskStore {
             tmp_content: None,
             bucket_cache: RefCell::new(None),
             index_file: None,
+            taken: Vec::new(),
         };
         guard.prepare()?;
         Ok(guard)
@@ -104,6 +105,9 @@ pub struct DiskGuard<'a> {
     pub(super) bucket_cache: RefCell<Option<(u64, String)>>,
     /// The index file, opened on first use under this lock.
     pub(super) index_file: Option<File>,
+    /// Taken-address pages read under this lock: (/16 number, bitmap;
+    /// `None` when there is no page).
+    pub(super) taken: Vec<(u32, Option<Vec<u8>>)>,
 }
 
 impl DiskGuard<'_> {
@@ -316,6 +320,43 @@ impl Store for DiskGuard<'_> {
             },
         );
         Ok(true)
+    }
+
+    fn taken_run(&mut self, ip: IpAddr) -> u32 {
+        let IpAddr::V4(v4) = ip else { return 0 };
+        if !self.index_usable {
+            return 0;
+        }
+        let v = u32::from(v4);
+        let Some(bits) = self.taken_page(v >> 16) else {
+            return 0;
+        };
+        let bit = |i: usize| bits[i / 8] & (1 << (i % 8)) != 0;
+        let first = (v & 0xffff) as usize;
+        let mut i = first;
+        // Bit by bit up to a byte boundary, then whole bytes of 0xff.
+        while i < TAKEN_PAGE * 8 && !i.is_multiple_of(8) && bit(i) {
+            i += 1;
+        }
+        if i.is_multiple_of(8) {
+            while i < TAKEN_PAGE * 8 && bits[i / 8] == 0xff {
+                i += 8;
+            }
+            while i < TAKEN_PAGE * 8 && bit(i) {
+                i += 1;
+            }
+        }
+        (i - first) as u32
+    }
+
+    fn known_taken(&mut self, ip: IpAddr) -> bool {
+        let IpAddr::V4(v4) = ip else { return false };
+        if !self.index_usable {
+            return false;
+        }
+        let v = u32::from(v4);
+        self.taken_page(v >> 16)
+            .is_some_and(|bits| bits[(v & 0xffff) as usize / 8] & (1 << (v & 7)) != 0)
     }
 
     fn last_reserved(&mut self, range_id: &str) -> Option<IpAddr> {

@@ -67,6 +67,16 @@ pub trait Store {
     fn reserve(&mut self, id: &str, ifname: &str, ip: IpAddr, range_id: &str) -> Result<bool>;
     /// The round-robin cursor of range set `range_id`.
     fn last_reserved(&mut self, range_id: &str) -> Option<IpAddr>;
+    /// True when `ip` is known to be allocated without asking the file
+    /// system (a hint: false proves nothing, [`Store::reserve`] decides).
+    fn known_taken(&mut self, _ip: IpAddr) -> bool {
+        false
+    }
+    /// How many addresses from `ip` on (in address order) are known to be
+    /// allocated: 0 when `ip` itself is not known to be.
+    fn taken_run(&mut self, ip: IpAddr) -> u32 {
+        u32::from(self.known_taken(ip))
+    }
     /// Addresses held by (id, ifname), including old ID-only files.
     fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>>;
     /// Release everything (id, ifname) holds (old ID-only files only when no
