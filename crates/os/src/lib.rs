@@ -76,25 +76,26 @@ pub enum Durability {
 }
 
 /// Writes `data` to `path` through a sibling temporary file and a rename,
-/// with `mode` (e.g. 0o600). The temporary file is `.<name>.<pid>-<n>.tmp` next to
+/// with `mode` (e.g. 0o600). The temporary file is `.<name>.tmp` next to
 /// `path` (names may contain dots, so no `with_extension`), removed on
 /// failure.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32, d: Durability) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    // Unique per writer (process and call), so two writers of one path
-    // never share a temporary file; the last rename wins whole.
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // One fixed temporary name per path: a writer killed halfway leaves
+    // it for the next write of that path to reuse (a unique name would
+    // stay forever), and it adds only 5 bytes to bounded file names.
+    // Writers of one path therefore take a lock or are alone.
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".{}-{seq}.tmp", std::process::id()));
+    tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     let written = (|| {
         let mut f = OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
