@@ -29,6 +29,20 @@ pub use sysctl::{enable_ip_forward, sysctl_get, sysctl_set};
 pub use undo::Undo;
 pub use veth::{host_veth_name, setup_veth, VethPair};
 
+/// GC and STATUS of a plugin whose only state beyond its links is its
+/// IPAM's: the verb goes to the IPAM plugin when the config names one, with
+/// the plugin's own stdin; without one there is nothing to do.
+pub fn pass_to_ipam(
+    ipam: Option<&str>,
+    verb: cni_skel::Command,
+    args: &cni_skel::CmdArgs,
+) -> cni_spec::error::CniResult<()> {
+    match ipam {
+        Some(ipam) => cni_invoke::delegate(ipam, verb, args, &args.stdin),
+        None => Ok(()),
+    }
+}
+
 /// Opens the container's network namespace; a path that cannot be opened
 /// means the container is unknown (code 3).
 pub fn open_ns(path: &std::path::Path) -> Result<netns::NetNs> {

@@ -896,11 +896,7 @@ impl Plugin for Bridge {
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        let n = load(args)?;
-        if let Some(ipam) = &n.ipam {
-            cni_invoke::delegate(ipam, Command::Status, args, &args.stdin)?;
-        }
-        Ok(())
+        kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Status, args)
     }
 }
 

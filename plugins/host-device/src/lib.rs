@@ -600,17 +600,11 @@ impl Plugin for HostDevice {
     }
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        match load(args)?.ipam {
-            Some(ipam) => cni_invoke::delegate(&ipam, Command::Gc, args, &args.stdin),
-            None => Ok(()),
-        }
+        kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Gc, args)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        match load(args)?.ipam {
-            Some(ipam) => cni_invoke::delegate(&ipam, Command::Status, args, &args.stdin),
-            None => Ok(()),
-        }
+        kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Status, args)
     }
 }
 

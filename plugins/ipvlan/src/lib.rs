@@ -265,17 +265,11 @@ impl Plugin for Ipvlan {
     }
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        match parse(args)? {
-            (_, Some(ipam)) => cni_invoke::delegate(&ipam, Command::Gc, args, &args.stdin),
-            _ => Ok(()),
-        }
+        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Gc, args)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        match parse(args)? {
-            (_, Some(ipam)) => cni_invoke::delegate(&ipam, Command::Status, args, &args.stdin),
-            _ => Ok(()),
-        }
+        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Status, args)
     }
 }
 

@@ -357,18 +357,10 @@ impl Plugin for Tap {
     }
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        let n = load(args)?;
-        match &n.ipam {
-            Some(ipam) => cni_invoke::delegate(ipam, Command::Gc, args, &args.stdin),
-            None => Ok(()),
-        }
+        kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Gc, args)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        let n = load(args)?;
-        match &n.ipam {
-            Some(ipam) => cni_invoke::delegate(ipam, Command::Status, args, &args.stdin),
-            None => Ok(()),
-        }
+        kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Status, args)
     }
 }
