@@ -274,6 +274,17 @@ pub fn pid() -> u32 {
     std::process::id()
 }
 
+/// A file's permission bits (links followed).
+pub fn mode(path: &Path) -> io::Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
+}
+
+/// Removes a directory and everything in it.
+pub fn remove_dir_all(path: &Path) -> io::Result<()> {
+    std::fs::remove_dir_all(path)
+}
+
 /// Sets the permission bits of `path` to `mode`, whatever the umask was.
 pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

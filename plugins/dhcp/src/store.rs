@@ -167,7 +167,6 @@ impl Store {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests look at the files directly
 mod tests {
     use super::*;
     use crate::packet::OPT_LEASE_TIME;
@@ -183,7 +182,7 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_the_timers_and_expired_leases_are_dropped() {
-        let dir = std::env::temp_dir().join(format!("rcni-dhcp-store-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("rcni-dhcp-store-{}", kit::os::pid()));
         let s = Store::new(&dir);
         let shared = Shared {
             ack: ack(),
@@ -213,16 +212,13 @@ mod tests {
         assert_eq!(sh.ack.yiaddr, ack().yiaddr);
         let t1 = sh.timers.t1.as_secs_f64();
         assert!((49.0..=50.5).contains(&t1), "{t1}");
-        let mode = |p: &Path| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
-        };
+        let mode = |p: &Path| kit::os::mode(p).expect("stat") & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&s.path(&r.id)), 0o600);
         r.expiry_ms = 1;
         assert!(r.shared(Duration::ZERO).is_none(), "expired");
         s.remove(&r.id);
         assert!(s.load().is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = kit::os::remove_dir_all(&dir);
     }
 }

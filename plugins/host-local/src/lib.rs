@@ -118,5 +118,4 @@ impl Plugin for HostLocal {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests look at the files directly
 mod tests;

@@ -6,16 +6,16 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("rcni-hl-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("mkdir");
+        let p = std::env::temp_dir().join(format!("rcni-hl-{}-{tag}", kit::os::pid()));
+        let _ = kit::os::remove_dir_all(&p);
+        kit::os::create_dir_all(&p, 0o755).expect("mkdir");
         TempDir(p)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = kit::os::remove_dir_all(&self.0);
     }
 }
 
@@ -64,11 +64,11 @@ fn add_del_del_every_version() {
         assert!(text.contains("10.5.0.1"), "{ver}: {text}");
         assert!(text.contains("0.0.0.0/0"), "{ver}: {text}");
         assert_eq!(
-            std::fs::read(t.0.join("hl/10.5.0.2")).expect("alloc file"),
+            kit::os::read(&t.0.join("hl/10.5.0.2")).expect("alloc file"),
             b"c1\r\neth0"
         );
         assert_eq!(run("DEL", "c1", "", &c).0, 0);
-        assert!(!t.0.join("hl/10.5.0.2").exists());
+        assert!(!kit::os::exists(&t.0.join("hl/10.5.0.2")));
         assert_eq!(run("DEL", "c1", "", &c).0, 0);
     }
 }
@@ -77,7 +77,13 @@ fn add_del_del_every_version() {
 fn dual_stack_requested_and_dns() {
     let t = TempDir::new("dual");
     let resolv = t.0.join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 10.0.0.53\nsearch a.example\n").expect("write");
+    kit::os::write_atomic(
+        &resolv,
+        b"nameserver 10.0.0.53\nsearch a.example\n",
+        0o644,
+        kit::os::Durability::Atomic,
+    )
+    .expect("write");
     let c = conf(
         "1.0.0",
         &t,
@@ -156,6 +162,6 @@ fn check_gc_status() {
     g["cni.dev/valid-attachments"] =
         serde_json::json!([{"containerID": "other", "ifname": "eth0"}]);
     assert_eq!(run("GC", "", "", &g.to_string()).0, 0);
-    assert!(!t.0.join("hl/10.9.0.2").exists());
+    assert!(!kit::os::exists(&t.0.join("hl/10.9.0.2")));
     assert_eq!(run("STATUS", "", "", &c).0, 0);
 }
