@@ -98,22 +98,7 @@ fn side(
         fail("podman save", e);
     }
     let ctd = Containerd::start(jail, IMAGE, &env.plugin_log_path());
-    let a = archive.display().to_string();
-    if let Err(e) = ctd
-        .ctr(
-            jail,
-            &[
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                "--snapshotter",
-                "native",
-                &a,
-            ],
-        )
-        .ok()
-    {
+    if let Err(e) = ctd.import_image(jail, &archive) {
         fail("ctr images import", e);
     }
     if let Err(e) = std::fs::write(

@@ -136,4 +136,20 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             .collect();
         jail.run("ctr", &all, &envs, CTR_TIMEOUT)
     }
+
+    /// Imports an image archive (`podman save`) into the CRI plugin's
+    /// namespace with the snapshotter the jail can use.
+    pub fn import_image(&self, jail: &Jail, archive: &Path) -> Result<(), String> {
+        let a = archive.display().to_string();
+        let args = [
+            "-n",
+            "k8s.io",
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+            &a,
+        ];
+        self.ctr(jail, &args).ok().map(|_| ())
+    }
 }

@@ -302,21 +302,7 @@ fn scenario() -> Rows {
         let archive = jail.state().join("image.tar");
         podman.save_image(&archive).expect("podman save");
         let ctd = Containerd::start(jail, IMAGE, &podman.plugin_log_path());
-        let a = archive.display().to_string();
-        ctd.ctr(
-            jail,
-            &[
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                "--snapshotter",
-                "native",
-                &a,
-            ],
-        )
-        .ok()
-        .expect("ctr images import");
+        ctd.import_image(jail, &archive).expect("ctr images import");
         let state = jail.state().join("plugin-state");
         std::fs::write(
             ctd.cri_conf_dir().join("10-rcni.conflist"),
