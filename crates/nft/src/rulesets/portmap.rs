@@ -565,25 +565,43 @@ pub fn remove_container(
     container_id: &str,
     ifname: &str,
 ) -> Result<usize> {
+    remove_where(nft, attachment_matcher(network, container_id, ifname))
+}
+
+/// Matches the comment tags (network, container id, ifname) of one
+/// attachment, in the bounded form comments carry.
+pub(super) fn attachment_matcher(
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> impl Fn(&str, &str, &str) -> bool {
     let (network, container_id) = comment_tags(network, container_id);
-    let (network, container_id) = (network.as_ref(), container_id.as_ref());
-    remove_where(nft, |n, c, i| {
-        n == network && c == container_id && i == ifname
-    })
+    let (network, container_id, ifname) = (
+        network.into_owned(),
+        container_id.into_owned(),
+        ifname.to_string(),
+    );
+    move |n, c, i| n == network && c == container_id && i == ifname
+}
+
+/// Matches the comment tags of `network`'s attachments that are not in
+/// `keep` (GC).
+pub(super) fn stale_matcher(
+    network: &str,
+    keep: &[(String, String)],
+) -> impl Fn(&str, &str, &str) -> bool {
+    let network = comment_tags(network, "").0.into_owned();
+    let keep: Vec<(String, String)> = keep
+        .iter()
+        .map(|(c, i)| (comment_tags("", c).1.into_owned(), i.clone()))
+        .collect();
+    move |n, c, i| n == network && !keep.iter().any(|(kc, ki)| kc == c && ki == i)
 }
 
 /// GC: removes the mappings of `network` whose (container id, ifname) is
 /// not in `keep`.
 pub fn gc(nft: &Nft, network: &str, keep: &[(String, String)]) -> Result<usize> {
-    let network = comment_tags(network, "").0;
-    let network = network.as_ref();
-    let keep: Vec<(String, String)> = keep
-        .iter()
-        .map(|(c, i)| (comment_tags("", c).1.into_owned(), i.clone()))
-        .collect();
-    remove_where(nft, |n, c, i| {
-        n == network && !keep.iter().any(|(kc, ki)| kc == c && ki == i)
-    })
+    remove_where(nft, stale_matcher(network, keep))
 }
 
 /// Every mapping, reconstructed from the DNAT maps (long network names and

@@ -16,9 +16,11 @@
 //! The chain and the jump are made on first use, so tables made before
 //! this existed work unchanged.
 
-use super::{check, comment, elements, host_ip, layout, parse_comment, v, Mapping, Options, TABLE};
+use super::{
+    attachment_matcher, check, comment, elements, host_ip, layout, parse_comment, stale_matcher, v,
+    Mapping, Options, TABLE,
+};
 use crate::expr::{CmpOp, Expr, MetaKey, Reg};
-use crate::ident::comment_tags;
 use crate::{Batch, Chain, Error, Family, Nft, Result, Rule};
 use ipnet::IpNet;
 
@@ -283,25 +285,13 @@ pub fn remove_conditional(
     container_id: &str,
     ifname: &str,
 ) -> Result<usize> {
-    let (network, container_id) = comment_tags(network, container_id);
-    let (network, container_id) = (network.as_ref(), container_id.as_ref());
-    remove_cond_where(nft, |n, c, i| {
-        n == network && c == container_id && i == ifname
-    })
+    remove_cond_where(nft, attachment_matcher(network, container_id, ifname))
 }
 
 /// GC: the conditional mappings of `network` whose (container id, ifname)
 /// is not in `keep`.
 pub fn gc_conditional(nft: &Nft, network: &str, keep: &[(String, String)]) -> Result<usize> {
-    let network = comment_tags(network, "").0;
-    let network = network.as_ref();
-    let keep: Vec<(String, String)> = keep
-        .iter()
-        .map(|(c, i)| (comment_tags("", c).1.into_owned(), i.clone()))
-        .collect();
-    remove_cond_where(nft, |n, c, i| {
-        n == network && !keep.iter().any(|(kc, ki)| kc == c && ki == i)
-    })
+    remove_cond_where(nft, stale_matcher(network, keep))
 }
 
 /// How many conditional mapping rules one attachment has.
