@@ -515,7 +515,8 @@ impl Plugin for Bridge {
             &kit::veth::VethOptions {
                 mtu: (n.conf.mtu > 0).then_some(n.conf.mtu),
                 mac: mac.as_ref().map(|m| &m[..]),
-                host_up: true,
+                // Up last (below): see there.
+                host_up: false,
                 master: Some(br.index),
                 queues: kit::veth::queues_from_config(n.conf.veth_queues),
             },
@@ -675,6 +676,15 @@ impl Plugin for Bridge {
             cont_link.up = true;
         }
         failure_injected("after-setup")?;
+        // The host end comes up last, so the pod's end gets carrier only
+        // now. Carrier is what starts the pod's IPv6 announcements (router
+        // solicitation, MLD reports; at once, as DAD is off): the bridge
+        // floods each to every port from a work item that holds the RTNL
+        // lock, and on a bridge with 1000 ports that kept each netlink
+        // request made after it waiting about 4 ms. Made before carrier,
+        // the pod's addresses, routes and the gateway need no request after
+        // it; the flood then runs beside the rest of this call.
+        host.set_link_up(host_index).map_err(kit::err)?;
 
         // The bridge MAC may have followed a port if someone else made it.
         if let Some(br_now) = host.link_by_name(&n.conf.bridge).map_err(kit::err)? {
