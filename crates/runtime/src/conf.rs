@@ -246,19 +246,17 @@ impl NetworkConfigList {
     /// ends up without plugins is an error.
     pub fn from_file(path: impl AsRef<Path>) -> Result<NetworkConfigList> {
         let path = path.as_ref();
-        let file_err = |msg: String| Error::ConfigFile {
-            file: path.to_path_buf(),
-            msg,
-        };
-        let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
-        let mut list = Self::parse(&bytes).map_err(file_err)?;
+        let mut list = read_config_file(path, Self::parse)?;
         list.source = Some(path.to_path_buf());
         if !list.load_only_inlined_plugins {
             let dir = path.parent().unwrap_or(Path::new(".")).join(&list.name);
             list.plugins.extend(plugin_files(&dir)?);
         }
         if list.plugins.is_empty() {
-            return Err(file_err("no plugin configs found".into()));
+            return Err(Error::ConfigFile {
+                file: path.to_path_buf(),
+                msg: "no plugin configs found".into(),
+            });
         }
         Ok(list)
     }
@@ -297,12 +295,7 @@ impl NetworkConfigList {
     /// Reads a legacy single-plugin config file as a one-plugin list.
     pub fn from_plugin_file(path: impl AsRef<Path>) -> Result<NetworkConfigList> {
         let path = path.as_ref();
-        let file_err = |msg: String| Error::ConfigFile {
-            file: path.to_path_buf(),
-            msg,
-        };
-        let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
-        let plugin = PluginConfig::from_bytes(&bytes).map_err(file_err)?;
+        let plugin = read_config_file(path, PluginConfig::from_bytes)?;
         let mut list = NetworkConfigList::from_plugin(plugin);
         list.source = Some(path.to_path_buf());
         Ok(list)
@@ -324,14 +317,24 @@ impl NetworkConfigList {
 }
 
 /// The plugin configs in `dir/*.conf` (none when `dir` does not exist).
+/// Reads the config file `path` and parses it with `parse`; either failure
+/// is an [`Error::ConfigFile`] naming the file.
+fn read_config_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&[u8]) -> std::result::Result<T, String>,
+) -> Result<T> {
+    let file_err = |msg: String| Error::ConfigFile {
+        file: path.to_path_buf(),
+        msg,
+    };
+    let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
+    parse(&bytes).map_err(file_err)
+}
+
 fn plugin_files(dir: &Path) -> Result<Vec<PluginConfig>> {
     let mut out = Vec::new();
     for file in conf_files(dir, &["conf"])? {
-        let bytes = std::fs::read(&file).map_err(|e| Error::ConfigFile {
-            file: file.clone(),
-            msg: format!("cannot read: {e}"),
-        })?;
-        out.push(PluginConfig::from_bytes(&bytes).map_err(|msg| Error::ConfigFile { file, msg })?);
+        out.push(read_config_file(&file, PluginConfig::from_bytes)?);
     }
     Ok(out)
 }
@@ -434,6 +437,13 @@ pub fn load_all(dir: impl AsRef<Path>) -> Result<Vec<Result<NetworkConfigList>>>
 mod tests {
     use super::*;
 
+    /// A conflist of one plugin of `plugin_type`.
+    fn conflist(version: &str, name: &str, plugin_type: &str) -> String {
+        format!(
+            r#"{{"cniVersion":"{version}","name":"{name}","plugins":[{{"type":"{plugin_type}"}}]}}"#
+        )
+    }
+
     struct Dir(PathBuf);
     impl Dir {
         fn new(tag: &str) -> Dir {
@@ -444,6 +454,14 @@ mod tests {
             let _ = std::fs::remove_dir_all(&p);
             std::fs::create_dir_all(&p).expect("mkdir");
             Dir(p)
+        }
+        /// A new dir holding `files` (name, body).
+        fn with_files(tag: &str, files: &[(&str, &str)]) -> Dir {
+            let d = Dir::new(tag);
+            for (name, body) in files {
+                d.write(name, body);
+            }
+            d
         }
         fn write(&self, name: &str, body: &str) -> PathBuf {
             let p = self.0.join(name);
@@ -462,24 +480,22 @@ mod tests {
 
     #[test]
     fn conflists_first_in_lexical_order_then_legacy() {
-        let d = Dir::new("order");
-        d.write(
-            "20-x.conflist",
-            r#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"second"}]}"#,
+        let d = Dir::with_files(
+            "order",
+            &[
+                ("20-x.conflist", &conflist("1.0.0", "net", "second")),
+                ("10-x.conflist", &conflist("1.0.0", "net", "first")),
+                (
+                    "00-legacy.conf",
+                    r#"{"cniVersion":"0.3.1","name":"net","type":"legacy"}"#,
+                ),
+                (
+                    "05-other.json",
+                    r#"{"cniVersion":"0.3.1","name":"other","type":"jsonplugin"}"#,
+                ),
+                ("99-ignored.txt", "not a config"),
+            ],
         );
-        d.write(
-            "10-x.conflist",
-            r#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"first"}]}"#,
-        );
-        d.write(
-            "00-legacy.conf",
-            r#"{"cniVersion":"0.3.1","name":"net","type":"legacy"}"#,
-        );
-        d.write(
-            "05-other.json",
-            r#"{"cniVersion":"0.3.1","name":"other","type":"jsonplugin"}"#,
-        );
-        d.write("99-ignored.txt", "not a config");
         let l = load_network(&d.0, "net").expect("load");
         assert_eq!(l.plugins[0].conf.plugin_type, "first");
         assert_eq!(
@@ -572,14 +588,15 @@ mod tests {
 
     #[test]
     fn plugin_files_next_to_the_list() {
-        let d = Dir::new("pfiles");
-        d.write(
-            "10-net.conflist",
-            r#"{"cniVersion":"1.1.0","name":"net","plugins":[{"type":"bridge"}]}"#,
+        let d = Dir::with_files(
+            "pfiles",
+            &[
+                ("10-net.conflist", &conflist("1.1.0", "net", "bridge")),
+                ("net/20-b.conf", r#"{"type":"tuning"}"#),
+                ("net/10-a.conf", r#"{"type":"portmap"}"#),
+                ("net/30-c.json", r#"{"type":"ignored"}"#),
+            ],
         );
-        d.write("net/20-b.conf", r#"{"type":"tuning"}"#);
-        d.write("net/10-a.conf", r#"{"type":"portmap"}"#);
-        d.write("net/30-c.json", r#"{"type":"ignored"}"#);
         let l = load_network(&d.0, "net").expect("load");
         let types: Vec<&str> = l
             .plugins

@@ -26,11 +26,65 @@ struct Fake<'a> {
     hang_on: &'a [&'a str],
 }
 
+impl<'a> Fake<'a> {
+    /// Answers ADD with `ip`.
+    fn answering(ip: &'a str) -> Self {
+        Fake {
+            ip,
+            ..Default::default()
+        }
+    }
+
+    /// Fails `verbs` with the default code (11).
+    fn failing(verbs: &'a [&'a str]) -> Self {
+        Self::failing_with(verbs, 0)
+    }
+
+    /// Fails `verbs` with `code`.
+    fn failing_with(verbs: &'a [&'a str], code: u32) -> Self {
+        Fake {
+            fail_on: verbs,
+            fail_code: code,
+            ..Default::default()
+        }
+    }
+
+    /// Sleeps on `verbs` far beyond any test timeout.
+    fn hanging(verbs: &'a [&'a str]) -> Self {
+        Fake {
+            hang_on: verbs,
+            ..Default::default()
+        }
+    }
+}
+
+/// A shell `case` pattern matching `verbs`, or nothing when there are none.
+fn verb_pattern(verbs: &[&str]) -> String {
+    if verbs.is_empty() {
+        "__none__".to_string()
+    } else {
+        verbs.join("|")
+    }
+}
+
+/// Writes `script` to `path` as an executable (0755).
+fn write_executable(path: &std::path::Path, script: &str) {
+    std::fs::write(path, script).expect("write plugin");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
 impl Env {
     fn new() -> Env {
         let dir = TempDir::new("rtc");
         std::fs::create_dir_all(dir.path().join("bin")).expect("mkdir bin");
         Env { dir }
+    }
+
+    /// An env holding one well-behaved plugin, `a`.
+    fn with_plain_a() -> Env {
+        let env = Env::new();
+        env.plugin("a", Fake::default());
+        env
     }
 
     fn bin(&self) -> PathBuf {
@@ -52,16 +106,8 @@ impl Env {
     /// A plugin that logs each call as one JSON line, answers ADD with
     /// `ip` in the requested version, fails or hangs on the given verbs.
     fn plugin(&self, name: &str, f: Fake) {
-        let fails = if f.fail_on.is_empty() {
-            "__none__".to_string()
-        } else {
-            f.fail_on.join("|")
-        };
-        let hangs = if f.hang_on.is_empty() {
-            "__none__".to_string()
-        } else {
-            f.hang_on.join("|")
-        };
+        let fails = verb_pattern(f.fail_on);
+        let hangs = verb_pattern(f.hang_on);
         let ip = if f.ip.is_empty() { "10.9.9.9" } else { f.ip };
         let script = format!(
             r#"#!/bin/sh
@@ -80,9 +126,7 @@ esac
             log = self.log().display(),
             code = if f.fail_code == 0 { 11 } else { f.fail_code },
         );
-        let p = self.bin().join(name);
-        std::fs::write(&p, script).expect("write plugin");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        write_executable(&self.bin().join(name), &script);
     }
 
     fn calls(&self) -> Vec<Value> {
@@ -109,6 +153,18 @@ fn list(json: &str) -> NetworkConfigList {
     NetworkConfigList::from_bytes(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"))
 }
 
+/// An env with a well-behaved plugin `a` followed by `second` (acting as
+/// `fake`) in a 1.0.0 list named `n`, and the runtime of container `c1`.
+fn a_then(second: &str, fake: Fake) -> (Env, NetworkConfigList, RuntimeConf) {
+    let env = Env::with_plain_a();
+    env.plugin(second, fake);
+    let net = list(&format!(
+        r#"{{"cniVersion":"1.0.0","name":"n","plugins":[{{"type":"a"}},{{"type":"{second}"}}]}}"#
+    ));
+    let rt = RuntimeConf::new("c1", "/run/netns/x", "eth0");
+    (env, net, rt)
+}
+
 fn who(calls: &[Value]) -> Vec<String> {
     calls
         .iter()
@@ -125,20 +181,8 @@ fn who(calls: &[Value]) -> Vec<String> {
 #[test]
 fn add_injects_name_version_prev_result_and_declared_capabilities_only() {
     let env = Env::new();
-    env.plugin(
-        "a",
-        Fake {
-            ip: "10.1.0.2",
-            ..Default::default()
-        },
-    );
-    env.plugin(
-        "b",
-        Fake {
-            ip: "10.1.0.3",
-            ..Default::default()
-        },
-    );
+    env.plugin("a", Fake::answering("10.1.0.2"));
+    env.plugin("b", Fake::answering("10.1.0.3"));
     let bytes = r#"{"cniVersion":"1.0.0","name":"net1","plugins":[
         {"type":"a","name":"ignored","cniVersion":"0.3.1","capabilities":{"portMappings":true,"bandwidth":false},"keep":{"x":1}},
         {"type":"b","runtimeConfig":{"static":true}}]}"#;
@@ -242,20 +286,8 @@ fn b64(b: &[u8]) -> String {
 #[test]
 fn del_runs_in_reverse_with_the_cached_result_every_version() {
     let env = Env::new();
-    env.plugin(
-        "a",
-        Fake {
-            ip: "10.1.0.2",
-            ..Default::default()
-        },
-    );
-    env.plugin(
-        "b",
-        Fake {
-            ip: "10.1.0.3",
-            ..Default::default()
-        },
-    );
+    env.plugin("a", Fake::answering("10.1.0.2"));
+    env.plugin("b", Fake::answering("10.1.0.3"));
     let cni = env.cni();
     for v in cni_spec::ALL_VERSIONS {
         env.clear();
@@ -287,17 +319,7 @@ fn del_runs_in_reverse_with_the_cached_result_every_version() {
 
 #[test]
 fn failed_del_keeps_the_cache_and_stops() {
-    let env = Env::new();
-    env.plugin("a", Fake::default());
-    env.plugin(
-        "b",
-        Fake {
-            fail_on: &["DEL"],
-            ..Default::default()
-        },
-    );
-    let net = list(r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"},{"type":"b"}]}"#);
-    let rt = RuntimeConf::new("c1", "/run/netns/x", "eth0");
+    let (env, net, rt) = a_then("b", Fake::failing(&["DEL"]));
     env.cni().add(&net, &rt).expect("add");
     let err = env.cni().del(&net, &rt).expect_err("b fails");
     assert_eq!(err.code(), Some(11));
@@ -312,16 +334,8 @@ fn failed_del_keeps_the_cache_and_stops() {
 
 #[test]
 fn failed_add_reports_the_plugin_and_caches_nothing() {
-    let env = Env::new();
-    env.plugin("a", Fake::default());
-    env.plugin(
-        "b",
-        Fake {
-            fail_on: &["ADD"],
-            fail_code: 7,
-            ..Default::default()
-        },
-    );
+    let env = Env::with_plain_a();
+    env.plugin("b", Fake::failing_with(&["ADD"], 7));
     let net = list(
         r#"{"cniVersion":"1.1.0","name":"n","plugins":[{"type":"a"},{"type":"b","name":"x"}]}"#,
     );
@@ -339,13 +353,7 @@ fn failed_add_reports_the_plugin_and_caches_nothing() {
 #[test]
 fn check_gating_disable_check_and_prev_result() {
     let env = Env::new();
-    env.plugin(
-        "a",
-        Fake {
-            ip: "10.3.0.2",
-            ..Default::default()
-        },
-    );
+    env.plugin("a", Fake::answering("10.3.0.2"));
     env.plugin("b", Fake::default());
     let cni = env.cni();
     let rt = RuntimeConf::new("c1", "/run/netns/x", "eth0");
@@ -376,92 +384,52 @@ fn check_gating_disable_check_and_prev_result() {
 
 #[test]
 fn validation_refuses_before_any_plugin_runs() {
-    let env = Env::new();
-    env.plugin("a", Fake::default());
+    let env = Env::with_plain_a();
     let cni = env.cni();
     let good = list(r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"}]}"#);
     let rt = RuntimeConf::new("c1", "/run/netns/x", "eth0");
-    let cases: Vec<(NetworkConfigList, RuntimeConf, u32, &str)> = vec![
-        (
-            good.clone(),
-            RuntimeConf::new("", "/x", "eth0"),
-            3,
-            "containerID",
-        ),
-        (
-            good.clone(),
-            RuntimeConf::new("-bad", "/x", "eth0"),
-            4,
-            "containerID",
-        ),
-        (
-            good.clone(),
-            RuntimeConf::new("a b", "/x", "eth0"),
-            4,
-            "containerID",
-        ),
-        (
-            good.clone(),
-            RuntimeConf::new("c1", "/x", "eth/0"),
-            4,
-            "CNI_IFNAME",
-        ),
-        (
-            good.clone(),
-            RuntimeConf::new("c1", "/x", "0123456789abcdef"),
-            4,
-            "CNI_IFNAME",
-        ),
-        (
-            good.clone(),
-            RuntimeConf::new("c1", "/x", ""),
-            4,
-            "CNI_IFNAME",
-        ),
-        (
-            list(r#"{"cniVersion":"1.0.0","name":"bad name","plugins":[{"type":"a"}]}"#),
-            rt.clone(),
-            7,
-            "network name",
-        ),
-        (
-            list(r#"{"cniVersion":"1.0.0","name":"","plugins":[{"type":"a"}]}"#),
-            rt.clone(),
-            7,
-            "network name",
-        ),
-        // CVE-2021-20206: a path in `type` would run any binary.
-        (
-            list(
-                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"},{"type":"../../bin/sh"}]}"#,
-            ),
-            rt.clone(),
-            7,
-            "../../bin/sh",
-        ),
-        (
-            list(
-                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"},{"type":"/bin/sh"}]}"#,
-            ),
-            rt.clone(),
-            7,
-            "/bin/sh",
-        ),
-        (
-            list(
-                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"},{"type":"missing"}]}"#,
-            ),
-            rt.clone(),
-            7,
-            "missing",
-        ),
-        (
-            list(r#"{"cniVersion":"0.9.9","name":"n","plugins":[{"type":"a"}]}"#),
-            rt.clone(),
-            1,
-            "0.9.9",
-        ),
+    // (container ID, ifname) refused with (code, needle) under a good list.
+    let bad_runtime: [(&str, &str, u32, &str); 6] = [
+        ("", "eth0", 3, "containerID"),
+        ("-bad", "eth0", 4, "containerID"),
+        ("a b", "eth0", 4, "containerID"),
+        ("c1", "eth/0", 4, "CNI_IFNAME"),
+        ("c1", "0123456789abcdef", 4, "CNI_IFNAME"),
+        ("c1", "", 4, "CNI_IFNAME"),
     ];
+    // Lists (cniVersion, name, a second plugin's type) refused with (code,
+    // needle) under a good runtime.
+    let bad_lists: [(&str, &str, Option<&str>, u32, &str); 6] = [
+        ("1.0.0", "bad name", None, 7, "network name"),
+        ("1.0.0", "", None, 7, "network name"),
+        // CVE-2021-20206: a path in `type` would run any binary.
+        ("1.0.0", "n", Some("../../bin/sh"), 7, "../../bin/sh"),
+        ("1.0.0", "n", Some("/bin/sh"), 7, "/bin/sh"),
+        ("1.0.0", "n", Some("missing"), 7, "missing"),
+        ("0.9.9", "n", None, 1, "0.9.9"),
+    ];
+    let cases = bad_runtime
+        .into_iter()
+        .map(|(cid, ifname, code, needle)| {
+            (
+                good.clone(),
+                RuntimeConf::new(cid, "/x", ifname),
+                code,
+                needle,
+            )
+        })
+        .chain(
+            bad_lists
+                .into_iter()
+                .map(|(version, name, second, code, needle)| {
+                    let second = second.map(|t| format!(r#",{{"type":"{t}"}}"#));
+                    let json = format!(
+                        r#"{{"cniVersion":"{version}","name":"{name}","plugins":[{{"type":"a"}}{}]}}"#,
+                        second.unwrap_or_default()
+                    );
+                    (list(&json), rt.clone(), code, needle)
+                }),
+        );
     for (net, rt, code, needle) in cases {
         for (verb, res) in [
             ("add", cni.add(&net, &rt).map(|_| ())),
@@ -485,17 +453,7 @@ fn validation_refuses_before_any_plugin_runs() {
 
 #[test]
 fn hanging_plugin_is_killed_at_the_timeout() {
-    let env = Env::new();
-    env.plugin("a", Fake::default());
-    env.plugin(
-        "slow",
-        Fake {
-            hang_on: &["ADD"],
-            ..Default::default()
-        },
-    );
-    let net = list(r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"},{"type":"slow"}]}"#);
-    let rt = RuntimeConf::new("c1", "/run/netns/x", "eth0");
+    let (env, net, rt) = a_then("slow", Fake::hanging(&["ADD"]));
     let cni = env.cni().with_timeout(Duration::from_millis(400));
     let t = Instant::now();
     let err = cni.add(&net, &rt).expect_err("times out");
@@ -514,8 +472,7 @@ fn hanging_plugin_is_killed_at_the_timeout() {
 
 #[test]
 fn del_after_the_cache_was_truncated_still_cleans_up() {
-    let env = Env::new();
-    env.plugin("a", Fake::default());
+    let env = Env::with_plain_a();
     let net = list(r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"}]}"#);
     let cni = env.cni();
     for garbage in ["", "{\"kind\":\"cniCacheV1\",\"result\":", "\0\0\0\0"] {
@@ -535,8 +492,7 @@ fn del_after_the_cache_was_truncated_still_cleans_up() {
 
 #[test]
 fn del_uses_a_cache_written_by_libcni() {
-    let env = Env::new();
-    env.plugin("a", Fake::default());
+    let env = Env::with_plain_a();
     let bytes = r#"{"cniVersion":"0.4.0","name":"gonet","plugins":[{"type":"a"}]}"#;
     let net = list(bytes);
     // As libcni v1 writes it (Go: sorted maps, base64 config).
@@ -568,15 +524,8 @@ fn del_uses_a_cache_written_by_libcni() {
 
 #[test]
 fn gc_deletes_stale_attachments_then_gcs_each_plugin_and_reports_all_errors() {
-    let env = Env::new();
-    env.plugin("a", Fake::default());
-    env.plugin(
-        "b",
-        Fake {
-            fail_on: &["GC"],
-            ..Default::default()
-        },
-    );
+    let env = Env::with_plain_a();
+    env.plugin("b", Fake::failing(&["GC"]));
     let cni = env.cni();
     let net = list(
         r#"{"cniVersion":"1.1.0","name":"gcn","plugins":[{"type":"a","capabilities":{"portMappings":true}},{"type":"b"}]}"#,
@@ -655,13 +604,7 @@ fn gc_deletes_stale_attachments_then_gcs_each_plugin_and_reports_all_errors() {
 #[test]
 fn gc_keeps_going_when_stale_dels_fail() {
     let env = Env::new();
-    env.plugin(
-        "a",
-        Fake {
-            fail_on: &["DEL"],
-            ..Default::default()
-        },
-    );
+    env.plugin("a", Fake::failing(&["DEL"]));
     let cni = env.cni();
     let net = list(r#"{"cniVersion":"1.1.0","name":"g2","plugins":[{"type":"a"}]}"#);
     for id in ["s1", "s2"] {
@@ -685,8 +628,7 @@ fn gc_keeps_going_when_stale_dels_fail() {
 
 #[test]
 fn gc_version_gating_and_disable_gc() {
-    let env = Env::new();
-    env.plugin("a", Fake::default());
+    let env = Env::with_plain_a();
     let cni = env.cni();
     let v100 = list(r#"{"cniVersion":"1.0.0","name":"g3","plugins":[{"type":"a"}]}"#);
     cni.add(&v100, &RuntimeConf::new("s", "/x", "eth0"))
@@ -704,16 +646,8 @@ fn gc_version_gating_and_disable_gc() {
 
 #[test]
 fn status_each_plugin_from_110_and_stops_at_the_first_not_ready() {
-    let env = Env::new();
-    env.plugin("a", Fake::default());
-    env.plugin(
-        "nr",
-        Fake {
-            fail_on: &["STATUS"],
-            fail_code: 50,
-            ..Default::default()
-        },
-    );
+    let env = Env::with_plain_a();
+    env.plugin("nr", Fake::failing_with(&["STATUS"], 50));
     let cni = env.cni();
     let old = list(r#"{"cniVersion":"1.0.0","name":"s","plugins":[{"type":"a"},{"type":"nr"}]}"#);
     cni.status(&old).expect("below 1.1.0 there is no STATUS");
@@ -735,13 +669,10 @@ fn status_each_plugin_from_110_and_stops_at_the_first_not_ready() {
 #[test]
 fn version_info_and_validate() {
     let env = Env::new();
-    let p = env.bin().join("v");
-    std::fs::write(
-        &p,
+    write_executable(
+        &env.bin().join("v"),
         "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.4.0\",\"1.0.0\"]}'\n",
-    )
-    .expect("write");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    );
     let cni = env.cni();
     assert!(cni.version_info("v").expect("vi").supports("0.4.0"));
     let ok = list(
