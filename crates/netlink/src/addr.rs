@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::error::{Error, Result};
 use crate::link::gone_is_false;
 use crate::msg::*;
-use crate::socket::Socket;
+use crate::socket::{replies_of, Socket};
 use crate::Family;
 
 pub(crate) const RTM_NEWADDR: u16 = 20;
@@ -206,13 +206,9 @@ impl Socket {
         } else {
             dump(false)?
         };
-        Ok(msgs
-            .iter()
-            .filter(|m| m.ty == RTM_NEWADDR)
-            .filter_map(|m| parse_addr(&m.payload))
-            .filter(|a| !matches!(index, Some(i) if i != a.index))
-            .filter(|a| family.matches(a.addr))
-            .collect())
+        Ok(replies_of(&msgs, RTM_NEWADDR, parse_addr, |a| {
+            !matches!(index, Some(i) if i != a.index) && family.matches(a.addr)
+        }))
     }
 }
 

@@ -110,6 +110,11 @@ impl Family {
 
     /// True when `ip` belongs to this family (always for [`Family::All`]).
     pub fn matches(self, ip: IpAddr) -> bool {
-        self == Family::All || self == Family::of(ip)
+        self.includes(Family::of(ip))
+    }
+
+    /// True when `other` is this family (always for [`Family::All`]).
+    pub fn includes(self, other: Family) -> bool {
+        self == Family::All || self == other
     }
 }

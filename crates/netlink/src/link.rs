@@ -265,14 +265,20 @@ impl Link {
         Attrs::new(&self.info_data)
     }
 
-    /// The macvlan/macvtap mode, for such a link.
-    pub fn macvlan_mode(&self) -> Option<MacvlanMode> {
-        if !matches!(self.kind.as_deref(), Some("macvlan" | "macvtap")) {
+    /// Attribute `ty` of IFLA_INFO_DATA, when the link is one of `kinds`
+    /// (the same attribute number means different things per kind).
+    fn kind_attr(&self, kinds: &[&str], ty: u16) -> Option<Attr<'_>> {
+        let kind = self.kind.as_deref()?;
+        if !kinds.contains(&kind) {
             return None;
         }
-        self.info_attrs()
-            .get(IFLA_MACVLAN_MODE)
-            .and_then(|a| a.u32())
+        self.info_attrs().get(ty)
+    }
+
+    /// The macvlan/macvtap mode, for such a link.
+    pub fn macvlan_mode(&self) -> Option<MacvlanMode> {
+        self.kind_attr(&["macvlan", "macvtap"], IFLA_MACVLAN_MODE)?
+            .u32()
             .and_then(MacvlanMode::from_raw)
     }
 
@@ -280,40 +286,23 @@ impl Link {
     /// (IFLA_MACVLAN_BC_QUEUE_LEN). `None` when the kernel does not report
     /// it: kernels before 5.11 do not know the attribute.
     pub fn macvlan_bc_queue_len(&self) -> Option<u32> {
-        if !matches!(self.kind.as_deref(), Some("macvlan" | "macvtap")) {
-            return None;
-        }
-        self.info_attrs()
-            .get(IFLA_MACVLAN_BC_QUEUE_LEN)
-            .and_then(|a| a.u32())
+        self.kind_attr(&["macvlan", "macvtap"], IFLA_MACVLAN_BC_QUEUE_LEN)?
+            .u32()
     }
 
     /// The routing table of a `vrf` link.
     pub fn vrf_table(&self) -> Option<u32> {
-        if self.kind.as_deref() != Some("vrf") {
-            return None;
-        }
-        self.info_attrs().get(IFLA_VRF_TABLE).and_then(|a| a.u32())
+        self.kind_attr(&["vrf"], IFLA_VRF_TABLE)?.u32()
     }
 
     /// The 802.1Q id of a `vlan` link.
     pub fn vlan_id(&self) -> Option<u16> {
-        if self.kind.as_deref() != Some("vlan") {
-            return None;
-        }
-        self.info_attrs().get(IFLA_VLAN_ID).and_then(|a| a.u16())
+        self.kind_attr(&["vlan"], IFLA_VLAN_ID)?.u16()
     }
 
     /// The mode of an `ipvlan` link.
     pub fn ipvlan_mode(&self) -> Option<IpvlanMode> {
-        if self.kind.as_deref() != Some("ipvlan") {
-            return None;
-        }
-        match self
-            .info_attrs()
-            .get(IFLA_IPVLAN_MODE)
-            .and_then(|a| a.u16())?
-        {
+        match self.kind_attr(&["ipvlan"], IFLA_IPVLAN_MODE)?.u16()? {
             0 => Some(IpvlanMode::L2),
             1 => Some(IpvlanMode::L3),
             2 => Some(IpvlanMode::L3s),
@@ -323,20 +312,13 @@ impl Link {
 
     /// The VXLAN network identifier, for a vxlan link.
     pub fn vxlan_vni(&self) -> Option<u32> {
-        if self.kind.as_deref() != Some("vxlan") {
-            return None;
-        }
-        self.info_attrs().get(IFLA_VXLAN_ID).and_then(|a| a.u32())
+        self.kind_attr(&["vxlan"], IFLA_VXLAN_ID)?.u32()
     }
 
     /// Whether VLAN filtering is on, for a bridge.
     pub fn bridge_vlan_filtering(&self) -> Option<bool> {
-        if self.kind.as_deref() != Some("bridge") {
-            return None;
-        }
-        self.info_attrs()
-            .get(IFLA_BR_VLAN_FILTERING)
-            .and_then(|a| a.u8())
+        self.kind_attr(&["bridge"], IFLA_BR_VLAN_FILTERING)?
+            .u8()
             .map(|v| v != 0)
     }
 
@@ -705,12 +687,13 @@ impl Socket {
     pub fn links(&self) -> Result<Vec<Link>> {
         let mut m = MessageBuilder::new(RTM_GETLINK, 0);
         m.header(&IfInfoMsg::default());
-        let msgs = self.dump_as(&m, || "list links".into())?;
-        Ok(msgs
-            .iter()
-            .filter(|m| m.ty == RTM_NEWLINK)
-            .filter_map(|m| Link::parse(&m.payload))
-            .collect())
+        self.dump_of(
+            &m,
+            || "list links".into(),
+            RTM_NEWLINK,
+            Link::parse,
+            |_| true,
+        )
     }
 
     /// Creates a link of any supported kind.
@@ -749,28 +732,18 @@ impl Socket {
             ..Default::default()
         });
         m.attr_str(IFLA_IFNAME, &spec.name);
-        if let Some(mtu) = spec.mtu {
-            m.attr_u32(IFLA_MTU, mtu);
-        }
-        if let Some(mac) = &spec.mac {
-            m.attr(IFLA_ADDRESS, mac);
-        }
-        if let Some(q) = spec.txqlen {
-            m.attr_u32(IFLA_TXQLEN, q);
-        }
-        if let Some(q) = spec.queues {
-            m.attr_u32(IFLA_NUM_TX_QUEUES, q);
-            m.attr_u32(IFLA_NUM_RX_QUEUES, q);
-        }
-        if let Some(p) = spec.parent {
-            m.attr_u32(IFLA_LINK, p);
-        }
-        if let Some(fd) = spec.netns_fd {
-            m.attr_u32(IFLA_NET_NS_FD, fd as u32);
-        }
-        if let Some(master) = spec.master {
-            m.attr_u32(IFLA_MASTER, master);
-        }
+        m.attr_opt(IFLA_MTU, spec.mtu, MessageBuilder::attr_u32)
+            .attr_opt(IFLA_ADDRESS, spec.mac.as_deref(), MessageBuilder::attr)
+            .attr_opt(IFLA_TXQLEN, spec.txqlen, MessageBuilder::attr_u32)
+            .attr_opt(IFLA_NUM_TX_QUEUES, spec.queues, MessageBuilder::attr_u32)
+            .attr_opt(IFLA_NUM_RX_QUEUES, spec.queues, MessageBuilder::attr_u32)
+            .attr_opt(IFLA_LINK, spec.parent, MessageBuilder::attr_u32)
+            .attr_opt(
+                IFLA_NET_NS_FD,
+                spec.netns_fd.map(|fd| fd as u32),
+                MessageBuilder::attr_u32,
+            )
+            .attr_opt(IFLA_MASTER, spec.master, MessageBuilder::attr_u32);
         let info = m.nest_raw(IFLA_LINKINFO);
         m.attr_str(IFLA_INFO_KIND, spec.kind.name());
         encode_info_data(&mut m, &spec.kind, spec.queues, spec.txqlen);
@@ -836,6 +809,19 @@ impl Socket {
         } else {
             LinkKind::Macvlan(mode)
         };
+        self.create_on_parent(name, kind, parent, mtu, netns_fd)
+    }
+
+    /// A link of `kind` stacked on `parent` (macvlan, ipvlan, vlan),
+    /// optionally created directly in another namespace.
+    fn create_on_parent(
+        &self,
+        name: &str,
+        kind: LinkKind,
+        parent: u32,
+        mtu: Option<u32>,
+        netns_fd: Option<RawFd>,
+    ) -> Result<()> {
         let spec = LinkSpec {
             mtu,
             netns_fd,
@@ -854,13 +840,7 @@ impl Socket {
         mtu: Option<u32>,
         netns_fd: Option<RawFd>,
     ) -> Result<()> {
-        let spec = LinkSpec {
-            mtu,
-            netns_fd,
-            parent: Some(parent),
-            ..LinkSpec::new(name, LinkKind::Ipvlan(mode))
-        };
-        self.create_link(&spec)
+        self.create_on_parent(name, LinkKind::Ipvlan(mode), parent, mtu, netns_fd)
     }
 
     /// 802.1Q VLAN `id` on `parent`.
@@ -872,13 +852,7 @@ impl Socket {
         mtu: Option<u32>,
         netns_fd: Option<RawFd>,
     ) -> Result<()> {
-        let spec = LinkSpec {
-            mtu,
-            netns_fd,
-            parent: Some(parent),
-            ..LinkSpec::new(name, LinkKind::Vlan { id })
-        };
-        self.create_link(&spec)
+        self.create_on_parent(name, LinkKind::Vlan { id }, parent, mtu, netns_fd)
     }
 
     /// Creates a VXLAN device.
@@ -944,15 +918,33 @@ impl Socket {
         self.exec(&m, what).map(drop)
     }
 
+    /// RTM_SETLINK turning interface flag `flag` of link `index` on or off.
+    fn set_link_flag(
+        &self,
+        index: u32,
+        what: impl FnOnce() -> String,
+        flag: u32,
+        on: bool,
+    ) -> Result<()> {
+        self.set_link(index, what, if on { flag } else { 0 }, flag, |_| {})
+    }
+
+    /// RTM_SETLINK of one u32 attribute `ty` of link `index`.
+    fn set_link_u32(
+        &self,
+        index: u32,
+        what: impl FnOnce() -> String,
+        ty: u16,
+        value: u32,
+    ) -> Result<()> {
+        self.set_link(index, what, 0, 0, |m| {
+            m.attr_u32(ty, value);
+        })
+    }
+
     /// Sets link `index` administratively up.
     pub fn set_link_up(&self, index: u32) -> Result<()> {
-        self.set_link(
-            index,
-            || format!("set link #{index} up"),
-            IFF_UP,
-            IFF_UP,
-            |_| {},
-        )
+        self.set_link_flag(index, || format!("set link #{index} up"), IFF_UP, true)
     }
 
     /// Sets IPv4 devconf values (`IPV4_DEVCONF_*` index, value) of link
@@ -982,49 +974,36 @@ impl Socket {
 
     /// Sets link `index` administratively down.
     pub fn set_link_down(&self, index: u32) -> Result<()> {
-        self.set_link(
-            index,
-            || format!("set link #{index} down"),
-            0,
-            IFF_UP,
-            |_| {},
-        )
+        self.set_link_flag(index, || format!("set link #{index} down"), IFF_UP, false)
     }
 
     /// Turns promiscuous mode on or off.
     pub fn set_promisc(&self, index: u32, on: bool) -> Result<()> {
-        let f = if on { IFF_PROMISC } else { 0 };
-        self.set_link(
+        self.set_link_flag(
             index,
             || format!("set promisc {on} on link #{index}"),
-            f,
             IFF_PROMISC,
-            |_| {},
+            on,
         )
     }
 
     /// Turns all-multicast mode on or off.
     pub fn set_allmulti(&self, index: u32, on: bool) -> Result<()> {
-        let f = if on { IFF_ALLMULTI } else { 0 };
-        self.set_link(
+        self.set_link_flag(
             index,
             || format!("set allmulti {on} on link #{index}"),
-            f,
             IFF_ALLMULTI,
-            |_| {},
+            on,
         )
     }
 
     /// Sets the MTU.
     pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
-        self.set_link(
+        self.set_link_u32(
             index,
             || format!("set mtu {mtu} on link #{index}"),
-            0,
-            0,
-            |m| {
-                m.attr_u32(IFLA_MTU, mtu);
-            },
+            IFLA_MTU,
+            mtu,
         )
     }
 
@@ -1052,53 +1031,41 @@ impl Socket {
 
     /// Sets the transmit queue length.
     pub fn set_txqlen(&self, index: u32, qlen: u32) -> Result<()> {
-        self.set_link(
+        self.set_link_u32(
             index,
             || format!("set txqlen {qlen} on link #{index}"),
-            0,
-            0,
-            |m| {
-                m.attr_u32(IFLA_TXQLEN, qlen);
-            },
+            IFLA_TXQLEN,
+            qlen,
         )
     }
 
     /// Enslaves `index` to `master` (bridge, vrf).
     pub fn set_master(&self, index: u32, master: u32) -> Result<()> {
-        self.set_link(
+        self.set_link_u32(
             index,
             || format!("set master #{master} on link #{index}"),
-            0,
-            0,
-            |m| {
-                m.attr_u32(IFLA_MASTER, master);
-            },
+            IFLA_MASTER,
+            master,
         )
     }
 
     /// Detaches the link from its master (bridge, VRF).
     pub fn set_nomaster(&self, index: u32) -> Result<()> {
-        self.set_link(
+        self.set_link_u32(
             index,
             || format!("release link #{index} from its master"),
+            IFLA_MASTER,
             0,
-            0,
-            |m| {
-                m.attr_u32(IFLA_MASTER, 0);
-            },
         )
     }
 
     /// Moves a link into the namespace behind `netns_fd`.
     pub fn set_netns_fd(&self, index: u32, netns_fd: RawFd) -> Result<()> {
-        self.set_link(
+        self.set_link_u32(
             index,
             || format!("move link #{index} to another netns"),
-            0,
-            0,
-            |m| {
-                m.attr_u32(IFLA_NET_NS_FD, netns_fd as u32);
-            },
+            IFLA_NET_NS_FD,
+            netns_fd as u32,
         )
     }
 
@@ -1250,36 +1217,27 @@ fn encode_info_data(
         LinkKind::Vxlan(v) => {
             let data = m.nest_raw(IFLA_INFO_DATA);
             m.attr_u32(IFLA_VXLAN_ID, v.vni);
-            match v.remote {
-                Some(ip @ IpAddr::V4(_)) => {
-                    m.attr_ip(IFLA_VXLAN_GROUP, ip);
-                }
-                Some(ip @ IpAddr::V6(_)) => {
-                    m.attr_ip(IFLA_VXLAN_GROUP6, ip);
-                }
-                None => {}
+            // IPv4 and IPv6 endpoints are different attributes.
+            let by_family = |ip: Option<IpAddr>, v4: u16, v6: u16| {
+                ip.map(|ip| (if ip.is_ipv4() { v4 } else { v6 }, ip))
+            };
+            for (ty, ip) in [
+                by_family(v.remote, IFLA_VXLAN_GROUP, IFLA_VXLAN_GROUP6),
+                by_family(v.local, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                m.attr_ip(ty, ip);
             }
-            match v.local {
-                Some(ip @ IpAddr::V4(_)) => {
-                    m.attr_ip(IFLA_VXLAN_LOCAL, ip);
-                }
-                Some(ip @ IpAddr::V6(_)) => {
-                    m.attr_ip(IFLA_VXLAN_LOCAL6, ip);
-                }
-                None => {}
-            }
-            if let Some(dev) = v.underlying {
-                m.attr_u32(IFLA_VXLAN_LINK, dev);
-            }
-            if let Some(port) = v.port {
-                m.attr_be16(IFLA_VXLAN_PORT, port);
-            }
-            if let Some(l) = v.learning {
-                m.attr_u8(IFLA_VXLAN_LEARNING, l as u8);
-            }
-            if let Some(ttl) = v.ttl {
-                m.attr_u8(IFLA_VXLAN_TTL, ttl);
-            }
+            m.attr_opt(IFLA_VXLAN_LINK, v.underlying, MessageBuilder::attr_u32)
+                .attr_opt(IFLA_VXLAN_PORT, v.port, MessageBuilder::attr_be16)
+                .attr_opt(
+                    IFLA_VXLAN_LEARNING,
+                    v.learning.map(u8::from),
+                    MessageBuilder::attr_u8,
+                )
+                .attr_opt(IFLA_VXLAN_TTL, v.ttl, MessageBuilder::attr_u8);
             m.end_nest(data);
         }
         LinkKind::Vrf { table } => {

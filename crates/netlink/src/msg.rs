@@ -170,6 +170,19 @@ impl MessageBuilder {
     pub fn attr_flag(&mut self, ty: u16) -> &mut Self {
         self.attr(ty, &[])
     }
+    /// Appends attribute `ty` holding `v` with `put` (e.g.
+    /// [`MessageBuilder::attr_u32`]) when `v` is set; nothing otherwise.
+    pub fn attr_opt<T>(
+        &mut self,
+        ty: u16,
+        v: Option<T>,
+        put: impl FnOnce(&mut Self, u16, T) -> &mut Self,
+    ) -> &mut Self {
+        if let Some(v) = v {
+            put(self, ty, v);
+        }
+        self
+    }
     /// Appends a `u8` attribute.
     pub fn attr_u8(&mut self, ty: u16, v: u8) -> &mut Self {
         self.attr(ty, &[v])

@@ -277,14 +277,13 @@ impl Socket {
             family,
             ..Default::default()
         });
-        let msgs = self.dump_as(&m, || what.to_string())?;
-        Ok(msgs
-            .iter()
-            .filter(|m| m.ty == RTM_NEWNEIGH)
-            .filter_map(|m| parse_neigh(&m.payload))
-            .filter(|n| n.family == family || family == 0)
-            .filter(|n| !matches!(index, Some(i) if i != n.index))
-            .collect())
+        self.dump_of(
+            &m,
+            || what.to_string(),
+            RTM_NEWNEIGH,
+            parse_neigh,
+            |n| (n.family == family || family == 0) && !matches!(index, Some(i) if i != n.index),
+        )
     }
 
     /// Adds an FDB entry (EEXIST if present).

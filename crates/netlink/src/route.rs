@@ -477,14 +477,13 @@ impl Socket {
             family: family.raw(),
             ..Default::default()
         });
-        let msgs = self.dump_as(&m, || "list routes".into())?;
-        Ok(msgs
-            .iter()
-            .filter(|m| m.ty == RTM_NEWROUTE)
-            .filter_map(|m| Route::parse(&m.payload))
-            .filter(|r| !matches!(table, Some(t) if t != r.table))
-            .filter(|r| family == Family::All || r.family == family)
-            .collect())
+        self.dump_of(
+            &m,
+            || "list routes".into(),
+            RTM_NEWROUTE,
+            Route::parse,
+            |r| !matches!(table, Some(t) if t != r.table) && family.includes(r.family),
+        )
     }
 }
 

@@ -314,13 +314,13 @@ impl Socket {
             family: family.raw(),
             ..Default::default()
         });
-        let msgs = self.dump_as(&m, || "list rules".into())?;
-        Ok(msgs
-            .iter()
-            .filter(|m| m.ty == RTM_NEWRULE)
-            .filter_map(|m| Rule::parse(&m.payload))
-            .filter(|r| family == Family::All || r.family == family)
-            .collect())
+        self.dump_of(
+            &m,
+            || "list rules".into(),
+            RTM_NEWRULE,
+            Rule::parse,
+            |r| family.includes(r.family),
+        )
     }
 }
 

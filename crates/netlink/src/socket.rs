@@ -258,6 +258,19 @@ impl Socket {
         self.dump(m).map_err(|e| e.with_op(self.op(what())))
     }
 
+    /// Dumps `m` (failing as `what`) and reads the replies with
+    /// [`replies_of`].
+    pub(crate) fn dump_of<T>(
+        &self,
+        m: &MessageBuilder,
+        what: impl FnOnce() -> String,
+        ty: u16,
+        parse: impl Fn(&[u8]) -> Option<T>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>> {
+        Ok(replies_of(&self.dump_as(m, what)?, ty, parse, keep))
+    }
+
     /// Receives messages of sequence `seq` until an ack, an error or
     /// NLMSG_DONE. Messages of other sequence numbers (late answers to an
     /// earlier request) are dropped.
@@ -462,6 +475,21 @@ fn open_fd(protocol: libc::c_int) -> Result<(OwnedFd, u32)> {
         return Err(err(io::Error::last_os_error()));
     }
     Ok((fd, got.nl_pid))
+}
+
+/// The messages of type `ty` among `msgs` that `parse` reads (others are
+/// passed over) and `keep` keeps: a dump's objects of one kind.
+pub(crate) fn replies_of<T>(
+    msgs: &[OwnedMsg],
+    ty: u16,
+    parse: impl Fn(&[u8]) -> Option<T>,
+    keep: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    msgs.iter()
+        .filter(|m| m.ty == ty)
+        .filter_map(|m| parse(&m.payload))
+        .filter(|o| keep(o))
+        .collect()
 }
 
 #[cfg(test)]

@@ -482,13 +482,13 @@ impl Socket {
     pub fn qdiscs(&self, index: Option<u32>) -> Result<Vec<Qdisc>> {
         let mut m = MessageBuilder::new(RTM_GETQDISC, 0);
         m.header(&TcMsg::default());
-        let msgs = self.dump_as(&m, || "list qdiscs".into())?;
-        Ok(msgs
-            .iter()
-            .filter(|m| m.ty == RTM_NEWQDISC)
-            .filter_map(|m| parse_qdisc(&m.payload))
-            .filter(|q| !matches!(index, Some(i) if i != q.index))
-            .collect())
+        self.dump_of(
+            &m,
+            || "list qdiscs".into(),
+            RTM_NEWQDISC,
+            parse_qdisc,
+            |q| !matches!(index, Some(i) if i != q.index),
+        )
     }
 
     /// Adds a filter on `parent` of link `index` matching every packet and
