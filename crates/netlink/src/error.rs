@@ -7,7 +7,7 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The kernel refused the request (NLMSG_ERROR with a negative errno).
-    #[error("failed to {op}: {}{}", io::Error::from_raw_os_error(*errno), ext_text(ext))]
+    #[error("failed to {op}: {}", refusal_text(*errno, ext.as_deref()))]
     Kernel {
         /// What was being done.
         op: String,
@@ -46,10 +46,14 @@ pub enum Error {
     NetNs(#[from] netns::Error),
 }
 
-fn ext_text(ext: &Option<String>) -> String {
+/// How a kernel refusal reads: the errno's text, then the extended-ack
+/// message in parentheses when the kernel sent one (`File exists (Unknown
+/// device type)`). Shared by every netlink family's error (nf_tables too).
+pub fn refusal_text(errno: i32, ext: Option<&str>) -> String {
+    let reason = io::Error::from_raw_os_error(errno);
     match ext {
-        Some(m) if !m.is_empty() => format!(" ({m})"),
-        _ => String::new(),
+        Some(m) if !m.is_empty() => format!("{reason} ({m})"),
+        _ => reason.to_string(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use netlink::msg::{MessageBuilder, Pod, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 
+use crate::expr::data_value;
 use crate::rule::{udata_comment, Rule};
 use crate::sys::*;
 use crate::{Chain, DataType, Element, Family, SetSpec};
@@ -28,6 +29,43 @@ pub(crate) fn nft_msg(msg: u16, flags: u16, family: u8) -> MessageBuilder {
         res_id: [0, 0],
     });
     m
+}
+
+/// The attributes that name an object inside a table: the table's and
+/// the object's. Rules are named by their chain, elements by their set.
+#[derive(Clone, Copy)]
+pub(crate) struct Naming {
+    table: u16,
+    name: u16,
+}
+/// A chain of a table.
+pub(crate) const CHAIN: Naming = Naming::new(NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME);
+/// The rules of a chain.
+pub(crate) const RULES_OF_CHAIN: Naming = Naming::new(NFTA_RULE_TABLE, NFTA_RULE_CHAIN);
+/// A set or map of a table.
+pub(crate) const SET: Naming = Naming::new(NFTA_SET_TABLE, NFTA_SET_NAME);
+/// The elements of a set.
+pub(crate) const ELEMS_OF_SET: Naming =
+    Naming::new(NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET);
+
+impl Naming {
+    const fn new(table: u16, name: u16) -> Naming {
+        Naming { table, name }
+    }
+
+    /// An nf_tables message `msg` about object `name` of `table`.
+    pub(crate) fn msg(
+        self,
+        msg: u16,
+        flags: u16,
+        family: Family,
+        table: &str,
+        name: &str,
+    ) -> MessageBuilder {
+        let mut m = nft_msg(msg, flags, family.raw());
+        m.attr_str(self.table, table).attr_str(self.name, name);
+        m
+    }
 }
 
 /// Batch begin/end markers: family unspec, res_id = the subsystem.
@@ -104,9 +142,13 @@ impl Batch {
 
     /// Creates a chain unless it exists.
     pub fn add_chain(&mut self, family: Family, table: &str, chain: &Chain) -> &mut Batch {
-        let mut m = nft_msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, family.raw());
-        m.attr_str(NFTA_CHAIN_TABLE, table)
-            .attr_str(NFTA_CHAIN_NAME, &chain.name);
+        let mut m = CHAIN.msg(
+            NFT_MSG_NEWCHAIN,
+            NLM_F_CREATE | NLM_F_ACK,
+            family,
+            table,
+            &chain.name,
+        );
         if let Some(b) = &chain.base {
             m.nested(NFTA_CHAIN_HOOK, |m| {
                 m.attr_be32(NFTA_HOOK_HOOKNUM, b.hook.raw())
@@ -126,9 +168,7 @@ impl Batch {
 
     /// Deletes an (empty, unreferenced) chain.
     pub fn del_chain(&mut self, family: Family, table: &str, chain: &str) -> &mut Batch {
-        let mut m = nft_msg(NFT_MSG_DELCHAIN, NLM_F_ACK, family.raw());
-        m.attr_str(NFTA_CHAIN_TABLE, table)
-            .attr_str(NFTA_CHAIN_NAME, chain);
+        let m = CHAIN.msg(NFT_MSG_DELCHAIN, NLM_F_ACK, family, table, chain);
         self.push(
             m,
             format!("delete chain \"{chain}\" of table {family} {table}"),
@@ -137,9 +177,7 @@ impl Batch {
 
     /// Deletes every rule of a chain.
     pub fn flush_chain(&mut self, family: Family, table: &str, chain: &str) -> &mut Batch {
-        let mut m = nft_msg(NFT_MSG_DELRULE, NLM_F_ACK, family.raw());
-        m.attr_str(NFTA_RULE_TABLE, table)
-            .attr_str(NFTA_RULE_CHAIN, chain);
+        let m = RULES_OF_CHAIN.msg(NFT_MSG_DELRULE, NLM_F_ACK, family, table, chain);
         self.push(
             m,
             format!("flush chain \"{chain}\" of table {family} {table}"),
@@ -154,13 +192,8 @@ impl Batch {
         chain: &str,
         rule: &Rule,
     ) -> &mut Batch {
-        let mut m = nft_msg(
-            NFT_MSG_NEWRULE,
-            NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK,
-            family.raw(),
-        );
-        m.attr_str(NFTA_RULE_TABLE, table)
-            .attr_str(NFTA_RULE_CHAIN, chain);
+        let flags = NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK;
+        let mut m = RULES_OF_CHAIN.msg(NFT_MSG_NEWRULE, flags, family, table, chain);
         m.nested(NFTA_RULE_EXPRESSIONS, |m| {
             for e in &rule.exprs {
                 e.encode(m);
@@ -175,6 +208,21 @@ impl Batch {
         )
     }
 
+    /// A batch deleting the rules `handles` of a chain; `None` when there
+    /// are none.
+    pub fn deleting_rules(
+        family: Family,
+        table: &str,
+        chain: &str,
+        handles: impl IntoIterator<Item = u64>,
+    ) -> Option<Batch> {
+        let mut b = Batch::new();
+        for h in handles {
+            b.del_rule(family, table, chain, h);
+        }
+        (!b.is_empty()).then_some(b)
+    }
+
     /// Deletes a rule by handle.
     pub fn del_rule(
         &mut self,
@@ -183,10 +231,8 @@ impl Batch {
         chain: &str,
         handle: u64,
     ) -> &mut Batch {
-        let mut m = nft_msg(NFT_MSG_DELRULE, NLM_F_ACK, family.raw());
-        m.attr_str(NFTA_RULE_TABLE, table)
-            .attr_str(NFTA_RULE_CHAIN, chain)
-            .attr_be64(NFTA_RULE_HANDLE, handle);
+        let mut m = RULES_OF_CHAIN.msg(NFT_MSG_DELRULE, NLM_F_ACK, family, table, chain);
+        m.attr_be64(NFTA_RULE_HANDLE, handle);
         self.push(
             m,
             format!("delete rule {handle} of chain \"{chain}\" of table {family} {table}"),
@@ -196,14 +242,18 @@ impl Batch {
     /// Creates a named set or map unless it exists.
     pub fn add_set(&mut self, family: Family, table: &str, set: &SetSpec) -> &mut Batch {
         self.next_set_id += 1;
-        let mut m = nft_msg(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_ACK, family.raw());
+        let mut m = SET.msg(
+            NFT_MSG_NEWSET,
+            NLM_F_CREATE | NLM_F_ACK,
+            family,
+            table,
+            &set.name,
+        );
         let mut flags = 0;
         if set.data.is_some() {
             flags |= NFT_SET_MAP;
         }
-        m.attr_str(NFTA_SET_TABLE, table)
-            .attr_str(NFTA_SET_NAME, &set.name)
-            .attr_be32(NFTA_SET_FLAGS, flags)
+        m.attr_be32(NFTA_SET_FLAGS, flags)
             .attr_be32(NFTA_SET_KEY_TYPE, DataType::concat_id(&set.key))
             .attr_be32(NFTA_SET_KEY_LEN, DataType::concat_len(&set.key) as u32);
         if let Some(d) = &set.data {
@@ -219,9 +269,7 @@ impl Batch {
 
     /// Deletes a set (it must not be referenced by rules).
     pub fn del_set(&mut self, family: Family, table: &str, set: &str) -> &mut Batch {
-        let mut m = nft_msg(NFT_MSG_DELSET, NLM_F_ACK, family.raw());
-        m.attr_str(NFTA_SET_TABLE, table)
-            .attr_str(NFTA_SET_NAME, set);
+        let m = SET.msg(NFT_MSG_DELSET, NLM_F_ACK, family, table, set);
         self.push(m, format!("delete set \"{set}\" of table {family} {table}"))
     }
 
@@ -277,20 +325,14 @@ impl Batch {
     ) -> &mut Batch {
         let add = ty == NFT_MSG_NEWSETELEM;
         for chunk in elems.chunks(ELEMS_PER_MSG) {
-            let mut m = nft_msg(ty, flags | NLM_F_ACK, family.raw());
-            m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table)
-                .attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            let mut m = ELEMS_OF_SET.msg(ty, flags | NLM_F_ACK, family, table, set);
             m.nested(NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
                 for e in chunk {
                     m.nested(NFTA_LIST_ELEM, |m| {
-                        m.nested(NFTA_SET_ELEM_KEY, |m| {
-                            m.attr(NFTA_DATA_VALUE, &e.key);
-                        });
+                        data_value(m, NFTA_SET_ELEM_KEY, &e.key);
                         if add {
                             if let Some(d) = &e.data {
-                                m.nested(NFTA_SET_ELEM_DATA, |m| {
-                                    m.attr(NFTA_DATA_VALUE, d);
-                                });
+                                data_value(m, NFTA_SET_ELEM_DATA, d);
                             }
                             if let Some(c) = &e.comment {
                                 m.attr(

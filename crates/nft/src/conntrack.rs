@@ -293,6 +293,18 @@ mod tests {
         }
     }
 
+    /// `m` as sent (sequence 1) and as a receiver reads it back.
+    fn as_received(m: MessageBuilder) -> (Vec<u8>, OwnedMsg) {
+        let bytes = m.finish(1, 0);
+        let msg = OwnedMsg {
+            ty: u16::from_ne_bytes([bytes[4], bytes[5]]),
+            flags: 0,
+            seq: 1,
+            payload: bytes[16..].to_vec(),
+        };
+        (bytes, msg)
+    }
+
     /// A delete request encodes the tuple the way the kernel parses it and
     /// a dumped entry with the same attributes decodes back to it.
     #[test]
@@ -301,13 +313,7 @@ mod tests {
         let mut m = ct_msg(IPCTNL_MSG_CT_NEW, 0, IpVersion::V4);
         put_tuple(&mut m, CTA_TUPLE_ORIG, &orig);
         m.attr_be32(CTA_ID, 0xdead_beef);
-        let bytes = m.finish(1, 0);
-        let msg = OwnedMsg {
-            ty: u16::from_ne_bytes([bytes[4], bytes[5]]),
-            flags: 0,
-            seq: 1,
-            payload: bytes[16..].to_vec(),
-        };
+        let (bytes, msg) = as_received(m);
         assert_eq!(msg.ty, 0x100);
         assert_eq!(msg.payload[0], libc::AF_INET as u8);
         let e = parse_entry(&msg).expect("entry");
@@ -330,13 +336,7 @@ mod tests {
         t.proto = crate::rule::IPPROTO_TCP;
         let mut m = ct_msg(IPCTNL_MSG_CT_NEW, 0, IpVersion::V6);
         put_tuple(&mut m, CTA_TUPLE_ORIG, &t);
-        let bytes = m.finish(1, 0);
-        let msg = OwnedMsg {
-            ty: u16::from_ne_bytes([bytes[4], bytes[5]]),
-            flags: 0,
-            seq: 1,
-            payload: bytes[16..].to_vec(),
-        };
+        let (_, msg) = as_received(m);
         let e = parse_entry(&msg).expect("entry");
         assert_eq!(e.orig, t);
         assert!(!e.is_udp_to(&[5353]));

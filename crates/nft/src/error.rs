@@ -1,12 +1,10 @@
 //! One error type for every nftables operation, naming what failed.
 
-use std::io;
-
 /// What an nftables operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The kernel refused an operation (or the whole transaction).
-    #[error("failed to {op}: {}{}", io::Error::from_raw_os_error(*errno), ext_text(ext))]
+    #[error("failed to {op}: {}", netlink::error::refusal_text(*errno, ext.as_deref()))]
     Kernel {
         /// The operation, in words.
         op: String,
@@ -40,13 +38,6 @@ pub enum Error {
         /// Why it cannot be encoded.
         detail: String,
     },
-}
-
-fn ext_text(ext: &Option<String>) -> String {
-    match ext {
-        Some(m) if !m.is_empty() => format!(" ({m})"),
-        _ => String::new(),
-    }
 }
 
 /// The result of an nftables operation.

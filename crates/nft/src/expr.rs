@@ -9,6 +9,20 @@ use netlink::msg::MessageBuilder;
 
 use crate::sys::*;
 
+/// Appends attribute `ty` holding the plain value `value` (a nested
+/// NFTA_DATA_VALUE, as `struct nft_data` is sent for keys, compared data,
+/// masks and immediates).
+pub(crate) fn data_value(m: &mut MessageBuilder, ty: u16, value: &[u8]) {
+    m.nested(ty, |m| {
+        m.attr(NFTA_DATA_VALUE, value);
+    });
+}
+
+/// Appends a `(key, register)` pair, as `meta` and `ct` expressions carry.
+fn key_and_reg(m: &mut MessageBuilder, key: (u16, u32), reg: (u16, Reg)) {
+    m.attr_be32(key.0, key.1).attr_be32(reg.0, reg.1.raw());
+}
+
 /// A 32-bit data register, `Reg(0)` = `NFT_REG32_00`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reg(pub u8);
@@ -278,12 +292,10 @@ impl Expr {
     fn encode_data(&self, m: &mut MessageBuilder) {
         match self {
             Expr::Meta { key, dreg } => {
-                m.attr_be32(NFTA_META_KEY, *key as u32)
-                    .attr_be32(NFTA_META_DREG, dreg.raw());
+                key_and_reg(m, (NFTA_META_KEY, *key as u32), (NFTA_META_DREG, *dreg));
             }
             Expr::MetaSet { key, sreg } => {
-                m.attr_be32(NFTA_META_KEY, *key as u32)
-                    .attr_be32(NFTA_META_SREG, sreg.raw());
+                key_and_reg(m, (NFTA_META_KEY, *key as u32), (NFTA_META_SREG, *sreg));
             }
             Expr::Payload {
                 base,
@@ -299,9 +311,7 @@ impl Expr {
             Expr::Cmp { sreg, op, data } => {
                 m.attr_be32(NFTA_CMP_SREG, sreg.raw())
                     .attr_be32(NFTA_CMP_OP, *op as u32);
-                m.nested(NFTA_CMP_DATA, |m| {
-                    m.attr(NFTA_DATA_VALUE, data);
-                });
+                data_value(m, NFTA_CMP_DATA, data);
             }
             Expr::Bitwise {
                 sreg,
@@ -312,18 +322,12 @@ impl Expr {
                 m.attr_be32(NFTA_BITWISE_SREG, sreg.raw())
                     .attr_be32(NFTA_BITWISE_DREG, dreg.raw())
                     .attr_be32(NFTA_BITWISE_LEN, mask.len() as u32);
-                m.nested(NFTA_BITWISE_MASK, |m| {
-                    m.attr(NFTA_DATA_VALUE, mask);
-                });
-                m.nested(NFTA_BITWISE_XOR, |m| {
-                    m.attr(NFTA_DATA_VALUE, xor);
-                });
+                data_value(m, NFTA_BITWISE_MASK, mask);
+                data_value(m, NFTA_BITWISE_XOR, xor);
             }
             Expr::Immediate { dreg, data } => {
                 m.attr_be32(NFTA_IMMEDIATE_DREG, dreg.raw());
-                m.nested(NFTA_IMMEDIATE_DATA, |m| {
-                    m.attr(NFTA_DATA_VALUE, data);
-                });
+                data_value(m, NFTA_IMMEDIATE_DATA, data);
             }
             Expr::Verdict(v) => {
                 m.attr_be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
@@ -359,8 +363,7 @@ impl Expr {
                 }
             }
             Expr::Ct { key, dreg } => {
-                m.attr_be32(NFTA_CT_KEY, *key as u32)
-                    .attr_be32(NFTA_CT_DREG, dreg.raw());
+                key_and_reg(m, (NFTA_CT_KEY, *key as u32), (NFTA_CT_DREG, *dreg));
             }
             Expr::Nat {
                 kind,

@@ -7,7 +7,7 @@ use netlink::msg::{
 use netlink::Socket;
 use netns::NetNs;
 
-use crate::batch::{batch_marker, nft_msg, Batch};
+use crate::batch::{batch_marker, nft_msg, Batch, ELEMS_OF_SET};
 use crate::error::{Error, Result};
 use crate::list::{ChainInfo, ElemInfo, RuleInfo, TableInfo};
 use crate::sys::*;
@@ -46,6 +46,34 @@ impl Nft {
     /// Commits `batch` as one transaction.
     pub fn commit(&self, batch: &Batch) -> Result<()> {
         self.commit_inner(batch, None)
+    }
+
+    /// Reads the ruleset generation, builds a batch with `build` (which
+    /// reads what it needs; `None`: nothing to do) and commits it bound to
+    /// that generation. When the ruleset changed meanwhile (ERESTART) it
+    /// starts over, `tries` times at most, then returns the last ERESTART
+    /// (with `tries` 0: `Error::Invalid { what, detail }`).
+    pub fn commit_fresh(
+        &self,
+        tries: usize,
+        (what, detail): (&str, &str),
+        mut build: impl FnMut() -> Result<Option<Batch>>,
+    ) -> Result<()> {
+        let mut last = None;
+        for _ in 0..tries {
+            let gen = self.genid()?;
+            let Some(b) = build()? else {
+                return Ok(());
+            };
+            match self.commit_at(&b, gen) {
+                Err(e) if e.is_restart() => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid {
+            what: what.into(),
+            detail: detail.into(),
+        }))
     }
 
     /// Commits `batch` only if the ruleset generation is still `genid`;
@@ -219,9 +247,7 @@ impl Nft {
 
     /// The elements of a set or map, with comments.
     pub fn set_elements(&self, family: Family, table: &str, set: &str) -> Result<Vec<ElemInfo>> {
-        let mut m = nft_msg(NFT_MSG_GETSETELEM, 0, family.raw());
-        m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table)
-            .attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let m = ELEMS_OF_SET.msg(NFT_MSG_GETSETELEM, 0, family, table, set);
         let msgs = self.dump(&m, || {
             format!("list elements of set \"{set}\" of table {family} {table}")
         })?;

@@ -208,8 +208,8 @@ impl Rule {
         self.ifname(MetaKey::OifName, name)
     }
 
-    /// `meta mark & MASK == VALUE`.
-    pub fn mark(self, mask: u32, value: u32) -> Rule {
+    /// The packet mark loaded into R0 as `(mark & MASK) ^ XOR`.
+    fn mark_bitwise(self, mask: u32, xor: u32) -> Rule {
         self.expr(Expr::Meta {
             key: MetaKey::Mark,
             dreg: R0,
@@ -218,24 +218,19 @@ impl Rule {
             sreg: R0,
             dreg: R0,
             mask: mask.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
+            xor: xor.to_ne_bytes().to_vec(),
         })
-        .cmp(CmpOp::Eq, value.to_ne_bytes().to_vec())
+    }
+
+    /// `meta mark & MASK == VALUE`.
+    pub fn mark(self, mask: u32, value: u32) -> Rule {
+        self.mark_bitwise(mask, 0)
+            .cmp(CmpOp::Eq, value.to_ne_bytes().to_vec())
     }
 
     /// `meta mark set mark | BITS`.
     pub fn set_mark_bits(self, bits: u32) -> Rule {
-        self.expr(Expr::Meta {
-            key: MetaKey::Mark,
-            dreg: R0,
-        })
-        .expr(Expr::Bitwise {
-            sreg: R0,
-            dreg: R0,
-            mask: (!bits).to_ne_bytes().to_vec(),
-            xor: bits.to_ne_bytes().to_vec(),
-        })
-        .expr(Expr::MetaSet {
+        self.mark_bitwise(!bits, bits).expr(Expr::MetaSet {
             key: MetaKey::Mark,
             sreg: R0,
         })

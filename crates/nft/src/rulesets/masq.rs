@@ -32,6 +32,8 @@ pub const CHAIN: &str = "postrouting";
 const PREFIX: &str = "rcni:";
 /// Attempts when the ruleset keeps changing under us.
 const RETRIES: usize = 10;
+/// What a commit reports when it ran out of attempts.
+const GAVE_UP: (&str, &str) = ("masquerade", "ruleset kept changing");
 
 /// The comment that identifies a network's rule for one subnet.
 pub fn comment(network: &str, subnet: IpNet) -> String {
@@ -103,12 +105,10 @@ pub fn ensure(nft: &Nft, network: &str, subnets: &[IpNet]) -> Result<()> {
     if missing(&present(nft)?, network, subnets).is_empty() {
         return Ok(());
     }
-    let mut last = None;
-    for _ in 0..RETRIES {
-        let gen = nft.genid()?;
+    nft.commit_fresh(RETRIES, GAVE_UP, || {
         let todo = missing(&present(nft)?, network, subnets);
         if todo.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut b = Batch::new();
         b.add_table(Family::Inet, TABLE).add_chain(
@@ -124,43 +124,19 @@ pub fn ensure(nft: &Nft, network: &str, subnets: &[IpNet]) -> Result<()> {
         for s in todo {
             b.add_rule(Family::Inet, TABLE, CHAIN, &rule(network, s));
         }
-        match nft.commit_at(&b, gen) {
-            Err(e) if e.is_restart() => last = Some(e),
-            other => return other,
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::Invalid {
-        what: "masquerade".into(),
-        detail: "ruleset kept changing".into(),
-    }))
+        Ok(Some(b))
+    })
 }
 
 /// Removes every masquerade rule of `network`. Succeeds when there is none.
 pub fn remove(nft: &Nft, network: &str) -> Result<()> {
-    let mut last = None;
-    for _ in 0..RETRIES {
-        let gen = nft.genid()?;
-        let handles: Vec<u64> = present(nft)?
+    nft.commit_fresh(RETRIES, GAVE_UP, || {
+        let handles = present(nft)?
             .into_iter()
             .filter(|(n, _, _)| n == network)
-            .map(|(_, _, h)| h)
-            .collect();
-        if handles.is_empty() {
-            return Ok(());
-        }
-        let mut b = Batch::new();
-        for h in handles {
-            b.del_rule(Family::Inet, TABLE, CHAIN, h);
-        }
-        match nft.commit_at(&b, gen) {
-            Err(e) if e.is_restart() => last = Some(e),
-            other => return other,
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::Invalid {
-        what: "masquerade".into(),
-        detail: "ruleset kept changing".into(),
-    }))
+            .map(|(_, _, h)| h);
+        Ok(Batch::deleting_rules(Family::Inet, TABLE, CHAIN, handles))
+    })
 }
 
 /// Every (network, subnet) with a masquerade rule.

@@ -96,21 +96,9 @@ fn commit_retrying(
     nft: &Nft,
     build: impl Fn(&[(String, String, String, u64)]) -> Option<Batch>,
 ) -> Result<()> {
-    let mut last = None;
-    for _ in 0..RETRIES {
-        let gen = nft.genid()?;
-        let Some(b) = build(&present(nft)?) else {
-            return Ok(());
-        };
-        match nft.commit_at(&b, gen) {
-            Err(e) if e.is_restart() => last = Some(e),
-            other => return other,
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::Invalid {
-        what: "macspoofchk".into(),
-        detail: "ruleset kept changing".into(),
-    }))
+    nft.commit_fresh(RETRIES, ("macspoofchk", "ruleset kept changing"), || {
+        Ok(build(&present(nft)?))
+    })
 }
 
 /// Installs the check for `p`, replacing an older rule of the same
@@ -140,19 +128,11 @@ pub fn remove(nft: &Nft, network: &str, container_id: &str, ifname: &str) -> Res
     let (network, container_id) = comment_tags(network, container_id);
     let (network, container_id) = (network.as_ref(), container_id.as_ref());
     commit_retrying(nft, |have| {
-        let handles: Vec<u64> = have
+        let handles = have
             .iter()
             .filter(|(n, c, i, _)| n == network && c == container_id && i == ifname)
-            .map(|(_, _, _, h)| *h)
-            .collect();
-        if handles.is_empty() {
-            return None;
-        }
-        let mut b = Batch::new();
-        for h in handles {
-            b.del_rule(Family::Bridge, TABLE, CHAIN, h);
-        }
-        Some(b)
+            .map(|(_, _, _, h)| *h);
+        Batch::deleting_rules(Family::Bridge, TABLE, CHAIN, handles)
     })
 }
 
@@ -182,15 +162,7 @@ pub fn gc(nft: &Nft, network: &str, keep: &[(String, String)]) -> Result<usize> 
     };
     let count = stale(&present(nft)?).len();
     commit_retrying(nft, |have| {
-        let handles = stale(have);
-        if handles.is_empty() {
-            return None;
-        }
-        let mut b = Batch::new();
-        for h in handles {
-            b.del_rule(Family::Bridge, TABLE, CHAIN, h);
-        }
-        Some(b)
+        Batch::deleting_rules(Family::Bridge, TABLE, CHAIN, stale(have))
     })?;
     Ok(count)
 }

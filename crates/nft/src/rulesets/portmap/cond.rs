@@ -123,21 +123,11 @@ fn commit_retrying(
     nft: &Nft,
     build: impl Fn(&[(String, u64)]) -> Result<Option<Batch>>,
 ) -> Result<()> {
-    let mut last = None;
-    for _ in 0..RETRIES {
-        let gen = nft.genid()?;
-        let Some(b) = build(&cond_rules(nft)?)? else {
-            return Ok(());
-        };
-        match nft.commit_at(&b, gen) {
-            Err(e) if e.is_restart() => last = Some(e),
-            other => return other,
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::Invalid {
-        what: "conditional host port mapping".into(),
-        detail: "the ruleset kept changing; try again".into(),
-    }))
+    let gave_up = (
+        "conditional host port mapping",
+        "the ruleset kept changing; try again",
+    );
+    nft.commit_fresh(RETRIES, gave_up, || build(&cond_rules(nft)?))
 }
 
 /// Adds conditional mappings (usually one attachment's): each with the
@@ -264,15 +254,12 @@ fn remove_cond_where(nft: &Nft, gone: impl Fn(&str, &str, &str) -> bool) -> Resu
         return Ok(0);
     }
     commit_retrying(nft, |have| {
-        let handles = doomed(have);
-        if handles.is_empty() {
-            return Ok(None);
-        }
-        let mut b = Batch::new();
-        for h in handles {
-            b.del_rule(Family::Inet, TABLE, COND_CHAIN, h);
-        }
-        Ok(Some(b))
+        Ok(Batch::deleting_rules(
+            Family::Inet,
+            TABLE,
+            COND_CHAIN,
+            doomed(have),
+        ))
     })?;
     Ok(count)
 }
