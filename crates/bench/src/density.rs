@@ -16,7 +16,7 @@
 //! O(N²) artefact no real node has. The node's side keeps IPv6 as a plugin
 //! leaves it (a link-local address and route per host veth).
 
-use super::{exec, figure, index_of, ordered, settle, Env, Options, Samples, Side};
+use super::{add_then_del, figure, index_of, ordered, settle, Env, Options, Samples, Side};
 use crate::report::{Figure, Stats};
 use netlink::{LinkKind, LinkSpec, Socket};
 use std::path::Path;
@@ -254,23 +254,14 @@ pub fn density(sides: &[Side], o: &Options) -> Vec<Figure> {
                     &node.bridge,
                     &data.path().join(format!("{n}-{}", s.label)),
                 );
-                let add = Env {
-                    command: "ADD",
-                    container_id: &id,
-                    netns: &path,
-                    ifname: "eth0",
-                };
-                let a = must(
-                    exec(s, "bridge", &add, &c, node.ns.ns()),
-                    &format!("{} density {n} ADD", s.label),
-                );
-                let del = Env {
-                    command: "DEL",
-                    ..add
-                };
-                let d = must(
-                    exec(s, "bridge", &del, &c, node.ns.ns()),
-                    &format!("{} density {n} DEL", s.label),
+                let (a, d) = add_then_del(
+                    s,
+                    "bridge",
+                    &Env::add(&id, &path),
+                    &c,
+                    node.ns.ns(),
+                    &format!("{} density {n}", s.label),
+                    must,
                 );
                 if i >= 3 {
                     adds.per_side[idx].push(a.elapsed);

@@ -36,6 +36,39 @@ pub struct Env<'a> {
     pub ifname: &'a str,
 }
 
+impl<'a> Env<'a> {
+    /// ADD of container `container_id`'s `eth0` in `netns`.
+    pub fn add(container_id: &'a str, netns: &'a str) -> Env<'a> {
+        Env {
+            command: "ADD",
+            container_id,
+            netns,
+            ifname: "eth0",
+        }
+    }
+}
+
+/// Times the ADD `add`, then the DEL of the same attachment, of `plugin`
+/// with config `conf` inside `node`; `check` (a scenario's `must`) vets each
+/// as "`what` ADD" / "`what` DEL".
+pub(crate) fn add_then_del(
+    side: &Side,
+    plugin: &str,
+    add: &Env,
+    conf: &str,
+    node: &NetNs,
+    what: &str,
+    check: fn(Run, &str) -> Run,
+) -> (Run, Run) {
+    let a = check(exec(side, plugin, add, conf, node), &format!("{what} ADD"));
+    let del = Env {
+        command: "DEL",
+        ..*add
+    };
+    let d = check(exec(side, plugin, &del, conf, node), &format!("{what} DEL"));
+    (a, d)
+}
+
 /// Execs one plugin inside `node` and times it from spawn to reaped.
 /// stderr is discarded; failures are reported through the error object.
 pub(crate) fn exec(side: &Side, plugin: &str, env: &Env, stdin: &str, node: &NetNs) -> Run {

@@ -290,12 +290,7 @@ fn main() {
             let pod = TestNs::new("rsp");
             let path = pod.path().display().to_string();
             let conf = main_conf("bridge", s, &data.path().join(s.label), false);
-            let env = Env {
-                command: "ADD",
-                container_id: "rss",
-                netns: &path,
-                ifname: "eth0",
-            };
+            let env = Env::add("rss", &path);
             match rss::peak_kb(
                 &s.bin_dir.join("bridge"),
                 &s.bin_dir,

@@ -338,23 +338,12 @@ impl Report {
             })
             .collect();
         let (bx0, by0, bw, bh) = (520.0, 40.0, 420.0, 300.0);
-        let _ = writeln!(
-            s,
-            r#"<text x="{bx0}" y="24" font-weight="bold">median per call (ms)</text>"#
+        svg_title(&mut s, (bx0, 24.0), "median per call (ms)");
+        let bmax = axis_top(
+            bars.iter()
+                .flat_map(|f| f.values.iter().map(|(_, st)| st.median)),
         );
-        let bmax = bars
-            .iter()
-            .flat_map(|f| f.values.iter().map(|(_, st)| st.median))
-            .fold(0.0f64, f64::max)
-            .max(0.001)
-            * 1.1;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{bx0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-            by0 + bh,
-            bx0 + bw,
-            by0 + bh
-        );
+        svg_line(&mut s, (bx0, by0 + bh), (bx0 + bw, by0 + bh));
         let slot = bw / bars.len().max(1) as f64;
         for (i, f) in bars.iter().enumerate() {
             for (j, (side, color)) in colors.iter().enumerate() {
@@ -409,6 +398,28 @@ impl Report {
     }
 }
 
+/// The top of a value axis: 10% above the largest of `values` (at least
+/// 0.001, so an all-zero chart still has a scale).
+fn axis_top(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(0.0f64, f64::max).max(0.001) * 1.1
+}
+
+/// A black SVG line from `a` to `b`.
+fn svg_line(s: &mut String, (x1, y1): (f64, f64), (x2, y2): (f64, f64)) {
+    let _ = writeln!(
+        s,
+        r#"<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="black"/>"#
+    );
+}
+
+/// A chart's bold title at `(x, y)`.
+fn svg_title(s: &mut String, (x, y): (f64, f64), title: &str) {
+    let _ = writeln!(
+        s,
+        r#"<text x="{x}" y="{y}" font-weight="bold">{title}</text>"#
+    );
+}
+
 /// A line chart at (x, y, width, height): one line per side over the x
 /// values of `points`.
 fn line_chart(
@@ -418,30 +429,11 @@ fn line_chart(
     points: &[(usize, Vec<(&str, f64)>)],
     colors: &[(&str, &str)],
 ) {
-    let _ = writeln!(
-        s,
-        r#"<text x="{x0}" y="{}" font-weight="bold">{title}</text>"#,
-        y0 - 16.0
-    );
+    svg_title(s, (x0, y0 - 16.0), title);
     let max_n = points.iter().map(|(n, _)| *n).max().unwrap_or(1).max(1) as f64;
-    let max_y = points
-        .iter()
-        .flat_map(|(_, v)| v.iter().map(|(_, m)| *m))
-        .fold(0.0f64, f64::max)
-        .max(0.001)
-        * 1.1;
-    let _ = writeln!(
-        s,
-        r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-        y0 + ch,
-        x0 + cw,
-        y0 + ch
-    );
-    let _ = writeln!(
-        s,
-        r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{}" stroke="black"/>"#,
-        y0 + ch
-    );
+    let max_y = axis_top(points.iter().flat_map(|(_, v)| v.iter().map(|(_, m)| *m)));
+    svg_line(s, (x0, y0 + ch), (x0 + cw, y0 + ch));
+    svg_line(s, (x0, y0), (x0, y0 + ch));
     for k in 0..=4 {
         let v = max_y * k as f64 / 4.0;
         let y = y0 + ch - ch * k as f64 / 4.0;

@@ -112,15 +112,24 @@ fn tls_config(tls: &TlsSettings) -> TlsConfig {
 /// An HTTP client with these TLS settings and this deadline per request.
 /// HTTP error statuses are answers, not errors; no proxy; no redirects.
 pub fn http_agent(tls: &TlsSettings, timeout: Duration, user_agent: &str) -> ureq::Agent {
+    agent_config(tls, user_agent)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+/// What every agent here shares: these TLS settings, HTTP error statuses
+/// as answers, no proxy, no redirects.
+fn agent_config(
+    tls: &TlsSettings,
+    user_agent: &str,
+) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     ureq::Agent::config_builder()
         .tls_config(tls_config(tls))
-        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .proxy(None)
         .max_redirects(0)
         .user_agent(user_agent)
-        .build()
-        .into()
 }
 
 /// An agent for long-lived streaming requests (watches): connecting must
@@ -131,14 +140,9 @@ pub fn streaming_agent(
     longest: Duration,
     user_agent: &str,
 ) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .tls_config(tls_config(tls))
+    agent_config(tls, user_agent)
         .timeout_global(Some(longest))
         .timeout_connect(Some(connect))
-        .http_status_as_error(false)
-        .proxy(None)
-        .max_redirects(0)
-        .user_agent(user_agent)
         .build()
         .into()
 }

@@ -60,23 +60,14 @@ pub(crate) fn host_local_cost(
                     data.path().join(s.label).display()
                 );
                 let id = format!("hl{i}");
-                let add = Env {
-                    command: "ADD",
-                    container_id: &id,
-                    netns: &node_path,
-                    ifname: "eth0",
-                };
-                let r = must(
-                    exec(s, "host-local", &add, &conf, node.ns()),
-                    &format!("{} host-local ADD", s.label),
-                );
-                let del = Env {
-                    command: "DEL",
-                    ..add
-                };
-                let d = must(
-                    exec(s, "host-local", &del, &conf, node.ns()),
-                    &format!("{} host-local DEL", s.label),
+                let (r, d) = add_then_del(
+                    s,
+                    "host-local",
+                    &Env::add(&id, &node_path),
+                    &conf,
+                    node.ns(),
+                    &format!("{} host-local", s.label),
+                    must,
                 );
                 if i >= 3 {
                     adds[k].per_side[idx].push(r.elapsed);

@@ -56,12 +56,7 @@ pub(crate) fn add_del(
     if resident {
         for (idx, s) in sides.iter().enumerate() {
             let path = residents[idx].path().display().to_string();
-            let env = Env {
-                command: "ADD",
-                container_id: "resident",
-                netns: &path,
-                ifname: "eth0",
-            };
+            let env = Env::add("resident", &path);
             let conf = main_conf(kind, s, &data.path().join(s.label), masq);
             must(exec(s, kind, &env, &conf, nodes[idx].ns()), "resident ADD");
         }
@@ -75,23 +70,14 @@ pub(crate) fn add_del(
             let pod_path = pods[idx][i].path().display().to_string();
             let id = format!("bench{i}");
             let conf = main_conf(kind, s, &data.path().join(s.label), masq);
-            let add = Env {
-                command: "ADD",
-                container_id: &id,
-                netns: &pod_path,
-                ifname: "eth0",
-            };
-            let r = must(
-                exec(s, kind, &add, &conf, nodes[idx].ns()),
-                &format!("{} {label} ADD", s.label),
-            );
-            let del = Env {
-                command: "DEL",
-                ..add
-            };
-            let d = must(
-                exec(s, kind, &del, &conf, nodes[idx].ns()),
-                &format!("{} {label} DEL", s.label),
+            let (r, d) = add_then_del(
+                s,
+                kind,
+                &Env::add(&id, &pod_path),
+                &conf,
+                nodes[idx].ns(),
+                &format!("{} {label}", s.label),
+                must,
             );
             if i >= 3 {
                 adds.per_side[idx].push(r.elapsed);
@@ -129,12 +115,7 @@ pub(crate) fn parallel_adds(sides: &[Side], o: &Options) -> Figure {
                         sc.spawn(move || {
                             let path = pod.path().display().to_string();
                             let id = format!("par{k}");
-                            let env = Env {
-                                command: "ADD",
-                                container_id: &id,
-                                netns: &path,
-                                ifname: "eth0",
-                            };
+                            let env = Env::add(&id, &path);
                             exec(s, "bridge", &env, conf, node.ns()).ok
                         })
                     })
