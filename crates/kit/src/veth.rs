@@ -154,20 +154,15 @@ pub fn setup_veth<H: LinkOps + ?Sized, C: LinkOps + ?Sized>(
 /// then removes `ifname` from the pod, both even if the other fails
 /// (a [`crate::Teardown`]: the IPAM's own code wins over a generic 5).
 pub fn del_link_and_ipam(args: &cni_skel::CmdArgs, ipam: Option<&str>) -> Result<()> {
-    let mut td = crate::Teardown::new();
-    if let Some(ipam) = ipam {
-        td.step(cni_invoke::delegate(
-            ipam,
-            cni_skel::Command::Del,
-            args,
-            &args.stdin,
-        ));
-    }
-    td.step(crate::iface::delete_pod_link(
-        args.netns_path(),
+    let (pod, open_error) = crate::iface::split(crate::iface::open_pod(args.netns_path()));
+    let ipam = ipam.map(|plugin| crate::podlink::Delegated { plugin, args });
+    crate::podlink::del_core(
+        pod.as_ref().map(|s| s as &dyn LinkOps),
+        open_error,
         &args.ifname,
-    ));
-    td.finish()
+        ipam.as_ref().map(|i| i as &dyn crate::podlink::IpamOps),
+        true,
+    )
 }
 
 #[cfg(test)]

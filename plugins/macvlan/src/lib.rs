@@ -5,14 +5,14 @@
 
 #[doc(hidden)]
 pub mod fuzzing;
-use cni_skel::{CmdArgs, Command, Plugin};
+use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
-use cni_spec::{Error, Interface, Result};
-use kit::Teardown;
+use cni_spec::{Error, Result};
+use kit::ops::LinkOps;
+use kit::podlink::{self, IpamOps};
 use kit::Undo;
-use netlink::{Family, Link, LinkKind, LinkSpec, MacvlanMode, Socket};
-use netns::NetNs;
+use netlink::{Link, LinkKind, LinkSpec, MacvlanMode};
 use serde::Deserialize;
 
 /// The macvlan plugin as the CNI skeleton runs it: creates the pod's
@@ -83,60 +83,25 @@ fn mode_name(m: MacvlanMode) -> &'static str {
     }
 }
 
-/// The device of the first default route in the main table, IPv4 before
-/// IPv6 (the order the kernel dumps them, which the reference relies on).
-fn default_route_iface(sock: &Socket) -> CniResult<String> {
-    let routes = sock.routes(Family::All, Some(254)).map_err(kit::err)?;
-    for r in routes.iter().filter(|r| r.dst.is_none()) {
-        // A multipath default route has no single device: keep looking.
-        let Some(oif) = r.oif else { continue };
-        if let Some(l) = sock.link_by_index(oif).map_err(kit::err)? {
-            return Ok(l.name);
-        }
-    }
-    Err(Error::invalid_config("no default route interface found"))
-}
-
 /// Parses the config only: what DEL, GC and STATUS need (no master lookup,
 /// so that they work after the master is gone).
 fn parse(args: &CmdArgs) -> CniResult<(Conf, Option<String>)> {
     let c: Conf = args.parse_conf()?;
-    let ipam = args
-        .conf
-        .ipam_type()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
-    Ok((c, ipam))
+    Ok((c, podlink::ipam_type(args)))
 }
 
 /// ADD and CHECK: the parsed config plus the master looked up where it
-/// lives, and the MTU checked against it.
-fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
+/// lives (`host`, or `cont` with linkInContainer), and the MTU checked
+/// against it.
+fn load(args: &CmdArgs, host: &dyn LinkOps, cont: &dyn LinkOps) -> CniResult<Network> {
     let (c, ipam) = parse(args)?;
-    let host;
-    let lookup = if c.link_in_container {
-        cns
-    } else {
-        host = Socket::route().map_err(kit::err)?;
-        &host
-    };
+    let lookup = if c.link_in_container { cont } else { host };
     let name = if c.master.is_empty() {
-        default_route_iface(lookup)?
+        podlink::default_route_iface(lookup)?
     } else {
         c.master.clone()
     };
-    let master = lookup
-        .link_by_name(&name)
-        .map_err(kit::err)?
-        .ok_or_else(|| {
-            Error::invalid_config(format!("failed to lookup master {name:?}: Link not found"))
-        })?;
-    if c.mtu < 0 || c.mtu > i64::from(master.mtu) {
-        return Err(Error::invalid_config(format!(
-            "invalid MTU {}, must be [0, master MTU({})]",
-            c.mtu, master.mtu
-        )));
-    }
+    let master = podlink::master(lookup, &name, c.mtu)?;
     let mode = mode_from_str(&c.mode)?;
     // MAC precedence: config, then CNI_ARGS MAC=, then args.cni.mac, then
     // runtimeConfig.mac (the last one given wins).
@@ -179,14 +144,10 @@ fn temp_name() -> String {
 
 /// Creates the macvlan as `ifname` directly inside the container namespace:
 /// never visible in the node namespace, no rename step. The parent is
-/// resolved in the namespace the request is sent from (`creator`).
-fn create_macvlan(
-    creator: &Socket,
-    cont: &Socket,
-    cns: &NetNs,
-    n: &Network,
-    ifname: &str,
-) -> CniResult<Link> {
+/// resolved in the namespace the request is sent from (the node's, or the
+/// pod's with linkInContainer).
+fn create_macvlan(at: podlink::Seam<'_>, n: &Network, ifname: &str) -> CniResult<Link> {
+    let (creator, cont, cns) = (at.master_side(n.in_container), at.cont, at.cns);
     let spec = |name: &str| LinkSpec {
         mtu: n.mtu,
         mac: n.mac.map(|m| m.to_vec()),
@@ -194,12 +155,7 @@ fn create_macvlan(
         netns_fd: Some(cns.fd()),
         ..LinkSpec::new(name, LinkKind::Macvlan(n.mode))
     };
-    let exists = || {
-        Error::internal(format!(
-            "container interface {ifname:?} already exists in {}",
-            cns.path().display()
-        ))
-    };
+    let exists = || podlink::exists_in_pod(ifname, cns.path());
     match creator.create_link(&spec(ifname)) {
         Ok(()) => {}
         Err(e) if e.is_exists() => {
@@ -226,16 +182,14 @@ fn create_macvlan(
         }
         Err(e) => return Err(Error::io(format!("failed to create macvlan: {e}"))),
     }
-    cont.link_by_name(ifname)
-        .map_err(kit::err)?
-        .ok_or_else(|| Error::internal(format!("failed to refetch macvlan {ifname:?}")))
+    podlink::refetch(cont, ifname, "macvlan")
 }
 
 /// Applies `bcqueuelen` to the new macvlan and reads it back. Kernels
 /// before 5.11 ignore the attribute silently (the reference then goes on
 /// without it); rcni refuses instead, so that a pod never runs with a
 /// setting it asked for and did not get.
-fn set_bc_queue_len(cont: &Socket, index: u32, len: u32) -> CniResult<()> {
+fn set_bc_queue_len(cont: &dyn LinkOps, index: u32, len: u32) -> CniResult<()> {
     cont.set_macvlan_bc_queue_len(index, len)
         .map_err(|e| Error::io(format!("failed to set bcqueuelen {len}: {e}")))?;
     let l = cont
@@ -271,169 +225,121 @@ impl Plugin for Macvlan {
     }
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-        let n = load(args, &cont)?;
-        let host;
-        let creator = if n.in_container {
-            &cont
-        } else {
-            host = Socket::route().map_err(kit::err)?;
-            &host
-        };
-        let mut undo = Undo::new();
-
-        let link = create_macvlan(creator, &cont, &cns, &n, &args.ifname)?;
-        {
-            let cont = &cont;
-            let index = link.index;
-            undo.push("delete macvlan", move || cont.delete_link(index));
-        }
-        if n.bcqueuelen > 0 {
-            set_bc_queue_len(&cont, link.index, n.bcqueuelen)?;
-        }
-
-        let mut result = Result::new(args.version());
-        result.interfaces = vec![Interface {
-            name: link.name.clone(),
-            mac: kit::mac::format(&link.mac),
-            sandbox: args.netns.clone(),
-            ..Default::default()
-        }];
-
-        if let Some(ipam) = n.ipam.as_deref() {
-            let r = cni_invoke::ipam_add(ipam, args)?;
-            undo.push("release IPAM address", move || {
-                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
-            });
-            result.adopt_ipam(r, 0);
-            // Announce the pod's addresses on the segment as the link comes
-            // up (gratuitous ARP / unsolicited NA), so neighbours holding a
-            // stale entry for a reused address learn the new MAC at once.
-            let ifname = args.ifname.as_str();
-            let _ = cns.run(|| {
+        let ns = podlink::Namespaces::open(args)?;
+        let n = load(args, &ns.host, &ns.cont)?;
+        let ipam = n
+            .ipam
+            .as_deref()
+            .map(|plugin| podlink::Delegated { plugin, args });
+        let ipam = ipam.as_ref().map(|i| i as &dyn IpamOps);
+        let ifname = args.ifname.as_str();
+        // Announce the pod's addresses on the segment as the link comes
+        // up (gratuitous ARP / unsolicited NA), so neighbours holding a
+        // stale entry for a reused address learn the new MAC at once.
+        let announce = || {
+            let _ = ns.cns.run(|| {
                 let _ = kit::sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
                 let _ = kit::sysctl_set(&format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1");
             });
-            kit::configure_iface(
-                &cont,
-                &link,
-                &result,
-                &kit::IfaceOptions {
-                    addresses_first: true,
-                    ..Default::default()
-                },
-            )
-            .map_err(Error::from)?;
-        } else {
-            cont.set_link_up(link.index)
-                .map_err(|e| Error::io(format!("failed to set {:?} UP: {e}", args.ifname)))?;
-        }
-        if cni_skel::failure_injected("after-setup") {
-            return Err(Error::internal("injected failure at after-setup"));
-        }
-
+        };
+        let mut result = add_core(ns.seam(), &n, args, ipam, announce)?;
         // As the reference: the DNS of the network config, not IPAM's.
         result.dns = args.conf.dns.clone().unwrap_or_default();
-        undo.commit();
         Ok(result)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let (_, ipam) = parse(args)?;
-        let mut td = Teardown::new();
-        td.step(kit::iface::delete_pod_link(args.netns_path(), &args.ifname));
-        if let Some(ipam) = &ipam {
-            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
-        }
-        Ok(td.finish()?)
+        podlink::del_link_then_ipam(args, parse(args)?.1.as_deref())
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-        let n = load(args, &cont)?;
-        if let Some(ipam) = &n.ipam {
-            cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
-        }
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "no interface {:?} with sandbox {} in prevResult",
-                    args.ifname, args.netns
-                ))
-            })?;
-        let c = cont
-            .link_by_name(&c_if.name)
-            .map_err(kit::err)?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "container Interface name in prevResult: {} not found",
-                    c_if.name
-                ))
-            })?;
-        let Some(mode) = c
-            .macvlan_mode()
-            .filter(|_| c.kind.as_deref() == Some("macvlan"))
-        else {
-            return Err(Error::internal(format!(
-                "error: Container interface {} not of type macvlan",
-                c.name
-            )));
-        };
-        if mode != n.mode {
-            return Err(Error::internal(format!(
-                "container macvlan mode {} does not match expected value: {}",
-                mode_name(mode),
-                mode_name(n.mode)
-            )));
-        }
-        // rcni: the broadcast queue length asked for, where one was.
-        if n.bcqueuelen > 0 && c.macvlan_bc_queue_len() != Some(n.bcqueuelen) {
-            return Err(Error::internal(format!(
-                "container macvlan {} bcqueuelen {:?} does not match expected value: {}",
-                c.name,
-                c.macvlan_bc_queue_len(),
-                n.bcqueuelen
-            )));
-        }
-        // rcni: also the parent. It lives in the node namespace unless
-        // linkInContainer, and the kernel then reports its netns id.
-        let parent_ok =
-            c.link == Some(n.master.index) && c.link_netnsid.is_some() != n.in_container;
-        if !parent_ok {
-            return Err(Error::internal(format!(
-                "container macvlan {} is not on master {:?}",
-                c.name, n.master.name
-            )));
-        }
-        if !c_if.mac.is_empty() && c_if.mac != kit::mac::format(&c.mac) {
-            return Err(Error::internal(format!(
-                "interface {} Mac {} doesn't match container Mac: {}",
-                c.name,
-                c_if.mac,
-                kit::mac::format(&c.mac)
-            )));
-        }
-        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
-        Ok(())
+        let ns = podlink::Namespaces::open(args)?;
+        let n = load(args, &ns.host, &ns.cont)?;
+        podlink::check_ipam(n.ipam.as_deref(), args)?;
+        let prev = podlink::prev_required(args, "required prevResult missing")?;
+        check_core(&ns.cont, &n, &prev, &args.ifname, &args.netns)
     }
 
-    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Gc, args)
-    }
+    kit::ipam_gc_and_status!(|args| parse(args).map(|p| p.1));
+}
 
-    fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Status, args)
+/// ADD on the seam: the macvlan made in the pod (through `host`, or `cont`
+/// with linkInContainer), its broadcast queue length, then IPAM's
+/// addresses (after `announce`) or only the link up. Undone on failure.
+fn add_core<'a>(
+    at: podlink::Seam<'a>,
+    n: &Network,
+    args: &CmdArgs,
+    ipam: Option<&'a dyn IpamOps>,
+    announce: impl FnOnce(),
+) -> CniResult<Result> {
+    let cont = at.cont;
+    let mut undo = Undo::new();
+    let link = create_macvlan(at, n, &args.ifname)?;
+    podlink::undo_link(&mut undo, cont, &link, "macvlan");
+    if n.bcqueuelen > 0 {
+        set_bc_queue_len(cont, link.index, n.bcqueuelen)?;
     }
+    let mut result = Result::new(args.version());
+    result.interfaces = vec![podlink::pod_interface(&link, &args.netns)];
+    let opts = kit::IfaceOptions {
+        addresses_first: true,
+        ..Default::default()
+    };
+    podlink::address_or_up(cont, &link, ipam, &mut undo, &mut result, announce, &opts)?;
+    if cni_skel::failure_injected("after-setup") {
+        return Err(Error::internal("injected failure at after-setup"));
+    }
+    undo.commit();
+    Ok(result)
+}
+
+/// CHECK on the seam: the pod's macvlan against `prev` and the config.
+fn check_core(
+    cont: &dyn LinkOps,
+    n: &Network,
+    prev: &Result,
+    ifname: &str,
+    sandbox: &str,
+) -> CniResult<()> {
+    let c_if = podlink::prev_iface(prev, ifname, sandbox, || {
+        format!("no interface {ifname:?} with sandbox {sandbox} in prevResult")
+    })?;
+    let c = podlink::pod_link(cont, &c_if.name, || {
+        format!(
+            "container Interface name in prevResult: {} not found",
+            c_if.name
+        )
+    })?;
+    let Some(mode) = c
+        .macvlan_mode()
+        .filter(|_| c.kind.as_deref() == Some("macvlan"))
+    else {
+        return Err(Error::internal(format!(
+            "error: Container interface {} not of type macvlan",
+            c.name
+        )));
+    };
+    if mode != n.mode {
+        return Err(Error::internal(format!(
+            "container macvlan mode {} does not match expected value: {}",
+            mode_name(mode),
+            mode_name(n.mode)
+        )));
+    }
+    // rcni: the broadcast queue length asked for, where one was.
+    if n.bcqueuelen > 0 && c.macvlan_bc_queue_len() != Some(n.bcqueuelen) {
+        return Err(Error::internal(format!(
+            "container macvlan {} bcqueuelen {:?} does not match expected value: {}",
+            c.name,
+            c.macvlan_bc_queue_len(),
+            n.bcqueuelen
+        )));
+    }
+    // rcni: also the parent. It lives in the node namespace unless
+    // linkInContainer, and the kernel then reports its netns id.
+    podlink::check_parent(&c, &n.master, n.in_container, "macvlan")?;
+    podlink::check_mac_ips_routes(cont, &c, &c_if.mac, prev, "interface")
 }
 
 #[cfg(test)]
@@ -449,5 +355,141 @@ mod tests {
         }
         let e = mode_from_str("source").expect_err("not offered by the reference");
         assert_eq!(e.code, cni_spec::ErrorCode::InvalidConfig as u32);
+    }
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The verb cores on the recording fakes: operation order, undo, error
+    //! codes, without root. The namespace tests stay the ground truth.
+    use super::*;
+    use kit::ops::fake::{cmd_args, seam, FakeIpam, RecordingNet};
+
+    fn ipam4(addr: &str, gw: &str) -> FakeIpam {
+        FakeIpam::handing_out(addr.parse().expect("CIDR"), gw.parse().expect("IPv4"))
+    }
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"macvlan",
+        "master":"eth9","ipam":{"type":"fake"}}"#;
+
+    /// A fake node with master `eth9` (one fake for both namespaces), the
+    /// loaded config, and the operations so far forgotten.
+    fn node(conf: &str) -> (RecordingNet, Network, CmdArgs, u32) {
+        let (net, master) = RecordingNet::with_master("eth9");
+        let args = cmd_args(conf);
+        let n = load(&args, &net, &net).expect("config loads");
+        net.forget();
+        (net, n, args, master)
+    }
+
+    fn ipam() -> FakeIpam {
+        ipam4("10.1.0.5/24", "10.1.0.1")
+    }
+
+    #[test]
+    fn add_creates_the_macvlan_in_the_pod_then_addresses_it_before_bringing_it_up() {
+        let (net, n, args, master) = node(CONF);
+        let ipam = ipam();
+        let r = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect("ADD");
+        let i = net.index_of("eth0");
+        assert_eq!(
+            net.lines(),
+            vec![
+                format!("create eth0 macvlan parent {master}"),
+                "get eth0".to_string(),
+                format!("addr {i} 10.1.0.5/24"),
+                format!("up {i}"),
+                format!("route 0.0.0.0/0 via 10.1.0.1 dev {i}"),
+            ]
+        );
+        assert_eq!(ipam.calls(), vec!["ipam add"]);
+        assert_eq!(r.interfaces[0].name, "eth0");
+        assert_eq!(r.ips[0].interface, Some(0));
+    }
+
+    #[test]
+    fn add_without_ipam_only_brings_the_link_up() {
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"macvlan","master":"eth9"}"#;
+        let (net, n, args, _) = node(conf);
+        add_core(seam(&net), &n, &args, None, || {}).expect("ADD");
+        let i = net.index_of("eth0");
+        assert_eq!(net.lines().last(), Some(&format!("up {i}")));
+    }
+
+    #[test]
+    fn a_route_the_kernel_refuses_undoes_the_link_and_the_address_with_code_5() {
+        let (net, n, args, _) = node(CONF);
+        let ipam = ipam();
+        net.fail_next("route", libc::ENETUNREACH);
+        let e = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        assert!(net.holds_only(&["eth9"]), "the macvlan is gone again");
+        assert_eq!(ipam.calls(), vec!["ipam add", "ipam del"]);
+    }
+
+    #[test]
+    fn a_refused_creation_is_code_5_and_asks_ipam_for_nothing() {
+        let (net, n, args, _) = node(CONF);
+        let ipam = ipam();
+        net.fail_next("create", libc::EPERM);
+        let e = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        assert!(ipam.calls().is_empty());
+        assert!(net.holds_only(&["eth9"]));
+    }
+
+    #[test]
+    fn an_ifname_already_in_the_pod_is_code_999_and_is_left_alone() {
+        let (net, n, args, _) = node(CONF);
+        net.add_existing("eth0");
+        let e = add_core(seam(&net), &n, &args, None, || {}).expect_err("taken");
+        assert_eq!(e.code, 999, "{e:?}");
+        assert!(e.msg.contains("already exists"), "{e:?}");
+        assert!(net.link("eth0").is_some());
+        assert!(!net.lines().iter().any(|l| l.starts_with("delete")));
+    }
+
+    #[test]
+    fn an_ipam_failure_undoes_the_link_and_keeps_ipams_code() {
+        let (net, n, args, _) = node(CONF);
+        let mut ipam = ipam();
+        ipam.fail_add = Some(Error::new(cni_spec::ErrorCode::TryAgainLater, "busy"));
+        let e = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect_err("IPAM");
+        assert_eq!(e.code, 11);
+        assert!(net.holds_only(&["eth9"]));
+    }
+
+    #[test]
+    fn del_of_a_link_already_gone_succeeds_and_still_releases_the_address() {
+        let net = RecordingNet::new();
+        let ipam = ipam();
+        kit::podlink::del_core(Some(&net), None, "eth0", Some(&ipam), false).expect("DEL");
+        assert_eq!(net.lines(), vec!["get eth0"]);
+        assert_eq!(ipam.calls(), vec!["ipam del"]);
+    }
+
+    #[test]
+    fn check_of_a_missing_interface_is_code_999() {
+        let (net, n, args, _) = node(CONF);
+        let ipam = ipam();
+        let r = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect("ADD");
+        net.remove("eth0");
+        let e = check_core(&net, &n, &r, "eth0", &args.netns).expect_err("missing");
+        assert_eq!(e.code, 999);
+        assert_eq!(
+            e.msg,
+            "container Interface name in prevResult: eth0 not found"
+        );
+    }
+
+    #[test]
+    fn check_of_an_interface_of_another_kind_is_code_999() {
+        let (net, n, args, _) = node(CONF);
+        let ipam = ipam();
+        let r = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect("ADD");
+        net.retype("eth0", "dummy");
+        let e = check_core(&net, &n, &r, "eth0", &args.netns).expect_err("wrong kind");
+        assert_eq!(e.code, 999);
+        assert_eq!(e.msg, "error: Container interface eth0 not of type macvlan");
     }
 }
