@@ -532,6 +532,61 @@ pub mod fake {
         }
     }
 
+    /// A fake node for a plugin with a master: the fake holding `eth9`
+    /// (MTU 1500, index `master`) and an ADD of `conf`.
+    pub struct Node {
+        /// Both namespaces.
+        pub net: RecordingNet,
+        /// The ADD.
+        pub args: cni_skel::CmdArgs,
+        /// The index of `eth9`.
+        pub master: u32,
+    }
+
+    /// A [`Node`] for `conf`.
+    pub fn node(conf: &str) -> Node {
+        let (net, master) = RecordingNet::with_master("eth9");
+        Node {
+            net,
+            args: cmd_args(conf),
+            master,
+        }
+    }
+
+    /// A plugin's config loader, as `load(args, host, cont)`.
+    pub type Loader<N> =
+        fn(&cni_skel::CmdArgs, &dyn LinkOps, &dyn LinkOps) -> cni_spec::error::CniResult<N>;
+
+    impl Node {
+        /// Runs the plugin's `load` on this node, then forgets its lookups.
+        pub fn load<N>(&self, load: Loader<N>) -> cni_spec::error::CniResult<N> {
+            let r = load(&self.args, &self.net, &self.net);
+            self.net.forget();
+            r
+        }
+    }
+
+    /// `args` for CHECK, with `prev` as its prevResult.
+    pub fn with_prev(args: &cni_skel::CmdArgs, prev: &cni_spec::Result) -> cni_skel::CmdArgs {
+        let mut a = args.clone();
+        a.command = cni_skel::Command::Check;
+        a.conf.prev_result = prev.to_value(&prev.cni_version).ok();
+        a
+    }
+
+    /// A call on the fake `net` (both namespaces) with `ipam`.
+    pub fn call<'a>(
+        net: &'a RecordingNet,
+        args: &'a cni_skel::CmdArgs,
+        ipam: Option<&'a FakeIpam>,
+    ) -> crate::podlink::Call<'a> {
+        crate::podlink::Call {
+            at: seam(net),
+            args,
+            ipam: ipam.map(|i| i as &dyn crate::podlink::IpamOps),
+        }
+    }
+
     /// The kernel's name of a link kind (IFLA_INFO_KIND).
     fn kind_name(kind: &netlink::LinkKind) -> &'static str {
         use netlink::LinkKind as K;

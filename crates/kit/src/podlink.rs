@@ -147,6 +147,43 @@ impl Namespaces {
     }
 }
 
+/// One ADD or CHECK of a one-link plugin on the seam: the namespaces, the
+/// invocation and the IPAM plugin (if any).
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    /// The namespaces.
+    pub at: Seam<'a>,
+    /// The invocation.
+    pub args: &'a CmdArgs,
+    /// The IPAM plugin, if the config names one.
+    pub ipam: Option<&'a dyn IpamOps>,
+}
+
+/// `ipam` (the plugin's type, if any) as delegated IPAM of `args`.
+pub fn delegated<'a>(ipam: Option<&'a str>, args: &'a CmdArgs) -> Option<Delegated<'a>> {
+    ipam.map(|plugin| Delegated { plugin, args })
+}
+
+impl Namespaces {
+    /// The call over these namespaces with `ipam` (from [`delegated`]).
+    pub fn call<'a>(&'a self, args: &'a CmdArgs, ipam: &'a Option<Delegated<'a>>) -> Call<'a> {
+        Call {
+            at: self.seam(),
+            args,
+            ipam: ipam.as_ref().map(|i| i as &dyn IpamOps),
+        }
+    }
+}
+
+/// CHECK: the error for a pod link of another kind than `kind`; `word`
+/// starts the message as the plugin words it ("Error" or "error").
+pub fn not_of_type(c: &Link, word: &str, kind: &str) -> Error {
+    Error::internal(format!(
+        "{word}: Container interface {} not of type {kind}",
+        c.name
+    ))
+}
+
 /// CHECK's first step: IPAM's own CHECK, where there is an IPAM plugin.
 pub fn check_ipam(ipam: Option<&str>, args: &CmdArgs) -> CniResult<()> {
     match ipam {
@@ -355,6 +392,25 @@ pub fn del_core(
         release(&mut td);
     }
     td.finish()
+}
+
+/// CHECK, GC and STATUS of a one-link plugin with a master, as the three
+/// `Plugin` methods. CHECK opens the namespaces, runs `$load(args, host,
+/// cont)` (its `Network` has an `ipam: Option<String>`), IPAM's CHECK,
+/// then `$check(cont, &network, args)`; GC and STATUS go to IPAM, `$ipam`
+/// mapping the `CmdArgs` to `CniResult<Option<String>>`.
+#[macro_export]
+macro_rules! one_link_check_gc_status {
+    (load: $load:expr, check: $check:expr, ipam: $ipam:expr) => {
+        fn check(&self, args: &cni_skel::CmdArgs) -> cni_spec::error::CniResult<()> {
+            let ns = $crate::podlink::Namespaces::open(args)?;
+            let n = $load(args, &ns.host, &ns.cont)?;
+            $crate::podlink::check_ipam(n.ipam.as_deref(), args)?;
+            $check(&ns.cont, &n, args)
+        }
+
+        $crate::ipam_gc_and_status!($ipam);
+    };
 }
 
 /// GC and STATUS of a plugin whose only state beyond its links is its

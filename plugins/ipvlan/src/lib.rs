@@ -8,7 +8,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Result};
 use kit::ops::LinkOps;
-use kit::podlink::{self, IpamOps};
+use kit::podlink;
 use kit::Undo;
 use netlink::{IpvlanMode, Link, LinkKind, LinkSpec};
 use serde::Deserialize;
@@ -111,11 +111,8 @@ impl Plugin for Ipvlan {
                 "ipvlan needs an ipam section, or a prevResult when chained",
             ));
         }
-        let ipam = n
-            .ipam
-            .as_deref()
-            .map(|plugin| podlink::Delegated { plugin, args });
-        add_core(ns.seam(), &n, args, ipam.as_ref().map(|i| i as _))
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
+        add_core(ns.call(args, &ipam), &n)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
@@ -123,41 +120,30 @@ impl Plugin for Ipvlan {
         Ok(kit::veth::del_link_and_ipam(args, ipam.as_deref())?)
     }
 
-    fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let ns = podlink::Namespaces::open(args)?;
-        let n = load(args, &ns.host, &ns.cont)?;
-        podlink::check_ipam(n.ipam.as_deref(), args)?;
-        let prev = n
-            .prev
-            .clone()
-            .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        check_core(&ns.cont, &n, &prev, &args.ifname, &args.netns)
-    }
-
-    kit::ipam_gc_and_status!(|args| parse(args).map(|p| p.1));
+    kit::one_link_check_gc_status!(
+        load: load,
+        check: check_core,
+        ipam: |args| parse(args).map(|p| p.1)
+    );
 }
 
-/// ADD on the seam: the ipvlan made in the pod (through `host`, or `cont`
-/// with linkInContainer), then IPAM's addresses or, chained, the previous
-/// result's; only up when there are none. Undone on failure.
-fn add_core<'a>(
-    at: podlink::Seam<'a>,
-    n: &Network,
-    args: &CmdArgs,
-    ipam: Option<&'a dyn IpamOps>,
-) -> CniResult<Result> {
-    let cont = at.cont;
+/// ADD on the seam: the ipvlan made in the pod (through the node's
+/// namespace, or the pod's with linkInContainer), then IPAM's addresses
+/// or, chained, the previous result's; only up when there are none.
+/// Undone on failure.
+fn add_core(cx: podlink::Call<'_>, n: &Network) -> CniResult<Result> {
+    let cont = cx.at.cont;
     let spec = LinkSpec {
         mtu: n.mtu,
         parent: Some(n.master.index),
-        netns_fd: at.pod_fd(n.in_container),
-        ..LinkSpec::new(args.ifname.as_str(), LinkKind::Ipvlan(n.mode))
+        netns_fd: cx.at.pod_fd(n.in_container),
+        ..LinkSpec::new(cx.args.ifname.as_str(), LinkKind::Ipvlan(n.mode))
     };
     let mut undo = Undo::new();
-    let link = podlink::create_in_pod(at, n.in_container, &spec, "ipvlan")?;
+    let link = podlink::create_in_pod(cx.at, n.in_container, &spec, "ipvlan")?;
     podlink::undo_link(&mut undo, cont, &link, "ipvlan");
-    let mut result = Result::new(args.version());
-    if let Some(ipam) = ipam {
+    let mut result = Result::new(cx.args.version());
+    if let Some(ipam) = cx.ipam {
         result.adopt_ipam(podlink::ipam_add(ipam, &mut undo)?, 0);
     } else if let Some(p) = &n.prev {
         // Chained: the previous result's addresses, routes and DNS.
@@ -167,7 +153,7 @@ fn add_core<'a>(
             ip.interface = Some(0);
         }
     }
-    result.interfaces = vec![podlink::pod_interface(&link, &args.netns)];
+    result.interfaces = vec![podlink::pod_interface(&link, &cx.args.netns)];
     if result.ips.is_empty() {
         podlink::up_only(cont, &link)?;
     } else {
@@ -176,27 +162,22 @@ fn add_core<'a>(
     }
     result.dns = match (&n.ipam, &n.prev) {
         (None, Some(p)) => p.dns.clone(),
-        _ => args.conf.dns.clone().unwrap_or_default(),
+        _ => cx.args.conf.dns.clone().unwrap_or_default(),
     };
     undo.commit();
     Ok(result)
 }
 
-/// CHECK on the seam: the pod's ipvlan against `prev` and the config.
-fn check_core(
-    cont: &dyn LinkOps,
-    n: &Network,
-    prev: &Result,
-    ifname: &str,
-    sandbox: &str,
-) -> CniResult<()> {
-    let c = kit::iface::prev_container_link(cont, prev, ifname, sandbox)?;
-    let Some(mode) = c.ipvlan_mode() else {
-        return Err(Error::internal(format!(
-            "Error: Container interface {} not of type ipvlan",
-            c.name
-        )));
-    };
+/// CHECK on the seam: the pod's ipvlan against prevResult and the config.
+fn check_core(cont: &dyn LinkOps, n: &Network, args: &CmdArgs) -> CniResult<()> {
+    let prev = n
+        .prev
+        .clone()
+        .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
+    let c = kit::iface::prev_container_link(cont, &prev, &args.ifname, &args.netns)?;
+    let mode = c
+        .ipvlan_mode()
+        .ok_or_else(|| podlink::not_of_type(&c, "Error", "ipvlan"))?;
     if mode != n.mode {
         return Err(Error::internal(format!(
             "Container IPVlan mode {} does not match expected value: {}",
@@ -205,7 +186,7 @@ fn check_core(
         )));
     }
     podlink::check_parent(&c, &n.master, n.in_container, "ipvlan")?;
-    podlink::check_ips_routes(cont, &c, prev)
+    podlink::check_ips_routes(cont, &c, &prev)
 }
 
 #[cfg(test)]
@@ -228,18 +209,16 @@ mod fake_tests {
     //! The verb cores on the recording fakes, without root; ipvlan needs
     //! the VM lane for its namespace tests.
     use super::*;
-    use kit::ops::fake::{cmd_args, seam, FakeIpam, RecordingNet};
+    use kit::ops::fake::{self, call, with_prev, FakeIpam, RecordingNet};
 
     fn ipam4(addr: &str, gw: &str) -> FakeIpam {
         FakeIpam::handing_out(addr.parse().expect("CIDR"), gw.parse().expect("IPv4"))
     }
 
     fn node(conf: &str) -> (RecordingNet, Network, CmdArgs, u32) {
-        let (net, master) = RecordingNet::with_master("eth9");
-        let args = cmd_args(conf);
-        let n = load(&args, &net, &net).expect("config loads");
-        net.forget();
-        (net, n, args, master)
+        let f = fake::node(conf);
+        let n = f.load(load).expect("config loads");
+        (f.net, n, f.args, f.master)
     }
 
     fn with_ipam() -> (RecordingNet, Network, CmdArgs, u32) {
@@ -252,7 +231,7 @@ mod fake_tests {
     fn add_checks_the_name_creates_the_ipvlan_then_brings_it_up_and_addresses_it() {
         let (net, n, args, master) = with_ipam();
         let ipam = ipam4("10.2.0.5/24", "10.2.0.1");
-        add_core(seam(&net), &n, &args, Some(&ipam)).expect("ADD");
+        add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
         let i = net.index_of("eth0");
         assert_eq!(
             net.lines(),
@@ -273,7 +252,7 @@ mod fake_tests {
             "prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth9"}],
             "ips":[{"address":"10.3.0.7/16"}],"dns":{"nameservers":["10.3.0.53"]}}}"#;
         let (net, n, args, _) = node(conf);
-        let r = add_core(seam(&net), &n, &args, None).expect("ADD");
+        let r = add_core(call(&net, &args, None), &n).expect("ADD");
         let i = net.index_of("eth0");
         assert!(net.lines().contains(&format!("addr {i} 10.3.0.7/16")));
         assert_eq!(r.ips[0].interface, Some(0));
@@ -285,7 +264,7 @@ mod fake_tests {
         let (net, n, args, _) = with_ipam();
         let ipam = ipam4("10.2.0.5/24", "10.2.0.1");
         net.fail_next("addr", libc::EADDRNOTAVAIL);
-        let e = add_core(seam(&net), &n, &args, Some(&ipam)).expect_err("refused");
+        let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         assert!(net.holds_only(&["eth9"]));
         assert_eq!(ipam.calls(), vec!["ipam add", "ipam del"]);
@@ -295,7 +274,7 @@ mod fake_tests {
     fn an_ifname_already_in_the_pod_is_code_999_before_anything_is_made() {
         let (net, n, args, _) = with_ipam();
         net.add_existing("eth0");
-        let e = add_core(seam(&net), &n, &args, None).expect_err("taken");
+        let e = add_core(call(&net, &args, None), &n).expect_err("taken");
         assert_eq!(e.code, 999, "{e:?}");
         assert_eq!(net.lines(), vec!["get eth0"]);
     }
@@ -311,13 +290,15 @@ mod fake_tests {
     fn check_fails_with_999_on_a_missing_or_foreign_interface() {
         let (net, n, args, _) = with_ipam();
         let ipam = ipam4("10.2.0.5/24", "10.2.0.1");
-        let r = add_core(seam(&net), &n, &args, Some(&ipam)).expect("ADD");
+        let r = add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
+        let args = with_prev(&args, &r);
+        let n = load(&args, &net, &net).expect("config loads");
         net.retype("eth0", "dummy");
-        let e = check_core(&net, &n, &r, "eth0", &args.netns).expect_err("not ipvlan");
+        let e = check_core(&net, &n, &args).expect_err("not ipvlan");
         assert_eq!(e.code, 999);
         assert_eq!(e.msg, "Error: Container interface eth0 not of type ipvlan");
         net.remove("eth0");
-        let e = check_core(&net, &n, &r, "eth0", &args.netns).expect_err("gone");
+        let e = check_core(&net, &n, &args).expect_err("gone");
         assert_eq!(e.code, 999);
     }
 }

@@ -10,7 +10,7 @@ use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
 use cni_spec::{Error, Result};
 use kit::ops::LinkOps;
-use kit::podlink::{self, IpamOps};
+use kit::podlink;
 use kit::Undo;
 use netlink::{Link, LinkKind, LinkSpec, MacvlanMode};
 use serde::Deserialize;
@@ -227,11 +227,7 @@ impl Plugin for Macvlan {
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let ns = podlink::Namespaces::open(args)?;
         let n = load(args, &ns.host, &ns.cont)?;
-        let ipam = n
-            .ipam
-            .as_deref()
-            .map(|plugin| podlink::Delegated { plugin, args });
-        let ipam = ipam.as_ref().map(|i| i as &dyn IpamOps);
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
         let ifname = args.ifname.as_str();
         // Announce the pod's addresses on the segment as the link comes
         // up (gratuitous ARP / unsolicited NA), so neighbours holding a
@@ -242,7 +238,7 @@ impl Plugin for Macvlan {
                 let _ = kit::sysctl_set(&format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1");
             });
         };
-        let mut result = add_core(ns.seam(), &n, args, ipam, announce)?;
+        let mut result = add_core(ns.call(args, &ipam), &n, announce)?;
         // As the reference: the DNS of the network config, not IPAM's.
         result.dns = args.conf.dns.clone().unwrap_or_default();
         Ok(result)
@@ -252,41 +248,40 @@ impl Plugin for Macvlan {
         podlink::del_link_then_ipam(args, parse(args)?.1.as_deref())
     }
 
-    fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let ns = podlink::Namespaces::open(args)?;
-        let n = load(args, &ns.host, &ns.cont)?;
-        podlink::check_ipam(n.ipam.as_deref(), args)?;
-        let prev = podlink::prev_required(args, "required prevResult missing")?;
-        check_core(&ns.cont, &n, &prev, &args.ifname, &args.netns)
-    }
-
-    kit::ipam_gc_and_status!(|args| parse(args).map(|p| p.1));
+    kit::one_link_check_gc_status!(
+        load: load,
+        check: check_core,
+        ipam: |args| parse(args).map(|p| p.1)
+    );
 }
 
-/// ADD on the seam: the macvlan made in the pod (through `host`, or `cont`
-/// with linkInContainer), its broadcast queue length, then IPAM's
-/// addresses (after `announce`) or only the link up. Undone on failure.
-fn add_core<'a>(
-    at: podlink::Seam<'a>,
-    n: &Network,
-    args: &CmdArgs,
-    ipam: Option<&'a dyn IpamOps>,
-    announce: impl FnOnce(),
-) -> CniResult<Result> {
-    let cont = at.cont;
+/// ADD on the seam: the macvlan made in the pod (through the node's
+/// namespace, or the pod's with linkInContainer), its broadcast queue
+/// length, then IPAM's addresses (after `announce`) or only the link up.
+/// Undone on failure.
+fn add_core(cx: podlink::Call<'_>, n: &Network, announce: impl FnOnce()) -> CniResult<Result> {
+    let cont = cx.at.cont;
     let mut undo = Undo::new();
-    let link = create_macvlan(at, n, &args.ifname)?;
+    let link = create_macvlan(cx.at, n, &cx.args.ifname)?;
     podlink::undo_link(&mut undo, cont, &link, "macvlan");
     if n.bcqueuelen > 0 {
         set_bc_queue_len(cont, link.index, n.bcqueuelen)?;
     }
-    let mut result = Result::new(args.version());
-    result.interfaces = vec![podlink::pod_interface(&link, &args.netns)];
+    let mut result = Result::new(cx.args.version());
+    result.interfaces = vec![podlink::pod_interface(&link, &cx.args.netns)];
     let opts = kit::IfaceOptions {
         addresses_first: true,
         ..Default::default()
     };
-    podlink::address_or_up(cont, &link, ipam, &mut undo, &mut result, announce, &opts)?;
+    podlink::address_or_up(
+        cont,
+        &link,
+        cx.ipam,
+        &mut undo,
+        &mut result,
+        announce,
+        &opts,
+    )?;
     if cni_skel::failure_injected("after-setup") {
         return Err(Error::internal("injected failure at after-setup"));
     }
@@ -294,15 +289,11 @@ fn add_core<'a>(
     Ok(result)
 }
 
-/// CHECK on the seam: the pod's macvlan against `prev` and the config.
-fn check_core(
-    cont: &dyn LinkOps,
-    n: &Network,
-    prev: &Result,
-    ifname: &str,
-    sandbox: &str,
-) -> CniResult<()> {
-    let c_if = podlink::prev_iface(prev, ifname, sandbox, || {
+/// CHECK on the seam: the pod's macvlan against prevResult and the config.
+fn check_core(cont: &dyn LinkOps, n: &Network, args: &CmdArgs) -> CniResult<()> {
+    let prev = podlink::prev_required(args, "required prevResult missing")?;
+    let (ifname, sandbox) = (&args.ifname, &args.netns);
+    let c_if = podlink::prev_iface(&prev, ifname, sandbox, || {
         format!("no interface {ifname:?} with sandbox {sandbox} in prevResult")
     })?;
     let c = podlink::pod_link(cont, &c_if.name, || {
@@ -315,10 +306,7 @@ fn check_core(
         .macvlan_mode()
         .filter(|_| c.kind.as_deref() == Some("macvlan"))
     else {
-        return Err(Error::internal(format!(
-            "error: Container interface {} not of type macvlan",
-            c.name
-        )));
+        return Err(podlink::not_of_type(&c, "error", "macvlan"));
     };
     if mode != n.mode {
         return Err(Error::internal(format!(
@@ -339,7 +327,7 @@ fn check_core(
     // rcni: also the parent. It lives in the node namespace unless
     // linkInContainer, and the kernel then reports its netns id.
     podlink::check_parent(&c, &n.master, n.in_container, "macvlan")?;
-    podlink::check_mac_ips_routes(cont, &c, &c_if.mac, prev, "interface")
+    podlink::check_mac_ips_routes(cont, &c, &c_if.mac, &prev, "interface")
 }
 
 #[cfg(test)]
@@ -363,7 +351,7 @@ mod fake_tests {
     //! The verb cores on the recording fakes: operation order, undo, error
     //! codes, without root. The namespace tests stay the ground truth.
     use super::*;
-    use kit::ops::fake::{cmd_args, seam, FakeIpam, RecordingNet};
+    use kit::ops::fake::{self, call, with_prev, FakeIpam, RecordingNet};
 
     fn ipam4(addr: &str, gw: &str) -> FakeIpam {
         FakeIpam::handing_out(addr.parse().expect("CIDR"), gw.parse().expect("IPv4"))
@@ -375,11 +363,9 @@ mod fake_tests {
     /// A fake node with master `eth9` (one fake for both namespaces), the
     /// loaded config, and the operations so far forgotten.
     fn node(conf: &str) -> (RecordingNet, Network, CmdArgs, u32) {
-        let (net, master) = RecordingNet::with_master("eth9");
-        let args = cmd_args(conf);
-        let n = load(&args, &net, &net).expect("config loads");
-        net.forget();
-        (net, n, args, master)
+        let f = fake::node(conf);
+        let n = f.load(load).expect("config loads");
+        (f.net, n, f.args, f.master)
     }
 
     fn ipam() -> FakeIpam {
@@ -390,7 +376,7 @@ mod fake_tests {
     fn add_creates_the_macvlan_in_the_pod_then_addresses_it_before_bringing_it_up() {
         let (net, n, args, master) = node(CONF);
         let ipam = ipam();
-        let r = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect("ADD");
+        let r = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect("ADD");
         let i = net.index_of("eth0");
         assert_eq!(
             net.lines(),
@@ -411,7 +397,7 @@ mod fake_tests {
     fn add_without_ipam_only_brings_the_link_up() {
         let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"macvlan","master":"eth9"}"#;
         let (net, n, args, _) = node(conf);
-        add_core(seam(&net), &n, &args, None, || {}).expect("ADD");
+        add_core(call(&net, &args, None), &n, || {}).expect("ADD");
         let i = net.index_of("eth0");
         assert_eq!(net.lines().last(), Some(&format!("up {i}")));
     }
@@ -421,7 +407,7 @@ mod fake_tests {
         let (net, n, args, _) = node(CONF);
         let ipam = ipam();
         net.fail_next("route", libc::ENETUNREACH);
-        let e = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect_err("refused");
+        let e = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         assert!(net.holds_only(&["eth9"]), "the macvlan is gone again");
         assert_eq!(ipam.calls(), vec!["ipam add", "ipam del"]);
@@ -432,7 +418,7 @@ mod fake_tests {
         let (net, n, args, _) = node(CONF);
         let ipam = ipam();
         net.fail_next("create", libc::EPERM);
-        let e = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect_err("refused");
+        let e = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         assert!(ipam.calls().is_empty());
         assert!(net.holds_only(&["eth9"]));
@@ -442,7 +428,7 @@ mod fake_tests {
     fn an_ifname_already_in_the_pod_is_code_999_and_is_left_alone() {
         let (net, n, args, _) = node(CONF);
         net.add_existing("eth0");
-        let e = add_core(seam(&net), &n, &args, None, || {}).expect_err("taken");
+        let e = add_core(call(&net, &args, None), &n, || {}).expect_err("taken");
         assert_eq!(e.code, 999, "{e:?}");
         assert!(e.msg.contains("already exists"), "{e:?}");
         assert!(net.link("eth0").is_some());
@@ -454,7 +440,7 @@ mod fake_tests {
         let (net, n, args, _) = node(CONF);
         let mut ipam = ipam();
         ipam.fail_add = Some(Error::new(cni_spec::ErrorCode::TryAgainLater, "busy"));
-        let e = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect_err("IPAM");
+        let e = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect_err("IPAM");
         assert_eq!(e.code, 11);
         assert!(net.holds_only(&["eth9"]));
     }
@@ -472,9 +458,9 @@ mod fake_tests {
     fn check_of_a_missing_interface_is_code_999() {
         let (net, n, args, _) = node(CONF);
         let ipam = ipam();
-        let r = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect("ADD");
+        let r = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect("ADD");
         net.remove("eth0");
-        let e = check_core(&net, &n, &r, "eth0", &args.netns).expect_err("missing");
+        let e = check_core(&net, &n, &with_prev(&args, &r)).expect_err("missing");
         assert_eq!(e.code, 999);
         assert_eq!(
             e.msg,
@@ -486,9 +472,9 @@ mod fake_tests {
     fn check_of_an_interface_of_another_kind_is_code_999() {
         let (net, n, args, _) = node(CONF);
         let ipam = ipam();
-        let r = add_core(seam(&net), &n, &args, Some(&ipam), || {}).expect("ADD");
+        let r = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect("ADD");
         net.retype("eth0", "dummy");
-        let e = check_core(&net, &n, &r, "eth0", &args.netns).expect_err("wrong kind");
+        let e = check_core(&net, &n, &with_prev(&args, &r)).expect_err("wrong kind");
         assert_eq!(e.code, 999);
         assert_eq!(e.msg, "error: Container interface eth0 not of type macvlan");
     }

@@ -6,7 +6,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Result};
 use kit::ops::LinkOps;
-use kit::podlink::{self, IpamOps};
+use kit::podlink;
 use kit::Undo;
 use netlink::{Link, LinkKind, LinkSpec};
 use serde::Deserialize;
@@ -81,11 +81,8 @@ impl Plugin for Vlan {
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let ns = podlink::Namespaces::open(args)?;
         let n = load(args, &ns.host, &ns.cont)?;
-        let ipam = n
-            .ipam
-            .as_deref()
-            .map(|plugin| podlink::Delegated { plugin, args });
-        let mut result = add_core(ns.seam(), &n, args, ipam.as_ref().map(|i| i as _))?;
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
+        let mut result = add_core(ns.call(args, &ipam), &n)?;
         result.dns = args.conf.dns.clone().unwrap_or_default();
         Ok(result)
     }
@@ -95,59 +92,50 @@ impl Plugin for Vlan {
         Ok(kit::veth::del_link_and_ipam(args, ipam.as_deref())?)
     }
 
-    fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let ns = podlink::Namespaces::open(args)?;
-        let n = load(args, &ns.host, &ns.cont)?;
-        podlink::check_ipam(n.ipam.as_deref(), args)?;
-        let prev = podlink::prev_required(args, "required prevResult missing")?;
-        check_core(&ns.cont, &n, &prev, &args.ifname, &args.netns)
-    }
-
-    kit::ipam_gc_and_status!(|args| parse(args).map(|p| p.1));
+    kit::one_link_check_gc_status!(
+        load: load,
+        check: check_core,
+        ipam: |args| parse(args).map(|p| p.1)
+    );
 }
 
-/// ADD on the seam: the 802.1Q link made in the pod (through `host`, or
-/// `cont` with linkInContainer), then IPAM's addresses or only the link
-/// up. Undone on failure.
-fn add_core<'a>(
-    at: podlink::Seam<'a>,
-    n: &Network,
-    args: &CmdArgs,
-    ipam: Option<&'a dyn IpamOps>,
-) -> CniResult<Result> {
-    let cont = at.cont;
+/// ADD on the seam: the 802.1Q link made in the pod (through the node's
+/// namespace, or the pod's with linkInContainer), then IPAM's addresses or
+/// only the link up. Undone on failure.
+fn add_core(cx: podlink::Call<'_>, n: &Network) -> CniResult<Result> {
     let spec = LinkSpec {
         mtu: Some(n.mtu),
         parent: Some(n.master.index),
-        netns_fd: at.pod_fd(n.in_container),
-        ..LinkSpec::new(args.ifname.as_str(), LinkKind::Vlan { id: n.id })
+        netns_fd: cx.at.pod_fd(n.in_container),
+        ..LinkSpec::new(cx.args.ifname.as_str(), LinkKind::Vlan { id: n.id })
     };
     let mut undo = Undo::new();
-    let link = podlink::create_in_pod(at, n.in_container, &spec, "vlan")?;
-    podlink::undo_link(&mut undo, cont, &link, "vlan");
-    let mut result = Result::new(args.version());
-    result.interfaces = vec![podlink::pod_interface(&link, &args.netns)];
+    let link = podlink::create_in_pod(cx.at, n.in_container, &spec, "vlan")?;
+    podlink::undo_link(&mut undo, cx.at.cont, &link, "vlan");
+    let mut result = Result::new(cx.args.version());
+    result.interfaces = vec![podlink::pod_interface(&link, &cx.args.netns)];
     let opts = kit::IfaceOptions::default();
-    podlink::address_or_up(cont, &link, ipam, &mut undo, &mut result, || {}, &opts)?;
+    podlink::address_or_up(
+        cx.at.cont,
+        &link,
+        cx.ipam,
+        &mut undo,
+        &mut result,
+        || {},
+        &opts,
+    )?;
     undo.commit();
     Ok(result)
 }
 
-/// CHECK on the seam: the pod's VLAN link against `prev` and the config.
-fn check_core(
-    cont: &dyn LinkOps,
-    n: &Network,
-    prev: &Result,
-    ifname: &str,
-    sandbox: &str,
-) -> CniResult<()> {
-    let c = kit::iface::prev_container_link(cont, prev, ifname, sandbox)?;
-    let Some(id) = c.vlan_id() else {
-        return Err(Error::internal(format!(
-            "error: Container interface {} not of type vlan",
-            c.name
-        )));
-    };
+/// CHECK on the seam: the pod's VLAN link against prevResult and the
+/// config.
+fn check_core(cont: &dyn LinkOps, n: &Network, args: &CmdArgs) -> CniResult<()> {
+    let prev = podlink::prev_required(args, "required prevResult missing")?;
+    let c = kit::iface::prev_container_link(cont, &prev, &args.ifname, &args.netns)?;
+    let id = c
+        .vlan_id()
+        .ok_or_else(|| podlink::not_of_type(&c, "error", "vlan"))?;
     if id != n.id {
         return Err(Error::internal(format!(
             "Error: vlan {} configured vlanId is {}, current value is {}",
@@ -161,7 +149,7 @@ fn check_core(
         )));
     }
     podlink::check_parent(&c, &n.master, n.in_container, "vlan")?;
-    podlink::check_ips_routes(cont, &c, prev)
+    podlink::check_ips_routes(cont, &c, &prev)
 }
 
 #[cfg(test)]
@@ -169,7 +157,7 @@ mod fake_tests {
     //! The verb cores on the recording fakes, without root; vlan needs the
     //! VM lane for its namespace tests.
     use super::*;
-    use kit::ops::fake::{cmd_args, seam, FakeIpam, RecordingNet};
+    use kit::ops::fake::{self, call, cmd_args, with_prev, FakeIpam, RecordingNet};
 
     fn ipam4(addr: &str, gw: &str) -> FakeIpam {
         FakeIpam::handing_out(addr.parse().expect("CIDR"), gw.parse().expect("IPv4"))
@@ -179,10 +167,9 @@ mod fake_tests {
         "vlanId":42,"ipam":{"type":"fake"}}"#;
 
     fn setup() -> (RecordingNet, Network, CmdArgs, u32, FakeIpam) {
-        let (net, master) = RecordingNet::with_master("eth9");
-        let args = cmd_args(CONF);
-        let n = load(&args, &net, &net).expect("config loads");
-        net.forget();
+        let f = fake::node(CONF);
+        let n = f.load(load).expect("config loads");
+        let (net, args, master) = (f.net, f.args, f.master);
         let ipam = ipam4("10.4.0.5/24", "10.4.0.1");
         (net, n, args, master, ipam)
     }
@@ -190,7 +177,7 @@ mod fake_tests {
     #[test]
     fn add_makes_the_vlan_with_the_masters_mtu_then_configures_it() {
         let (net, n, args, master, ipam) = setup();
-        add_core(seam(&net), &n, &args, Some(&ipam)).expect("ADD");
+        add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
         let l = net.link("eth0").expect("made");
         assert_eq!(l.mtu, 1500, "inherited from the master");
         let i = l.index;
@@ -211,7 +198,7 @@ mod fake_tests {
     fn a_refused_link_up_undoes_the_vlan_and_releases_with_code_5() {
         let (net, n, args, _, ipam) = setup();
         net.fail_next("up", libc::ENETDOWN);
-        let e = add_core(seam(&net), &n, &args, Some(&ipam)).expect_err("refused");
+        let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         assert!(net.holds_only(&["eth9"]));
         assert_eq!(ipam.calls(), vec!["ipam add", "ipam del"]);
@@ -221,7 +208,7 @@ mod fake_tests {
     fn an_ifname_already_in_the_pod_is_code_999() {
         let (net, n, args, _, ipam) = setup();
         net.add_existing("eth0");
-        let e = add_core(seam(&net), &n, &args, Some(&ipam)).expect_err("taken");
+        let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("taken");
         assert_eq!(e.code, 999, "{e:?}");
         assert!(ipam.calls().is_empty());
     }
@@ -250,12 +237,12 @@ mod fake_tests {
     #[test]
     fn check_of_a_non_vlan_or_missing_interface_is_code_999() {
         let (net, n, args, _, ipam) = setup();
-        let r = add_core(seam(&net), &n, &args, Some(&ipam)).expect("ADD");
+        let r = add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
         net.retype("eth0", "dummy");
-        let e = check_core(&net, &n, &r, "eth0", &args.netns).expect_err("not vlan");
+        let e = check_core(&net, &n, &with_prev(&args, &r)).expect_err("not vlan");
         assert_eq!(e.msg, "error: Container interface eth0 not of type vlan");
         net.remove("eth0");
-        let e = check_core(&net, &n, &r, "eth0", &args.netns).expect_err("gone");
+        let e = check_core(&net, &n, &with_prev(&args, &r)).expect_err("gone");
         assert_eq!(e.code, 999);
     }
 }
