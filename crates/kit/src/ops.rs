@@ -455,6 +455,19 @@ pub mod fake {
     }
 
     impl FakeIpam {
+        /// [`FakeIpam::handing_out`] from literals; one that does not parse
+        /// gives an IPAM with no address (the test then fails on that).
+        pub fn v4(addr: &str, gw: &str) -> FakeIpam {
+            match (addr.parse(), gw.parse()) {
+                (Ok(a), Ok(g)) => FakeIpam::handing_out(a, g),
+                _ => FakeIpam {
+                    result: cni_spec::Result::new("1.0.0"),
+                    fail_add: None,
+                    log: RefCell::default(),
+                },
+            }
+        }
+
         /// An IPAM that hands out `addr` with gateway `gw` and a default
         /// route.
         pub fn handing_out(addr: ipnet::Ipv4Net, gw: std::net::Ipv4Addr) -> FakeIpam {
@@ -564,6 +577,17 @@ pub mod fake {
             self.net.forget();
             r
         }
+    }
+
+    /// Asserts a failed ADD took everything back: `net` holds only the
+    /// links the test `seeded`, and `ipam` released what it handed out.
+    pub fn assert_all_undone(net: &RecordingNet, ipam: &FakeIpam, seeded: &[&str]) {
+        assert!(
+            net.holds_only(seeded),
+            "left behind: {:?}",
+            net.links.borrow()
+        );
+        assert_eq!(ipam.calls(), vec!["ipam add", "ipam del"]);
     }
 
     /// `args` for CHECK, with `prev` as its prevResult.

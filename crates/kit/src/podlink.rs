@@ -184,6 +184,17 @@ pub fn not_of_type(c: &Link, word: &str, kind: &str) -> Error {
     ))
 }
 
+/// Opens the namespaces of `args` and loads the config with `load(args,
+/// host, cont)`.
+pub fn open_with<N>(
+    args: &CmdArgs,
+    load: impl FnOnce(&CmdArgs, &dyn LinkOps, &dyn LinkOps) -> CniResult<N>,
+) -> CniResult<(Namespaces, N)> {
+    let ns = Namespaces::open(args)?;
+    let n = load(args, &ns.host, &ns.cont)?;
+    Ok((ns, n))
+}
+
 /// CHECK's first step: IPAM's own CHECK, where there is an IPAM plugin.
 pub fn check_ipam(ipam: Option<&str>, args: &CmdArgs) -> CniResult<()> {
     match ipam {
@@ -349,16 +360,16 @@ pub fn check_ips_routes<C: LinkOps + ?Sized>(cont: &C, c: &Link, prev: &Result) 
 
 /// DEL of a one-link plugin: the pod link first, then the IPAM release,
 /// each even if the other fails.
-pub fn del_link_then_ipam(args: &CmdArgs, ipam: Option<&str>) -> CniResult<()> {
+pub fn del_link_then_ipam(args: &CmdArgs, ipam: Option<&str>) -> crate::Result<()> {
     let (pod, open_error) = crate::iface::split(crate::iface::open_pod(args.netns_path()));
     let ipam = ipam.map(|plugin| Delegated { plugin, args });
-    Ok(del_core(
+    del_core(
         pod.as_ref().map(|s| s as &dyn LinkOps),
         open_error,
         &args.ifname,
         ipam.as_ref().map(|i| i as &dyn IpamOps),
         false,
-    )?)
+    )
 }
 
 /// DEL on the seam: deletes `ifname` through `pod` (`None`: no namespace,
@@ -394,22 +405,39 @@ pub fn del_core(
     td.finish()
 }
 
-/// CHECK, GC and STATUS of a one-link plugin with a master, as the three
-/// `Plugin` methods. CHECK opens the namespaces, runs `$load(args, host,
-/// cont)` (its `Network` has an `ipam: Option<String>`), IPAM's CHECK,
-/// then `$check(cont, &network, args)`; GC and STATUS go to IPAM, `$ipam`
-/// mapping the `CmdArgs` to `CniResult<Option<String>>`.
+/// NAME, DEL, CHECK, GC and STATUS of a one-link plugin with a master, as
+/// the `Plugin` methods: `one_link_verbs!(name, load, check, parse, order)`.
+/// `parse` maps the `CmdArgs` to `CniResult<(Conf, Option<String>)>` (the
+/// config parsed as the plugin does, and the IPAM plugin's type). DEL releases the
+/// address and deletes the pod link in the plugin's `order` (`ipam_first`
+/// or `link_first`), both even if the other fails. CHECK opens the
+/// namespaces, runs `load(args, host, cont)` (its `Network` has an `ipam:
+/// Option<String>`), IPAM's CHECK, then `check(cont, &network, args)`. GC
+/// and STATUS go to IPAM.
 #[macro_export]
-macro_rules! one_link_check_gc_status {
-    (load: $load:expr, check: $check:expr, ipam: $ipam:expr) => {
+macro_rules! one_link_verbs {
+    ($name:literal, $load:path, $check:path, $parse:path, ipam_first) => {
+        $crate::one_link_verbs!(@ $name, $load, $check, $parse, $crate::veth::del_link_and_ipam);
+    };
+    ($name:literal, $load:path, $check:path, $parse:path, link_first) => {
+        $crate::one_link_verbs!(@ $name, $load, $check, $parse, $crate::podlink::del_link_then_ipam);
+    };
+    (@ $name:literal, $load:path, $check:path, $parse:path, $del:path) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+
+        fn del(&self, args: &cni_skel::CmdArgs) -> cni_spec::error::CniResult<()> {
+            Ok($del(args, $parse(args)?.1.as_deref())?)
+        }
+
         fn check(&self, args: &cni_skel::CmdArgs) -> cni_spec::error::CniResult<()> {
-            let ns = $crate::podlink::Namespaces::open(args)?;
-            let n = $load(args, &ns.host, &ns.cont)?;
+            let (ns, n) = $crate::podlink::open_with(args, $load)?;
             $crate::podlink::check_ipam(n.ipam.as_deref(), args)?;
             $check(&ns.cont, &n, args)
         }
 
-        $crate::ipam_gc_and_status!($ipam);
+        $crate::ipam_gc_and_status!(|args| $parse(args).map(|p| p.1));
     };
 }
 

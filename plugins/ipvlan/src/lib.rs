@@ -5,6 +5,7 @@
 //! from the previous result.
 
 use cni_skel::{CmdArgs, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Result};
 use kit::ops::LinkOps;
@@ -20,18 +21,14 @@ pub struct Ipvlan;
 #[derive(Debug, Clone, Deserialize)]
 struct Conf {
     #[serde(default)]
-    master: String,
-    #[serde(default)]
     mode: String,
+    #[serde(default)]
+    master: String,
     /// 0 = the kernel's choice (the master's MTU).
     #[serde(default)]
     mtu: i64,
     #[serde(rename = "linkInContainer", default, deserialize_with = "flex")]
     link_in_container: bool,
-}
-
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
 }
 
 struct Network {
@@ -99,13 +96,10 @@ fn load(args: &CmdArgs, host: &dyn LinkOps, cont: &dyn LinkOps) -> CniResult<Net
 }
 
 impl Plugin for Ipvlan {
-    fn name(&self) -> &'static str {
-        "ipvlan"
-    }
+    kit::one_link_verbs!("ipvlan", load, check_core, parse, ipam_first);
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let ns = podlink::Namespaces::open(args)?;
-        let n = load(args, &ns.host, &ns.cont)?;
+        let (ns, n) = podlink::open_with(args, load)?;
         if n.ipam.is_none() && n.prev.is_none() {
             return Err(Error::invalid_config(
                 "ipvlan needs an ipam section, or a prevResult when chained",
@@ -114,17 +108,6 @@ impl Plugin for Ipvlan {
         let ipam = podlink::delegated(n.ipam.as_deref(), args);
         add_core(ns.call(args, &ipam), &n)
     }
-
-    fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let (_, ipam) = parse(args)?;
-        Ok(kit::veth::del_link_and_ipam(args, ipam.as_deref())?)
-    }
-
-    kit::one_link_check_gc_status!(
-        load: load,
-        check: check_core,
-        ipam: |args| parse(args).map(|p| p.1)
-    );
 }
 
 /// ADD on the seam: the ipvlan made in the pod (through the node's
@@ -211,10 +194,6 @@ mod fake_tests {
     use super::*;
     use kit::ops::fake::{self, call, with_prev, FakeIpam, RecordingNet};
 
-    fn ipam4(addr: &str, gw: &str) -> FakeIpam {
-        FakeIpam::handing_out(addr.parse().expect("CIDR"), gw.parse().expect("IPv4"))
-    }
-
     fn node(conf: &str) -> (RecordingNet, Network, CmdArgs, u32) {
         let f = fake::node(conf);
         let n = f.load(load).expect("config loads");
@@ -230,7 +209,7 @@ mod fake_tests {
     #[test]
     fn add_checks_the_name_creates_the_ipvlan_then_brings_it_up_and_addresses_it() {
         let (net, n, args, master) = with_ipam();
-        let ipam = ipam4("10.2.0.5/24", "10.2.0.1");
+        let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
         add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
         let i = net.index_of("eth0");
         assert_eq!(
@@ -262,12 +241,11 @@ mod fake_tests {
     #[test]
     fn an_address_the_kernel_refuses_undoes_the_ipvlan_and_releases_with_code_5() {
         let (net, n, args, _) = with_ipam();
-        let ipam = ipam4("10.2.0.5/24", "10.2.0.1");
+        let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
         net.fail_next("addr", libc::EADDRNOTAVAIL);
         let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
-        assert!(net.holds_only(&["eth9"]));
-        assert_eq!(ipam.calls(), vec!["ipam add", "ipam del"]);
+        fake::assert_all_undone(&net, &ipam, &["eth9"]);
     }
 
     #[test]
@@ -281,7 +259,7 @@ mod fake_tests {
 
     #[test]
     fn del_of_a_pod_already_gone_succeeds() {
-        let ipam = ipam4("10.2.0.5/24", "10.2.0.1");
+        let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
         kit::podlink::del_core(None, None, "eth0", Some(&ipam), true).expect("DEL");
         assert_eq!(ipam.calls(), vec!["ipam del"]);
     }
@@ -289,7 +267,7 @@ mod fake_tests {
     #[test]
     fn check_fails_with_999_on_a_missing_or_foreign_interface() {
         let (net, n, args, _) = with_ipam();
-        let ipam = ipam4("10.2.0.5/24", "10.2.0.1");
+        let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
         let r = add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
         let args = with_prev(&args, &r);
         let n = load(&args, &net, &net).expect("config loads");

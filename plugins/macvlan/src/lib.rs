@@ -6,6 +6,7 @@
 #[doc(hidden)]
 pub mod fuzzing;
 use cni_skel::{CmdArgs, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
 use cni_spec::{Error, Result};
@@ -44,10 +45,6 @@ struct Conf {
     args: Option<ArgsMac>,
     #[serde(rename = "runtimeConfig", default)]
     runtime_config: Option<MacOnly>,
-}
-
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
 }
 
 /// The config with master resolved and MTU, mode and MAC validated.
@@ -107,21 +104,13 @@ fn load(args: &CmdArgs, host: &dyn LinkOps, cont: &dyn LinkOps) -> CniResult<Net
     // runtimeConfig.mac (the last one given wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC", "IP"])?;
-    let mac_s = kit::mac::last_requested([
+    let mac = kit::mac::requested([
         Some(c.mac.as_str()),
         env.get("MAC"),
         c.args.as_ref().map(|a| a.cni.mac.as_str()),
         c.runtime_config.as_ref().map(|r| r.mac.as_str()),
     ])
-    .unwrap_or("")
-    .to_string();
-    let mac = if mac_s.is_empty() {
-        None
-    } else {
-        Some(kit::mac::parse(&mac_s).map_err(|e| {
-            Error::invalid_config(format!("invalid args {mac_s} for MAC addr: {e}"))
-        })?)
-    };
+    .map_err(|(s, e)| Error::invalid_config(format!("invalid args {s} for MAC addr: {e}")))?;
     let mtu = (c.mtu > 0).then_some(c.mtu as u32);
     Ok(Network {
         master,
@@ -220,15 +209,12 @@ fn kernel_release() -> String {
 }
 
 impl Plugin for Macvlan {
-    fn name(&self) -> &'static str {
-        "macvlan"
-    }
+    kit::one_link_verbs!("macvlan", load, check_core, parse, link_first);
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let ns = podlink::Namespaces::open(args)?;
-        let n = load(args, &ns.host, &ns.cont)?;
-        let ipam = podlink::delegated(n.ipam.as_deref(), args);
         let ifname = args.ifname.as_str();
+        let (ns, n) = podlink::open_with(args, load)?;
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
         // Announce the pod's addresses on the segment as the link comes
         // up (gratuitous ARP / unsolicited NA), so neighbours holding a
         // stale entry for a reused address learn the new MAC at once.
@@ -243,16 +229,6 @@ impl Plugin for Macvlan {
         result.dns = args.conf.dns.clone().unwrap_or_default();
         Ok(result)
     }
-
-    fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        podlink::del_link_then_ipam(args, parse(args)?.1.as_deref())
-    }
-
-    kit::one_link_check_gc_status!(
-        load: load,
-        check: check_core,
-        ipam: |args| parse(args).map(|p| p.1)
-    );
 }
 
 /// ADD on the seam: the macvlan made in the pod (through the node's
@@ -353,10 +329,6 @@ mod fake_tests {
     use super::*;
     use kit::ops::fake::{self, call, with_prev, FakeIpam, RecordingNet};
 
-    fn ipam4(addr: &str, gw: &str) -> FakeIpam {
-        FakeIpam::handing_out(addr.parse().expect("CIDR"), gw.parse().expect("IPv4"))
-    }
-
     const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"macvlan",
         "master":"eth9","ipam":{"type":"fake"}}"#;
 
@@ -369,7 +341,7 @@ mod fake_tests {
     }
 
     fn ipam() -> FakeIpam {
-        ipam4("10.1.0.5/24", "10.1.0.1")
+        FakeIpam::v4("10.1.0.5/24", "10.1.0.1")
     }
 
     #[test]
@@ -409,8 +381,7 @@ mod fake_tests {
         net.fail_next("route", libc::ENETUNREACH);
         let e = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
-        assert!(net.holds_only(&["eth9"]), "the macvlan is gone again");
-        assert_eq!(ipam.calls(), vec!["ipam add", "ipam del"]);
+        fake::assert_all_undone(&net, &ipam, &["eth9"]);
     }
 
     #[test]

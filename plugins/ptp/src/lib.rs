@@ -7,6 +7,7 @@
 #[doc(hidden)]
 pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Interface, Result};
 use ipnet::IpNet;
@@ -37,10 +38,6 @@ struct Conf {
     /// default of one per CPU).
     #[serde(rename = "vethQueues", default = "kit::veth::default_queues")]
     veth_queues: u32,
-}
-
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
 }
 
 struct Network {

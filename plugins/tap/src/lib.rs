@@ -6,6 +6,7 @@
 #[doc(hidden)]
 pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::MacOnly;
 use cni_spec::{Error, ErrorCode, Interface, Result};
@@ -41,10 +42,6 @@ struct Conf {
     runtime_config: Option<MacOnly>,
 }
 
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
-}
-
 struct Network {
     conf: Conf,
     ipam: Option<String>,
@@ -56,18 +53,12 @@ fn load(args: &CmdArgs) -> CniResult<Network> {
     // MAC: the config, then CNI_ARGS MAC, then runtimeConfig.mac (last wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC"])?;
-    let mac_s = kit::mac::last_requested([
+    let mac = kit::mac::requested([
         Some(c.mac.as_str()),
         env.get("MAC"),
         c.runtime_config.as_ref().map(|r| r.mac.as_str()),
     ])
-    .unwrap_or("")
-    .to_string();
-    let mac = if mac_s.is_empty() {
-        None
-    } else {
-        Some(kit::mac::parse(&mac_s).map_err(Error::from)?)
-    };
+    .map_err(|(_, e)| Error::from(e))?;
     if !c.bridge.is_empty() && !netlink::valid_ifname(&c.bridge) {
         return Err(Error::invalid_config(format!(
             "invalid bridge name {:?}",

@@ -3,6 +3,7 @@
 //! `linkInContainer`). Without an `ipam` section the link only comes up.
 
 use cni_skel::{CmdArgs, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Result};
 use kit::ops::LinkOps;
@@ -26,10 +27,6 @@ struct Conf {
     mtu: i64,
     #[serde(rename = "linkInContainer", default, deserialize_with = "flex")]
     link_in_container: bool,
-}
-
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
 }
 
 struct Network {
@@ -74,29 +71,15 @@ fn load(args: &CmdArgs, host: &dyn LinkOps, cont: &dyn LinkOps) -> CniResult<Net
 }
 
 impl Plugin for Vlan {
-    fn name(&self) -> &'static str {
-        "vlan"
-    }
+    kit::one_link_verbs!("vlan", load, check_core, parse, ipam_first);
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let ns = podlink::Namespaces::open(args)?;
-        let n = load(args, &ns.host, &ns.cont)?;
+        let (ns, n) = podlink::open_with(args, load)?;
         let ipam = podlink::delegated(n.ipam.as_deref(), args);
         let mut result = add_core(ns.call(args, &ipam), &n)?;
         result.dns = args.conf.dns.clone().unwrap_or_default();
         Ok(result)
     }
-
-    fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let (_, ipam) = parse(args)?;
-        Ok(kit::veth::del_link_and_ipam(args, ipam.as_deref())?)
-    }
-
-    kit::one_link_check_gc_status!(
-        load: load,
-        check: check_core,
-        ipam: |args| parse(args).map(|p| p.1)
-    );
 }
 
 /// ADD on the seam: the 802.1Q link made in the pod (through the node's
@@ -159,10 +142,6 @@ mod fake_tests {
     use super::*;
     use kit::ops::fake::{self, call, cmd_args, with_prev, FakeIpam, RecordingNet};
 
-    fn ipam4(addr: &str, gw: &str) -> FakeIpam {
-        FakeIpam::handing_out(addr.parse().expect("CIDR"), gw.parse().expect("IPv4"))
-    }
-
     const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"vlan","master":"eth9",
         "vlanId":42,"ipam":{"type":"fake"}}"#;
 
@@ -170,7 +149,7 @@ mod fake_tests {
         let f = fake::node(CONF);
         let n = f.load(load).expect("config loads");
         let (net, args, master) = (f.net, f.args, f.master);
-        let ipam = ipam4("10.4.0.5/24", "10.4.0.1");
+        let ipam = FakeIpam::v4("10.4.0.5/24", "10.4.0.1");
         (net, n, args, master, ipam)
     }
 
@@ -200,8 +179,7 @@ mod fake_tests {
         net.fail_next("up", libc::ENETDOWN);
         let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
-        assert!(net.holds_only(&["eth9"]));
-        assert_eq!(ipam.calls(), vec!["ipam add", "ipam del"]);
+        fake::assert_all_undone(&net, &ipam, &["eth9"]);
     }
 
     #[test]
