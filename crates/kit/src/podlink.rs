@@ -332,8 +332,7 @@ pub fn check_parent(c: &Link, master: &Link, in_container: bool, what: &str) -> 
 }
 
 /// CHECK's tail for the pod's link `c`: the MAC prevResult lists for it
-/// (`want`, unchecked when empty; `word` starts the message, as each
-/// plugin words it), then its addresses and the routes of `prev`.
+/// ([`check_mac`]), then its addresses and the routes of `prev`.
 pub fn check_mac_ips_routes<C: LinkOps + ?Sized>(
     cont: &C,
     c: &Link,
@@ -341,6 +340,13 @@ pub fn check_mac_ips_routes<C: LinkOps + ?Sized>(
     prev: &Result,
     word: &str,
 ) -> CniResult<()> {
+    check_mac(c, want, word)?;
+    check_ips_routes(cont, c, prev)
+}
+
+/// CHECK: the MAC prevResult lists for `c` (`want`, unchecked when empty);
+/// `word` starts the message, as each plugin words it.
+pub fn check_mac(c: &Link, want: &str, word: &str) -> CniResult<()> {
     let have = crate::mac::format(&c.mac);
     if !want.is_empty() && want != have {
         return Err(Error::internal(format!(
@@ -348,7 +354,7 @@ pub fn check_mac_ips_routes<C: LinkOps + ?Sized>(
             c.name
         )));
     }
-    check_ips_routes(cont, c, prev)
+    Ok(())
 }
 
 /// CHECK: the addresses of `prev` on `c`, and its routes.
