@@ -293,12 +293,17 @@ pub mod fake {
             }
             // The peer lands in this same fake: use one fake for both
             // namespaces, or a second one to have the peer "vanish".
+            let mut peer_index = None;
             if let Some(peer) = peer_name {
                 let index = self.alloc();
+                peer_index = Some(index);
                 self.links.borrow_mut().push(Link {
                     index,
                     name: peer,
                     kind: Some("veth".into()),
+                    // The host end's index, as the kernel reports a peer.
+                    link: Some(index + 1),
+                    mac: vec![2, 0, 0, 0, 0, 2],
                     ..Default::default()
                 });
             }
@@ -307,7 +312,7 @@ pub mod fake {
                 name: spec.name.clone(),
                 kind: Some(kind.into()),
                 master: spec.master,
-                link: spec.parent,
+                link: spec.parent.or(peer_index),
                 mtu: spec.mtu.unwrap_or(1500),
                 mac: spec.mac.clone().unwrap_or_else(|| vec![2, 0, 0, 0, 0, 1]),
                 up: spec.up,
@@ -333,7 +338,12 @@ pub mod fake {
             self.record(format!("delete {index}"))?;
             let mut links = self.links.borrow_mut();
             let before = links.len();
-            links.retain(|l| l.index != index);
+            // A veth takes its peer with it.
+            let peer = links
+                .iter()
+                .find(|l| l.index == index && l.kind.as_deref() == Some("veth"))
+                .and_then(|l| l.link);
+            links.retain(|l| l.index != index && Some(l.index) != peer);
             Ok(links.len() != before)
         }
         fn set_link_up(&self, index: u32) -> netlink::Result<()> {

@@ -331,6 +331,32 @@ pub fn check_parent(c: &Link, master: &Link, in_container: bool, what: &str) -> 
     )))
 }
 
+/// CHECK of the pod's link `ifname` as `cont` sees it: it exists
+/// ("Interface name … not found"), `is_kind` holds for it ("not of type
+/// `kind`"), and its MAC is `want_mac` (unchecked when empty), all code
+/// 999 as the reference words them.
+pub fn check_pod_link<C: LinkOps + ?Sized>(
+    cont: &C,
+    ifname: &str,
+    is_kind: impl FnOnce(&Link) -> bool,
+    kind: &str,
+    want_mac: &str,
+) -> CniResult<Link> {
+    let l = pod_link(cont, ifname, || {
+        format!("Interface name {ifname} not found")
+    })?;
+    if !is_kind(&l) {
+        return Err(not_of_type(&l, "Error", kind));
+    }
+    check_mac(&l, want_mac, "Interface")?;
+    Ok(l)
+}
+
+/// Whether `l` is a veth.
+pub fn is_veth(l: &Link) -> bool {
+    l.kind.as_deref() == Some("veth")
+}
+
 /// CHECK's tail for the pod's link `c`: the MAC prevResult lists for it
 /// ([`check_mac`]), then its addresses and the routes of `prev`.
 pub fn check_mac_ips_routes<C: LinkOps + ?Sized>(
@@ -364,32 +390,40 @@ pub fn check_ips_routes<C: LinkOps + ?Sized>(cont: &C, c: &Link, prev: &Result) 
     Ok(())
 }
 
-/// DEL of a one-link plugin: the pod link first, then the IPAM release,
-/// each even if the other fails.
-pub fn del_link_then_ipam(args: &CmdArgs, ipam: Option<&str>) -> crate::Result<()> {
+/// DEL's steps for a plugin with one link in the pod: the pod link and the
+/// IPAM release, in the plugin's order (`ipam_first`), each even if the
+/// other fails; the teardown goes on with the plugin's own steps.
+pub fn del_steps(args: &CmdArgs, ipam: Option<&str>, ipam_first: bool) -> crate::Teardown {
     let (pod, open_error) = crate::iface::split(crate::iface::open_pod(args.netns_path()));
-    let ipam = ipam.map(|plugin| Delegated { plugin, args });
-    del_core(
+    let ipam = delegated(ipam, args);
+    del_teardown(
         pod.as_ref().map(|s| s as &dyn LinkOps),
         open_error,
         &args.ifname,
         ipam.as_ref().map(|i| i as &dyn IpamOps),
-        false,
+        ipam_first,
     )
+}
+
+/// DEL of a one-link plugin: the pod link first, then the IPAM release,
+/// each even if the other fails.
+pub fn del_link_then_ipam(args: &CmdArgs, ipam: Option<&str>) -> crate::Result<()> {
+    del_steps(args, ipam, false).finish()
 }
 
 /// DEL on the seam: deletes `ifname` through `pod` (`None`: no namespace,
 /// nothing to delete; `open_error`: the namespace could not be opened) and
 /// releases the address, in the plugin's order (`ipam_first`), both even
 /// if the other fails: a [`crate::Teardown`], where IPAM's own code wins
-/// over a generic 5. A link already gone is success.
-pub fn del_core(
+/// over a generic 5. A link already gone is success. The teardown is
+/// returned for the plugin's own further steps.
+pub fn del_teardown(
     pod: Option<&dyn LinkOps>,
     open_error: Option<crate::Error>,
     ifname: &str,
     ipam: Option<&dyn IpamOps>,
     ipam_first: bool,
-) -> crate::Result<()> {
+) -> crate::Teardown {
     let mut td = crate::Teardown::new();
     let release = |td: &mut crate::Teardown| {
         if let Some(ipam) = ipam {
@@ -408,7 +442,7 @@ pub fn del_core(
     if !ipam_first {
         release(&mut td);
     }
-    td.finish()
+    td
 }
 
 /// NAME, DEL, CHECK, GC and STATUS of a one-link plugin with a master, as

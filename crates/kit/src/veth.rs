@@ -154,15 +154,7 @@ pub fn setup_veth<H: LinkOps + ?Sized, C: LinkOps + ?Sized>(
 /// then removes `ifname` from the pod, both even if the other fails
 /// (a [`crate::Teardown`]: the IPAM's own code wins over a generic 5).
 pub fn del_link_and_ipam(args: &cni_skel::CmdArgs, ipam: Option<&str>) -> Result<()> {
-    let (pod, open_error) = crate::iface::split(crate::iface::open_pod(args.netns_path()));
-    let ipam = ipam.map(|plugin| crate::podlink::Delegated { plugin, args });
-    crate::podlink::del_core(
-        pod.as_ref().map(|s| s as &dyn LinkOps),
-        open_error,
-        &args.ifname,
-        ipam.as_ref().map(|i| i as &dyn crate::podlink::IpamOps),
-        true,
-    )
+    crate::podlink::del_steps(args, ipam, true).finish()
 }
 
 #[cfg(test)]

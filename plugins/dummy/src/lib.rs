@@ -142,7 +142,9 @@ mod fake_tests {
     fn del_of_a_dummy_already_gone_releases_and_succeeds() {
         let net = RecordingNet::new();
         let ipam = FakeIpam::v4("10.6.0.5/24", "10.6.0.1");
-        kit::podlink::del_core(Some(&net), None, "eth0", Some(&ipam), true).expect("DEL");
+        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), true)
+            .finish()
+            .expect("DEL");
         assert_eq!(ipam.calls(), vec!["ipam del"]);
     }
 

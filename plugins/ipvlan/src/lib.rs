@@ -260,7 +260,9 @@ mod fake_tests {
     #[test]
     fn del_of_a_pod_already_gone_succeeds() {
         let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
-        kit::podlink::del_core(None, None, "eth0", Some(&ipam), true).expect("DEL");
+        kit::podlink::del_teardown(None, None, "eth0", Some(&ipam), true)
+            .finish()
+            .expect("DEL");
         assert_eq!(ipam.calls(), vec!["ipam del"]);
     }
 

@@ -420,7 +420,9 @@ mod fake_tests {
     fn del_of_a_link_already_gone_succeeds_and_still_releases_the_address() {
         let net = RecordingNet::new();
         let ipam = ipam();
-        kit::podlink::del_core(Some(&net), None, "eth0", Some(&ipam), false).expect("DEL");
+        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), false)
+            .finish()
+            .expect("DEL");
         assert_eq!(net.lines(), vec!["get eth0"]);
         assert_eq!(ipam.calls(), vec!["ipam del"]);
     }

@@ -436,7 +436,9 @@ mod fake_tests {
     #[test]
     fn del_of_a_tap_already_gone_succeeds() {
         let net = RecordingNet::new();
-        kit::podlink::del_core(Some(&net), None, "eth0", None, true).expect("DEL");
+        kit::podlink::del_teardown(Some(&net), None, "eth0", None, true)
+            .finish()
+            .expect("DEL");
         assert_eq!(net.lines(), vec!["get eth0"]);
     }
 

@@ -208,7 +208,9 @@ mod fake_tests {
     #[test]
     fn del_when_the_link_is_already_gone_succeeds() {
         let (net, _, _, _, ipam) = setup();
-        kit::podlink::del_core(Some(&net), None, "eth0", Some(&ipam), true).expect("DEL");
+        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), true)
+            .finish()
+            .expect("DEL");
         assert_eq!(net.lines(), vec!["get eth0"]);
     }
 
