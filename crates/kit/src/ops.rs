@@ -589,6 +589,35 @@ pub mod fake {
         }
     }
 
+    /// A recording [`crate::podlink::VethNode`]: its steps land in the
+    /// log of `net` (`node masq [...]`, `node unmasq`, `node wait`), so
+    /// that they read in order with the netlink operations.
+    pub struct RecordingVethNode<'a> {
+        /// The fake whose log is written.
+        pub net: &'a RecordingNet,
+    }
+
+    impl RecordingVethNode<'_> {
+        fn note(&self, line: String) {
+            self.net.log.borrow_mut().push(line);
+        }
+    }
+
+    impl crate::podlink::VethNode for RecordingVethNode<'_> {
+        fn masq_attach(&self, subnets: Vec<ipnet::IpNet>) -> cni_spec::error::CniResult<()> {
+            self.note(format!("node masq {subnets:?}"));
+            Ok(())
+        }
+        fn masq_detach(&self) -> crate::Result<()> {
+            self.note("node unmasq".into());
+            Ok(())
+        }
+        fn wait_up(&self, _: u32, _: u32) -> cni_spec::error::CniResult<()> {
+            self.note("node wait".into());
+            Ok(())
+        }
+    }
+
     /// Asserts a failed ADD took everything back: `net` holds only the
     /// links the test `seeded`, and `ipam` released what it handed out.
     pub fn assert_all_undone(net: &RecordingNet, ipam: &FakeIpam, seeded: &[&str]) {

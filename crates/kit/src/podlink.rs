@@ -175,6 +175,66 @@ impl Namespaces {
     }
 }
 
+/// The node-side steps a veth plugin's ADD takes besides netlink: the
+/// masquerade record of the pod's subnets and the wait for carrier.
+pub trait VethNode {
+    /// Records the pod's subnets for masquerading.
+    fn masq_attach(&self, subnets: Vec<ipnet::IpNet>) -> CniResult<()>;
+    /// Forgets them again (undo).
+    fn masq_detach(&self) -> crate::Result<()>;
+    /// Waits until both veth ends can carry traffic.
+    fn wait_up(&self, host_index: u32, cont_index: u32) -> CniResult<()>;
+}
+
+/// [`VethNode`] on the real node: the network's masquerade records
+/// (`state_dir`, `network`) and the namespaces' sockets.
+pub struct RealVethNode<'a> {
+    /// The namespaces.
+    pub ns: &'a Namespaces,
+    /// The invocation (container id and interface of the record).
+    pub args: &'a CmdArgs,
+    /// The network's masquerade records.
+    pub masq: crate::NetworkMasq,
+}
+
+impl<'a> RealVethNode<'a> {
+    /// The node of `args` for the network `network` (records under
+    /// `state_dir`).
+    pub fn new(
+        ns: &'a Namespaces,
+        args: &'a CmdArgs,
+        state_dir: Option<&std::path::Path>,
+        network: &str,
+    ) -> RealVethNode<'a> {
+        RealVethNode {
+            ns,
+            args,
+            masq: crate::NetworkMasq::new(state_dir, network),
+        }
+    }
+}
+
+impl VethNode for RealVethNode<'_> {
+    fn masq_attach(&self, subnets: Vec<ipnet::IpNet>) -> CniResult<()> {
+        let a = self.args;
+        self.masq
+            .attach(&a.container_id, &a.ifname, subnets)
+            .map_err(Error::from)
+    }
+
+    fn masq_detach(&self) -> crate::Result<()> {
+        self.masq.detach(&self.args.container_id, &self.args.ifname)
+    }
+
+    fn wait_up(&self, host_index: u32, cont_index: u32) -> CniResult<()> {
+        crate::wait_operational(
+            &[(&self.ns.host, host_index), (&self.ns.cont, cont_index)],
+            std::time::Duration::from_millis(200),
+        )
+        .map_err(Error::from)
+    }
+}
+
 /// CHECK: the error for a pod link of another kind than `kind`; `word`
 /// starts the message as the plugin words it ("Error" or "error").
 pub fn not_of_type(c: &Link, word: &str, kind: &str) -> Error {

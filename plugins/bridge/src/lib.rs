@@ -489,7 +489,8 @@ impl Plugin for Bridge {
             n: &n,
             args,
         };
-        add_core(ns.call(args, &ipam), &n, mac, &node)
+        let veth = podlink::RealVethNode::new(&ns, args, n.conf.state_dir.as_deref(), &n.conf.name);
+        add_core(ns.call(args, &ipam), &n, mac, &node, &veth)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
@@ -674,9 +675,9 @@ fn check_core(
 }
 
 /// What bridge's ADD does besides the veth pair, the pod's addresses and
-/// routes and the host end's state: the bridge itself, port VLANs and
-/// flags, the MAC spoof check, container sysctls, the gateway, masquerade
-/// and the carrier wait.
+/// routes, the host end's state and the steps of every veth plugin: the
+/// bridge itself, port VLANs and flags, the MAC spoof check, container
+/// sysctls and the gateway.
 trait BridgeNode {
     /// The bridge, made when missing.
     fn ensure_bridge(&self) -> CniResult<Link>;
@@ -692,12 +693,6 @@ trait BridgeNode {
     /// The gateway addresses `gws` on the bridge (or the VLAN's gateway
     /// link, returned to be listed) and forwarding.
     fn gateway(&self, br: &Link, gws: &[IpNet]) -> CniResult<Option<Link>>;
-    /// Records the pod's subnets for masquerading.
-    fn masq_attach(&self, subnets: Vec<IpNet>) -> CniResult<()>;
-    /// Forgets them again (undo).
-    fn masq_detach(&self) -> kit::Result<()>;
-    /// Waits until both veth ends can carry traffic.
-    fn wait_up(&self, host_index: u32, cont_index: u32) -> CniResult<()>;
 }
 
 /// [`BridgeNode`] on the real node.
@@ -705,12 +700,6 @@ struct RealNode<'a> {
     ns: &'a podlink::Namespaces,
     n: &'a Network,
     args: &'a CmdArgs,
-}
-
-impl RealNode<'_> {
-    fn masq(&self) -> NetworkMasq {
-        NetworkMasq::new(self.n.conf.state_dir.as_deref(), &self.n.conf.name)
-    }
 }
 
 impl BridgeNode for RealNode<'_> {
@@ -806,26 +795,6 @@ impl BridgeNode for RealNode<'_> {
         kit::enable_ip_forward(host, v4, v6).map_err(Error::from)?;
         Ok(vlan_gw)
     }
-
-    fn masq_attach(&self, subnets: Vec<IpNet>) -> CniResult<()> {
-        let a = self.args;
-        self.masq()
-            .attach(&a.container_id, &a.ifname, subnets)
-            .map_err(Error::from)
-    }
-
-    fn masq_detach(&self) -> kit::Result<()> {
-        self.masq()
-            .detach(&self.args.container_id, &self.args.ifname)
-    }
-
-    fn wait_up(&self, host_index: u32, cont_index: u32) -> CniResult<()> {
-        kit::wait_operational(
-            &[(&self.ns.host, host_index), (&self.ns.cont, cont_index)],
-            std::time::Duration::from_millis(200),
-        )
-        .map_err(Error::from)
-    }
 }
 
 /// ADD on the seam: the bridge, the veth pair (host end down, enslaved),
@@ -837,6 +806,7 @@ fn add_core<'a>(
     n: &Network,
     mac: Option<[u8; 6]>,
     node: &'a dyn BridgeNode,
+    veth: &'a dyn podlink::VethNode,
 ) -> CniResult<Result> {
     let (host, cont, args) = (cx.at.host, cx.at.cont, cx.args);
     let br = node.ensure_bridge()?;
@@ -936,8 +906,8 @@ fn add_core<'a>(
             }
         }
         if n.conf.ip_masq {
-            node.masq_attach(subnets_of(&result))?;
-            undo.push("forget masquerade attachment", move || node.masq_detach());
+            veth.masq_attach(subnets_of(&result))?;
+            undo.push("forget masquerade attachment", move || veth.masq_detach());
         }
     } else if !n.conf.disable_container_interface {
         cont.set_link_up(cont_link.index).map_err(kit::err)?;
@@ -964,7 +934,7 @@ fn add_core<'a>(
         }
     }
     if cont_link.up {
-        node.wait_up(host_index, cont_link.index)?;
+        veth.wait_up(host_index, cont_link.index)?;
     }
     undo.commit();
     Ok(result)
@@ -1000,7 +970,7 @@ mod fake_tests {
     //! both namespaces, and a node whose steps land in the same log, so
     //! that the order of everything ADD does reads as one list.
     use super::*;
-    use kit::ops::fake::{self, call, cmd_args, FakeIpam, RecordingNet};
+    use kit::ops::fake::{self, call, cmd_args, FakeIpam, RecordingNet, RecordingVethNode};
 
     struct FakeNode<'a> {
         net: &'a RecordingNet,
@@ -1049,16 +1019,6 @@ mod fake_tests {
             self.step(&format!("gateway {gws:?}"))?;
             Ok(None)
         }
-        fn masq_attach(&self, subnets: Vec<IpNet>) -> CniResult<()> {
-            self.step(&format!("masq {subnets:?}"))
-        }
-        fn masq_detach(&self) -> kit::Result<()> {
-            self.net.log.borrow_mut().push("node unmasq".into());
-            Ok(())
-        }
-        fn wait_up(&self, _: u32, _: u32) -> CniResult<()> {
-            self.step("wait")
-        }
     }
 
     const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"bridge","isGateway":true,
@@ -1068,7 +1028,13 @@ mod fake_tests {
         let args = cmd_args(CONF);
         let n = load(&args).expect("config loads");
         let node = FakeNode { net, fail };
-        add_core(call(net, &args, Some(ipam)), &n, None, &node)
+        add_core(
+            call(net, &args, Some(ipam)),
+            &n,
+            None,
+            &node,
+            &RecordingVethNode { net },
+        )
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use kit::ops::LinkOps;
 use kit::podlink;
 use kit::{NetworkMasq, Teardown, Undo};
-use netlink::AddressOptions;
+use netlink::{AddressOptions, Socket};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -33,13 +33,13 @@ struct Conf {
     _ip_masq_backend: Option<String>,
     #[serde(default)]
     mtu: u32,
-    /// rcni: where attachment records live (default /run/cni/rcni).
-    #[serde(rename = "stateDir", default)]
-    state_dir: Option<PathBuf>,
     /// rcni: TX/RX queues per veth end (default 1; 0 = the kernel's
     /// default of one per CPU).
     #[serde(rename = "vethQueues", default = "kit::veth::default_queues")]
     veth_queues: u32,
+    /// rcni: where attachment records live (default /run/cni/rcni).
+    #[serde(rename = "stateDir", default)]
+    state_dir: Option<PathBuf>,
 }
 
 struct Network {
@@ -89,12 +89,8 @@ impl Plugin for Ptp {
         let n = load(args)?;
         let ns = podlink::Namespaces::open(args)?;
         let ipam = podlink::delegated(Some(&n.ipam), args);
-        let node = RealNode {
-            ns: &ns,
-            n: &n,
-            args,
-        };
-        add_core(ns.call(args, &ipam), &n, &node)
+        let veth = podlink::RealVethNode::new(&ns, args, n.conf.state_dir.as_deref(), &n.conf.name);
+        add_core(ns.call(args, &ipam), &n, &RealNode(&ns.host), &veth)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
@@ -135,57 +131,24 @@ impl Plugin for Ptp {
     }
 }
 
-/// What ptp's ADD does on the node besides links, addresses and routes:
-/// sysctls, the masquerade record, the wait for carrier.
+/// What ptp's ADD does on the node besides links, addresses, routes and
+/// the steps of every veth plugin: sysctls.
 trait NodeSide {
     /// Turns on forwarding for the families the pod has.
     fn forward(&self, v4: bool, v6: bool) -> CniResult<()>;
     /// Best effort: no DAD on the host veth's link-local address.
     fn no_dad(&self, host_veth: &str);
-    /// Records the pod's subnets for masquerading.
-    fn masq_attach(&self, subnets: Vec<IpNet>) -> CniResult<()>;
-    /// Forgets them again (undo).
-    fn masq_detach(&self) -> kit::Result<()>;
-    /// Waits until both veth ends can carry traffic.
-    fn wait_up(&self, host_index: u32, cont_index: u32) -> CniResult<()>;
 }
 
 /// [`NodeSide`] on the real node.
-struct RealNode<'a> {
-    ns: &'a podlink::Namespaces,
-    n: &'a Network,
-    args: &'a CmdArgs,
-}
-
-impl RealNode<'_> {
-    fn masq(&self) -> NetworkMasq {
-        NetworkMasq::new(self.n.conf.state_dir.as_deref(), &self.n.conf.name)
-    }
-}
+struct RealNode<'a>(&'a Socket);
 
 impl NodeSide for RealNode<'_> {
     fn forward(&self, v4: bool, v6: bool) -> CniResult<()> {
-        kit::enable_ip_forward(&self.ns.host, v4, v6).map_err(Error::from)
+        kit::enable_ip_forward(self.0, v4, v6).map_err(Error::from)
     }
     fn no_dad(&self, host_veth: &str) {
         let _ = kit::sysctl_set(&format!("net/ipv6/conf/{host_veth}/accept_dad"), "0");
-    }
-    fn masq_attach(&self, subnets: Vec<IpNet>) -> CniResult<()> {
-        let a = self.args;
-        self.masq()
-            .attach(&a.container_id, &a.ifname, subnets)
-            .map_err(Error::from)
-    }
-    fn masq_detach(&self) -> kit::Result<()> {
-        self.masq()
-            .detach(&self.args.container_id, &self.args.ifname)
-    }
-    fn wait_up(&self, host_index: u32, cont_index: u32) -> CniResult<()> {
-        kit::wait_operational(
-            &[(&self.ns.host, host_index), (&self.ns.cont, cont_index)],
-            std::time::Duration::from_millis(200),
-        )
-        .map_err(Error::from)
     }
 }
 
@@ -194,7 +157,12 @@ impl NodeSide for RealNode<'_> {
 /// addresses without prefix routes and its routes via the gateway, the
 /// gateway on the host end and a host route to the pod, masquerade. Undone
 /// on failure.
-fn add_core<'a>(cx: podlink::Call<'a>, n: &Network, node: &'a dyn NodeSide) -> CniResult<Result> {
+fn add_core<'a>(
+    cx: podlink::Call<'a>,
+    n: &Network,
+    node: &dyn NodeSide,
+    veth: &'a dyn podlink::VethNode,
+) -> CniResult<Result> {
     let (host, cont, args) = (cx.at.host, cx.at.cont, cx.args);
     let mut undo = Undo::new();
     let ipam = cx
@@ -330,8 +298,8 @@ fn add_core<'a>(cx: podlink::Call<'a>, n: &Network, node: &'a dyn NodeSide) -> C
     }
 
     if n.conf.ip_masq {
-        node.masq_attach(subnets_of(&result))?;
-        undo.push("forget masquerade attachment", move || node.masq_detach());
+        veth.masq_attach(subnets_of(&result))?;
+        undo.push("forget masquerade attachment", move || veth.masq_detach());
     }
     if cni_skel::failure_injected("after-setup") {
         return Err(Error::internal("injected failure at after-setup"));
@@ -355,7 +323,7 @@ fn add_core<'a>(cx: podlink::Call<'a>, n: &Network, node: &'a dyn NodeSide) -> C
             result.dns = dns.clone();
         }
     }
-    node.wait_up(host_index, c.index)?;
+    veth.wait_up(host_index, c.index)?;
     undo.commit();
     Ok(result)
 }
@@ -397,7 +365,7 @@ mod fake_tests {
     //! The verb cores on the recording fakes, without root: one fake for
     //! both namespaces (the veth's peer lands in it too), a recording node.
     use super::*;
-    use kit::ops::fake::{self, call, cmd_args, FakeIpam, RecordingNet};
+    use kit::ops::fake::{self, call, cmd_args, FakeIpam, RecordingNet, RecordingVethNode};
     use std::cell::RefCell;
 
     #[derive(Default)]
@@ -413,18 +381,6 @@ mod fake_tests {
         fn no_dad(&self, host_veth: &str) {
             self.log.borrow_mut().push(format!("no_dad {host_veth}"));
         }
-        fn masq_attach(&self, subnets: Vec<IpNet>) -> CniResult<()> {
-            self.log.borrow_mut().push(format!("masq {subnets:?}"));
-            Ok(())
-        }
-        fn masq_detach(&self) -> kit::Result<()> {
-            self.log.borrow_mut().push("unmasq".into());
-            Ok(())
-        }
-        fn wait_up(&self, _: u32, _: u32) -> CniResult<()> {
-            self.log.borrow_mut().push("wait".into());
-            Ok(())
-        }
     }
 
     const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"ptp","ipMasq":true,
@@ -437,10 +393,21 @@ mod fake_tests {
         (RecordingNet::new(), args, n, ipam, FakeNode::default())
     }
 
+    fn add(
+        net: &RecordingNet,
+        args: &CmdArgs,
+        n: &Network,
+        ipam: &FakeIpam,
+        node: &FakeNode,
+    ) -> CniResult<Result> {
+        let veth = RecordingVethNode { net };
+        add_core(call(net, args, Some(ipam)), n, node, &veth)
+    }
+
     #[test]
     fn add_makes_the_pair_routes_the_pod_via_the_gateway_and_waits_last() {
         let (net, args, n, ipam, node) = setup();
-        let r = add_core(call(&net, &args, Some(&ipam)), &n, &node).expect("ADD");
+        let r = add(&net, &args, &n, &ipam, &node).expect("ADD");
         let host = kit::veth::host_veth_name("ctr", "eth0", 0);
         let (h, c) = (net.index_of(&host), net.index_of("eth0"));
         assert_eq!(
@@ -455,12 +422,11 @@ mod fake_tests {
                 format!("route 0.0.0.0/0 via 10.7.0.1 dev {c}"),
                 format!("addr {h} 10.7.0.1/32"),
                 format!("route 10.7.0.5/32 dev {h}"),
+                "node masq [10.7.0.0/24]".to_string(),
+                "node wait".to_string(),
             ]
         );
-        assert_eq!(
-            *node.log.borrow(),
-            vec!["forward true false", "masq [10.7.0.0/24]", "wait"]
-        );
+        assert_eq!(*node.log.borrow(), vec!["forward true false"]);
         assert_eq!(r.interfaces[0].name, host);
         assert_eq!(r.ips[0].interface, Some(1));
     }
@@ -469,7 +435,7 @@ mod fake_tests {
     fn a_refused_host_route_removes_the_pair_the_record_and_the_address_with_code_5() {
         let (net, args, n, ipam, node) = setup();
         net.fail_next("route 10.7.0.5/32", libc::ENETDOWN);
-        let e = add_core(call(&net, &args, Some(&ipam)), &n, &node).expect_err("refused");
+        let e = add(&net, &args, &n, &ipam, &node).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &[]);
         assert!(
@@ -482,7 +448,7 @@ mod fake_tests {
     fn a_gatewayless_ipam_answer_is_code_7_and_released() {
         let (net, args, n, mut ipam, node) = setup();
         ipam.result.ips[0].gateway = None;
-        let e = add_core(call(&net, &args, Some(&ipam)), &n, &node).expect_err("no gw");
+        let e = add(&net, &args, &n, &ipam, &node).expect_err("no gw");
         assert_eq!(e.code, 7, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &[]);
     }
@@ -491,7 +457,7 @@ mod fake_tests {
     fn an_ifname_already_in_the_pod_is_code_999_with_nothing_left() {
         let (net, args, n, ipam, node) = setup();
         net.add_existing("eth0");
-        let e = add_core(call(&net, &args, Some(&ipam)), &n, &node).expect_err("taken");
+        let e = add(&net, &args, &n, &ipam, &node).expect_err("taken");
         assert_eq!(e.code, 999, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &["eth0"]);
     }
@@ -507,7 +473,7 @@ mod fake_tests {
     #[test]
     fn check_fails_with_999_when_the_host_end_or_the_pod_end_is_gone() {
         let (net, args, n, ipam, node) = setup();
-        let r = add_core(call(&net, &args, Some(&ipam)), &n, &node).expect("ADD");
+        let r = add(&net, &args, &n, &ipam, &node).expect("ADD");
         let host = kit::veth::host_veth_name("ctr", "eth0", 0);
         check_core(fake::seam(&net), &r, &args).expect_err("the fake lists no routes");
         net.remove(&host);
