@@ -159,6 +159,25 @@ pub struct Call<'a> {
     pub ipam: Option<&'a dyn IpamOps>,
 }
 
+impl Call<'_> {
+    /// The pod's veth pair for this call ([`crate::veth::setup_veth`]):
+    /// the host end in `at.host`, `args.ifname` in the pod.
+    pub fn setup_veth(
+        &self,
+        opts: &crate::veth::VethOptions<'_>,
+    ) -> crate::Result<crate::veth::VethPair> {
+        let (at, args) = (self.at, self.args);
+        crate::veth::setup_veth(
+            at.host,
+            at.cont,
+            at.cns,
+            &args.container_id,
+            &args.ifname,
+            opts,
+        )
+    }
+}
+
 /// `ipam` (the plugin's type, if any) as delegated IPAM of `args`.
 pub fn delegated<'a>(ipam: Option<&'a str>, args: &'a CmdArgs) -> Option<Delegated<'a>> {
     ipam.map(|plugin| Delegated { plugin, args })
@@ -463,6 +482,44 @@ pub fn del_steps(args: &CmdArgs, ipam: Option<&str>, ipam_first: bool) -> crate:
         ipam.as_ref().map(|i| i as &dyn IpamOps),
         ipam_first,
     )
+}
+
+/// The subnets of `result`'s addresses, each once, in order (what a
+/// masquerade record holds).
+pub fn subnets_of(result: &Result) -> Vec<ipnet::IpNet> {
+    let mut v: Vec<ipnet::IpNet> = Vec::new();
+    for ip in &result.ips {
+        let s = ip.address.trunc();
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    }
+    v
+}
+
+/// GC: the attachments the runtime keeps (`cni.dev/valid-attachments`),
+/// as (container id, interface) pairs.
+pub fn gc_keep(args: &CmdArgs) -> Vec<(String, String)> {
+    args.conf
+        .gc_attachments()
+        .into_iter()
+        .map(|a| (a.container_id, a.ifname))
+        .collect()
+}
+
+/// DEL's step for a network that masquerades (`on`): forgets the pod's
+/// record among the network's (`network`, under `state_dir`).
+pub fn masq_del_step(
+    td: &mut crate::Teardown,
+    on: bool,
+    state_dir: Option<&std::path::Path>,
+    network: &str,
+    args: &CmdArgs,
+) {
+    if on {
+        let masq = crate::NetworkMasq::new(state_dir, network);
+        td.step(masq.detach(&args.container_id, &args.ifname));
+    }
 }
 
 /// DEL of a one-link plugin: the pod link first, then the IPAM release,

@@ -404,17 +404,6 @@ fn first_host(n: &IpNet) -> Option<IpAddr> {
     }
 }
 
-fn subnets_of(result: &Result) -> Vec<IpNet> {
-    let mut v: Vec<IpNet> = Vec::new();
-    for ip in &result.ips {
-        let s = ip.address.trunc();
-        if !v.contains(&s) {
-            v.push(s);
-        }
-    }
-    v
-}
-
 /// Container-side sysctls, run on a thread inside the container namespace.
 /// The reference's container sysctls (errors ignored, as there). IPv6 DAD
 /// has no netlink setter and must be set before the link goes up; then
@@ -506,10 +495,8 @@ impl Plugin for Bridge {
                 )
             }));
         }
-        if n.conf.ip_masq {
-            let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
-            td.step(masq.detach(&args.container_id, &args.ifname));
-        }
+        let dir = n.conf.state_dir.as_deref();
+        podlink::masq_del_step(&mut td, n.conf.ip_masq, dir, &n.conf.name, args);
         Ok(td.finish()?)
     }
 
@@ -547,12 +534,7 @@ impl Plugin for Bridge {
         }
         // Spoof checks of attachments no longer valid (cheap when the
         // table does not exist).
-        let keep: Vec<(String, String)> = args
-            .conf
-            .gc_attachments()
-            .into_iter()
-            .map(|a| (a.container_id, a.ifname))
-            .collect();
+        let keep = podlink::gc_keep(args);
         td.step(
             nft::Nft::open().and_then(|nft| nft::rulesets::spoofchk::gc(&nft, &n.conf.name, &keep)),
         );
@@ -814,22 +796,16 @@ fn add_core<'a>(
     let mut undo = Undo::new();
     let mut result = Result::new(args.version());
 
-    let pair = kit::veth::setup_veth(
-        host,
-        cont,
-        cx.at.cns,
-        &args.container_id,
-        &args.ifname,
-        &kit::veth::VethOptions {
+    let pair = cx
+        .setup_veth(&kit::veth::VethOptions {
             mtu: (n.conf.mtu > 0).then_some(n.conf.mtu),
             mac: mac.as_ref().map(|m| &m[..]),
             // Up last (below): see there.
             host_up: false,
             master: Some(br.index),
             queues: kit::veth::queues_from_config(n.conf.veth_queues),
-        },
-    )
-    .map_err(Error::from)?;
+        })
+        .map_err(Error::from)?;
     let host_index = pair.host.index;
     undo.push("delete veth", move || host.delete_link(host_index));
     if pair.host.master != Some(br.index) {
@@ -906,7 +882,7 @@ fn add_core<'a>(
             }
         }
         if n.conf.ip_masq {
-            veth.masq_attach(subnets_of(&result))?;
+            veth.masq_attach(podlink::subnets_of(&result))?;
             undo.push("forget masquerade attachment", move || veth.masq_detach());
         }
     } else if !n.conf.disable_container_interface {

@@ -10,7 +10,6 @@ use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Interface, Result};
-use ipnet::IpNet;
 use kit::ops::LinkOps;
 use kit::podlink;
 use kit::{NetworkMasq, Teardown, Undo};
@@ -27,12 +26,12 @@ pub struct Ptp;
 struct Conf {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    mtu: u32,
     #[serde(rename = "ipMasq", default, deserialize_with = "flex")]
     ip_masq: bool,
     #[serde(rename = "ipMasqBackend", default)]
     _ip_masq_backend: Option<String>,
-    #[serde(default)]
-    mtu: u32,
     /// rcni: TX/RX queues per veth end (default 1; 0 = the kernel's
     /// default of one per CPU).
     #[serde(rename = "vethQueues", default = "kit::veth::default_queues")]
@@ -69,17 +68,6 @@ fn host_bits(ip: IpAddr) -> u8 {
     }
 }
 
-fn subnets_of(result: &Result) -> Vec<IpNet> {
-    let mut v: Vec<IpNet> = Vec::new();
-    for ip in &result.ips {
-        let s = ip.address.trunc();
-        if !v.contains(&s) {
-            v.push(s);
-        }
-    }
-    v
-}
-
 impl Plugin for Ptp {
     fn name(&self) -> &'static str {
         "ptp"
@@ -96,10 +84,8 @@ impl Plugin for Ptp {
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
         let mut td = podlink::del_steps(args, Some(&n.ipam), false);
-        if n.conf.ip_masq {
-            let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
-            td.step(masq.detach(&args.container_id, &args.ifname));
-        }
+        let dir = n.conf.state_dir.as_deref();
+        podlink::masq_del_step(&mut td, n.conf.ip_masq, dir, &n.conf.name, args);
         Ok(td.finish()?)
     }
 
@@ -187,21 +173,15 @@ fn add_core<'a>(
     node.forward(v4, v6)?;
 
     let mtu = (n.conf.mtu > 0).then_some(n.conf.mtu);
-    let pair = kit::veth::setup_veth(
-        host,
-        cont,
-        cx.at.cns,
-        &args.container_id,
-        &args.ifname,
-        &kit::veth::VethOptions {
+    let pair = cx
+        .setup_veth(&kit::veth::VethOptions {
             mtu,
             mac: None,
             host_up: true,
             master: None,
             queues: kit::veth::queues_from_config(n.conf.veth_queues),
-        },
-    )
-    .map_err(Error::from)?;
+        })
+        .map_err(Error::from)?;
     let host_index = pair.host.index;
     undo.push("delete veth", move || host.delete_link(host_index));
     // The host veth routes for the pod: no DAD on its link-local address
@@ -298,7 +278,7 @@ fn add_core<'a>(
     }
 
     if n.conf.ip_masq {
-        veth.masq_attach(subnets_of(&result))?;
+        veth.masq_attach(podlink::subnets_of(&result))?;
         undo.push("forget masquerade attachment", move || veth.masq_detach());
     }
     if cni_skel::failure_injected("after-setup") {
