@@ -52,6 +52,14 @@ pub trait LinkOps {
     fn delete_link_by_name(&self, name: &str) -> netlink::Result<bool>;
     /// Sets a macvlan's broadcast queue length.
     fn set_macvlan_bc_queue_len(&self, index: u32, len: u32) -> netlink::Result<()>;
+    /// Every link of the namespace.
+    fn links(&self) -> netlink::Result<Vec<Link>>;
+    /// Adds a route (fails when it exists).
+    fn add_route(&self, r: &Route) -> netlink::Result<()>;
+    /// Releases a link from its master.
+    fn set_nomaster(&self, index: u32) -> netlink::Result<()>;
+    /// Sets a link down.
+    fn set_link_down(&self, index: u32) -> netlink::Result<()>;
 }
 
 impl LinkOps for netlink::Socket {
@@ -111,6 +119,18 @@ impl LinkOps for netlink::Socket {
     }
     fn set_macvlan_bc_queue_len(&self, index: u32, len: u32) -> netlink::Result<()> {
         netlink::Socket::set_macvlan_bc_queue_len(self, index, len)
+    }
+    fn links(&self) -> netlink::Result<Vec<Link>> {
+        netlink::Socket::links(self)
+    }
+    fn add_route(&self, r: &Route) -> netlink::Result<()> {
+        netlink::Socket::add_route(self, r)
+    }
+    fn set_nomaster(&self, index: u32) -> netlink::Result<()> {
+        netlink::Socket::set_nomaster(self, index)
+    }
+    fn set_link_down(&self, index: u32) -> netlink::Result<()> {
+        netlink::Socket::set_link_down(self, index)
     }
 }
 
@@ -436,6 +456,23 @@ pub mod fake {
         }
         fn set_macvlan_bc_queue_len(&self, index: u32, len: u32) -> netlink::Result<()> {
             self.record(format!("bcqueuelen {index} {len}"))
+        }
+        fn links(&self) -> netlink::Result<Vec<Link>> {
+            self.record("links".into())?;
+            Ok(self.links.borrow().clone())
+        }
+        fn add_route(&self, r: &Route) -> netlink::Result<()> {
+            self.add_route_alongside(r)
+        }
+        fn set_nomaster(&self, index: u32) -> netlink::Result<()> {
+            self.record(format!("nomaster {index}"))?;
+            self.edit(index, |l| l.master = None);
+            Ok(())
+        }
+        fn set_link_down(&self, index: u32) -> netlink::Result<()> {
+            self.record(format!("down {index}"))?;
+            self.edit(index, |l| l.up = false);
+            Ok(())
         }
     }
 
