@@ -489,6 +489,12 @@ pub mod fake {
         }
     }
 
+    /// The kernel's refusals a test plans with [`RecordingNet::fail_next`]
+    /// (plugin crates reach no `libc` themselves).
+    pub mod errno {
+        pub use libc::{EADDRNOTAVAIL, EBUSY, EEXIST, EINVAL, ENETDOWN, ENETUNREACH, EPERM};
+    }
+
     /// A recording fake of the IPAM plugin: ADD hands out `result` (or
     /// fails with `fail_add`), every call is logged as `ipam add` /
     /// `ipam del`.

@@ -1050,7 +1050,7 @@ mod fake_tests {
     fn a_refused_route_undoes_spoof_check_veth_and_address_and_never_brings_the_host_end_up() {
         let net = RecordingNet::new();
         let ipam = FakeIpam::v4("10.8.0.5/24", "10.8.0.1");
-        net.fail_next("route", libc::ENETUNREACH);
+        net.fail_next("route", fake::errno::ENETUNREACH);
         let e = add(&net, &ipam, None).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &["cni0"]);

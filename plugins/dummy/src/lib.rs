@@ -122,7 +122,7 @@ mod fake_tests {
     fn an_address_the_kernel_refuses_undoes_the_dummy_with_code_5() {
         let net = RecordingNet::new();
         let ipam = FakeIpam::v4("10.6.0.5/24", "10.6.0.1");
-        net.fail_next("addr", libc::EINVAL);
+        net.fail_next("addr", fake::errno::EINVAL);
         let e = add_core(seam(&net), &cmd_args(CONF), &ipam).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &[]);

@@ -723,7 +723,7 @@ mod fake_tests {
     fn a_refused_address_hands_the_device_back_and_releases_with_code_5() {
         let net = RecordingNet::new();
         let ipam = FakeIpam::v4("10.9.0.5/24", "10.9.0.1");
-        net.fail_next("addr", libc::EINVAL);
+        net.fail_next("addr", fake::errno::EINVAL);
         let e = add(&net, &ipam, true).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &[]);

@@ -242,7 +242,7 @@ mod fake_tests {
     fn an_address_the_kernel_refuses_undoes_the_ipvlan_and_releases_with_code_5() {
         let (net, n, args, _) = with_ipam();
         let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
-        net.fail_next("addr", libc::EADDRNOTAVAIL);
+        net.fail_next("addr", fake::errno::EADDRNOTAVAIL);
         let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &["eth9"]);

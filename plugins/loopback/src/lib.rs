@@ -170,7 +170,7 @@ mod fake_tests {
     #[test]
     fn a_refused_link_up_is_code_5() {
         let (net, _) = sandbox();
-        net.fail_next("up", libc::EPERM);
+        net.fail_next("up", kit::ops::fake::errno::EPERM);
         let e = add_core(&net, &cmd_args(CONF)).expect_err("refused");
         assert_eq!(e.code, 5);
     }

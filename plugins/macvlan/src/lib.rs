@@ -378,7 +378,7 @@ mod fake_tests {
     fn a_route_the_kernel_refuses_undoes_the_link_and_the_address_with_code_5() {
         let (net, n, args, _) = node(CONF);
         let ipam = ipam();
-        net.fail_next("route", libc::ENETUNREACH);
+        net.fail_next("route", fake::errno::ENETUNREACH);
         let e = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &["eth9"]);
@@ -388,7 +388,7 @@ mod fake_tests {
     fn a_refused_creation_is_code_5_and_asks_ipam_for_nothing() {
         let (net, n, args, _) = node(CONF);
         let ipam = ipam();
-        net.fail_next("create", libc::EPERM);
+        net.fail_next("create", fake::errno::EPERM);
         let e = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         assert!(ipam.calls().is_empty());

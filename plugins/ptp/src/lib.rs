@@ -414,7 +414,7 @@ mod fake_tests {
     #[test]
     fn a_refused_host_route_removes_the_pair_the_record_and_the_address_with_code_5() {
         let (net, args, n, ipam, node) = setup();
-        net.fail_next("route 10.7.0.5/32", libc::ENETDOWN);
+        net.fail_next("route 10.7.0.5/32", fake::errno::ENETDOWN);
         let e = add(&net, &args, &n, &ipam, &node).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &[]);

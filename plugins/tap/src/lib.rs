@@ -400,7 +400,7 @@ mod fake_tests {
     fn a_refused_bridge_port_deletes_the_tap_with_code_5_before_ipam() {
         let (net, n, args, _) = setup();
         let ipam = FakeIpam::v4("10.5.0.5/24", "10.5.0.1");
-        net.fail_next("master", libc::EBUSY);
+        net.fail_next("master", fake::errno::EBUSY);
         let cx = call(&net, &args, Some(&ipam));
         let e = add_core(cx, &n, tap_into(&net), || {}).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
@@ -413,7 +413,7 @@ mod fake_tests {
     fn a_failed_route_undoes_the_tap_and_the_address() {
         let (net, n, args, _) = setup();
         let ipam = FakeIpam::v4("10.5.0.5/24", "10.5.0.1");
-        net.fail_next("route", libc::ENETUNREACH);
+        net.fail_next("route", fake::errno::ENETUNREACH);
         let cx = call(&net, &args, Some(&ipam));
         let e = add_core(cx, &n, tap_into(&net), || {}).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");

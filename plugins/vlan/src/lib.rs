@@ -176,7 +176,7 @@ mod fake_tests {
     #[test]
     fn a_refused_link_up_undoes_the_vlan_and_releases_with_code_5() {
         let (net, n, args, _, ipam) = setup();
-        net.fail_next("up", libc::ENETDOWN);
+        net.fail_next("up", fake::errno::ENETDOWN);
         let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         fake::assert_all_undone(&net, &ipam, &["eth9"]);

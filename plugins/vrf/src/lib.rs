@@ -321,7 +321,7 @@ mod fake_tests {
     fn a_refused_enslaving_releases_the_interface_and_removes_the_new_vrf_with_code_5() {
         let net = RecordingNet::new();
         let i = net.add_existing("eth0");
-        net.fail_next("master", libc::EBUSY);
+        net.fail_next("master", kit::ops::fake::errno::EBUSY);
         let e = add_core(&net, &conf(), "eth0").expect_err("refused");
         assert_eq!(e.code, 5, "{e:?}");
         assert!(net.lines().contains(&format!("nomaster {i}")));
