@@ -245,7 +245,11 @@ pub fn prev_container_link<S: LinkOps + ?Sized>(
 }
 
 /// CHECK: every IP of `result` for `link` is on it.
-pub fn validate_iface_ips(sock: &Socket, link: &Link, result: &CniResult) -> Result<()> {
+pub fn validate_iface_ips<S: LinkOps + ?Sized>(
+    sock: &S,
+    link: &Link,
+    result: &CniResult,
+) -> Result<()> {
     let have = sock.addresses(Some(link.index), Family::All)?;
     for ip in ips_for(result, &link.name) {
         let want: IpNet = ip.address;
@@ -263,7 +267,7 @@ pub fn validate_iface_ips(sock: &Socket, link: &Link, result: &CniResult) -> Res
 }
 
 /// CHECK: every route of `result` exists (same destination and gateway).
-pub fn validate_routes(sock: &Socket, result: &CniResult) -> Result<()> {
+pub fn validate_routes<S: LinkOps + ?Sized>(sock: &S, result: &CniResult) -> Result<()> {
     if result.routes.is_empty() {
         return Ok(());
     }
@@ -294,17 +298,39 @@ pub fn validate_routes(sock: &Socket, result: &CniResult) -> Result<()> {
 /// second DEL comes without a netns at all. Errors are returned typed, for
 /// a [`crate::Teardown`].
 pub fn delete_pod_link(netns: Option<&std::path::Path>, ifname: &str) -> Result<()> {
+    match open_pod(netns)? {
+        Some(s) => delete_link_named(&s, ifname),
+        None => Ok(()),
+    }
+}
+
+/// A socket in the pod's namespace at `netns`, for DEL: `None` when no
+/// namespace was given or it is gone (nothing left to delete there).
+pub fn open_pod(netns: Option<&std::path::Path>) -> Result<Option<Socket>> {
     let Some(path) = netns else {
-        return Ok(());
+        return Ok(None);
     };
     let ns = match netns::NetNs::open(path) {
         Ok(ns) => ns,
-        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(Error::UnknownContainer(e)),
     };
-    let s = netlink::Socket::route_in(&ns)?;
-    if let Some(l) = s.link_by_name(ifname)? {
-        s.delete_link(l.index)?;
+    Ok(Some(netlink::Socket::route_in(&ns)?))
+}
+
+/// [`open_pod`]'s answer as the socket and the error, for a teardown that
+/// goes on after a failed open.
+pub fn split<T>(r: Result<Option<T>>) -> (Option<T>, Option<Error>) {
+    match r {
+        Ok(s) => (s, None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
+/// Deletes the link `ifname` through `sock`, if there is one.
+pub fn delete_link_named<S: LinkOps + ?Sized>(sock: &S, ifname: &str) -> Result<()> {
+    if let Some(l) = sock.link_by_name(ifname)? {
+        sock.delete_link(l.index)?;
     }
     Ok(())
 }

@@ -46,6 +46,18 @@ pub fn last_requested<'a>(sources: impl IntoIterator<Item = Option<&'a str>>) ->
         .last()
 }
 
+/// The requested MAC among `sources` ([`last_requested`]), parsed
+/// ([`parse`]): `None` when none was asked for; the text asked for and
+/// why it is refused otherwise, for the plugin to word.
+pub fn requested<'a>(
+    sources: impl IntoIterator<Item = Option<&'a str>>,
+) -> std::result::Result<Option<[u8; 6]>, (&'a str, Error)> {
+    match last_requested(sources) {
+        None => Ok(None),
+        Some(s) => parse(s).map(Some).map_err(|e| (s, e)),
+    }
+}
+
 /// Lower-case colon form, as Go's `net.HardwareAddr.String`.
 pub fn format(mac: &[u8]) -> String {
     netlink::format_mac(mac)

@@ -36,6 +36,30 @@ pub trait LinkOps {
     fn add_route_alongside(&self, r: &Route) -> netlink::Result<()>;
     /// The namespace these operations act in (`None`: the caller's).
     fn netns_path(&self) -> Option<&Path>;
+    /// Creates a link (no echo).
+    fn create_link(&self, spec: &LinkSpec) -> netlink::Result<()>;
+    /// The routes of a family, of one table or all.
+    fn routes(&self, family: Family, table: Option<u32>) -> netlink::Result<Vec<Route>>;
+    /// Renames a link.
+    fn set_name(&self, index: u32, name: &str) -> netlink::Result<()>;
+    /// Sets a link's MTU.
+    fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()>;
+    /// Sets a link's MAC.
+    fn set_mac(&self, index: u32, mac: &[u8]) -> netlink::Result<()>;
+    /// Enslaves a link to `master`.
+    fn set_master(&self, index: u32, master: u32) -> netlink::Result<()>;
+    /// Deletes the link named `name`; `false` when there was none.
+    fn delete_link_by_name(&self, name: &str) -> netlink::Result<bool>;
+    /// Sets a macvlan's broadcast queue length.
+    fn set_macvlan_bc_queue_len(&self, index: u32, len: u32) -> netlink::Result<()>;
+    /// Every link of the namespace.
+    fn links(&self) -> netlink::Result<Vec<Link>>;
+    /// Adds a route (fails when it exists).
+    fn add_route(&self, r: &Route) -> netlink::Result<()>;
+    /// Releases a link from its master.
+    fn set_nomaster(&self, index: u32) -> netlink::Result<()>;
+    /// Sets a link down.
+    fn set_link_down(&self, index: u32) -> netlink::Result<()>;
 }
 
 impl LinkOps for netlink::Socket {
@@ -72,6 +96,42 @@ impl LinkOps for netlink::Socket {
     fn netns_path(&self) -> Option<&Path> {
         netlink::Socket::netns_path(self)
     }
+    fn create_link(&self, spec: &LinkSpec) -> netlink::Result<()> {
+        netlink::Socket::create_link(self, spec)
+    }
+    fn routes(&self, family: Family, table: Option<u32>) -> netlink::Result<Vec<Route>> {
+        netlink::Socket::routes(self, family, table)
+    }
+    fn set_name(&self, index: u32, name: &str) -> netlink::Result<()> {
+        netlink::Socket::set_name(self, index, name)
+    }
+    fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()> {
+        netlink::Socket::set_mtu(self, index, mtu)
+    }
+    fn set_mac(&self, index: u32, mac: &[u8]) -> netlink::Result<()> {
+        netlink::Socket::set_mac(self, index, mac)
+    }
+    fn set_master(&self, index: u32, master: u32) -> netlink::Result<()> {
+        netlink::Socket::set_master(self, index, master)
+    }
+    fn delete_link_by_name(&self, name: &str) -> netlink::Result<bool> {
+        netlink::Socket::delete_link_by_name(self, name)
+    }
+    fn set_macvlan_bc_queue_len(&self, index: u32, len: u32) -> netlink::Result<()> {
+        netlink::Socket::set_macvlan_bc_queue_len(self, index, len)
+    }
+    fn links(&self) -> netlink::Result<Vec<Link>> {
+        netlink::Socket::links(self)
+    }
+    fn add_route(&self, r: &Route) -> netlink::Result<()> {
+        netlink::Socket::add_route(self, r)
+    }
+    fn set_nomaster(&self, index: u32) -> netlink::Result<()> {
+        netlink::Socket::set_nomaster(self, index)
+    }
+    fn set_link_down(&self, index: u32) -> netlink::Result<()> {
+        netlink::Socket::set_link_down(self, index)
+    }
 }
 
 /// A recording fake of one namespace's links, for unit tests (this crate's,
@@ -96,6 +156,8 @@ pub mod fake {
         fail: RefCell<VecDeque<(String, i32)>>,
         /// Whether create_link_echo echoes (kernels ≥ 6.3) or not.
         pub no_echo: bool,
+        /// The addresses added so far.
+        pub addrs: RefCell<Vec<Address>>,
         next_index: RefCell<u32>,
     }
 
@@ -123,13 +185,72 @@ pub mod fake {
 
         /// Adds a link as if it had been there before.
         pub fn add_existing(&self, name: &str) -> u32 {
-            let index = self.alloc();
-            self.links.borrow_mut().push(Link {
-                index,
+            self.add_link(Link {
                 name: name.into(),
                 ..Default::default()
-            });
+            })
+        }
+
+        /// Adds `link` (its index replaced by a fresh one) as if it had
+        /// been there before; returns the index.
+        pub fn add_link(&self, link: Link) -> u32 {
+            let index = self.alloc();
+            self.links.borrow_mut().push(Link { index, ..link });
             index
+        }
+
+        /// A fake holding a node interface `name` (MTU 1500), to be a
+        /// master; returns its index too.
+        pub fn with_master(name: &str) -> (RecordingNet, u32) {
+            let net = RecordingNet::new();
+            let index = net.add_link(Link {
+                name: name.into(),
+                mtu: 1500,
+                ..Default::default()
+            });
+            (net, index)
+        }
+
+        /// Forgets the operations recorded so far.
+        pub fn forget(&self) {
+            self.log.borrow_mut().clear();
+        }
+
+        /// Removes the link `name` behind the plugin's back.
+        pub fn remove(&self, name: &str) {
+            self.links.borrow_mut().retain(|l| l.name != name);
+        }
+
+        /// Makes the link `name` of kind `kind` behind the plugin's back.
+        pub fn retype(&self, name: &str, kind: &str) {
+            for l in self
+                .links
+                .borrow_mut()
+                .iter_mut()
+                .filter(|l| l.name == name)
+            {
+                l.kind = Some(kind.into());
+            }
+        }
+
+        /// The index of the link `name`; 0 (no link's index) when there
+        /// is none.
+        pub fn index_of(&self, name: &str) -> u32 {
+            self.link(name).map_or(0, |l| l.index)
+        }
+
+        /// The link named `name`, as the fake holds it.
+        pub fn link(&self, name: &str) -> Option<Link> {
+            self.links.borrow().iter().find(|l| l.name == name).cloned()
+        }
+
+        /// Whether every link the fake holds is one of `names` (what a
+        /// test seeded): nothing made is left behind.
+        pub fn holds_only(&self, names: &[&str]) -> bool {
+            self.links
+                .borrow()
+                .iter()
+                .all(|l| names.contains(&l.name.as_str()))
         }
 
         /// The operations recorded so far.
@@ -168,7 +289,16 @@ pub mod fake {
                 .master
                 .map(|m| format!(" master {m}"))
                 .unwrap_or_default();
-            self.record(format!("create {}{peer}{master}", spec.name))?;
+            let kind = kind_name(&spec.kind);
+            let what = match kind {
+                "veth" => String::new(),
+                k => format!(" {k}"),
+            };
+            let parent = spec
+                .parent
+                .map(|p| format!(" parent {p}"))
+                .unwrap_or_default();
+            self.record(format!("create {}{what}{peer}{master}{parent}", spec.name))?;
             let peer_name = match &spec.kind {
                 netlink::LinkKind::Veth { peer_name, .. } => Some(peer_name.clone()),
                 _ => None,
@@ -183,20 +313,28 @@ pub mod fake {
             }
             // The peer lands in this same fake: use one fake for both
             // namespaces, or a second one to have the peer "vanish".
+            let mut peer_index = None;
             if let Some(peer) = peer_name {
                 let index = self.alloc();
+                peer_index = Some(index);
                 self.links.borrow_mut().push(Link {
                     index,
                     name: peer,
                     kind: Some("veth".into()),
+                    // The host end's index, as the kernel reports a peer.
+                    link: Some(index + 1),
+                    mac: vec![2, 0, 0, 0, 0, 2],
                     ..Default::default()
                 });
             }
             let link = Link {
                 index: self.alloc(),
                 name: spec.name.clone(),
-                kind: Some("veth".into()),
+                kind: Some(kind.into()),
                 master: spec.master,
+                link: spec.parent.or(peer_index),
+                mtu: spec.mtu.unwrap_or(1500),
+                mac: spec.mac.clone().unwrap_or_else(|| vec![2, 0, 0, 0, 0, 1]),
                 up: spec.up,
                 ..Default::default()
             };
@@ -220,7 +358,12 @@ pub mod fake {
             self.record(format!("delete {index}"))?;
             let mut links = self.links.borrow_mut();
             let before = links.len();
-            links.retain(|l| l.index != index);
+            // A veth takes its peer with it.
+            let peer = links
+                .iter()
+                .find(|l| l.index == index && l.kind.as_deref() == Some("veth"))
+                .and_then(|l| l.link);
+            links.retain(|l| l.index != index && Some(l.index) != peer);
             Ok(links.len() != before)
         }
         fn set_link_up(&self, index: u32) -> netlink::Result<()> {
@@ -242,11 +385,28 @@ pub mod fake {
             prefix: u8,
             _opts: &AddressOptions,
         ) -> netlink::Result<()> {
-            self.record(format!("addr {index} {addr}/{prefix}"))
+            self.record(format!("addr {index} {addr}/{prefix}"))?;
+            self.addrs.borrow_mut().push(Address {
+                index,
+                addr,
+                prefix,
+                scope: 0,
+                flags: 0,
+                label: None,
+                broadcast: None,
+            });
+            Ok(())
         }
         fn addresses(&self, index: Option<u32>, family: Family) -> netlink::Result<Vec<Address>> {
             self.record(format!("addresses {index:?} {family:?}"))?;
-            Ok(Vec::new())
+            Ok(self
+                .addrs
+                .borrow()
+                .iter()
+                .filter(|a| index.is_none_or(|i| i == a.index))
+                .filter(|a| family == Family::All || family == Family::of(a.addr))
+                .cloned()
+                .collect())
         }
         fn add_route_alongside(&self, r: &Route) -> netlink::Result<()> {
             let dst = r
@@ -259,6 +419,294 @@ pub mod fake {
         }
         fn netns_path(&self) -> Option<&Path> {
             None
+        }
+        fn create_link(&self, spec: &LinkSpec) -> netlink::Result<()> {
+            self.create_link_echo(spec).map(drop)
+        }
+        fn routes(&self, family: Family, table: Option<u32>) -> netlink::Result<Vec<Route>> {
+            self.record(format!("routes {family:?} {table:?}"))?;
+            Ok(Vec::new())
+        }
+        fn set_name(&self, index: u32, name: &str) -> netlink::Result<()> {
+            self.record(format!("rename {index} {name}"))?;
+            self.edit(index, |l| l.name = name.into());
+            Ok(())
+        }
+        fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()> {
+            self.record(format!("mtu {index} {mtu}"))?;
+            self.edit(index, |l| l.mtu = mtu);
+            Ok(())
+        }
+        fn set_mac(&self, index: u32, mac: &[u8]) -> netlink::Result<()> {
+            self.record(format!("mac {index} {}", crate::mac::format(mac)))?;
+            self.edit(index, |l| l.mac = mac.to_vec());
+            Ok(())
+        }
+        fn set_master(&self, index: u32, master: u32) -> netlink::Result<()> {
+            self.record(format!("master {index} {master}"))?;
+            self.edit(index, |l| l.master = Some(master));
+            Ok(())
+        }
+        fn delete_link_by_name(&self, name: &str) -> netlink::Result<bool> {
+            self.record(format!("delete {name}"))?;
+            let mut links = self.links.borrow_mut();
+            let before = links.len();
+            links.retain(|l| l.name != name);
+            Ok(links.len() != before)
+        }
+        fn set_macvlan_bc_queue_len(&self, index: u32, len: u32) -> netlink::Result<()> {
+            self.record(format!("bcqueuelen {index} {len}"))
+        }
+        fn links(&self) -> netlink::Result<Vec<Link>> {
+            self.record("links".into())?;
+            Ok(self.links.borrow().clone())
+        }
+        fn add_route(&self, r: &Route) -> netlink::Result<()> {
+            self.add_route_alongside(r)
+        }
+        fn set_nomaster(&self, index: u32) -> netlink::Result<()> {
+            self.record(format!("nomaster {index}"))?;
+            self.edit(index, |l| l.master = None);
+            Ok(())
+        }
+        fn set_link_down(&self, index: u32) -> netlink::Result<()> {
+            self.record(format!("down {index}"))?;
+            self.edit(index, |l| l.up = false);
+            Ok(())
+        }
+    }
+
+    impl RecordingNet {
+        fn edit(&self, index: u32, f: impl FnOnce(&mut Link)) {
+            if let Some(l) = self
+                .links
+                .borrow_mut()
+                .iter_mut()
+                .find(|l| l.index == index)
+            {
+                f(l);
+            }
+        }
+    }
+
+    /// The kernel's refusals a test plans with [`RecordingNet::fail_next`]
+    /// (plugin crates reach no `libc` themselves).
+    pub mod errno {
+        pub use libc::{EADDRNOTAVAIL, EBUSY, EEXIST, EINVAL, ENETDOWN, ENETUNREACH, EPERM};
+    }
+
+    /// A recording fake of the IPAM plugin: ADD hands out `result` (or
+    /// fails with `fail_add`), every call is logged as `ipam add` /
+    /// `ipam del`.
+    pub struct FakeIpam {
+        /// What ADD returns.
+        pub result: cni_spec::Result,
+        /// The error ADD returns instead, when set.
+        pub fail_add: Option<cni_spec::Error>,
+        /// The calls, in order.
+        pub log: RefCell<Vec<String>>,
+    }
+
+    impl FakeIpam {
+        /// [`FakeIpam::handing_out`] from literals; one that does not parse
+        /// gives an IPAM with no address (the test then fails on that).
+        pub fn v4(addr: &str, gw: &str) -> FakeIpam {
+            match (addr.parse(), gw.parse()) {
+                (Ok(a), Ok(g)) => FakeIpam::handing_out(a, g),
+                _ => FakeIpam {
+                    result: cni_spec::Result::new("1.0.0"),
+                    fail_add: None,
+                    log: RefCell::default(),
+                },
+            }
+        }
+
+        /// An IPAM that hands out `addr` with gateway `gw` and a default
+        /// route.
+        pub fn handing_out(addr: ipnet::Ipv4Net, gw: std::net::Ipv4Addr) -> FakeIpam {
+            let mut r = cni_spec::Result::new("1.0.0");
+            r.ips.push(cni_spec::IpConfig {
+                interface: None,
+                address: addr.into(),
+                gateway: Some(gw.into()),
+            });
+            r.routes
+                .push(cni_spec::Route::new(ipnet::IpNet::default(), None));
+            FakeIpam {
+                result: r,
+                fail_add: None,
+                log: RefCell::default(),
+            }
+        }
+
+        /// The calls so far.
+        pub fn calls(&self) -> Vec<String> {
+            self.log.borrow().clone()
+        }
+    }
+
+    impl crate::podlink::IpamOps for FakeIpam {
+        fn add(&self) -> cni_spec::error::CniResult<cni_spec::Result> {
+            self.log.borrow_mut().push("ipam add".into());
+            match &self.fail_add {
+                Some(e) => Err(e.clone()),
+                None => Ok(self.result.clone()),
+            }
+        }
+        fn del(&self) -> cni_spec::error::CniResult<()> {
+            self.log.borrow_mut().push("ipam del".into());
+            Ok(())
+        }
+    }
+
+    /// The test's own network namespace, for the fd a link spec carries
+    /// (the fake ignores it).
+    ///
+    /// # Panics
+    /// When the test cannot open its own namespace (no /proc).
+    pub fn own_ns() -> &'static netns::NetNs {
+        static OWN: std::sync::OnceLock<netns::NetNs> = std::sync::OnceLock::new();
+        OWN.get_or_init(|| match netns::NetNs::current() {
+            Ok(ns) => ns,
+            Err(e) => panic!("a test cannot open its own netns: {e}"),
+        })
+    }
+
+    /// The seam with `net` as both the node's and the pod's namespace (a
+    /// link created "into the pod" lands in the same fake).
+    pub fn seam(net: &RecordingNet) -> crate::podlink::Seam<'_> {
+        crate::podlink::Seam {
+            host: net,
+            cont: net,
+            cns: own_ns(),
+        }
+    }
+
+    /// An ADD invocation of a plugin for a unit test: `conf` (JSON) as stdin,
+    /// container `ctr`, interface `eth0`, namespace path `/run/netns/fake`.
+    pub fn cmd_args(conf: &str) -> cni_skel::CmdArgs {
+        cni_skel::CmdArgs {
+            command: cni_skel::Command::Add,
+            container_id: "ctr".into(),
+            netns: "/run/netns/fake".into(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: Vec::new(),
+            stdin: conf.as_bytes().to_vec(),
+            // A broken config fails the plugin's own parse of `stdin`.
+            conf: serde_json::from_str(conf).unwrap_or_default(),
+        }
+    }
+
+    /// A fake node for a plugin with a master: the fake holding `eth9`
+    /// (MTU 1500, index `master`) and an ADD of `conf`.
+    pub struct Node {
+        /// Both namespaces.
+        pub net: RecordingNet,
+        /// The ADD.
+        pub args: cni_skel::CmdArgs,
+        /// The index of `eth9`.
+        pub master: u32,
+    }
+
+    /// A [`Node`] for `conf`.
+    pub fn node(conf: &str) -> Node {
+        let (net, master) = RecordingNet::with_master("eth9");
+        Node {
+            net,
+            args: cmd_args(conf),
+            master,
+        }
+    }
+
+    /// A plugin's config loader, as `load(args, host, cont)`.
+    pub type Loader<N> =
+        fn(&cni_skel::CmdArgs, &dyn LinkOps, &dyn LinkOps) -> cni_spec::error::CniResult<N>;
+
+    impl Node {
+        /// Runs the plugin's `load` on this node, then forgets its lookups.
+        pub fn load<N>(&self, load: Loader<N>) -> cni_spec::error::CniResult<N> {
+            let r = load(&self.args, &self.net, &self.net);
+            self.net.forget();
+            r
+        }
+    }
+
+    /// A recording [`crate::podlink::VethNode`]: its steps land in the
+    /// log of `net` (`node masq [...]`, `node unmasq`, `node wait`), so
+    /// that they read in order with the netlink operations.
+    pub struct RecordingVethNode<'a> {
+        /// The fake whose log is written.
+        pub net: &'a RecordingNet,
+    }
+
+    impl RecordingVethNode<'_> {
+        fn note(&self, line: String) {
+            self.net.log.borrow_mut().push(line);
+        }
+    }
+
+    impl crate::podlink::VethNode for RecordingVethNode<'_> {
+        fn masq_attach(&self, subnets: Vec<ipnet::IpNet>) -> cni_spec::error::CniResult<()> {
+            self.note(format!("node masq {subnets:?}"));
+            Ok(())
+        }
+        fn masq_detach(&self) -> crate::Result<()> {
+            self.note("node unmasq".into());
+            Ok(())
+        }
+        fn wait_up(&self, _: u32, _: u32) -> cni_spec::error::CniResult<()> {
+            self.note("node wait".into());
+            Ok(())
+        }
+    }
+
+    /// Asserts a failed ADD took everything back: `net` holds only the
+    /// links the test `seeded`, and `ipam` released what it handed out.
+    pub fn assert_all_undone(net: &RecordingNet, ipam: &FakeIpam, seeded: &[&str]) {
+        assert!(
+            net.holds_only(seeded),
+            "left behind: {:?}",
+            net.links.borrow()
+        );
+        assert_eq!(ipam.calls(), vec!["ipam add", "ipam del"]);
+    }
+
+    /// `args` for CHECK, with `prev` as its prevResult.
+    pub fn with_prev(args: &cni_skel::CmdArgs, prev: &cni_spec::Result) -> cni_skel::CmdArgs {
+        let mut a = args.clone();
+        a.command = cni_skel::Command::Check;
+        a.conf.prev_result = prev.to_value(&prev.cni_version).ok();
+        a
+    }
+
+    /// A call on the fake `net` (both namespaces) with `ipam`.
+    pub fn call<'a>(
+        net: &'a RecordingNet,
+        args: &'a cni_skel::CmdArgs,
+        ipam: Option<&'a FakeIpam>,
+    ) -> crate::podlink::Call<'a> {
+        crate::podlink::Call {
+            at: seam(net),
+            args,
+            ipam: ipam.map(|i| i as &dyn crate::podlink::IpamOps),
+        }
+    }
+
+    /// The kernel's name of a link kind (IFLA_INFO_KIND).
+    fn kind_name(kind: &netlink::LinkKind) -> &'static str {
+        use netlink::LinkKind as K;
+        match kind {
+            K::Veth { .. } => "veth",
+            K::Bridge { .. } => "bridge",
+            K::Macvlan(_) => "macvlan",
+            K::Macvtap(_) => "macvtap",
+            K::Ipvlan(_) => "ipvlan",
+            K::Vlan { .. } => "vlan",
+            K::Vxlan(_) => "vxlan",
+            K::Ifb => "ifb",
+            K::Dummy => "dummy",
+            K::Vrf { .. } => "vrf",
         }
     }
 }

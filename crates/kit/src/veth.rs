@@ -154,20 +154,7 @@ pub fn setup_veth<H: LinkOps + ?Sized, C: LinkOps + ?Sized>(
 /// then removes `ifname` from the pod, both even if the other fails
 /// (a [`crate::Teardown`]: the IPAM's own code wins over a generic 5).
 pub fn del_link_and_ipam(args: &cni_skel::CmdArgs, ipam: Option<&str>) -> Result<()> {
-    let mut td = crate::Teardown::new();
-    if let Some(ipam) = ipam {
-        td.step(cni_invoke::delegate(
-            ipam,
-            cni_skel::Command::Del,
-            args,
-            &args.stdin,
-        ));
-    }
-    td.step(crate::iface::delete_pod_link(
-        args.netns_path(),
-        &args.ifname,
-    ));
-    td.finish()
+    crate::podlink::del_steps(args, ipam, true).finish()
 }
 
 #[cfg(test)]

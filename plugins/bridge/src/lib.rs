@@ -7,10 +7,12 @@
 #[doc(hidden)]
 pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
 use cni_spec::{Error, Interface, Result};
 use ipnet::IpNet;
+use kit::podlink;
 use kit::{NetworkMasq, ResultExt, Teardown, Undo};
 use netlink::{BridgePortOptions, Link, Socket};
 use netns::NetNs;
@@ -89,10 +91,6 @@ struct Conf {
     /// default of one per CPU).
     #[serde(rename = "vethQueues", default = "kit::veth::default_queues")]
     veth_queues: u32,
-}
-
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
 }
 
 /// The parsed config with the derived values.
@@ -406,17 +404,6 @@ fn first_host(n: &IpNet) -> Option<IpAddr> {
     }
 }
 
-fn subnets_of(result: &Result) -> Vec<IpNet> {
-    let mut v: Vec<IpNet> = Vec::new();
-    for ip in &result.ips {
-        let s = ip.address.trunc();
-        if !v.contains(&s) {
-            v.push(s);
-        }
-    }
-    v
-}
-
 /// Container-side sysctls, run on a thread inside the container namespace.
 /// The reference's container sysctls (errors ignored, as there). IPv6 DAD
 /// has no netlink setter and must be set before the link goes up; then
@@ -479,240 +466,25 @@ impl Plugin for Bridge {
         if let Some(ipam) = &n.ipam {
             cni_invoke::find_in_path(ipam, &args.path)?;
         }
-        let want_vlan = n.conf.vlan != 0 || n.conf.vlan_trunk.is_some();
         // With a VLAN, the gateway lives on `<bridge>.<vlan>`: a name the
         // kernel must accept, checked before anything is made.
         if n.conf.is_gw && n.conf.vlan != 0 {
             vlan_gateway_name(&n.conf.bridge, n.conf.vlan as u16)?;
         }
-        let netns_path = args.require_netns()?;
-        let cns = kit::open_ns(netns_path)?;
-        let host = Socket::route().map_err(kit::err)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-
-        let br = kit::ensure_bridge(
-            &host,
-            &n.conf.bridge,
-            &kit::BridgeOptions {
-                mtu: (n.conf.mtu > 0).then_some(n.conf.mtu),
-                promisc: n.conf.promisc_mode,
-                vlan_filtering: want_vlan,
-            },
-        )
-        .map_err(|e| {
-            Error::from(e).details(format!("failed to create bridge {:?}", n.conf.bridge))
-        })?;
-
-        let mut undo = Undo::new();
-        let mut result = Result::new(args.version());
-
-        let pair = kit::veth::setup_veth(
-            &host,
-            &cont,
-            &cns,
-            &args.container_id,
-            &args.ifname,
-            &kit::veth::VethOptions {
-                mtu: (n.conf.mtu > 0).then_some(n.conf.mtu),
-                mac: mac.as_ref().map(|m| &m[..]),
-                // Up last (below): see there.
-                host_up: false,
-                master: Some(br.index),
-                queues: kit::veth::queues_from_config(n.conf.veth_queues),
-            },
-        )
-        .map_err(Error::from)?;
-        let host_index = pair.host.index;
-        {
-            let host = &host;
-            undo.push("delete veth", move || host.delete_link(host_index));
-        }
-        if pair.host.master != Some(br.index) {
-            host.set_master(host_index, br.index).map_err(|e| {
-                Error::io(format!(
-                    "failed to connect {:?} to bridge {:?}: {e}",
-                    pair.host.name, n.conf.bridge
-                ))
-            })?;
-        }
-        if want_vlan {
-            program_port_vlans(&host, host_index, &n)?;
-        }
-        if n.conf.hairpin_mode || n.conf.port_isolation {
-            host.set_bridge_port(
-                host_index,
-                &BridgePortOptions {
-                    hairpin: n.conf.hairpin_mode.then_some(true),
-                    isolated: n.conf.port_isolation.then_some(true),
-                    ..Default::default()
-                },
-            )
-            .map_err(kit::err)?;
-        }
-
-        if n.conf.macspoofchk {
-            let mac: [u8; 6] = pair.container.mac.as_slice().try_into().map_err(|_| {
-                Error::internal(format!(
-                    "container interface MAC {:?} is not 6 bytes",
-                    pair.container.mac
-                ))
-            })?;
-            let nft = nft::Nft::open().context("macspoofchk")?;
-            nft::rulesets::spoofchk::add(
-                &nft,
-                &nft::rulesets::spoofchk::Port {
-                    network: n.conf.name.clone(),
-                    container_id: args.container_id.clone(),
-                    ifname: args.ifname.clone(),
-                    host_veth: pair.host.name.clone(),
-                    mac,
-                },
-            )
-            .context("macspoofchk")?;
-            let name = n.conf.name.clone();
-            undo.push("remove MAC spoof check", move || {
-                nft::Nft::open().and_then(|nft| {
-                    nft::rulesets::spoofchk::remove(&nft, &name, &args.container_id, &args.ifname)
-                })
-            });
-        }
-
-        // IPAM after the links exist, as the reference orders it: parallel
-        // ADDs then overlap their kernel work with each other's turn on the
-        // IPAM lock. The undo stack releases the address (and the links) if
-        // a later step fails.
-        if let Some(ipam) = &n.ipam {
-            let r = cni_invoke::ipam_add(ipam, args)?;
-            undo.push("release IPAM address", move || {
-                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
-            });
-            result.ips = r.ips;
-            result.routes = r.routes;
-            result.dns = r.dns;
-        }
-        let gws = calc_gateways(&mut result, &n);
-
-        let mut cont_link: Link = pair.container.clone();
-        result.interfaces = vec![
-            Interface {
-                name: br.name.clone(),
-                mac: kit::mac::format(&br.mac),
-                ..Default::default()
-            },
-            Interface {
-                name: pair.host.name.clone(),
-                mac: kit::mac::format(&pair.host.mac),
-                ..Default::default()
-            },
-            Interface {
-                name: cont_link.name.clone(),
-                mac: kit::mac::format(&cont_link.mac),
-                sandbox: args.netns.clone(),
-                ..Default::default()
-            },
-        ];
-        if n.ipam.is_some() {
-            container_sysctls_and_up(&cns, &cont, &mut cont_link, &args.ifname, n.conf.enabledad)?;
-            kit::configure_iface(
-                &cont,
-                &cont_link,
-                &result,
-                &kit::IfaceOptions {
-                    dad: n.conf.enabledad,
-                    keep_down: false,
-                    addresses_first: false,
-                },
-            )
-            .map_err(Error::from)?;
-            cont_link.up = true;
-            if n.conf.is_gw && n.conf.vlan != 0 && !gws.is_empty() {
-                // As the reference: the pods' gateway for their VLAN is the
-                // `<bridge>.<vlan>` end of a veth whose other end is a bridge
-                // port on that VLAN, listed after the pod's interfaces.
-                let gw_link = ensure_vlan_gateway(&host, &br, &n)?;
-                result.interfaces.push(Interface {
-                    name: gw_link.name.clone(),
-                    mac: kit::mac::format(&gw_link.mac),
-                    ..Default::default()
-                });
-                for gw in &gws {
-                    kit::ensure_gateway_addr(&host, &gw_link, *gw, n.conf.force_address).map_err(
-                        |e| {
-                            Error::from(e).details(format!(
-                                "failed to set vlan interface {:?} for bridge with addr",
-                                gw_link.name
-                            ))
-                        },
-                    )?;
-                }
-                let v4 = gws.iter().any(|g| g.addr().is_ipv4());
-                let v6 = gws.iter().any(|g| g.addr().is_ipv6());
-                kit::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
-            } else if n.conf.is_gw {
-                for gw in &gws {
-                    kit::ensure_gateway_addr(&host, &br, *gw, n.conf.force_address).map_err(
-                        |e| {
-                            Error::from(e).details(format!(
-                                "failed to set bridge addr on {:?}",
-                                n.conf.bridge
-                            ))
-                        },
-                    )?;
-                }
-                let v4 = gws.iter().any(|g| g.addr().is_ipv4());
-                let v6 = gws.iter().any(|g| g.addr().is_ipv6());
-                kit::enable_ip_forward(&host, v4, v6).map_err(Error::from)?;
-            }
-            if n.conf.ip_masq {
-                let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
-                masq.attach(&args.container_id, &args.ifname, subnets_of(&result))
-                    .map_err(Error::from)?;
-                undo.push("forget masquerade attachment", move || {
-                    masq.detach(&args.container_id, &args.ifname)
-                });
-            }
-        } else if !n.conf.disable_container_interface {
-            cont.set_link_up(cont_link.index).map_err(kit::err)?;
-            cont_link.up = true;
-        }
-        failure_injected("after-setup")?;
-        // The host end comes up last, so the pod's end gets carrier only
-        // now. Carrier is what starts the pod's IPv6 announcements (router
-        // solicitation, MLD reports; at once, as DAD is off): the bridge
-        // floods each to every port from a work item that holds the RTNL
-        // lock, and on a bridge with 1000 ports that kept each netlink
-        // request made after it waiting about 4 ms. Made before carrier,
-        // the pod's addresses, routes and the gateway need no request after
-        // it; the flood then runs beside the rest of this call.
-        host.set_link_up(host_index).map_err(kit::err)?;
-
-        // The bridge MAC may have followed a port if someone else made it.
-        if let Some(br_now) = host.link_by_name(&n.conf.bridge).map_err(kit::err)? {
-            result.interfaces[0].mac = kit::mac::format(&br_now.mac);
-        }
-        if let Some(dns) = &args.conf.dns {
-            if !dns.is_empty() {
-                result.dns = dns.clone();
-            }
-        }
-        if cont_link.up {
-            kit::wait_operational(
-                &[(&host, host_index), (&cont, cont_link.index)],
-                std::time::Duration::from_millis(200),
-            )
-            .map_err(Error::from)?;
-        }
-        undo.commit();
-        Ok(result)
+        let ns = podlink::Namespaces::open(args)?;
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
+        let node = RealNode {
+            ns: &ns,
+            n: &n,
+            args,
+        };
+        let veth = podlink::RealVethNode::new(&ns, args, n.conf.state_dir.as_deref(), &n.conf.name);
+        add_core(ns.call(args, &ipam), &n, mac, &node, &veth)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut td = Teardown::new();
-        td.step(kit::iface::delete_pod_link(args.netns_path(), &args.ifname));
-        if let Some(ipam) = &n.ipam {
-            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
-        }
+        let mut td = podlink::del_steps(args, n.ipam.as_deref(), false);
         if n.conf.macspoofchk {
             td.step(nft::Nft::open().and_then(|nft| {
                 nft::rulesets::spoofchk::remove(
@@ -723,147 +495,18 @@ impl Plugin for Bridge {
                 )
             }));
         }
-        if n.conf.ip_masq {
-            let masq = NetworkMasq::new(n.conf.state_dir.as_deref(), &n.conf.name);
-            td.step(masq.detach(&args.container_id, &args.ifname));
-        }
+        let dir = n.conf.state_dir.as_deref();
+        podlink::masq_del_step(&mut td, n.conf.ip_masq, dir, &n.conf.name, args);
         Ok(td.finish()?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        if let Some(ipam) = &n.ipam {
-            cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
-        }
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| invalid("Required prevResult missing"))?;
-        let host = Socket::route().map_err(kit::err)?;
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-
-        let br_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == n.conf.bridge && i.sandbox.is_empty())
-            .ok_or_else(|| {
-                Error::internal(format!("bridge {} not in prevResult", n.conf.bridge))
-            })?;
-        let br = host
-            .link_by_name(&br_if.name)
-            .map_err(kit::err)?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "CNI created bridge {} in host namespace was not found",
-                    n.conf.bridge
-                ))
-            })?;
-        if br.kind.as_deref() != Some("bridge") {
-            return Err(Error::internal(format!(
-                "Interface {} does not have link type of bridge",
-                br.name
-            )));
-        }
-        if !br_if.mac.is_empty() && br_if.mac != kit::mac::format(&br.mac) {
-            return Err(Error::internal(format!(
-                "Bridge interface {} Mac doesn't match: {}",
-                br.name, br_if.mac
-            )));
-        }
-        if br.promisc != n.conf.promisc_mode {
-            return Err(Error::internal(format!(
-                "Bridge interface {} configured Promisc Mode {} doesn't match current state: {}",
-                br.name, n.conf.promisc_mode, br.promisc
-            )));
-        }
-
-        // The VLAN's gateway link, where the result lists one.
-        if n.conf.is_gw && n.conf.vlan != 0 {
-            let name = vlan_gateway_name(&n.conf.bridge, n.conf.vlan as u16)?;
-            let listed = prev
-                .interfaces
-                .iter()
-                .any(|i| i.name == name && i.sandbox.is_empty());
-            if listed && host.link_by_name(&name).map_err(kit::err)?.is_none() {
-                return Err(Error::internal(format!(
-                    "vlan gateway {name} of bridge {} was not found",
-                    n.conf.bridge
-                )));
-            }
-        }
-
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "CNI created interface in container {} not found",
-                    args.ifname
-                ))
-            })?;
-        let c = cont
-            .link_by_name(&args.ifname)
-            .map_err(kit::err)?
-            .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
-        if c.kind.as_deref() != Some("veth") {
-            return Err(Error::internal(format!(
-                "Error: Container interface {} not of type veth",
-                c.name
-            )));
-        }
-        if !c_if.mac.is_empty() && c_if.mac != kit::mac::format(&c.mac) {
-            return Err(Error::internal(format!(
-                "Interface {} Mac {} doesn't match container Mac: {}",
-                c.name,
-                c_if.mac,
-                kit::mac::format(&c.mac)
-            )));
-        }
-        // The host end: a veth in prevResult whose peer is the container
-        // interface and whose master is the bridge.
-        let peer = c.link.ok_or_else(|| {
-            Error::internal(format!(
-                "Unable to obtain veth peer index for veth {}",
-                c.name
-            ))
-        })?;
-        let mut found = false;
-        for i in prev
-            .interfaces
-            .iter()
-            .filter(|i| i.sandbox.is_empty() && i.name != br.name)
-        {
-            let Some(h) = host.link_by_name(&i.name).map_err(kit::err)? else {
-                continue;
-            };
-            if h.kind.as_deref() != Some("veth") || h.index != peer {
-                continue;
-            }
-            if h.link != Some(c.index) || h.master != Some(br.index) {
-                continue;
-            }
-            if !i.mac.is_empty() && i.mac != kit::mac::format(&h.mac) {
-                return Err(Error::internal(format!(
-                    "Interface {} Mac doesn't match: {} not found",
-                    h.name, i.mac
-                )));
-            }
-            if n.conf.vlan != 0 || n.conf.vlan_trunk.is_some() {
-                check_port_vlans(&host, h.index, &h.name, &n)?;
-            }
-            found = true;
-            break;
-        }
-        if !found {
-            return Err(Error::internal(format!(
-                "CNI veth created for bridge {} was not found",
-                n.conf.bridge
-            )));
-        }
-        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
+        podlink::check_ipam(n.ipam.as_deref(), args)?;
+        let prev = podlink::prev_required(args, "Required prevResult missing")?;
+        let ns = podlink::Namespaces::open(args)?;
+        let vlans = |h: &Link| check_port_vlans(&ns.host, h.index, &h.name, &n);
+        check_core(ns.seam(), &n, &prev, args, &vlans)?;
         if n.conf.macspoofchk {
             let nft = nft::Nft::open().context("macspoofchk")?;
             if !nft::rulesets::spoofchk::exists(
@@ -891,12 +534,7 @@ impl Plugin for Bridge {
         }
         // Spoof checks of attachments no longer valid (cheap when the
         // table does not exist).
-        let keep: Vec<(String, String)> = args
-            .conf
-            .gc_attachments()
-            .into_iter()
-            .map(|a| (a.container_id, a.ifname))
-            .collect();
+        let keep = podlink::gc_keep(args);
         td.step(
             nft::Nft::open().and_then(|nft| nft::rulesets::spoofchk::gc(&nft, &n.conf.name, &keep)),
         );
@@ -908,6 +546,374 @@ impl Plugin for Bridge {
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
         kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Status, args)
     }
+}
+
+/// CHECK on the seam: the bridge and the pod's veth against prevResult,
+/// the host end a port of the bridge (its VLANs through `port_vlans`), the
+/// pod's addresses and routes.
+fn check_core(
+    at: podlink::Seam<'_>,
+    n: &Network,
+    prev: &Result,
+    args: &CmdArgs,
+    port_vlans: &dyn Fn(&Link) -> CniResult<()>,
+) -> CniResult<()> {
+    let br_if = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == n.conf.bridge && i.sandbox.is_empty())
+        .ok_or_else(|| Error::internal(format!("bridge {} not in prevResult", n.conf.bridge)))?;
+    let br = at
+        .host
+        .link_by_name(&br_if.name)
+        .map_err(kit::err)?
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "CNI created bridge {} in host namespace was not found",
+                n.conf.bridge
+            ))
+        })?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(Error::internal(format!(
+            "Interface {} does not have link type of bridge",
+            br.name
+        )));
+    }
+    if !br_if.mac.is_empty() && br_if.mac != kit::mac::format(&br.mac) {
+        return Err(Error::internal(format!(
+            "Bridge interface {} Mac doesn't match: {}",
+            br.name, br_if.mac
+        )));
+    }
+    if br.promisc != n.conf.promisc_mode {
+        return Err(Error::internal(format!(
+            "Bridge interface {} configured Promisc Mode {} doesn't match current state: {}",
+            br.name, n.conf.promisc_mode, br.promisc
+        )));
+    }
+
+    // The VLAN's gateway link, where the result lists one.
+    if n.conf.is_gw && n.conf.vlan != 0 {
+        let name = vlan_gateway_name(&n.conf.bridge, n.conf.vlan as u16)?;
+        let listed = prev
+            .interfaces
+            .iter()
+            .any(|i| i.name == name && i.sandbox.is_empty());
+        if listed && at.host.link_by_name(&name).map_err(kit::err)?.is_none() {
+            return Err(Error::internal(format!(
+                "vlan gateway {name} of bridge {} was not found",
+                n.conf.bridge
+            )));
+        }
+    }
+
+    let ifname = &args.ifname;
+    let c_if = podlink::prev_iface(prev, ifname, &args.netns, || {
+        format!("CNI created interface in container {ifname} not found")
+    })?;
+    let c = podlink::check_pod_link(at.cont, ifname, podlink::is_veth, "veth", &c_if.mac)?;
+    // The host end: a veth in prevResult whose peer is the container
+    // interface and whose master is the bridge.
+    let peer = c.link.ok_or_else(|| {
+        Error::internal(format!(
+            "Unable to obtain veth peer index for veth {}",
+            c.name
+        ))
+    })?;
+    let mut found = false;
+    for i in prev
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.is_empty() && i.name != br.name)
+    {
+        let Some(h) = at.host.link_by_name(&i.name).map_err(kit::err)? else {
+            continue;
+        };
+        if h.kind.as_deref() != Some("veth") || h.index != peer {
+            continue;
+        }
+        if h.link != Some(c.index) || h.master != Some(br.index) {
+            continue;
+        }
+        if !i.mac.is_empty() && i.mac != kit::mac::format(&h.mac) {
+            return Err(Error::internal(format!(
+                "Interface {} Mac doesn't match: {} not found",
+                h.name, i.mac
+            )));
+        }
+        if n.conf.vlan != 0 || n.conf.vlan_trunk.is_some() {
+            port_vlans(&h)?;
+        }
+        found = true;
+        break;
+    }
+    if !found {
+        return Err(Error::internal(format!(
+            "CNI veth created for bridge {} was not found",
+            n.conf.bridge
+        )));
+    }
+    podlink::check_ips_routes(at.cont, &c, prev)
+}
+
+/// What bridge's ADD does besides the veth pair, the pod's addresses and
+/// routes, the host end's state and the steps of every veth plugin: the
+/// bridge itself, port VLANs and flags, the MAC spoof check, container
+/// sysctls and the gateway.
+trait BridgeNode {
+    /// The bridge, made when missing.
+    fn ensure_bridge(&self) -> CniResult<Link>;
+    /// The port's VLANs and hairpin / isolation flags.
+    fn port_setup(&self, port: u32) -> CniResult<()>;
+    /// Adds the MAC spoof check for the pod's `mac` behind `host_veth`.
+    fn spoofchk_add(&self, host_veth: &str, mac: [u8; 6]) -> CniResult<()>;
+    /// Removes it again (undo).
+    fn spoofchk_remove(&self) -> kit::Result<()>;
+    /// The pod side's sysctls, and the link up with `arp_notify` where
+    /// netlink can (then `link.up` is set).
+    fn container_up(&self, link: &mut Link) -> CniResult<()>;
+    /// The gateway addresses `gws` on the bridge (or the VLAN's gateway
+    /// link, returned to be listed) and forwarding.
+    fn gateway(&self, br: &Link, gws: &[IpNet]) -> CniResult<Option<Link>>;
+}
+
+/// [`BridgeNode`] on the real node.
+struct RealNode<'a> {
+    ns: &'a podlink::Namespaces,
+    n: &'a Network,
+    args: &'a CmdArgs,
+}
+
+impl BridgeNode for RealNode<'_> {
+    fn ensure_bridge(&self) -> CniResult<Link> {
+        let c = &self.n.conf;
+        kit::ensure_bridge(
+            &self.ns.host,
+            &c.bridge,
+            &kit::BridgeOptions {
+                mtu: (c.mtu > 0).then_some(c.mtu),
+                promisc: c.promisc_mode,
+                vlan_filtering: c.vlan != 0 || c.vlan_trunk.is_some(),
+            },
+        )
+        .map_err(|e| Error::from(e).details(format!("failed to create bridge {:?}", c.bridge)))
+    }
+
+    fn port_setup(&self, port: u32) -> CniResult<()> {
+        let (host, c) = (&self.ns.host, &self.n.conf);
+        if c.vlan != 0 || c.vlan_trunk.is_some() {
+            program_port_vlans(host, port, self.n)?;
+        }
+        if c.hairpin_mode || c.port_isolation {
+            host.set_bridge_port(
+                port,
+                &BridgePortOptions {
+                    hairpin: c.hairpin_mode.then_some(true),
+                    isolated: c.port_isolation.then_some(true),
+                    ..Default::default()
+                },
+            )
+            .map_err(kit::err)?;
+        }
+        Ok(())
+    }
+
+    fn spoofchk_add(&self, host_veth: &str, mac: [u8; 6]) -> CniResult<()> {
+        let nft = nft::Nft::open().context("macspoofchk")?;
+        nft::rulesets::spoofchk::add(
+            &nft,
+            &nft::rulesets::spoofchk::Port {
+                network: self.n.conf.name.clone(),
+                container_id: self.args.container_id.clone(),
+                ifname: self.args.ifname.clone(),
+                host_veth: host_veth.to_string(),
+                mac,
+            },
+        )
+        .context("macspoofchk")?;
+        Ok(())
+    }
+
+    fn spoofchk_remove(&self) -> kit::Result<()> {
+        let a = self.args;
+        nft::Nft::open()
+            .and_then(|nft| {
+                nft::rulesets::spoofchk::remove(&nft, &self.n.conf.name, &a.container_id, &a.ifname)
+            })
+            .map_err(kit::Error::from)
+    }
+
+    fn container_up(&self, link: &mut Link) -> CniResult<()> {
+        let (ns, ifname) = (self.ns, &self.args.ifname);
+        container_sysctls_and_up(&ns.cns, &ns.cont, link, ifname, self.n.conf.enabledad)
+    }
+
+    fn gateway(&self, br: &Link, gws: &[IpNet]) -> CniResult<Option<Link>> {
+        let (host, n) = (&self.ns.host, self.n);
+        let vlan_gw = if n.conf.vlan != 0 {
+            Some(ensure_vlan_gateway(host, br, n)?)
+        } else {
+            None
+        };
+        let (on, what) = match &vlan_gw {
+            Some(l) => (
+                l,
+                format!(
+                    "failed to set vlan interface {:?} for bridge with addr",
+                    l.name
+                ),
+            ),
+            None => (
+                br,
+                format!("failed to set bridge addr on {:?}", n.conf.bridge),
+            ),
+        };
+        for gw in gws {
+            kit::ensure_gateway_addr(host, on, *gw, n.conf.force_address)
+                .map_err(|e| Error::from(e).details(what.clone()))?;
+        }
+        let v4 = gws.iter().any(|g| g.addr().is_ipv4());
+        let v6 = gws.iter().any(|g| g.addr().is_ipv6());
+        kit::enable_ip_forward(host, v4, v6).map_err(Error::from)?;
+        Ok(vlan_gw)
+    }
+}
+
+/// ADD on the seam: the bridge, the veth pair (host end down, enslaved),
+/// the port's setup, the spoof check, IPAM, the pod's end (sysctls, up,
+/// addresses, routes), the gateway, masquerade, and last the host end up.
+/// Undone on failure.
+fn add_core<'a>(
+    cx: podlink::Call<'a>,
+    n: &Network,
+    mac: Option<[u8; 6]>,
+    node: &'a dyn BridgeNode,
+    veth: &'a dyn podlink::VethNode,
+) -> CniResult<Result> {
+    let (host, cont, args) = (cx.at.host, cx.at.cont, cx.args);
+    let br = node.ensure_bridge()?;
+
+    let mut undo = Undo::new();
+    let mut result = Result::new(args.version());
+
+    let pair = cx
+        .setup_veth(&kit::veth::VethOptions {
+            mtu: (n.conf.mtu > 0).then_some(n.conf.mtu),
+            mac: mac.as_ref().map(|m| &m[..]),
+            // Up last (below): see there.
+            host_up: false,
+            master: Some(br.index),
+            queues: kit::veth::queues_from_config(n.conf.veth_queues),
+        })
+        .map_err(Error::from)?;
+    let host_index = pair.host.index;
+    undo.push("delete veth", move || host.delete_link(host_index));
+    if pair.host.master != Some(br.index) {
+        host.set_master(host_index, br.index).map_err(|e| {
+            Error::io(format!(
+                "failed to connect {:?} to bridge {:?}: {e}",
+                pair.host.name, n.conf.bridge
+            ))
+        })?;
+    }
+    node.port_setup(host_index)?;
+
+    if n.conf.macspoofchk {
+        let mac: [u8; 6] = pair.container.mac.as_slice().try_into().map_err(|_| {
+            Error::internal(format!(
+                "container interface MAC {:?} is not 6 bytes",
+                pair.container.mac
+            ))
+        })?;
+        node.spoofchk_add(&pair.host.name, mac)?;
+        undo.push("remove MAC spoof check", move || node.spoofchk_remove());
+    }
+
+    // IPAM after the links exist, as the reference orders it: parallel
+    // ADDs then overlap their kernel work with each other's turn on the
+    // IPAM lock. The undo stack releases the address (and the links) if
+    // a later step fails.
+    if let Some(ipam) = cx.ipam {
+        let r = podlink::ipam_add(ipam, &mut undo)?;
+        result.ips = r.ips;
+        result.routes = r.routes;
+        result.dns = r.dns;
+    }
+    let gws = calc_gateways(&mut result, n);
+
+    let mut cont_link: Link = pair.container.clone();
+    result.interfaces = vec![
+        Interface {
+            name: br.name.clone(),
+            mac: kit::mac::format(&br.mac),
+            ..Default::default()
+        },
+        Interface {
+            name: pair.host.name.clone(),
+            mac: kit::mac::format(&pair.host.mac),
+            ..Default::default()
+        },
+        podlink::pod_interface(&cont_link, &args.netns),
+    ];
+    if cx.ipam.is_some() {
+        node.container_up(&mut cont_link)?;
+        kit::configure_iface(
+            cont,
+            &cont_link,
+            &result,
+            &kit::IfaceOptions {
+                dad: n.conf.enabledad,
+                keep_down: false,
+                addresses_first: false,
+            },
+        )
+        .map_err(Error::from)?;
+        cont_link.up = true;
+        if n.conf.is_gw && !(n.conf.vlan != 0 && gws.is_empty()) {
+            // As the reference: the pods' gateway for their VLAN is the
+            // `<bridge>.<vlan>` end of a veth whose other end is a bridge
+            // port on that VLAN, listed after the pod's interfaces.
+            if let Some(gw_link) = node.gateway(&br, &gws)? {
+                result.interfaces.push(Interface {
+                    name: gw_link.name.clone(),
+                    mac: kit::mac::format(&gw_link.mac),
+                    ..Default::default()
+                });
+            }
+        }
+        if n.conf.ip_masq {
+            veth.masq_attach(podlink::subnets_of(&result))?;
+            undo.push("forget masquerade attachment", move || veth.masq_detach());
+        }
+    } else if !n.conf.disable_container_interface {
+        cont.set_link_up(cont_link.index).map_err(kit::err)?;
+        cont_link.up = true;
+    }
+    failure_injected("after-setup")?;
+    // The host end comes up last, so the pod's end gets carrier only
+    // now. Carrier is what starts the pod's IPv6 announcements (router
+    // solicitation, MLD reports; at once, as DAD is off): the bridge
+    // floods each to every port from a work item that holds the RTNL
+    // lock, and on a bridge with 1000 ports that kept each netlink
+    // request made after it waiting about 4 ms. Made before carrier,
+    // the pod's addresses, routes and the gateway need no request after
+    // it; the flood then runs beside the rest of this call.
+    host.set_link_up(host_index).map_err(kit::err)?;
+
+    // The bridge MAC may have followed a port if someone else made it.
+    if let Some(br_now) = host.link_by_name(&n.conf.bridge).map_err(kit::err)? {
+        result.interfaces[0].mac = kit::mac::format(&br_now.mac);
+    }
+    if let Some(dns) = &args.conf.dns {
+        if !dns.is_empty() {
+            result.dns = dns.clone();
+        }
+    }
+    if cont_link.up {
+        veth.wait_up(host_index, cont_link.index)?;
+    }
+    undo.commit();
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -931,5 +937,174 @@ mod tests {
         assert_eq!(first_host(&n), Some("10.1.2.1".parse().expect("ip")));
         let n: IpNet = "fd00::7/64".parse().expect("net");
         assert_eq!(first_host(&n), Some("fd00::1".parse().expect("ip")));
+    }
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The verb cores on the recording fakes, without root: one fake for
+    //! both namespaces, and a node whose steps land in the same log, so
+    //! that the order of everything ADD does reads as one list.
+    use super::*;
+    use kit::ops::fake::{self, call, cmd_args, FakeIpam, RecordingNet, RecordingVethNode};
+
+    struct FakeNode<'a> {
+        net: &'a RecordingNet,
+        /// The node step that fails (code 5), if any.
+        fail: Option<&'static str>,
+    }
+
+    impl FakeNode<'_> {
+        fn step(&self, what: &str) -> CniResult<()> {
+            self.net.log.borrow_mut().push(format!("node {what}"));
+            match self.fail {
+                Some(f) if what.starts_with(f) => Err(Error::io(format!("{what} refused"))),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    impl BridgeNode for FakeNode<'_> {
+        fn ensure_bridge(&self) -> CniResult<Link> {
+            self.step("bridge")?;
+            if self.net.link("cni0").is_none() {
+                self.net.add_link(Link {
+                    name: "cni0".into(),
+                    kind: Some("bridge".into()),
+                    ..Default::default()
+                });
+            }
+            Ok(self.net.link("cni0").expect("just made"))
+        }
+        fn port_setup(&self, port: u32) -> CniResult<()> {
+            self.step(&format!("port {port}"))
+        }
+        fn spoofchk_add(&self, _: &str, _: [u8; 6]) -> CniResult<()> {
+            self.step("spoofchk")
+        }
+        fn spoofchk_remove(&self) -> kit::Result<()> {
+            self.net.log.borrow_mut().push("node unspoof".into());
+            Ok(())
+        }
+        fn container_up(&self, link: &mut Link) -> CniResult<()> {
+            self.step("container up")?;
+            link.up = true;
+            Ok(())
+        }
+        fn gateway(&self, _: &Link, gws: &[IpNet]) -> CniResult<Option<Link>> {
+            self.step(&format!("gateway {gws:?}"))?;
+            Ok(None)
+        }
+    }
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"bridge","isGateway":true,
+        "ipMasq":true,"macspoofchk":true,"ipam":{"type":"fake"}}"#;
+
+    fn add(net: &RecordingNet, ipam: &FakeIpam, fail: Option<&'static str>) -> CniResult<Result> {
+        let args = cmd_args(CONF);
+        let n = load(&args).expect("config loads");
+        let node = FakeNode { net, fail };
+        add_core(
+            call(net, &args, Some(ipam)),
+            &n,
+            None,
+            &node,
+            &RecordingVethNode { net },
+        )
+    }
+
+    #[test]
+    fn add_brings_the_host_end_up_only_after_addresses_routes_and_gateway() {
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.8.0.5/24", "10.8.0.1");
+        let r = add(&net, &ipam, None).expect("ADD");
+        let host = kit::veth::host_veth_name("ctr", "eth0", 0);
+        let (b, h, c) = (
+            net.index_of("cni0"),
+            net.index_of(&host),
+            net.index_of("eth0"),
+        );
+        assert_eq!(
+            net.lines(),
+            vec![
+                "node bridge".to_string(),
+                format!("create {host} peer eth0 master {b}"),
+                "get eth0".to_string(),
+                format!("node port {h}"),
+                "node spoofchk".to_string(),
+                "node container up".to_string(),
+                format!("addr {c} 10.8.0.5/24"),
+                format!("route 0.0.0.0/0 via 10.8.0.1 dev {c}"),
+                "node gateway [10.8.0.1/24]".to_string(),
+                "node masq [10.8.0.0/24]".to_string(),
+                format!("up {h}"),
+                "get cni0".to_string(),
+                "node wait".to_string(),
+            ]
+        );
+        let names: Vec<&str> = r.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, vec!["cni0", host.as_str(), "eth0"]);
+    }
+
+    #[test]
+    fn a_refused_route_undoes_spoof_check_veth_and_address_and_never_brings_the_host_end_up() {
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.8.0.5/24", "10.8.0.1");
+        net.fail_next("route", fake::errno::ENETUNREACH);
+        let e = add(&net, &ipam, None).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        fake::assert_all_undone(&net, &ipam, &["cni0"]);
+        let lines = net.lines();
+        assert!(lines.contains(&"node unspoof".to_string()));
+        assert!(!lines.iter().any(|l| l.starts_with("up ")), "{lines:?}");
+    }
+
+    #[test]
+    fn a_failed_gateway_keeps_its_code_and_undoes_everything_but_the_bridge() {
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.8.0.5/24", "10.8.0.1");
+        let e = add(&net, &ipam, Some("gateway")).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        fake::assert_all_undone(&net, &ipam, &["cni0"]);
+        assert!(!net.lines().contains(&"node masq [10.8.0.0/24]".to_string()));
+    }
+
+    #[test]
+    fn an_ifname_already_in_the_pod_is_code_999_before_ipam() {
+        let net = RecordingNet::new();
+        net.add_existing("eth0");
+        let ipam = FakeIpam::v4("10.8.0.5/24", "10.8.0.1");
+        let e = add(&net, &ipam, None).expect_err("taken");
+        assert_eq!(e.code, 999, "{e:?}");
+        assert!(ipam.calls().is_empty());
+        assert!(net.holds_only(&["cni0", "eth0"]));
+    }
+
+    #[test]
+    fn del_of_a_pair_already_gone_still_releases_the_address() {
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.8.0.5/24", "10.8.0.1");
+        let td = kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), false);
+        td.finish().expect("DEL");
+        assert_eq!(ipam.calls(), vec!["ipam del"]);
+    }
+
+    #[test]
+    fn check_of_a_missing_or_non_veth_pod_interface_is_code_999() {
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.8.0.5/24", "10.8.0.1");
+        let r = add(&net, &ipam, None).expect("ADD");
+        let args = cmd_args(CONF);
+        let n = load(&args).expect("config loads");
+        let no_vlans = |_: &Link| Ok(());
+        net.retype("eth0", "dummy");
+        let e = check_core(fake::seam(&net), &n, &r, &args, &no_vlans).expect_err("not veth");
+        assert_eq!(e.msg, "Error: Container interface eth0 not of type veth");
+        net.remove("eth0");
+        let e = check_core(fake::seam(&net), &n, &r, &args, &no_vlans).expect_err("gone");
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (999, "Interface name eth0 not found")
+        );
     }
 }

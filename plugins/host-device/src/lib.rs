@@ -14,6 +14,8 @@ pub mod fuzzing;
 use cni_skel::{CmdArgs, Command, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode, Interface, Result};
+use kit::ops::LinkOps;
+use kit::podlink;
 use kit::Teardown;
 use kit::Undo;
 use netlink::{Link, Socket};
@@ -469,63 +471,22 @@ impl Plugin for HostDevice {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
-        let cns = kit::open_ns(args.require_netns()?)?;
+        let ns = podlink::Namespaces::open(args)?;
         let dpdk = dpdk_for(&n)?;
         let node = NetNs::current().map_err(kit::err)?;
-        let host = Socket::route().map_err(kit::err)?;
-        let mut undo = Undo::new();
-        let mut result = Result::new(args.version());
-
-        let mut cont_link = None;
-        if !dpdk {
-            let dev = find_device(&host, &n.selector)?;
-            let l = move_in(&host, &node, &cns, &dev, &args.ifname)?;
-            {
-                let (cns, node) = (&cns, &node);
-                undo.push("move the device back to the node", move || {
-                    let mut td = Teardown::new();
-                    td.step(move_out(cns, &args.ifname, node));
-                    // The reference leaves a returned device down; a failed
-                    // ADD puts it back as it found it.
-                    if dev.up {
-                        let up = Socket::route().and_then(|h| match h.link_by_name(&dev.name)? {
-                            Some(l) => h.set_link_up(l.index),
-                            None => Ok(()),
-                        });
-                        td.step(up);
-                    }
-                    td.finish()
-                });
-            }
-            result.interfaces = vec![Interface {
-                name: l.name.clone(),
-                mac: kit::mac::format(&l.mac),
-                sandbox: args.netns.clone(),
-                ..Default::default()
-            }];
-            cont_link = Some(l);
-        }
-
-        if let Some(ipam) = n.ipam.as_deref() {
-            let r = cni_invoke::ipam_add(ipam, args)?;
-            undo.push("release IPAM address", move || {
-                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
-            });
-            // Every address belongs to the moved device.
-            result.adopt_ipam(r, 0);
-            if let Some(l) = &cont_link {
-                let cont = Socket::route_in(&cns).map_err(kit::err)?;
-                kit::configure_iface(&cont, l, &result, &kit::IfaceOptions::default())
-                    .map_err(Error::from)?;
-            }
+        let mover = RealMover {
+            ns: &ns,
+            node: &node,
+            sel: &n.selector,
+            ifname: &args.ifname,
+        };
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
+        let mut result = add_core(ns.call(args, &ipam), dpdk, &mover)?;
+        if n.ipam.is_some() {
             if let Some(dns) = &args.conf.dns {
                 result.dns = dns.clone();
             }
         }
-        if cni_skel::failure_injected("after-setup") {
-            return Err(Error::internal("injected failure at after-setup"));
-        }
-        undo.commit();
         Ok(result)
     }
 
@@ -557,55 +518,111 @@ impl Plugin for HostDevice {
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
         let cns = kit::open_ns(args.require_netns()?)?;
-        if let Some(ipam) = n.ipam.as_deref() {
-            cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
-        }
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
+        podlink::check_ipam(n.ipam.as_deref(), args)?;
+        let prev = podlink::prev_required(args, "Required prevResult missing")?;
         if dpdk_for(&n)? {
             return Ok(());
         }
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "Sandbox in prevResult doesn't match configured netns: {}",
-                    args.netns
-                ))
-            })?;
+        let c_if = podlink::prev_iface(&prev, &args.ifname, &args.netns, || {
+            format!(
+                "Sandbox in prevResult doesn't match configured netns: {}",
+                args.netns
+            )
+        })?;
         let cont = Socket::route_in(&cns).map_err(kit::err)?;
-        let l = cont
-            .link_by_name(&c_if.name)
-            .map_err(kit::err)?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "Container Interface name in prevResult: {} not found",
-                    c_if.name
-                ))
-            })?;
-        let mac = kit::mac::format(&l.mac);
-        if !c_if.mac.is_empty() && c_if.mac != mac {
-            return Err(Error::internal(format!(
-                "Interface {} Mac {} doesn't match container Mac: {mac}",
-                c_if.name, c_if.mac
-            )));
+        check_core(&cont, &prev, c_if)
+    }
+
+    kit::ipam_gc_and_status!(|args| load(args).map(|n| n.ipam));
+}
+
+/// Moving the device between the node and the pod (through a temporary
+/// namespace on the way out, so not netlink in one namespace alone).
+trait Mover {
+    /// The device the config selects, on the node.
+    fn find(&self) -> CniResult<Link>;
+    /// Moves `dev` into the pod under the pod's interface name; the link as
+    /// the pod sees it.
+    fn move_in(&self, dev: &Link) -> CniResult<Link>;
+    /// Hands it back to the node (undo), up again if `dev` was.
+    fn move_back(&self, dev: &Link) -> kit::Result<()>;
+}
+
+/// [`Mover`] on the real node.
+struct RealMover<'a> {
+    ns: &'a podlink::Namespaces,
+    node: &'a NetNs,
+    sel: &'a Selector,
+    ifname: &'a str,
+}
+
+impl Mover for RealMover<'_> {
+    fn find(&self) -> CniResult<Link> {
+        find_device(&self.ns.host, self.sel)
+    }
+
+    fn move_in(&self, dev: &Link) -> CniResult<Link> {
+        move_in(&self.ns.host, self.node, &self.ns.cns, dev, self.ifname)
+    }
+
+    fn move_back(&self, dev: &Link) -> kit::Result<()> {
+        let mut td = Teardown::new();
+        td.step(move_out(&self.ns.cns, self.ifname, self.node));
+        // The reference leaves a returned device down; a failed ADD puts it
+        // back as it found it.
+        if dev.up {
+            let up = Socket::route().and_then(|h| match h.link_by_name(&dev.name)? {
+                Some(l) => h.set_link_up(l.index),
+                None => Ok(()),
+            });
+            td.step(up);
         }
-        kit::validate_iface_ips(&cont, &l, &prev).map_err(Error::from)?;
-        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
-        Ok(())
+        td.finish()
     }
+}
 
-    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Gc, args)
+/// ADD on the seam: the device found and moved into the pod (unless DPDK
+/// mode), then IPAM's addresses on it. Undone on failure (the device goes
+/// back to the node).
+fn add_core<'a>(cx: podlink::Call<'a>, dpdk: bool, mover: &'a dyn Mover) -> CniResult<Result> {
+    let mut undo = Undo::new();
+    let mut result = Result::new(cx.args.version());
+    let mut cont_link = None;
+    if !dpdk {
+        let dev = mover.find()?;
+        let l = mover.move_in(&dev)?;
+        undo.push("move the device back to the node", move || {
+            mover.move_back(&dev)
+        });
+        result.interfaces = vec![podlink::pod_interface(&l, &cx.args.netns)];
+        cont_link = Some(l);
     }
+    if let Some(ipam) = cx.ipam {
+        // Every address belongs to the moved device.
+        result.adopt_ipam(podlink::ipam_add(ipam, &mut undo)?, 0);
+        if let Some(l) = &cont_link {
+            kit::configure_iface(cx.at.cont, l, &result, &kit::IfaceOptions::default())
+                .map_err(Error::from)?;
+        }
+    }
+    if cni_skel::failure_injected("after-setup") {
+        return Err(Error::internal("injected failure at after-setup"));
+    }
+    undo.commit();
+    Ok(result)
+}
 
-    fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Status, args)
-    }
+/// CHECK on the seam: the moved device (`c_if` in `prev`) in the pod, its
+/// MAC, addresses and routes.
+fn check_core(cont: &dyn LinkOps, prev: &Result, c_if: &Interface) -> CniResult<()> {
+    let l = podlink::pod_link(cont, &c_if.name, || {
+        format!(
+            "Container Interface name in prevResult: {} not found",
+            c_if.name
+        )
+    })?;
+    podlink::check_mac(&l, &c_if.mac, "Interface")?;
+    podlink::check_ips_routes(cont, &l, prev)
 }
 
 #[cfg(test)]
@@ -620,5 +637,138 @@ mod tests {
         assert!(!dpdk_mode_field(br#"{"dpdkmode":null}"#).expect("ok"));
         let e = dpdk_mode_field(br#"{"dpdkMode":"yes"}"#).expect_err("wrong type");
         assert_eq!(e.code, cni_spec::ErrorCode::InvalidConfig as u32);
+    }
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The verb cores on the recording fakes, without root: a mover whose
+    //! steps land in the fake's log, the device appearing in the pod's
+    //! fake on `move_in` and leaving it on `move_back`.
+    use super::*;
+    use kit::ops::fake::{self, call, cmd_args, FakeIpam, RecordingNet};
+
+    struct FakeMover<'a> {
+        net: &'a RecordingNet,
+        found: bool,
+    }
+
+    impl Mover for FakeMover<'_> {
+        fn find(&self) -> CniResult<Link> {
+            self.net.log.borrow_mut().push("node find".into());
+            match self.found {
+                true => Ok(Link {
+                    index: 2,
+                    name: "ens5".into(),
+                    up: true,
+                    ..Default::default()
+                }),
+                false => Err(not_found()),
+            }
+        }
+        fn move_in(&self, dev: &Link) -> CniResult<Link> {
+            self.net
+                .log
+                .borrow_mut()
+                .push(format!("node move_in {}", dev.name));
+            let index = self.net.add_link(Link {
+                name: "eth0".into(),
+                alias: Some(dev.name.clone()),
+                mac: vec![2, 0, 0, 0, 0, 5],
+                up: true,
+                ..Default::default()
+            });
+            self.net
+                .link("eth0")
+                .ok_or_else(|| Error::internal(format!("#{index} gone")))
+        }
+        fn move_back(&self, dev: &Link) -> kit::Result<()> {
+            self.net
+                .log
+                .borrow_mut()
+                .push(format!("node move_back {}", dev.name));
+            self.net.remove("eth0");
+            Ok(())
+        }
+    }
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"host-device",
+        "device":"ens5","ipam":{"type":"fake"}}"#;
+
+    fn add(net: &RecordingNet, ipam: &FakeIpam, found: bool) -> CniResult<Result> {
+        let args = cmd_args(CONF);
+        let mover = FakeMover { net, found };
+        add_core(call(net, &args, Some(ipam)), false, &mover)
+    }
+
+    #[test]
+    fn add_moves_the_device_in_then_addresses_it() {
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.9.0.5/24", "10.9.0.1");
+        let r = add(&net, &ipam, true).expect("ADD");
+        let i = net.index_of("eth0");
+        assert_eq!(
+            net.lines(),
+            vec![
+                "node find".to_string(),
+                "node move_in ens5".to_string(),
+                format!("addr {i} 10.9.0.5/24"),
+                format!("route 0.0.0.0/0 via 10.9.0.1 dev {i}"),
+            ]
+        );
+        assert_eq!(r.interfaces[0].mac, "02:00:00:00:00:05");
+    }
+
+    #[test]
+    fn a_refused_address_hands_the_device_back_and_releases_with_code_5() {
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.9.0.5/24", "10.9.0.1");
+        net.fail_next("addr", fake::errno::EINVAL);
+        let e = add(&net, &ipam, true).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        fake::assert_all_undone(&net, &ipam, &[]);
+        assert_eq!(
+            net.lines().last().map(String::as_str),
+            Some("node move_back ens5")
+        );
+    }
+
+    #[test]
+    fn a_device_not_found_is_code_5_with_nothing_moved_or_allocated() {
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.9.0.5/24", "10.9.0.1");
+        let e = add(&net, &ipam, false).expect_err("not found");
+        assert_eq!(e.code, 5, "{e:?}");
+        assert_eq!(net.lines(), vec!["node find"]);
+        assert!(ipam.calls().is_empty());
+    }
+
+    #[test]
+    fn del_with_the_pods_namespace_already_gone_succeeds() {
+        let mut args =
+            cmd_args(r#"{"cniVersion":"1.0.0","name":"n","type":"host-device","device":"ens5"}"#);
+        args.command = cni_skel::Command::Del;
+        args.netns = "/run/netns/rcni-unit-test-no-such-netns".into();
+        HostDevice.del(&args).expect("DEL of a gone pod");
+    }
+
+    #[test]
+    fn check_of_a_missing_device_or_a_changed_mac_is_code_999() {
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.9.0.5/24", "10.9.0.1");
+        let r = add(&net, &ipam, true).expect("ADD");
+        let mut c_if = r.interfaces[0].clone();
+        c_if.mac = "02:00:00:00:00:99".into();
+        let e = check_core(&net, &r, &c_if).expect_err("MAC changed");
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (999, "Interface eth0 Mac 02:00:00:00:00:99 doesn't match container Mac: 02:00:00:00:00:05")
+        );
+        net.remove("eth0");
+        let e = check_core(&net, &r, &r.interfaces[0]).expect_err("gone");
+        assert_eq!(
+            e.msg,
+            "Container Interface name in prevResult: eth0 not found"
+        );
     }
 }

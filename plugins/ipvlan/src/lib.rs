@@ -4,12 +4,14 @@
 //! master's MAC. Addresses come from `ipam`, or, chained without `ipam`,
 //! from the previous result.
 
-use cni_skel::{CmdArgs, Command, Plugin};
+use cni_skel::{CmdArgs, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
-use cni_spec::{Error, Interface, Result};
+use cni_spec::{Error, Result};
+use kit::ops::LinkOps;
+use kit::podlink;
 use kit::Undo;
-use netlink::{Family, IpvlanMode, Link, LinkKind, LinkSpec, Socket};
-use netns::NetNs;
+use netlink::{IpvlanMode, Link, LinkKind, LinkSpec};
 use serde::Deserialize;
 
 /// The ipvlan plugin as the CNI skeleton runs it: creates the pod's ipvlan
@@ -19,18 +21,14 @@ pub struct Ipvlan;
 #[derive(Debug, Clone, Deserialize)]
 struct Conf {
     #[serde(default)]
-    master: String,
-    #[serde(default)]
     mode: String,
+    #[serde(default)]
+    master: String,
     /// 0 = the kernel's choice (the master's MTU).
     #[serde(default)]
     mtu: i64,
     #[serde(rename = "linkInContainer", default, deserialize_with = "flex")]
     link_in_container: bool,
-}
-
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
 }
 
 struct Network {
@@ -59,41 +57,19 @@ fn mode_name(m: IpvlanMode) -> &'static str {
     }
 }
 
-/// The device of the first default route in the main table.
-fn default_route_iface(sock: &Socket) -> CniResult<String> {
-    let routes = sock.routes(Family::All, Some(254)).map_err(kit::err)?;
-    for r in routes.iter().filter(|r| r.dst.is_none()) {
-        let Some(oif) = r.oif else { continue };
-        if let Some(l) = sock.link_by_index(oif).map_err(kit::err)? {
-            return Ok(l.name);
-        }
-    }
-    Err(Error::invalid_config("no default route interface found"))
-}
-
 /// The config only (DEL, GC, STATUS).
 fn parse(args: &CmdArgs) -> CniResult<(Conf, Option<String>)> {
     let c: Conf = args.parse_conf()?;
     mode_from_str(&c.mode)?;
-    let ipam = args
-        .conf
-        .ipam_type()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
-    Ok((c, ipam))
+    Ok((c, podlink::ipam_type(args)))
 }
 
-/// ADD and CHECK: master resolved where it lives, MTU checked.
-fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
+/// ADD and CHECK: master resolved where it lives (`host`, or `cont` with
+/// linkInContainer), MTU checked.
+fn load(args: &CmdArgs, host: &dyn LinkOps, cont: &dyn LinkOps) -> CniResult<Network> {
     let (c, ipam) = parse(args)?;
     let prev = args.conf.prev_result()?;
-    let host;
-    let lookup = if c.link_in_container {
-        cns
-    } else {
-        host = Socket::route().map_err(kit::err)?;
-        &host
-    };
+    let lookup = if c.link_in_container { cont } else { host };
     let name = if !c.master.is_empty() {
         c.master.clone()
     } else if let Some(p) = &prev {
@@ -106,20 +82,9 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
             }
         }
     } else {
-        default_route_iface(lookup)?
+        podlink::default_route_iface(lookup)?
     };
-    let master = lookup
-        .link_by_name(&name)
-        .map_err(kit::err)?
-        .ok_or_else(|| {
-            Error::invalid_config(format!("failed to lookup master {name:?}: Link not found"))
-        })?;
-    if c.mtu < 0 || c.mtu > i64::from(master.mtu) {
-        return Err(Error::invalid_config(format!(
-            "invalid MTU {}, must be [0, master MTU({})]",
-            c.mtu, master.mtu
-        )));
-    }
+    let master = podlink::master(lookup, &name, c.mtu)?;
     Ok(Network {
         master,
         mode: mode_from_str(&c.mode)?,
@@ -130,147 +95,81 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
     })
 }
 
-fn create_ipvlan(
-    creator: &Socket,
-    cont: &Socket,
-    cns: &NetNs,
-    n: &Network,
-    ifname: &str,
-) -> CniResult<Link> {
-    if cont.link_by_name(ifname).map_err(kit::err)?.is_some() {
-        return Err(Error::internal(format!(
-            "container interface {ifname:?} already exists in {}",
-            cns.path().display()
-        )));
-    }
-    let spec = LinkSpec {
-        mtu: n.mtu,
-        parent: Some(n.master.index),
-        netns_fd: if n.in_container { None } else { Some(cns.fd()) },
-        ..LinkSpec::new(ifname, LinkKind::Ipvlan(n.mode))
-    };
-    creator
-        .create_link(&spec)
-        .map_err(|e| Error::io(format!("failed to create ipvlan: {e}")))?;
-    cont.link_by_name(ifname)
-        .map_err(kit::err)?
-        .ok_or_else(|| Error::internal(format!("failed to refetch ipvlan {ifname:?}")))
-}
-
 impl Plugin for Ipvlan {
-    fn name(&self) -> &'static str {
-        "ipvlan"
-    }
+    kit::one_link_verbs!("ipvlan", load, check_core, parse, ipam_first);
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-        let n = load(args, &cont)?;
+        let (ns, n) = podlink::open_with(args, load)?;
         if n.ipam.is_none() && n.prev.is_none() {
             return Err(Error::invalid_config(
                 "ipvlan needs an ipam section, or a prevResult when chained",
             ));
         }
-        let host;
-        let creator = if n.in_container {
-            &cont
-        } else {
-            host = Socket::route().map_err(kit::err)?;
-            &host
-        };
-        let mut undo = Undo::new();
-        let link = create_ipvlan(creator, &cont, &cns, &n, &args.ifname)?;
-        {
-            let cont = &cont;
-            let index = link.index;
-            undo.push("delete ipvlan", move || cont.delete_link(index));
-        }
-        let mut result = Result::new(args.version());
-        if let Some(ipam) = n.ipam.as_deref() {
-            let r = cni_invoke::ipam_add(ipam, args)?;
-            undo.push("release IPAM address", move || {
-                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
-            });
-            result.adopt_ipam(r, 0);
-        } else if let Some(p) = &n.prev {
-            // Chained: the previous result's addresses, routes and DNS.
-            result.ips = p.ips.clone();
-            result.routes = p.routes.clone();
-            for ip in &mut result.ips {
-                ip.interface = Some(0);
-            }
-        }
-        result.interfaces = vec![Interface {
-            name: link.name.clone(),
-            mac: kit::mac::format(&link.mac),
-            sandbox: args.netns.clone(),
-            ..Default::default()
-        }];
-        if result.ips.is_empty() {
-            cont.set_link_up(link.index)
-                .map_err(|e| Error::io(format!("failed to set {:?} UP: {e}", args.ifname)))?;
-        } else {
-            kit::configure_iface(&cont, &link, &result, &kit::IfaceOptions::default())
-                .map_err(Error::from)?;
-        }
-        result.dns = match (&n.ipam, &n.prev) {
-            (None, Some(p)) => p.dns.clone(),
-            _ => args.conf.dns.clone().unwrap_or_default(),
-        };
-        undo.commit();
-        Ok(result)
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
+        add_core(ns.call(args, &ipam), &n)
     }
+}
 
-    fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let (_, ipam) = parse(args)?;
-        Ok(kit::veth::del_link_and_ipam(args, ipam.as_deref())?)
-    }
-
-    fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-        let n = load(args, &cont)?;
-        if let Some(ipam) = &n.ipam {
-            cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
+/// ADD on the seam: the ipvlan made in the pod (through the node's
+/// namespace, or the pod's with linkInContainer), then IPAM's addresses
+/// or, chained, the previous result's; only up when there are none.
+/// Undone on failure.
+fn add_core(cx: podlink::Call<'_>, n: &Network) -> CniResult<Result> {
+    let cont = cx.at.cont;
+    let spec = LinkSpec {
+        mtu: n.mtu,
+        parent: Some(n.master.index),
+        netns_fd: cx.at.pod_fd(n.in_container),
+        ..LinkSpec::new(cx.args.ifname.as_str(), LinkKind::Ipvlan(n.mode))
+    };
+    let mut undo = Undo::new();
+    let link = podlink::create_in_pod(cx.at, n.in_container, &spec, "ipvlan")?;
+    podlink::undo_link(&mut undo, cont, &link, "ipvlan");
+    let mut result = Result::new(cx.args.version());
+    if let Some(ipam) = cx.ipam {
+        result.adopt_ipam(podlink::ipam_add(ipam, &mut undo)?, 0);
+    } else if let Some(p) = &n.prev {
+        // Chained: the previous result's addresses, routes and DNS.
+        result.ips = p.ips.clone();
+        result.routes = p.routes.clone();
+        for ip in &mut result.ips {
+            ip.interface = Some(0);
         }
-        let prev = n
-            .prev
-            .clone()
-            .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c = kit::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
-        let Some(mode) = c.ipvlan_mode() else {
-            return Err(Error::internal(format!(
-                "Error: Container interface {} not of type ipvlan",
-                c.name
-            )));
-        };
-        if mode != n.mode {
-            return Err(Error::internal(format!(
-                "Container IPVlan mode {} does not match expected value: {}",
-                mode_name(mode),
-                mode_name(n.mode)
-            )));
-        }
-        let parent_ok =
-            c.link == Some(n.master.index) && c.link_netnsid.is_some() != n.in_container;
-        if !parent_ok {
-            return Err(Error::internal(format!(
-                "container ipvlan {} is not on master {:?}",
-                c.name, n.master.name
-            )));
-        }
-        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
-        Ok(())
     }
+    result.interfaces = vec![podlink::pod_interface(&link, &cx.args.netns)];
+    if result.ips.is_empty() {
+        podlink::up_only(cont, &link)?;
+    } else {
+        kit::configure_iface(cont, &link, &result, &kit::IfaceOptions::default())
+            .map_err(Error::from)?;
+    }
+    result.dns = match (&n.ipam, &n.prev) {
+        (None, Some(p)) => p.dns.clone(),
+        _ => cx.args.conf.dns.clone().unwrap_or_default(),
+    };
+    undo.commit();
+    Ok(result)
+}
 
-    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Gc, args)
+/// CHECK on the seam: the pod's ipvlan against prevResult and the config.
+fn check_core(cont: &dyn LinkOps, n: &Network, args: &CmdArgs) -> CniResult<()> {
+    let prev = n
+        .prev
+        .clone()
+        .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
+    let c = kit::iface::prev_container_link(cont, &prev, &args.ifname, &args.netns)?;
+    let mode = c
+        .ipvlan_mode()
+        .ok_or_else(|| podlink::not_of_type(&c, "Error", "ipvlan"))?;
+    if mode != n.mode {
+        return Err(Error::internal(format!(
+            "Container IPVlan mode {} does not match expected value: {}",
+            mode_name(mode),
+            mode_name(n.mode)
+        )));
     }
-
-    fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Status, args)
-    }
+    podlink::check_parent(&c, &n.master, n.in_container, "ipvlan")?;
+    podlink::check_ips_routes(cont, &c, &prev)
 }
 
 #[cfg(test)]
@@ -285,5 +184,101 @@ mod tests {
         }
         let e = mode_from_str("bridge").expect_err("unknown");
         assert_eq!(e.code, cni_spec::ErrorCode::InvalidConfig as u32);
+    }
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The verb cores on the recording fakes, without root; ipvlan needs
+    //! the VM lane for its namespace tests.
+    use super::*;
+    use kit::ops::fake::{self, call, with_prev, FakeIpam, RecordingNet};
+
+    fn node(conf: &str) -> (RecordingNet, Network, CmdArgs, u32) {
+        let f = fake::node(conf);
+        let n = f.load(load).expect("config loads");
+        (f.net, n, f.args, f.master)
+    }
+
+    fn with_ipam() -> (RecordingNet, Network, CmdArgs, u32) {
+        node(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"ipvlan","master":"eth9","mode":"l3","ipam":{"type":"fake"}}"#,
+        )
+    }
+
+    #[test]
+    fn add_checks_the_name_creates_the_ipvlan_then_brings_it_up_and_addresses_it() {
+        let (net, n, args, master) = with_ipam();
+        let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
+        add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
+        let i = net.index_of("eth0");
+        assert_eq!(
+            net.lines(),
+            vec![
+                "get eth0".to_string(),
+                format!("create eth0 ipvlan parent {master}"),
+                "get eth0".to_string(),
+                format!("up {i}"),
+                format!("addr {i} 10.2.0.5/24"),
+                format!("route 0.0.0.0/0 via 10.2.0.1 dev {i}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn chained_without_ipam_takes_the_previous_results_addresses() {
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"ipvlan","master":"eth9",
+            "prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth9"}],
+            "ips":[{"address":"10.3.0.7/16"}],"dns":{"nameservers":["10.3.0.53"]}}}"#;
+        let (net, n, args, _) = node(conf);
+        let r = add_core(call(&net, &args, None), &n).expect("ADD");
+        let i = net.index_of("eth0");
+        assert!(net.lines().contains(&format!("addr {i} 10.3.0.7/16")));
+        assert_eq!(r.ips[0].interface, Some(0));
+        assert_eq!(r.dns.nameservers, vec!["10.3.0.53".to_string()]);
+    }
+
+    #[test]
+    fn an_address_the_kernel_refuses_undoes_the_ipvlan_and_releases_with_code_5() {
+        let (net, n, args, _) = with_ipam();
+        let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
+        net.fail_next("addr", fake::errno::EADDRNOTAVAIL);
+        let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        fake::assert_all_undone(&net, &ipam, &["eth9"]);
+    }
+
+    #[test]
+    fn an_ifname_already_in_the_pod_is_code_999_before_anything_is_made() {
+        let (net, n, args, _) = with_ipam();
+        net.add_existing("eth0");
+        let e = add_core(call(&net, &args, None), &n).expect_err("taken");
+        assert_eq!(e.code, 999, "{e:?}");
+        assert_eq!(net.lines(), vec!["get eth0"]);
+    }
+
+    #[test]
+    fn del_of_a_pod_already_gone_succeeds() {
+        let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
+        kit::podlink::del_teardown(None, None, "eth0", Some(&ipam), true)
+            .finish()
+            .expect("DEL");
+        assert_eq!(ipam.calls(), vec!["ipam del"]);
+    }
+
+    #[test]
+    fn check_fails_with_999_on_a_missing_or_foreign_interface() {
+        let (net, n, args, _) = with_ipam();
+        let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
+        let r = add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
+        let args = with_prev(&args, &r);
+        let n = load(&args, &net, &net).expect("config loads");
+        net.retype("eth0", "dummy");
+        let e = check_core(&net, &n, &args).expect_err("not ipvlan");
+        assert_eq!(e.code, 999);
+        assert_eq!(e.msg, "Error: Container interface eth0 not of type ipvlan");
+        net.remove("eth0");
+        let e = check_core(&net, &n, &args).expect_err("gone");
+        assert_eq!(e.code, 999);
     }
 }

@@ -5,14 +5,15 @@
 
 #[doc(hidden)]
 pub mod fuzzing;
-use cni_skel::{CmdArgs, Command, Plugin};
+use cni_skel::{CmdArgs, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::{ArgsMac, MacOnly};
-use cni_spec::{Error, Interface, Result};
-use kit::Teardown;
+use cni_spec::{Error, Result};
+use kit::ops::LinkOps;
+use kit::podlink;
 use kit::Undo;
-use netlink::{Family, Link, LinkKind, LinkSpec, MacvlanMode, Socket};
-use netns::NetNs;
+use netlink::{Link, LinkKind, LinkSpec, MacvlanMode};
 use serde::Deserialize;
 
 /// The macvlan plugin as the CNI skeleton runs it: creates the pod's
@@ -44,10 +45,6 @@ struct Conf {
     args: Option<ArgsMac>,
     #[serde(rename = "runtimeConfig", default)]
     runtime_config: Option<MacOnly>,
-}
-
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
 }
 
 /// The config with master resolved and MTU, mode and MAC validated.
@@ -83,80 +80,37 @@ fn mode_name(m: MacvlanMode) -> &'static str {
     }
 }
 
-/// The device of the first default route in the main table, IPv4 before
-/// IPv6 (the order the kernel dumps them, which the reference relies on).
-fn default_route_iface(sock: &Socket) -> CniResult<String> {
-    let routes = sock.routes(Family::All, Some(254)).map_err(kit::err)?;
-    for r in routes.iter().filter(|r| r.dst.is_none()) {
-        // A multipath default route has no single device: keep looking.
-        let Some(oif) = r.oif else { continue };
-        if let Some(l) = sock.link_by_index(oif).map_err(kit::err)? {
-            return Ok(l.name);
-        }
-    }
-    Err(Error::invalid_config("no default route interface found"))
-}
-
 /// Parses the config only: what DEL, GC and STATUS need (no master lookup,
 /// so that they work after the master is gone).
 fn parse(args: &CmdArgs) -> CniResult<(Conf, Option<String>)> {
     let c: Conf = args.parse_conf()?;
-    let ipam = args
-        .conf
-        .ipam_type()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
-    Ok((c, ipam))
+    Ok((c, podlink::ipam_type(args)))
 }
 
 /// ADD and CHECK: the parsed config plus the master looked up where it
-/// lives, and the MTU checked against it.
-fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
+/// lives (`host`, or `cont` with linkInContainer), and the MTU checked
+/// against it.
+fn load(args: &CmdArgs, host: &dyn LinkOps, cont: &dyn LinkOps) -> CniResult<Network> {
     let (c, ipam) = parse(args)?;
-    let host;
-    let lookup = if c.link_in_container {
-        cns
-    } else {
-        host = Socket::route().map_err(kit::err)?;
-        &host
-    };
+    let lookup = if c.link_in_container { cont } else { host };
     let name = if c.master.is_empty() {
-        default_route_iface(lookup)?
+        podlink::default_route_iface(lookup)?
     } else {
         c.master.clone()
     };
-    let master = lookup
-        .link_by_name(&name)
-        .map_err(kit::err)?
-        .ok_or_else(|| {
-            Error::invalid_config(format!("failed to lookup master {name:?}: Link not found"))
-        })?;
-    if c.mtu < 0 || c.mtu > i64::from(master.mtu) {
-        return Err(Error::invalid_config(format!(
-            "invalid MTU {}, must be [0, master MTU({})]",
-            c.mtu, master.mtu
-        )));
-    }
+    let master = podlink::master(lookup, &name, c.mtu)?;
     let mode = mode_from_str(&c.mode)?;
     // MAC precedence: config, then CNI_ARGS MAC=, then args.cni.mac, then
     // runtimeConfig.mac (the last one given wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC", "IP"])?;
-    let mac_s = kit::mac::last_requested([
+    let mac = kit::mac::requested([
         Some(c.mac.as_str()),
         env.get("MAC"),
         c.args.as_ref().map(|a| a.cni.mac.as_str()),
         c.runtime_config.as_ref().map(|r| r.mac.as_str()),
     ])
-    .unwrap_or("")
-    .to_string();
-    let mac = if mac_s.is_empty() {
-        None
-    } else {
-        Some(kit::mac::parse(&mac_s).map_err(|e| {
-            Error::invalid_config(format!("invalid args {mac_s} for MAC addr: {e}"))
-        })?)
-    };
+    .map_err(|(s, e)| Error::invalid_config(format!("invalid args {s} for MAC addr: {e}")))?;
     let mtu = (c.mtu > 0).then_some(c.mtu as u32);
     Ok(Network {
         master,
@@ -179,14 +133,10 @@ fn temp_name() -> String {
 
 /// Creates the macvlan as `ifname` directly inside the container namespace:
 /// never visible in the node namespace, no rename step. The parent is
-/// resolved in the namespace the request is sent from (`creator`).
-fn create_macvlan(
-    creator: &Socket,
-    cont: &Socket,
-    cns: &NetNs,
-    n: &Network,
-    ifname: &str,
-) -> CniResult<Link> {
+/// resolved in the namespace the request is sent from (the node's, or the
+/// pod's with linkInContainer).
+fn create_macvlan(at: podlink::Seam<'_>, n: &Network, ifname: &str) -> CniResult<Link> {
+    let (creator, cont, cns) = (at.master_side(n.in_container), at.cont, at.cns);
     let spec = |name: &str| LinkSpec {
         mtu: n.mtu,
         mac: n.mac.map(|m| m.to_vec()),
@@ -194,12 +144,7 @@ fn create_macvlan(
         netns_fd: Some(cns.fd()),
         ..LinkSpec::new(name, LinkKind::Macvlan(n.mode))
     };
-    let exists = || {
-        Error::internal(format!(
-            "container interface {ifname:?} already exists in {}",
-            cns.path().display()
-        ))
-    };
+    let exists = || podlink::exists_in_pod(ifname, cns.path());
     match creator.create_link(&spec(ifname)) {
         Ok(()) => {}
         Err(e) if e.is_exists() => {
@@ -226,16 +171,14 @@ fn create_macvlan(
         }
         Err(e) => return Err(Error::io(format!("failed to create macvlan: {e}"))),
     }
-    cont.link_by_name(ifname)
-        .map_err(kit::err)?
-        .ok_or_else(|| Error::internal(format!("failed to refetch macvlan {ifname:?}")))
+    podlink::refetch(cont, ifname, "macvlan")
 }
 
 /// Applies `bcqueuelen` to the new macvlan and reads it back. Kernels
 /// before 5.11 ignore the attribute silently (the reference then goes on
 /// without it); rcni refuses instead, so that a pod never runs with a
 /// setting it asked for and did not get.
-fn set_bc_queue_len(cont: &Socket, index: u32, len: u32) -> CniResult<()> {
+fn set_bc_queue_len(cont: &dyn LinkOps, index: u32, len: u32) -> CniResult<()> {
     cont.set_macvlan_bc_queue_len(index, len)
         .map_err(|e| Error::io(format!("failed to set bcqueuelen {len}: {e}")))?;
     let l = cont
@@ -266,174 +209,101 @@ fn kernel_release() -> String {
 }
 
 impl Plugin for Macvlan {
-    fn name(&self) -> &'static str {
-        "macvlan"
-    }
+    kit::one_link_verbs!("macvlan", load, check_core, parse, link_first);
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-        let n = load(args, &cont)?;
-        let host;
-        let creator = if n.in_container {
-            &cont
-        } else {
-            host = Socket::route().map_err(kit::err)?;
-            &host
-        };
-        let mut undo = Undo::new();
-
-        let link = create_macvlan(creator, &cont, &cns, &n, &args.ifname)?;
-        {
-            let cont = &cont;
-            let index = link.index;
-            undo.push("delete macvlan", move || cont.delete_link(index));
-        }
-        if n.bcqueuelen > 0 {
-            set_bc_queue_len(&cont, link.index, n.bcqueuelen)?;
-        }
-
-        let mut result = Result::new(args.version());
-        result.interfaces = vec![Interface {
-            name: link.name.clone(),
-            mac: kit::mac::format(&link.mac),
-            sandbox: args.netns.clone(),
-            ..Default::default()
-        }];
-
-        if let Some(ipam) = n.ipam.as_deref() {
-            let r = cni_invoke::ipam_add(ipam, args)?;
-            undo.push("release IPAM address", move || {
-                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
-            });
-            result.adopt_ipam(r, 0);
-            // Announce the pod's addresses on the segment as the link comes
-            // up (gratuitous ARP / unsolicited NA), so neighbours holding a
-            // stale entry for a reused address learn the new MAC at once.
-            let ifname = args.ifname.as_str();
-            let _ = cns.run(|| {
+        let ifname = args.ifname.as_str();
+        let (ns, n) = podlink::open_with(args, load)?;
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
+        // Announce the pod's addresses on the segment as the link comes
+        // up (gratuitous ARP / unsolicited NA), so neighbours holding a
+        // stale entry for a reused address learn the new MAC at once.
+        let announce = || {
+            let _ = ns.cns.run(|| {
                 let _ = kit::sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
                 let _ = kit::sysctl_set(&format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1");
             });
-            kit::configure_iface(
-                &cont,
-                &link,
-                &result,
-                &kit::IfaceOptions {
-                    addresses_first: true,
-                    ..Default::default()
-                },
-            )
-            .map_err(Error::from)?;
-        } else {
-            cont.set_link_up(link.index)
-                .map_err(|e| Error::io(format!("failed to set {:?} UP: {e}", args.ifname)))?;
-        }
-        if cni_skel::failure_injected("after-setup") {
-            return Err(Error::internal("injected failure at after-setup"));
-        }
-
+        };
+        let mut result = add_core(ns.call(args, &ipam), &n, announce)?;
         // As the reference: the DNS of the network config, not IPAM's.
         result.dns = args.conf.dns.clone().unwrap_or_default();
-        undo.commit();
         Ok(result)
     }
+}
 
-    fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let (_, ipam) = parse(args)?;
-        let mut td = Teardown::new();
-        td.step(kit::iface::delete_pod_link(args.netns_path(), &args.ifname));
-        if let Some(ipam) = &ipam {
-            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
-        }
-        Ok(td.finish()?)
+/// ADD on the seam: the macvlan made in the pod (through the node's
+/// namespace, or the pod's with linkInContainer), its broadcast queue
+/// length, then IPAM's addresses (after `announce`) or only the link up.
+/// Undone on failure.
+fn add_core(cx: podlink::Call<'_>, n: &Network, announce: impl FnOnce()) -> CniResult<Result> {
+    let cont = cx.at.cont;
+    let mut undo = Undo::new();
+    let link = create_macvlan(cx.at, n, &cx.args.ifname)?;
+    podlink::undo_link(&mut undo, cont, &link, "macvlan");
+    if n.bcqueuelen > 0 {
+        set_bc_queue_len(cont, link.index, n.bcqueuelen)?;
     }
+    let mut result = Result::new(cx.args.version());
+    result.interfaces = vec![podlink::pod_interface(&link, &cx.args.netns)];
+    let opts = kit::IfaceOptions {
+        addresses_first: true,
+        ..Default::default()
+    };
+    podlink::address_or_up(
+        cont,
+        &link,
+        cx.ipam,
+        &mut undo,
+        &mut result,
+        announce,
+        &opts,
+    )?;
+    if cni_skel::failure_injected("after-setup") {
+        return Err(Error::internal("injected failure at after-setup"));
+    }
+    undo.commit();
+    Ok(result)
+}
 
-    fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-        let n = load(args, &cont)?;
-        if let Some(ipam) = &n.ipam {
-            cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
-        }
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "no interface {:?} with sandbox {} in prevResult",
-                    args.ifname, args.netns
-                ))
-            })?;
-        let c = cont
-            .link_by_name(&c_if.name)
-            .map_err(kit::err)?
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "container Interface name in prevResult: {} not found",
-                    c_if.name
-                ))
-            })?;
-        let Some(mode) = c
-            .macvlan_mode()
-            .filter(|_| c.kind.as_deref() == Some("macvlan"))
-        else {
-            return Err(Error::internal(format!(
-                "error: Container interface {} not of type macvlan",
-                c.name
-            )));
-        };
-        if mode != n.mode {
-            return Err(Error::internal(format!(
-                "container macvlan mode {} does not match expected value: {}",
-                mode_name(mode),
-                mode_name(n.mode)
-            )));
-        }
-        // rcni: the broadcast queue length asked for, where one was.
-        if n.bcqueuelen > 0 && c.macvlan_bc_queue_len() != Some(n.bcqueuelen) {
-            return Err(Error::internal(format!(
-                "container macvlan {} bcqueuelen {:?} does not match expected value: {}",
-                c.name,
-                c.macvlan_bc_queue_len(),
-                n.bcqueuelen
-            )));
-        }
-        // rcni: also the parent. It lives in the node namespace unless
-        // linkInContainer, and the kernel then reports its netns id.
-        let parent_ok =
-            c.link == Some(n.master.index) && c.link_netnsid.is_some() != n.in_container;
-        if !parent_ok {
-            return Err(Error::internal(format!(
-                "container macvlan {} is not on master {:?}",
-                c.name, n.master.name
-            )));
-        }
-        if !c_if.mac.is_empty() && c_if.mac != kit::mac::format(&c.mac) {
-            return Err(Error::internal(format!(
-                "interface {} Mac {} doesn't match container Mac: {}",
-                c.name,
-                c_if.mac,
-                kit::mac::format(&c.mac)
-            )));
-        }
-        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
-        Ok(())
+/// CHECK on the seam: the pod's macvlan against prevResult and the config.
+fn check_core(cont: &dyn LinkOps, n: &Network, args: &CmdArgs) -> CniResult<()> {
+    let prev = podlink::prev_required(args, "required prevResult missing")?;
+    let (ifname, sandbox) = (&args.ifname, &args.netns);
+    let c_if = podlink::prev_iface(&prev, ifname, sandbox, || {
+        format!("no interface {ifname:?} with sandbox {sandbox} in prevResult")
+    })?;
+    let c = podlink::pod_link(cont, &c_if.name, || {
+        format!(
+            "container Interface name in prevResult: {} not found",
+            c_if.name
+        )
+    })?;
+    let Some(mode) = c
+        .macvlan_mode()
+        .filter(|_| c.kind.as_deref() == Some("macvlan"))
+    else {
+        return Err(podlink::not_of_type(&c, "error", "macvlan"));
+    };
+    if mode != n.mode {
+        return Err(Error::internal(format!(
+            "container macvlan mode {} does not match expected value: {}",
+            mode_name(mode),
+            mode_name(n.mode)
+        )));
     }
-
-    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Gc, args)
+    // rcni: the broadcast queue length asked for, where one was.
+    if n.bcqueuelen > 0 && c.macvlan_bc_queue_len() != Some(n.bcqueuelen) {
+        return Err(Error::internal(format!(
+            "container macvlan {} bcqueuelen {:?} does not match expected value: {}",
+            c.name,
+            c.macvlan_bc_queue_len(),
+            n.bcqueuelen
+        )));
     }
-
-    fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Status, args)
-    }
+    // rcni: also the parent. It lives in the node namespace unless
+    // linkInContainer, and the kernel then reports its netns id.
+    podlink::check_parent(&c, &n.master, n.in_container, "macvlan")?;
+    podlink::check_mac_ips_routes(cont, &c, &c_if.mac, &prev, "interface")
 }
 
 #[cfg(test)]
@@ -449,5 +319,136 @@ mod tests {
         }
         let e = mode_from_str("source").expect_err("not offered by the reference");
         assert_eq!(e.code, cni_spec::ErrorCode::InvalidConfig as u32);
+    }
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The verb cores on the recording fakes: operation order, undo, error
+    //! codes, without root. The namespace tests stay the ground truth.
+    use super::*;
+    use kit::ops::fake::{self, call, with_prev, FakeIpam, RecordingNet};
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"macvlan",
+        "master":"eth9","ipam":{"type":"fake"}}"#;
+
+    /// A fake node with master `eth9` (one fake for both namespaces), the
+    /// loaded config, and the operations so far forgotten.
+    fn node(conf: &str) -> (RecordingNet, Network, CmdArgs, u32) {
+        let f = fake::node(conf);
+        let n = f.load(load).expect("config loads");
+        (f.net, n, f.args, f.master)
+    }
+
+    fn ipam() -> FakeIpam {
+        FakeIpam::v4("10.1.0.5/24", "10.1.0.1")
+    }
+
+    #[test]
+    fn add_creates_the_macvlan_in_the_pod_then_addresses_it_before_bringing_it_up() {
+        let (net, n, args, master) = node(CONF);
+        let ipam = ipam();
+        let r = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect("ADD");
+        let i = net.index_of("eth0");
+        assert_eq!(
+            net.lines(),
+            vec![
+                format!("create eth0 macvlan parent {master}"),
+                "get eth0".to_string(),
+                format!("addr {i} 10.1.0.5/24"),
+                format!("up {i}"),
+                format!("route 0.0.0.0/0 via 10.1.0.1 dev {i}"),
+            ]
+        );
+        assert_eq!(ipam.calls(), vec!["ipam add"]);
+        assert_eq!(r.interfaces[0].name, "eth0");
+        assert_eq!(r.ips[0].interface, Some(0));
+    }
+
+    #[test]
+    fn add_without_ipam_only_brings_the_link_up() {
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"macvlan","master":"eth9"}"#;
+        let (net, n, args, _) = node(conf);
+        add_core(call(&net, &args, None), &n, || {}).expect("ADD");
+        let i = net.index_of("eth0");
+        assert_eq!(net.lines().last(), Some(&format!("up {i}")));
+    }
+
+    #[test]
+    fn a_route_the_kernel_refuses_undoes_the_link_and_the_address_with_code_5() {
+        let (net, n, args, _) = node(CONF);
+        let ipam = ipam();
+        net.fail_next("route", fake::errno::ENETUNREACH);
+        let e = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        fake::assert_all_undone(&net, &ipam, &["eth9"]);
+    }
+
+    #[test]
+    fn a_refused_creation_is_code_5_and_asks_ipam_for_nothing() {
+        let (net, n, args, _) = node(CONF);
+        let ipam = ipam();
+        net.fail_next("create", fake::errno::EPERM);
+        let e = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        assert!(ipam.calls().is_empty());
+        assert!(net.holds_only(&["eth9"]));
+    }
+
+    #[test]
+    fn an_ifname_already_in_the_pod_is_code_999_and_is_left_alone() {
+        let (net, n, args, _) = node(CONF);
+        net.add_existing("eth0");
+        let e = add_core(call(&net, &args, None), &n, || {}).expect_err("taken");
+        assert_eq!(e.code, 999, "{e:?}");
+        assert!(e.msg.contains("already exists"), "{e:?}");
+        assert!(net.link("eth0").is_some());
+        assert!(!net.lines().iter().any(|l| l.starts_with("delete")));
+    }
+
+    #[test]
+    fn an_ipam_failure_undoes_the_link_and_keeps_ipams_code() {
+        let (net, n, args, _) = node(CONF);
+        let mut ipam = ipam();
+        ipam.fail_add = Some(Error::new(cni_spec::ErrorCode::TryAgainLater, "busy"));
+        let e = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect_err("IPAM");
+        assert_eq!(e.code, 11);
+        assert!(net.holds_only(&["eth9"]));
+    }
+
+    #[test]
+    fn del_of_a_link_already_gone_succeeds_and_still_releases_the_address() {
+        let net = RecordingNet::new();
+        let ipam = ipam();
+        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), false)
+            .finish()
+            .expect("DEL");
+        assert_eq!(net.lines(), vec!["get eth0"]);
+        assert_eq!(ipam.calls(), vec!["ipam del"]);
+    }
+
+    #[test]
+    fn check_of_a_missing_interface_is_code_999() {
+        let (net, n, args, _) = node(CONF);
+        let ipam = ipam();
+        let r = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect("ADD");
+        net.remove("eth0");
+        let e = check_core(&net, &n, &with_prev(&args, &r)).expect_err("missing");
+        assert_eq!(e.code, 999);
+        assert_eq!(
+            e.msg,
+            "container Interface name in prevResult: eth0 not found"
+        );
+    }
+
+    #[test]
+    fn check_of_an_interface_of_another_kind_is_code_999() {
+        let (net, n, args, _) = node(CONF);
+        let ipam = ipam();
+        let r = add_core(call(&net, &args, Some(&ipam)), &n, || {}).expect("ADD");
+        net.retype("eth0", "dummy");
+        let e = check_core(&net, &n, &with_prev(&args, &r)).expect_err("wrong kind");
+        assert_eq!(e.code, 999);
+        assert_eq!(e.msg, "error: Container interface eth0 not of type macvlan");
     }
 }

@@ -5,14 +5,16 @@
 
 #[doc(hidden)]
 pub mod fuzzing;
-use cni_skel::{CmdArgs, Command, Plugin};
+use cni_skel::{CmdArgs, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::MacOnly;
-use cni_spec::{Error, ErrorCode, Interface, Result};
-use kit::Teardown;
+use cni_spec::{Error, ErrorCode, Result};
+use kit::ops::LinkOps;
+use kit::podlink;
 use kit::Undo;
 use netlink::tuntap::{self, Mode, TunTapSpec};
-use netlink::{Link, Socket};
+use netlink::Link;
 use netns::NetNs;
 use serde::Deserialize;
 
@@ -41,10 +43,6 @@ struct Conf {
     runtime_config: Option<MacOnly>,
 }
 
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
-}
-
 struct Network {
     conf: Conf,
     ipam: Option<String>,
@@ -56,18 +54,12 @@ fn load(args: &CmdArgs) -> CniResult<Network> {
     // MAC: the config, then CNI_ARGS MAC, then runtimeConfig.mac (last wins).
     let env = args.cni_args()?;
     env.check_known(&["MAC"])?;
-    let mac_s = kit::mac::last_requested([
+    let mac = kit::mac::requested([
         Some(c.mac.as_str()),
         env.get("MAC"),
         c.runtime_config.as_ref().map(|r| r.mac.as_str()),
     ])
-    .unwrap_or("")
-    .to_string();
-    let mac = if mac_s.is_empty() {
-        None
-    } else {
-        Some(kit::mac::parse(&mac_s).map_err(Error::from)?)
-    };
+    .map_err(|(_, e)| Error::from(e))?;
     if !c.bridge.is_empty() && !netlink::valid_ifname(&c.bridge) {
         return Err(Error::invalid_config(format!(
             "invalid bridge name {:?}",
@@ -196,171 +188,271 @@ impl Plugin for Tap {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let n = load(args)?;
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&cns).map_err(kit::err)?;
+        let ns = podlink::Namespaces::open(args)?;
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
         let ifname = args.ifname.as_str();
-        let mut undo = Undo::new();
-
-        create_tap(&cns, &n.conf, ifname)?;
-        {
-            let sock = &sock;
-            undo.push("delete tap", move || sock.delete_link_by_name(ifname));
-        }
-        let index = sock
-            .link_by_name(ifname)
-            .map_err(kit::err)?
-            .ok_or_else(|| Error::io(format!("failed to refetch tap {ifname:?}")))?
-            .index;
-        if n.conf.mtu > 0 {
-            sock.set_mtu(index, n.conf.mtu).map_err(kit::err)?;
-        }
-        if let Some(mac) = &n.mac {
-            sock.set_mac(index, mac).map_err(kit::err)?;
-        }
-        if !n.conf.bridge.is_empty() {
-            let br = sock
-                .link_by_name(&n.conf.bridge)
-                .map_err(kit::err)?
-                .ok_or_else(|| {
-                    Error::io(format!(
-                        "failed to get bridge {}: not found in netns {}",
-                        n.conf.bridge, args.netns
-                    ))
-                })?;
-            sock.set_master(index, br.index).map_err(|e| {
-                Error::io(format!(
-                    "failed to set tap {ifname} as a port of bridge {}: {e}",
-                    n.conf.bridge
-                ))
-            })?;
-        }
-        sock.set_link_up(index).map_err(kit::err)?;
-        let link = sock
-            .link_by_index(index)
-            .map_err(kit::err)?
-            .ok_or_else(|| Error::io(format!("tap {ifname:?} vanished")))?;
-
-        let mut result = Result::new(args.version());
-        result.interfaces = vec![Interface {
-            name: ifname.to_string(),
-            mac: kit::mac::format(&link.mac),
-            sandbox: args.netns.clone(),
-            ..Default::default()
-        }];
-
-        if let Some(ipam) = n.ipam.as_deref() {
-            let r = cni_invoke::ipam_add(ipam, args)?;
-            undo.push("release IPAM address", move || {
-                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
-            });
-            result.adopt_ipam(r, 0);
-            // Best effort, as the reference: announce the address on up.
+        let create = || create_tap(&ns.cns, &n.conf, ifname);
+        // Best effort, as the reference: announce the address on up.
+        let announce = || {
             let key = format!("net/ipv4/conf/{ifname}/arp_notify");
-            let _ = cns.run(|| kit::sysctl_set(&key, "1"));
-            kit::configure_iface(&sock, &link, &result, &kit::IfaceOptions::default())
-                .map_err(Error::from)?;
-        }
-        if cni_skel::failure_injected("after-setup") {
-            return Err(Error::internal("injected failure at after-setup"));
-        }
+            let _ = ns.cns.run(|| kit::sysctl_set(&key, "1"));
+        };
+        let mut result = add_core(ns.call(args, &ipam), &n, create, announce)?;
         // The reference reports the config's DNS only, not the IPAM's.
         result.dns = args.conf.dns.clone().unwrap_or_default();
-        undo.commit();
         Ok(result)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let n = load(args)?;
-        let mut td = Teardown::new();
-        if let Some(ipam) = &n.ipam {
-            td.step(cni_invoke::delegate(ipam, Command::Del, args, &args.stdin));
-        }
         // Gone netns or tap (or none given) is success.
-        td.step(kit::iface::delete_pod_link(args.netns_path(), &args.ifname));
-        Ok(td.finish()?)
+        Ok(kit::veth::del_link_and_ipam(
+            args,
+            load(args)?.ipam.as_deref(),
+        )?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        if let Some(ipam) = &n.ipam {
-            cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
-        }
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
-        let c_if = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == args.ifname && i.sandbox == args.netns)
+        podlink::check_ipam(n.ipam.as_deref(), args)?;
+        let prev = podlink::prev_required(args, "Required prevResult missing")?;
+        let c_if = podlink::prev_iface(&prev, &args.ifname, &args.netns, || {
+            format!(
+                "Sandbox in prevResult  doesn't match configured netns: {}",
+                args.netns
+            )
+        })?;
+        let ns = podlink::Namespaces::open(args)?;
+        check_core(&ns.cont, &n, &prev, &c_if.mac, args)
+    }
+
+    kit::ipam_gc_and_status!(|args| load(args).map(|n| n.ipam));
+}
+
+/// ADD on the seam: the tap made by `create` (a tun/tap ioctl or `ip
+/// tuntap`, in the pod), its MTU, MAC and bridge, up, then IPAM's
+/// addresses (after `announce`). Undone on failure.
+fn add_core(
+    cx: podlink::Call<'_>,
+    n: &Network,
+    create: impl FnOnce() -> CniResult<()>,
+    announce: impl FnOnce(),
+) -> CniResult<Result> {
+    let (sock, ifname) = (cx.at.cont, cx.args.ifname.as_str());
+    let mut undo = Undo::new();
+    create()?;
+    undo.push("delete tap", move || sock.delete_link_by_name(ifname));
+    let index = sock
+        .link_by_name(ifname)
+        .map_err(kit::err)?
+        .ok_or_else(|| Error::io(format!("failed to refetch tap {ifname:?}")))?
+        .index;
+    if n.conf.mtu > 0 {
+        sock.set_mtu(index, n.conf.mtu).map_err(kit::err)?;
+    }
+    if let Some(mac) = &n.mac {
+        sock.set_mac(index, mac).map_err(kit::err)?;
+    }
+    if !n.conf.bridge.is_empty() {
+        let br = sock
+            .link_by_name(&n.conf.bridge)
+            .map_err(kit::err)?
             .ok_or_else(|| {
-                Error::internal(format!(
-                    "Sandbox in prevResult  doesn't match configured netns: {}",
-                    args.netns
+                Error::io(format!(
+                    "failed to get bridge {}: not found in netns {}",
+                    n.conf.bridge, cx.args.netns
                 ))
             })?;
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let sock = Socket::route_in(&cns).map_err(kit::err)?;
-        let l = sock
-            .link_by_name(&args.ifname)
-            .map_err(kit::err)?
-            .ok_or_else(|| Error::internal(format!("Interface name {} not found", args.ifname)))?;
-        if !is_tap(&l) {
+        sock.set_master(index, br.index).map_err(|e| {
+            Error::io(format!(
+                "failed to set tap {ifname} as a port of bridge {}: {e}",
+                n.conf.bridge
+            ))
+        })?;
+    }
+    sock.set_link_up(index).map_err(kit::err)?;
+    let link = sock
+        .link_by_index(index)
+        .map_err(kit::err)?
+        .ok_or_else(|| Error::io(format!("tap {ifname:?} vanished")))?;
+
+    let mut result = Result::new(cx.args.version());
+    result.interfaces = vec![podlink::pod_interface(&link, &cx.args.netns)];
+    if let Some(ipam) = cx.ipam {
+        result.adopt_ipam(podlink::ipam_add(ipam, &mut undo)?, 0);
+        announce();
+        kit::configure_iface(sock, &link, &result, &kit::IfaceOptions::default())
+            .map_err(Error::from)?;
+    }
+    if cni_skel::failure_injected("after-setup") {
+        return Err(Error::internal("injected failure at after-setup"));
+    }
+    undo.commit();
+    Ok(result)
+}
+
+/// CHECK on the seam: the pod's tap against prevResult (`prev`, whose
+/// entry for it lists `want_mac`) and the config.
+fn check_core(
+    sock: &dyn LinkOps,
+    n: &Network,
+    prev: &Result,
+    want_mac: &str,
+    args: &CmdArgs,
+) -> CniResult<()> {
+    let l = podlink::pod_link(sock, &args.ifname, || {
+        format!("Interface name {} not found", args.ifname)
+    })?;
+    if !is_tap(&l) {
+        return Err(podlink::not_of_type(&l, "Error", "tap"));
+    }
+    podlink::check_mac(&l, want_mac, "Interface")?;
+    let attrs = l.info_attrs();
+    let mq = attrs
+        .get(IFLA_TUN_MULTI_QUEUE)
+        .and_then(|a| a.u8())
+        .is_some_and(|v| v != 0);
+    if mq != n.conf.multi_queue {
+        return Err(Error::internal(format!(
+            "tap {} multi_queue is {mq}, config says {}",
+            l.name, n.conf.multi_queue
+        )));
+    }
+    for (what, want, attr) in [
+        ("owner", n.conf.owner, IFLA_TUN_OWNER),
+        ("group", n.conf.group, IFLA_TUN_GROUP),
+    ] {
+        let Some(want) = want else { continue };
+        let have = attrs.get(attr).and_then(|a| a.u32());
+        if have != Some(want) {
             return Err(Error::internal(format!(
-                "Error: Container interface {} not of type tap",
+                "tap {} {what} is {have:?}, config says {want}",
                 l.name
             )));
         }
-        let got = kit::mac::format(&l.mac);
-        if !c_if.mac.is_empty() && c_if.mac != got {
+    }
+    if !n.conf.bridge.is_empty() {
+        let br = sock.link_by_name(&n.conf.bridge).map_err(kit::err)?;
+        if br.is_none() || br.map(|b| b.index) != l.master {
             return Err(Error::internal(format!(
-                "Interface {} Mac {} doesn't match container Mac: {got}",
-                l.name, c_if.mac
+                "tap {} is not a port of bridge {}",
+                l.name, n.conf.bridge
             )));
         }
-        let attrs = l.info_attrs();
-        let mq = attrs
-            .get(IFLA_TUN_MULTI_QUEUE)
-            .and_then(|a| a.u8())
-            .is_some_and(|v| v != 0);
-        if mq != n.conf.multi_queue {
-            return Err(Error::internal(format!(
-                "tap {} multi_queue is {mq}, config says {}",
-                l.name, n.conf.multi_queue
-            )));
+    }
+    podlink::check_ips_routes(sock, &l, prev)
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The verb cores on the recording fakes, without root. The tap itself
+    //! is made by a tun ioctl, not netlink: here `create` puts a tun link
+    //! into the fake.
+    use super::*;
+    use kit::ops::fake::{self, call, cmd_args, FakeIpam, RecordingNet};
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"tap","mtu":1400,
+        "mac":"02:00:00:00:00:42","bridge":"br0","ipam":{"type":"fake"}}"#;
+
+    fn tap_into(net: &RecordingNet) -> impl FnOnce() -> CniResult<()> + '_ {
+        move || {
+            net.add_link(Link {
+                name: "eth0".into(),
+                kind: Some("tun".into()),
+                ..Default::default()
+            });
+            Ok(())
         }
-        for (what, want, attr) in [
-            ("owner", n.conf.owner, IFLA_TUN_OWNER),
-            ("group", n.conf.group, IFLA_TUN_GROUP),
-        ] {
-            let Some(want) = want else { continue };
-            let have = attrs.get(attr).and_then(|a| a.u32());
-            if have != Some(want) {
-                return Err(Error::internal(format!(
-                    "tap {} {what} is {have:?}, config says {want}",
-                    l.name
-                )));
-            }
-        }
-        if !n.conf.bridge.is_empty() {
-            let br = sock.link_by_name(&n.conf.bridge).map_err(kit::err)?;
-            if br.is_none() || br.map(|b| b.index) != l.master {
-                return Err(Error::internal(format!(
-                    "tap {} is not a port of bridge {}",
-                    l.name, n.conf.bridge
-                )));
-            }
-        }
-        kit::validate_iface_ips(&sock, &l, &prev).map_err(Error::from)?;
-        kit::validate_routes(&sock, &prev).map_err(Error::from)?;
-        Ok(())
     }
 
-    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Gc, args)
+    fn setup() -> (RecordingNet, Network, CmdArgs, u32) {
+        let net = RecordingNet::new();
+        let br = net.add_existing("br0");
+        let args = cmd_args(CONF);
+        let n = load(&args).expect("config loads");
+        (net, n, args, br)
     }
 
-    fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(load(args)?.ipam.as_deref(), Command::Status, args)
+    #[test]
+    fn add_sets_mtu_mac_and_bridge_before_up_then_addresses_the_tap() {
+        let (net, n, args, br) = setup();
+        let ipam = FakeIpam::v4("10.5.0.5/24", "10.5.0.1");
+        let cx = call(&net, &args, Some(&ipam));
+        let r = add_core(cx, &n, tap_into(&net), || {}).expect("ADD");
+        let i = net.index_of("eth0");
+        assert_eq!(
+            net.lines(),
+            vec![
+                "get eth0".to_string(),
+                format!("mtu {i} 1400"),
+                format!("mac {i} 02:00:00:00:00:42"),
+                "get br0".to_string(),
+                format!("master {i} {br}"),
+                format!("up {i}"),
+                format!("get #{i}"),
+                format!("addr {i} 10.5.0.5/24"),
+                format!("route 0.0.0.0/0 via 10.5.0.1 dev {i}"),
+            ]
+        );
+        assert_eq!(r.interfaces[0].mac, "02:00:00:00:00:42");
+    }
+
+    #[test]
+    fn a_refused_bridge_port_deletes_the_tap_with_code_5_before_ipam() {
+        let (net, n, args, _) = setup();
+        let ipam = FakeIpam::v4("10.5.0.5/24", "10.5.0.1");
+        net.fail_next("master", fake::errno::EBUSY);
+        let cx = call(&net, &args, Some(&ipam));
+        let e = add_core(cx, &n, tap_into(&net), || {}).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        assert_eq!(net.lines().last().map(String::as_str), Some("delete eth0"));
+        assert!(net.holds_only(&["br0"]));
+        assert!(ipam.calls().is_empty());
+    }
+
+    #[test]
+    fn a_failed_route_undoes_the_tap_and_the_address() {
+        let (net, n, args, _) = setup();
+        let ipam = FakeIpam::v4("10.5.0.5/24", "10.5.0.1");
+        net.fail_next("route", fake::errno::ENETUNREACH);
+        let cx = call(&net, &args, Some(&ipam));
+        let e = add_core(cx, &n, tap_into(&net), || {}).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        fake::assert_all_undone(&net, &ipam, &["br0"]);
+    }
+
+    #[test]
+    fn a_tap_name_already_taken_keeps_the_creators_code_and_touches_nothing() {
+        let (net, n, args, _) = setup();
+        let taken = || {
+            Err(Error::internal(
+                "container interface \"eth0\" already exists",
+            ))
+        };
+        let e = add_core(call(&net, &args, None), &n, taken, || {}).expect_err("taken");
+        assert_eq!(e.code, 999);
+        assert!(net.lines().is_empty());
+    }
+
+    #[test]
+    fn del_of_a_tap_already_gone_succeeds() {
+        let net = RecordingNet::new();
+        kit::podlink::del_teardown(Some(&net), None, "eth0", None, true)
+            .finish()
+            .expect("DEL");
+        assert_eq!(net.lines(), vec!["get eth0"]);
+    }
+
+    #[test]
+    fn check_of_a_missing_or_non_tap_interface_is_code_999() {
+        let (net, n, args, _) = setup();
+        let prev = Result::new("1.0.0");
+        let e = check_core(&net, &n, &prev, "", &args).expect_err("missing");
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (999, "Interface name eth0 not found")
+        );
+        net.add_existing("eth0");
+        let e = check_core(&net, &n, &prev, "", &args).expect_err("not a tap");
+        assert_eq!(e.msg, "Error: Container interface eth0 not of type tap");
     }
 }

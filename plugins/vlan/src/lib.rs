@@ -2,12 +2,14 @@
 //! interface (`master`, or one in the pod's namespace with
 //! `linkInContainer`). Without an `ipam` section the link only comes up.
 
-use cni_skel::{CmdArgs, Command, Plugin};
+use cni_skel::{CmdArgs, Plugin};
+use cni_spec::conf::bool_or_string as flex;
 use cni_spec::error::CniResult;
-use cni_spec::{Error, Interface, Result};
+use cni_spec::{Error, Result};
+use kit::ops::LinkOps;
+use kit::podlink;
 use kit::Undo;
-use netlink::{Link, LinkKind, LinkSpec, Socket};
-use netns::NetNs;
+use netlink::{Link, LinkKind, LinkSpec};
 use serde::Deserialize;
 
 /// The vlan plugin as the CNI skeleton runs it: creates the pod's 802.1Q
@@ -25,10 +27,6 @@ struct Conf {
     mtu: i64,
     #[serde(rename = "linkInContainer", default, deserialize_with = "flex")]
     link_in_container: bool,
-}
-
-fn flex<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
-    cni_spec::conf::bool_or_string(d)
 }
 
 struct Network {
@@ -53,39 +51,15 @@ fn parse(args: &CmdArgs) -> CniResult<(Conf, Option<String>)> {
             c.vlan_id
         )));
     }
-    let ipam = args
-        .conf
-        .ipam_type()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
-    Ok((c, ipam))
+    Ok((c, podlink::ipam_type(args)))
 }
 
-/// ADD and CHECK: the master looked up where it lives, the MTU checked.
-fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
+/// ADD and CHECK: the master looked up where it lives (`host`, or `cont`
+/// with linkInContainer), the MTU checked.
+fn load(args: &CmdArgs, host: &dyn LinkOps, cont: &dyn LinkOps) -> CniResult<Network> {
     let (c, ipam) = parse(args)?;
-    let host;
-    let lookup = if c.link_in_container {
-        cns
-    } else {
-        host = Socket::route().map_err(kit::err)?;
-        &host
-    };
-    let master = lookup
-        .link_by_name(&c.master)
-        .map_err(kit::err)?
-        .ok_or_else(|| {
-            Error::invalid_config(format!(
-                "failed to lookup master {:?}: Link not found",
-                c.master
-            ))
-        })?;
-    if c.mtu < 0 || c.mtu > i64::from(master.mtu) {
-        return Err(Error::invalid_config(format!(
-            "invalid MTU {}, must be [0, master MTU({})]",
-            c.mtu, master.mtu
-        )));
-    }
+    let lookup = if c.link_in_container { cont } else { host };
+    let master = podlink::master(lookup, &c.master, c.mtu)?;
     let mtu = if c.mtu == 0 { master.mtu } else { c.mtu as u32 };
     Ok(Network {
         master,
@@ -96,133 +70,159 @@ fn load(args: &CmdArgs, cns: &Socket) -> CniResult<Network> {
     })
 }
 
-fn create_vlan(
-    creator: &Socket,
-    cont: &Socket,
-    cns: &NetNs,
-    n: &Network,
-    ifname: &str,
-) -> CniResult<Link> {
-    if cont.link_by_name(ifname).map_err(kit::err)?.is_some() {
-        return Err(Error::internal(format!(
-            "container interface {ifname:?} already exists in {}",
-            cns.path().display()
-        )));
+impl Plugin for Vlan {
+    kit::one_link_verbs!("vlan", load, check_core, parse, ipam_first);
+
+    fn add(&self, args: &CmdArgs) -> CniResult<Result> {
+        let (ns, n) = podlink::open_with(args, load)?;
+        let ipam = podlink::delegated(n.ipam.as_deref(), args);
+        let mut result = add_core(ns.call(args, &ipam), &n)?;
+        result.dns = args.conf.dns.clone().unwrap_or_default();
+        Ok(result)
     }
+}
+
+/// ADD on the seam: the 802.1Q link made in the pod (through the node's
+/// namespace, or the pod's with linkInContainer), then IPAM's addresses or
+/// only the link up. Undone on failure.
+fn add_core(cx: podlink::Call<'_>, n: &Network) -> CniResult<Result> {
     let spec = LinkSpec {
         mtu: Some(n.mtu),
         parent: Some(n.master.index),
-        netns_fd: if n.in_container { None } else { Some(cns.fd()) },
-        ..LinkSpec::new(ifname, LinkKind::Vlan { id: n.id })
+        netns_fd: cx.at.pod_fd(n.in_container),
+        ..LinkSpec::new(cx.args.ifname.as_str(), LinkKind::Vlan { id: n.id })
     };
-    creator
-        .create_link(&spec)
-        .map_err(|e| Error::io(format!("failed to create vlan: {e}")))?;
-    cont.link_by_name(ifname)
-        .map_err(kit::err)?
-        .ok_or_else(|| Error::internal(format!("failed to refetch vlan {ifname:?}")))
+    let mut undo = Undo::new();
+    let link = podlink::create_in_pod(cx.at, n.in_container, &spec, "vlan")?;
+    podlink::undo_link(&mut undo, cx.at.cont, &link, "vlan");
+    let mut result = Result::new(cx.args.version());
+    result.interfaces = vec![podlink::pod_interface(&link, &cx.args.netns)];
+    let opts = kit::IfaceOptions::default();
+    podlink::address_or_up(
+        cx.at.cont,
+        &link,
+        cx.ipam,
+        &mut undo,
+        &mut result,
+        || {},
+        &opts,
+    )?;
+    undo.commit();
+    Ok(result)
 }
 
-impl Plugin for Vlan {
-    fn name(&self) -> &'static str {
-        "vlan"
+/// CHECK on the seam: the pod's VLAN link against prevResult and the
+/// config.
+fn check_core(cont: &dyn LinkOps, n: &Network, args: &CmdArgs) -> CniResult<()> {
+    let prev = podlink::prev_required(args, "required prevResult missing")?;
+    let c = kit::iface::prev_container_link(cont, &prev, &args.ifname, &args.netns)?;
+    let id = c
+        .vlan_id()
+        .ok_or_else(|| podlink::not_of_type(&c, "error", "vlan"))?;
+    if id != n.id {
+        return Err(Error::internal(format!(
+            "Error: vlan {} configured vlanId is {}, current value is {}",
+            c.name, n.id, id
+        )));
+    }
+    if c.mtu != n.mtu {
+        return Err(Error::internal(format!(
+            "Error: vlan {} configured MTU is {}, current value is {}",
+            c.name, n.mtu, c.mtu
+        )));
+    }
+    podlink::check_parent(&c, &n.master, n.in_container, "vlan")?;
+    podlink::check_ips_routes(cont, &c, &prev)
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The verb cores on the recording fakes, without root; vlan needs the
+    //! VM lane for its namespace tests.
+    use super::*;
+    use kit::ops::fake::{self, call, cmd_args, with_prev, FakeIpam, RecordingNet};
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"vlan","master":"eth9",
+        "vlanId":42,"ipam":{"type":"fake"}}"#;
+
+    fn setup() -> (RecordingNet, Network, CmdArgs, u32, FakeIpam) {
+        let f = fake::node(CONF);
+        let n = f.load(load).expect("config loads");
+        let (net, args, master) = (f.net, f.args, f.master);
+        let ipam = FakeIpam::v4("10.4.0.5/24", "10.4.0.1");
+        (net, n, args, master, ipam)
     }
 
-    fn add(&self, args: &CmdArgs) -> CniResult<Result> {
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-        let n = load(args, &cont)?;
-        let host;
-        let creator = if n.in_container {
-            &cont
-        } else {
-            host = Socket::route().map_err(kit::err)?;
-            &host
-        };
-        let mut undo = Undo::new();
-        let link = create_vlan(creator, &cont, &cns, &n, &args.ifname)?;
-        {
-            let cont = &cont;
-            let index = link.index;
-            undo.push("delete vlan", move || cont.delete_link(index));
-        }
-        let mut result = Result::new(args.version());
-        result.interfaces = vec![Interface {
-            name: link.name.clone(),
-            mac: kit::mac::format(&link.mac),
-            sandbox: args.netns.clone(),
-            ..Default::default()
-        }];
-        if let Some(ipam) = n.ipam.as_deref() {
-            let r = cni_invoke::ipam_add(ipam, args)?;
-            undo.push("release IPAM address", move || {
-                cni_invoke::delegate(ipam, Command::Del, args, &args.stdin)
-            });
-            result.adopt_ipam(r, 0);
-            kit::configure_iface(&cont, &link, &result, &kit::IfaceOptions::default())
-                .map_err(Error::from)?;
-        } else {
-            cont.set_link_up(link.index)
-                .map_err(|e| Error::io(format!("failed to set {:?} UP: {e}", args.ifname)))?;
-        }
-        result.dns = args.conf.dns.clone().unwrap_or_default();
-        undo.commit();
-        Ok(result)
+    #[test]
+    fn add_makes_the_vlan_with_the_masters_mtu_then_configures_it() {
+        let (net, n, args, master, ipam) = setup();
+        add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
+        let l = net.link("eth0").expect("made");
+        assert_eq!(l.mtu, 1500, "inherited from the master");
+        let i = l.index;
+        assert_eq!(
+            net.lines(),
+            vec![
+                "get eth0".to_string(),
+                format!("create eth0 vlan parent {master}"),
+                "get eth0".to_string(),
+                format!("up {i}"),
+                format!("addr {i} 10.4.0.5/24"),
+                format!("route 0.0.0.0/0 via 10.4.0.1 dev {i}"),
+            ]
+        );
     }
 
-    fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let (_, ipam) = parse(args)?;
-        Ok(kit::veth::del_link_and_ipam(args, ipam.as_deref())?)
+    #[test]
+    fn a_refused_link_up_undoes_the_vlan_and_releases_with_code_5() {
+        let (net, n, args, _, ipam) = setup();
+        net.fail_next("up", fake::errno::ENETDOWN);
+        let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        fake::assert_all_undone(&net, &ipam, &["eth9"]);
     }
 
-    fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let cns = kit::open_ns(args.require_netns()?)?;
-        let cont = Socket::route_in(&cns).map_err(kit::err)?;
-        let n = load(args, &cont)?;
-        if let Some(ipam) = &n.ipam {
-            cni_invoke::delegate(ipam, Command::Check, args, &args.stdin)?;
-        }
-        let prev = args
-            .conf
-            .prev_result()?
-            .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-        let c = kit::iface::prev_container_link(&cont, &prev, &args.ifname, &args.netns)?;
-        let Some(id) = c.vlan_id() else {
-            return Err(Error::internal(format!(
-                "error: Container interface {} not of type vlan",
-                c.name
-            )));
-        };
-        if id != n.id {
-            return Err(Error::internal(format!(
-                "Error: vlan {} configured vlanId is {}, current value is {}",
-                c.name, n.id, id
-            )));
-        }
-        if c.mtu != n.mtu {
-            return Err(Error::internal(format!(
-                "Error: vlan {} configured MTU is {}, current value is {}",
-                c.name, n.mtu, c.mtu
-            )));
-        }
-        let parent_ok =
-            c.link == Some(n.master.index) && c.link_netnsid.is_some() != n.in_container;
-        if !parent_ok {
-            return Err(Error::internal(format!(
-                "container vlan {} is not on master {:?}",
-                c.name, n.master.name
-            )));
-        }
-        kit::validate_iface_ips(&cont, &c, &prev).map_err(Error::from)?;
-        kit::validate_routes(&cont, &prev).map_err(Error::from)?;
-        Ok(())
+    #[test]
+    fn an_ifname_already_in_the_pod_is_code_999() {
+        let (net, n, args, _, ipam) = setup();
+        net.add_existing("eth0");
+        let e = add_core(call(&net, &args, Some(&ipam)), &n).expect_err("taken");
+        assert_eq!(e.code, 999, "{e:?}");
+        assert!(ipam.calls().is_empty());
     }
 
-    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Gc, args)
+    #[test]
+    fn a_master_mtu_below_the_configs_is_code_7() {
+        let net = RecordingNet::new();
+        net.add_existing("eth9");
+        let args = cmd_args(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"vlan","master":"eth9","vlanId":1,"mtu":9000}"#,
+        );
+        let e = load(&args, &net, &net)
+            .err()
+            .expect("MTU above the master's");
+        assert_eq!(e.code, 7);
+        assert_eq!(e.msg, "invalid MTU 9000, must be [0, master MTU(0)]");
     }
 
-    fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        kit::pass_to_ipam(parse(args)?.1.as_deref(), Command::Status, args)
+    #[test]
+    fn del_when_the_link_is_already_gone_succeeds() {
+        let (net, _, _, _, ipam) = setup();
+        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), true)
+            .finish()
+            .expect("DEL");
+        assert_eq!(net.lines(), vec!["get eth0"]);
+    }
+
+    #[test]
+    fn check_of_a_non_vlan_or_missing_interface_is_code_999() {
+        let (net, n, args, _, ipam) = setup();
+        let r = add_core(call(&net, &args, Some(&ipam)), &n).expect("ADD");
+        net.retype("eth0", "dummy");
+        let e = check_core(&net, &n, &with_prev(&args, &r)).expect_err("not vlan");
+        assert_eq!(e.msg, "error: Container interface eth0 not of type vlan");
+        net.remove("eth0");
+        let e = check_core(&net, &n, &with_prev(&args, &r)).expect_err("gone");
+        assert_eq!(e.code, 999);
     }
 }

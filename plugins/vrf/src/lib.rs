@@ -8,6 +8,7 @@
 use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Result};
+use kit::ops::LinkOps;
 use netlink::{Family, Link, LinkKind, LinkSpec, Socket};
 use netns::NetNs;
 use serde::Deserialize;
@@ -37,7 +38,7 @@ fn parse(args: &CmdArgs) -> CniResult<Conf> {
 
 /// The first table id from 1 that neither another VRF nor any route of
 /// this namespace uses (main, local and default are never free).
-fn free_table(s: &Socket) -> CniResult<u32> {
+fn free_table(s: &dyn LinkOps) -> CniResult<u32> {
     let mut used: Vec<u32> = s
         .links()
         .map_err(kit::err)?
@@ -56,7 +57,7 @@ fn free_table(s: &Socket) -> CniResult<u32> {
 }
 
 /// The VRF device, created when missing; a given table must match.
-fn ensure_vrf(s: &Socket, c: &Conf) -> CniResult<Link> {
+fn ensure_vrf(s: &dyn LinkOps, c: &Conf) -> CniResult<Link> {
     if let Some(l) = s.link_by_name(&c.vrfname).map_err(kit::err)? {
         let Some(t) = l.vrf_table() else {
             return Err(Error::internal(format!(
@@ -91,7 +92,7 @@ fn ensure_vrf(s: &Socket, c: &Conf) -> CniResult<Link> {
 /// Enslaves `link` to `vrf`, putting back the addresses the kernel drops
 /// (IPv6 ones go with the link's down/up cycle) and re-adding the link's
 /// routes of the main table in the VRF's table.
-fn enslave(s: &Socket, link: &Link, vrf: &Link, table: u32) -> CniResult<()> {
+fn enslave(s: &dyn LinkOps, link: &Link, vrf: &Link, table: u32) -> CniResult<()> {
     let addrs: Vec<_> = s
         .addresses(Some(link.index), Family::All)
         .map_err(kit::err)?
@@ -174,22 +175,7 @@ impl Plugin for Vrf {
             .ok_or_else(|| Error::invalid_config("missing prevResult from earlier plugin"))?;
         let cns = kit::open_ns(args.require_netns()?)?;
         let s = Socket::route_in(&cns).map_err(kit::err)?;
-        let link = s
-            .link_by_name(&args.ifname)
-            .map_err(kit::err)?
-            .ok_or_else(|| {
-                Error::internal(format!("failed to find interface {:?}", args.ifname))
-            })?;
-        let created = s.link_by_name(&c.vrfname).map_err(kit::err)?.is_none();
-        let vrf = ensure_vrf(&s, &c)?;
-        let table = vrf.vrf_table().unwrap_or(c.table);
-        if let Err(e) = enslave(&s, &link, &vrf, table) {
-            let _ = s.set_nomaster(link.index);
-            if created {
-                let _ = s.delete_link(vrf.index);
-            }
-            return Err(e);
-        }
+        add_core(&s, &c, &args.ifname)?;
         Ok(prev)
     }
 
@@ -204,27 +190,7 @@ impl Plugin for Vrf {
             Err(e) => return Err(Error::io(format!("failed to open netns: {e}"))),
         };
         let s = Socket::route_in(&cns).map_err(kit::err)?;
-        let Some(vrf) = s.link_by_name(&c.vrfname).map_err(kit::err)? else {
-            return Ok(());
-        };
-        if vrf.vrf_table().is_none() {
-            return Ok(());
-        }
-        if let Some(l) = s.link_by_name(&args.ifname).map_err(kit::err)? {
-            if l.master == Some(vrf.index) {
-                s.set_nomaster(l.index).map_err(kit::err)?;
-            }
-        }
-        let members = s
-            .links()
-            .map_err(kit::err)?
-            .iter()
-            .filter(|l| l.master == Some(vrf.index))
-            .count();
-        if members == 0 {
-            s.delete_link(vrf.index).map_err(kit::err)?;
-        }
-        Ok(())
+        del_core(&s, &c, &args.ifname)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -234,31 +200,160 @@ impl Plugin for Vrf {
             .ok_or_else(|| Error::invalid_config("missing prevResult from earlier plugin"))?;
         let cns = kit::open_ns(args.require_netns()?)?;
         let s = Socket::route_in(&cns).map_err(kit::err)?;
-        let vrf = s
-            .link_by_name(&c.vrfname)
-            .map_err(kit::err)?
-            .ok_or_else(|| Error::internal(format!("vrf {:?} not found", c.vrfname)))?;
-        let Some(t) = vrf.vrf_table() else {
-            return Err(Error::internal(format!("{:?} is not a vrf", c.vrfname)));
-        };
-        if c.table != 0 && c.table != t {
-            return Err(Error::internal(format!(
-                "vrf {:?} has table {t}, want {}",
-                c.vrfname, c.table
-            )));
+        check_core(&s, &c, &args.ifname)
+    }
+}
+
+/// ADD on the seam: the pod's `ifname` into the VRF (made when missing,
+/// and removed again with the enslaving undone on failure).
+fn add_core(s: &dyn LinkOps, c: &Conf, ifname: &str) -> CniResult<()> {
+    let link = s
+        .link_by_name(ifname)
+        .map_err(kit::err)?
+        .ok_or_else(|| Error::internal(format!("failed to find interface {ifname:?}")))?;
+    let created = s.link_by_name(&c.vrfname).map_err(kit::err)?.is_none();
+    let vrf = ensure_vrf(s, c)?;
+    let table = vrf.vrf_table().unwrap_or(c.table);
+    if let Err(e) = enslave(s, &link, &vrf, table) {
+        let _ = s.set_nomaster(link.index);
+        if created {
+            let _ = s.delete_link(vrf.index);
         }
-        let l = s
-            .link_by_name(&args.ifname)
-            .map_err(kit::err)?
-            .ok_or_else(|| {
-                Error::internal(format!("failed to find interface {:?}", args.ifname))
-            })?;
-        if l.master != Some(vrf.index) {
-            return Err(Error::internal(format!(
-                "interface {:?} is not in vrf {:?}",
-                args.ifname, c.vrfname
-            )));
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// DEL on the seam: `ifname` out of the VRF, the VRF gone once empty; a
+/// VRF already gone is success.
+fn del_core(s: &dyn LinkOps, c: &Conf, ifname: &str) -> CniResult<()> {
+    let Some(vrf) = s.link_by_name(&c.vrfname).map_err(kit::err)? else {
+        return Ok(());
+    };
+    if vrf.vrf_table().is_none() {
+        return Ok(());
+    }
+    if let Some(l) = s.link_by_name(ifname).map_err(kit::err)? {
+        if l.master == Some(vrf.index) {
+            s.set_nomaster(l.index).map_err(kit::err)?;
         }
-        Ok(())
+    }
+    let members = s
+        .links()
+        .map_err(kit::err)?
+        .iter()
+        .filter(|l| l.master == Some(vrf.index))
+        .count();
+    if members == 0 {
+        s.delete_link(vrf.index).map_err(kit::err)?;
+    }
+    Ok(())
+}
+
+/// CHECK on the seam: the VRF with its table, `ifname` in it.
+fn check_core(s: &dyn LinkOps, c: &Conf, ifname: &str) -> CniResult<()> {
+    let vrf = s
+        .link_by_name(&c.vrfname)
+        .map_err(kit::err)?
+        .ok_or_else(|| Error::internal(format!("vrf {:?} not found", c.vrfname)))?;
+    let Some(t) = vrf.vrf_table() else {
+        return Err(Error::internal(format!("{:?} is not a vrf", c.vrfname)));
+    };
+    if c.table != 0 && c.table != t {
+        return Err(Error::internal(format!(
+            "vrf {:?} has table {t}, want {}",
+            c.vrfname, c.table
+        )));
+    }
+    let l = s
+        .link_by_name(ifname)
+        .map_err(kit::err)?
+        .ok_or_else(|| Error::internal(format!("failed to find interface {ifname:?}")))?;
+    if l.master != Some(vrf.index) {
+        return Err(Error::internal(format!(
+            "interface {ifname:?} is not in vrf {:?}",
+            c.vrfname
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod fake_tests {
+    //! The verb cores on the recording fake, without root; vrf needs the
+    //! VM lane for its namespace tests. The fake's links carry no
+    //! IFLA_INFO_DATA, so a VRF it made reports no table of its own.
+    use super::*;
+    use kit::ops::fake::RecordingNet;
+
+    fn conf() -> Conf {
+        Conf {
+            vrfname: "vrf0".into(),
+            table: 100,
+        }
+    }
+
+    #[test]
+    fn add_makes_the_vrf_up_then_enslaves_the_interface_and_brings_it_up_again() {
+        let net = RecordingNet::new();
+        let i = net.add_existing("eth0");
+        add_core(&net, &conf(), "eth0").expect("ADD");
+        let v = net.index_of("vrf0");
+        assert_eq!(
+            net.lines(),
+            vec![
+                "get eth0".to_string(),
+                "get vrf0".to_string(),
+                "get vrf0".to_string(),
+                "create vrf0 vrf".to_string(),
+                "get vrf0".to_string(),
+                format!("up {v}"),
+                format!("addresses Some({i}) All"),
+                "routes All Some(254)".to_string(),
+                format!("master {i} {v}"),
+                format!("addresses Some({i}) All"),
+                format!("up {i}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_enslaving_releases_the_interface_and_removes_the_new_vrf_with_code_5() {
+        let net = RecordingNet::new();
+        let i = net.add_existing("eth0");
+        net.fail_next("master", kit::ops::fake::errno::EBUSY);
+        let e = add_core(&net, &conf(), "eth0").expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        assert!(net.lines().contains(&format!("nomaster {i}")));
+        assert!(net.holds_only(&["eth0"]), "the VRF it made is gone");
+    }
+
+    #[test]
+    fn a_missing_pod_interface_is_code_999_before_any_vrf_is_made() {
+        let net = RecordingNet::new();
+        let e = add_core(&net, &conf(), "eth0").expect_err("no eth0");
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (999, "failed to find interface \"eth0\"")
+        );
+        assert_eq!(net.lines(), vec!["get eth0"]);
+    }
+
+    #[test]
+    fn del_when_the_vrf_is_already_gone_succeeds() {
+        let net = RecordingNet::new();
+        net.add_existing("eth0");
+        del_core(&net, &conf(), "eth0").expect("DEL");
+        assert_eq!(net.lines(), vec!["get vrf0"]);
+    }
+
+    #[test]
+    fn check_of_a_missing_vrf_or_a_non_vrf_is_code_999() {
+        let net = RecordingNet::new();
+        let e = check_core(&net, &conf(), "eth0").expect_err("no vrf");
+        assert_eq!((e.code, e.msg.as_str()), (999, "vrf \"vrf0\" not found"));
+        net.add_existing("vrf0");
+        let e = check_core(&net, &conf(), "eth0").expect_err("not a vrf");
+        assert_eq!(e.msg, "\"vrf0\" is not a vrf");
     }
 }
