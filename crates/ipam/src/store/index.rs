@@ -15,16 +15,17 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::IpAddr;
 
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::disk::DiskGuard;
 use super::format::{line_of, unescape, Owner};
 use super::fsutil::{mkdir_p, overwrite, remove_if_exists};
+use super::state::{cursor_name, link_path, CursorMark};
 use crate::error::{Error, Result};
 
 pub(super) const STATE_FILE: &str = "state";
-pub(super) const STATE_MAGIC: &str = "rcni-ipam-index v4";
+pub(super) const STATE_MAGIC: &str = "rcni-ipam-index v5";
 /// Prefix of the taken-address pages (see the module docs).
 const TAKEN_PREFIX: &str = "taken-v4-";
 /// Bytes of one taken-address page: one bit per address of a /16.
@@ -114,15 +115,47 @@ impl DiskGuard<'_> {
     pub(super) fn rebuild(&mut self) -> Result<()> {
         self.dirty = true;
         *self.bucket_cache.get_mut() = None;
-        let entries = self.scan()?;
+        let (entries, cursors) = self.scan_all()?;
         let idx = self.store.index_dir.clone();
+        self.state.unverified = false;
+        self.state.cursors.clear();
+        self.cursor_writes.clear();
         if let Err(e) = self.write_index(&idx, &entries) {
             // The allocation files are the truth; without an index we only
             // lose speed. Leave the sentinel unset so the next locker retries.
             self.index_usable = false;
             eprintln!("rcni ipam: cannot rebuild index {}: {e}", idx.display());
+            return Ok(());
+        }
+        for id in cursors {
+            self.link_cursor(&id);
         }
         Ok(())
+    }
+
+    /// Links the cursor file of range set `id` into the index directory
+    /// and tracks it (see `state`); an untrackable cursor is left out, so
+    /// any later change to the directory rebuilds.
+    fn link_cursor(&mut self, id: &str) {
+        let link = link_path(&self.store.index_dir, id);
+        if remove_if_exists(&link).is_err()
+            || fs::hard_link(self.net(&cursor_name(id)), &link).is_err()
+        {
+            return;
+        }
+        let (Ok(md), Ok(text)) = (fs::symlink_metadata(&link), fs::read(&link)) else {
+            return;
+        };
+        let plain = !text.is_empty() && text.iter().all(u8::is_ascii_graphic);
+        if !plain || md.len() != text.len() as u64 {
+            return;
+        }
+        self.state.track(CursorMark {
+            id: id.to_string(),
+            ino: md.ino(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ip: String::from_utf8_lossy(&text).into_owned(),
+        });
     }
 
     pub(super) fn write_index(
@@ -303,8 +336,9 @@ impl DiskGuard<'_> {
     }
 
     /// Index lines of `id` after checking each against its file; rebuilds the
-    /// index once when a line turns out stale.
-    pub(super) fn verified_lines(&mut self, id: &str) -> Result<Vec<IndexLine>> {
+    /// index once when a line turns out stale, and when `exact` and nothing
+    /// was found while the index is unverified (see `state`).
+    pub(super) fn verified_lines(&mut self, id: &str, exact: bool) -> Result<Vec<IndexLine>> {
         if !self.index_usable {
             return Ok(self
                 .scan()?
@@ -322,13 +356,14 @@ impl DiskGuard<'_> {
             let fresh = lines
                 .iter()
                 .all(|l| self.read_owner(l.ip).as_ref() == Some(&l.owner));
-            if fresh {
+            let doubtful_miss = exact && lines.is_empty() && self.state.unverified;
+            if fresh && !doubtful_miss {
                 return Ok(lines);
             }
             if attempt == 0 {
                 self.rebuild()?;
                 if !self.index_usable {
-                    return self.verified_lines(id);
+                    return self.verified_lines(id, exact);
                 }
             }
         }

@@ -44,6 +44,7 @@ mod fsutil;
 mod index;
 mod mem;
 mod spare;
+mod state;
 
 pub use disk::{DiskGuard, DiskStore};
 pub use format::Owner;
@@ -79,6 +80,13 @@ pub trait Store {
     }
     /// Addresses held by (id, ifname), including old ID-only files.
     fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>>;
+    /// [`Store::get_by_id`] for an ADD's duplicate check: what (id, ifname)
+    /// is known to hold, where the store may answer from an index that
+    /// could lack files created by something other than host-local (see
+    /// `store::state`). Every address returned is verified.
+    fn known_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        self.get_by_id(id, ifname)
+    }
     /// Release everything (id, ifname) holds (old ID-only files only when no
     /// exact match exists, like the reference). Returns what was released.
     fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>>;
@@ -86,6 +94,13 @@ pub trait Store {
     fn release_ip(&mut self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool>;
     /// Every allocation.
     fn all(&mut self) -> Result<Vec<(IpAddr, Owner)>>;
+    /// Called when a walk found no free address: bring whatever the walk
+    /// trusted (an index of taken addresses) up to date with the files.
+    /// True when that may change the answer, so the walk is worth
+    /// repeating once.
+    fn rescan(&mut self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Attachments named by a GC request.
