@@ -19,7 +19,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::disk::DiskGuard;
-use super::format::{line_of, unescape, Owner};
+use super::format::{escape, line_of, unescape, Owner};
 use super::fsutil::{mkdir_p, overwrite, remove_if_exists};
 use super::state::{cursor_name, link_path, CursorMark};
 use crate::error::{Error, Result};
@@ -288,46 +288,75 @@ impl DiskGuard<'_> {
         }
     }
 
-    pub(super) fn read_bucket(&mut self, id: &str) -> Vec<IndexLine> {
+    /// The text of `id`'s bucket, read once under this lock; `None` when
+    /// the index is unreadable (it is then dropped: the sentinel stays
+    /// unset and callers fall back to scanning).
+    fn bucket_text(&mut self, id: &str) -> Option<(u64, String)> {
         let bucket = Self::bucket_of(id);
         let cached = matches!(self.bucket_cache.get_mut(), Some((b, _)) if *b == bucket);
         if !cached {
             match self.read_slot(bucket) {
                 Ok(text) => *self.bucket_cache.get_mut() = Some((bucket, text)),
                 Err(_) => {
-                    // Unreadable index: drop it; the sentinel stays unset
-                    // and callers fall back to scanning.
                     self.index_usable = false;
                     *self.bucket_cache.get_mut() = None;
-                    return Vec::new();
+                    return None;
                 }
             }
         }
-        let cache = self.bucket_cache.borrow();
-        let Some((_, content)) = cache.as_ref() else {
+        self.bucket_cache.get_mut().take()
+    }
+
+    /// The index lines of container `id`. Other containers' lines of the
+    /// bucket are skipped on their escaped ID field, without parsing them.
+    pub(super) fn read_bucket(&mut self, id: &str) -> Vec<IndexLine> {
+        let Some((bucket, text)) = self.bucket_text(id) else {
             return Vec::new();
         };
-        content
+        let want = escape(id.trim());
+        let lines = text
             .lines()
             .filter_map(|l| {
                 let mut f = l.split('\t');
-                let ip = f.next()?.parse::<IpAddr>().ok()?;
-                let id = unescape(f.next()?);
+                let ip = f.next()?;
+                if f.next()? != want {
+                    return None;
+                }
                 let ifname = f.next().map(unescape);
                 Some(IndexLine {
-                    ip,
-                    owner: Owner { id, ifname },
+                    ip: ip.parse::<IpAddr>().ok()?,
+                    owner: Owner {
+                        id: id.trim().to_string(),
+                        ifname,
+                    },
                 })
             })
-            .collect()
+            .collect();
+        *self.bucket_cache.get_mut() = Some((bucket, text));
+        lines
     }
 
-    pub(super) fn write_bucket(&mut self, id: &str, lines: &[IndexLine]) {
-        let bucket = Self::bucket_of(id);
-        let s: String = lines.iter().map(|l| line_of(l.ip, &l.owner)).collect();
-        let res = self.write_slot(bucket, &s);
+    /// Rewrites the bucket of `id`: lines whose address is in `drop` go,
+    /// `add` (a line) is appended.
+    fn edit_bucket(&mut self, id: &str, drop: &[IpAddr], add: Option<String>) {
+        let Some((bucket, text)) = self.bucket_text(id) else {
+            return;
+        };
+        let drop: Vec<String> = drop.iter().map(IpAddr::to_string).collect();
+        let mut out = String::with_capacity(text.len() + add.as_ref().map_or(0, String::len));
+        for l in text.lines() {
+            let ip = l.split('\t').next().unwrap_or_default();
+            if !drop.iter().any(|d| d == ip) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        if let Some(line) = add {
+            out.push_str(&line);
+        }
+        let res = self.write_slot(bucket, &out);
         *self.bucket_cache.get_mut() = match res {
-            Ok(()) => Some((bucket, s)),
+            Ok(()) => Some((bucket, out)),
             Err(_) => {
                 self.index_usable = false;
                 None
@@ -348,11 +377,7 @@ impl DiskGuard<'_> {
                 .collect());
         }
         for attempt in 0..2 {
-            let lines: Vec<IndexLine> = self
-                .read_bucket(id)
-                .into_iter()
-                .filter(|l| l.owner.id == id.trim())
-                .collect();
+            let lines = self.read_bucket(id);
             let fresh = lines
                 .iter()
                 .all(|l| self.read_owner(l.ip).as_ref() == Some(&l.owner));
@@ -378,11 +403,8 @@ impl DiskGuard<'_> {
         if !self.index_usable {
             return;
         }
-        let mut lines = self.read_bucket(&owner.id);
-        lines.retain(|l| l.ip != ip);
-        let id = owner.id.clone();
-        lines.push(IndexLine { ip, owner });
-        self.write_bucket(&id, &lines);
+        let line = line_of(ip, &owner);
+        self.edit_bucket(&owner.id, &[ip], Some(line));
         self.mark(ip, true);
     }
 
@@ -390,9 +412,7 @@ impl DiskGuard<'_> {
         if !self.index_usable {
             return;
         }
-        let mut lines = self.read_bucket(id);
-        lines.retain(|l| !ips.contains(&l.ip));
-        self.write_bucket(id, &lines);
+        self.edit_bucket(id, ips, None);
         for ip in ips {
             self.mark(*ip, false);
         }
