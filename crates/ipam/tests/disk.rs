@@ -593,6 +593,7 @@ fn cursor_removal_keeps_the_index_and_a_miss_still_rescans() {
         ops::add(&c, &format!("c{k}"), "eth0").unwrap();
     }
     assert!(!state_of(&t.0, "n").contains("unverified"));
+    let cursor_ino = fs::metadata(d.join("last_reserved_ip.0")).unwrap().ino();
     // A reboot or a restore drops the cursor: no rebuild (the state stays
     // marked unverified until one), and the walk starts over from the
     // first address, skipping the taken ones.
@@ -600,6 +601,11 @@ fn cursor_removal_keeps_the_index_and_a_miss_still_rescans() {
     let a = ops::add(&c, "x", "eth0").unwrap();
     assert_eq!(a[0].address.addr(), ip("10.5.0.12"));
     assert!(state_of(&t.0, "n").contains("unverified"));
+    // The new cursor is the old inode (kept by the index's link), written
+    // like any cursor, 0644.
+    let md = fs::metadata(d.join("last_reserved_ip.0")).unwrap();
+    assert_eq!(md.ino(), cursor_ino);
+    assert_eq!(md.mode() & 0o777, 0o644);
     assert_eq!(
         fs::read(d.join("last_reserved_ip.0")).unwrap(),
         b"10.5.0.12"

@@ -321,16 +321,25 @@ impl DiskGuard<'_> {
     /// directory of thousands of files costs ext4 far more than the rest of
     /// an ADD, and the reference rewrites the cursor in place all the same.
     fn write_cursor(&self, id: &str, path: &Path, text: &str) -> std::io::Result<fs::Metadata> {
-        use std::os::unix::fs::FileExt;
-        let existing = OpenOptions::new().write(true).open(path);
-        let f = match existing {
+        let f = match OpenOptions::new().write(true).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let link = link_path(&self.store.index_dir, id);
-                let reusable =
-                    fs::symlink_metadata(&link).is_ok_and(|m| m.is_file() && m.nlink() == 1);
-                if reusable {
-                    let md = overwrite_stat(&link, text.as_bytes())?;
+                // O_NOFOLLOW and a plain file linked nowhere else: never
+                // write through something planted in the index directory.
+                let old = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&link)
+                    .and_then(|f| {
+                        let md = f.metadata()?;
+                        if !md.is_file() || md.nlink() != 1 {
+                            return Err(std::io::Error::other("not a removed cursor"));
+                        }
+                        Ok(f)
+                    });
+                if let Ok(f) = old {
+                    let md = rewrite(&f, text)?;
                     if fs::hard_link(&link, path).is_ok() {
                         return Ok(md);
                     }
@@ -339,13 +348,7 @@ impl DiskGuard<'_> {
             }
             Err(e) => return Err(e),
         };
-        f.write_all_at(text.as_bytes(), 0)?;
-        let md = f.metadata()?;
-        if md.len() > text.len() as u64 {
-            f.set_len(text.len() as u64)?;
-            return f.metadata();
-        }
-        Ok(md)
+        rewrite(&f, text)
     }
 
     /// Tracks the cursors written under this lock: a cursor that is a new
@@ -370,6 +373,19 @@ impl DiskGuard<'_> {
             }
         }
     }
+}
+
+/// Replaces a small file's content in place (see `fsutil::overwrite`);
+/// returns its metadata after the write.
+fn rewrite(f: &File, text: &str) -> std::io::Result<fs::Metadata> {
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(text.as_bytes(), 0)?;
+    let md = f.metadata()?;
+    if md.len() > text.len() as u64 {
+        f.set_len(text.len() as u64)?;
+        return f.metadata();
+    }
+    Ok(md)
 }
 
 impl Drop for DiskGuard<'_> {
