@@ -153,6 +153,7 @@ impl DiskGuard<'_> {
             }
             other => {
                 self.state.gen = other.map_or(0, |st| st.gen);
+                self.state.dir_ino = md.ino();
                 self.rebuild()
             }
         }
@@ -299,12 +300,10 @@ impl DiskGuard<'_> {
         self.seal_cursors();
         let gen = self.state.gen % GEN_WRAP + 1;
         let dir = &self.store.net_dir;
-        let dir_ino = fs::metadata(dir)
-            .map_err(|e| Error::io("failed to stat", dir, e))?
-            .ino();
+        // The directory's inode is the one prepare() saw (we hold its lock)
+        // and is already in the state.
         let st = State {
             gen,
-            dir_ino,
             ..self.state.clone()
         };
         let state_path = self.store.index_dir.join(STATE_FILE);
