@@ -667,6 +667,8 @@ fn stale_taken_bits_are_rescanned_before_the_pool_is_full() {
     let a = ops::add(&c, "late", "eth0").unwrap();
     assert_eq!(a[0].address.addr(), ip("10.7.0.4"));
     assert_eq!(fs::read(d.join("10.7.0.4")).unwrap(), b"late\r\neth0");
+    // That rescan listed names only: the index was not rebuilt.
+    assert!(state_of(&t.0, "n").contains("unverified"));
     assert_eq!(ops::add(&c, "full", "eth0").unwrap_err().code(), 11);
     assert_eq!(files(&d).len(), 5);
 }

@@ -560,11 +560,9 @@ impl Store for DiskGuard<'_> {
     }
 
     fn rescan(&mut self) -> Result<bool> {
-        if !self.index_usable {
-            // The walk stat'ed every candidate: its answer was exact.
-            return Ok(false);
-        }
-        self.rebuild()?;
-        Ok(true)
+        // Without a usable index the walk tried every candidate: its answer
+        // was exact. With one, only a stale "taken" bit can have hidden a
+        // free address, and the names in the directory settle that.
+        self.refresh_taken()
     }
 }

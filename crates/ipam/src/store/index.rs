@@ -235,6 +235,52 @@ impl DiskGuard<'_> {
             .join(format!("{TAKEN_PREFIX}{}.{}", page >> 8, page & 0xff))
     }
 
+    /// Brings the taken-address pages the walk read (and those of every
+    /// allocation) in line with the names in the network directory, without
+    /// opening a file. True when an address a page called taken is free:
+    /// only then can a second walk find more than the first.
+    pub(super) fn refresh_taken(&mut self) -> Result<bool> {
+        if !self.index_usable {
+            return Ok(false);
+        }
+        let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        for ip in self.allocated_ips()? {
+            if let IpAddr::V4(v4) = ip {
+                let v = u32::from(v4);
+                let page = pages
+                    .entry(v >> 16)
+                    .or_insert_with(|| vec![0u8; TAKEN_PAGE]);
+                page[(v & 0xffff) as usize / 8] |= 1 << (v & 7);
+            }
+        }
+        let mut keys: Vec<u32> = self.taken.iter().map(|(k, _)| *k).collect();
+        keys.extend(pages.keys().copied());
+        keys.sort_unstable();
+        keys.dedup();
+        let mut freed = false;
+        for k in keys {
+            let fresh = pages.remove(&k).unwrap_or_else(|| vec![0u8; TAKEN_PAGE]);
+            let old = self.taken_page(k).map(std::mem::take);
+            let changed = match &old {
+                Some(o) => {
+                    freed |= o.iter().zip(&fresh).any(|(o, n)| o & !n != 0);
+                    *o != fresh
+                }
+                None => fresh.iter().any(|b| *b != 0),
+            };
+            if changed && overwrite(&self.taken_file(k), &fresh).is_err() {
+                self.index_usable = false;
+            }
+            if old.is_some() || changed {
+                if let Some(slot) = self.taken.iter_mut().find(|(p, _)| *p == k) {
+                    slot.1 = Some(fresh);
+                }
+            }
+            self.dirty |= changed;
+        }
+        Ok(freed)
+    }
+
     /// The taken-address page of the /16 `page`, read once under this lock.
     pub(super) fn taken_page(&mut self, page: u32) -> Option<&mut Vec<u8>> {
         let pos = match self.taken.iter().position(|(k, _)| *k == page) {
