@@ -1,5 +1,6 @@
 //! The index from container ID to addresses: fixed-size bucket slots in
-//! one file, trusted while the network directory's mtime is the sentinel.
+//! one file, trusted while the network directory's mtime is the sentinel
+//! (or the change is one `state` accepts).
 //!
 //! Taken-address pages: beside the buckets, one file per IPv4 /16 holding
 //! allocation, `taken-v4-<a>.<b>`, a bitmap of 8 KiB (one bit per address),
@@ -8,7 +9,14 @@
 //! full pool (no cursor, or a cursor that must wrap) costs bit tests instead
 //! of one stat per taken address. A clear or missing bit proves nothing: the
 //! candidate is still reserved through the file system, so the pages can
-//! only make a walk faster, never hand out a taken address.
+//! only make a walk faster, never hand out a taken address. A set bit that
+//! is stale (someone released the address while the index was kept, see
+//! `state`) only hides that address until a walk finds nothing free: it
+//! then rebuilds the pages from the directory's names and walks again.
+//!
+//! Bucket lines are `ip TAB id TAB ifname` with `%`-escapes; a lookup
+//! compares the escaped ID field and parses only the lines of its
+//! container.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};

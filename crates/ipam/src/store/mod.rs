@@ -10,8 +10,12 @@
 //! with utimensat after each of our changes (`gen` seconds after the epoch,
 //! 0 ns) and that is recorded in the sidecar's `state` file. Any create or
 //! unlink by someone else sets the mtime to the current time, and the next
-//! locker rebuilds the index by scanning once. Index hits are also verified
-//! by reading the one allocation file they point to.
+//! locker rebuilds the index by scanning once, unless the only visible
+//! change is the removal of a cursor file (see `state`: the cursors are
+//! hard-linked into the sidecar, so the reference's in-place rewrite after
+//! each reservation shows). Index hits are always verified by reading the
+//! one allocation file they point to; a walk that finds no free address
+//! re-reads the directory's names before saying the pool is full.
 //!
 //! Crash safety: an allocation file is written complete under a temporary
 //! name and then hard-linked to the IP name (link fails atomically with
@@ -30,8 +34,9 @@
 //!
 //! Modules: [`Store`] and the constants of the layout here; the on-disk
 //! store and its lock in `disk`, the allocation file format in `format`,
-//! the index in `index`, the spare inode pool in `spare`, file-system
-//! helpers in `fsutil`, and [`MemStore`] in `mem`.
+//! the index in `index`, its state file and the evidence that lets it
+//! survive a removed cursor in `state`, the spare inode pool in `spare`,
+//! file-system helpers in `fsutil`, and [`MemStore`] in `mem`.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
