@@ -23,6 +23,11 @@
 //!   linked nowhere else any more (removed);
 //! - at least one was removed.
 //!
+//! The next ADD puts the removed cursor back by rewriting that same inode
+//! through our link and linking it into the network directory again: an
+//! inode created in a directory of thousands of files costs ext4 more than
+//! the rest of the ADD.
+//!
 //! Anything else (a cursor rewritten in place or replaced by another
 //! inode, a file created or removed while every cursor stayed, an
 //! unreadable state, another directory) rebuilds as before.
@@ -37,11 +42,12 @@
 //! *unverified* until the next rebuild, and the consequences are bounded:
 //!
 //! - a file the index lacks: the allocator's exclusive create fails on it
-//!   and the walk goes on (no address is ever handed out twice); DEL, CHECK
-//!   and GC rescan when the index finds nothing for the container, so they
-//!   stay exact; only an ADD's duplicate check (one address per attachment
-//!   and range set) answers from the index, i.e. it misses a second ADD
-//!   without DEL of an attachment whose file arrived this way;
+//!   and the walk goes on (no address is ever handed out twice); DEL and
+//!   CHECK rescan when the index finds nothing for the container, and GC
+//!   reads every file anyway, so they stay exact; only an ADD's duplicate
+//!   check (one address per attachment and range set) answers from the
+//!   index, i.e. it misses a second ADD without DEL of an attachment whose
+//!   file arrived this way;
 //! - a file the index still counts as taken: that address is skipped until
 //!   a rescan, which a walk that finds no free address does before saying
 //!   the pool is full.
