@@ -753,3 +753,42 @@ fn interop_reference_add_and_del_with_the_cursor_removed() {
     assert_eq!(owners.len(), unique.len(), "{owners:?}");
     assert_eq!(owners.len(), 6, "{owners:?}");
 }
+
+#[test]
+fn dual_stack_cursors_are_tracked_one_by_one() {
+    let t = TempDir::new("dualcursor");
+    let c = hl(
+        &t.0,
+        "n",
+        r#"[[{"subnet":"10.11.0.0/24"}],[{"subnet":"2001:db8:11::/120"}]]"#,
+    );
+    let s = sc(&t.0, "n");
+    let d = t.0.join("n");
+    for k in 0..3 {
+        ops::add(&c, &format!("c{k}"), "eth0").unwrap();
+    }
+    // One of the two cursors removed: kept index, both cursors back.
+    fs::remove_file(d.join("last_reserved_ip.1")).unwrap();
+    let a = ops::add(&c, "x", "eth0").unwrap();
+    assert_eq!(a[0].address.addr(), ip("10.11.0.5"));
+    assert_eq!(a[1].address.addr(), ip("2001:db8:11::5"));
+    assert!(state_of(&t.0, "n").contains("unverified"));
+    assert_eq!(
+        fs::read(d.join("last_reserved_ip.1")).unwrap(),
+        b"2001:db8:11::5"
+    );
+    // Both removed: kept too; the IPv4 walk starts over.
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    fs::remove_file(d.join("last_reserved_ip.1")).unwrap();
+    assert_eq!(ops::del(&s, "c1", "eth0").unwrap().len(), 2);
+    let b = ops::add(&c, "y", "eth0").unwrap();
+    assert_eq!(b[0].address.addr(), ip("10.11.0.3"));
+    assert_eq!(b[1].address.addr(), ip("2001:db8:11::3"));
+    // One cursor rewritten in place (a reservation by someone else)
+    // while the other is removed: rebuilt, so the mark goes.
+    fs::write(d.join("last_reserved_ip.0"), "10.11.0.9").unwrap();
+    fs::write(d.join("10.11.0.9"), "z\r\neth0").unwrap();
+    fs::remove_file(d.join("last_reserved_ip.1")).unwrap();
+    assert_eq!(ops::add(&c, "z", "eth0").unwrap_err().code(), 100);
+    assert!(!state_of(&t.0, "n").contains("unverified"));
+}
