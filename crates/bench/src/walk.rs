@@ -10,8 +10,10 @@
 //!   rewriting the file in place as either plugin does);
 //! - `no cursor`: `last_reserved_ip.0` is gone (a reboot or a restore of the
 //!   directory); it is removed before every ADD, untimed. For rcni this is a
-//!   change to the directory by someone else, so every such ADD also pays
-//!   a rebuild of its index.
+//!   change to the directory by someone else; its index recognises the
+//!   removal of a cursor it wrote (the cursor's inode is linked into the
+//!   index) and keeps the index instead of rebuilding it (crates/ipam
+//!   `store::state`).
 
 use super::{exec, figure, index_of, ordered, Env, Options, Samples, Side};
 use crate::report::Figure;

@@ -34,7 +34,7 @@ pub fn allocate<S: Store + ?Sized>(
     // One address per attachment and range set (the spec forbids a second
     // ADD without DEL; the reference checks the same).
     if let Some(ip) = store
-        .get_by_id(id, ifname)?
+        .known_by_id(id, ifname)?
         .into_iter()
         .find(|ip| set.contains(*ip))
     {
@@ -68,22 +68,29 @@ pub fn allocate<S: Store + ?Sized>(
     }
 
     let last = store.last_reserved(&range_id);
-    let mut candidates = set.candidates(last);
-    while let Some((ip, range)) = candidates.next() {
-        // Runs of known-taken addresses are skipped whole, so a walk over
-        // a full pool costs a few word tests; the reservation below still
-        // decides.
-        let run = store.taken_run(ip);
-        if run > 0 {
-            candidates.skip_following(u128::from(run - 1));
-            continue;
+    for walk in 0..2 {
+        // A second walk only after the store refreshed what the first one
+        // trusted: a stale "taken" must not make a pool look full.
+        if walk == 1 && !store.rescan()? {
+            break;
         }
-        if store.reserve(id, ifname, ip, &range_id)? {
-            return Ok(Allocation {
-                address: mk_net(ip, range.subnet.prefix_len()),
-                gateway: range.gateway,
-                range_set: set_idx,
-            });
+        let mut candidates = set.candidates(last);
+        while let Some((ip, range)) = candidates.next() {
+            // Runs of known-taken addresses are skipped whole, so a walk over
+            // a full pool costs a few word tests; the reservation below still
+            // decides.
+            let run = store.taken_run(ip);
+            if run > 0 {
+                candidates.skip_following(u128::from(run - 1));
+                continue;
+            }
+            if store.reserve(id, ifname, ip, &range_id)? {
+                return Ok(Allocation {
+                    address: mk_net(ip, range.subnet.prefix_len()),
+                    gateway: range.gateway,
+                    range_set: set_idx,
+                });
+            }
         }
     }
     Err(Error::Exhausted {

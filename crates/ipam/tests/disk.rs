@@ -576,3 +576,219 @@ fn full_pool_walk_skips_taken_pages_and_sees_foreign_changes() {
     assert_eq!(e[0].address.addr(), ip("10.9.0.12"));
     assert_eq!(files(&d).len(), 253);
 }
+
+// ---- changes by someone else that need no rebuild (issue 14) ----
+
+fn state_of(data: &Path, net: &str) -> String {
+    fs::read_to_string(data.join(ipam::store::INDEX_DIR).join(net).join("state")).unwrap()
+}
+
+#[test]
+fn cursor_removal_keeps_the_index_and_a_miss_still_rescans() {
+    let t = TempDir::new("nocursor");
+    let c = hl(&t.0, "n", r#"[[{"subnet":"10.5.0.0/24"}]]"#);
+    let s = sc(&t.0, "n");
+    let d = t.0.join("n");
+    for k in 0..10 {
+        ops::add(&c, &format!("c{k}"), "eth0").unwrap();
+    }
+    assert!(!state_of(&t.0, "n").contains("unverified"));
+    let cursor_ino = fs::metadata(d.join("last_reserved_ip.0")).unwrap().ino();
+    // A reboot or a restore drops the cursor: no rebuild (the state stays
+    // marked unverified until one), and the walk starts over from the
+    // first address, skipping the taken ones.
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    let a = ops::add(&c, "x", "eth0").unwrap();
+    assert_eq!(a[0].address.addr(), ip("10.5.0.12"));
+    assert!(state_of(&t.0, "n").contains("unverified"));
+    // The new cursor is the old inode (kept by the index's link), written
+    // like any cursor, 0644.
+    let md = fs::metadata(d.join("last_reserved_ip.0")).unwrap();
+    assert_eq!(md.ino(), cursor_ino);
+    assert_eq!(md.mode() & 0o777, 0o644);
+    assert_eq!(
+        fs::read(d.join("last_reserved_ip.0")).unwrap(),
+        b"10.5.0.12"
+    );
+    // The new cursor is tracked again: removing it once more is accepted.
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    assert_eq!(ops::del(&s, "c3", "eth0").unwrap(), [ip("10.5.0.5")]);
+    assert!(state_of(&t.0, "n").contains("unverified"));
+    // A duplicate of one of ours is still refused from the index.
+    assert_eq!(ops::add(&c, "c4", "eth0").unwrap_err().code(), 100);
+    // A lookup that finds nothing while unverified rescans (and so clears
+    // the mark); an idempotent DEL stays a success.
+    assert!(ops::del(&s, "never", "eth0").unwrap().is_empty());
+    assert!(!state_of(&t.0, "n").contains("unverified"));
+    // Still no cursor: the walk starts over and finds c3's address.
+    let b = ops::add(&c, "y", "eth0").unwrap();
+    assert_eq!(b[0].address.addr(), ip("10.5.0.5"));
+    assert_eq!(files(&d).len(), 11);
+}
+
+#[test]
+fn file_copied_in_before_the_cursor_removal_is_found_by_del_and_check() {
+    // The one change the cursor evidence cannot see: an allocation file
+    // created by something other than host-local, then the cursor removed.
+    let t = TempDir::new("copyin");
+    let c = hl(&t.0, "n", r#"[[{"subnet":"10.6.0.0/24"}]]"#);
+    let s = sc(&t.0, "n");
+    let d = t.0.join("n");
+    ops::add(&c, "a", "eth0").unwrap();
+    fs::write(d.join("10.6.0.3"), "restored\r\neth0").unwrap();
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    // ADD walks from the start: .2 ours, .3 taken by the file (the
+    // exclusive create fails, the walk goes on).
+    let b = ops::add(&c, "b", "eth0").unwrap();
+    assert_eq!(b[0].address.addr(), ip("10.6.0.4"));
+    assert_eq!(
+        ops::check(&s, "restored", "eth0").unwrap(),
+        [ip("10.6.0.3")]
+    );
+    assert_eq!(ops::del(&s, "restored", "eth0").unwrap(), [ip("10.6.0.3")]);
+    assert!(!d.join("10.6.0.3").exists());
+    assert_eq!(ops::check(&s, "b", "eth0").unwrap(), [ip("10.6.0.4")]);
+}
+
+#[test]
+fn stale_taken_bits_are_rescanned_before_the_pool_is_full() {
+    let t = TempDir::new("fullrescan");
+    let c = hl(&t.0, "n", r#"[[{"subnet":"10.7.0.0/29"}]]"#);
+    let d = t.0.join("n");
+    for k in 0..5 {
+        ops::add(&c, &format!("c{k}"), "eth0").unwrap();
+    }
+    assert_eq!(ops::add(&c, "full", "eth0").unwrap_err().code(), 11);
+    // Someone releases .4, then removes the cursor: the last change is the
+    // cursor's removal, so the index is kept, and its page still says .4
+    // is taken. The walk finds nothing, rescans, and finds .4.
+    fs::remove_file(d.join("10.7.0.4")).unwrap();
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    let a = ops::add(&c, "late", "eth0").unwrap();
+    assert_eq!(a[0].address.addr(), ip("10.7.0.4"));
+    assert_eq!(fs::read(d.join("10.7.0.4")).unwrap(), b"late\r\neth0");
+    // That rescan listed names only: the index was not rebuilt.
+    assert!(state_of(&t.0, "n").contains("unverified"));
+    assert_eq!(ops::add(&c, "full", "eth0").unwrap_err().code(), 11);
+    assert_eq!(files(&d).len(), 5);
+}
+
+#[test]
+fn other_changes_with_the_cursor_removed_still_rebuild() {
+    let t = TempDir::new("rebuild5");
+    let c = hl(&t.0, "n", r#"[[{"subnet":"10.8.0.0/24"}]]"#);
+    let s = sc(&t.0, "n");
+    let d = t.0.join("n");
+    ops::add(&c, "a", "eth0").unwrap();
+    // A file created while every cursor stays: rebuilt, so the new owner
+    // is known even to ADD's duplicate check.
+    fs::write(d.join("10.8.0.9"), "m\r\neth0").unwrap();
+    assert_eq!(ops::add(&c, "m", "eth0").unwrap_err().code(), 100);
+    assert!(!state_of(&t.0, "n").contains("unverified"));
+    // The cursor rewritten in place (what the reference does after each
+    // reservation) together with a new file: rebuilt too.
+    fs::write(d.join("10.8.0.20"), "p\r\neth0").unwrap();
+    fs::write(d.join("last_reserved_ip.0"), "10.8.0.20").unwrap();
+    assert_eq!(ops::add(&c, "p", "eth0").unwrap_err().code(), 100);
+    // The cursor replaced by a new inode (a restore by rename): rebuilt.
+    fs::write(d.join("10.8.0.30"), "q\r\neth0").unwrap();
+    fs::write(d.join("cursor.tmp"), "10.8.0.30").unwrap();
+    fs::rename(d.join("cursor.tmp"), d.join("last_reserved_ip.0")).unwrap();
+    assert_eq!(ops::add(&c, "q", "eth0").unwrap_err().code(), 100);
+    assert_eq!(ops::check(&s, "q", "eth0").unwrap(), [ip("10.8.0.30")]);
+    // The index's own cursor link gone: rebuilt.
+    fs::remove_file(t.0.join(ipam::store::INDEX_DIR).join("n").join("cursor.0")).unwrap();
+    fs::write(d.join("10.8.0.40"), "r\r\neth0").unwrap();
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    assert_eq!(ops::add(&c, "r", "eth0").unwrap_err().code(), 100);
+}
+
+#[test]
+fn interop_reference_add_and_del_with_the_cursor_removed() {
+    assert!(
+        Path::new(REFERENCE).exists(),
+        "{REFERENCE} missing: apt-get install containernetworking-plugins (scripts/dev.sh setup does)"
+    );
+    let t = TempDir::new("interop3");
+    let text = conf(&t.0, "n", r#"[[{"subnet":"10.10.0.0/24"}]]"#);
+    let c = HostLocalConfig::parse(text.as_bytes(), &[]).unwrap();
+    let s = sc(&t.0, "n");
+    let d = t.0.join("n");
+    for id in ["a", "b", "c"] {
+        ops::add(&c, id, "eth0").unwrap();
+    }
+    // The reference allocates (rewriting our cursor inode in place), then
+    // the cursor is removed: the rewrite shows through our link, so the
+    // index is rebuilt and even ADD's duplicate check sees the reference's
+    // allocation.
+    let (ok, out) = reference("ADD", &text, "r", "eth0", "");
+    assert!(ok, "{out}");
+    assert!(out.contains("10.10.0.5/24"), "{out}");
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    assert_eq!(ops::add(&c, "r", "eth0").unwrap_err().code(), 100);
+    assert_eq!(ops::check(&s, "r", "eth0").unwrap(), [ip("10.10.0.5")]);
+    // The reference allocates with no cursor present (it creates one):
+    // seen too.
+    assert!(!d.join("last_reserved_ip.0").exists());
+    let (ok, out) = reference("ADD", &text, "r2", "eth0", "");
+    assert!(ok, "{out}");
+    assert!(out.contains("10.10.0.6/24"), "{out}");
+    assert_eq!(ops::add(&c, "r2", "eth0").unwrap_err().code(), 100);
+    // The reference releases one of ours, then the cursor goes: the index
+    // is kept (the last change was the removal), so the released address
+    // counts as taken until a rescan; the walk takes the next free one and
+    // never an address someone holds.
+    let (ok, out) = reference("DEL", &text, "b", "eth0", "");
+    assert!(ok, "{out}");
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    let x = ops::add(&c, "x", "eth0").unwrap();
+    assert_eq!(x[0].address.addr(), ip("10.10.0.7"));
+    assert!(ops::check(&s, "b", "eth0").unwrap().is_empty());
+    // The reference sees every file, ours and its own.
+    let (ok, out) = reference("ADD", &text, "r3", "eth0", "");
+    assert!(ok, "{out}");
+    assert!(out.contains("10.10.0.8/24"), "{out}");
+    let owners: Vec<String> = files(&d).into_iter().map(|(_, o)| o).collect();
+    let unique: HashSet<&String> = owners.iter().collect();
+    assert_eq!(owners.len(), unique.len(), "{owners:?}");
+    assert_eq!(owners.len(), 6, "{owners:?}");
+}
+
+#[test]
+fn dual_stack_cursors_are_tracked_one_by_one() {
+    let t = TempDir::new("dualcursor");
+    let c = hl(
+        &t.0,
+        "n",
+        r#"[[{"subnet":"10.11.0.0/24"}],[{"subnet":"2001:db8:11::/120"}]]"#,
+    );
+    let s = sc(&t.0, "n");
+    let d = t.0.join("n");
+    for k in 0..3 {
+        ops::add(&c, &format!("c{k}"), "eth0").unwrap();
+    }
+    // One of the two cursors removed: kept index, both cursors back.
+    fs::remove_file(d.join("last_reserved_ip.1")).unwrap();
+    let a = ops::add(&c, "x", "eth0").unwrap();
+    assert_eq!(a[0].address.addr(), ip("10.11.0.5"));
+    assert_eq!(a[1].address.addr(), ip("2001:db8:11::5"));
+    assert!(state_of(&t.0, "n").contains("unverified"));
+    assert_eq!(
+        fs::read(d.join("last_reserved_ip.1")).unwrap(),
+        b"2001:db8:11::5"
+    );
+    // Both removed: kept too; the IPv4 walk starts over.
+    fs::remove_file(d.join("last_reserved_ip.0")).unwrap();
+    fs::remove_file(d.join("last_reserved_ip.1")).unwrap();
+    assert_eq!(ops::del(&s, "c1", "eth0").unwrap().len(), 2);
+    let b = ops::add(&c, "y", "eth0").unwrap();
+    assert_eq!(b[0].address.addr(), ip("10.11.0.3"));
+    assert_eq!(b[1].address.addr(), ip("2001:db8:11::3"));
+    // One cursor rewritten in place (a reservation by someone else)
+    // while the other is removed: rebuilt, so the mark goes.
+    fs::write(d.join("last_reserved_ip.0"), "10.11.0.9").unwrap();
+    fs::write(d.join("10.11.0.9"), "z\r\neth0").unwrap();
+    fs::remove_file(d.join("last_reserved_ip.1")).unwrap();
+    assert_eq!(ops::add(&c, "z", "eth0").unwrap_err().code(), 100);
+    assert!(!state_of(&t.0, "n").contains("unverified"));
+}

@@ -5,16 +5,22 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::format::Owner;
-use super::fsutil::{link_follow, mkdir_p, mtime_of, overwrite, remove_if_exists, set_mtime};
-use super::index::{GEN_WRAP, STATE_FILE, STATE_MAGIC, TAKEN_PAGE};
+use super::fsutil::{link_follow, mkdir_p, overwrite, overwrite_stat, remove_if_exists, set_mtime};
+use super::index::{GEN_WRAP, STATE_FILE, TAKEN_PAGE};
 use super::spare::SPARE_DIR;
-use super::{Store, DEFAULT_DATA_DIR, INDEX_DIR, LAST_RESERVED_PREFIX, LOCK_FILE, TMP_FILE};
+use super::state::{cursor_name, link_path, only_cursors_removed, CursorMark, State};
+use super::{Store, DEFAULT_DATA_DIR, INDEX_DIR, LOCK_FILE, TMP_FILE};
 use crate::error::{Error, Result};
+
+/// What a scan of the network directory finds: every allocation, and the
+/// range set ids of the cursor files.
+pub(super) type Scan = (Vec<(IpAddr, Owner)>, Vec<String>);
 
 /// The reference-compatible on-disk store of one network.
 #[derive(Debug, Clone)]
@@ -77,7 +83,8 @@ impl DiskStore {
             _lock: lock,
             dirty: false,
             index_usable: true,
-            gen: 0,
+            state: State::default(),
+            cursor_writes: Vec::new(),
             tmp_content: None,
             bucket_cache: RefCell::new(None),
             index_file: None,
@@ -98,7 +105,11 @@ pub struct DiskGuard<'a> {
     /// False when the index could not be maintained; the sentinel is then
     /// not set, so the next locker rebuilds.
     pub(super) index_usable: bool,
-    pub(super) gen: u64,
+    /// The index's state as read at lock time (see `state`); sealed into
+    /// the `state` file by [`DiskGuard::commit`].
+    pub(super) state: State,
+    /// Cursors written under this lock: (range set id, inode, mtime, ip).
+    pub(super) cursor_writes: Vec<CursorMark>,
     pub(super) tmp_content: Option<String>,
     /// The last bucket read or written under this lock (number, content),
     /// so an ADD reads its bucket once.
@@ -119,20 +130,30 @@ impl DiskGuard<'_> {
     pub(super) fn prepare(&mut self) -> Result<()> {
         let tmp = self.net(TMP_FILE);
         remove_if_exists(&tmp).map_err(|e| Error::io("failed to remove", &tmp, e))?;
-        let mtime = mtime_of(&self.store.net_dir)
-            .map_err(|e| Error::io("failed to stat", &self.store.net_dir, e))?;
-        let state = fs::read_to_string(self.store.index_dir.join(STATE_FILE)).ok();
-        let recorded = state.as_deref().and_then(|s| {
-            let rest = s.trim().strip_prefix(STATE_MAGIC)?;
-            rest.trim().strip_prefix("gen=")?.parse::<u64>().ok()
-        });
-        match recorded {
-            Some(g) if mtime == (g as i64, 0) => {
-                self.gen = g;
+        let dir = &self.store.net_dir;
+        let md = fs::metadata(dir).map_err(|e| Error::io("failed to stat", dir, e))?;
+        let state = fs::read_to_string(self.store.index_dir.join(STATE_FILE))
+            .ok()
+            .and_then(|s| State::parse(&s));
+        match state {
+            Some(st)
+                if md.ino() == st.dir_ino
+                    && (md.mtime(), md.mtime_nsec()) == (st.gen as i64, 0) =>
+            {
+                self.state = st;
+                Ok(())
+            }
+            Some(st) if only_cursors_removed(&st, dir, &self.store.index_dir, &md) => {
+                // Someone removed a cursor and did nothing else we can see:
+                // keep the index, but rescan before trusting a miss.
+                self.state = st;
+                self.state.unverified = true;
+                self.dirty = true;
                 Ok(())
             }
             other => {
-                self.gen = other.unwrap_or(0);
+                self.state.gen = other.map_or(0, |st| st.gen);
+                self.state.dir_ino = md.ino();
                 self.rebuild()
             }
         }
@@ -147,13 +168,23 @@ impl DiskGuard<'_> {
 
     /// Every allocation file: names that are IP addresses in canonical form.
     pub(super) fn scan(&self) -> Result<Vec<(IpAddr, Owner)>> {
+        Ok(self.scan_all()?.0)
+    }
+
+    /// Every allocation file, and the range set ids of the cursor files.
+    pub(super) fn scan_all(&self) -> Result<Scan> {
         let dir = &self.store.net_dir;
         let rd = fs::read_dir(dir).map_err(|e| Error::io("failed to read", dir, e))?;
         let mut out = Vec::new();
+        let mut cursors = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| Error::io("failed to read", dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_prefix(super::LAST_RESERVED_PREFIX) {
+                cursors.push(id.to_string());
+                continue;
+            }
             let Ok(ip) = name.parse::<IpAddr>() else {
                 continue;
             };
@@ -164,7 +195,7 @@ impl DiskGuard<'_> {
                 out.push((ip, Owner::parse(&content)));
             }
         }
-        Ok(out)
+        Ok((out, cursors))
     }
 
     /// Names of allocation files only (no content reads).
@@ -266,18 +297,94 @@ impl DiskGuard<'_> {
         if !self.index_usable {
             return Ok(());
         }
-        let gen = self.gen % GEN_WRAP + 1;
+        self.seal_cursors();
+        let gen = self.state.gen % GEN_WRAP + 1;
+        let dir = &self.store.net_dir;
+        // The directory's inode is the one prepare() saw (we hold its lock)
+        // and is already in the state.
+        let st = State {
+            gen,
+            ..self.state.clone()
+        };
         let state_path = self.store.index_dir.join(STATE_FILE);
-        overwrite(
-            &state_path,
-            format!("{STATE_MAGIC} gen={gen:09}\n").as_bytes(),
-        )
-        .map_err(|e| Error::io("failed to write", &state_path, e))?;
-        set_mtime(&self.store.net_dir, gen as i64)
-            .map_err(|e| Error::io("failed to set mtime of", &self.store.net_dir, e))?;
-        self.gen = gen;
+        overwrite(&state_path, st.render().as_bytes())
+            .map_err(|e| Error::io("failed to write", &state_path, e))?;
+        set_mtime(dir, gen as i64).map_err(|e| Error::io("failed to set mtime of", dir, e))?;
+        self.state = st;
         Ok(())
     }
+
+    /// Writes the cursor of range set `id` (at `path`). When someone removed
+    /// it, the removed inode, still held by our link in the index
+    /// directory, is rewritten and linked back: creating an inode in a
+    /// directory of thousands of files costs ext4 far more than the rest of
+    /// an ADD, and the reference rewrites the cursor in place all the same.
+    fn write_cursor(&self, id: &str, path: &Path, text: &str) -> std::io::Result<fs::Metadata> {
+        let f = match OpenOptions::new().write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let link = link_path(&self.store.index_dir, id);
+                // O_NOFOLLOW and a plain file linked nowhere else: never
+                // write through something planted in the index directory.
+                let old = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&link)
+                    .and_then(|f| {
+                        let md = f.metadata()?;
+                        if !md.is_file() || md.nlink() != 1 {
+                            return Err(std::io::Error::other("not a removed cursor"));
+                        }
+                        Ok(f)
+                    });
+                if let Ok(f) = old {
+                    let md = rewrite(&f, text)?;
+                    if fs::hard_link(&link, path).is_ok() {
+                        return Ok(md);
+                    }
+                }
+                return overwrite_stat(path, text.as_bytes());
+            }
+            Err(e) => return Err(e),
+        };
+        rewrite(&f, text)
+    }
+
+    /// Tracks the cursors written under this lock: a cursor that is a new
+    /// inode (it was missing) gets its link in the index directory again.
+    /// A cursor that cannot be linked is not tracked, so any later change
+    /// to the directory rebuilds.
+    fn seal_cursors(&mut self) {
+        for mark in std::mem::take(&mut self.cursor_writes) {
+            let known = self
+                .state
+                .cursors
+                .iter()
+                .any(|c| c.id == mark.id && c.ino == mark.ino);
+            let link = link_path(&self.store.index_dir, &mark.id);
+            let linked = known
+                || (remove_if_exists(&link).is_ok()
+                    && fs::hard_link(self.net(&cursor_name(&mark.id)), &link).is_ok());
+            if linked {
+                self.state.track(mark);
+            } else {
+                self.state.cursors.retain(|c| c.id != mark.id);
+            }
+        }
+    }
+}
+
+/// Replaces a small file's content in place (see `fsutil::overwrite`);
+/// returns its metadata after the write.
+fn rewrite(f: &File, text: &str) -> std::io::Result<fs::Metadata> {
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(text.as_bytes(), 0)?;
+    let md = f.metadata()?;
+    if md.len() > text.len() as u64 {
+        f.set_len(text.len() as u64)?;
+        return f.metadata();
+    }
+    Ok(md)
 }
 
 impl Drop for DiskGuard<'_> {
@@ -309,9 +416,21 @@ impl Store for DiskGuard<'_> {
             }
         }
         self.dirty = true;
-        let cursor = self.net(&format!("{LAST_RESERVED_PREFIX}{range_id}"));
-        overwrite(&cursor, ip.to_string().as_bytes())
+        let cursor = self.net(&cursor_name(range_id));
+        let text = ip.to_string();
+        let md = self
+            .write_cursor(range_id, &cursor, &text)
             .map_err(|e| Error::io("failed to write", cursor, e))?;
+        let mark = CursorMark {
+            id: range_id.to_string(),
+            ino: md.ino(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ip: text,
+        };
+        match self.cursor_writes.iter_mut().find(|c| c.id == mark.id) {
+            Some(c) => *c = mark,
+            None => self.cursor_writes.push(mark),
+        }
         self.index_add(
             ip,
             Owner {
@@ -360,14 +479,23 @@ impl Store for DiskGuard<'_> {
     }
 
     fn last_reserved(&mut self, range_id: &str) -> Option<IpAddr> {
-        fs::read_to_string(self.net(&format!("{LAST_RESERVED_PREFIX}{range_id}")))
+        fs::read_to_string(self.net(&cursor_name(range_id)))
             .ok()
             .and_then(|s| crate::range::parse_ip(&s))
     }
 
     fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
         Ok(self
-            .verified_lines(id)?
+            .verified_lines(id, true)?
+            .into_iter()
+            .filter(|l| l.owner.is(id, ifname) || l.owner.is_legacy_of(id))
+            .map(|l| l.ip)
+            .collect())
+    }
+
+    fn known_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        Ok(self
+            .verified_lines(id, false)?
             .into_iter()
             .filter(|l| l.owner.is(id, ifname) || l.owner.is_legacy_of(id))
             .map(|l| l.ip)
@@ -375,7 +503,7 @@ impl Store for DiskGuard<'_> {
     }
 
     fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
-        let lines = self.verified_lines(id)?;
+        let lines = self.verified_lines(id, true)?;
         let mut victims: Vec<IpAddr> = lines
             .iter()
             .filter(|l| l.owner.is(id, ifname))
@@ -429,5 +557,12 @@ impl Store for DiskGuard<'_> {
 
     fn all(&mut self) -> Result<Vec<(IpAddr, Owner)>> {
         self.scan()
+    }
+
+    fn rescan(&mut self) -> Result<bool> {
+        // Without a usable index the walk tried every candidate: its answer
+        // was exact. With one, only a stale "taken" bit can have hidden a
+        // free address, and the names in the directory settle that.
+        self.refresh_taken()
     }
 }

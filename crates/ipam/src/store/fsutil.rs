@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 pub(super) fn mkdir_p(path: &Path, mode: u32) -> io::Result<()> {
@@ -12,11 +12,6 @@ pub(super) fn mkdir_p(path: &Path, mode: u32) -> io::Result<()> {
         .recursive(true)
         .mode(mode)
         .create(path)
-}
-
-pub(super) fn mtime_of(path: &Path) -> io::Result<(i64, i64)> {
-    let md = fs::metadata(path)?;
-    Ok((md.mtime(), md.mtime_nsec()))
 }
 
 pub(super) fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
@@ -96,6 +91,11 @@ pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 /// a flush at close and costs most of an ADD. A torn write is harmless for
 /// every file written this way (cursor, index bucket, index state).
 pub(super) fn overwrite(path: &Path, data: &[u8]) -> io::Result<()> {
+    overwrite_stat(path, data).map(|_| ())
+}
+
+/// [`overwrite`], returning the file's metadata after the write.
+pub(super) fn overwrite_stat(path: &Path, data: &[u8]) -> io::Result<fs::Metadata> {
     use std::os::unix::fs::FileExt;
     let f = OpenOptions::new()
         .write(true)
@@ -104,10 +104,12 @@ pub(super) fn overwrite(path: &Path, data: &[u8]) -> io::Result<()> {
         .mode(0o644)
         .open(path)?;
     f.write_all_at(data, 0)?;
-    if f.metadata()?.len() > data.len() as u64 {
+    let md = f.metadata()?;
+    if md.len() > data.len() as u64 {
         f.set_len(data.len() as u64)?;
+        return f.metadata();
     }
-    Ok(())
+    Ok(md)
 }
 
 pub(super) fn remove_if_exists(path: &Path) -> io::Result<bool> {

@@ -1,5 +1,6 @@
 //! The index from container ID to addresses: fixed-size bucket slots in
-//! one file, trusted while the network directory's mtime is the sentinel.
+//! one file, trusted while the network directory's mtime is the sentinel
+//! (or the change is one `state` accepts).
 //!
 //! Taken-address pages: beside the buckets, one file per IPv4 /16 holding
 //! allocation, `taken-v4-<a>.<b>`, a bitmap of 8 KiB (one bit per address),
@@ -8,23 +9,31 @@
 //! full pool (no cursor, or a cursor that must wrap) costs bit tests instead
 //! of one stat per taken address. A clear or missing bit proves nothing: the
 //! candidate is still reserved through the file system, so the pages can
-//! only make a walk faster, never hand out a taken address.
+//! only make a walk faster, never hand out a taken address. A set bit that
+//! is stale (someone released the address while the index was kept, see
+//! `state`) only hides that address until a walk finds nothing free: it
+//! then rebuilds the pages from the directory's names and walks again.
+//!
+//! Bucket lines are `ip TAB id TAB ifname` with `%`-escapes; a lookup
+//! compares the escaped ID field and parses only the lines of its
+//! container.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::IpAddr;
 
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::disk::DiskGuard;
-use super::format::{line_of, unescape, Owner};
+use super::format::{escape, line_of, unescape, Owner};
 use super::fsutil::{mkdir_p, overwrite, remove_if_exists};
+use super::state::{cursor_name, link_path, CursorMark};
 use crate::error::{Error, Result};
 
 pub(super) const STATE_FILE: &str = "state";
-pub(super) const STATE_MAGIC: &str = "rcni-ipam-index v4";
+pub(super) const STATE_MAGIC: &str = "rcni-ipam-index v5";
 /// Prefix of the taken-address pages (see the module docs).
 const TAKEN_PREFIX: &str = "taken-v4-";
 /// Bytes of one taken-address page: one bit per address of a /16.
@@ -114,15 +123,47 @@ impl DiskGuard<'_> {
     pub(super) fn rebuild(&mut self) -> Result<()> {
         self.dirty = true;
         *self.bucket_cache.get_mut() = None;
-        let entries = self.scan()?;
+        let (entries, cursors) = self.scan_all()?;
         let idx = self.store.index_dir.clone();
+        self.state.unverified = false;
+        self.state.cursors.clear();
+        self.cursor_writes.clear();
         if let Err(e) = self.write_index(&idx, &entries) {
             // The allocation files are the truth; without an index we only
             // lose speed. Leave the sentinel unset so the next locker retries.
             self.index_usable = false;
             eprintln!("rcni ipam: cannot rebuild index {}: {e}", idx.display());
+            return Ok(());
+        }
+        for id in cursors {
+            self.link_cursor(&id);
         }
         Ok(())
+    }
+
+    /// Links the cursor file of range set `id` into the index directory
+    /// and tracks it (see `state`); an untrackable cursor is left out, so
+    /// any later change to the directory rebuilds.
+    fn link_cursor(&mut self, id: &str) {
+        let link = link_path(&self.store.index_dir, id);
+        if remove_if_exists(&link).is_err()
+            || fs::hard_link(self.net(&cursor_name(id)), &link).is_err()
+        {
+            return;
+        }
+        let (Ok(md), Ok(text)) = (fs::symlink_metadata(&link), fs::read(&link)) else {
+            return;
+        };
+        let plain = !text.is_empty() && text.iter().all(u8::is_ascii_graphic);
+        if !plain || md.len() != text.len() as u64 {
+            return;
+        }
+        self.state.track(CursorMark {
+            id: id.to_string(),
+            ino: md.ino(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ip: String::from_utf8_lossy(&text).into_owned(),
+        });
     }
 
     pub(super) fn write_index(
@@ -202,6 +243,52 @@ impl DiskGuard<'_> {
             .join(format!("{TAKEN_PREFIX}{}.{}", page >> 8, page & 0xff))
     }
 
+    /// Brings the taken-address pages the walk read (and those of every
+    /// allocation) in line with the names in the network directory, without
+    /// opening a file. True when an address a page called taken is free:
+    /// only then can a second walk find more than the first.
+    pub(super) fn refresh_taken(&mut self) -> Result<bool> {
+        if !self.index_usable {
+            return Ok(false);
+        }
+        let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        for ip in self.allocated_ips()? {
+            if let IpAddr::V4(v4) = ip {
+                let v = u32::from(v4);
+                let page = pages
+                    .entry(v >> 16)
+                    .or_insert_with(|| vec![0u8; TAKEN_PAGE]);
+                page[(v & 0xffff) as usize / 8] |= 1 << (v & 7);
+            }
+        }
+        let mut keys: Vec<u32> = self.taken.iter().map(|(k, _)| *k).collect();
+        keys.extend(pages.keys().copied());
+        keys.sort_unstable();
+        keys.dedup();
+        let mut freed = false;
+        for k in keys {
+            let fresh = pages.remove(&k).unwrap_or_else(|| vec![0u8; TAKEN_PAGE]);
+            let old = self.taken_page(k).map(std::mem::take);
+            let changed = match &old {
+                Some(o) => {
+                    freed |= o.iter().zip(&fresh).any(|(o, n)| o & !n != 0);
+                    *o != fresh
+                }
+                None => fresh.iter().any(|b| *b != 0),
+            };
+            if changed && overwrite(&self.taken_file(k), &fresh).is_err() {
+                self.index_usable = false;
+            }
+            if old.is_some() || changed {
+                if let Some(slot) = self.taken.iter_mut().find(|(p, _)| *p == k) {
+                    slot.1 = Some(fresh);
+                }
+            }
+            self.dirty |= changed;
+        }
+        Ok(freed)
+    }
+
     /// The taken-address page of the /16 `page`, read once under this lock.
     pub(super) fn taken_page(&mut self, page: u32) -> Option<&mut Vec<u8>> {
         let pos = match self.taken.iter().position(|(k, _)| *k == page) {
@@ -255,46 +342,75 @@ impl DiskGuard<'_> {
         }
     }
 
-    pub(super) fn read_bucket(&mut self, id: &str) -> Vec<IndexLine> {
+    /// The text of `id`'s bucket, read once under this lock; `None` when
+    /// the index is unreadable (it is then dropped: the sentinel stays
+    /// unset and callers fall back to scanning).
+    fn bucket_text(&mut self, id: &str) -> Option<(u64, String)> {
         let bucket = Self::bucket_of(id);
         let cached = matches!(self.bucket_cache.get_mut(), Some((b, _)) if *b == bucket);
         if !cached {
             match self.read_slot(bucket) {
                 Ok(text) => *self.bucket_cache.get_mut() = Some((bucket, text)),
                 Err(_) => {
-                    // Unreadable index: drop it; the sentinel stays unset
-                    // and callers fall back to scanning.
                     self.index_usable = false;
                     *self.bucket_cache.get_mut() = None;
-                    return Vec::new();
+                    return None;
                 }
             }
         }
-        let cache = self.bucket_cache.borrow();
-        let Some((_, content)) = cache.as_ref() else {
+        self.bucket_cache.get_mut().take()
+    }
+
+    /// The index lines of container `id`. Other containers' lines of the
+    /// bucket are skipped on their escaped ID field, without parsing them.
+    pub(super) fn read_bucket(&mut self, id: &str) -> Vec<IndexLine> {
+        let Some((bucket, text)) = self.bucket_text(id) else {
             return Vec::new();
         };
-        content
+        let want = escape(id.trim());
+        let lines = text
             .lines()
             .filter_map(|l| {
                 let mut f = l.split('\t');
-                let ip = f.next()?.parse::<IpAddr>().ok()?;
-                let id = unescape(f.next()?);
+                let ip = f.next()?;
+                if f.next()? != want {
+                    return None;
+                }
                 let ifname = f.next().map(unescape);
                 Some(IndexLine {
-                    ip,
-                    owner: Owner { id, ifname },
+                    ip: ip.parse::<IpAddr>().ok()?,
+                    owner: Owner {
+                        id: id.trim().to_string(),
+                        ifname,
+                    },
                 })
             })
-            .collect()
+            .collect();
+        *self.bucket_cache.get_mut() = Some((bucket, text));
+        lines
     }
 
-    pub(super) fn write_bucket(&mut self, id: &str, lines: &[IndexLine]) {
-        let bucket = Self::bucket_of(id);
-        let s: String = lines.iter().map(|l| line_of(l.ip, &l.owner)).collect();
-        let res = self.write_slot(bucket, &s);
+    /// Rewrites the bucket of `id`: lines whose address is in `drop` go,
+    /// `add` (a line) is appended.
+    fn edit_bucket(&mut self, id: &str, drop: &[IpAddr], add: Option<String>) {
+        let Some((bucket, text)) = self.bucket_text(id) else {
+            return;
+        };
+        let drop: Vec<String> = drop.iter().map(IpAddr::to_string).collect();
+        let mut out = String::with_capacity(text.len() + add.as_ref().map_or(0, String::len));
+        for l in text.lines() {
+            let ip = l.split('\t').next().unwrap_or_default();
+            if !drop.iter().any(|d| d == ip) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        if let Some(line) = add {
+            out.push_str(&line);
+        }
+        let res = self.write_slot(bucket, &out);
         *self.bucket_cache.get_mut() = match res {
-            Ok(()) => Some((bucket, s)),
+            Ok(()) => Some((bucket, out)),
             Err(_) => {
                 self.index_usable = false;
                 None
@@ -303,8 +419,9 @@ impl DiskGuard<'_> {
     }
 
     /// Index lines of `id` after checking each against its file; rebuilds the
-    /// index once when a line turns out stale.
-    pub(super) fn verified_lines(&mut self, id: &str) -> Result<Vec<IndexLine>> {
+    /// index once when a line turns out stale, and when `exact` and nothing
+    /// was found while the index is unverified (see `state`).
+    pub(super) fn verified_lines(&mut self, id: &str, exact: bool) -> Result<Vec<IndexLine>> {
         if !self.index_usable {
             return Ok(self
                 .scan()?
@@ -314,21 +431,18 @@ impl DiskGuard<'_> {
                 .collect());
         }
         for attempt in 0..2 {
-            let lines: Vec<IndexLine> = self
-                .read_bucket(id)
-                .into_iter()
-                .filter(|l| l.owner.id == id.trim())
-                .collect();
+            let lines = self.read_bucket(id);
             let fresh = lines
                 .iter()
                 .all(|l| self.read_owner(l.ip).as_ref() == Some(&l.owner));
-            if fresh {
+            let doubtful_miss = exact && lines.is_empty() && self.state.unverified;
+            if fresh && !doubtful_miss {
                 return Ok(lines);
             }
             if attempt == 0 {
                 self.rebuild()?;
                 if !self.index_usable {
-                    return self.verified_lines(id);
+                    return self.verified_lines(id, exact);
                 }
             }
         }
@@ -343,11 +457,8 @@ impl DiskGuard<'_> {
         if !self.index_usable {
             return;
         }
-        let mut lines = self.read_bucket(&owner.id);
-        lines.retain(|l| l.ip != ip);
-        let id = owner.id.clone();
-        lines.push(IndexLine { ip, owner });
-        self.write_bucket(&id, &lines);
+        let line = line_of(ip, &owner);
+        self.edit_bucket(&owner.id, &[ip], Some(line));
         self.mark(ip, true);
     }
 
@@ -355,9 +466,7 @@ impl DiskGuard<'_> {
         if !self.index_usable {
             return;
         }
-        let mut lines = self.read_bucket(id);
-        lines.retain(|l| !ips.contains(&l.ip));
-        self.write_bucket(id, &lines);
+        self.edit_bucket(id, ips, None);
         for ip in ips {
             self.mark(*ip, false);
         }

@@ -10,8 +10,12 @@
 //! with utimensat after each of our changes (`gen` seconds after the epoch,
 //! 0 ns) and that is recorded in the sidecar's `state` file. Any create or
 //! unlink by someone else sets the mtime to the current time, and the next
-//! locker rebuilds the index by scanning once. Index hits are also verified
-//! by reading the one allocation file they point to.
+//! locker rebuilds the index by scanning once, unless the only visible
+//! change is the removal of a cursor file (see `state`: the cursors are
+//! hard-linked into the sidecar, so the reference's in-place rewrite after
+//! each reservation shows). Index hits are always verified by reading the
+//! one allocation file they point to; a walk that finds no free address
+//! re-reads the directory's names before saying the pool is full.
 //!
 //! Crash safety: an allocation file is written complete under a temporary
 //! name and then hard-linked to the IP name (link fails atomically with
@@ -30,8 +34,9 @@
 //!
 //! Modules: [`Store`] and the constants of the layout here; the on-disk
 //! store and its lock in `disk`, the allocation file format in `format`,
-//! the index in `index`, the spare inode pool in `spare`, file-system
-//! helpers in `fsutil`, and [`MemStore`] in `mem`.
+//! the index in `index`, its state file and the evidence that lets it
+//! survive a removed cursor in `state`, the spare inode pool in `spare`,
+//! file-system helpers in `fsutil`, and [`MemStore`] in `mem`.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -44,6 +49,7 @@ mod fsutil;
 mod index;
 mod mem;
 mod spare;
+mod state;
 
 pub use disk::{DiskGuard, DiskStore};
 pub use format::Owner;
@@ -79,6 +85,13 @@ pub trait Store {
     }
     /// Addresses held by (id, ifname), including old ID-only files.
     fn get_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>>;
+    /// [`Store::get_by_id`] for an ADD's duplicate check: what (id, ifname)
+    /// is known to hold, where the store may answer from an index that
+    /// could lack files created by something other than host-local (see
+    /// `store::state`). Every address returned is verified.
+    fn known_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        self.get_by_id(id, ifname)
+    }
     /// Release everything (id, ifname) holds (old ID-only files only when no
     /// exact match exists, like the reference). Returns what was released.
     fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>>;
@@ -86,6 +99,13 @@ pub trait Store {
     fn release_ip(&mut self, ip: IpAddr, id: &str, ifname: &str) -> Result<bool>;
     /// Every allocation.
     fn all(&mut self) -> Result<Vec<(IpAddr, Owner)>>;
+    /// Called when a walk found no free address: bring whatever the walk
+    /// trusted (an index of taken addresses) up to date with the files.
+    /// True when that may change the answer, so the walk is worth
+    /// repeating once.
+    fn rescan(&mut self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Attachments named by a GC request.
