@@ -14,6 +14,7 @@ pub mod ops;
 /// The OS layer (files, locks, processes, hashes), from `rcni-os`.
 pub use rcni_os as os;
 pub mod packet;
+pub mod routing;
 pub mod sysctl;
 pub mod undo;
 pub mod veth;
