@@ -13,6 +13,7 @@
 //! routes and qdiscs, logs every change as a line and fails the operations a
 //! test plans, so a plugin's core can be unit-tested without root.
 
+use netlink::tc::Filter;
 use netlink::{Address, Family, Link, Qdisc, RedirectMatch, Route, Rule, Tbf};
 
 /// Looking a link up, which every seam here needs.
@@ -64,6 +65,12 @@ pub trait ShapingOps: LinkLookup {
     fn del_root_qdisc(&self, index: u32) -> netlink::Result<bool>;
     /// Deletes the ingress qdisc of a link; `false` when there was none.
     fn del_ingress_qdisc(&self, index: u32) -> netlink::Result<bool>;
+    /// The filters of a link under a parent.
+    fn filters(&self, index: u32, parent: u32) -> netlink::Result<Vec<Filter>>;
+    /// Every link.
+    fn links(&self) -> netlink::Result<Vec<Link>>;
+    /// Deletes a link; `false` when there was none.
+    fn delete_link(&self, index: u32) -> netlink::Result<bool>;
     /// Creates an IFB device.
     fn create_ifb(&self, name: &str) -> netlink::Result<()>;
     /// Deletes a link by name; `false` when there was none.
@@ -155,6 +162,15 @@ impl ShapingOps for Socket {
     }
     fn del_ingress_qdisc(&self, index: u32) -> netlink::Result<bool> {
         Socket::del_ingress_qdisc(self, index)
+    }
+    fn filters(&self, index: u32, parent: u32) -> netlink::Result<Vec<Filter>> {
+        Socket::filters(self, index, parent)
+    }
+    fn links(&self) -> netlink::Result<Vec<Link>> {
+        Socket::links(self)
+    }
+    fn delete_link(&self, index: u32) -> netlink::Result<bool> {
+        Socket::delete_link(self, index)
     }
     fn create_ifb(&self, name: &str) -> netlink::Result<()> {
         Socket::create_ifb(self, name)
@@ -292,6 +308,8 @@ pub mod fake {
         pub routes: RefCell<Vec<Route>>,
         /// The qdiscs.
         pub qdiscs: RefCell<Vec<Qdisc>>,
+        /// The tc filters.
+        pub filters: RefCell<Vec<Filter>>,
         next_index: RefCell<u32>,
     }
 
@@ -353,6 +371,13 @@ pub mod fake {
 
         fn read(&self, line: String) -> netlink::Result<()> {
             self.plan.op(line, false).map_err(|(l, e)| kernel(l, e))
+        }
+
+        /// Removes a link with its qdiscs and filters, as the kernel does.
+        fn drop_link(&self, index: u32) -> bool {
+            remove_where(&self.qdiscs, |q| q.index == index);
+            remove_where(&self.filters, |f| f.index == index);
+            remove_where(&self.links, |l| l.index == index)
         }
 
         fn edit_link(&self, index: u32, f: impl FnOnce(&mut Link)) -> netlink::Result<()> {
@@ -500,12 +525,39 @@ pub mod fake {
         fn add_redirect_filter(
             &self,
             index: u32,
-            _parent: u32,
-            _prio: u16,
+            parent: u32,
+            prio: u16,
             _matcher: RedirectMatch,
             target: u32,
         ) -> netlink::Result<()> {
-            self.change(format!("redirect {index} -> {target}"))
+            self.change(format!("redirect {index} -> {target}"))?;
+            self.filters.borrow_mut().push(Filter {
+                index,
+                parent,
+                handle: 0,
+                kind: "u32".into(),
+                prio,
+                protocol: 3,
+            });
+            Ok(())
+        }
+        fn filters(&self, index: u32, parent: u32) -> netlink::Result<Vec<Filter>> {
+            self.read("filters".into())?;
+            Ok(self
+                .filters
+                .borrow()
+                .iter()
+                .filter(|f| f.index == index && f.parent == parent)
+                .cloned()
+                .collect())
+        }
+        fn links(&self) -> netlink::Result<Vec<Link>> {
+            self.read("links".into())?;
+            Ok(self.links.borrow().clone())
+        }
+        fn delete_link(&self, index: u32) -> netlink::Result<bool> {
+            self.change(format!("delete #{index}"))?;
+            Ok(self.drop_link(index))
         }
         fn del_root_qdisc(&self, index: u32) -> netlink::Result<bool> {
             self.change(format!("qdisc del root {index}"))?;
@@ -529,7 +581,10 @@ pub mod fake {
         }
         fn delete_link_by_name(&self, name: &str) -> netlink::Result<bool> {
             self.change(format!("delete {name}"))?;
-            Ok(remove_where(&self.links, |l| l.name == name))
+            match self.link(name) {
+                Some(l) => Ok(self.drop_link(l.index)),
+                None => Ok(false),
+            }
         }
         fn set_alias(&self, index: u32, alias: &str) -> netlink::Result<()> {
             self.change(format!("alias {index} {alias}"))?;
