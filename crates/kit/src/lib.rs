@@ -7,6 +7,7 @@
 pub mod attach;
 pub mod bridge;
 pub mod error;
+pub mod filter;
 pub mod iface;
 pub mod mac;
 pub mod masq;

@@ -260,12 +260,12 @@ pub mod fake {
         }
     }
 
-    /// Removes the items `gone` selects; whether there were any.
-    fn remove_where<T>(items: &RefCell<Vec<T>>, gone: impl Fn(&T) -> bool) -> bool {
+    /// Removes the items `gone` selects; how many there were.
+    pub(crate) fn remove_where<T>(items: &RefCell<Vec<T>>, gone: impl Fn(&T) -> bool) -> usize {
         let mut items = items.borrow_mut();
         let before = items.len();
         items.retain(|x| !gone(x));
-        items.len() != before
+        before - items.len()
     }
 
     fn prefix(p: Option<(std::net::IpAddr, u8)>) -> String {
@@ -377,7 +377,7 @@ pub mod fake {
         fn drop_link(&self, index: u32) -> bool {
             remove_where(&self.qdiscs, |q| q.index == index);
             remove_where(&self.filters, |f| f.index == index);
-            remove_where(&self.links, |l| l.index == index)
+            remove_where(&self.links, |l| l.index == index) != 0
         }
 
         fn edit_link(&self, index: u32, f: impl FnOnce(&mut Link)) -> netlink::Result<()> {
@@ -441,7 +441,7 @@ pub mod fake {
         }
         fn del_rule(&self, r: &Rule) -> netlink::Result<bool> {
             self.change(format!("rule del {}", rule_text(r)))?;
-            Ok(remove_where(&self.rules, |x| x == r))
+            Ok(0 != remove_where(&self.rules, |x| x == r))
         }
         fn routes(&self, family: Family, table: Option<u32>) -> netlink::Result<Vec<Route>> {
             self.read("routes".into())?;
@@ -471,7 +471,7 @@ pub mod fake {
         }
         fn del_route(&self, r: &Route) -> netlink::Result<bool> {
             self.change(format!("route del {}", route_text(r)))?;
-            Ok(remove_where(&self.routes, |x| x == r))
+            Ok(0 != remove_where(&self.routes, |x| x == r))
         }
     }
 
@@ -561,15 +561,13 @@ pub mod fake {
         }
         fn del_root_qdisc(&self, index: u32) -> netlink::Result<bool> {
             self.change(format!("qdisc del root {index}"))?;
-            Ok(remove_where(&self.qdiscs, |q| {
+            Ok(0 != remove_where(&self.qdiscs, |q| {
                 q.index == index && q.parent == netlink::tc::TC_H_ROOT
             }))
         }
         fn del_ingress_qdisc(&self, index: u32) -> netlink::Result<bool> {
             self.change(format!("qdisc del ingress {index}"))?;
-            Ok(remove_where(&self.qdiscs, |q| {
-                q.index == index && q.kind == "ingress"
-            }))
+            Ok(0 != remove_where(&self.qdiscs, |q| q.index == index && q.kind == "ingress"))
         }
         fn create_ifb(&self, name: &str) -> netlink::Result<()> {
             self.change(format!("ifb {name}"))?;
