@@ -15,6 +15,7 @@ pub mod ops;
 /// The OS layer (files, locks, processes, hashes), from `rcni-os`.
 pub use rcni_os as os;
 pub mod packet;
+pub mod procsys;
 pub mod routing;
 pub mod sysctl;
 pub mod undo;
