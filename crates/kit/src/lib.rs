@@ -17,6 +17,8 @@ pub use rcni_os as os;
 pub mod packet;
 pub mod procsys;
 pub mod routing;
+#[cfg(any(test, feature = "fake"))]
+pub mod scratch;
 pub mod sysctl;
 pub mod undo;
 pub mod veth;

@@ -540,21 +540,10 @@ mod fake_tests {
     const EPERM: i32 = 1;
     const RP: &str = "/proc/sys/net/ipv4/conf/eth0/rp_filter";
 
-    /// A scratch data dir, removed on drop.
-    struct Scratch(PathBuf);
+    use kit::scratch::Scratch;
 
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("rcni-tuning-{name}-{}", os::pid()));
-            let _ = os::remove_dir_all(&dir);
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = os::remove_dir_all(&self.0);
-        }
+    fn scratch(tag: &str) -> Scratch {
+        Scratch::new(&format!("tuning-{tag}")).expect("scratch dir")
     }
 
     struct Pod {
@@ -571,7 +560,7 @@ mod fake_tests {
     fn pod(dir: &Scratch) -> Pod {
         let conf = serde_json::json!({
             "cniVersion": "1.0.0", "name": "net", "type": "tuning",
-            "dataDir": dir.0,
+            "dataDir": dir.path(),
             "sysctl": {"net.ipv4.conf.IFNAME.rp_filter": "0"},
             "promisc": true, "mtu": 1400,
             "prevResult": {"cniVersion": "1.0.0"}
@@ -610,7 +599,7 @@ mod fake_tests {
 
     #[test]
     fn add_saves_the_originals_then_writes_the_sysctls_then_the_link_attributes() {
-        let dir = Scratch::new("order");
+        let dir = scratch("order");
         let p = pod(&dir);
         p.tune().expect("add");
         assert_eq!(p.sys.plan.lines(), vec![format!("write {RP} = 0")]);
@@ -628,7 +617,7 @@ mod fake_tests {
 
     #[test]
     fn a_refused_mtu_fails_add_with_code_5_and_puts_everything_back() {
-        let dir = Scratch::new("undo");
+        let dir = scratch("undo");
         let p = pod(&dir);
         p.host.fail_next("mtu", EPERM);
         let e = p.tune().expect_err("refused");
@@ -642,7 +631,7 @@ mod fake_tests {
 
     #[test]
     fn a_refused_sysctl_write_fails_add_with_code_5_before_any_link_change() {
-        let dir = Scratch::new("sysctl");
+        let dir = scratch("sysctl");
         let p = pod(&dir);
         p.sys.plan.fail_next("write", EPERM);
         let e = p.tune().expect_err("refused");
@@ -658,7 +647,7 @@ mod fake_tests {
 
     #[test]
     fn a_missing_container_interface_fails_add_with_code_5_and_saves_nothing() {
-        let dir = Scratch::new("nolink");
+        let dir = scratch("nolink");
         let p = pod(&dir);
         p.host.links.borrow_mut().clear();
         let e = p.tune().expect_err("no eth0");
@@ -669,7 +658,7 @@ mod fake_tests {
 
     #[test]
     fn del_puts_the_originals_back_and_removes_the_backup() {
-        let dir = Scratch::new("del");
+        let dir = scratch("del");
         let p = pod(&dir);
         p.tune().expect("add");
         p.untune().expect("del");
@@ -681,7 +670,7 @@ mod fake_tests {
 
     #[test]
     fn del_with_interface_and_sysctl_gone_still_succeeds_and_again() {
-        let dir = Scratch::new("gone");
+        let dir = scratch("gone");
         let p = pod(&dir);
         p.tune().expect("add");
         p.host.links.borrow_mut().clear();
@@ -693,7 +682,7 @@ mod fake_tests {
 
     #[test]
     fn check_of_values_not_set_fails_with_code_999() {
-        let dir = Scratch::new("check");
+        let dir = scratch("check");
         let p = pod(&dir);
         let e = p.verify().expect_err("rp_filter still 1");
         assert_eq!(e.code, 999);
