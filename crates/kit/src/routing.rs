@@ -42,6 +42,8 @@ pub trait RoutingOps: LinkLookup {
     fn replace_route(&self, r: &Route) -> netlink::Result<()>;
     /// Deletes a route; `false` when there was none.
     fn del_route(&self, r: &Route) -> netlink::Result<bool>;
+    /// The route the kernel would take to `dst` (`ip route get`).
+    fn route_get(&self, dst: std::net::IpAddr) -> netlink::Result<Option<Route>>;
 }
 
 /// Traffic control and the IFB device of one namespace.
@@ -134,6 +136,9 @@ impl RoutingOps for Socket {
     }
     fn del_route(&self, r: &Route) -> netlink::Result<bool> {
         Socket::del_route(self, r)
+    }
+    fn route_get(&self, dst: std::net::IpAddr) -> netlink::Result<Option<Route>> {
+        Socket::route_get(self, dst)
     }
 }
 
@@ -472,6 +477,21 @@ pub mod fake {
         fn del_route(&self, r: &Route) -> netlink::Result<bool> {
             self.change(format!("route del {}", route_text(r)))?;
             Ok(0 != remove_where(&self.routes, |x| x == r))
+        }
+        fn route_get(&self, dst: std::net::IpAddr) -> netlink::Result<Option<Route>> {
+            self.read(format!("route get {dst}"))?;
+            // The longest prefix of the main table holding `dst`.
+            let contains = |r: &Route| match r.dst {
+                None => Family::of(dst) == r.family,
+                Some((net, len)) => ipnet::IpNet::new(net, len).is_ok_and(|n| n.contains(&dst)),
+            };
+            Ok(self
+                .routes
+                .borrow()
+                .iter()
+                .filter(|r| r.table == 254 && contains(r))
+                .max_by_key(|r| r.dst.map_or(0, |(_, l)| l))
+                .cloned())
         }
     }
 

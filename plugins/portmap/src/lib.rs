@@ -24,6 +24,8 @@ use cni_spec::error::CniResult;
 use cni_spec::runtime_config::RuntimeConfig;
 use cni_spec::{Error, ErrorCode, Result};
 use kit::filter::{Owner, PortmapRules};
+use kit::procsys::{ProcSys, SysctlOps};
+use kit::routing::RoutingOps;
 use nft::rulesets::portmap::{self, Mapping, Options, Proto};
 use nft::{IpVersion, Nft};
 use serde::Deserialize;
@@ -166,8 +168,11 @@ fn build_mappings(args: &CmdArgs, prev: &Result) -> CniResult<Vec<Mapping>> {
 /// interface that routes to the pod (a bridge, or a ptp host veth): it must
 /// accept local sources. Found by a route lookup, as the reference does, so
 /// it works for every result version (0.1.0/0.2.0 list no interfaces).
-fn enable_route_localnet(pod_ips: &[std::net::IpAddr]) -> CniResult<()> {
-    let sock = netlink::Socket::route().map_err(kit::err)?;
+fn enable_route_localnet(
+    sock: &dyn RoutingOps,
+    sys: &dyn SysctlOps,
+    pod_ips: &[std::net::IpAddr],
+) -> CniResult<()> {
     let mut done = Vec::new();
     for ip in pod_ips.iter().filter(|ip| ip.is_ipv4()) {
         let Some(oif) = sock.route_get(*ip).map_err(kit::err)?.and_then(|r| r.oif) else {
@@ -180,7 +185,8 @@ fn enable_route_localnet(pod_ips: &[std::net::IpAddr]) -> CniResult<()> {
         let Some(link) = sock.link_by_index(oif).map_err(kit::err)? else {
             continue;
         };
-        kit::sysctl_set(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")?;
+        let key = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", link.name);
+        sys.write(std::path::Path::new(&key), "1")?;
     }
     Ok(())
 }
@@ -375,7 +381,8 @@ impl Plugin for Portmap {
                 .map(|m| m.pod_ip)
                 .filter(|ip| ip.is_ipv4())
                 .collect();
-            enable_route_localnet(&v4)?;
+            let sock = netlink::Socket::route().map_err(kit::err)?;
+            enable_route_localnet(&sock, &ProcSys, &v4)?;
         }
         let nft = Nft::open().map_err(kit::err)?;
         install(&nft, args, &mappings, (&c4, &c6), &opts)?;
@@ -626,6 +633,28 @@ mod fake_tests {
         assert!(e
             .msg
             .contains("4 conditional port mapping rules expected, 0 found"));
+    }
+
+    #[test]
+    fn route_localnet_is_set_once_on_each_interface_routing_to_a_pod() {
+        use kit::procsys::fake::FakeSysctls;
+        use kit::routing::fake::FakeHost;
+        let host = FakeHost::new();
+        let cni0 = host.add_link("cni0", "bridge");
+        let mut subnet = netlink::Route::to("10.0.0.0".parse().expect("ip"), 24).dev(cni0);
+        subnet.table = 254;
+        host.routes.borrow_mut().push(subnet);
+        let key = "/proc/sys/net/ipv4/conf/cni0/route_localnet";
+        let sys = FakeSysctls::with(&[(key, "0")]);
+        let pods: Vec<IpAddr> = ["10.0.0.2", "10.0.0.3", "192.0.2.9"]
+            .iter()
+            .map(|i| i.parse().expect("ip"))
+            .collect();
+        enable_route_localnet(&host, &sys, &pods).expect("localnet");
+        assert_eq!(sys.plan.lines(), [format!("write {key} = 1")]);
+        sys.plan.fail_next("write", EPERM);
+        let e = enable_route_localnet(&host, &sys, &pods).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
     }
 
     #[test]
