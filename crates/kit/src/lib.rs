@@ -7,6 +7,7 @@
 pub mod attach;
 pub mod bridge;
 pub mod error;
+pub mod filter;
 pub mod iface;
 pub mod mac;
 pub mod masq;
@@ -15,6 +16,10 @@ pub mod ops;
 pub use rcni_os as os;
 pub mod packet;
 pub mod podlink;
+pub mod procsys;
+pub mod routing;
+#[cfg(any(test, feature = "fake"))]
+pub mod scratch;
 pub mod sysctl;
 pub mod undo;
 pub mod veth;

@@ -17,6 +17,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::Bandwidth;
 use cni_spec::{Error, ErrorCode, Interface, Result};
+use kit::routing::ShapingOps;
 use kit::Teardown;
 use netlink::tc::{handle, TC_H_INGRESS};
 use netlink::{Link, Psched, RedirectMatch, Socket, Tbf};
@@ -151,6 +152,13 @@ fn tbf(l: Limit) -> Tbf {
 /// (the reference's rule, which also guards against an index that means
 /// something else in this namespace).
 fn host_interface(host: &Socket, prev: &Result, netns: &str, ifname: &str) -> CniResult<Link> {
+    let peer = pod_peer(netns, ifname)?;
+    host_side(host, prev, peer, ifname)
+}
+
+/// The index (in the host namespace) of the veth peer of the container's
+/// `ifname`.
+fn pod_peer(netns: &str, ifname: &str) -> CniResult<u32> {
     let ns = NetNs::open(netns).map_err(|e| {
         Error::new(
             ErrorCode::UnknownContainer,
@@ -162,10 +170,13 @@ fn host_interface(host: &Socket, prev: &Result, netns: &str, ifname: &str) -> Cn
         .link_by_name(ifname)
         .map_err(kit::err)?
         .ok_or_else(|| Error::io(format!("container interface {ifname} not found")))?;
-    let peer = c
-        .link
+    c.link
         .filter(|_| c.kind.as_deref() == Some("veth"))
-        .ok_or_else(|| Error::io(format!("container interface {ifname} has no veth peer")))?;
+        .ok_or_else(|| Error::io(format!("container interface {ifname} has no veth peer")))
+}
+
+/// The host link with index `peer`, if prevResult lists it on the host.
+fn host_side(host: &dyn ShapingOps, prev: &Result, peer: u32, ifname: &str) -> CniResult<Link> {
     let link = host
         .link_by_index(peer)
         .map_err(kit::err)?
@@ -185,7 +196,7 @@ fn host_interface(host: &Socket, prev: &Result, netns: &str, ifname: &str) -> Cn
 }
 
 /// Removes what ADD may have set on the host veth and the IFB.
-fn teardown(host: &Socket, host_if: Option<&Link>, ifb: &str) -> Teardown {
+fn teardown(host: &dyn ShapingOps, host_if: Option<&Link>, ifb: &str) -> Teardown {
     let mut td = Teardown::new();
     td.step(host.delete_link_by_name(ifb));
     if let Some(l) = host_if {
@@ -211,7 +222,7 @@ fn teardown(host: &Socket, host_if: Option<&Link>, ifb: &str) -> Teardown {
 }
 
 fn setup(
-    host: &Socket,
+    host: &dyn ShapingOps,
     host_if: &Link,
     limits: &Limits,
     network: &str,
@@ -255,7 +266,13 @@ fn setup(
 }
 
 /// The root tbf of `index` has this rate and (within tick rounding) burst.
-fn check_tbf(host: &Socket, index: u32, what: &str, l: Limit, ps: &Psched) -> CniResult<()> {
+fn check_tbf(
+    host: &dyn ShapingOps,
+    index: u32,
+    what: &str,
+    l: Limit,
+    ps: &Psched,
+) -> CniResult<()> {
     let qs = host.qdiscs(Some(index)).map_err(kit::err)?;
     let t = qs
         .iter()
@@ -278,6 +295,88 @@ fn check_tbf(host: &Socket, index: u32, what: &str, l: Limit, ps: &Psched) -> Cn
     Ok(())
 }
 
+/// ADD's work on the host: the ingress tbf, and for egress the IFB with
+/// its redirect and tbf; refuses a veth someone else shapes, and takes back
+/// what it made on failure.
+fn shape(
+    host: &dyn ShapingOps,
+    host_if: &Link,
+    limits: &Limits,
+    network: &str,
+    container_id: &str,
+) -> CniResult<Option<Interface>> {
+    // Refuse to stack on a shaping someone else set up.
+    if host
+        .qdiscs(Some(host_if.index))
+        .map_err(kit::err)?
+        .iter()
+        .any(|q| {
+            (q.kind == "tbf" && limits.ingress.is_some())
+                || (q.kind == "ingress" && limits.egress.is_some())
+        })
+    {
+        return Err(Error::io(format!(
+            "{} already has traffic shaping configured",
+            host_if.name
+        )));
+    }
+    setup(host, host_if, limits, network, container_id).inspect_err(|_| {
+        let ifb = ifb_name(network, container_id);
+        let _ = teardown(host, Some(host_if), &ifb);
+    })
+}
+
+/// CHECK's work on the host: the tbf of each configured direction, and for
+/// egress the ingress qdisc with its redirect to the IFB `name`.
+fn check_shaping(
+    host: &dyn ShapingOps,
+    host_if: &Link,
+    limits: &Limits,
+    name: &str,
+    ps: &Psched,
+) -> CniResult<()> {
+    if let Some(l) = limits.ingress {
+        check_tbf(host, host_if.index, &host_if.name, l, ps)?;
+    }
+    if let Some(l) = limits.egress {
+        let ifb = host
+            .link_by_name(name)
+            .map_err(kit::err)?
+            .ok_or_else(|| Error::internal(format!("ifb device {name} not found")))?;
+        check_tbf(host, ifb.index, name, l, ps)?;
+        let has_ingress = host
+            .qdiscs(Some(host_if.index))
+            .map_err(kit::err)?
+            .iter()
+            .any(|q| q.kind == "ingress" && q.parent == TC_H_INGRESS);
+        let filters = host
+            .filters(host_if.index, handle(0xffff, 0))
+            .map_err(kit::err)?;
+        if !has_ingress || filters.is_empty() {
+            return Err(Error::internal(format!(
+                "no ingress redirect from {} to {name}",
+                host_if.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// GC's work on the host: deletes this network's IFB devices not in `keep`.
+fn gc_ifbs(host: &dyn ShapingOps, network: &str, keep: &BTreeSet<String>) -> CniResult<()> {
+    let prefix = format!("{ALIAS_PREFIX}{network}:");
+    let mut td = Teardown::new();
+    for l in host.links().map_err(kit::err)? {
+        let ours = l.kind.as_deref() == Some("ifb")
+            && l.name.starts_with(IFB_PREFIX)
+            && l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix));
+        if ours && !keep.contains(&l.name) {
+            td.step(host.delete_link(l.index));
+        }
+    }
+    Ok(td.finish()?)
+}
+
 impl Plugin for BandwidthPlugin {
     fn name(&self) -> &'static str {
         "bandwidth"
@@ -297,38 +396,15 @@ impl Plugin for BandwidthPlugin {
             .ok_or_else(|| Error::invalid_config("bandwidth must be called as a chained plugin"))?;
         let host = Socket::route().map_err(kit::err)?;
         let host_if = host_interface(&host, &prev, &args.netns, &args.ifname)?;
-        // Refuse to stack on a shaping someone else set up.
-        if host
-            .qdiscs(Some(host_if.index))
-            .map_err(kit::err)?
-            .iter()
-            .any(|q| {
-                (q.kind == "tbf" && limits.ingress.is_some())
-                    || (q.kind == "ingress" && limits.egress.is_some())
-            })
-        {
-            return Err(Error::io(format!(
-                "{} already has traffic shaping configured",
-                host_if.name
-            )));
-        }
-        match setup(
+        let ifb = shape(
             &host,
             &host_if,
             &limits,
             &args.conf.name,
             &args.container_id,
-        ) {
-            Ok(ifb) => {
-                prev.interfaces.extend(ifb);
-                Ok(prev)
-            }
-            Err(e) => {
-                let ifb = ifb_name(&args.conf.name, &args.container_id);
-                let _ = teardown(&host, Some(&host_if), &ifb);
-                Err(e)
-            }
-        }
+        )?;
+        prev.interfaces.extend(ifb);
+        Ok(prev)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
@@ -353,33 +429,13 @@ impl Plugin for BandwidthPlugin {
             .ok_or_else(|| Error::invalid_config("bandwidth must be called as a chained plugin"))?;
         let host = Socket::route().map_err(kit::err)?;
         let host_if = host_interface(&host, &prev, &args.netns, &args.ifname)?;
-        let ps = Psched::read();
-        if let Some(l) = limits.ingress {
-            check_tbf(&host, host_if.index, &host_if.name, l, &ps)?;
-        }
-        if let Some(l) = limits.egress {
-            let name = ifb_name(&args.conf.name, &args.container_id);
-            let ifb = host
-                .link_by_name(&name)
-                .map_err(kit::err)?
-                .ok_or_else(|| Error::internal(format!("ifb device {name} not found")))?;
-            check_tbf(&host, ifb.index, &name, l, &ps)?;
-            let has_ingress = host
-                .qdiscs(Some(host_if.index))
-                .map_err(kit::err)?
-                .iter()
-                .any(|q| q.kind == "ingress" && q.parent == TC_H_INGRESS);
-            let filters = host
-                .filters(host_if.index, handle(0xffff, 0))
-                .map_err(kit::err)?;
-            if !has_ingress || filters.is_empty() {
-                return Err(Error::internal(format!(
-                    "no ingress redirect from {} to {name}",
-                    host_if.name
-                )));
-            }
-        }
-        Ok(())
+        check_shaping(
+            &host,
+            &host_if,
+            &limits,
+            &ifb_name(&args.conf.name, &args.container_id),
+            &Psched::read(),
+        )
     }
 
     /// Removes this network's IFB devices whose attachment is not listed.
@@ -391,18 +447,8 @@ impl Plugin for BandwidthPlugin {
             .iter()
             .map(|a| ifb_name(network, &a.container_id))
             .collect();
-        let prefix = format!("{ALIAS_PREFIX}{network}:");
         let host = Socket::route().map_err(kit::err)?;
-        let mut td = Teardown::new();
-        for l in host.links().map_err(kit::err)? {
-            let ours = l.kind.as_deref() == Some("ifb")
-                && l.name.starts_with(IFB_PREFIX)
-                && l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix));
-            if ours && !keep.contains(&l.name) {
-                td.step(host.delete_link(l.index));
-            }
-        }
-        Ok(td.finish()?)
+        gc_ifbs(&host, network, &keep)
     }
 }
 
@@ -466,5 +512,148 @@ mod tests {
             .expect("both");
         assert_eq!(l.ingress, None);
         assert_eq!(l.egress.map(|x| x.rate_bytes), Some(10000));
+    }
+}
+
+/// The verb cores on the recording fake: operation order, undo and error
+/// codes without root (tests/bandwidth.rs shapes real traffic).
+#[cfg(test)]
+mod fake_tests {
+    use super::*;
+    use kit::routing::fake::FakeHost;
+
+    const EPERM: i32 = 1;
+
+    fn both() -> Limits {
+        Limits {
+            ingress: Some(Limit {
+                rate_bytes: 1000,
+                burst_bytes: 100,
+            }),
+            egress: Some(Limit {
+                rate_bytes: 2000,
+                burst_bytes: 200,
+            }),
+        }
+    }
+
+    /// A host with the pod's veth `veth1` and a prevResult listing it.
+    fn host() -> (FakeHost, Link, Result) {
+        let host = FakeHost::new();
+        let index = host.add_link("veth1", "veth");
+        let mut prev = Result::new("1.0.0");
+        prev.interfaces.push(Interface {
+            name: "veth1".into(),
+            ..Default::default()
+        });
+        let link = host_side(&host, &prev, index, "eth0").expect("host side");
+        (host, link, prev)
+    }
+
+    #[test]
+    fn add_shapes_ingress_then_builds_the_ifb_and_redirects_egress_to_it() {
+        let (host, veth, _) = host();
+        let ifb = shape(&host, &veth, &both(), "net", "ctr").expect("add");
+        let name = ifb_name("net", "ctr");
+        assert_eq!(ifb.map(|i| i.name), Some(name.clone()));
+        let ifb = host.link(&name).expect("ifb").index;
+        let v = veth.index;
+        assert_eq!(
+            host.lines(),
+            vec![
+                format!("tbf {v} rate 1000 burst 100"),
+                format!("ifb {name}"),
+                format!("alias {ifb} rcni-bandwidth:net:ctr"),
+                format!("mtu {ifb} 1500"),
+                format!("txqlen {ifb} 1000"),
+                format!("up {ifb}"),
+                format!("ingress {v}"),
+                format!("redirect {v} -> {ifb}"),
+                format!("tbf {ifb} rate 2000 burst 200"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_redirect_fails_add_with_code_5_and_removes_ifb_and_qdiscs() {
+        let (host, veth, _) = host();
+        host.fail_next("redirect", EPERM);
+        let e = shape(&host, &veth, &both(), "net", "ctr").expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(host.link(&ifb_name("net", "ctr")).is_none());
+        assert!(host.qdiscs.borrow().is_empty());
+        assert_eq!(host.links.borrow().len(), 1);
+    }
+
+    #[test]
+    fn add_refuses_a_veth_someone_else_shapes_with_code_5_and_touches_nothing() {
+        let (host, veth, _) = host();
+        host.qdiscs.borrow_mut().push(netlink::Qdisc {
+            index: veth.index,
+            handle: handle(1, 0),
+            parent: netlink::tc::TC_H_ROOT,
+            kind: "tbf".into(),
+            tbf: None,
+        });
+        let e = shape(&host, &veth, &both(), "net", "ctr").expect_err("shaped");
+        assert_eq!(e.code, 5);
+        assert!(e.msg.contains("already has traffic shaping"), "{e}");
+        assert!(host.lines().is_empty());
+    }
+
+    #[test]
+    fn a_host_veth_missing_from_prev_result_is_code_5() {
+        let (host, veth, _) = host();
+        let e = host_side(&host, &Result::new("1.0.0"), veth.index, "eth0").expect_err("unlisted");
+        assert_eq!(e.code, 5);
+        let e = host_side(&host, &Result::new("1.0.0"), 999, "eth0").expect_err("gone");
+        assert_eq!(e.code, 5);
+    }
+
+    #[test]
+    fn del_after_add_leaves_nothing_and_del_again_succeeds() {
+        let (host, veth, _) = host();
+        shape(&host, &veth, &both(), "net", "ctr").expect("add");
+        let ifb = ifb_name("net", "ctr");
+        teardown(&host, Some(&veth), &ifb).finish().expect("del");
+        assert!(host.qdiscs.borrow().is_empty());
+        assert_eq!(host.links.borrow().len(), 1);
+        teardown(&host, Some(&veth), &ifb)
+            .finish()
+            .expect("del again");
+        teardown(&host, None, &ifb)
+            .finish()
+            .expect("del without the veth");
+    }
+
+    #[test]
+    fn check_of_missing_shaping_fails_with_code_999() {
+        let (host, veth, _) = host();
+        let name = ifb_name("net", "ctr");
+        let ps = Psched::read();
+        let e = check_shaping(&host, &veth, &both(), &name, &ps).expect_err("no tbf");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("no tbf qdisc"), "{e}");
+        let egress = Limits {
+            ingress: None,
+            ..both()
+        };
+        let e = check_shaping(&host, &veth, &egress, &name, &ps).expect_err("no ifb");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("not found"), "{e}");
+    }
+
+    #[test]
+    fn gc_deletes_only_this_networks_ifbs_not_kept() {
+        let (host, veth, _) = host();
+        shape(&host, &veth, &both(), "net", "gone").expect("add");
+        let kept = host.add_link(&ifb_name("net", "kept"), "ifb");
+        host.links.borrow_mut()[2].alias = Some("rcni-bandwidth:net:kept".into());
+        let other = host.add_link(&ifb_name("other", "x"), "ifb");
+        host.links.borrow_mut()[3].alias = Some("rcni-bandwidth:other:x".into());
+        let keep: BTreeSet<String> = [ifb_name("net", "kept")].into();
+        gc_ifbs(&host, "net", &keep).expect("gc");
+        let left: Vec<u32> = host.links.borrow().iter().map(|l| l.index).collect();
+        assert_eq!(left, vec![veth.index, kept, other]);
     }
 }

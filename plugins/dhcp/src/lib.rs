@@ -175,3 +175,129 @@ impl Plugin for Dhcp {
         call(args, Method::Status, Vec::new(), ErrorCode::NotAvailable).map(|_| ())
     }
 }
+
+/// The plugin side against a fake daemon on a unix socket in a scratch
+/// directory (no root, no DHCP server): what each verb asks, how the
+/// lease becomes the result, and the codes when the daemon is away or
+/// refuses. tests/dhcp.rs runs the real daemon against a real server.
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+    use std::thread::JoinHandle;
+
+    /// A scratch dir for the socket, removed on drop.
+    struct Scratch(kit::scratch::Scratch);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            Scratch(kit::scratch::Scratch::new(&format!("dhcp-{tag}")).expect("scratch dir"))
+        }
+        fn sock(&self) -> PathBuf {
+            self.0.path().join("dhcp.sock")
+        }
+    }
+
+    /// Answers one request with `reply` (a raw line; empty: hang up) and
+    /// hands the request back.
+    fn daemon(dir: &Scratch, reply: &str) -> JoinHandle<Request> {
+        let l = UnixListener::bind(dir.sock()).expect("bind");
+        let reply = reply.to_string();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().expect("accept");
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).expect("read");
+            if !reply.is_empty() {
+                (&s).write_all(format!("{reply}\n").as_bytes())
+                    .expect("write");
+            }
+            serde_json::from_str(&line).expect("request")
+        })
+    }
+
+    fn args(dir: &Scratch, extra: &str) -> CmdArgs {
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"net","type":"bridge",
+                "ipam":{{"type":"dhcp","daemonSocketPath":"{}","priority":5}}{extra}}}"#,
+            dir.sock().display()
+        );
+        let mut a = cni_skel::fuzzing::args(conf.as_bytes()).expect("args");
+        a.netns = "/run/netns/pod".into();
+        a
+    }
+
+    const LEASE: &str = r#"{"lease":{"ip":{"address":"10.0.0.5/24","gateway":"10.0.0.1"},
+        "routes":[{"dst":"0.0.0.0/0","gw":"10.0.0.1"}]}}"#;
+
+    #[test]
+    fn add_asks_the_daemon_to_allocate_and_returns_its_lease_with_the_route_priority() {
+        let dir = Scratch::new("add");
+        let d = daemon(&dir, &LEASE.replace('\n', " "));
+        let r = Dhcp.add(&args(&dir, "")).expect("add");
+        let req = d.join().expect("daemon");
+        assert_eq!(req.method, Method::Allocate);
+        assert_eq!(
+            (req.container_id.as_str(), req.ifname.as_str()),
+            ("fuzz", "eth0")
+        );
+        assert_eq!(req.netns, "/run/netns/pod");
+        assert_eq!(r.ips[0].address.to_string(), "10.0.0.5/24");
+        assert_eq!(r.routes.len(), 1);
+        assert_eq!(r.routes[0].priority, Some(5));
+    }
+
+    #[test]
+    fn without_a_daemon_add_del_gc_fail_with_code_11_and_status_with_50() {
+        let dir = Scratch::new("away");
+        let a = args(&dir, "");
+        let e = Dhcp.add(&a).expect_err("no daemon");
+        assert_eq!(e.code, 11, "{e}");
+        assert!(e.msg.contains("error dialing DHCP daemon"), "{e}");
+        assert_eq!(Dhcp.del(&a).expect_err("no daemon").code, 11);
+        assert_eq!(Dhcp.gc(&a).expect_err("no daemon").code, 11);
+        assert_eq!(Dhcp.status(&a).expect_err("no daemon").code, 50);
+    }
+
+    #[test]
+    fn a_daemon_refusal_reaches_the_runtime_with_its_own_code() {
+        let dir = Scratch::new("refuse");
+        let d = daemon(&dir, r#"{"error":{"code":7,"msg":"bad option"}}"#);
+        let e = Dhcp.del(&args(&dir, "")).expect_err("refused");
+        assert_eq!(d.join().expect("daemon").method, Method::Release);
+        assert_eq!((e.code, e.msg.as_str()), (7, "bad option"));
+    }
+
+    #[test]
+    fn del_of_a_lease_the_daemon_no_longer_holds_succeeds() {
+        let dir = Scratch::new("del");
+        let d = daemon(&dir, "{}");
+        Dhcp.del(&args(&dir, "")).expect("del");
+        assert_eq!(d.join().expect("daemon").method, Method::Release);
+    }
+
+    #[test]
+    fn a_daemon_hanging_up_or_leasing_nothing_fails_add() {
+        let dir = Scratch::new("hangup");
+        let d = daemon(&dir, "");
+        let e = Dhcp.add(&args(&dir, "")).expect_err("hung up");
+        d.join().expect("daemon");
+        assert_eq!(e.code, 11, "{e}");
+        let _ = kit::os::remove_file(&dir.sock());
+        let d = daemon(&dir, "{}");
+        let e = Dhcp.add(&args(&dir, "")).expect_err("no lease");
+        d.join().expect("daemon");
+        assert_eq!(e.code, 999, "{e}");
+    }
+
+    #[test]
+    fn check_of_a_lease_missing_from_prev_result_fails_with_code_999() {
+        let dir = Scratch::new("check");
+        let prev = r#","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.9/24"}]}"#;
+        let d = daemon(&dir, &LEASE.replace('\n', " "));
+        let e = Dhcp.check(&args(&dir, prev)).expect_err("other address");
+        assert_eq!(d.join().expect("daemon").method, Method::Check);
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("not found in prevResult"), "{e}");
+    }
+}

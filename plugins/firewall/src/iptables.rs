@@ -513,6 +513,45 @@ impl Script {
 /// we delete went).
 const RESTORE_TRIES: usize = 5;
 
+/// The `filter` table of one IP version, as the backend reads and changes
+/// it: the seam under the iptables backend. [`Tool`] runs the binaries;
+/// the unit tests' fake keeps the table in memory.
+pub trait FilterTable {
+    /// The IP version of the table.
+    fn version(&self) -> IpVersion;
+    /// Who answers, for messages (the `iptables`/`ip6tables` binary).
+    fn who(&self) -> String;
+    /// The table as `iptables -S` prints it.
+    fn dump(&self) -> CniResult<String>;
+    /// Applies an `iptables-restore --noflush` script: all of it or none.
+    fn restore(&self, script: &str) -> CniResult<()>;
+}
+
+impl FilterTable for Tool {
+    fn version(&self) -> IpVersion {
+        self.version
+    }
+    fn who(&self) -> String {
+        self.bin.display().to_string()
+    }
+    fn dump(&self) -> CniResult<String> {
+        self.run(&["-w", "-t", "filter", "-S"])
+    }
+    fn restore(&self, text: &str) -> CniResult<()> {
+        let out = kit::os::run(&self.restore, &["-w", "--noflush"], Some(text.as_bytes()))
+            .map_err(|e| Error::io(format!("failed to run {}: {e}", self.restore.display())))?;
+        if !out.success() {
+            return Err(Error::io(format!(
+                "`{} -w --noflush` failed on\n{}: {}",
+                self.restore.display(),
+                text.trim_end(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Tool {
     fn run(&self, args: &[&str]) -> CniResult<String> {
         let out = kit::os::run(&self.bin, args, None)
@@ -527,24 +566,15 @@ impl Tool {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
 
+impl dyn FilterTable + '_ {
     fn listing(&self) -> CniResult<Listing> {
-        Ok(Listing::parse(&self.run(&["-w", "-t", "filter", "-S"])?))
+        Ok(Listing::parse(&self.dump()?))
     }
 
     fn apply(&self, script: &Script) -> CniResult<()> {
-        let text = script.text();
-        let out = kit::os::run(&self.restore, &["-w", "--noflush"], Some(text.as_bytes()))
-            .map_err(|e| Error::io(format!("failed to run {}: {e}", self.restore.display())))?;
-        if !out.success() {
-            return Err(Error::io(format!(
-                "`{} -w --noflush` failed on\n{}: {}",
-                self.restore.display(),
-                text.trim_end(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(())
+        self.restore(&script.text())
     }
 
     /// Lists the table, builds the changes against that listing and
@@ -571,7 +601,7 @@ impl Tool {
         let tags: Vec<Tag> = pod
             .tags()
             .into_iter()
-            .filter(|t| IpVersion::of(t.ip) == self.version)
+            .filter(|t| IpVersion::of(t.ip) == self.version())
             .collect();
         self.change(&|l, sc| {
             sc.ensure_chain(l, CNI_FORWARD);
@@ -607,7 +637,7 @@ impl Tool {
 
     fn check(&self, pod: &Pod, admin: &str) -> CniResult<()> {
         let l = self.listing()?;
-        let bin = self.bin.display();
+        let bin = self.who();
         let fail = |what: String| Err(Error::internal(format!("firewall CHECK ({bin}): {what}")));
         if l.jump_pos(FORWARD, CNI_FORWARD).is_none() {
             return fail(format!("no jump from {FORWARD} to {CNI_FORWARD}"));
@@ -616,7 +646,7 @@ impl Tool {
             return fail(format!("no jump from {CNI_FORWARD} to {admin}"));
         }
         for t in pod.tags() {
-            if IpVersion::of(t.ip) == self.version && !l.has_comment(CNI_FORWARD, &t.comment()) {
+            if IpVersion::of(t.ip) == self.version() && !l.has_comment(CNI_FORWARD, &t.comment()) {
                 return fail(format!(
                     "rule \"{}\" not found in {CNI_FORWARD}",
                     t.comment()
@@ -646,7 +676,7 @@ impl Tool {
 
 /// The iptables backend: one tool per IP version it manages.
 pub struct IptBackend {
-    tools: Vec<Tool>,
+    tools: Vec<Box<dyn FilterTable>>,
     admin: String,
 }
 
@@ -668,7 +698,7 @@ impl IptBackend {
                 Some(x) => x,
                 None => present_variant(nft, v)?.unwrap_or(Variant::Default),
             };
-            tools.push(tool(v, variant)?);
+            tools.push(Box::new(tool(v, variant)?) as Box<dyn FilterTable>);
         }
         Ok(IptBackend {
             tools,
@@ -693,7 +723,7 @@ impl IptBackend {
                 None
             };
             if let Some(t) = variant.and_then(|x| tool(v, x).ok()) {
-                tools.push(t);
+                tools.push(Box::new(t) as Box<dyn FilterTable>);
             }
         }
         (!tools.is_empty()).then(|| IptBackend {
@@ -820,5 +850,264 @@ mod tests {
         );
         assert!(check_chain_name("CNI-ADMIN").is_ok());
         assert!(check_chain_name("FORWARD").is_err());
+    }
+}
+
+/// The iptables backend on a fake `filter` table (in memory, changed by
+/// the restore scripts as iptables-restore would, all or nothing): order,
+/// undo, retries and error codes without root or binaries. tests/firewall.rs
+/// stays the ground truth.
+#[cfg(test)]
+mod fake_tests {
+    use super::*;
+    use crate::tag::Owner;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// One version's table: chains and rules, the scripts applied, and
+    /// how many of the next restores to refuse.
+    struct FakeTable {
+        version: IpVersion,
+        chains: RefCell<Vec<String>>,
+        rules: RefCell<Vec<(String, Vec<String>)>>,
+        scripts: RefCell<Vec<Vec<String>>>,
+        refuse: RefCell<usize>,
+    }
+
+    impl FakeTable {
+        fn new(version: IpVersion) -> Rc<FakeTable> {
+            Rc::new(FakeTable {
+                version,
+                chains: RefCell::new(s(&["INPUT", FORWARD, "OUTPUT"])),
+                rules: RefCell::default(),
+                scripts: RefCell::default(),
+                refuse: RefCell::new(0),
+            })
+        }
+        fn rules_of(&self, chain: &str) -> Vec<Vec<String>> {
+            self.rules
+                .borrow()
+                .iter()
+                .filter(|(c, _)| c == chain)
+                .map(|(_, r)| r.clone())
+                .collect()
+        }
+        /// The position in `rules` of the `n`-th (1-based) rule of `chain`.
+        fn index_of(rules: &[(String, Vec<String>)], chain: &str, n: usize) -> Option<usize> {
+            let of_chain: Vec<usize> = (0..rules.len()).filter(|&i| rules[i].0 == chain).collect();
+            match of_chain.get(n - 1) {
+                Some(&i) => Some(i),
+                None if n == of_chain.len() + 1 => Some(rules.len()),
+                None => None,
+            }
+        }
+    }
+
+    impl FilterTable for Rc<FakeTable> {
+        fn version(&self) -> IpVersion {
+            self.version
+        }
+        fn who(&self) -> String {
+            format!("fake {:?}", self.version)
+        }
+        fn dump(&self) -> CniResult<String> {
+            let mut out = String::new();
+            for c in self.chains.borrow().iter() {
+                let builtin = [FORWARD, "INPUT", "OUTPUT"].contains(&c.as_str());
+                out.push_str(&if builtin {
+                    format!("-P {c} ACCEPT\n")
+                } else {
+                    format!("-N {c}\n")
+                });
+            }
+            for (c, spec) in self.rules.borrow().iter() {
+                let spec: Vec<String> = spec.iter().map(|a| restore_quote(a)).collect();
+                out.push_str(&format!("-A {c} {}\n", spec.join(" ")));
+            }
+            Ok(out)
+        }
+        fn restore(&self, script: &str) -> CniResult<()> {
+            let lines: Vec<String> = script
+                .lines()
+                .filter(|l| !l.starts_with('*') && *l != "COMMIT")
+                .map(str::to_string)
+                .collect();
+            self.scripts.borrow_mut().push(lines.clone());
+            let refused = Error::io(format!("{}: iptables-restore refused", self.who()));
+            if *self.refuse.borrow() > 0 {
+                *self.refuse.borrow_mut() -= 1;
+                return Err(refused);
+            }
+            let mut chains = self.chains.borrow().clone();
+            let mut rules = self.rules.borrow().clone();
+            for line in &lines {
+                let t = tokens(line);
+                let (op, chain) = (t[0].as_str(), t[1].clone());
+                let known = chains.contains(&chain);
+                match op {
+                    "-N" if !known => chains.push(chain),
+                    "-A" if known => rules.push((chain, t[2..].to_vec())),
+                    "-I" if known => {
+                        let n: usize = t[2].parse().expect("position");
+                        let at = FakeTable::index_of(&rules, &chain, n).ok_or(refused.clone())?;
+                        rules.insert(at, (chain, t[3..].to_vec()));
+                    }
+                    "-D" => {
+                        let at = rules
+                            .iter()
+                            .position(|(c, r)| *c == chain && r[..] == t[2..])
+                            .ok_or(refused.clone())?;
+                        rules.remove(at);
+                    }
+                    _ => return Err(refused),
+                }
+            }
+            *self.chains.borrow_mut() = chains;
+            *self.rules.borrow_mut() = rules;
+            Ok(())
+        }
+    }
+
+    fn backend(tables: &[&Rc<FakeTable>]) -> IptBackend {
+        IptBackend {
+            tools: tables
+                .iter()
+                .map(|t| Box::new(Rc::clone(t)) as Box<dyn FilterTable>)
+                .collect(),
+            admin: crate::DEFAULT_ADMIN_CHAIN.to_string(),
+        }
+    }
+
+    fn pod(policy: Policy, ips: &[&str]) -> Pod {
+        Pod {
+            owner: Owner {
+                network: "net".into(),
+                container_id: "ctr".into(),
+                ifname: "eth0".into(),
+            },
+            policy,
+            bridge: policy.isolates().then(|| "cni0".to_string()),
+            ips: ips.iter().map(|i| i.parse().expect("ip")).collect(),
+        }
+    }
+
+    fn ops(script: &[String]) -> Vec<String> {
+        script
+            .iter()
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    }
+
+    #[test]
+    fn add_makes_chains_then_jumps_then_the_pod_rules_in_one_restore() {
+        let v4 = FakeTable::new(IpVersion::V4);
+        let p = pod(Policy::Open, &["10.0.0.2"]);
+        backend(&[&v4]).add(&p).expect("add");
+        let scripts = v4.scripts.borrow();
+        assert_eq!(scripts.len(), 1);
+        assert_eq!(
+            ops(&scripts[0]),
+            [
+                "-N CNI-FORWARD",
+                "-N CNI-ADMIN",
+                "-I FORWARD",
+                "-I CNI-FORWARD",
+                "-A CNI-FORWARD",
+                "-A CNI-FORWARD"
+            ]
+        );
+        let fwd = v4.rules_of(CNI_FORWARD);
+        assert_eq!(fwd.len(), 3);
+        assert_eq!(fwd[0].last().map(String::as_str), Some("CNI-ADMIN"));
+        assert!(fwd[1].contains(&"10.0.0.2/32".to_string()));
+        backend(&[&v4]).check(&p).expect("check after add");
+    }
+
+    #[test]
+    fn a_repeated_add_replaces_the_pod_rules_and_adds_no_second_jump() {
+        let v4 = FakeTable::new(IpVersion::V4);
+        let p = pod(Policy::Open, &["10.0.0.2"]);
+        backend(&[&v4]).add(&p).expect("add");
+        backend(&[&v4]).add(&p).expect("add again");
+        assert_eq!(v4.rules_of(FORWARD).len(), 1);
+        assert_eq!(v4.rules_of(CNI_FORWARD).len(), 3);
+    }
+
+    #[test]
+    fn isolation_jumps_before_the_forward_jump() {
+        let v4 = FakeTable::new(IpVersion::V4);
+        backend(&[&v4])
+            .add(&pod(Policy::Isolated, &["10.0.0.2"]))
+            .expect("add");
+        let fwd = v4.rules_of(FORWARD);
+        let targets: Vec<&str> = fwd
+            .iter()
+            .filter_map(|r| r.last())
+            .map(String::as_str)
+            .collect();
+        assert_eq!(targets, [STAGE1, CNI_FORWARD]);
+        let stage1 = v4.rules_of(STAGE1);
+        assert_eq!(stage1.len(), 3, "{stage1:?}");
+        assert_eq!(stage1[0].last().map(String::as_str), Some("DROP"));
+        assert_eq!(stage1[2].last().map(String::as_str), Some("RETURN"));
+    }
+
+    #[test]
+    fn a_restore_refused_once_is_retried_on_a_fresh_listing() {
+        let v4 = FakeTable::new(IpVersion::V4);
+        *v4.refuse.borrow_mut() = 1;
+        backend(&[&v4])
+            .add(&pod(Policy::Open, &["10.0.0.2"]))
+            .expect("add");
+        assert_eq!(v4.scripts.borrow().len(), 2);
+        assert_eq!(v4.rules_of(CNI_FORWARD).len(), 3);
+    }
+
+    #[test]
+    fn ipv6_refused_every_time_fails_add_with_code_5_and_takes_the_ipv4_rules_back() {
+        let v4 = FakeTable::new(IpVersion::V4);
+        let v6 = FakeTable::new(IpVersion::V6);
+        *v6.refuse.borrow_mut() = RESTORE_TRIES;
+        let e = backend(&[&v4, &v6])
+            .add(&pod(Policy::Open, &["10.0.0.2", "fd00::2"]))
+            .expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert_eq!(v6.scripts.borrow().len(), RESTORE_TRIES);
+        // Only the admin jump is left in CNI-FORWARD: no pod rule.
+        let fwd = v4.rules_of(CNI_FORWARD);
+        assert_eq!(fwd.len(), 1, "{fwd:?}");
+        assert_eq!(fwd[0].last().map(String::as_str), Some("CNI-ADMIN"));
+    }
+
+    #[test]
+    fn del_removes_only_this_attachments_rules_and_a_second_del_changes_nothing() {
+        let v4 = FakeTable::new(IpVersion::V4);
+        let b = backend(&[&v4]);
+        let mine = pod(Policy::Open, &["10.0.0.2"]);
+        let mut other = pod(Policy::Open, &["10.0.0.3"]);
+        other.owner.container_id = "other".into();
+        b.add(&mine).expect("add");
+        b.add(&other).expect("add other");
+        b.remove(&|t| mine.owner.owns(t)).expect("del");
+        assert_eq!(v4.rules_of(CNI_FORWARD).len(), 3);
+        let scripts = v4.scripts.borrow().len();
+        b.remove(&|t| mine.owner.owns(t)).expect("del again");
+        assert_eq!(v4.scripts.borrow().len(), scripts, "nothing to restore");
+        b.check(&other).expect("the other pod keeps its rules");
+    }
+
+    #[test]
+    fn check_of_missing_rules_fails_with_code_999() {
+        let v4 = FakeTable::new(IpVersion::V4);
+        let b = backend(&[&v4]);
+        let p = pod(Policy::SameBridge, &["10.0.0.2"]);
+        let e = b.check(&p).expect_err("nothing there");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("no jump from FORWARD to CNI-FORWARD"), "{e}");
+        b.add(&p).expect("add");
+        b.remove(&|t| p.owner.owns(t)).expect("del");
+        let e = b.check(&p).expect_err("pod rules gone");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("not found in CNI-FORWARD"), "{e}");
     }
 }

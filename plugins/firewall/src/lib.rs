@@ -304,23 +304,29 @@ fn choose(conf: &Conf, nft: Nft, versions: &[IpVersion]) -> CniResult<Box<dyn Ba
 /// for explicitly, the iptables chains where iptables is in use.
 fn remove_everywhere(conf: &Conf, gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
     let nft = open_nft()?;
-    let mut td = Teardown::new();
     // Rules of ours can only exist where iptables state exists (seen through
     // nf_tables or the legacy table list), so even with `backend: iptables`
     // an IP version without any is not listed: one process less per DEL.
     let ipt = match conf.backend {
         BackendKind::Nftables => None,
         BackendKind::Iptables | BackendKind::Auto => {
-            iptables::IptBackend::in_use(&nft, &conf.admin_chain).map(Ok::<_, Error>)
+            iptables::IptBackend::in_use(&nft, &conf.admin_chain)
         }
     };
-    td.step(nftables::NftBackend::new(nft).remove(gone));
-    match ipt {
-        Some(Ok(b)) => {
-            td.step(b.remove(gone));
-        }
-        Some(Err(e)) => td.push(e),
-        None => {}
+    let nft = nftables::NftBackend::new(nft);
+    let mut backends: Vec<&dyn Backend> = vec![&nft];
+    if let Some(b) = &ipt {
+        backends.push(b);
+    }
+    remove_from(&backends, gone)
+}
+
+/// DEL's and GC's work: the selected rules out of every backend, in order,
+/// going on after a failure and reporting them all.
+fn remove_from(backends: &[&dyn Backend], gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
+    let mut td = Teardown::new();
+    for b in backends {
+        td.step(b.remove(gone));
     }
     Ok(td.finish()?)
 }
@@ -395,6 +401,54 @@ impl Plugin for Firewall {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    /// A backend that records what it is asked and refuses removal when
+    /// told to.
+    struct Recording {
+        name: &'static str,
+        log: RefCell<Vec<String>>,
+        refuse: bool,
+    }
+
+    impl Backend for Recording {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn add(&self, pod: &Pod) -> CniResult<()> {
+            self.log.borrow_mut().push(format!("add {}", pod.ips.len()));
+            Ok(())
+        }
+        fn check(&self, _pod: &Pod) -> CniResult<()> {
+            Ok(())
+        }
+        fn remove(&self, _gone: &dyn Fn(&Tag) -> bool) -> CniResult<()> {
+            self.log.borrow_mut().push(format!("remove {}", self.name));
+            if self.refuse {
+                return Err(Error::io(format!("{} refused", self.name)));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn removal_goes_on_in_iptables_after_nftables_refuses_and_reports_code_5() {
+        let nft = Recording {
+            name: "nftables",
+            log: RefCell::default(),
+            refuse: true,
+        };
+        let ipt = Recording {
+            name: "iptables",
+            log: RefCell::default(),
+            refuse: false,
+        };
+        let e = remove_from(&[&nft, &ipt], &|_| true).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(e.msg.contains("nftables refused"), "{e}");
+        assert_eq!(*ipt.log.borrow(), ["remove iptables"]);
+        remove_from(&[&ipt], &|_| true).expect("nothing refused");
+    }
 
     fn raw(v: serde_json::Value) -> CniResult<Conf> {
         let r: RawConf = serde_json::from_value(v).map_err(|e| Error::decoding(e.to_string()))?;

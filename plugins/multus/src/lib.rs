@@ -23,6 +23,45 @@ use cni_spec::error::CniResult;
 use cni_spec::{CniArgs, Error, ErrorCode};
 use conf::Conf;
 use runtime::{CniConfig, NetworkConfigList, PluginConfig, RuntimeConf};
+
+/// How multus runs its delegate networks: the seam under its verbs.
+/// `runtime::CniConfig` execs the plugins as a runtime would; the unit
+/// tests' fake records the calls and answers or refuses as planned.
+pub trait Delegates {
+    /// ADD of one delegate network.
+    fn add(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> runtime::Result<cni_spec::Result>;
+    /// DEL of one delegate network.
+    fn del(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> runtime::Result<()>;
+    /// CHECK of one delegate network.
+    fn check(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> runtime::Result<()>;
+    /// GC of one delegate network.
+    fn gc(&self, list: &NetworkConfigList, valid: &[cni_spec::GcAttachment])
+        -> runtime::Result<()>;
+    /// STATUS of one delegate network.
+    fn status(&self, list: &NetworkConfigList) -> runtime::Result<()>;
+}
+
+impl Delegates for CniConfig {
+    fn add(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> runtime::Result<cni_spec::Result> {
+        CniConfig::add(self, list, rt)
+    }
+    fn del(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> runtime::Result<()> {
+        CniConfig::del(self, list, rt)
+    }
+    fn check(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> runtime::Result<()> {
+        CniConfig::check(self, list, rt)
+    }
+    fn gc(
+        &self,
+        list: &NetworkConfigList,
+        valid: &[cni_spec::GcAttachment],
+    ) -> runtime::Result<()> {
+        CniConfig::gc(self, list, valid)
+    }
+    fn status(&self, list: &NetworkConfigList) -> runtime::Result<()> {
+        CniConfig::status(self, list)
+    }
+}
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -182,11 +221,21 @@ struct Ctx<'a> {
     c: Conf,
     log: Log,
     cni_args: CniArgs,
-    cni: CniConfig,
+    cni: Box<dyn Delegates>,
 }
 
 impl<'a> Ctx<'a> {
     fn new(args: &'a CmdArgs) -> CniResult<Ctx<'a>> {
+        Ctx::with(args, |c, args| {
+            Box::new(CniConfig::new(c.plugin_path(&args.path)).with_cache_dir(c.cni_dir()))
+        })
+    }
+
+    /// The context with the delegate runner `cni` makes from the config.
+    fn with(
+        args: &'a CmdArgs,
+        cni: impl FnOnce(&Conf, &CmdArgs) -> Box<dyn Delegates>,
+    ) -> CniResult<Ctx<'a>> {
         let mut c: Conf = args.parse_conf()?;
         if c.cni_version.is_empty() {
             c.cni_version = args.conf.cni_version.clone();
@@ -194,7 +243,7 @@ impl<'a> Ctx<'a> {
         c.validate()?;
         let log = Log::new(&c);
         let cni_args = CniArgs::parse(&args.args)?;
-        let cni = CniConfig::new(c.plugin_path(&args.path)).with_cache_dir(c.cni_dir());
+        let cni = cni(&c, args);
         Ok(Ctx {
             args,
             c,
@@ -594,264 +643,286 @@ impl Plugin for Multus {
     }
 
     fn add(&self, args: &CmdArgs) -> CniResult<cni_spec::Result> {
-        let ctx = Ctx::new(args)?;
-        let netns = args.require_netns()?.display().to_string();
-        if let Some(file) = &ctx.c.readiness_indicator_file {
-            let limit = ctx.c.readiness_timeout()?;
-            if !cache::wait_for(file, limit) {
-                return Err(Error::new(
-                    ErrorCode::TryAgainLater,
-                    format!(
-                        "multus: readiness indicator file {} did not appear within {limit:?}: the cluster network is not ready",
-                        file.display()
-                    ),
+        add_in(&Ctx::new(args)?, args)
+    }
+
+    fn del(&self, args: &CmdArgs) -> CniResult<()> {
+        del_in(&Ctx::new(args)?, args)
+    }
+
+    fn check(&self, args: &CmdArgs) -> CniResult<()> {
+        check_in(&Ctx::new(args)?, args)
+    }
+
+    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
+        gc_in(&Ctx::new(args)?, args)
+    }
+
+    fn status(&self, args: &CmdArgs) -> CniResult<()> {
+        status_in(&Ctx::new(args)?)
+    }
+}
+
+/// ADD with the delegates `ctx` runs: records them, adds each in order,
+/// and on a failure DELs what was added (the failing one too).
+fn add_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<cni_spec::Result> {
+    let netns = args.require_netns()?.display().to_string();
+    if let Some(file) = &ctx.c.readiness_indicator_file {
+        let limit = ctx.c.readiness_timeout()?;
+        if !cache::wait_for(file, limit) {
+            return Err(Error::new(
+                ErrorCode::TryAgainLater,
+                format!(
+                    "multus: readiness indicator file {} did not appear within {limit:?}: the cluster network is not ready",
+                    file.display()
+                ),
+            ));
+        }
+    }
+    let cni_dir = ctx.c.cni_dir();
+    // A second ADD of an attachment would end in undoing the first
+    // one's delegates: refused before anything runs. What a failed or
+    // interrupted ADD left is removed first.
+    if let Ok(Some(old)) = cache::load(&cni_dir, &args.container_id, &args.ifname) {
+        if old.complete {
+            return Err(Error::invalid_env(format!(
+                "multus: container {:?} already has interface {:?} attached (DEL it first)",
+                args.container_id, args.ifname
+            )));
+        }
+        if let Err(e) = ctx.del_entry(&old, &netns) {
+            ctx.log.verbose(&format!(
+                "leftovers of an earlier ADD could not all be removed: {}",
+                e.msg
+            ));
+        }
+    }
+    let (plan, status_target) = ctx.plan()?;
+    let mut entry = cache::Entry {
+        kind: cache::KIND.into(),
+        container_id: args.container_id.clone(),
+        ifname: args.ifname.clone(),
+        netns: netns.clone(),
+        delegates: plan.iter().map(|p| p.entry.clone()).collect(),
+        complete: false,
+    };
+    // Recorded before anything runs: a DEL after a crash half-way
+    // still finds every delegate.
+    cache::save(&cni_dir, &entry).map_err(Error::io)?;
+
+    let mut results: Vec<cni_spec::Result> = Vec::new();
+    for p in &plan {
+        ctx.log
+            .verbose(&format!("ADD {} as {}", p.entry.name, p.entry.ifname));
+        match ctx
+            .cni
+            .add(&p.list, &ctx.rt(&args.container_id, &p.entry, &netns))
+        {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let err = runtime_error(e);
+                ctx.log.error(&format!(
+                    "ADD of {} failed: {}; undoing",
+                    p.entry.name, err.msg
                 ));
+                // The failing delegate too: DEL is safe on what is not there.
+                let done = cache::Entry {
+                    delegates: entry.delegates[..=results.len()].to_vec(),
+                    ..entry.clone()
+                };
+                if ctx.del_entry(&done, &netns).is_ok() {
+                    let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
+                }
+                return Err(err);
             }
         }
-        let cni_dir = ctx.c.cni_dir();
-        // A second ADD of an attachment would end in undoing the first
-        // one's delegates: refused before anything runs. What a failed or
-        // interrupted ADD left is removed first.
-        if let Ok(Some(old)) = cache::load(&cni_dir, &args.container_id, &args.ifname) {
-            if old.complete {
-                return Err(Error::invalid_env(format!(
-                    "multus: container {:?} already has interface {:?} attached (DEL it first)",
-                    args.container_id, args.ifname
-                )));
+    }
+    // default-route: one gateway per address family.
+    for p in &plan {
+        for gw in &p.gateways {
+            if let Err(e) = move_default_route(Path::new(&netns), &p.entry.ifname, *gw) {
+                if ctx.del_entry(&entry, &netns).is_ok() {
+                    let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
+                }
+                return Err(e);
             }
-            if let Err(e) = ctx.del_entry(&old, &netns) {
+        }
+    }
+    entry.complete = true;
+    if let Err(m) = cache::save(&cni_dir, &entry) {
+        if ctx.del_entry(&entry, &netns).is_ok() {
+            let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
+        }
+        return Err(Error::io(m));
+    }
+    if let Some((api, ns, name)) = status_target {
+        let status: Vec<Value> = plan
+            .iter()
+            .zip(&results)
+            .map(|(p, r)| status_of(&p.entry, r))
+            .collect();
+        if let Err(e) = api.set_status(&ns, &name, Some(&Value::Array(status))) {
+            ctx.log
+                .error(&format!("network-status of {ns}/{name}: {}", e.msg));
+        }
+    }
+    let mut out = results
+        .first()
+        .ok_or_else(|| Error::internal("multus: no network was attached"))?
+        .convert(ctx.version())?;
+    for r in results.iter().skip(1) {
+        for i in r.interfaces.iter().filter(|i| !i.sandbox.is_empty()) {
+            out.interfaces.push(i.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// DEL: every recorded delegate in reverse (or, without a record, a
+/// best-effort DEL of the configured networks), then the record.
+fn del_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<()> {
+    let cni_dir = ctx.c.cni_dir();
+    let entry = match cache::load(&cni_dir, &args.container_id, &args.ifname) {
+        Ok(e) => e,
+        Err(m) => {
+            ctx.log.error(&format!("{m}; removed"));
+            let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
+            None
+        }
+    };
+    match entry {
+        Some(entry) => {
+            ctx.del_entry(&entry, &args.netns)?;
+            cache::remove(&cni_dir, &args.container_id, &args.ifname).map_err(Error::io)?;
+        }
+        None => {
+            // Nothing recorded (never added, or already deleted): the
+            // configured networks get a best-effort DEL, as Multus does.
+            if let Ok(nets) = ctx.configured(None, None) {
+                for (i, (name, list)) in nets.into_iter().enumerate().rev() {
+                    let d = cache::DelegateEntry {
+                        name,
+                        ifname: if i == 0 {
+                            args.ifname.clone()
+                        } else {
+                            format!("net{i}")
+                        },
+                        config: String::new(),
+                        cni_args: ctx.cni_args.pairs().to_vec(),
+                        capability_args: Map::new(),
+                        master: i == 0,
+                    };
+                    if let Err(e) = ctx
+                        .cni
+                        .del(&list, &ctx.rt(&args.container_id, &d, &args.netns))
+                    {
+                        ctx.log
+                            .verbose(&format!("DEL without a record, {}: {e}", d.name));
+                    }
+                }
+            }
+        }
+    }
+    if let Some((ns, name)) = pod_of(&ctx.cni_args) {
+        if let Ok(Some(api)) = ctx.api(DEL_API_TIMEOUT) {
+            if let Err(e) = api.set_status(&ns, &name, None) {
                 ctx.log.verbose(&format!(
-                    "leftovers of an earlier ADD could not all be removed: {}",
+                    "clearing network-status of {ns}/{name}: {}",
                     e.msg
                 ));
             }
         }
-        let (plan, status_target) = ctx.plan()?;
-        let mut entry = cache::Entry {
-            kind: cache::KIND.into(),
-            container_id: args.container_id.clone(),
-            ifname: args.ifname.clone(),
-            netns: netns.clone(),
-            delegates: plan.iter().map(|p| p.entry.clone()).collect(),
-            complete: false,
-        };
-        // Recorded before anything runs: a DEL after a crash half-way
-        // still finds every delegate.
-        cache::save(&cni_dir, &entry).map_err(Error::io)?;
-
-        let mut results: Vec<cni_spec::Result> = Vec::new();
-        for p in &plan {
-            ctx.log
-                .verbose(&format!("ADD {} as {}", p.entry.name, p.entry.ifname));
-            match ctx
-                .cni
-                .add(&p.list, &ctx.rt(&args.container_id, &p.entry, &netns))
-            {
-                Ok(r) => results.push(r),
-                Err(e) => {
-                    let err = runtime_error(e);
-                    ctx.log.error(&format!(
-                        "ADD of {} failed: {}; undoing",
-                        p.entry.name, err.msg
-                    ));
-                    // The failing delegate too: DEL is safe on what is not there.
-                    let done = cache::Entry {
-                        delegates: entry.delegates[..=results.len()].to_vec(),
-                        ..entry.clone()
-                    };
-                    if ctx.del_entry(&done, &netns).is_ok() {
-                        let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
-                    }
-                    return Err(err);
-                }
-            }
-        }
-        // default-route: one gateway per address family.
-        for p in &plan {
-            for gw in &p.gateways {
-                if let Err(e) = move_default_route(Path::new(&netns), &p.entry.ifname, *gw) {
-                    if ctx.del_entry(&entry, &netns).is_ok() {
-                        let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        entry.complete = true;
-        if let Err(m) = cache::save(&cni_dir, &entry) {
-            if ctx.del_entry(&entry, &netns).is_ok() {
-                let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
-            }
-            return Err(Error::io(m));
-        }
-        if let Some((api, ns, name)) = status_target {
-            let status: Vec<Value> = plan
-                .iter()
-                .zip(&results)
-                .map(|(p, r)| status_of(&p.entry, r))
-                .collect();
-            if let Err(e) = api.set_status(&ns, &name, Some(&Value::Array(status))) {
-                ctx.log
-                    .error(&format!("network-status of {ns}/{name}: {}", e.msg));
-            }
-        }
-        let mut out = results
-            .first()
-            .ok_or_else(|| Error::internal("multus: no network was attached"))?
-            .convert(ctx.version())?;
-        for r in results.iter().skip(1) {
-            for i in r.interfaces.iter().filter(|i| !i.sandbox.is_empty()) {
-                out.interfaces.push(i.clone());
-            }
-        }
-        Ok(out)
     }
+    Ok(())
+}
 
-    fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let ctx = Ctx::new(args)?;
-        let cni_dir = ctx.c.cni_dir();
-        let entry = match cache::load(&cni_dir, &args.container_id, &args.ifname) {
-            Ok(e) => e,
-            Err(m) => {
-                ctx.log.error(&format!("{m}; removed"));
-                let _ = cache::remove(&cni_dir, &args.container_id, &args.ifname);
-                None
-            }
-        };
-        match entry {
-            Some(entry) => {
-                ctx.del_entry(&entry, &args.netns)?;
-                cache::remove(&cni_dir, &args.container_id, &args.ifname).map_err(Error::io)?;
-            }
-            None => {
-                // Nothing recorded (never added, or already deleted): the
-                // configured networks get a best-effort DEL, as Multus does.
-                if let Ok(nets) = ctx.configured(None, None) {
-                    for (i, (name, list)) in nets.into_iter().enumerate().rev() {
-                        let d = cache::DelegateEntry {
-                            name,
-                            ifname: if i == 0 {
-                                args.ifname.clone()
-                            } else {
-                                format!("net{i}")
-                            },
-                            config: String::new(),
-                            cni_args: ctx.cni_args.pairs().to_vec(),
-                            capability_args: Map::new(),
-                            master: i == 0,
-                        };
-                        if let Err(e) = ctx
-                            .cni
-                            .del(&list, &ctx.rt(&args.container_id, &d, &args.netns))
-                        {
-                            ctx.log
-                                .verbose(&format!("DEL without a record, {}: {e}", d.name));
-                        }
-                    }
-                }
-            }
-        }
-        if let Some((ns, name)) = pod_of(&ctx.cni_args) {
-            if let Ok(Some(api)) = ctx.api(DEL_API_TIMEOUT) {
-                if let Err(e) = api.set_status(&ns, &name, None) {
-                    ctx.log.verbose(&format!(
-                        "clearing network-status of {ns}/{name}: {}",
-                        e.msg
-                    ));
-                }
-            }
-        }
-        Ok(())
+/// CHECK: every recorded delegate, in order; no record is code 3.
+fn check_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<()> {
+    let entry = cache::load(&ctx.c.cni_dir(), &args.container_id, &args.ifname)
+        .map_err(Error::io)?
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::UnknownContainer,
+                format!(
+                    "multus: no record of container {:?} interface {:?}",
+                    args.container_id, args.ifname
+                ),
+            )
+        })?;
+    for d in &entry.delegates {
+        let list = NetworkConfigList::from_bytes(d.config.as_bytes())
+            .map_err(|e| bad_network(&d.name, e))?;
+        ctx.cni
+            .check(&list, &ctx.rt(&args.container_id, d, &args.netns))
+            .map_err(runtime_error)?;
     }
+    Ok(())
+}
 
-    fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let ctx = Ctx::new(args)?;
-        let entry = cache::load(&ctx.c.cni_dir(), &args.container_id, &args.ifname)
-            .map_err(Error::io)?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::UnknownContainer,
-                    format!(
-                        "multus: no record of container {:?} interface {:?}",
-                        args.container_id, args.ifname
-                    ),
-                )
-            })?;
-        for d in &entry.delegates {
-            let list = NetworkConfigList::from_bytes(d.config.as_bytes())
-                .map_err(|e| bad_network(&d.name, e))?;
-            ctx.cni
-                .check(&list, &ctx.rt(&args.container_id, d, &args.netns))
-                .map_err(runtime_error)?;
-        }
-        Ok(())
-    }
-
-    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        let ctx = Ctx::new(args)?;
-        let cni_dir = ctx.c.cni_dir();
-        let valid = valid_attachments(&args.stdin);
-        let mut first: Option<Error> = None;
-        let mut kept = Vec::new();
-        for entry in cache::all(&cni_dir) {
-            let live = valid
-                .iter()
-                .any(|(c, i)| *c == entry.container_id && *i == entry.ifname);
-            if live {
-                kept.push(entry);
-                continue;
-            }
-            match ctx.del_entry(&entry, &entry.netns) {
-                Ok(()) => {
-                    let _ = cache::remove(&cni_dir, &entry.container_id, &entry.ifname);
-                }
-                Err(e) => {
-                    first.get_or_insert(e);
-                    kept.push(entry);
-                }
-            }
-        }
-        // Then every delegate network still known gets GC with the
-        // delegate attachments that remain.
-        let valid_delegates: Vec<cni_spec::GcAttachment> = kept
+/// GC: stale records and their delegates, then GC of every network known.
+fn gc_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<()> {
+    let cni_dir = ctx.c.cni_dir();
+    let valid = valid_attachments(&args.stdin);
+    let mut first: Option<Error> = None;
+    let mut kept = Vec::new();
+    for entry in cache::all(&cni_dir) {
+        let live = valid
             .iter()
-            .flat_map(|e| {
-                e.delegates.iter().map(|d| cni_spec::GcAttachment {
-                    container_id: e.container_id.clone(),
-                    ifname: d.ifname.clone(),
-                })
+            .any(|(c, i)| *c == entry.container_id && *i == entry.ifname);
+        if live {
+            kept.push(entry);
+            continue;
+        }
+        match ctx.del_entry(&entry, &entry.netns) {
+            Ok(()) => {
+                let _ = cache::remove(&cni_dir, &entry.container_id, &entry.ifname);
+            }
+            Err(e) => {
+                first.get_or_insert(e);
+                kept.push(entry);
+            }
+        }
+    }
+    // Then every delegate network still known gets GC with the
+    // delegate attachments that remain.
+    let valid_delegates: Vec<cni_spec::GcAttachment> = kept
+        .iter()
+        .flat_map(|e| {
+            e.delegates.iter().map(|d| cni_spec::GcAttachment {
+                container_id: e.container_id.clone(),
+                ifname: d.ifname.clone(),
             })
-            .collect();
-        for list in networks_known(&ctx, &kept) {
-            if let Err(e) = ctx.cni.gc(&list, &valid_delegates) {
-                first.get_or_insert(runtime_error(e));
-            }
-        }
-        match first {
-            Some(e) => Err(e),
-            None => Ok(()),
+        })
+        .collect();
+    for list in networks_known(ctx, &kept) {
+        if let Err(e) = ctx.cni.gc(&list, &valid_delegates) {
+            first.get_or_insert(runtime_error(e));
         }
     }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
 
-    fn status(&self, args: &CmdArgs) -> CniResult<()> {
-        let ctx = Ctx::new(args)?;
-        if let Some(file) = &ctx.c.readiness_indicator_file {
-            if !cache::exists(file) {
-                return Err(Error::new(
-                    ErrorCode::NotAvailable,
-                    format!(
-                        "multus: readiness indicator file {} does not exist",
-                        file.display()
-                    ),
-                ));
-            }
+/// STATUS: of every network known (configured or recorded).
+fn status_in(ctx: &Ctx) -> CniResult<()> {
+    if let Some(file) = &ctx.c.readiness_indicator_file {
+        if !cache::exists(file) {
+            return Err(Error::new(
+                ErrorCode::NotAvailable,
+                format!(
+                    "multus: readiness indicator file {} does not exist",
+                    file.display()
+                ),
+            ));
         }
-        let kept = cache::all(&ctx.c.cni_dir());
-        for list in networks_known(&ctx, &kept) {
-            ctx.cni.status(&list).map_err(runtime_error)?;
-        }
-        Ok(())
     }
+    let kept = cache::all(&ctx.c.cni_dir());
+    for list in networks_known(ctx, &kept) {
+        ctx.cni.status(&list).map_err(runtime_error)?;
+    }
+    Ok(())
 }
 
 /// The configured networks that resolve without the API server, and
@@ -876,4 +947,198 @@ fn networks_known(ctx: &Ctx, entries: &[cache::Entry]) -> Vec<NetworkConfigList>
         }
     }
     out
+}
+
+/// The verbs on a recording fake of the delegate runner, with the record
+/// in a scratch directory: order, undo, idempotent DEL and codes without
+/// root or delegate binaries. tests/multus.rs runs real delegates.
+#[cfg(test)]
+mod fake_tests {
+    use super::*;
+    use kit::scratch::Scratch;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// Records `VERB network ifname`; refuses the (verb, network) planned
+    /// with code 11.
+    #[derive(Clone, Default)]
+    struct FakeDelegates {
+        log: Rc<RefCell<Vec<String>>>,
+        refuse: Rc<RefCell<Vec<(&'static str, &'static str)>>>,
+    }
+
+    impl FakeDelegates {
+        fn call(
+            &self,
+            verb: &'static str,
+            list: &NetworkConfigList,
+            ifname: &str,
+        ) -> runtime::Result<()> {
+            self.log
+                .borrow_mut()
+                .push(format!("{verb} {} {ifname}", list.name));
+            let mut refuse = self.refuse.borrow_mut();
+            match refuse
+                .iter()
+                .position(|(v, n)| *v == verb && *n == list.name)
+            {
+                Some(i) => {
+                    refuse.remove(i);
+                    Err(runtime::Error::Plugin {
+                        plugin: format!("name={:?}", list.name),
+                        verb,
+                        source: Error::new(ErrorCode::TryAgainLater, "busy"),
+                    })
+                }
+                None => Ok(()),
+            }
+        }
+        fn lines(&self) -> Vec<String> {
+            self.log.borrow().clone()
+        }
+    }
+
+    impl Delegates for FakeDelegates {
+        fn add(
+            &self,
+            list: &NetworkConfigList,
+            rt: &RuntimeConf,
+        ) -> runtime::Result<cni_spec::Result> {
+            self.call("ADD", list, &rt.ifname)?;
+            let mut r = cni_spec::Result::new("1.0.0");
+            r.interfaces.push(cni_spec::Interface {
+                name: rt.ifname.clone(),
+                sandbox: rt.netns.clone(),
+                ..Default::default()
+            });
+            Ok(r)
+        }
+        fn del(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> runtime::Result<()> {
+            self.call("DEL", list, &rt.ifname)
+        }
+        fn check(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> runtime::Result<()> {
+            self.call("CHECK", list, &rt.ifname)
+        }
+        fn gc(
+            &self,
+            list: &NetworkConfigList,
+            _valid: &[cni_spec::GcAttachment],
+        ) -> runtime::Result<()> {
+            self.call("GC", list, "")
+        }
+        fn status(&self, list: &NetworkConfigList) -> runtime::Result<()> {
+            self.call("STATUS", list, "")
+        }
+    }
+
+    /// Multus over `cluster` (eth0) and `extra` (net1), recording in `dir`.
+    fn args(dir: &Scratch) -> CmdArgs {
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": "multus", "type": "multus",
+            "cniDir": dir.path(),
+            "delegates": [
+                {"cniVersion": "1.0.0", "name": "cluster", "type": "ptp"},
+                {"cniVersion": "1.0.0", "name": "extra", "type": "macvlan"}
+            ]
+        });
+        let mut a = cni_skel::fuzzing::args(conf.to_string().as_bytes()).expect("args");
+        a.netns = "/run/netns/pod".into();
+        a
+    }
+
+    fn ctx<'a>(args: &'a CmdArgs, fake: &FakeDelegates) -> Ctx<'a> {
+        let fake = fake.clone();
+        Ctx::with(args, move |_, _| Box::new(fake)).expect("ctx")
+    }
+
+    fn scratch(tag: &str) -> Scratch {
+        Scratch::new(&format!("multus-{tag}")).expect("scratch dir")
+    }
+
+    fn record(dir: &Scratch) -> Option<cache::Entry> {
+        cache::load(dir.path(), "fuzz", "eth0").expect("record readable")
+    }
+
+    #[test]
+    fn add_records_the_delegates_then_adds_each_in_order() {
+        let dir = scratch("add");
+        let (a, fake) = (args(&dir), FakeDelegates::default());
+        let r = add_in(&ctx(&a, &fake), &a).expect("add");
+        assert_eq!(fake.lines(), ["ADD cluster eth0", "ADD extra net1"]);
+        let names: Vec<&str> = r.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "net1"]);
+        assert!(record(&dir).expect("recorded").complete);
+    }
+
+    #[test]
+    fn a_delegate_refusing_add_fails_with_its_own_code_and_what_was_added_is_deleted() {
+        let dir = scratch("undo");
+        let (a, fake) = (args(&dir), FakeDelegates::default());
+        fake.refuse.borrow_mut().push(("ADD", "extra"));
+        let e = add_in(&ctx(&a, &fake), &a).expect_err("refused");
+        assert_eq!(e.code, 11, "{e}");
+        assert!(e.msg.contains("busy"), "{e}");
+        assert_eq!(
+            fake.lines(),
+            [
+                "ADD cluster eth0",
+                "ADD extra net1",
+                "DEL extra net1",
+                "DEL cluster eth0"
+            ]
+        );
+        assert!(record(&dir).is_none());
+    }
+
+    #[test]
+    fn a_second_add_of_the_same_attachment_is_refused_with_code_4_before_any_delegate() {
+        let dir = scratch("twice");
+        let (a, fake) = (args(&dir), FakeDelegates::default());
+        add_in(&ctx(&a, &fake), &a).expect("add");
+        let e = add_in(&ctx(&a, &fake), &a).expect_err("again");
+        assert_eq!(e.code, 4, "{e}");
+        assert_eq!(fake.lines().len(), 2);
+    }
+
+    #[test]
+    fn del_deletes_the_delegates_in_reverse_and_a_second_del_succeeds() {
+        let dir = scratch("del");
+        let (a, fake) = (args(&dir), FakeDelegates::default());
+        add_in(&ctx(&a, &fake), &a).expect("add");
+        del_in(&ctx(&a, &fake), &a).expect("del");
+        assert_eq!(fake.lines()[2..], ["DEL extra net1", "DEL cluster eth0"]);
+        assert!(record(&dir).is_none());
+        // No record: a best-effort DEL of the configured networks.
+        del_in(&ctx(&a, &fake), &a).expect("del again");
+        assert_eq!(fake.lines()[4..], ["DEL extra net1", "DEL cluster eth0"]);
+    }
+
+    #[test]
+    fn del_goes_on_after_a_refusal_reports_its_code_and_keeps_the_record() {
+        let dir = scratch("delfail");
+        let (a, fake) = (args(&dir), FakeDelegates::default());
+        add_in(&ctx(&a, &fake), &a).expect("add");
+        fake.refuse.borrow_mut().push(("DEL", "extra"));
+        let e = del_in(&ctx(&a, &fake), &a).expect_err("refused");
+        assert_eq!(e.code, 11, "{e}");
+        assert_eq!(fake.lines()[2..], ["DEL extra net1", "DEL cluster eth0"]);
+        assert!(record(&dir).is_some(), "kept for the next DEL");
+        del_in(&ctx(&a, &fake), &a).expect("retried DEL");
+        assert!(record(&dir).is_none());
+    }
+
+    #[test]
+    fn check_without_a_record_fails_with_code_3_and_with_one_checks_each_delegate() {
+        let dir = scratch("check");
+        let (a, fake) = (args(&dir), FakeDelegates::default());
+        let e = check_in(&ctx(&a, &fake), &a).expect_err("no record");
+        assert_eq!(e.code, 3, "{e}");
+        assert!(fake.lines().is_empty());
+        add_in(&ctx(&a, &fake), &a).expect("add");
+        check_in(&ctx(&a, &fake), &a).expect("check");
+        assert_eq!(
+            fake.lines()[2..],
+            ["CHECK cluster eth0", "CHECK extra net1"]
+        );
+    }
 }

@@ -23,6 +23,9 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::RuntimeConfig;
 use cni_spec::{Error, ErrorCode, Result};
+use kit::filter::{Owner, PortmapRules};
+use kit::procsys::{ProcSys, SysctlOps};
+use kit::routing::RoutingOps;
 use nft::rulesets::portmap::{self, Mapping, Options, Proto};
 use nft::{IpVersion, Nft};
 use serde::Deserialize;
@@ -165,8 +168,11 @@ fn build_mappings(args: &CmdArgs, prev: &Result) -> CniResult<Vec<Mapping>> {
 /// interface that routes to the pod (a bridge, or a ptp host veth): it must
 /// accept local sources. Found by a route lookup, as the reference does, so
 /// it works for every result version (0.1.0/0.2.0 list no interfaces).
-fn enable_route_localnet(pod_ips: &[std::net::IpAddr]) -> CniResult<()> {
-    let sock = netlink::Socket::route().map_err(kit::err)?;
+fn enable_route_localnet(
+    sock: &dyn RoutingOps,
+    sys: &dyn SysctlOps,
+    pod_ips: &[std::net::IpAddr],
+) -> CniResult<()> {
     let mut done = Vec::new();
     for ip in pod_ips.iter().filter(|ip| ip.is_ipv4()) {
         let Some(oif) = sock.route_get(*ip).map_err(kit::err)?.and_then(|r| r.oif) else {
@@ -179,7 +185,8 @@ fn enable_route_localnet(pod_ips: &[std::net::IpAddr]) -> CniResult<()> {
         let Some(link) = sock.link_by_index(oif).map_err(kit::err)? else {
             continue;
         };
-        kit::sysctl_set(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")?;
+        let key = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", link.name);
+        sys.write(std::path::Path::new(&key), "1")?;
     }
     Ok(())
 }
@@ -234,8 +241,8 @@ fn del_families(args: &CmdArgs) -> Vec<IpVersion> {
 /// Deletes the conntrack entries of UDP datagrams to `ports`. As in the
 /// reference, a failure is logged (stderr, `RCNI_LOG_FILE`) and does not fail the call:
 /// the firewall change itself is done.
-fn flush_udp(version: IpVersion, ports: &[u16]) {
-    if let Err(e) = nft::conntrack::delete_udp_to_ports(version, ports) {
+fn flush_udp(rules: &dyn PortmapRules, version: IpVersion, ports: &[u16]) {
+    if let Err(e) = rules.flush_udp(version, ports) {
         cni_skel::log::warn(&format!(
             "portmap: failed to delete stale UDP conntrack entries: {e}"
         ));
@@ -264,6 +271,95 @@ fn prev_result(args: &CmdArgs) -> CniResult<Result> {
     })
 }
 
+/// ADD's firewall work: the plain forwards, then the conditional ones
+/// (taking the plain ones back if those fail), then the flush of stale UDP
+/// flows to the mapped ports.
+fn install(
+    rules: &dyn PortmapRules,
+    args: &CmdArgs,
+    mappings: &[Mapping],
+    (c4, c6): (&[portmap::Condition], &[portmap::Condition]),
+    opts: &Options,
+) -> CniResult<()> {
+    let (conditional, plain) = split_conditional(mappings.to_vec(), c4, c6);
+    if !plain.is_empty() {
+        rules.add(&plain, opts).map_err(kit::err)?;
+    }
+    if !conditional.is_empty() {
+        if let Err(e) = rules.add_conditional(&conditional, c4, c6, opts) {
+            let _ = rules.remove_container(Owner::of(args));
+            return Err(kit::err(e));
+        }
+    }
+    // Now that the maps are in place, stale UDP entries to the mapped
+    // ports must go, or their next datagrams keep bypassing the DNAT.
+    for (version, ports) in udp_ports_per_family(mappings) {
+        flush_udp(rules, version, &ports);
+    }
+    Ok(())
+}
+
+/// DEL's firewall work: the attachment's forwards, plain and conditional,
+/// then the flush of UDP flows to the ports the runtime names.
+fn uninstall(
+    rules: &dyn PortmapRules,
+    args: &CmdArgs,
+    requested: Option<&[cni_spec::runtime_config::PortMapping]>,
+) -> CniResult<()> {
+    let removed = rules
+        .remove_container(Owner::of(args))
+        .and_then(|n| rules.remove_conditional(Owner::of(args)).map(|c| n + c))
+        .map_err(kit::err);
+    if let Some(requested) = requested {
+        let ports = udp_host_ports(requested);
+        if !ports.is_empty() {
+            for version in del_families(args) {
+                flush_udp(rules, version, &ports);
+            }
+        }
+    }
+    removed.map(|_| ())
+}
+
+/// CHECK's firewall work: as many conditional forwards as expected, and
+/// every plain one listed.
+fn verify(
+    rules: &dyn PortmapRules,
+    args: &CmdArgs,
+    conditional: &[Mapping],
+    want: &[Mapping],
+) -> CniResult<()> {
+    if !conditional.is_empty() {
+        let have = rules.count_conditional(Owner::of(args)).map_err(kit::err)?;
+        if have != conditional.len() {
+            return Err(Error::internal(format!(
+                "{} conditional port mapping rules expected, {have} found",
+                conditional.len()
+            )));
+        }
+    }
+    let have = rules.list().map_err(kit::err)?;
+    for m in want {
+        if !have.contains(&m.as_listed()) {
+            return Err(Error::internal(format!(
+                "port mapping {}/{} -> {}:{} is missing",
+                m.host_port,
+                m.proto.as_str(),
+                m.pod_ip,
+                m.pod_port
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// GC's firewall work: the network's forwards of attachments not kept.
+fn collect(rules: &dyn PortmapRules, network: &str, keep: &[(String, String)]) -> CniResult<()> {
+    rules.gc(network, keep).map_err(kit::err)?;
+    rules.gc_conditional(network, keep).map_err(kit::err)?;
+    Ok(())
+}
+
 impl Plugin for Portmap {
     fn name(&self) -> &'static str {
         "portmap"
@@ -278,7 +374,6 @@ impl Plugin for Portmap {
         if mappings.is_empty() {
             return Ok(prev);
         }
-        let (conditional, plain) = split_conditional(mappings.clone(), &c4, &c6);
         let opts = conf.options();
         if opts.snat {
             let v4: Vec<std::net::IpAddr> = mappings
@@ -286,28 +381,11 @@ impl Plugin for Portmap {
                 .map(|m| m.pod_ip)
                 .filter(|ip| ip.is_ipv4())
                 .collect();
-            enable_route_localnet(&v4)?;
+            let sock = netlink::Socket::route().map_err(kit::err)?;
+            enable_route_localnet(&sock, &ProcSys, &v4)?;
         }
         let nft = Nft::open().map_err(kit::err)?;
-        if !plain.is_empty() {
-            portmap::add(&nft, &plain, &opts).map_err(kit::err)?;
-        }
-        if !conditional.is_empty() {
-            if let Err(e) = portmap::add_conditional(&nft, &conditional, &c4, &c6, &opts) {
-                let _ = portmap::remove_container(
-                    &nft,
-                    &args.conf.name,
-                    &args.container_id,
-                    &args.ifname,
-                );
-                return Err(kit::err(e));
-            }
-        }
-        // Now that the maps are in place, stale UDP entries to the mapped
-        // ports must go, or their next datagrams keep bypassing the DNAT.
-        for (version, ports) in udp_ports_per_family(&mappings) {
-            flush_udp(version, &ports);
-        }
+        install(&nft, args, &mappings, (&c4, &c6), &opts)?;
         Ok(prev)
     }
 
@@ -321,27 +399,7 @@ impl Plugin for Portmap {
             return Ok(());
         }
         let nft = Nft::open().map_err(kit::err)?;
-        let removed =
-            portmap::remove_container(&nft, &args.conf.name, &args.container_id, &args.ifname)
-                .and_then(|n| {
-                    portmap::remove_conditional(
-                        &nft,
-                        &args.conf.name,
-                        &args.container_id,
-                        &args.ifname,
-                    )
-                    .map(|c| n + c)
-                })
-                .map_err(kit::err);
-        if let Some(requested) = requested {
-            let ports = udp_host_ports(&requested);
-            if !ports.is_empty() {
-                for version in del_families(args) {
-                    flush_udp(version, &ports);
-                }
-            }
-        }
-        removed.map(|_| ())
+        uninstall(&nft, args, requested.as_deref())
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -354,30 +412,7 @@ impl Plugin for Portmap {
             return Ok(());
         }
         let nft = Nft::open().map_err(kit::err)?;
-        if !conditional.is_empty() {
-            let have =
-                portmap::count_conditional(&nft, &args.conf.name, &args.container_id, &args.ifname)
-                    .map_err(kit::err)?;
-            if have != conditional.len() {
-                return Err(Error::internal(format!(
-                    "{} conditional port mapping rules expected, {have} found",
-                    conditional.len()
-                )));
-            }
-        }
-        let have = portmap::list(&nft).map_err(kit::err)?;
-        for m in &want {
-            if !have.contains(&m.as_listed()) {
-                return Err(Error::internal(format!(
-                    "port mapping {}/{} -> {}:{} is missing",
-                    m.host_port,
-                    m.proto.as_str(),
-                    m.pod_ip,
-                    m.pod_port
-                )));
-            }
-        }
-        Ok(())
+        verify(&nft, args, &conditional, &want)
     }
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
@@ -388,9 +423,7 @@ impl Plugin for Portmap {
             .map(|a| (a.container_id, a.ifname))
             .collect();
         let nft = Nft::open().map_err(kit::err)?;
-        portmap::gc(&nft, &args.conf.name, &keep).map_err(kit::err)?;
-        portmap::gc_conditional(&nft, &args.conf.name, &keep).map_err(kit::err)?;
-        Ok(())
+        collect(&nft, &args.conf.name, &keep)
     }
 
     fn status(&self, _args: &CmdArgs) -> CniResult<()> {
@@ -445,5 +478,197 @@ mod tests {
             ]))
             .expect("mappings");
         assert_eq!(udp_host_ports(&pms), vec![53, 5353]);
+    }
+}
+
+/// The verb cores on the recording fake of the node's forwards: order,
+/// undo and error codes without root (the traffic tests stay the ground
+/// truth).
+#[cfg(test)]
+mod fake_tests {
+    use super::*;
+    use kit::filter::fake::FakeFilter;
+
+    const EPERM: i32 = 1;
+
+    /// Args of container "fuzz" on eth0 in network "net", pod 10.0.0.2
+    /// and fd00::2, mapping 8080/tcp and 5353/udp; `extra` merged in.
+    fn args(extra: serde_json::Value) -> CmdArgs {
+        let mut conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "net",
+            "type": "portmap",
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                {"hostPort": 5353, "containerPort": 53, "protocol": "udp"}
+            ]},
+            "prevResult": {
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
+                "ips": [
+                    {"interface": 0, "address": "10.0.0.2/24"},
+                    {"interface": 0, "address": "fd00::2/64"}
+                ]
+            }
+        });
+        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        cni_skel::fuzzing::args(conf.to_string().as_bytes()).expect("args")
+    }
+
+    /// ADD's firewall work for `args`, as the verb runs it.
+    fn add(rules: &FakeFilter, args: &CmdArgs) -> CniResult<()> {
+        let conf: Config = args.parse_conf()?;
+        let (c4, c6) = conf.conditions()?;
+        let prev = prev_result(args)?;
+        let mappings = build_mappings(args, &prev)?;
+        install(rules, args, &mappings, (&c4, &c6), &conf.options())
+    }
+
+    fn want(args: &CmdArgs) -> Vec<Mapping> {
+        let prev = prev_result(args).expect("prev");
+        build_mappings(args, &prev).expect("mappings")
+    }
+
+    #[test]
+    fn add_installs_every_forward_in_one_call_then_flushes_udp_per_family() {
+        let rules = FakeFilter::new();
+        add(&rules, &args(serde_json::json!({}))).expect("add");
+        assert_eq!(
+            rules.lines(),
+            vec![
+                "map add 8080/tcp -> 10.0.0.2:80",
+                "map add 8080/tcp -> fd00::2:80",
+                "map add 5353/udp -> 10.0.0.2:53",
+                "map add 5353/udp -> fd00::2:53",
+                "conntrack udp V4 5353",
+                "conntrack udp V6 5353",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_forward_fails_add_with_code_5_and_installs_nothing() {
+        let rules = FakeFilter::new();
+        rules.fail_next("map add 5353", EPERM);
+        let e = add(&rules, &args(serde_json::json!({}))).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(rules.maps.borrow().is_empty());
+        assert!(!rules.lines().iter().any(|l| l.starts_with("conntrack")));
+    }
+
+    #[test]
+    fn refused_conditional_forwards_fail_add_with_code_5_and_take_the_plain_ones_back() {
+        let rules = FakeFilter::new();
+        rules.fail_next("cond add", EPERM);
+        let args = args(serde_json::json!({"conditionsV4": ["ip saddr 10.9.0.0/16"]}));
+        let e = add(&rules, &args).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert_eq!(
+            rules.lines(),
+            vec![
+                "map add 8080/tcp -> fd00::2:80",
+                "map add 5353/udp -> fd00::2:53",
+                "cond add 8080/tcp -> 10.0.0.2:80",
+                "remove net/fuzz/eth0",
+            ]
+        );
+        assert!(rules.maps.borrow().is_empty());
+        assert!(rules.conditional.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_failed_conntrack_flush_does_not_fail_add() {
+        let rules = FakeFilter::new();
+        rules.fail_next("conntrack", EPERM);
+        add(&rules, &args(serde_json::json!({}))).expect("add");
+        assert_eq!(rules.maps.borrow().len(), 4);
+    }
+
+    #[test]
+    fn del_removes_the_attachments_forwards_and_a_second_del_succeeds() {
+        let rules = FakeFilter::new();
+        let args = args(serde_json::json!({"conditionsV6": ["ip6 saddr fd09::/64"]}));
+        add(&rules, &args).expect("add");
+        let requested = runtime_mappings(&args).expect("mappings");
+        uninstall(&rules, &args, Some(&requested)).expect("del");
+        assert!(rules.maps.borrow().is_empty());
+        assert!(rules.conditional.borrow().is_empty());
+        uninstall(&rules, &args, Some(&requested)).expect("del again");
+        uninstall(&rules, &args, None).expect("del without runtimeConfig");
+    }
+
+    #[test]
+    fn del_keeps_other_attachments_and_reports_a_refusal_as_code_5() {
+        let rules = FakeFilter::new();
+        let mine = args(serde_json::json!({}));
+        let mut other = args(serde_json::json!({}));
+        other.container_id = "other".into();
+        add(&rules, &mine).expect("add");
+        add(&rules, &other).expect("add other");
+        uninstall(&rules, &mine, None).expect("del");
+        assert!(rules
+            .maps
+            .borrow()
+            .iter()
+            .all(|m| m.container_id == "other"));
+        assert_eq!(rules.maps.borrow().len(), 4);
+        rules.fail_next("remove cond", EPERM);
+        let e = uninstall(&rules, &other, None).expect_err("refused");
+        assert_eq!(e.code, 5);
+    }
+
+    #[test]
+    fn check_of_missing_forwards_fails_with_code_999() {
+        let rules = FakeFilter::new();
+        let args = args(serde_json::json!({}));
+        let e = verify(&rules, &args, &[], &want(&args)).expect_err("none");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("8080/tcp -> 10.0.0.2:80 is missing"), "{e}");
+        add(&rules, &args).expect("add");
+        verify(&rules, &args, &[], &want(&args)).expect("in place");
+        let e = verify(&rules, &args, &want(&args), &[]).expect_err("no conditional");
+        assert_eq!(e.code, 999);
+        assert!(e
+            .msg
+            .contains("4 conditional port mapping rules expected, 0 found"));
+    }
+
+    #[test]
+    fn route_localnet_is_set_once_on_each_interface_routing_to_a_pod() {
+        use kit::procsys::fake::FakeSysctls;
+        use kit::routing::fake::FakeHost;
+        let host = FakeHost::new();
+        let cni0 = host.add_link("cni0", "bridge");
+        let mut subnet = netlink::Route::to("10.0.0.0".parse().expect("ip"), 24).dev(cni0);
+        subnet.table = 254;
+        host.routes.borrow_mut().push(subnet);
+        let key = "/proc/sys/net/ipv4/conf/cni0/route_localnet";
+        let sys = FakeSysctls::with(&[(key, "0")]);
+        let pods: Vec<IpAddr> = ["10.0.0.2", "10.0.0.3", "192.0.2.9"]
+            .iter()
+            .map(|i| i.parse().expect("ip"))
+            .collect();
+        enable_route_localnet(&host, &sys, &pods).expect("localnet");
+        assert_eq!(sys.plan.lines(), [format!("write {key} = 1")]);
+        sys.plan.fail_next("write", EPERM);
+        let e = enable_route_localnet(&host, &sys, &pods).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+    }
+
+    #[test]
+    fn gc_removes_the_networks_forwards_of_attachments_not_kept() {
+        let rules = FakeFilter::new();
+        let gone = args(serde_json::json!({}));
+        let mut kept = args(serde_json::json!({}));
+        kept.container_id = "kept".into();
+        add(&rules, &gone).expect("add");
+        add(&rules, &kept).expect("add");
+        collect(&rules, "net", &[("kept".into(), "eth0".into())]).expect("gc");
+        assert!(rules.maps.borrow().iter().all(|m| m.container_id == "kept"));
+        assert_eq!(rules.maps.borrow().len(), 4);
+        rules.fail_next("gc", EPERM);
+        assert_eq!(collect(&rules, "net", &[]).expect_err("refused").code, 5);
     }
 }

@@ -16,6 +16,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode, IpConfig, Result};
 use ipnet::IpNet;
+use kit::routing::RoutingOps;
 use kit::Teardown;
 use netlink::{Family, Route, Rule, Socket};
 use netns::NetNs;
@@ -145,7 +146,7 @@ fn belongs_to(route: &Route, addr: &IpNet) -> bool {
 }
 
 fn setup_tables(
-    sock: &Socket,
+    sock: &dyn RoutingOps,
     ips: &[IpConfig],
     ifname: &str,
     gws: &Gateways,
@@ -211,7 +212,7 @@ fn setup_tables(
 /// The rule sources DEL and CHECK look for: the interface's addresses now,
 /// plus the IPs prevResult lists (in case an address was already removed).
 fn known_sources(
-    sock: &Socket,
+    sock: &dyn RoutingOps,
     ifname: &str,
     prev: Option<&Result>,
 ) -> CniResult<(Option<u32>, Vec<IpAddr>)> {
@@ -246,6 +247,98 @@ fn open_sandbox(path: &Path) -> CniResult<(NetNs, Socket)> {
     Ok((ns, sock))
 }
 
+/// ADD's work in the sandbox: the rules (and, without a pinned table, the
+/// tables) of `ips`; on failure, what this call made is taken back.
+fn add_rules(
+    sock: &dyn RoutingOps,
+    conf: &SbrConf,
+    gws: &Gateways,
+    prev: &Result,
+    ips: &[IpConfig],
+    ifname: &str,
+) -> CniResult<()> {
+    let outcome = match conf.table {
+        Some(t) => {
+            let mut done = Vec::new();
+            let mut failed = None;
+            for ip in ips {
+                let addr = ip.address.addr();
+                match sock.add_rule(&source_rule(addr, t)) {
+                    Ok(()) => done.push((addr, t)),
+                    Err(e) => {
+                        failed = Some(kit::err(e));
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => Ok(done),
+                Some(e) => Err((e, done)),
+            }
+        }
+        None => setup_tables(sock, ips, ifname, gws).map_err(|e| (e, Vec::new())),
+    };
+    if let Err((e, done)) = outcome {
+        // Take back the rules this call added; with tables chosen here,
+        // also whatever they already hold for this interface.
+        let (_, sources) = known_sources(sock, ifname, Some(prev)).unwrap_or_default();
+        let _ = tidy(sock, ifname, conf.table, &sources);
+        for (ip, t) in done {
+            let _ = sock.del_rule(&source_rule(ip, t));
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// DEL's work in the sandbox: the rules of the interface's addresses (and
+/// of prevResult's) and the routes of the tables they pointed to.
+fn del_rules(
+    sock: &dyn RoutingOps,
+    conf: &SbrConf,
+    ifname: &str,
+    prev: Option<&Result>,
+) -> CniResult<()> {
+    let (_, sources) = known_sources(sock, ifname, prev)?;
+    tidy(sock, ifname, conf.table, &sources)
+}
+
+/// CHECK's work in the sandbox: a rule per address and, for tables sbr
+/// chose, routes via the interface in each.
+fn check_rules(
+    sock: &dyn RoutingOps,
+    conf: &SbrConf,
+    ips: &[IpConfig],
+    ifname: &str,
+) -> CniResult<()> {
+    let link = sock
+        .link_by_name(ifname)
+        .map_err(kit::err)?
+        .ok_or_else(|| Error::internal(format!("cannot find network interface {}", ifname)))?;
+    let rules = sock.rules(Family::All).map_err(kit::err)?;
+    let routes = sock.routes(Family::All, None).map_err(kit::err)?;
+    for ip in ips {
+        let addr = ip.address.addr();
+        let rule = rules
+            .iter()
+            .find(|r| {
+                r.src == Some((addr, full_prefix(addr))) && conf.table.is_none_or(|t| r.table == t)
+            })
+            .ok_or_else(|| Error::internal(format!("no source-based routing rule for {addr}")))?;
+        if conf.table.is_none()
+            && !routes
+                .iter()
+                .any(|r| r.table == rule.table && r.oif == Some(link.index))
+        {
+            return Err(Error::internal(format!(
+                "routing table {} of {addr} has no routes via {}",
+                rule.table, ifname
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Plugin for Sbr {
     fn name(&self) -> &'static str {
         "sbr"
@@ -262,38 +355,7 @@ impl Plugin for Sbr {
         let path = args.require_netns()?;
         let (_ns, sock) = open_sandbox(path)?;
         let _lock = NsLock::take(path)?;
-
-        let outcome = match conf.table {
-            Some(t) => {
-                let mut done = Vec::new();
-                let mut failed = None;
-                for ip in &ips {
-                    let addr = ip.address.addr();
-                    match sock.add_rule(&source_rule(addr, t)) {
-                        Ok(()) => done.push((addr, t)),
-                        Err(e) => {
-                            failed = Some(kit::err(e));
-                            break;
-                        }
-                    }
-                }
-                match failed {
-                    None => Ok(done),
-                    Some(e) => Err((e, done)),
-                }
-            }
-            None => setup_tables(&sock, &ips, &args.ifname, &gws).map_err(|e| (e, Vec::new())),
-        };
-        if let Err((e, done)) = outcome {
-            // Take back the rules this call added; with tables chosen here,
-            // also whatever they already hold for this interface.
-            let (_, sources) = known_sources(&sock, &args.ifname, Some(&prev)).unwrap_or_default();
-            let _ = tidy(&sock, &args.ifname, conf.table, &sources);
-            for (ip, t) in done {
-                let _ = sock.del_rule(&source_rule(ip, t));
-            }
-            return Err(e);
-        }
+        add_rules(&sock, &conf, &gws, &prev, &ips, &args.ifname)?;
         Ok(prev)
     }
 
@@ -310,8 +372,7 @@ impl Plugin for Sbr {
         };
         let sock = Socket::route_in(&ns).map_err(kit::err)?;
         let _lock = NsLock::take(path)?;
-        let (_, sources) = known_sources(&sock, &args.ifname, prev.as_ref())?;
-        tidy(&sock, &args.ifname, conf.table, &sources)
+        del_rules(&sock, &conf, &args.ifname, prev.as_ref())
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -322,44 +383,19 @@ impl Plugin for Sbr {
             .ok_or_else(|| Error::invalid_config("sbr must be called as a chained plugin"))?;
         let ips = ips_for(&prev, &args.ifname)?;
         let (_ns, sock) = open_sandbox(args.require_netns()?)?;
-        let link = sock
-            .link_by_name(&args.ifname)
-            .map_err(kit::err)?
-            .ok_or_else(|| {
-                Error::internal(format!("cannot find network interface {}", args.ifname))
-            })?;
-        let rules = sock.rules(Family::All).map_err(kit::err)?;
-        let routes = sock.routes(Family::All, None).map_err(kit::err)?;
-        for ip in &ips {
-            let addr = ip.address.addr();
-            let rule = rules
-                .iter()
-                .find(|r| {
-                    r.src == Some((addr, full_prefix(addr)))
-                        && conf.table.is_none_or(|t| r.table == t)
-                })
-                .ok_or_else(|| {
-                    Error::internal(format!("no source-based routing rule for {addr}"))
-                })?;
-            if conf.table.is_none()
-                && !routes
-                    .iter()
-                    .any(|r| r.table == rule.table && r.oif == Some(link.index))
-            {
-                return Err(Error::internal(format!(
-                    "routing table {} of {addr} has no routes via {}",
-                    rule.table, args.ifname
-                )));
-            }
-        }
-        Ok(())
+        check_rules(&sock, &conf, &ips, &args.ifname)
     }
 }
 
 /// Deletes the rules whose source is one of `sources` (of table `pinned`
 /// only, if set) and, for tables sbr chose, the interface's routes in the
 /// tables they pointed to. Keeps going after failures.
-fn tidy(sock: &Socket, ifname: &str, pinned: Option<u32>, sources: &[IpAddr]) -> CniResult<()> {
+fn tidy(
+    sock: &dyn RoutingOps,
+    ifname: &str,
+    pinned: Option<u32>,
+    sources: &[IpAddr],
+) -> CniResult<()> {
     let rules = sock.rules(Family::All).map_err(kit::err)?;
     let mut td = Teardown::new();
     let mut tables = BTreeSet::new();
@@ -459,5 +495,181 @@ mod tests {
                 .code,
             7
         );
+    }
+}
+
+/// The verb cores on the recording fake: operation order, undo and error
+/// codes without root (the namespace tests in tests/sbr.rs stay the ground
+/// truth).
+#[cfg(test)]
+mod fake_tests {
+    use super::*;
+    use kit::routing::fake::FakeHost;
+
+    /// A sandbox with `eth0` (10.0.0.2/24) and its subnet route in main.
+    fn sandbox() -> (FakeHost, u32) {
+        let ns = FakeHost::new();
+        let eth0 = ns.add_link("eth0", "veth");
+        let ip: IpAddr = "10.0.0.2".parse().expect("ip");
+        ns.add_addr(eth0, ip, 24);
+        let mut subnet = Route::to("10.0.0.0".parse().expect("ip"), 24)
+            .src(ip)
+            .dev(eth0);
+        subnet.table = RT_TABLE_MAIN;
+        ns.routes.borrow_mut().push(subnet);
+        (ns, eth0)
+    }
+
+    fn prev() -> Result {
+        let mut r = Result::new("1.0.0");
+        r.interfaces.push(cni_spec::Interface {
+            name: "eth0".into(),
+            sandbox: "/run/netns/x".into(),
+            ..Default::default()
+        });
+        r.ips.push(IpConfig {
+            interface: Some(0),
+            address: "10.0.0.2/24".parse().expect("net"),
+            gateway: Some("10.0.0.1".parse().expect("ip")),
+        });
+        r
+    }
+
+    fn add(ns: &FakeHost, conf: &SbrConf) -> CniResult<()> {
+        let prev = prev();
+        let ips = ips_for(&prev, "eth0")?;
+        let gws = conf.static_gateways()?;
+        add_rules(ns, conf, &gws, &prev, &ips, "eth0")
+    }
+
+    #[test]
+    fn add_makes_the_rule_then_the_default_route_then_moves_the_subnet_route() {
+        let (ns, eth0) = sandbox();
+        add(&ns, &SbrConf::default()).expect("add");
+        assert_eq!(
+            ns.lines(),
+            vec![
+                "rule add from 10.0.0.2/32 table 100".to_string(),
+                format!("route add default via 10.0.0.1 dev {eth0} table 100"),
+                format!("route replace 10.0.0.0/24 dev {eth0} table 100"),
+                format!("route del 10.0.0.0/24 dev {eth0} table 254"),
+            ]
+        );
+        assert!(ns.routes.borrow().iter().all(|r| r.table == 100));
+    }
+
+    #[test]
+    fn add_picks_the_first_table_no_rule_or_route_uses() {
+        let (ns, _) = sandbox();
+        ns.rules
+            .borrow_mut()
+            .push(Rule::new(Family::V4).table(FIRST_TABLE));
+        add(&ns, &SbrConf::default()).expect("add");
+        assert_eq!(ns.lines()[0], "rule add from 10.0.0.2/32 table 101");
+    }
+
+    #[test]
+    fn a_refused_route_move_fails_add_with_code_5_and_takes_back_rule_and_table() {
+        let (ns, eth0) = sandbox();
+        ns.fail_next("route replace", libc_eperm());
+        let e = add(&ns, &SbrConf::default()).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        let lines = ns.lines();
+        assert_eq!(
+            lines[3..],
+            [
+                "rule del from 10.0.0.2/32 table 100".to_string(),
+                format!("route del default via 10.0.0.1 dev {eth0} table 100"),
+            ]
+        );
+        assert!(ns.rules.borrow().is_empty());
+        assert!(ns.routes.borrow().iter().all(|r| r.table == RT_TABLE_MAIN));
+    }
+
+    #[test]
+    fn a_refused_default_route_fails_add_with_code_5_and_leaves_no_rule() {
+        let (ns, _) = sandbox();
+        ns.fail_next("route add default", libc_eperm());
+        let e = add(&ns, &SbrConf::default()).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(e.msg.contains("failed to add default route"), "{e}");
+        assert!(ns.rules.borrow().is_empty());
+    }
+
+    #[test]
+    fn an_existing_default_route_in_the_table_is_not_an_error() {
+        let (ns, _) = sandbox();
+        ns.fail_next("route add default", 17);
+        add(&ns, &SbrConf::default()).expect("EEXIST is fine");
+        assert_eq!(ns.rules.borrow().len(), 1);
+    }
+
+    #[test]
+    fn with_a_pinned_table_add_only_adds_rules_and_a_refusal_takes_them_back() {
+        let (ns, _) = sandbox();
+        let conf = SbrConf {
+            table: Some(42),
+            ..Default::default()
+        };
+        add(&ns, &conf).expect("add");
+        assert_eq!(ns.lines(), vec!["rule add from 10.0.0.2/32 table 42"]);
+
+        let (ns, _) = sandbox();
+        ns.fail_next("rule add", libc_eperm());
+        let e = add(&ns, &conf).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(ns.rules.borrow().is_empty());
+        assert!(ns.routes.borrow().iter().all(|r| r.table == RT_TABLE_MAIN));
+    }
+
+    #[test]
+    fn del_removes_the_rule_and_the_interface_routes_of_its_table() {
+        let (ns, _) = sandbox();
+        add(&ns, &SbrConf::default()).expect("add");
+        let before = ns.lines().len();
+        del_rules(&ns, &SbrConf::default(), "eth0", Some(&prev())).expect("del");
+        assert_eq!(ns.lines()[before], "rule del from 10.0.0.2/32 table 100");
+        assert!(ns.rules.borrow().is_empty());
+        assert!(ns.routes.borrow().is_empty());
+    }
+
+    #[test]
+    fn del_of_rules_and_interface_already_gone_succeeds_without_changes() {
+        let ns = FakeHost::new();
+        del_rules(&ns, &SbrConf::default(), "eth0", Some(&prev())).expect("del");
+        del_rules(&ns, &SbrConf::default(), "eth0", None).expect("del again");
+        assert!(ns.lines().is_empty());
+    }
+
+    #[test]
+    fn del_keeps_going_after_a_refusal_and_reports_code_5() {
+        let (ns, _) = sandbox();
+        add(&ns, &SbrConf::default()).expect("add");
+        ns.fail_next("rule del", libc_eperm());
+        let e = del_rules(&ns, &SbrConf::default(), "eth0", Some(&prev())).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+    }
+
+    #[test]
+    fn check_without_the_rule_or_the_interface_fails_with_code_999() {
+        let (ns, _) = sandbox();
+        let prev = prev();
+        let ips = ips_for(&prev, "eth0").expect("ips");
+        let e = check_rules(&ns, &SbrConf::default(), &ips, "eth0").expect_err("no rule");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("no source-based routing rule"), "{e}");
+        let e = check_rules(&FakeHost::new(), &SbrConf::default(), &ips, "eth0")
+            .expect_err("no interface");
+        assert_eq!(e.code, 999);
+        add(&ns, &SbrConf::default()).expect("add");
+        check_rules(&ns, &SbrConf::default(), &ips, "eth0").expect("in place");
+        ns.routes.borrow_mut().clear();
+        let e = check_rules(&ns, &SbrConf::default(), &ips, "eth0").expect_err("no routes");
+        assert_eq!(e.code, 999);
+    }
+
+    /// EPERM, as the kernel refuses a change.
+    fn libc_eperm() -> i32 {
+        1
     }
 }

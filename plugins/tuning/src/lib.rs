@@ -17,6 +17,8 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::{Error, Result};
 use config::TuningConf;
+use kit::procsys::{Enter, ProcSys, SysctlOps};
+use kit::routing::LinkAttrOps;
 use kit::{os, ResultExt, Teardown};
 use netlink::{Link, Socket};
 use netns::NetNs;
@@ -116,7 +118,7 @@ fn remove_backup(path: &Path) -> CniResult<()> {
     Ok(())
 }
 
-fn container_link(sock: &Socket, ifname: &str) -> CniResult<Link> {
+fn container_link(sock: &dyn LinkAttrOps, ifname: &str) -> CniResult<Link> {
     sock.link_by_name(ifname)
         .map_err(kit::err)?
         .ok_or_else(|| Error::io(format!("interface {ifname:?} not found in the container")))
@@ -124,8 +126,8 @@ fn container_link(sock: &Socket, ifname: &str) -> CniResult<Link> {
 
 /// Runs `f` on a thread inside `ns` (for `/proc/sys/net`, which resolves
 /// against the opening thread's namespace).
-fn in_ns<T: Send>(ns: &NetNs, f: impl FnOnce() -> CniResult<T> + Send) -> CniResult<T> {
-    ns.run(f)
+fn in_ns<T>(ns: &impl Enter, f: impl FnOnce() -> CniResult<T>) -> CniResult<T> {
+    ns.run_in(f)
         .map_err(|e| Error::io(format!("failed to enter netns: {e}")))?
 }
 
@@ -151,22 +153,25 @@ fn snapshot_link(conf: &TuningConf, link: &Link) -> Backup {
 }
 
 /// Current values of the sysctls about to be written (inside the netns).
-fn snapshot_sysctls(sysctls: &[(PathBuf, String)]) -> CniResult<BTreeMap<String, String>> {
+fn snapshot_sysctls(
+    sys: &dyn SysctlOps,
+    sysctls: &[(PathBuf, String)],
+) -> CniResult<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (path, _) in sysctls {
-        out.insert(path.display().to_string(), sysctl::read(path)?);
+        out.insert(path.display().to_string(), sys.read(path)?);
     }
     Ok(out)
 }
 
-fn write_sysctls(sysctls: &[(PathBuf, String)]) -> CniResult<()> {
+fn write_sysctls(sys: &dyn SysctlOps, sysctls: &[(PathBuf, String)]) -> CniResult<()> {
     for (path, value) in sysctls {
-        sysctl::write(path, value)?;
+        sys.write(path, value)?;
     }
     Ok(())
 }
 
-fn apply_link(sock: &Socket, conf: &TuningConf, link: &Link) -> CniResult<()> {
+fn apply_link(sock: &dyn LinkAttrOps, conf: &TuningConf, link: &Link) -> CniResult<()> {
     if let Some(mac) = &conf.mac {
         sock.set_mac(link.index, &mac.bytes).map_err(kit::err)?;
     }
@@ -187,16 +192,19 @@ fn apply_link(sock: &Socket, conf: &TuningConf, link: &Link) -> CniResult<()> {
 
 /// Puts the saved sysctls back (inside the netns); keeps going after
 /// failures and collects them all.
-fn restore_sysctls(saved: &BTreeMap<String, String>) -> Teardown {
+fn restore_sysctls(sys: &dyn SysctlOps, saved: &BTreeMap<String, String>) -> Teardown {
     let mut td = Teardown::new();
     for (path, value) in saved {
-        td.step(sysctl::write(Path::new(path), value).context("failed to restore sysctl"));
+        td.step(
+            sys.write(Path::new(path), value)
+                .context("failed to restore sysctl"),
+        );
     }
     td
 }
 
 /// Puts the saved link attributes back; keeps going after failures.
-fn restore_link(td: &mut Teardown, sock: &Socket, ifname: &str, b: &Backup) {
+fn restore_link(td: &mut Teardown, sock: &dyn LinkAttrOps, ifname: &str, b: &Backup) {
     let link = match sock.link_by_name(ifname) {
         Ok(Some(l)) => l,
         // The interface is gone: nothing left to put back on it.
@@ -243,8 +251,14 @@ fn restore_link(td: &mut Teardown, sock: &Socket, ifname: &str, b: &Backup) {
     }
 }
 
-fn restore(ns: &NetNs, sock: &Socket, ifname: &str, b: &Backup) -> kit::Result<()> {
-    let mut td = match ns.run(|| restore_sysctls(&b.sysctl)) {
+fn restore(
+    ns: &impl Enter,
+    sock: &dyn LinkAttrOps,
+    sys: &dyn SysctlOps,
+    ifname: &str,
+    b: &Backup,
+) -> kit::Result<()> {
+    let mut td = match ns.run_in(|| restore_sysctls(sys, &b.sysctl)) {
         Ok(td) => td,
         Err(e) => {
             let mut td = Teardown::new();
@@ -254,6 +268,139 @@ fn restore(ns: &NetNs, sock: &Socket, ifname: &str, b: &Backup) -> kit::Result<(
     };
     restore_link(&mut td, sock, ifname, b);
     td.finish()
+}
+
+/// ADD's work in the sandbox: saves what `conf` changes (merged with an
+/// older backup), writes the sysctls, then the link attributes; on failure
+/// puts back what it changed and drops a backup it made.
+fn tune(
+    ns: &impl Enter,
+    sock: &dyn LinkAttrOps,
+    sys: &dyn SysctlOps,
+    conf: &TuningConf,
+    sysctls: &[(PathBuf, String)],
+    path: &Path,
+    ifname: &str,
+) -> CniResult<()> {
+    let link = container_link(sock, ifname)?;
+    let mut saved = snapshot_link(conf, &link);
+    saved.sysctl = in_ns(ns, || snapshot_sysctls(sys, sysctls))?;
+    let older = read_backup(path)?;
+    let had_older = older.is_some();
+    if !saved.is_empty() {
+        let full = match older {
+            Some(older) => saved.clone().merge_older(older),
+            None => saved.clone(),
+        };
+        write_backup(path, &full)?;
+    }
+
+    let applied =
+        in_ns(ns, || write_sysctls(sys, sysctls)).and_then(|()| apply_link(sock, conf, &link));
+    if let Err(e) = applied {
+        // Undo what this call changed before reporting.
+        let _ = restore(ns, sock, sys, ifname, &saved);
+        if !saved.is_empty() && !had_older {
+            let _ = remove_backup(path);
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// DEL's work in the sandbox: puts the saved values back (what cannot be
+/// is logged, not reported) and removes the backup.
+fn untune(
+    ns: &impl Enter,
+    sock: &dyn LinkAttrOps,
+    sys: &dyn SysctlOps,
+    args: &CmdArgs,
+    path: &Path,
+    saved: &Backup,
+) -> CniResult<()> {
+    if let Err(e) = restore(ns, sock, sys, &args.ifname, saved) {
+        // As the reference: a value that cannot be put back (say, the
+        // interface is gone) must not make every later DEL fail.
+        cni_skel::log::warn(&format!(
+            "tuning: could not restore everything for {}/{}: {e}",
+            args.container_id, args.ifname
+        ));
+    }
+    remove_backup(path)
+}
+
+/// CHECK's work in the sandbox: every sysctl and link attribute `conf`
+/// sets has its value.
+fn verify(
+    ns: &impl Enter,
+    sock: &dyn LinkAttrOps,
+    sys: &dyn SysctlOps,
+    conf: &TuningConf,
+    sysctls: &[(PathBuf, String)],
+    ifname: &str,
+) -> CniResult<()> {
+    in_ns(ns, || {
+        for (path, want) in sysctls {
+            let cur = sys.read(path)?;
+            if !sysctl::same_value(&cur, want) {
+                return Err(Error::internal(format!(
+                    "tuning configured value of {} is {want:?}, current value is {cur:?}",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    })?;
+
+    let link = sock
+        .link_by_name(ifname)
+        .map_err(kit::err)?
+        .ok_or_else(|| Error::internal(format!("cannot find container link {}", ifname)))?;
+    let mismatch = |what: &str, want: String, cur: String| {
+        Error::internal(format!(
+            "tuning configured {what} of {} is {want}, current value is {cur}",
+            ifname
+        ))
+    };
+    if let Some(mac) = &conf.mac {
+        if link.mac != mac.bytes {
+            return Err(mismatch(
+                "MAC address",
+                mac.text.clone(),
+                netlink::format_mac(&link.mac),
+            ));
+        }
+    }
+    // As the reference: promiscuous mode must match the flag either way.
+    if link.promisc != conf.promisc {
+        return Err(mismatch(
+            "promiscuous mode",
+            conf.promisc.to_string(),
+            link.promisc.to_string(),
+        ));
+    }
+    if conf.mtu != 0 && link.mtu != conf.mtu {
+        return Err(mismatch("MTU", conf.mtu.to_string(), link.mtu.to_string()));
+    }
+    if let Some(on) = conf.allmulti {
+        if link.allmulti != on {
+            return Err(mismatch(
+                "all-multicast mode",
+                on.to_string(),
+                link.allmulti.to_string(),
+            ));
+        }
+    }
+    if let Some(q) = conf.txqlen {
+        if link.txqlen != q {
+            return Err(mismatch(
+                "transmit queue length",
+                q.to_string(),
+                link.txqlen.to_string(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Plugin for Tuning {
@@ -275,31 +422,8 @@ impl Plugin for Tuning {
 
         let ns = kit::open_ns(args.require_netns()?)?;
         let sock = Socket::route_in(&ns).map_err(kit::err)?;
-        let link = container_link(&sock, &args.ifname)?;
         let path = backup_path(&conf.data_dir, &args.container_id, &args.ifname);
-
-        let mut saved = snapshot_link(&conf, &link);
-        saved.sysctl = in_ns(&ns, || snapshot_sysctls(&sysctls))?;
-        let older = read_backup(&path)?;
-        let had_older = older.is_some();
-        if !saved.is_empty() {
-            let full = match older {
-                Some(older) => saved.clone().merge_older(older),
-                None => saved.clone(),
-            };
-            write_backup(&path, &full)?;
-        }
-
-        let applied =
-            in_ns(&ns, || write_sysctls(&sysctls)).and_then(|()| apply_link(&sock, &conf, &link));
-        if let Err(e) = applied {
-            // Undo what this call changed before reporting.
-            let _ = restore(&ns, &sock, &args.ifname, &saved);
-            if !saved.is_empty() && !had_older {
-                let _ = remove_backup(&path);
-            }
-            return Err(e);
-        }
+        tune(&ns, &sock, &ProcSys, &conf, &sysctls, &path, &args.ifname)?;
 
         if let Some(mac) = &conf.mac {
             for iface in prev.interfaces.iter_mut() {
@@ -329,15 +453,7 @@ impl Plugin for Tuning {
             Some(Ok(ns)) => ns,
         };
         let sock = Socket::route_in(&ns).map_err(kit::err)?;
-        if let Err(e) = restore(&ns, &sock, &args.ifname, &saved) {
-            // As the reference: a value that cannot be put back (say, the
-            // interface is gone) must not make every later DEL fail.
-            cni_skel::log::warn(&format!(
-                "tuning: could not restore everything for {}/{}: {e}",
-                args.container_id, args.ifname
-            ));
-        }
-        remove_backup(&path)
+        untune(&ns, &sock, &ProcSys, args, &path, &saved)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -349,70 +465,7 @@ impl Plugin for Tuning {
         let ns = kit::open_ns(args.require_netns()?)?;
         let sock = Socket::route_in(&ns).map_err(kit::err)?;
 
-        in_ns(&ns, || {
-            for (path, want) in &sysctls {
-                let cur = sysctl::read(path)?;
-                if !sysctl::same_value(&cur, want) {
-                    return Err(Error::internal(format!(
-                        "tuning configured value of {} is {want:?}, current value is {cur:?}",
-                        path.display()
-                    )));
-                }
-            }
-            Ok(())
-        })?;
-
-        let link = sock
-            .link_by_name(&args.ifname)
-            .map_err(kit::err)?
-            .ok_or_else(|| {
-                Error::internal(format!("cannot find container link {}", args.ifname))
-            })?;
-        let mismatch = |what: &str, want: String, cur: String| {
-            Error::internal(format!(
-                "tuning configured {what} of {} is {want}, current value is {cur}",
-                args.ifname
-            ))
-        };
-        if let Some(mac) = &conf.mac {
-            if link.mac != mac.bytes {
-                return Err(mismatch(
-                    "MAC address",
-                    mac.text.clone(),
-                    netlink::format_mac(&link.mac),
-                ));
-            }
-        }
-        // As the reference: promiscuous mode must match the flag either way.
-        if link.promisc != conf.promisc {
-            return Err(mismatch(
-                "promiscuous mode",
-                conf.promisc.to_string(),
-                link.promisc.to_string(),
-            ));
-        }
-        if conf.mtu != 0 && link.mtu != conf.mtu {
-            return Err(mismatch("MTU", conf.mtu.to_string(), link.mtu.to_string()));
-        }
-        if let Some(on) = conf.allmulti {
-            if link.allmulti != on {
-                return Err(mismatch(
-                    "all-multicast mode",
-                    on.to_string(),
-                    link.allmulti.to_string(),
-                ));
-            }
-        }
-        if let Some(q) = conf.txqlen {
-            if link.txqlen != q {
-                return Err(mismatch(
-                    "transmit queue length",
-                    q.to_string(),
-                    link.txqlen.to_string(),
-                ));
-            }
-        }
-        Ok(())
+        verify(&ns, &sock, &ProcSys, &conf, &sysctls, &args.ifname)
     }
 }
 
@@ -472,5 +525,175 @@ mod tests {
         assert_eq!(m.mtu, 1500);
         assert_eq!(m.promisc, Some(true));
         assert_eq!(m.sysctl.len(), 1);
+    }
+}
+
+/// The verb cores on the fakes (links, sysctls, namespace entry): order,
+/// undo and error codes without root; the backup goes to a scratch
+/// directory. tests/tuning.rs stays the ground truth.
+#[cfg(test)]
+mod fake_tests {
+    use super::*;
+    use kit::procsys::fake::{FakeSysctls, Here};
+    use kit::routing::fake::FakeHost;
+
+    const EPERM: i32 = 1;
+    const RP: &str = "/proc/sys/net/ipv4/conf/eth0/rp_filter";
+
+    use kit::scratch::Scratch;
+
+    fn scratch(tag: &str) -> Scratch {
+        Scratch::new(&format!("tuning-{tag}")).expect("scratch dir")
+    }
+
+    struct Pod {
+        host: FakeHost,
+        sys: FakeSysctls,
+        eth0: u32,
+        conf: TuningConf,
+        sysctls: Vec<(PathBuf, String)>,
+        path: PathBuf,
+    }
+
+    /// eth0 (MTU 1500) with rp_filter 1; the config sets rp_filter 0,
+    /// promiscuous mode and MTU 1400.
+    fn pod(dir: &Scratch) -> Pod {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "net", "type": "tuning",
+            "dataDir": dir.path(),
+            "sysctl": {"net.ipv4.conf.IFNAME.rp_filter": "0"},
+            "promisc": true, "mtu": 1400,
+            "prevResult": {"cniVersion": "1.0.0"}
+        });
+        let args = cni_skel::fuzzing::args(conf.to_string().as_bytes()).expect("args");
+        let conf = TuningConf::load(&args).expect("conf");
+        let host = FakeHost::new();
+        let eth0 = host.add_link("eth0", "veth");
+        Pod {
+            host,
+            sys: FakeSysctls::with(&[(RP, "1")]),
+            eth0,
+            sysctls: conf.resolved_sysctls("eth0").expect("sysctls"),
+            path: backup_path(&conf.data_dir, "fuzz", "eth0"),
+            conf,
+        }
+    }
+
+    impl Pod {
+        fn tune(&self) -> CniResult<()> {
+            let p = self;
+            tune(&Here, &p.host, &p.sys, &p.conf, &p.sysctls, &p.path, "eth0")
+        }
+        fn verify(&self) -> CniResult<()> {
+            let p = self;
+            verify(&Here, &p.host, &p.sys, &p.conf, &p.sysctls, "eth0")
+        }
+        fn untune(&self) -> CniResult<()> {
+            let args =
+                cni_skel::fuzzing::args(br#"{"cniVersion":"1.0.0","name":"net","type":"tuning"}"#)
+                    .expect("args");
+            let saved = read_backup(&self.path)?.unwrap_or_default();
+            untune(&Here, &self.host, &self.sys, &args, &self.path, &saved)
+        }
+    }
+
+    #[test]
+    fn add_saves_the_originals_then_writes_the_sysctls_then_the_link_attributes() {
+        let dir = scratch("order");
+        let p = pod(&dir);
+        p.tune().expect("add");
+        assert_eq!(p.sys.plan.lines(), vec![format!("write {RP} = 0")]);
+        let e = p.eth0;
+        assert_eq!(
+            p.host.lines(),
+            vec![format!("promisc {e} true"), format!("mtu {e} 1400")]
+        );
+        let saved = read_backup(&p.path).expect("read").expect("saved");
+        assert_eq!(saved.mtu, 1500);
+        assert_eq!(saved.promisc, Some(false));
+        assert_eq!(saved.sysctl.get(RP).map(String::as_str), Some("1"));
+        p.verify().expect("check after add");
+    }
+
+    #[test]
+    fn a_refused_mtu_fails_add_with_code_5_and_puts_everything_back() {
+        let dir = scratch("undo");
+        let p = pod(&dir);
+        p.host.fail_next("mtu", EPERM);
+        let e = p.tune().expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert_eq!(p.sys.get(RP).as_deref(), Some("1"));
+        let link = p.host.link("eth0").expect("eth0");
+        assert!(!link.promisc);
+        assert_eq!(link.mtu, 1500);
+        assert!(read_backup(&p.path).expect("read").is_none());
+    }
+
+    #[test]
+    fn a_refused_sysctl_write_fails_add_with_code_5_before_any_link_change() {
+        let dir = scratch("sysctl");
+        let p = pod(&dir);
+        p.sys.plan.fail_next("write", EPERM);
+        let e = p.tune().expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        let e0 = p.eth0;
+        // Only the undo touches the link: it puts back what it saved.
+        assert_eq!(
+            p.host.lines(),
+            vec![format!("mtu {e0} 1500"), format!("promisc {e0} false")]
+        );
+        assert!(read_backup(&p.path).expect("read").is_none());
+    }
+
+    #[test]
+    fn a_missing_container_interface_fails_add_with_code_5_and_saves_nothing() {
+        let dir = scratch("nolink");
+        let p = pod(&dir);
+        p.host.links.borrow_mut().clear();
+        let e = p.tune().expect_err("no eth0");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(p.sys.plan.lines().is_empty());
+        assert!(read_backup(&p.path).expect("read").is_none());
+    }
+
+    #[test]
+    fn del_puts_the_originals_back_and_removes_the_backup() {
+        let dir = scratch("del");
+        let p = pod(&dir);
+        p.tune().expect("add");
+        p.untune().expect("del");
+        assert_eq!(p.sys.get(RP).as_deref(), Some("1"));
+        let link = p.host.link("eth0").expect("eth0");
+        assert_eq!((link.mtu, link.promisc), (1500, false));
+        assert!(read_backup(&p.path).expect("read").is_none());
+    }
+
+    #[test]
+    fn del_with_interface_and_sysctl_gone_still_succeeds_and_again() {
+        let dir = scratch("gone");
+        let p = pod(&dir);
+        p.tune().expect("add");
+        p.host.links.borrow_mut().clear();
+        p.sys.values.borrow_mut().clear();
+        p.untune().expect("del");
+        assert!(read_backup(&p.path).expect("read").is_none());
+        p.untune().expect("del again");
+    }
+
+    #[test]
+    fn check_of_values_not_set_fails_with_code_999() {
+        let dir = scratch("check");
+        let p = pod(&dir);
+        let e = p.verify().expect_err("rp_filter still 1");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("rp_filter"), "{e}");
+        p.sys.values.borrow_mut().insert(RP.into(), "0".into());
+        let e = p.verify().expect_err("promisc off");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("promiscuous mode"), "{e}");
+        p.host.links.borrow_mut().clear();
+        let e = p.verify().expect_err("no eth0");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("cannot find container link"), "{e}");
     }
 }

@@ -1,8 +1,8 @@
-//! tuning's sysctls: the kit's validated key parsing and `/proc/sys`
-//! access (`kit::sysctl`), as CNI results.
+//! tuning's sysctls: the kit's validated key parsing (`kit::sysctl`), as
+//! CNI results; `/proc/sys` is reached through `kit::procsys::SysctlOps`.
 
 use cni_spec::error::CniResult;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use kit::sysctl::same_value;
 
@@ -10,12 +10,4 @@ pub use kit::sysctl::same_value;
 /// only keys under `net`, `IFNAME` replaced, no escaping (code 7).
 pub fn sysctl_path(key: &str, ifname: &str) -> CniResult<PathBuf> {
     Ok(kit::sysctl::net_key_path(key, ifname)?)
-}
-
-pub fn read(path: &Path) -> CniResult<String> {
-    Ok(kit::sysctl::read_path(path)?)
-}
-
-pub fn write(path: &Path, value: &str) -> CniResult<()> {
-    Ok(kit::sysctl::write_path(path, value)?)
 }
