@@ -779,6 +779,12 @@ impl BridgeNode for RealNode<'_> {
     }
 }
 
+/// Whether IPAM plugin `ipam_type` allocates without sending anything on
+/// the pod's link (so the link may stay without carrier while it runs).
+fn ipam_is_local(ipam_type: &str) -> bool {
+    matches!(ipam_type, "host-local" | "static")
+}
+
 /// ADD on the seam: the bridge, the veth pair (host end down, enslaved),
 /// the port's setup, the spoof check, IPAM, the pod's end (sysctls, up,
 /// addresses, routes), the gateway, masquerade, and last the host end up.
@@ -827,6 +833,14 @@ fn add_core<'a>(
         })?;
         node.spoofchk_add(&pair.host.name, mac)?;
         undo.push("remove MAC spoof check", move || node.spoofchk_remove());
+    }
+
+    // An IPAM that talks on the link (dhcp, or one not known to be local)
+    // needs carrier on the pod's end while it runs: the host end comes up
+    // now, not last.
+    let host_up_early = n.ipam.as_deref().is_some_and(|t| !ipam_is_local(t));
+    if host_up_early {
+        host.set_link_up(host_index).map_err(kit::err)?;
     }
 
     // IPAM after the links exist, as the reference orders it: parallel
@@ -898,7 +912,9 @@ fn add_core<'a>(
     // request made after it waiting about 4 ms. Made before carrier,
     // the pod's addresses, routes and the gateway need no request after
     // it; the flood then runs beside the rest of this call.
-    host.set_link_up(host_index).map_err(kit::err)?;
+    if !host_up_early {
+        host.set_link_up(host_index).map_err(kit::err)?;
+    }
 
     // The bridge MAC may have followed a port if someone else made it.
     if let Some(br_now) = host.link_by_name(&n.conf.bridge).map_err(kit::err)? {
@@ -998,7 +1014,7 @@ mod fake_tests {
     }
 
     const CONF: &str = r#"{"cniVersion":"1.0.0","name":"n","type":"bridge","isGateway":true,
-        "ipMasq":true,"macspoofchk":true,"ipam":{"type":"fake"}}"#;
+        "ipMasq":true,"macspoofchk":true,"ipam":{"type":"host-local"}}"#;
 
     fn add(net: &RecordingNet, ipam: &FakeIpam, fail: Option<&'static str>) -> CniResult<Result> {
         let args = cmd_args(CONF);
@@ -1044,6 +1060,34 @@ mod fake_tests {
         );
         let names: Vec<&str> = r.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, vec!["cni0", host.as_str(), "eth0"]);
+    }
+
+    #[test]
+    fn a_dhcp_ipam_runs_with_the_host_end_already_up() {
+        // DHCP needs the pod's end to carry its exchange: carrier first.
+        let net = RecordingNet::new();
+        let ipam = FakeIpam::v4("10.8.0.5/24", "10.8.0.1");
+        let conf = CONF.replace(r#""type":"host-local""#, r#""type":"dhcp""#);
+        let args = cmd_args(&conf);
+        let n = load(&args).expect("config loads");
+        let node = FakeNode {
+            net: &net,
+            fail: None,
+        };
+        add_core(
+            call(&net, &args, Some(&ipam)),
+            &n,
+            None,
+            &node,
+            &RecordingVethNode { net: &net },
+        )
+        .expect("ADD");
+        let h = net.index_of(&kit::veth::host_veth_name("ctr", "eth0", 0));
+        let lines = net.lines();
+        let up = lines.iter().position(|l| *l == format!("up {h}"));
+        let addr = lines.iter().position(|l| l.starts_with("addr "));
+        assert!(up.is_some() && up < addr, "{lines:?}");
+        assert_eq!(lines.iter().filter(|l| l.starts_with("up ")).count(), 1);
     }
 
     #[test]
