@@ -1,50 +1,16 @@
 use super::*;
-use std::collections::HashMap;
-use std::path::PathBuf;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("rcni-hl-{}-{tag}", kit::os::pid()));
-        let _ = kit::os::remove_dir_all(&p);
-        kit::os::create_dir_all(&p, 0o755).expect("mkdir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = kit::os::remove_dir_all(&self.0);
-    }
-}
-
+use std::path::Path;
+use testutil::{run_in_process, Call, TempDir};
 fn run(cmd: &str, id: &str, cni_args: &str, stdin: &str) -> (i32, serde_json::Value) {
-    let map: HashMap<String, String> = [
-        ("CNI_COMMAND", cmd),
-        ("CNI_CONTAINERID", id),
-        ("CNI_NETNS", "/proc/self/ns/net"),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/usr/lib/cni"),
-        ("CNI_ARGS", cni_args),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let get = |k: &str| map.get(k).cloned();
-    let out = cni_skel::execute(&HostLocal, &get, &mut stdin.as_bytes());
-    let v = if out.stdout.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-    };
-    (out.exit_code, v)
+    let call = Call::new(cmd, id, Path::new("/proc/self/ns/net"), stdin).args(cni_args);
+    let out = run_in_process(&HostLocal, &call, "/usr/lib/cni", None);
+    (out.code, out.json())
 }
 
 fn conf(ver: &str, dir: &TempDir, ipam_extra: &str) -> String {
     format!(
         r#"{{"cniVersion":"{ver}","name":"hl","type":"bridge","ipam":{{"type":"host-local","dataDir":"{}"{ipam_extra}}}}}"#,
-        dir.0.display()
+        dir.path().display()
     )
 }
 
@@ -64,11 +30,11 @@ fn add_del_del_every_version() {
         assert!(text.contains("10.5.0.1"), "{ver}: {text}");
         assert!(text.contains("0.0.0.0/0"), "{ver}: {text}");
         assert_eq!(
-            kit::os::read(&t.0.join("hl/10.5.0.2")).expect("alloc file"),
+            kit::os::read(&t.path().join("hl/10.5.0.2")).expect("alloc file"),
             b"c1\r\neth0"
         );
         assert_eq!(run("DEL", "c1", "", &c).0, 0);
-        assert!(!kit::os::exists(&t.0.join("hl/10.5.0.2")));
+        assert!(!kit::os::exists(&t.path().join("hl/10.5.0.2")));
         assert_eq!(run("DEL", "c1", "", &c).0, 0);
     }
 }
@@ -76,7 +42,7 @@ fn add_del_del_every_version() {
 #[test]
 fn dual_stack_requested_and_dns() {
     let t = TempDir::new("dual");
-    let resolv = t.0.join("resolv.conf");
+    let resolv = t.path().join("resolv.conf");
     kit::os::write_atomic(
         &resolv,
         b"nameserver 10.0.0.53\nsearch a.example\n",
@@ -162,6 +128,6 @@ fn check_gc_status() {
     g["cni.dev/valid-attachments"] =
         serde_json::json!([{"containerID": "other", "ifname": "eth0"}]);
     assert_eq!(run("GC", "", "", &g.to_string()).0, 0);
-    assert!(!kit::os::exists(&t.0.join("hl/10.9.0.2")));
+    assert!(!kit::os::exists(&t.path().join("hl/10.9.0.2")));
     assert_eq!(run("STATUS", "", "", &c).0, 0);
 }

@@ -1,26 +1,11 @@
 use super::*;
-use std::collections::HashMap;
+use std::path::Path;
+use testutil::{run_in_process, Call};
 
 fn run(cmd: &str, cni_args: &str, stdin: &str) -> (i32, serde_json::Value) {
-    let map: HashMap<String, String> = [
-        ("CNI_COMMAND", cmd),
-        ("CNI_CONTAINERID", "c1"),
-        ("CNI_NETNS", "/proc/self/ns/net"),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/usr/lib/cni"),
-        ("CNI_ARGS", cni_args),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let get = |k: &str| map.get(k).cloned();
-    let out = cni_skel::execute(&Static, &get, &mut stdin.as_bytes());
-    let v = if out.stdout.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-    };
-    (out.exit_code, v)
+    let call = Call::new(cmd, "c1", Path::new("/proc/self/ns/net"), stdin).args(cni_args);
+    let out = run_in_process(&Static, &call, "/usr/lib/cni", None);
+    (out.code, out.json())
 }
 
 const FULL: &str = r#"{"cniVersion":"1.0.0","name":"s","type":"bridge",
