@@ -142,10 +142,23 @@ fn scan_files(dir: &Path, needles: &[String], found: &mut Vec<String>) {
             // an address, not an attachment.
             continue;
         }
+        let in_ipam_index = p.components().any(|c| c.as_os_str() == ".rcni-index");
+        if in_ipam_index && name.starts_with("cursor.") {
+            // rcni's index keeps a hard link of each cursor (the same file).
+            continue;
+        }
         if e.file_type().is_ok_and(|t| t.is_dir()) {
             scan_files(&p, needles, found);
         } else if let Ok(bytes) = std::fs::read(&p) {
-            let text = String::from_utf8_lossy(&bytes);
+            let mut text = String::from_utf8_lossy(&bytes).into_owned();
+            if in_ipam_index && name == "state" {
+                // Its `cursor` lines record what the cursors say.
+                text = text
+                    .lines()
+                    .filter(|l| !l.starts_with("cursor "))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
             for n in needles {
                 if mentions(&text, n) {
                     found.push(format!("file {} mentions {n}", p.display()));
