@@ -15,8 +15,10 @@ cd "$(dirname "$0")/.."
 # catatonit, containerd, runc: the runtime suites (tests/runtimes), which run
 # them inside namespaces of their own; protobuf-compiler: the CRI client's
 # gRPC definitions are generated at build time (k8s-cri).
+# musl-tools: the C compiler ring (multus's TLS) needs for the musl release
+# build of the plugins binary.
 APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins
-  ca-certificates curl gcc g++ libc6-dev dnsmasq-base python3
+  ca-certificates curl gcc g++ libc6-dev musl-tools dnsmasq-base python3
   etcd-server etcd-client
   qemu-system-x86 linux-image-amd64 busybox-static python3-venv kmod
   podman crun conmon catatonit containerd runc protobuf-compiler util-linux tar

@@ -243,7 +243,7 @@ impl Report {
         if has("host-local wrap") {
             let _ = writeln!(
                 out,
-                "host-local walks: `steady` has the cursor (`last_reserved_ip.0`) just before a free address; `wrap` is a 98%-full /20 whose cursor sits at the end, so every ADD wraps and walks past all taken addresses; `no cursor` removes the cursor file before each ADD (a reboot or a restore): for rcni that is a change to the directory by someone else, so those ADDs include a rebuild of its index.\n"
+                "host-local walks: `steady` has the cursor (`last_reserved_ip.0`) just before a free address; `wrap` is a 98%-full /20 whose cursor sits at the end, so every ADD wraps and walks past all taken addresses; `no cursor` removes the cursor file before each ADD (a reboot or a restore): rcni's index recognises that change (its hard link of the cursor is the removed file, untouched) and keeps its taken-address pages instead of rebuilding, then walks them from the start of the range as the reference walks the files.\n"
             );
         }
         if has("podman run") {
