@@ -142,6 +142,45 @@ pub mod fake {
     use std::cell::RefCell;
     use std::collections::VecDeque;
 
+    /// The link of `links` with index `index`: the lookup every fake of
+    /// a namespace (this one, `routing::fake::FakeHost`) answers with.
+    pub fn link_at(links: &RefCell<Vec<Link>>, index: u32) -> Option<Link> {
+        links.borrow().iter().find(|l| l.index == index).cloned()
+    }
+
+    /// A global-scope address without flags, as the fakes hold them.
+    pub fn address(index: u32, addr: IpAddr, prefix: u8) -> Address {
+        Address {
+            index,
+            addr,
+            prefix,
+            scope: 0,
+            flags: 0,
+            label: None,
+            broadcast: None,
+        }
+    }
+
+    /// The addresses of `addrs` on link `index` (or all), of `family`.
+    pub fn addresses_of(
+        addrs: &RefCell<Vec<Address>>,
+        index: Option<u32>,
+        family: Family,
+    ) -> Vec<Address> {
+        addrs
+            .borrow()
+            .iter()
+            .filter(|a| index.is_none_or(|i| i == a.index))
+            .filter(|a| family == Family::All || family == Family::of(a.addr))
+            .cloned()
+            .collect()
+    }
+
+    /// The link of `links` named `name`.
+    pub fn link_named(links: &RefCell<Vec<Link>>, name: &str) -> Option<Link> {
+        links.borrow().iter().find(|l| l.name == name).cloned()
+    }
+
     /// Records every operation as a line (`create veth… peer eth0`,
     /// `up 7`, `addr 7 10.0.0.2/24`, `route 0.0.0.0/0 via 10.0.0.1`, ...),
     /// keeps the links it made, and fails the operations it was told to.
@@ -241,7 +280,7 @@ pub mod fake {
 
         /// The link named `name`, as the fake holds it.
         pub fn link(&self, name: &str) -> Option<Link> {
-            self.links.borrow().iter().find(|l| l.name == name).cloned()
+            link_named(&self.links, name)
         }
 
         /// Whether every link the fake holds is one of `names` (what a
@@ -343,16 +382,11 @@ pub mod fake {
         }
         fn link_by_name(&self, name: &str) -> netlink::Result<Option<Link>> {
             self.record(format!("get {name}"))?;
-            Ok(self.links.borrow().iter().find(|l| l.name == name).cloned())
+            Ok(link_named(&self.links, name))
         }
         fn link_by_index(&self, index: u32) -> netlink::Result<Option<Link>> {
             self.record(format!("get #{index}"))?;
-            Ok(self
-                .links
-                .borrow()
-                .iter()
-                .find(|l| l.index == index)
-                .cloned())
+            Ok(link_at(&self.links, index))
         }
         fn delete_link(&self, index: u32) -> netlink::Result<bool> {
             self.record(format!("delete {index}"))?;
@@ -386,36 +420,15 @@ pub mod fake {
             _opts: &AddressOptions,
         ) -> netlink::Result<()> {
             self.record(format!("addr {index} {addr}/{prefix}"))?;
-            self.addrs.borrow_mut().push(Address {
-                index,
-                addr,
-                prefix,
-                scope: 0,
-                flags: 0,
-                label: None,
-                broadcast: None,
-            });
+            self.addrs.borrow_mut().push(address(index, addr, prefix));
             Ok(())
         }
         fn addresses(&self, index: Option<u32>, family: Family) -> netlink::Result<Vec<Address>> {
             self.record(format!("addresses {index:?} {family:?}"))?;
-            Ok(self
-                .addrs
-                .borrow()
-                .iter()
-                .filter(|a| index.is_none_or(|i| i == a.index))
-                .filter(|a| family == Family::All || family == Family::of(a.addr))
-                .cloned()
-                .collect())
+            Ok(addresses_of(&self.addrs, index, family))
         }
         fn add_route_alongside(&self, r: &Route) -> netlink::Result<()> {
-            let dst = r
-                .dst
-                .map(|(a, p)| format!("{a}/{p}"))
-                .unwrap_or_else(|| "default".into());
-            let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-            let dev = r.oif.map(|o| format!(" dev {o}")).unwrap_or_default();
-            self.record(format!("route {dst}{via}{dev}"))
+            self.record(format!("route {}", crate::routing::fake::route_path(r)))
         }
         fn netns_path(&self) -> Option<&Path> {
             None

@@ -285,13 +285,19 @@ pub mod fake {
 
     /// A route as a log line's tail: `default via 10.0.0.1 dev 11 table 100`.
     pub fn route_text(r: &Route) -> String {
+        format!("{} table {}", route_path(r), r.table)
+    }
+
+    /// A route's destination, gateway and device: `default via 10.0.0.1
+    /// dev 11` (the link fake's log line, which has no tables).
+    pub fn route_path(r: &Route) -> String {
         let dst = r
             .dst
             .map(|(a, p)| format!("{a}/{p}"))
             .unwrap_or_else(|| "default".into());
         let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
         let dev = r.oif.map(|o| format!(" dev {o}")).unwrap_or_default();
-        format!("{dst}{via}{dev} table {}", r.table)
+        format!("{dst}{via}{dev}")
     }
 
     /// One namespace in memory: links, addresses, rules, routes and qdiscs,
@@ -344,15 +350,9 @@ pub mod fake {
 
         /// Adds an address to link `index` as if it had been there.
         pub fn add_addr(&self, index: u32, addr: std::net::IpAddr, prefix: u8) {
-            self.addrs.borrow_mut().push(Address {
-                index,
-                addr,
-                prefix,
-                scope: 0,
-                flags: 0,
-                label: None,
-                broadcast: None,
-            });
+            self.addrs
+                .borrow_mut()
+                .push(crate::ops::fake::address(index, addr, prefix));
         }
 
         /// Makes the next operation starting with `op` fail with `errno`.
@@ -367,7 +367,7 @@ pub mod fake {
 
         /// The link named `name`, as the fake holds it now.
         pub fn link(&self, name: &str) -> Option<Link> {
-            self.links.borrow().iter().find(|l| l.name == name).cloned()
+            crate::ops::fake::link_named(&self.links, name)
         }
 
         fn change(&self, line: String) -> netlink::Result<()> {
@@ -408,26 +408,14 @@ pub mod fake {
         }
         fn link_by_index(&self, index: u32) -> netlink::Result<Option<Link>> {
             self.read(format!("get #{index}"))?;
-            Ok(self
-                .links
-                .borrow()
-                .iter()
-                .find(|l| l.index == index)
-                .cloned())
+            Ok(crate::ops::fake::link_at(&self.links, index))
         }
     }
 
     impl RoutingOps for FakeHost {
         fn addresses(&self, index: Option<u32>, family: Family) -> netlink::Result<Vec<Address>> {
             self.read(format!("addresses {index:?}"))?;
-            Ok(self
-                .addrs
-                .borrow()
-                .iter()
-                .filter(|a| index.is_none_or(|i| a.index == i))
-                .filter(|a| family == Family::All || Family::of(a.addr) == family)
-                .cloned()
-                .collect())
+            Ok(crate::ops::fake::addresses_of(&self.addrs, index, family))
         }
         fn rules(&self, family: Family) -> netlink::Result<Vec<Rule>> {
             self.read("rules".into())?;
