@@ -30,19 +30,25 @@ impl Owner<'_> {
     }
 }
 
+/// Forwards that apply only where the per-family conditions
+/// (`conditionsV4`/`conditionsV6`) match.
+#[derive(Debug, Clone, Copy)]
+pub struct ConditionalForwards<'a> {
+    /// The forwards.
+    pub mappings: &'a [Mapping],
+    /// The IPv4 conditions.
+    pub v4: &'a [Condition],
+    /// The IPv6 conditions.
+    pub v6: &'a [Condition],
+}
+
 /// Port forwards of the node, per attachment (network, container,
 /// interface).
 pub trait PortmapRules {
     /// Adds unconditional forwards (one transaction).
     fn add(&self, mappings: &[Mapping], opts: &Options) -> nft::Result<()>;
     /// Adds forwards restricted by the per-family conditions.
-    fn add_conditional(
-        &self,
-        mappings: &[Mapping],
-        conds_v4: &[Condition],
-        conds_v6: &[Condition],
-        opts: &Options,
-    ) -> nft::Result<()>;
+    fn add_conditional(&self, fwd: ConditionalForwards<'_>, opts: &Options) -> nft::Result<()>;
     /// Removes an attachment's unconditional forwards; how many went.
     fn remove_container(&self, who: Owner<'_>) -> nft::Result<usize>;
     /// Removes an attachment's conditional forwards; how many went.
@@ -64,14 +70,8 @@ impl PortmapRules for Nft {
     fn add(&self, mappings: &[Mapping], opts: &Options) -> nft::Result<()> {
         portmap::add(self, mappings, opts)
     }
-    fn add_conditional(
-        &self,
-        mappings: &[Mapping],
-        conds_v4: &[Condition],
-        conds_v6: &[Condition],
-        opts: &Options,
-    ) -> nft::Result<()> {
-        portmap::add_conditional(self, mappings, conds_v4, conds_v6, opts)
+    fn add_conditional(&self, fwd: ConditionalForwards<'_>, opts: &Options) -> nft::Result<()> {
+        portmap::add_conditional(self, fwd.mappings, fwd.v4, fwd.v6, opts)
     }
     fn remove_container(&self, who: Owner<'_>) -> nft::Result<usize> {
         portmap::remove_container(self, who.network, who.container_id, who.ifname)
@@ -190,12 +190,10 @@ pub mod fake {
         }
         fn add_conditional(
             &self,
-            mappings: &[Mapping],
-            _conds_v4: &[Condition],
-            _conds_v6: &[Condition],
+            fwd: ConditionalForwards<'_>,
             _opts: &Options,
         ) -> nft::Result<()> {
-            self.insert(&self.conditional, "cond", mappings)
+            self.insert(&self.conditional, "cond", fwd.mappings)
         }
         fn remove_container(&self, who: Owner<'_>) -> nft::Result<usize> {
             self.remove(

@@ -14,7 +14,7 @@
 //! test plans, so a plugin's core can be unit-tested without root.
 
 use netlink::tc::Filter;
-use netlink::{Address, Family, Link, Qdisc, RedirectMatch, Route, Rule, Tbf};
+use netlink::{Address, Family, Link, Qdisc, Redirect, Route, Rule, Tbf};
 
 /// Looking a link up, which every seam here needs.
 pub trait LinkLookup {
@@ -55,14 +55,7 @@ pub trait ShapingOps: LinkLookup {
     /// Adds the ingress qdisc of a link.
     fn add_ingress_qdisc(&self, index: u32) -> netlink::Result<()>;
     /// Redirects everything arriving on `index` to the egress of `target`.
-    fn add_redirect_filter(
-        &self,
-        index: u32,
-        parent: u32,
-        prio: u16,
-        matcher: RedirectMatch,
-        target: u32,
-    ) -> netlink::Result<()>;
+    fn add_redirect_filter(&self, index: u32, redirect: &Redirect) -> netlink::Result<()>;
     /// Deletes the root qdisc of a link; `false` when there was none.
     fn del_root_qdisc(&self, index: u32) -> netlink::Result<bool>;
     /// Deletes the ingress qdisc of a link; `false` when there was none.
@@ -152,15 +145,8 @@ impl ShapingOps for Socket {
     fn add_ingress_qdisc(&self, index: u32) -> netlink::Result<()> {
         Socket::add_ingress_qdisc(self, index)
     }
-    fn add_redirect_filter(
-        &self,
-        index: u32,
-        parent: u32,
-        prio: u16,
-        matcher: RedirectMatch,
-        target: u32,
-    ) -> netlink::Result<()> {
-        Socket::add_redirect_filter(self, index, parent, prio, matcher, target)
+    fn add_redirect_filter(&self, index: u32, redirect: &Redirect) -> netlink::Result<()> {
+        Socket::add_redirect_filter(self, index, redirect)
     }
     fn del_root_qdisc(&self, index: u32) -> netlink::Result<bool> {
         Socket::del_root_qdisc(self, index)
@@ -530,21 +516,14 @@ pub mod fake {
             });
             Ok(())
         }
-        fn add_redirect_filter(
-            &self,
-            index: u32,
-            parent: u32,
-            prio: u16,
-            _matcher: RedirectMatch,
-            target: u32,
-        ) -> netlink::Result<()> {
-            self.change(format!("redirect {index} -> {target}"))?;
+        fn add_redirect_filter(&self, index: u32, redirect: &Redirect) -> netlink::Result<()> {
+            self.change(format!("redirect {index} -> {}", redirect.target))?;
             self.filters.borrow_mut().push(Filter {
                 index,
-                parent,
+                parent: redirect.parent,
                 handle: 0,
                 kind: "u32".into(),
-                prio,
+                prio: redirect.prio,
                 protocol: 3,
             });
             Ok(())

@@ -75,7 +75,7 @@ pub use neigh::{FdbEntry, Neighbour};
 pub use route::{Route, RouteKind};
 pub use rule::{Rule, RuleAction};
 pub use socket::Socket;
-pub use tc::{Psched, Qdisc, RedirectMatch, Tbf, TbfInfo};
+pub use tc::{Psched, Qdisc, Redirect, RedirectMatch, Tbf, TbfInfo};
 pub use tuntap::{TunTap, TunTapSpec};
 
 /// Address family selector for dumps and routes.

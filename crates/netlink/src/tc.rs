@@ -338,6 +338,20 @@ pub enum RedirectMatch {
     Matchall,
 }
 
+/// A filter that sends everything arriving under `parent` of a link to the
+/// egress of link `target` (what [`Socket::add_redirect_filter`] adds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirect {
+    /// The qdisc the filter hangs under (`ffff:` for ingress).
+    pub parent: u32,
+    /// The filter's priority.
+    pub prio: u16,
+    /// Its classifier.
+    pub matcher: RedirectMatch,
+    /// The link whose egress receives the packets.
+    pub target: u32,
+}
+
 fn tcmsg(index: u32, parent: u32, handle: u32) -> TcMsg {
     TcMsg {
         index: index as i32,
@@ -495,14 +509,13 @@ impl Socket {
     /// redirecting it to the egress of link `target` (`tc filter add dev X
     /// parent ffff: protocol all prio PRIO u32 match u32 0 0 action mirred
     /// egress redirect dev TARGET`).
-    pub fn add_redirect_filter(
-        &self,
-        index: u32,
-        parent: u32,
-        prio: u16,
-        matcher: RedirectMatch,
-        target: u32,
-    ) -> Result<()> {
+    pub fn add_redirect_filter(&self, index: u32, redirect: &Redirect) -> Result<()> {
+        let Redirect {
+            parent,
+            prio,
+            matcher,
+            target,
+        } = *redirect;
         let mut m = MessageBuilder::new(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL);
         let mut hdr = tcmsg(index, parent, 0);
         hdr.info = (u32::from(prio) << 16) | u32::from(ETH_P_ALL.to_be());
@@ -646,8 +659,16 @@ mod tests {
         assert!(j.contains("\"rate\":10000000000"), "{j}");
 
         s.add_ingress_qdisc(v0).expect("ingress");
-        s.add_redirect_filter(v0, handle(0xffff, 0), 1, RedirectMatch::U32, ifb)
-            .expect("u32 redirect");
+        s.add_redirect_filter(
+            v0,
+            &Redirect {
+                parent: handle(0xffff, 0),
+                prio: 1,
+                matcher: RedirectMatch::U32,
+                target: ifb,
+            },
+        )
+        .expect("u32 redirect");
         let f = s.filters(v0, handle(0xffff, 0)).expect("filters");
         assert!(
             f.iter()
@@ -685,8 +706,16 @@ mod tests {
         let j = t.tc(&["-j", "qdisc", "show", "dev", "c0"]);
         assert!(j.contains("\"kind\":\"clsact\""), "{j}");
         let parent = handle(0xffff, TC_H_MIN_INGRESS);
-        s.add_redirect_filter(v0, parent, 2, RedirectMatch::U32, v1)
-            .expect("u32 on clsact");
+        s.add_redirect_filter(
+            v0,
+            &Redirect {
+                parent,
+                prio: 2,
+                matcher: RedirectMatch::U32,
+                target: v1,
+            },
+        )
+        .expect("u32 on clsact");
         assert!(s.del_ingress_qdisc(v0).expect("del clsact"));
     }
 
@@ -698,8 +727,16 @@ mod tests {
         let (v0, v1) = veth_up(&s, "c0", "c1");
         s.add_clsact_qdisc(v0).expect("clsact");
         let parent = handle(0xffff, TC_H_MIN_INGRESS);
-        s.add_redirect_filter(v0, parent, 1, RedirectMatch::Matchall, v1)
-            .expect("matchall");
+        s.add_redirect_filter(
+            v0,
+            &Redirect {
+                parent,
+                prio: 1,
+                matcher: RedirectMatch::Matchall,
+                target: v1,
+            },
+        )
+        .expect("matchall");
         let f = s.filters(v0, parent).expect("filters");
         assert!(f.iter().any(|f| f.kind == "matchall"), "{f:?}");
         s.add_qdisc_with(v1, TC_H_ROOT, handle(1, 0), "fq_codel", false, |_| {})

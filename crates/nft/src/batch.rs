@@ -91,6 +91,24 @@ pub struct Batch {
     next_set_id: u32,
 }
 
+/// Which set a batch's element operations act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetName<'a> {
+    /// The table's family.
+    pub family: Family,
+    /// The table.
+    pub table: &'a str,
+    /// The set (or map) in it.
+    pub set: &'a str,
+}
+
+impl<'a> SetName<'a> {
+    /// Set `set` of table `table` in `family`.
+    pub fn new(family: Family, table: &'a str, set: &'a str) -> SetName<'a> {
+        SetName { family, table, set }
+    }
+}
+
 impl Batch {
     /// An empty batch.
     pub fn new() -> Batch {
@@ -275,54 +293,28 @@ impl Batch {
 
     /// Adds elements. An element that exists with the same value is
     /// accepted; with a different value the transaction fails (EBUSY).
-    pub fn add_elements(
-        &mut self,
-        family: Family,
-        table: &str,
-        set: &str,
-        elems: &[Element],
-    ) -> &mut Batch {
-        self.elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, family, table, set, elems)
+    pub fn add_elements(&mut self, set: SetName<'_>, elems: &[Element]) -> &mut Batch {
+        self.elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE, set, elems)
     }
 
     /// Adds elements; any existing key fails the transaction with EEXIST.
-    pub fn create_elements(
-        &mut self,
-        family: Family,
-        table: &str,
-        set: &str,
-        elems: &[Element],
-    ) -> &mut Batch {
-        self.elements(
-            NFT_MSG_NEWSETELEM,
-            NLM_F_CREATE | NLM_F_EXCL,
-            family,
-            table,
-            set,
-            elems,
-        )
+    pub fn create_elements(&mut self, set: SetName<'_>, elems: &[Element]) -> &mut Batch {
+        self.elements(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, set, elems)
     }
 
     /// Deletes elements (by key); a missing element fails the transaction.
-    pub fn del_elements(
-        &mut self,
-        family: Family,
-        table: &str,
-        set: &str,
-        elems: &[Element],
-    ) -> &mut Batch {
-        self.elements(NFT_MSG_DELSETELEM, 0, family, table, set, elems)
+    pub fn del_elements(&mut self, set: SetName<'_>, elems: &[Element]) -> &mut Batch {
+        self.elements(NFT_MSG_DELSETELEM, 0, set, elems)
     }
 
     fn elements(
         &mut self,
         ty: u16,
         flags: u16,
-        family: Family,
-        table: &str,
-        set: &str,
+        name: SetName<'_>,
         elems: &[Element],
     ) -> &mut Batch {
+        let SetName { family, table, set } = name;
         let add = ty == NFT_MSG_NEWSETELEM;
         for chunk in elems.chunks(ELEMS_PER_MSG) {
             let mut m = ELEMS_OF_SET.msg(ty, flags | NLM_F_ACK, family, table, set);

@@ -28,7 +28,7 @@ pub mod rule;
 pub mod rulesets;
 mod sys;
 
-pub use batch::Batch;
+pub use batch::{Batch, SetName};
 pub use error::{Error, Result};
 pub use expr::{CmpOp, CtKey, Expr, MetaKey, NatFamily, NatKind, PayloadBase, Reg, Verdict};
 pub use list::{ChainInfo, ElemInfo, RuleInfo, TableInfo};

@@ -119,18 +119,14 @@ fn tables_chains_rules_sets_roundtrip() {
                 .ret(),
         )
         .add_elements(
-            Family::Inet,
-            "t",
-            "ports",
+            SetName::new(Family::Inet, "t", "ports"),
             &[
                 Element::new(&[Value::Port(80)]),
                 Element::new(&[Value::Port(443)]).comment("https"),
             ],
         )
         .add_elements(
-            Family::Inet,
-            "t",
-            "pm",
+            SetName::new(Family::Inet, "t", "pm"),
             &[Element::map(
                 &[
                     Value::Ip("192.168.1.1".parse().expect("ip")),
@@ -194,9 +190,7 @@ fn tables_chains_rules_sets_roundtrip() {
     let mut b = Batch::new();
     b.del_rule(Family::Inet, "t", "post", rules[1].handle)
         .del_elements(
-            Family::Inet,
-            "t",
-            "ports",
+            SetName::new(Family::Inet, "t", "ports"),
             &[Element::new(&[Value::Port(80)])],
         );
     nft.commit(&b).expect("delete");

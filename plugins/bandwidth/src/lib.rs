@@ -20,7 +20,7 @@ use cni_spec::{Error, ErrorCode, Interface, Result};
 use kit::routing::ShapingOps;
 use kit::Teardown;
 use netlink::tc::{handle, TC_H_INGRESS};
-use netlink::{Link, Psched, RedirectMatch, Socket, Tbf};
+use netlink::{Link, Psched, Redirect, RedirectMatch, Socket, Tbf};
 use netns::NetNs;
 use serde::Deserialize;
 use sha2::{Digest, Sha512};
@@ -221,12 +221,12 @@ fn teardown(host: &dyn ShapingOps, host_if: Option<&Link>, ifb: &str) -> Teardow
     td
 }
 
+/// [`shape`]'s steps; `(name, alias)` of the IFB to make for egress.
 fn setup(
     host: &dyn ShapingOps,
     host_if: &Link,
     limits: &Limits,
-    network: &str,
-    container_id: &str,
+    (name, alias): (&str, &str),
 ) -> CniResult<Option<Interface>> {
     if let Some(l) = limits.ingress {
         host.add_tbf(host_if.index, handle(1, 0), &tbf(l), false)
@@ -235,31 +235,29 @@ fn setup(
     let Some(l) = limits.egress else {
         return Ok(None);
     };
-    let name = ifb_name(network, container_id);
-    host.create_ifb(&name).map_err(kit::err)?;
+    host.create_ifb(name).map_err(kit::err)?;
     let ifb = host
-        .link_by_name(&name)
+        .link_by_name(name)
         .map_err(kit::err)?
         .ok_or_else(|| Error::io(format!("ifb device {name} vanished after creation")))?;
-    host.set_alias(ifb.index, &ifb_alias(network, container_id))
-        .map_err(kit::err)?;
+    host.set_alias(ifb.index, alias).map_err(kit::err)?;
     host.set_mtu(ifb.index, host_if.mtu).map_err(kit::err)?;
     host.set_txqlen(ifb.index, host_if.txqlen)
         .map_err(kit::err)?;
     host.set_link_up(ifb.index).map_err(kit::err)?;
     host.add_ingress_qdisc(host_if.index).map_err(kit::err)?;
-    host.add_redirect_filter(
-        host_if.index,
-        handle(0xffff, 0),
-        1,
-        RedirectMatch::U32,
-        ifb.index,
-    )
-    .map_err(kit::err)?;
+    let redirect = Redirect {
+        parent: handle(0xffff, 0),
+        prio: 1,
+        matcher: RedirectMatch::U32,
+        target: ifb.index,
+    };
+    host.add_redirect_filter(host_if.index, &redirect)
+        .map_err(kit::err)?;
     host.add_tbf(ifb.index, handle(1, 0), &tbf(l), false)
         .map_err(kit::err)?;
     Ok(Some(Interface {
-        name,
+        name: name.to_string(),
         mac: netlink::format_mac(&ifb.mac),
         ..Default::default()
     }))
@@ -320,8 +318,9 @@ fn shape(
             host_if.name
         )));
     }
-    setup(host, host_if, limits, network, container_id).inspect_err(|_| {
-        let ifb = ifb_name(network, container_id);
+    let ifb = ifb_name(network, container_id);
+    let alias = ifb_alias(network, container_id);
+    setup(host, host_if, limits, (&ifb, &alias)).inspect_err(|_| {
         let _ = teardown(host, Some(host_if), &ifb);
     })
 }

@@ -23,7 +23,7 @@ use cni_skel::{CmdArgs, Plugin};
 use cni_spec::error::CniResult;
 use cni_spec::runtime_config::RuntimeConfig;
 use cni_spec::{Error, ErrorCode, Result};
-use kit::filter::{Owner, PortmapRules};
+use kit::filter::{ConditionalForwards, Owner, PortmapRules};
 use kit::procsys::{ProcSys, SysctlOps};
 use kit::routing::RoutingOps;
 use nft::rulesets::portmap::{self, Mapping, Options, Proto};
@@ -286,7 +286,12 @@ fn install(
         rules.add(&plain, opts).map_err(kit::err)?;
     }
     if !conditional.is_empty() {
-        if let Err(e) = rules.add_conditional(&conditional, c4, c6, opts) {
+        let fwd = ConditionalForwards {
+            mappings: &conditional,
+            v4: c4,
+            v6: c6,
+        };
+        if let Err(e) = rules.add_conditional(fwd, opts) {
             let _ = rules.remove_container(Owner::of(args));
             return Err(kit::err(e));
         }

@@ -49,7 +49,7 @@ use crate::list::ElemInfo;
 use crate::rule::{IpVersion, Rule, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 use crate::{
     priority, Batch, Chain, ChainType, DataType, Element, Error, Family, Hook, Nft, Result,
-    SetSpec, Value,
+    SetName, SetSpec, Value,
 };
 
 mod cond;
@@ -453,7 +453,7 @@ pub fn add(nft: &Nft, mappings: &[Mapping], opts: &Options) -> Result<()> {
             layout(&mut b);
         }
         for (set, list) in per_set.iter().filter(|(_, l)| !l.is_empty()) {
-            b.create_elements(Family::Inet, TABLE, set, list);
+            b.create_elements(SetName::new(Family::Inet, TABLE, set), list);
         }
         b
     };
@@ -550,7 +550,7 @@ fn remove_where(nft: &Nft, gone: impl Fn(&str, &str, &str) -> bool) -> Result<us
             .collect();
         if !doomed.is_empty() {
             n += doomed.len();
-            b.del_elements(Family::Inet, TABLE, &set, &doomed);
+            b.del_elements(SetName::new(Family::Inet, TABLE, &set), &doomed);
         }
     }
     nft.commit(&b)?;

@@ -21,7 +21,7 @@ use super::{
     Mapping, Options, TABLE,
 };
 use crate::expr::{CmpOp, Expr, MetaKey, Reg};
-use crate::{Batch, Chain, Error, Family, Nft, Result, Rule};
+use crate::{Batch, Chain, Error, Family, Nft, Result, Rule, SetName};
 use ipnet::IpNet;
 
 /// The chain of conditional mappings.
@@ -233,7 +233,7 @@ pub fn add_conditional(
             }
         }
         for (set, list) in &masq {
-            b.add_elements(Family::Inet, TABLE, set, list);
+            b.add_elements(SetName::new(Family::Inet, TABLE, set), list);
         }
         Ok(Some(b))
     })
