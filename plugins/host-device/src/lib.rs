@@ -571,7 +571,8 @@ impl Mover for RealMover<'_> {
         // The reference leaves a returned device down; a failed ADD puts it
         // back as it found it.
         if dev.up {
-            let up = Socket::route().and_then(|h| match h.link_by_name(&dev.name)? {
+            let h = &self.ns.host;
+            let up = h.link_by_name(&dev.name).and_then(|l| match l {
                 Some(l) => h.set_link_up(l.index),
                 None => Ok(()),
             });
