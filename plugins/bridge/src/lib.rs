@@ -912,14 +912,16 @@ fn add_core<'a>(
     // request made after it waiting about 4 ms. Made before carrier,
     // the pod's addresses, routes and the gateway need no request after
     // it; the flood then runs beside the rest of this call.
+    // The bridge MAC may have followed a port (ours included: it was
+    // enslaved at creation) if someone else made the bridge. Read before
+    // the host end comes up, so no request follows carrier but the wait.
+    if let Some(br_now) = host.link_by_name(&n.conf.bridge).map_err(kit::err)? {
+        result.interfaces[0].mac = kit::mac::format(&br_now.mac);
+    }
     if !host_up_early {
         host.set_link_up(host_index).map_err(kit::err)?;
     }
 
-    // The bridge MAC may have followed a port if someone else made it.
-    if let Some(br_now) = host.link_by_name(&n.conf.bridge).map_err(kit::err)? {
-        result.interfaces[0].mac = kit::mac::format(&br_now.mac);
-    }
     if let Some(dns) = &args.conf.dns {
         if !dns.is_empty() {
             result.dns = dns.clone();
@@ -1053,8 +1055,8 @@ mod fake_tests {
                 format!("route 0.0.0.0/0 via 10.8.0.1 dev {c}"),
                 "node gateway [10.8.0.1/24]".to_string(),
                 "node masq [10.8.0.0/24]".to_string(),
-                format!("up {h}"),
                 "get cni0".to_string(),
+                format!("up {h}"),
                 "node wait".to_string(),
             ]
         );
