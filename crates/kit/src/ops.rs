@@ -646,8 +646,10 @@ pub mod fake {
     }
 
     /// A recording [`crate::podlink::VethNode`]: its steps land in the
-    /// log of `net` (`node masq [...]`, `node unmasq`, `node wait`), so
-    /// that they read in order with the netlink operations.
+    /// log of `net` (`node masq [...]`, `node unmasq`, `node wait`; the host
+    /// end's `up` of [`crate::podlink::VethNode::host_up_and_wait`] through
+    /// `net` itself), so that they read in order with the netlink
+    /// operations.
     pub struct RecordingVethNode<'a> {
         /// The fake whose log is written.
         pub net: &'a RecordingNet,
@@ -669,6 +671,11 @@ pub mod fake {
             Ok(())
         }
         fn wait_up(&self, _: u32, _: u32) -> cni_spec::error::CniResult<()> {
+            self.note("node wait".into());
+            Ok(())
+        }
+        fn host_up_and_wait(&self, host: u32, _: u32) -> cni_spec::error::CniResult<()> {
+            crate::ops::LinkOps::set_link_up(self.net, host).map_err(crate::err)?;
             self.note("node wait".into());
             Ok(())
         }

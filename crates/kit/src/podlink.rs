@@ -203,7 +203,13 @@ pub trait VethNode {
     fn masq_detach(&self) -> crate::Result<()>;
     /// Waits until both veth ends can carry traffic.
     fn wait_up(&self, host_index: u32, cont_index: u32) -> CniResult<()>;
+    /// Brings the host end up (the pod's end is up already: this gives
+    /// both carrier) and waits until both ends can carry traffic.
+    fn host_up_and_wait(&self, host_index: u32, cont_index: u32) -> CniResult<()>;
 }
+
+/// How long ADD waits for a veth's ends to become operational.
+const OPER_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// [`VethNode`] on the real node: the network's masquerade records
 /// (`state_dir`, `network`) and the namespaces' sockets.
@@ -248,9 +254,31 @@ impl VethNode for RealVethNode<'_> {
     fn wait_up(&self, host_index: u32, cont_index: u32) -> CniResult<()> {
         crate::wait_operational(
             &[(&self.ns.host, host_index), (&self.ns.cont, cont_index)],
-            std::time::Duration::from_millis(200),
+            OPER_UP_TIMEOUT,
         )
         .map_err(Error::from)
+    }
+
+    fn host_up_and_wait(&self, host_index: u32, cont_index: u32) -> CniResult<()> {
+        let (host, cont) = (&self.ns.host, &self.ns.cont);
+        // Both namespaces' notifications are watched from before carrier,
+        // so the link-watch work's "operationally up" cannot be missed; the
+        // wait then never queues behind whatever takes the RTNL lock next.
+        let watches = host
+            .watch_links()
+            .and_then(|h| Ok((h, cont.watch_links()?)));
+        host.set_link_up(host_index).map_err(crate::err)?;
+        let Ok((on_host, in_pod)) = watches else {
+            return self.wait_up(host_index, cont_index);
+        };
+        let deadline = std::time::Instant::now() + OPER_UP_TIMEOUT;
+        // Not up by the deadline is not an error, as with the polling wait:
+        // the pod works, its first packets may be retransmitted.
+        on_host
+            .until_oper_up(host_index, deadline)
+            .and_then(|_| in_pod.until_oper_up(cont_index, deadline))
+            .map_err(crate::err)?;
+        Ok(())
     }
 }
 

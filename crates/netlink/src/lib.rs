@@ -69,7 +69,7 @@ pub use addr::{Address, AddressOptions};
 pub use error::{Error, Result};
 pub use link::{
     format_mac, valid_ifname, BridgePortInfo, BridgePortOptions, BridgeVlan, IpvlanMode, Link,
-    LinkKind, LinkSpec, MacvlanMode, OperState, Vxlan,
+    LinkKind, LinkSpec, LinkWatch, MacvlanMode, OperState, Vxlan,
 };
 pub use neigh::{FdbEntry, Neighbour};
 pub use route::{Route, RouteKind};

@@ -1392,6 +1392,46 @@ mod tests {
     }
 
     #[test]
+    fn link_watch_sees_both_ends_come_up() {
+        let a = TestNs::new("watch-a");
+        let b = TestNs::new("watch-b");
+        let (sa, sb) = (a.sock(), b.sock());
+        sa.create_veth("wh0", "wp0", Some(b.ns.fd()), None, None, None)
+            .expect("create veth");
+        let (host, pod) = (get(&sa, "wh0").index, get(&sb, "wp0").index);
+        sb.set_link_up(pod).expect("pod end up");
+
+        let soon = || std::time::Instant::now() + std::time::Duration::from_millis(100);
+        {
+            // The peer stays down: no carrier, so the wait ends at its
+            // deadline, saying so.
+            let on_a = sa.watch_links().expect("watch");
+            sb.set_link_down(pod).expect("pod end down");
+            sa.set_link_up(host).expect("host end up");
+            assert!(!on_a.until_oper_up(host, soon()).expect("wait"));
+        }
+        sa.set_link_down(host).expect("host end down");
+        sb.set_link_up(pod).expect("pod end up");
+
+        let (on_a, on_b) = (
+            sa.watch_links().expect("watch"),
+            sb.watch_links().expect("watch"),
+        );
+        sa.set_link_up(host).expect("host end up");
+        // Requests on a watching socket skip the queued notifications.
+        assert_eq!(get(&sa, "wh0").index, host);
+        assert!(on_a.until_oper_up(host, soon()).expect("wait host"));
+        assert!(on_b.until_oper_up(pod, soon()).expect("wait pod"));
+        assert_eq!(get(&sa, "wh0").operstate, OperState::Up);
+        assert_eq!(get(&sb, "wp0").operstate, OperState::Up);
+        drop((on_a, on_b));
+        // Left the group: later changes queue nothing, and requests work.
+        sa.set_link_down(host).expect("down");
+        assert!(!get(&sa, "wh0").up);
+        assert!(sa.delete_link_by_name("wh0").expect("delete"));
+    }
+
+    #[test]
     fn veth_pair_across_namespaces() {
         let a = TestNs::new("veth-a");
         let b = TestNs::new("veth-b");
@@ -1701,5 +1741,77 @@ mod tests {
             format_mac(&[0x0a, 0x58, 0x0a, 0xf4, 0, 1]),
             "0a:58:0a:f4:00:01"
         );
+    }
+}
+
+/// RTNLGRP_LINK: the multicast group of link changes.
+pub const RTNLGRP_LINK: u32 = 1;
+
+/// Link notifications of one socket's namespace, from
+/// [`Socket::watch_links`] until dropped.
+///
+/// Waiting on notifications instead of asking again and again matters on
+/// a busy node: every RTM_GETLINK takes the RTNL lock, and right after a
+/// link gains carrier that lock is held by work the waiter does not need
+/// (IPv6 address configuration flooding the new link's first multicast
+/// frames to every bridge port). A notification is sent without it.
+#[derive(Debug)]
+pub struct LinkWatch<'a> {
+    sock: &'a Socket,
+}
+
+impl Socket {
+    /// Starts queueing this namespace's link notifications on the socket.
+    /// Start before the change to be awaited, so none can be missed.
+    pub fn watch_links(&self) -> Result<LinkWatch<'_>> {
+        self.join_group(RTNLGRP_LINK)?;
+        Ok(LinkWatch { sock: self })
+    }
+}
+
+impl LinkWatch<'_> {
+    /// Waits until link `index` is reported operationally up, at most
+    /// until `deadline`; returns whether it was. If notifications were
+    /// lost (the queue overran) the state is asked for once instead.
+    pub fn until_oper_up(&self, index: u32, deadline: std::time::Instant) -> Result<bool> {
+        let is_up = |ty: u16, payload: &[u8]| {
+            ty == RTM_NEWLINK
+                && Link::parse(payload)
+                    .is_some_and(|l| l.index == index && l.operstate == OperState::Up)
+        };
+        // What came in while a request of this socket waited for its answer.
+        if self
+            .sock
+            .take_notifications()
+            .iter()
+            .any(|m| is_up(m.ty, &m.payload))
+        {
+            return Ok(true);
+        }
+        loop {
+            let mut up = false;
+            let got = self
+                .sock
+                .recv_until(deadline, |m| up |= is_up(m.ty, m.payload));
+            match got {
+                Ok(true) if up => return Ok(true),
+                Ok(true) => continue,
+                Ok(false) => return Ok(false),
+                Err(e) if e.errno() == Some(libc::ENOBUFS) => {
+                    let now = self.sock.link_by_index(index)?;
+                    if now.is_some_and(|l| l.operstate == OperState::Up) {
+                        return Ok(true);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for LinkWatch<'_> {
+    fn drop(&mut self) {
+        // Leaving can only fail on a closed socket; nothing to undo then.
+        let _ = self.sock.leave_group(RTNLGRP_LINK);
     }
 }

@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::time::Instant;
 
 use netns::NetNs;
 
@@ -18,6 +19,8 @@ use crate::msg::*;
 const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_CAP_ACK: libc::c_int = 10;
 const NETLINK_EXT_ACK: libc::c_int = 11;
+const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
+const NETLINK_DROP_MEMBERSHIP: libc::c_int = 2;
 
 /// Initial receive buffer capacity; grown on demand when the kernel sends
 /// more. Never zeroed: untouched pages cost nothing (zeroing 64 KiB was
@@ -40,6 +43,11 @@ pub struct Socket {
     buf: RefCell<Vec<u8>>,
     /// Namespace path, for error messages (None: the creating thread's).
     netns: Option<PathBuf>,
+    /// Whether a multicast group is joined: then notifications that
+    /// arrive while a request waits for its answer are kept here for the
+    /// watcher instead of being dropped.
+    watching: Cell<bool>,
+    notifications: RefCell<Vec<OwnedMsg>>,
 }
 
 impl Socket {
@@ -63,6 +71,8 @@ impl Socket {
             seq: Cell::new(initial_seq()),
             buf: RefCell::new(Vec::with_capacity(RECV_BUF)),
             netns: None,
+            watching: Cell::new(false),
+            notifications: RefCell::new(Vec::new()),
         })
     }
 
@@ -75,6 +85,8 @@ impl Socket {
             seq: Cell::new(initial_seq()),
             buf: RefCell::new(Vec::with_capacity(RECV_BUF)),
             netns: Some(ns.path().to_path_buf()),
+            watching: Cell::new(false),
+            notifications: RefCell::new(Vec::new()),
         })
     }
 
@@ -157,6 +169,70 @@ impl Socket {
             f(m);
         }
         Ok(true)
+    }
+
+    /// Joins multicast group `group` (an `RTNLGRP_*` number): the kernel
+    /// then queues its notifications on this socket beside the replies,
+    /// which never match them (see [`Socket::request`]).
+    pub fn join_group(&self, group: u32) -> Result<()> {
+        self.membership(NETLINK_ADD_MEMBERSHIP, group, "join netlink group")?;
+        self.watching.set(true);
+        Ok(())
+    }
+
+    /// Leaves multicast group `group` again, forgetting the notifications
+    /// kept so far. Any still queued in the kernel are skipped by requests.
+    pub fn leave_group(&self, group: u32) -> Result<()> {
+        self.watching.set(false);
+        self.notifications.borrow_mut().clear();
+        self.membership(NETLINK_DROP_MEMBERSHIP, group, "leave netlink group")
+    }
+
+    /// Takes the notifications that arrived while requests waited for
+    /// their answers (only kept while a group is joined).
+    pub fn take_notifications(&self) -> Vec<OwnedMsg> {
+        std::mem::take(&mut *self.notifications.borrow_mut())
+    }
+
+    fn membership(&self, opt: libc::c_int, group: u32, what: &str) -> Result<()> {
+        let group = libc::c_int::try_from(group).map_err(|_| Error::Malformed {
+            op: self.op(what),
+            detail: format!("group {group} out of range"),
+        })?;
+        setsockopt_int(self.fd(), SOL_NETLINK, opt, group).map_err(|source| Error::Io {
+            op: self.op(format!("{what} {group}")),
+            source,
+        })
+    }
+
+    /// Like [`Socket::recv_raw`], but waits at most until `deadline` for a
+    /// datagram; `Ok(false)` when none came in time.
+    pub fn recv_until(&self, deadline: Instant, f: impl FnMut(Msg<'_>)) -> Result<bool> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Rounded up, so a wait never ends early and spins.
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        let mut pfd = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n > 0 {
+                return self.recv_raw(true, f);
+            }
+            if n == 0 {
+                return Ok(false);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::Io {
+                    op: self.op("wait for netlink message"),
+                    source: e,
+                });
+            }
+        }
     }
 
     /// Receives into the spare capacity of `buf` (replacing its contents)
@@ -273,13 +349,21 @@ impl Socket {
 
     /// Receives messages of sequence `seq` until an ack, an error or
     /// NLMSG_DONE. Messages of other sequence numbers (late answers to an
-    /// earlier request) are dropped.
+    /// earlier request) are dropped, and so is anything not addressed to
+    /// this socket's port: a group notification carries the sequence number
+    /// of whichever request caused it, another socket's included.
     fn collect(&self, seq: u32, what: &str) -> Result<Vec<OwnedMsg>> {
         let mut out = Vec::new();
         let mut end: Option<Result<()>> = None;
         while end.is_none() {
             self.recv_raw(false, |m| {
-                if m.seq != seq || end.is_some() {
+                if m.seq != seq || m.pid != self.pid || end.is_some() {
+                    // A notification (port 0, or another socket's request)
+                    // is kept for the watcher, if any; a late answer to an
+                    // earlier request of ours is dropped.
+                    if self.watching.get() && m.pid != self.pid {
+                        self.notifications.borrow_mut().push(m.to_owned_msg());
+                    }
                     return;
                 }
                 match m.ty {

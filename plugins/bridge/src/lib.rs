@@ -909,26 +909,27 @@ fn add_core<'a>(
     // solicitation, MLD reports; at once, as DAD is off): the bridge
     // floods each to every port from a work item that holds the RTNL
     // lock, and on a bridge with 1000 ports that kept each netlink
-    // request made after it waiting about 4 ms. Made before carrier,
-    // the pod's addresses, routes and the gateway need no request after
-    // it; the flood then runs beside the rest of this call.
+    // request made after it waiting 2-4 ms. So no request follows
+    // carrier: the pod's addresses, routes and the gateway come before
+    // it, and the wait for both ends to be operational listens for the
+    // link-watch work's notifications instead of asking (it ends before
+    // the flood starts).
     // The bridge MAC may have followed a port (ours included: it was
-    // enslaved at creation) if someone else made the bridge. Read before
-    // the host end comes up, so no request follows carrier but the wait.
+    // enslaved at creation) if someone else made the bridge: read it
+    // before carrier too.
     if let Some(br_now) = host.link_by_name(&n.conf.bridge).map_err(kit::err)? {
         result.interfaces[0].mac = kit::mac::format(&br_now.mac);
     }
-    if !host_up_early {
-        host.set_link_up(host_index).map_err(kit::err)?;
-    }
-
     if let Some(dns) = &args.conf.dns {
         if !dns.is_empty() {
             result.dns = dns.clone();
         }
     }
-    if cont_link.up {
-        veth.wait_up(host_index, cont_link.index)?;
+    match (host_up_early, cont_link.up) {
+        (false, true) => veth.host_up_and_wait(host_index, cont_link.index)?,
+        (false, false) => host.set_link_up(host_index).map_err(kit::err)?,
+        (true, true) => veth.wait_up(host_index, cont_link.index)?,
+        (true, false) => {}
     }
     undo.commit();
     Ok(result)
