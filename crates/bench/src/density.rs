@@ -219,11 +219,12 @@ pub fn density(sides: &[Side], o: &Options) -> Vec<Figure> {
         vec![10, 250, 1000]
     };
     // DEL's median swings with RCU grace periods (a veth deletion waits
-    // for them): 40 samples per size keep the 10-vs-1000 comparison steady.
+    // for them; 40 samples moved it by 3 ms between runs): 100 samples
+    // per size keep the 10-vs-1000 comparison steady, in about 30 s.
     let iterations = if o.quick {
         o.iterations.min(20)
     } else {
-        o.iterations.max(40)
+        o.iterations.max(100)
     };
     let mut nodes: Vec<Node> = sides
         .iter()
@@ -336,4 +337,57 @@ pub fn curve(figures: &[Figure]) -> Vec<(usize, Figure, Figure)> {
             Some((n, a.clone(), k.clone()))
         })
         .collect()
+}
+
+/// The density target, read off `figures` for the largest density
+/// against the smallest: rcni's ADD (DEL) there may cost at most its cost
+/// at the smallest plus the kernel floor's growth plus 0.5 ms. One line
+/// per comparison, saying met or missed, with the numbers.
+pub fn target_lines(figures: &[Figure]) -> Vec<String> {
+    let median = |prefix: &str, n: usize, side: &str| -> Option<f64> {
+        let name = format!("{prefix}, {n} pods on the bridge");
+        figures
+            .iter()
+            .find(|f| f.name == name)
+            .and_then(|f| f.get(side))
+            .map(|s| s.median)
+    };
+    let sizes: Vec<usize> = curve(figures).iter().map(|(n, _, _)| *n).collect();
+    let (Some(&lo), Some(&hi)) = (sizes.iter().min(), sizes.iter().max()) else {
+        return Vec::new();
+    };
+    let add = "density: bridge + host-local ADD";
+    let del = "density: bridge + host-local DEL";
+    let narrow = "density: kernel veth create + attach";
+    let full =
+        "density: kernel veth create + attach + pod end up with an address, both ends oper up";
+    let delete = "density: kernel veth delete";
+    let checks = [
+        ("ADD", add, narrow, "floor: veth create + attach"),
+        (
+            "ADD",
+            add,
+            full,
+            "floor: the same + pod end up, addressed, both ends oper up",
+        ),
+        ("DEL", del, delete, "floor: veth delete"),
+    ];
+    let mut out = Vec::new();
+    for (verb, what, floor, floor_name) in checks {
+        let (Some(a), Some(b), Some(k0), Some(k1)) = (
+            median(what, lo, "rcni"),
+            median(what, hi, "rcni"),
+            median(floor, lo, "kernel"),
+            median(floor, hi, "kernel"),
+        ) else {
+            continue;
+        };
+        let limit = a + (k1 - k0) + 0.5;
+        out.push(format!(
+            "density target, {verb} at {hi} pods ({floor_name}): {b:.2} ms against a limit of {a:.2} + {:.2} + 0.5 = {limit:.2} ms: {}",
+            k1 - k0,
+            if b <= limit { "met" } else { "missed" }
+        ));
+    }
+    out
 }

@@ -273,6 +273,10 @@ fn main() {
         eprintln!("measuring density (one pod ADD/DEL with N pods on the bridge) ...");
         let figures = density::density(&sides, &o);
         report.density = density::curve(&figures);
+        report.density_target = density::target_lines(&figures);
+        for line in &report.density_target {
+            eprintln!("  {line}");
+        }
         for f in figures {
             report.push(f);
         }

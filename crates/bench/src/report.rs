@@ -87,6 +87,8 @@ pub struct Report {
     /// Bridge ADD and the kernel's create + attach floor per pods on the
     /// bridge, for the chart.
     pub density: Vec<(usize, Figure, Figure)>,
+    /// The density target's comparisons, one line each.
+    pub density_target: Vec<String>,
     pub date: String,
     pub machine: String,
 }
@@ -121,6 +123,7 @@ impl Report {
             figures: Vec::new(),
             curve: Vec::new(),
             density: Vec::new(),
+            density_target: Vec::new(),
             date: sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             machine: format!(
                 "{cpus} cores, {}, Linux {}",
@@ -239,6 +242,12 @@ impl Report {
                 out,
                 "Density: one pod is added and removed (bridge + host-local) while N pods stay attached to the same bridge (veths made with netlink, their addresses in host-local's store). The kernel rows are measured in the same loop on the same bridge, with netlink only: a veth created and attached (master + up), the same plus the pod end up with an address and both ends operationally up (what a bridge ADD asks of the kernel), and the deletion. A Linux bridge takes at most 1023 ports, so 1000 is as dense as one bridge gets.\n"
             );
+            for line in &self.density_target {
+                let _ = writeln!(out, "- {line}");
+            }
+            if !self.density_target.is_empty() {
+                let _ = writeln!(out);
+            }
         }
         if has("host-local wrap") {
             let _ = writeln!(
