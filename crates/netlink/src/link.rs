@@ -1424,10 +1424,15 @@ mod tests {
         assert!(on_b.until_oper_up(pod, soon()).expect("wait pod"));
         assert_eq!(get(&sa, "wh0").operstate, OperState::Up);
         assert_eq!(get(&sb, "wp0").operstate, OperState::Up);
+        assert!(
+            sa.join_group(0).is_err() && sa.join_group(65).is_err(),
+            "groups outside 1..=64 are refused"
+        );
         drop((on_a, on_b));
         // Left the group: later changes queue nothing, and requests work.
         sa.set_link_down(host).expect("down");
         assert!(!get(&sa, "wh0").up);
+        assert!(sa.take_notifications().is_empty(), "nothing kept after leaving");
         assert!(sa.delete_link_by_name("wh0").expect("delete"));
     }
 
@@ -1748,7 +1753,8 @@ mod tests {
 pub const RTNLGRP_LINK: u32 = 1;
 
 /// Link notifications of one socket's namespace, from
-/// [`Socket::watch_links`] until dropped.
+/// [`Socket::watch_links`] until dropped. One watch per socket at a time:
+/// dropping it leaves the group.
 ///
 /// Waiting on notifications instead of asking again and again matters on
 /// a busy node: every RTM_GETLINK takes the RTNL lock, and right after a
@@ -1779,23 +1785,20 @@ impl LinkWatch<'_> {
                 && Link::parse(payload)
                     .is_some_and(|l| l.index == index && l.operstate == OperState::Up)
         };
-        // What came in while a request of this socket waited for its answer.
-        if self
-            .sock
-            .take_notifications()
-            .iter()
-            .any(|m| is_up(m.ty, &m.payload))
-        {
-            return Ok(true);
-        }
         loop {
-            let mut up = false;
-            let got = self
+            // First what came in while a request of this socket (the
+            // fallback below included) waited for its answer.
+            let kept = self.sock.take_notifications();
+            let mut up = kept.iter().any(|m| is_up(m.ty, &m.payload));
+            if up {
+                return Ok(true);
+            }
+            match self
                 .sock
-                .recv_until(deadline, |m| up |= is_up(m.ty, m.payload));
-            match got {
+                .recv_until(deadline, |m| up |= is_up(m.ty, m.payload))
+            {
                 Ok(true) if up => return Ok(true),
-                Ok(true) => continue,
+                Ok(true) => {}
                 Ok(false) => return Ok(false),
                 Err(e) if e.errno() == Some(libc::ENOBUFS) => {
                     let now = self.sock.link_by_index(index)?;

@@ -43,10 +43,11 @@ pub struct Socket {
     buf: RefCell<Vec<u8>>,
     /// Namespace path, for error messages (None: the creating thread's).
     netns: Option<PathBuf>,
-    /// Whether a multicast group is joined: then notifications that
-    /// arrive while a request waits for its answer are kept here for the
-    /// watcher instead of being dropped.
-    watching: Cell<bool>,
+    /// The multicast groups joined, bit `group - 1` each (the kernel's
+    /// membership is a set too: joining twice and leaving once leaves).
+    /// While any is, notifications that arrive while a request waits for
+    /// its answer are kept here for the watcher instead of being dropped.
+    groups: Cell<u64>,
     notifications: RefCell<Vec<OwnedMsg>>,
 }
 
@@ -71,7 +72,7 @@ impl Socket {
             seq: Cell::new(initial_seq()),
             buf: RefCell::new(Vec::with_capacity(RECV_BUF)),
             netns: None,
-            watching: Cell::new(false),
+            groups: Cell::new(0),
             notifications: RefCell::new(Vec::new()),
         })
     }
@@ -85,7 +86,7 @@ impl Socket {
             seq: Cell::new(initial_seq()),
             buf: RefCell::new(Vec::with_capacity(RECV_BUF)),
             netns: Some(ns.path().to_path_buf()),
-            watching: Cell::new(false),
+            groups: Cell::new(0),
             notifications: RefCell::new(Vec::new()),
         })
     }
@@ -175,17 +176,21 @@ impl Socket {
     /// then queues its notifications on this socket beside the replies,
     /// which never match them (see [`Socket::request`]).
     pub fn join_group(&self, group: u32) -> Result<()> {
-        self.membership(NETLINK_ADD_MEMBERSHIP, group, "join netlink group")?;
-        self.watching.set(true);
+        let bit = self.membership(NETLINK_ADD_MEMBERSHIP, group, "join netlink group")?;
+        self.groups.set(self.groups.get() | bit);
         Ok(())
     }
 
-    /// Leaves multicast group `group` again, forgetting the notifications
-    /// kept so far. Any still queued in the kernel are skipped by requests.
+    /// Leaves multicast group `group` again; leaving the last one forgets
+    /// the notifications kept so far. Any still queued in the kernel are
+    /// skipped by requests.
     pub fn leave_group(&self, group: u32) -> Result<()> {
-        self.watching.set(false);
-        self.notifications.borrow_mut().clear();
-        self.membership(NETLINK_DROP_MEMBERSHIP, group, "leave netlink group")
+        let bit = self.membership(NETLINK_DROP_MEMBERSHIP, group, "leave netlink group")?;
+        self.groups.set(self.groups.get() & !bit);
+        if self.groups.get() == 0 {
+            self.notifications.borrow_mut().clear();
+        }
+        Ok(())
     }
 
     /// Takes the notifications that arrived while requests waited for
@@ -194,15 +199,21 @@ impl Socket {
         std::mem::take(&mut *self.notifications.borrow_mut())
     }
 
-    fn membership(&self, opt: libc::c_int, group: u32, what: &str) -> Result<()> {
-        let group = libc::c_int::try_from(group).map_err(|_| Error::Malformed {
-            op: self.op(what),
-            detail: format!("group {group} out of range"),
+    /// Joins or leaves `group` (1..=64) and returns its bit in `groups`.
+    fn membership(&self, opt: libc::c_int, group: u32, what: &str) -> Result<u64> {
+        if !(1..=64).contains(&group) {
+            return Err(Error::Malformed {
+                op: self.op(what),
+                detail: format!("group {group} out of range 1..=64"),
+            });
+        }
+        setsockopt_int(self.fd(), SOL_NETLINK, opt, group as libc::c_int).map_err(|source| {
+            Error::Io {
+                op: self.op(format!("{what} {group}")),
+                source,
+            }
         })?;
-        setsockopt_int(self.fd(), SOL_NETLINK, opt, group).map_err(|source| Error::Io {
-            op: self.op(format!("{what} {group}")),
-            source,
-        })
+        Ok(1 << (group - 1))
     }
 
     /// Like [`Socket::recv_raw`], but waits at most until `deadline` for a
@@ -361,7 +372,7 @@ impl Socket {
                     // A notification (port 0, or another socket's request)
                     // is kept for the watcher, if any; a late answer to an
                     // earlier request of ours is dropped.
-                    if self.watching.get() && m.pid != self.pid {
+                    if self.groups.get() > 0 && m.pid != self.pid {
                         self.notifications.borrow_mut().push(m.to_owned_msg());
                     }
                     return;
