@@ -23,6 +23,20 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use testutil::{TempDir, TestNs};
 
+/// The density figures' names: one of these, then `, N pods on the
+/// bridge` (see [`named`]). The chart and the target lines find them by it.
+const ADD: &str = "density: bridge + host-local ADD";
+const DEL: &str = "density: bridge + host-local DEL";
+const FLOOR_ATTACH: &str = "density: kernel veth create + attach";
+const FLOOR_LIVE: &str =
+    "density: kernel veth create + attach + pod end up with an address, both ends oper up";
+const FLOOR_DELETE: &str = "density: kernel veth delete";
+
+/// The name of figure `what` at `n` pods.
+fn named(what: &str, n: usize) -> String {
+    format!("{what}, {n} pods on the bridge")
+}
+
 /// Fails the run by unwinding, so every namespace and directory guard of
 /// the scenario is dropped (`process::exit` would leak them).
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
@@ -293,38 +307,13 @@ pub fn density(sides: &[Side], o: &Options) -> Vec<Figure> {
                 kd.push(d);
             }
         }
-        out.push(figure(
-            &format!("density: bridge + host-local ADD, {n} pods on the bridge"),
-            "ms",
-            sides,
-            &adds,
-        ));
-        out.push(figure(
-            &format!("density: bridge + host-local DEL, {n} pods on the bridge"),
-            "ms",
-            sides,
-            &dels,
-        ));
-        let mut f = Figure::new(
-            &format!("density: kernel veth create + attach, {n} pods on the bridge"),
-            "ms",
-        );
-        f.set("kernel", Stats::from_durations(&kc));
-        out.push(f);
-        let mut f = Figure::new(
-            &format!(
-                "density: kernel veth create + attach + pod end up with an address, both ends oper up, {n} pods on the bridge"
-            ),
-            "ms",
-        );
-        f.set("kernel", Stats::from_durations(&kf));
-        out.push(f);
-        let mut f = Figure::new(
-            &format!("density: kernel veth delete, {n} pods on the bridge"),
-            "ms",
-        );
-        f.set("kernel", Stats::from_durations(&kd));
-        out.push(f);
+        out.push(figure(&named(ADD, n), "ms", sides, &adds));
+        out.push(figure(&named(DEL, n), "ms", sides, &dels));
+        for (what, samples) in [(FLOOR_ATTACH, &kc), (FLOOR_LIVE, &kf), (FLOOR_DELETE, &kd)] {
+            let mut f = Figure::new(&named(what, n), "ms");
+            f.set("kernel", Stats::from_durations(samples));
+            out.push(f);
+        }
     }
     out
 }
@@ -333,17 +322,14 @@ pub fn density(sides: &[Side], o: &Options) -> Vec<Figure> {
 /// chart.
 pub fn curve(figures: &[Figure]) -> Vec<(usize, Figure, Figure)> {
     let pods = |f: &Figure| -> Option<usize> {
-        let rest = f.name.rsplit(", ").next()?;
+        let rest = f.name.strip_prefix(ADD)?.strip_prefix(", ")?;
         rest.strip_suffix(" pods on the bridge")?.parse().ok()
     };
     figures
         .iter()
-        .filter(|f| f.name.starts_with("density: bridge + host-local ADD"))
         .filter_map(|a| {
             let n = pods(a)?;
-            let k = figures.iter().find(|k| {
-                k.name.starts_with("density: kernel veth create + attach,") && pods(k) == Some(n)
-            })?;
+            let k = figures.iter().find(|k| k.name == named(FLOOR_ATTACH, n))?;
             Some((n, a.clone(), k.clone()))
         })
         .collect()
@@ -354,8 +340,8 @@ pub fn curve(figures: &[Figure]) -> Vec<(usize, Figure, Figure)> {
 /// at the smallest plus the kernel floor's growth plus 0.5 ms. One line
 /// per comparison, saying met or missed, with the numbers.
 pub fn target_lines(figures: &[Figure]) -> Vec<String> {
-    let median = |prefix: &str, n: usize, side: &str| -> Option<f64> {
-        let name = format!("{prefix}, {n} pods on the bridge");
+    let median = |what: &str, n: usize, side: &str| -> Option<f64> {
+        let name = named(what, n);
         figures
             .iter()
             .find(|f| f.name == name)
@@ -366,21 +352,15 @@ pub fn target_lines(figures: &[Figure]) -> Vec<String> {
     let (Some(&lo), Some(&hi)) = (sizes.iter().min(), sizes.iter().max()) else {
         return Vec::new();
     };
-    let add = "density: bridge + host-local ADD";
-    let del = "density: bridge + host-local DEL";
-    let narrow = "density: kernel veth create + attach";
-    let full =
-        "density: kernel veth create + attach + pod end up with an address, both ends oper up";
-    let delete = "density: kernel veth delete";
     let checks = [
-        ("ADD", add, narrow, "floor: veth create + attach"),
+        ("ADD", ADD, FLOOR_ATTACH, "floor: veth create + attach"),
         (
             "ADD",
-            add,
-            full,
+            ADD,
+            FLOOR_LIVE,
             "floor: the same + pod end up, addressed, both ends oper up",
         ),
-        ("DEL", del, delete, "floor: veth delete"),
+        ("DEL", DEL, FLOOR_DELETE, "floor: veth delete"),
     ];
     let mut out = Vec::new();
     for (verb, what, floor, floor_name) in checks {
@@ -400,4 +380,51 @@ pub fn target_lines(figures: &[Figure]) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fig(what: &str, n: usize, side: &str, median: f64) -> Figure {
+        let mut f = Figure::new(&named(what, n), "ms");
+        f.set(side, Stats::single(median));
+        f
+    }
+
+    #[test]
+    fn target_lines_compare_the_largest_density_with_the_smallest() {
+        let figures = vec![
+            fig(ADD, 10, "rcni", 1.0),
+            fig(DEL, 10, "rcni", 20.0),
+            fig(FLOOR_ATTACH, 10, "kernel", 0.5),
+            fig(FLOOR_LIVE, 10, "kernel", 0.6),
+            fig(FLOOR_DELETE, 10, "kernel", 19.0),
+            fig(ADD, 1000, "rcni", 2.4),
+            fig(DEL, 1000, "rcni", 21.0),
+            fig(FLOOR_ATTACH, 1000, "kernel", 1.0),
+            fig(FLOOR_LIVE, 1000, "kernel", 2.0),
+            fig(FLOOR_DELETE, 1000, "kernel", 20.0),
+        ];
+        assert_eq!(curve(&figures).len(), 2);
+        let lines = target_lines(&figures);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        // 2.4 > 1.0 + 0.5 + 0.5; 2.4 <= 1.0 + 1.4 + 0.5; 21.0 <= 20.0 + 1.0 + 0.5.
+        assert!(
+            lines[0].contains("limit of 1.00 + 0.50 + 0.5 = 2.00 ms: missed"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].ends_with("= 2.90 ms: met"), "{}", lines[1]);
+        assert!(
+            lines[2].starts_with("density target, DEL at 1000 pods"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[2].ends_with("= 21.50 ms: met"), "{}", lines[2]);
+        assert!(
+            target_lines(&[]).is_empty(),
+            "no density measured, no lines"
+        );
+    }
 }
