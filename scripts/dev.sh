@@ -51,6 +51,12 @@ setup() {
       export PATH="$HOME/.cargo/bin:$PATH"
     fi
   fi
+  # `test` runs cargo fmt and clippy: a rustup toolchain installed with the
+  # minimal profile elsewhere has neither (a no-op when both are there).
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >/dev/null 2>&1 ||
+      echo "note: could not add rustfmt/clippy with rustup" >&2
+  fi
   if [ "$(id -u)" != 0 ]; then
     echo "rcni needs root: it creates network namespaces and links" >&2
     exit 1
