@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# iproute2: tests cross-check kernel state with `ip -j`; nftables/iptables:
+# iproute2: tests cross-check kernel state with `ip -j`; procps: tests set
+# sysctls in their namespaces with `sysctl`; nftables/iptables:
 # tests read rule sets; containernetworking-plugins: the reference plugins the
 # interop tests and the benchmark compare against. podman, crun, conmon,
 # catatonit, containerd, runc: the runtime suites (tests/runtimes), which run
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 # musl-tools: the C compiler ring (multus's TLS) needs for the musl release
 # build of the plugins binary.
 APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins
-  ca-certificates curl gcc g++ libc6-dev musl-tools dnsmasq-base python3
+  procps ca-certificates curl gcc g++ libc6-dev musl-tools dnsmasq-base python3
   etcd-server etcd-client
   qemu-system-x86 linux-image-amd64 busybox-static python3-venv kmod
   podman crun conmon catatonit containerd runc protobuf-compiler util-linux tar
