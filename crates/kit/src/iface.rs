@@ -87,25 +87,7 @@ pub fn configure_iface<S: LinkOps + ?Sized>(
     for r in &result.routes {
         let dst = r.dst;
         let gw = r.gw.or(if dst.addr().is_ipv4() { gw4 } else { gw6 });
-        let mut route = netlink::Route::to(dst.addr(), dst.prefix_len()).dev(link.index);
-        if let Some(gw) = gw {
-            route = route.via(gw);
-        }
-        if let Some(t) = r.table {
-            route = route.table(t);
-        }
-        if let Some(s) = r.scope {
-            route = route.scope(s);
-        }
-        if let Some(p) = r.priority {
-            route = route.metric(p);
-        }
-        if let Some(m) = r.mtu {
-            route = route.mtu(m);
-        }
-        if let Some(a) = r.adv_mss {
-            route = route.advmss(a);
-        }
+        let route = result_route(r, link.index, gw);
         // Alongside routes of other interfaces to the same destination (a
         // second attachment's default route); an identical route already
         // there is fine.
@@ -123,6 +105,32 @@ pub fn configure_iface<S: LinkOps + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// The kernel route for result route `r` out of link `dev`, via `gw` (the
+/// route's own gateway, or the family's gateway the caller chose), with
+/// every optional field of a 1.1.0 route that `r` sets.
+pub fn result_route(r: &cni_spec::Route, dev: u32, gw: Option<IpAddr>) -> netlink::Route {
+    let mut route = netlink::Route::to(r.dst.addr(), r.dst.prefix_len()).dev(dev);
+    if let Some(gw) = gw {
+        route = route.via(gw);
+    }
+    if let Some(t) = r.table {
+        route = route.table(t);
+    }
+    if let Some(s) = r.scope {
+        route = route.scope(s);
+    }
+    if let Some(p) = r.priority {
+        route = route.metric(p);
+    }
+    if let Some(m) = r.mtu {
+        route = route.mtu(m);
+    }
+    if let Some(a) = r.adv_mss {
+        route = route.advmss(a);
+    }
+    route
 }
 
 /// Adds `addr/prefix` to `link` (through `sock`, bound to the link's
@@ -443,5 +451,27 @@ mod fake_tests {
         net.fail_next("route 0.0.0.0/0", libc::EEXIST);
         configure_iface(&net, &link, &result(), &IfaceOptions::default()).expect("ok");
         assert_eq!(net.lines().len(), 4);
+    }
+
+    #[test]
+    fn result_route_carries_every_field_the_result_sets() {
+        let r: cni_spec::Route = serde_json::from_str(
+            r#"{"dst":"10.9.0.0/16","mtu":1400,"advmss":1300,"priority":7,"table":100,"scope":253}"#,
+        )
+        .expect("route");
+        let k = result_route(&r, 4, Some("10.0.0.1".parse().expect("ip")));
+        assert_eq!(k.dst, Some(("10.9.0.0".parse().expect("ip"), 16)));
+        assert_eq!(
+            (k.oif, k.gateway),
+            (Some(4), Some("10.0.0.1".parse().expect("ip")))
+        );
+        assert_eq!((k.table, k.scope, k.priority), (100, Some(253), Some(7)));
+        assert_eq!((k.mtu, k.advmss), (Some(1400), Some(1300)));
+        let bare: cni_spec::Route = serde_json::from_str(r#"{"dst":"0.0.0.0/0"}"#).expect("route");
+        let k = result_route(&bare, 4, None);
+        assert_eq!(
+            (k.gateway, k.scope, k.priority, k.mtu),
+            (None, None, None, None)
+        );
     }
 }

@@ -28,7 +28,8 @@ pub use attach::{Attachment, Attachments, DEFAULT_STATE_ROOT};
 pub use bridge::{ensure_bridge, ensure_gateway_addr, BridgeOptions};
 pub use error::{err, Error, Result, ResultExt, Teardown};
 pub use iface::{
-    configure_iface, validate_iface_ips, validate_routes, wait_operational, IfaceOptions,
+    configure_iface, result_route, validate_iface_ips, validate_routes, wait_operational,
+    IfaceOptions,
 };
 pub use masq::{MasqBackend, NetworkMasq};
 pub use sysctl::{enable_ip_forward, sysctl_get, sysctl_set};

@@ -328,7 +328,7 @@ pub mod fake {
                 .master
                 .map(|m| format!(" master {m}"))
                 .unwrap_or_default();
-            let kind = kind_name(&spec.kind);
+            let kind = spec.kind.name();
             let what = match kind {
                 "veth" => String::new(),
                 k => format!(" {k}"),
@@ -710,23 +710,6 @@ pub mod fake {
             at: seam(net),
             args,
             ipam: ipam.map(|i| i as &dyn crate::podlink::IpamOps),
-        }
-    }
-
-    /// The kernel's name of a link kind (IFLA_INFO_KIND).
-    fn kind_name(kind: &netlink::LinkKind) -> &'static str {
-        use netlink::LinkKind as K;
-        match kind {
-            K::Veth { .. } => "veth",
-            K::Bridge { .. } => "bridge",
-            K::Macvlan(_) => "macvlan",
-            K::Macvtap(_) => "macvtap",
-            K::Ipvlan(_) => "ipvlan",
-            K::Vlan { .. } => "vlan",
-            K::Vxlan(_) => "vxlan",
-            K::Ifb => "ifb",
-            K::Dummy => "dummy",
-            K::Vrf { .. } => "vrf",
         }
     }
 }

@@ -1432,7 +1432,10 @@ mod tests {
         // Left the group: later changes queue nothing, and requests work.
         sa.set_link_down(host).expect("down");
         assert!(!get(&sa, "wh0").up);
-        assert!(sa.take_notifications().is_empty(), "nothing kept after leaving");
+        assert!(
+            sa.take_notifications().is_empty(),
+            "nothing kept after leaving"
+        );
         assert!(sa.delete_link_by_name("wh0").expect("delete"));
     }
 

@@ -241,17 +241,7 @@ fn add_core<'a>(
         .and_then(|i| i.gateway);
     for r in &result.routes {
         let gw = r.gw.or(if r.dst.addr().is_ipv4() { gw4 } else { gw6 });
-        let mut route = netlink::Route::to(r.dst.addr(), r.dst.prefix_len()).dev(c.index);
-        if let Some(gw) = gw {
-            route = route.via(gw);
-        }
-        if let Some(m) = r.mtu {
-            route = route.mtu(m);
-        }
-        if let Some(p) = r.priority {
-            route = route.metric(p);
-        }
-        add_route(cont, &route)?;
+        add_route(cont, &kit::result_route(r, c.index, gw))?;
     }
 
     // Host side: the gateway address on the veth, a route to the pod.
