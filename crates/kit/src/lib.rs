@@ -18,8 +18,6 @@ pub mod packet;
 pub mod podlink;
 pub mod procsys;
 pub mod routing;
-#[cfg(any(test, feature = "fake"))]
-pub mod scratch;
 pub mod sysctl;
 pub mod undo;
 pub mod veth;

@@ -188,11 +188,11 @@ mod client_tests {
     use std::thread::JoinHandle;
 
     /// A scratch dir for the socket, removed on drop.
-    struct Scratch(kit::scratch::Scratch);
+    struct Scratch(testutil::TempDir);
 
     impl Scratch {
         fn new(tag: &str) -> Scratch {
-            Scratch(kit::scratch::Scratch::new(&format!("dhcp-{tag}")).expect("scratch dir"))
+            Scratch(testutil::TempDir::new(&format!("dhcp-{tag}")))
         }
         fn sock(&self) -> PathBuf {
             self.0.path().join("dhcp.sock")

@@ -955,9 +955,9 @@ fn networks_known(ctx: &Ctx, entries: &[cache::Entry]) -> Vec<NetworkConfigList>
 #[cfg(test)]
 mod fake_tests {
     use super::*;
-    use kit::scratch::Scratch;
     use std::cell::RefCell;
     use std::rc::Rc;
+    use testutil::TempDir as Scratch;
 
     /// Records `VERB network ifname`; refuses the (verb, network) planned
     /// with code 11.
@@ -1052,7 +1052,7 @@ mod fake_tests {
     }
 
     fn scratch(tag: &str) -> Scratch {
-        Scratch::new(&format!("multus-{tag}")).expect("scratch dir")
+        Scratch::new(&format!("multus-{tag}"))
     }
 
     fn record(dir: &Scratch) -> Option<cache::Entry> {

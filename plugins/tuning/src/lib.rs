@@ -540,10 +540,10 @@ mod fake_tests {
     const EPERM: i32 = 1;
     const RP: &str = "/proc/sys/net/ipv4/conf/eth0/rp_filter";
 
-    use kit::scratch::Scratch;
+    use testutil::TempDir as Scratch;
 
     fn scratch(tag: &str) -> Scratch {
-        Scratch::new(&format!("tuning-{tag}")).expect("scratch dir")
+        Scratch::new(&format!("tuning-{tag}"))
     }
 
     struct Pod {
