@@ -521,7 +521,7 @@ mod fake_tests {
     use super::*;
     use kit::routing::fake::FakeHost;
 
-    const EPERM: i32 = 1;
+    use kit::ops::fake::errno::EPERM;
 
     fn both() -> Limits {
         Limits {

@@ -494,7 +494,7 @@ mod fake_tests {
     use super::*;
     use kit::filter::fake::FakeFilter;
 
-    const EPERM: i32 = 1;
+    use kit::ops::fake::errno::EPERM;
 
     /// Args of container "fuzz" on eth0 in network "net", pod 10.0.0.2
     /// and fd00::2, mapping 8080/tcp and 5353/udp; `extra` merged in.

@@ -504,6 +504,7 @@ mod tests {
 #[cfg(test)]
 mod fake_tests {
     use super::*;
+    use kit::ops::fake::errno;
     use kit::routing::fake::FakeHost;
 
     /// A sandbox with `eth0` (10.0.0.2/24) and its subnet route in main.
@@ -571,7 +572,7 @@ mod fake_tests {
     #[test]
     fn a_refused_route_move_fails_add_with_code_5_and_takes_back_rule_and_table() {
         let (ns, eth0) = sandbox();
-        ns.fail_next("route replace", libc_eperm());
+        ns.fail_next("route replace", errno::EPERM);
         let e = add(&ns, &SbrConf::default()).expect_err("refused");
         assert_eq!(e.code, 5, "{e}");
         let lines = ns.lines();
@@ -589,7 +590,7 @@ mod fake_tests {
     #[test]
     fn a_refused_default_route_fails_add_with_code_5_and_leaves_no_rule() {
         let (ns, _) = sandbox();
-        ns.fail_next("route add default", libc_eperm());
+        ns.fail_next("route add default", errno::EPERM);
         let e = add(&ns, &SbrConf::default()).expect_err("refused");
         assert_eq!(e.code, 5, "{e}");
         assert!(e.msg.contains("failed to add default route"), "{e}");
@@ -599,7 +600,7 @@ mod fake_tests {
     #[test]
     fn an_existing_default_route_in_the_table_is_not_an_error() {
         let (ns, _) = sandbox();
-        ns.fail_next("route add default", 17);
+        ns.fail_next("route add default", errno::EEXIST);
         add(&ns, &SbrConf::default()).expect("EEXIST is fine");
         assert_eq!(ns.rules.borrow().len(), 1);
     }
@@ -615,11 +616,34 @@ mod fake_tests {
         assert_eq!(ns.lines(), vec!["rule add from 10.0.0.2/32 table 42"]);
 
         let (ns, _) = sandbox();
-        ns.fail_next("rule add", libc_eperm());
+        ns.fail_next("rule add", errno::EPERM);
         let e = add(&ns, &conf).expect_err("refused");
         assert_eq!(e.code, 5, "{e}");
         assert!(ns.rules.borrow().is_empty());
         assert!(ns.routes.borrow().iter().all(|r| r.table == RT_TABLE_MAIN));
+
+        // With two addresses the second rule is refused: the first one,
+        // already added, is taken back.
+        let (ns, _) = sandbox();
+        let mut prev = prev();
+        prev.ips.push(IpConfig {
+            interface: Some(0),
+            address: "fd00::2/64".parse().expect("net"),
+            gateway: None,
+        });
+        let ips = ips_for(&prev, "eth0").expect("ips");
+        ns.fail_next("rule add from fd00::2", errno::EPERM);
+        let gws = conf.static_gateways().expect("gateways");
+        let e = add_rules(&ns, &conf, &gws, &prev, &ips, "eth0").expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(ns.rules.borrow().is_empty(), "{:?}", ns.lines());
+        assert!(
+            ns.lines()
+                .iter()
+                .any(|l| l.starts_with("rule del from 10.0.0.2/32")),
+            "{:?}",
+            ns.lines()
+        );
     }
 
     #[test]
@@ -645,7 +669,7 @@ mod fake_tests {
     fn del_keeps_going_after_a_refusal_and_reports_code_5() {
         let (ns, _) = sandbox();
         add(&ns, &SbrConf::default()).expect("add");
-        ns.fail_next("rule del", libc_eperm());
+        ns.fail_next("rule del", errno::EPERM);
         let e = del_rules(&ns, &SbrConf::default(), "eth0", Some(&prev())).expect_err("refused");
         assert_eq!(e.code, 5, "{e}");
     }
@@ -666,10 +690,5 @@ mod fake_tests {
         ns.routes.borrow_mut().clear();
         let e = check_rules(&ns, &SbrConf::default(), &ips, "eth0").expect_err("no routes");
         assert_eq!(e.code, 999);
-    }
-
-    /// EPERM, as the kernel refuses a change.
-    fn libc_eperm() -> i32 {
-        1
     }
 }

@@ -537,7 +537,7 @@ mod fake_tests {
     use kit::procsys::fake::{FakeSysctls, Here};
     use kit::routing::fake::FakeHost;
 
-    const EPERM: i32 = 1;
+    use kit::ops::fake::errno::EPERM;
     const RP: &str = "/proc/sys/net/ipv4/conf/eth0/rp_filter";
 
     use testutil::TempDir as Scratch;
