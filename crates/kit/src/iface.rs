@@ -299,19 +299,6 @@ pub fn validate_routes<S: LinkOps + ?Sized>(sock: &S, result: &CniResult) -> Res
     Ok(())
 }
 
-/// DEL's first step for plugins with one interface in the pod (veth,
-/// macvlan, ipvlan, tap, ...): removes `ifname` from the pod's namespace at
-/// `netns` (a veth's host peer goes with it). A missing
-/// namespace or interface is success — DEL is idempotent, and containerd's
-/// second DEL comes without a netns at all. Errors are returned typed, for
-/// a [`crate::Teardown`].
-pub fn delete_pod_link(netns: Option<&std::path::Path>, ifname: &str) -> Result<()> {
-    match open_pod(netns)? {
-        Some(s) => delete_link_named(&s, ifname),
-        None => Ok(()),
-    }
-}
-
 /// A socket in the pod's namespace at `netns`, for DEL: `None` when no
 /// namespace was given or it is gone (nothing left to delete there).
 pub fn open_pod(netns: Option<&std::path::Path>) -> Result<Option<Socket>> {
@@ -326,20 +313,10 @@ pub fn open_pod(netns: Option<&std::path::Path>) -> Result<Option<Socket>> {
     Ok(Some(netlink::Socket::route_in(&ns)?))
 }
 
-/// [`open_pod`]'s answer as the socket and the error, for a teardown that
-/// goes on after a failed open.
-pub fn split<T>(r: Result<Option<T>>) -> (Option<T>, Option<Error>) {
-    match r {
-        Ok(s) => (s, None),
-        Err(e) => (None, Some(e)),
-    }
-}
-
-/// Deletes the link `ifname` through `sock`, if there is one.
+/// Deletes the link `ifname` through `sock`, if there is one (one
+/// RTM_DELLINK by name; none there is fine).
 pub fn delete_link_named<S: LinkOps + ?Sized>(sock: &S, ifname: &str) -> Result<()> {
-    if let Some(l) = sock.link_by_name(ifname)? {
-        sock.delete_link(l.index)?;
-    }
+    sock.delete_link_by_name(ifname)?;
     Ok(())
 }
 

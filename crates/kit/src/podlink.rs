@@ -501,7 +501,11 @@ pub fn check_ips_routes<C: LinkOps + ?Sized>(cont: &C, c: &Link, prev: &Result) 
 /// IPAM release, in the plugin's order (`ipam_first`), each even if the
 /// other fails; the teardown goes on with the plugin's own steps.
 pub fn del_steps(args: &CmdArgs, ipam: Option<&str>, ipam_first: bool) -> crate::Teardown {
-    let (pod, open_error) = crate::iface::split(crate::iface::open_pod(args.netns_path()));
+    // A failed open is reported, and the teardown goes on (IPAM).
+    let (pod, open_error) = match crate::iface::open_pod(args.netns_path()) {
+        Ok(s) => (s, None),
+        Err(e) => (None, Some(e)),
+    };
     let ipam = delegated(ipam, args);
     del_teardown(
         pod.as_ref().map(|s| s as &dyn LinkOps),

@@ -423,7 +423,7 @@ mod fake_tests {
         kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), false)
             .finish()
             .expect("DEL");
-        assert_eq!(net.lines(), vec!["get eth0"]);
+        assert_eq!(net.lines(), vec!["delete eth0"]);
         assert_eq!(ipam.calls(), vec!["ipam del"]);
     }
 

@@ -439,7 +439,7 @@ mod fake_tests {
         kit::podlink::del_teardown(Some(&net), None, "eth0", None, true)
             .finish()
             .expect("DEL");
-        assert_eq!(net.lines(), vec!["get eth0"]);
+        assert_eq!(net.lines(), vec!["delete eth0"]);
     }
 
     #[test]
