@@ -302,14 +302,6 @@ pub fn open_with<N>(
     Ok((ns, n))
 }
 
-/// CHECK's first step: IPAM's own CHECK, where there is an IPAM plugin.
-pub fn check_ipam(ipam: Option<&str>, args: &CmdArgs) -> CniResult<()> {
-    match ipam {
-        Some(ipam) => cni_invoke::delegate(ipam, Command::Check, args, &args.stdin),
-        None => Ok(()),
-    }
-}
-
 /// The error for a pod interface name that is taken (code 999).
 pub fn exists_in_pod(ifname: &str, ns_path: &std::path::Path) -> Error {
     Error::internal(format!(
@@ -622,7 +614,7 @@ macro_rules! one_link_verbs {
 
         fn check(&self, args: &cni_skel::CmdArgs) -> cni_spec::error::CniResult<()> {
             let (ns, n) = $crate::podlink::open_with(args, $load)?;
-            $crate::podlink::check_ipam(n.ipam.as_deref(), args)?;
+            $crate::pass_to_ipam(n.ipam.as_deref(), cni_skel::Command::Check, args)?;
             $check(&ns.cont, &n, args)
         }
 

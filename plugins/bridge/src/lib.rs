@@ -502,7 +502,7 @@ impl Plugin for Bridge {
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        podlink::check_ipam(n.ipam.as_deref(), args)?;
+        kit::pass_to_ipam(n.ipam.as_deref(), Command::Check, args)?;
         let prev = podlink::prev_required(args, "Required prevResult missing")?;
         let ns = podlink::Namespaces::open(args)?;
         let vlans = |h: &Link| check_port_vlans(&ns.host, h.index, &h.name, &n);

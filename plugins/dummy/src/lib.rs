@@ -48,7 +48,7 @@ impl Plugin for Dummy {
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let ipam = ipam(args)?;
         let ns = podlink::Namespaces::open(args)?;
-        podlink::check_ipam(Some(&ipam), args)?;
+        kit::pass_to_ipam(Some(&ipam), cni_skel::Command::Check, args)?;
         check_core(&ns.cont, args)
     }
 

@@ -518,7 +518,7 @@ impl Plugin for HostDevice {
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
         let cns = kit::open_ns(args.require_netns()?)?;
-        podlink::check_ipam(n.ipam.as_deref(), args)?;
+        kit::pass_to_ipam(n.ipam.as_deref(), Command::Check, args)?;
         let prev = podlink::prev_required(args, "Required prevResult missing")?;
         if dpdk_for(&n)? {
             return Ok(());

@@ -213,7 +213,7 @@ impl Plugin for Tap {
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        podlink::check_ipam(n.ipam.as_deref(), args)?;
+        kit::pass_to_ipam(n.ipam.as_deref(), cni_skel::Command::Check, args)?;
         let prev = podlink::prev_required(args, "Required prevResult missing")?;
         let c_if = podlink::prev_iface(&prev, &args.ifname, &args.netns, || {
             format!(
