@@ -316,7 +316,13 @@ fn virtio_net_dir(base: &Path) -> Option<PathBuf> {
 /// Moves `dev` from the node into `cns` as `ifname`, with its node name in
 /// the alias, and brings it up. On failure the device is back on the node
 /// under its name, up again if it was.
-fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -> CniResult<Link> {
+fn move_in(
+    host: &Socket,
+    node: &NetNs,
+    (cns, cont): (&NetNs, &Socket),
+    dev: &Link,
+    ifname: &str,
+) -> CniResult<Link> {
     let tmp = netns::create_anonymous().map_err(kit::err)?;
     let restore_up = |host: &Socket| {
         if dev.up {
@@ -361,7 +367,6 @@ fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -
         restore_up(host);
         return Err(Error::io(format!("failed to move link {e}")));
     }
-    let cont = Socket::route_in(cns).map_err(kit::err)?;
     let up = (|| -> std::result::Result<Link, String> {
         let l = cont
             .link_by_name(ifname)
@@ -369,14 +374,12 @@ fn move_in(host: &Socket, node: &NetNs, cns: &NetNs, dev: &Link, ifname: &str) -
             .ok_or_else(|| format!("failed to find {ifname:?}"))?;
         cont.set_link_up(l.index)
             .map_err(|e| format!("failed to set {ifname:?} up: {e}"))?;
-        cont.link_by_name(ifname)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("failed to find {ifname:?}"))
+        Ok(Link { up: true, ..l })
     })();
     match up {
         Ok(l) => Ok(l),
         Err(e) => {
-            let _ = move_out(cns, ifname, node);
+            let _ = move_out((cns, cont), ifname, node);
             restore_up(host);
             Err(Error::io(format!("failed to move link {e}")))
         }
@@ -413,8 +416,7 @@ fn restore_from(t: &Socket, name: &str, node: &NetNs) -> std::result::Result<(),
 /// down (as the reference leaves it). `Ok(false)` when there is no such
 /// interface. On failure the device stays in the container as `ifname`, up
 /// again if it was, so that DEL can be retried.
-fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
-    let cont = Socket::route_in(cns).map_err(kit::err)?;
+fn move_out((cns, cont): (&NetNs, &Socket), ifname: &str, node: &NetNs) -> CniResult<bool> {
     let Some(dev) = cont.link_by_name(ifname).map_err(kit::err)? else {
         return Ok(false);
     };
@@ -436,12 +438,12 @@ fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
     let tmp = match netns::create_anonymous() {
         Ok(t) => t,
         Err(e) => {
-            back_up(&cont);
+            back_up(cont);
             return Err(Error::io(e.to_string()));
         }
     };
     if let Err(e) = cont.set_netns_fd(dev.index, tmp.fd()) {
-        back_up(&cont);
+        back_up(cont);
         return Err(Error::io(format!(
             "failed to move {ifname:?} to a temporary netns: {e}"
         )));
@@ -458,7 +460,7 @@ fn move_out(cns: &NetNs, ifname: &str, node: &NetNs) -> CniResult<bool> {
             let _ = t.set_name(l.index, ifname);
             let _ = t.set_netns_fd(l.index, cns.fd());
         }
-        back_up(&cont);
+        back_up(cont);
         return Err(Error::io(e));
     }
     Ok(true)
@@ -508,7 +510,8 @@ impl Plugin for HostDevice {
                 Err(e) => td.push(kit::Error::UnknownContainer(e)),
                 Ok(cns) => {
                     let node = NetNs::current().map_err(kit::err)?;
-                    td.step(move_out(&cns, &args.ifname, &node));
+                    let cont = Socket::route_in(&cns).map_err(kit::err)?;
+                    td.step(move_out((&cns, &cont), &args.ifname, &node));
                 }
             }
         }
@@ -562,12 +565,17 @@ impl Mover for RealMover<'_> {
     }
 
     fn move_in(&self, dev: &Link) -> CniResult<Link> {
-        move_in(&self.ns.host, self.node, &self.ns.cns, dev, self.ifname)
+        let pod = (&self.ns.cns, &self.ns.cont);
+        move_in(&self.ns.host, self.node, pod, dev, self.ifname)
     }
 
     fn move_back(&self, dev: &Link) -> kit::Result<()> {
         let mut td = Teardown::new();
-        td.step(move_out(&self.ns.cns, self.ifname, self.node));
+        td.step(move_out(
+            (&self.ns.cns, &self.ns.cont),
+            self.ifname,
+            self.node,
+        ));
         // The reference leaves a returned device down; a failed ADD puts it
         // back as it found it.
         if dev.up {
