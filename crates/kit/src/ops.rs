@@ -197,6 +197,8 @@ pub mod fake {
         pub no_echo: bool,
         /// The addresses added so far.
         pub addrs: RefCell<Vec<Address>>,
+        /// The routes added so far (what `routes` lists, for CHECK).
+        pub routes: RefCell<Vec<Route>>,
         next_index: RefCell<u32>,
     }
 
@@ -428,7 +430,9 @@ pub mod fake {
             Ok(addresses_of(&self.addrs, index, family))
         }
         fn add_route_alongside(&self, r: &Route) -> netlink::Result<()> {
-            self.record(format!("route {}", crate::routing::fake::route_path(r)))
+            self.record(format!("route {}", crate::routing::fake::route_path(r)))?;
+            self.routes.borrow_mut().push(r.clone());
+            Ok(())
         }
         fn netns_path(&self) -> Option<&Path> {
             None
@@ -438,7 +442,12 @@ pub mod fake {
         }
         fn routes(&self, family: Family, table: Option<u32>) -> netlink::Result<Vec<Route>> {
             self.record(format!("routes {family:?} {table:?}"))?;
-            Ok(Vec::new())
+            let routes = self.routes.borrow();
+            Ok(routes
+                .iter()
+                .filter(|r| family.includes(r.family) && table.is_none_or(|t| r.table == t))
+                .cloned()
+                .collect())
         }
         fn set_name(&self, index: u32, name: &str) -> netlink::Result<()> {
             self.record(format!("rename {index} {name}"))?;

@@ -450,7 +450,11 @@ mod fake_tests {
         let (net, args, n, ipam, node) = setup();
         let r = add(&net, &args, &n, &ipam, &node).expect("ADD");
         let host = kit::veth::host_veth_name("ctr", "eth0", 0);
-        check_core(fake::seam(&net), &r, &args).expect_err("the fake lists no routes");
+        check_core(fake::seam(&net), &r, &args).expect("CHECK of what ADD made");
+        let routes = net.routes.take();
+        let e = check_core(fake::seam(&net), &r, &args).expect_err("routes gone");
+        assert!(e.msg.starts_with("Failed to find route"), "{}", e.msg);
+        net.routes.replace(routes);
         net.remove(&host);
         let e = check_core(fake::seam(&net), &r, &args).expect_err("host end gone");
         assert_eq!(
