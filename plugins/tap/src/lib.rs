@@ -299,13 +299,7 @@ fn check_core(
     want_mac: &str,
     args: &CmdArgs,
 ) -> CniResult<()> {
-    let l = podlink::pod_link(sock, &args.ifname, || {
-        format!("Interface name {} not found", args.ifname)
-    })?;
-    if !is_tap(&l) {
-        return Err(podlink::not_of_type(&l, "Error", "tap"));
-    }
-    podlink::check_mac(&l, want_mac, "Interface")?;
+    let l = podlink::check_pod_link(sock, &args.ifname, is_tap, "tap", want_mac)?;
     let attrs = l.info_attrs();
     let mq = attrs
         .get(IFLA_TUN_MULTI_QUEUE)
