@@ -57,7 +57,7 @@ fn free_table(s: &dyn LinkOps) -> CniResult<u32> {
 }
 
 /// The VRF device, created when missing; a given table must match.
-fn ensure_vrf(s: &dyn LinkOps, c: &Conf) -> CniResult<Link> {
+fn ensure_vrf(s: &dyn LinkOps, c: &Conf) -> CniResult<(Link, bool)> {
     if let Some(l) = s.link_by_name(&c.vrfname).map_err(kit::err)? {
         let Some(t) = l.vrf_table() else {
             return Err(Error::internal(format!(
@@ -71,7 +71,7 @@ fn ensure_vrf(s: &dyn LinkOps, c: &Conf) -> CniResult<Link> {
                 c.vrfname, c.table
             )));
         }
-        return Ok(l);
+        return Ok((l, false));
     }
     let table = if c.table == 0 {
         free_table(s)?
@@ -84,9 +84,15 @@ fn ensure_vrf(s: &dyn LinkOps, c: &Conf) -> CniResult<Link> {
         .link_by_name(&c.vrfname)
         .map_err(kit::err)?
         .ok_or_else(|| Error::internal(format!("vrf {:?} vanished", c.vrfname)))?;
-    s.set_link_up(l.index)
-        .map_err(|e| Error::io(format!("could not set vrf {:?} up: {e}", c.vrfname)))?;
-    Ok(l)
+    if let Err(e) = s.set_link_up(l.index) {
+        // Made here: not left behind.
+        let _ = s.delete_link(l.index);
+        return Err(Error::io(format!(
+            "could not set vrf {:?} up: {e}",
+            c.vrfname
+        )));
+    }
+    Ok((l, true))
 }
 
 /// Enslaves `link` to `vrf`, putting back the addresses the kernel drops
@@ -211,8 +217,7 @@ fn add_core(s: &dyn LinkOps, c: &Conf, ifname: &str) -> CniResult<()> {
         .link_by_name(ifname)
         .map_err(kit::err)?
         .ok_or_else(|| Error::internal(format!("failed to find interface {ifname:?}")))?;
-    let created = s.link_by_name(&c.vrfname).map_err(kit::err)?.is_none();
-    let vrf = ensure_vrf(s, c)?;
+    let (vrf, created) = ensure_vrf(s, c)?;
     let table = vrf.vrf_table().unwrap_or(c.table);
     if let Err(e) = enslave(s, &link, &vrf, table) {
         let _ = s.set_nomaster(link.index);
@@ -294,6 +299,16 @@ mod fake_tests {
     }
 
     #[test]
+    fn a_refused_vrf_up_removes_the_vrf_it_made_with_code_5() {
+        let net = RecordingNet::new();
+        net.add_existing("eth0");
+        net.fail_next("up", kit::ops::fake::errno::EPERM);
+        let e = add_core(&net, &conf(), "eth0").expect_err("refused");
+        assert_eq!(e.code, 5, "{e:?}");
+        assert!(net.holds_only(&["eth0"]), "{:?}", net.lines());
+    }
+
+    #[test]
     fn add_makes_the_vrf_up_then_enslaves_the_interface_and_brings_it_up_again() {
         let net = RecordingNet::new();
         let i = net.add_existing("eth0");
@@ -303,7 +318,6 @@ mod fake_tests {
             net.lines(),
             vec![
                 "get eth0".to_string(),
-                "get vrf0".to_string(),
                 "get vrf0".to_string(),
                 "create vrf0 vrf".to_string(),
                 "get vrf0".to_string(),
