@@ -238,11 +238,7 @@ fn load(args: &CmdArgs) -> CniResult<Network> {
     ])
     .unwrap_or("")
     .to_string();
-    let ipam = args
-        .conf
-        .ipam_type()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
+    let ipam = podlink::ipam_type(args);
     if c.is_default_gw {
         c.is_gw = true;
     }

@@ -16,10 +16,7 @@ pub struct Dummy;
 /// The IPAM plugin's type; the reference requires one.
 fn ipam(args: &CmdArgs) -> CniResult<String> {
     let _: serde_json::Value = args.parse_conf()?;
-    args.conf
-        .ipam_type()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
+    podlink::ipam_type(args)
         .ok_or_else(|| Error::invalid_config("dummy interface requires an IPAM configuration"))
 }
 

@@ -126,11 +126,7 @@ fn load(args: &CmdArgs) -> CniResult<Network> {
         ));
     }
     let selector = set.swap_remove(0);
-    let ipam = args
-        .conf
-        .ipam_type()
-        .filter(|t| !t.is_empty())
-        .map(String::from);
+    let ipam = podlink::ipam_type(args);
     Ok(Network {
         dpdk: dpdk_mode_field(&args.stdin)?,
         selector,

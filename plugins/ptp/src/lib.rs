@@ -51,12 +51,8 @@ fn load(args: &CmdArgs) -> CniResult<Network> {
     if c.name.is_empty() {
         c.name = args.conf.name.clone();
     }
-    let ipam = args
-        .conf
-        .ipam_type()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Error::invalid_config("ptp needs an ipam section with a type"))?
-        .to_string();
+    let ipam = podlink::ipam_type(args)
+        .ok_or_else(|| Error::invalid_config("ptp needs an ipam section with a type"))?;
     Ok(Network { conf: c, ipam })
 }
 
@@ -281,12 +277,7 @@ fn add_core<'a>(
             mac: kit::mac::format(&pair.host.mac),
             ..Default::default()
         },
-        Interface {
-            name: c.name.clone(),
-            mac: kit::mac::format(&c.mac),
-            sandbox: args.netns.clone(),
-            ..Default::default()
-        },
+        podlink::pod_interface(c, &args.netns),
     ];
     if let Some(dns) = &args.conf.dns {
         if !dns.is_empty() {

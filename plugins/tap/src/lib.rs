@@ -66,11 +66,7 @@ fn load(args: &CmdArgs) -> CniResult<Network> {
             c.bridge
         )));
     }
-    let ipam = args
-        .conf
-        .ipam_type()
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
+    let ipam = podlink::ipam_type(args);
     Ok(Network { conf: c, ipam, mac })
 }
 
