@@ -24,6 +24,15 @@ pub trait LinkLookup {
     fn link_by_index(&self, index: u32) -> netlink::Result<Option<Link>>;
 }
 
+/// A link's MTU and transmit queue length, which both bandwidth (its IFB
+/// follows the pod's) and tuning set.
+pub trait LinkSizes: LinkLookup {
+    /// Sets a link's MTU.
+    fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()>;
+    /// Sets a link's transmit queue length.
+    fn set_txqlen(&self, index: u32, qlen: u32) -> netlink::Result<()>;
+}
+
 /// Routing rules, routes and addresses of one namespace.
 pub trait RoutingOps: LinkLookup {
     /// The addresses of a link (or of all links), of a family.
@@ -47,7 +56,7 @@ pub trait RoutingOps: LinkLookup {
 }
 
 /// Traffic control and the IFB device of one namespace.
-pub trait ShapingOps: LinkLookup {
+pub trait ShapingOps: LinkSizes {
     /// The qdiscs of a link (or of all links).
     fn qdiscs(&self, index: Option<u32>) -> netlink::Result<Vec<Qdisc>>;
     /// Adds (or replaces) a tbf qdisc at the root of a link.
@@ -72,26 +81,18 @@ pub trait ShapingOps: LinkLookup {
     fn delete_link_by_name(&self, name: &str) -> netlink::Result<bool>;
     /// Sets a link's alias.
     fn set_alias(&self, index: u32, alias: &str) -> netlink::Result<()>;
-    /// Sets a link's MTU.
-    fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()>;
-    /// Sets a link's transmit queue length.
-    fn set_txqlen(&self, index: u32, qlen: u32) -> netlink::Result<()>;
     /// Sets a link up.
     fn set_link_up(&self, index: u32) -> netlink::Result<()>;
 }
 
 /// The link attributes tuning changes.
-pub trait LinkAttrOps: LinkLookup {
+pub trait LinkAttrOps: LinkSizes {
     /// Sets a link's MAC address.
     fn set_mac(&self, index: u32, mac: &[u8]) -> netlink::Result<()>;
     /// Sets or clears promiscuous mode.
     fn set_promisc(&self, index: u32, on: bool) -> netlink::Result<()>;
-    /// Sets a link's MTU.
-    fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()>;
     /// Sets or clears all-multicast mode.
     fn set_allmulti(&self, index: u32, on: bool) -> netlink::Result<()>;
-    /// Sets a link's transmit queue length.
-    fn set_txqlen(&self, index: u32, qlen: u32) -> netlink::Result<()>;
 }
 
 use netlink::Socket;
@@ -172,12 +173,6 @@ impl ShapingOps for Socket {
     fn set_alias(&self, index: u32, alias: &str) -> netlink::Result<()> {
         Socket::set_alias(self, index, alias)
     }
-    fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()> {
-        Socket::set_mtu(self, index, mtu)
-    }
-    fn set_txqlen(&self, index: u32, qlen: u32) -> netlink::Result<()> {
-        Socket::set_txqlen(self, index, qlen)
-    }
     fn set_link_up(&self, index: u32) -> netlink::Result<()> {
         Socket::set_link_up(self, index)
     }
@@ -190,11 +185,14 @@ impl LinkAttrOps for Socket {
     fn set_promisc(&self, index: u32, on: bool) -> netlink::Result<()> {
         Socket::set_promisc(self, index, on)
     }
-    fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()> {
-        Socket::set_mtu(self, index, mtu)
-    }
     fn set_allmulti(&self, index: u32, on: bool) -> netlink::Result<()> {
         Socket::set_allmulti(self, index, on)
+    }
+}
+
+impl LinkSizes for Socket {
+    fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()> {
+        Socket::set_mtu(self, index, mtu)
     }
     fn set_txqlen(&self, index: u32, qlen: u32) -> netlink::Result<()> {
         Socket::set_txqlen(self, index, qlen)
@@ -575,14 +573,6 @@ pub mod fake {
             self.change(format!("alias {index} {alias}"))?;
             self.edit_link(index, |l| l.alias = Some(alias.into()))
         }
-        fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()> {
-            self.change(format!("mtu {index} {mtu}"))?;
-            self.edit_link(index, |l| l.mtu = mtu)
-        }
-        fn set_txqlen(&self, index: u32, qlen: u32) -> netlink::Result<()> {
-            self.change(format!("txqlen {index} {qlen}"))?;
-            self.edit_link(index, |l| l.txqlen = qlen)
-        }
         fn set_link_up(&self, index: u32) -> netlink::Result<()> {
             self.change(format!("up {index}"))?;
             self.edit_link(index, |l| l.up = true)
@@ -598,15 +588,20 @@ pub mod fake {
             self.change(format!("promisc {index} {on}"))?;
             self.edit_link(index, |l| l.promisc = on)
         }
-        fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()> {
-            ShapingOps::set_mtu(self, index, mtu)
-        }
         fn set_allmulti(&self, index: u32, on: bool) -> netlink::Result<()> {
             self.change(format!("allmulti {index} {on}"))?;
             self.edit_link(index, |l| l.allmulti = on)
         }
+    }
+
+    impl LinkSizes for FakeHost {
+        fn set_mtu(&self, index: u32, mtu: u32) -> netlink::Result<()> {
+            self.change(format!("mtu {index} {mtu}"))?;
+            self.edit_link(index, |l| l.mtu = mtu)
+        }
         fn set_txqlen(&self, index: u32, qlen: u32) -> netlink::Result<()> {
-            ShapingOps::set_txqlen(self, index, qlen)
+            self.change(format!("txqlen {index} {qlen}"))?;
+            self.edit_link(index, |l| l.txqlen = qlen)
         }
     }
 }
