@@ -140,7 +140,6 @@ impl LinkOps for netlink::Socket {
 pub mod fake {
     use super::*;
     use std::cell::RefCell;
-    use std::collections::VecDeque;
 
     /// The link of `links` with index `index`: the lookup every fake of
     /// a namespace (this one, `routing::fake::FakeHost`) answers with.
@@ -186,13 +185,10 @@ pub mod fake {
     /// keeps the links it made, and fails the operations it was told to.
     #[derive(Default)]
     pub struct RecordingNet {
-        /// Every operation, in order, as a line.
-        pub log: RefCell<Vec<String>>,
+        /// Every operation, in order, as a line, and the planned refusals.
+        plan: crate::routing::fake::Plan,
         /// The links the fake holds (made by it or seeded by a test).
         pub links: RefCell<Vec<Link>>,
-        /// (operation prefix, errno): the next operation whose log line
-        /// starts with the prefix fails with the errno, once.
-        fail: RefCell<VecDeque<(String, i32)>>,
         /// Whether create_link_echo echoes (kernels ≥ 6.3) or not.
         pub no_echo: bool,
         /// The addresses added so far.
@@ -221,7 +217,13 @@ pub mod fake {
 
         /// Makes the next operation starting with `op` fail with `errno`.
         pub fn fail_next(&self, op: &str, errno: i32) {
-            self.fail.borrow_mut().push_back((op.to_string(), errno));
+            self.plan.fail_next(op, errno);
+        }
+
+        /// Logs a step of a fake next to this one (a node's), so that it
+        /// reads in order with the netlink operations.
+        pub fn note(&self, line: String) {
+            self.plan.note(line);
         }
 
         /// Adds a link as if it had been there before.
@@ -254,7 +256,7 @@ pub mod fake {
 
         /// Forgets the operations recorded so far.
         pub fn forget(&self) {
-            self.log.borrow_mut().clear();
+            self.plan.forget();
         }
 
         /// Removes the link `name` behind the plugin's back.
@@ -296,7 +298,7 @@ pub mod fake {
 
         /// The operations recorded so far.
         pub fn lines(&self) -> Vec<String> {
-            self.log.borrow().clone()
+            self.plan.lines()
         }
 
         fn alloc(&self) -> u32 {
@@ -306,17 +308,9 @@ pub mod fake {
         }
 
         fn record(&self, line: String) -> netlink::Result<()> {
-            let mut fail = self.fail.borrow_mut();
-            let hit = fail.iter().position(|(p, _)| line.starts_with(p.as_str()));
-            self.log.borrow_mut().push(line.clone());
-            match hit.and_then(|i| fail.remove(i)) {
-                Some((_, errno)) => Err(netlink::Error::Kernel {
-                    op: line,
-                    errno,
-                    ext: None,
-                }),
-                None => Ok(()),
-            }
+            self.plan
+                .op(line, true)
+                .map_err(|(op, errno)| crate::routing::fake::kernel(op, errno))
         }
     }
 
@@ -666,7 +660,7 @@ pub mod fake {
 
     impl RecordingVethNode<'_> {
         fn note(&self, line: String) {
-            self.net.log.borrow_mut().push(line);
+            self.net.note(line);
         }
     }
 

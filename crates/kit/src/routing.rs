@@ -227,6 +227,14 @@ pub mod fake {
         pub fn lines(&self) -> Vec<String> {
             self.log.borrow().clone()
         }
+        /// Logs a line no operation made (another fake's step).
+        pub fn note(&self, line: String) {
+            self.log.borrow_mut().push(line);
+        }
+        /// Forgets the lines recorded so far.
+        pub fn forget(&self) {
+            self.log.borrow_mut().clear();
+        }
         /// Records a change (`log`) or a read, failing it as planned.
         pub fn op(&self, line: String, log: bool) -> Result<(), (String, i32)> {
             let mut fail = self.fail.borrow_mut();
@@ -241,7 +249,8 @@ pub mod fake {
         }
     }
 
-    fn kernel(op: String, errno: i32) -> netlink::Error {
+    /// A kernel refusal of `op` with `errno`, as a planned failure reads.
+    pub(crate) fn kernel(op: String, errno: i32) -> netlink::Error {
         netlink::Error::Kernel {
             op,
             errno,

@@ -971,7 +971,7 @@ mod fake_tests {
 
     impl FakeNode<'_> {
         fn step(&self, what: &str) -> CniResult<()> {
-            self.net.log.borrow_mut().push(format!("node {what}"));
+            self.net.note(format!("node {what}"));
             match self.fail {
                 Some(f) if what.starts_with(f) => Err(Error::io(format!("{what} refused"))),
                 _ => Ok(()),
@@ -998,7 +998,7 @@ mod fake_tests {
             self.step("spoofchk")
         }
         fn spoofchk_remove(&self) -> kit::Result<()> {
-            self.net.log.borrow_mut().push("node unspoof".into());
+            self.net.note("node unspoof".into());
             Ok(())
         }
         fn container_up(&self, link: &mut Link) -> CniResult<()> {

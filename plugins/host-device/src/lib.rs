@@ -660,7 +660,7 @@ mod fake_tests {
 
     impl Mover for FakeMover<'_> {
         fn find(&self) -> CniResult<Link> {
-            self.net.log.borrow_mut().push("node find".into());
+            self.net.note("node find".into());
             match self.found {
                 true => Ok(Link {
                     index: 2,
@@ -672,10 +672,7 @@ mod fake_tests {
             }
         }
         fn move_in(&self, dev: &Link) -> CniResult<Link> {
-            self.net
-                .log
-                .borrow_mut()
-                .push(format!("node move_in {}", dev.name));
+            self.net.note(format!("node move_in {}", dev.name));
             let index = self.net.add_link(Link {
                 name: "eth0".into(),
                 alias: Some(dev.name.clone()),
@@ -688,10 +685,7 @@ mod fake_tests {
                 .ok_or_else(|| Error::internal(format!("#{index} gone")))
         }
         fn move_back(&self, dev: &Link) -> kit::Result<()> {
-            self.net
-                .log
-                .borrow_mut()
-                .push(format!("node move_back {}", dev.name));
+            self.net.note(format!("node move_back {}", dev.name));
             self.net.remove("eth0");
             Ok(())
         }
