@@ -489,10 +489,21 @@ pub fn check_ips_routes<C: LinkOps + ?Sized>(cont: &C, c: &Link, prev: &Result) 
     Ok(())
 }
 
+/// The order a plugin's DEL takes its two steps in, as its reference
+/// counterpart does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DelOrder {
+    /// The address is released, then the pod link deleted.
+    IpamFirst,
+    /// The pod link is deleted, then the address released (so the address
+    /// is never handed out while its old interface still exists).
+    LinkFirst,
+}
+
 /// DEL's steps for a plugin with one link in the pod: the pod link and the
-/// IPAM release, in the plugin's order (`ipam_first`), each even if the
-/// other fails; the teardown goes on with the plugin's own steps.
-pub fn del_steps(args: &CmdArgs, ipam: Option<&str>, ipam_first: bool) -> crate::Teardown {
+/// IPAM release, in the plugin's `order`, each even if the other fails; the
+/// teardown goes on with the plugin's own steps.
+pub fn del_steps(args: &CmdArgs, ipam: Option<&str>, order: DelOrder) -> crate::Teardown {
     // A failed open is reported, and the teardown goes on (IPAM).
     let (pod, open_error) = match crate::iface::open_pod(args.netns_path()) {
         Ok(s) => (s, None),
@@ -504,7 +515,7 @@ pub fn del_steps(args: &CmdArgs, ipam: Option<&str>, ipam_first: bool) -> crate:
         open_error,
         &args.ifname,
         ipam.as_ref().map(|i| i as &dyn IpamOps),
-        ipam_first,
+        order,
     )
 }
 
@@ -546,15 +557,15 @@ pub fn masq_del_step(
     }
 }
 
-/// DEL of a one-link plugin: the pod link first, then the IPAM release,
-/// each even if the other fails.
-pub fn del_link_then_ipam(args: &CmdArgs, ipam: Option<&str>) -> crate::Result<()> {
-    del_steps(args, ipam, false).finish()
+/// DEL of a plugin whose only state is one link in the pod and an IPAM
+/// allocation: [`del_steps`], nothing after.
+pub fn del_one_link(args: &CmdArgs, ipam: Option<&str>, order: DelOrder) -> crate::Result<()> {
+    del_steps(args, ipam, order).finish()
 }
 
 /// DEL on the seam: deletes `ifname` through `pod` (`None`: no namespace,
 /// nothing to delete; `open_error`: the namespace could not be opened) and
-/// releases the address, in the plugin's order (`ipam_first`), both even
+/// releases the address, in the plugin's `order`, both even
 /// if the other fails: a [`crate::Teardown`], where IPAM's own code wins
 /// over a generic 5. A link already gone is success. The teardown is
 /// returned for the plugin's own further steps.
@@ -563,7 +574,7 @@ pub fn del_teardown(
     open_error: Option<crate::Error>,
     ifname: &str,
     ipam: Option<&dyn IpamOps>,
-    ipam_first: bool,
+    order: DelOrder,
 ) -> crate::Teardown {
     let mut td = crate::Teardown::new();
     let release = |td: &mut crate::Teardown| {
@@ -571,7 +582,7 @@ pub fn del_teardown(
             td.step(ipam.del());
         }
     };
-    if ipam_first {
+    if order == DelOrder::IpamFirst {
         release(&mut td);
     }
     if let Some(e) = open_error {
@@ -580,7 +591,7 @@ pub fn del_teardown(
     if let Some(s) = pod {
         td.step(crate::iface::delete_link_named(s, ifname));
     }
-    if !ipam_first {
+    if order == DelOrder::LinkFirst {
         release(&mut td);
     }
     td
@@ -590,26 +601,25 @@ pub fn del_teardown(
 /// the `Plugin` methods: `one_link_verbs!(name, load, check, parse, order)`.
 /// `parse` maps the `CmdArgs` to `CniResult<(Conf, Option<String>)>` (the
 /// config parsed as the plugin does, and the IPAM plugin's type). DEL releases the
-/// address and deletes the pod link in the plugin's `order` (`ipam_first`
-/// or `link_first`), both even if the other fails. CHECK opens the
+/// address and deletes the pod link in the plugin's `order` (a
+/// [`DelOrder`]), both even if the other fails. CHECK opens the
 /// namespaces, runs `load(args, host, cont)` (its `Network` has an `ipam:
 /// Option<String>`), IPAM's CHECK, then `check(cont, &network, args)`. GC
 /// and STATUS go to IPAM.
 #[macro_export]
 macro_rules! one_link_verbs {
-    ($name:literal, $load:path, $check:path, $parse:path, ipam_first) => {
-        $crate::one_link_verbs!(@ $name, $load, $check, $parse, $crate::veth::del_link_and_ipam);
-    };
-    ($name:literal, $load:path, $check:path, $parse:path, link_first) => {
-        $crate::one_link_verbs!(@ $name, $load, $check, $parse, $crate::podlink::del_link_then_ipam);
-    };
-    (@ $name:literal, $load:path, $check:path, $parse:path, $del:path) => {
+    ($name:literal, $load:path, $check:path, $parse:path, $order:expr) => {
         fn name(&self) -> &'static str {
             $name
         }
 
         fn del(&self, args: &cni_skel::CmdArgs) -> cni_spec::error::CniResult<()> {
-            Ok($del(args, $parse(args)?.1.as_deref())?)
+            let ipam = $parse(args)?.1;
+            Ok($crate::podlink::del_one_link(
+                args,
+                ipam.as_deref(),
+                $order,
+            )?)
         }
 
         fn check(&self, args: &cni_skel::CmdArgs) -> cni_spec::error::CniResult<()> {
@@ -638,4 +648,62 @@ macro_rules! ipam_gc_and_status {
             $crate::pass_to_ipam(ipam?.as_deref(), cni_skel::Command::Status, args)
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::fake::RecordingNet;
+
+    /// An IPAM whose release lands in the fake's log, so its place among
+    /// the netlink operations shows.
+    struct NotedIpam<'a>(&'a RecordingNet);
+
+    impl IpamOps for NotedIpam<'_> {
+        fn add(&self) -> CniResult<Result> {
+            Err(Error::internal("not used"))
+        }
+        fn del(&self) -> CniResult<()> {
+            self.0.note("ipam del".into());
+            Ok(())
+        }
+    }
+
+    fn del_lines(order: DelOrder) -> Vec<String> {
+        let net = RecordingNet::new();
+        net.add_existing("eth0");
+        let ipam = NotedIpam(&net);
+        del_teardown(Some(&net), None, "eth0", Some(&ipam), order)
+            .finish()
+            .expect("DEL");
+        assert!(net.holds_only(&[]));
+        net.lines()
+    }
+
+    #[test]
+    fn del_takes_its_two_steps_in_the_order_asked() {
+        assert_eq!(
+            del_lines(DelOrder::IpamFirst),
+            vec!["ipam del", "delete eth0"]
+        );
+        assert_eq!(
+            del_lines(DelOrder::LinkFirst),
+            vec!["delete eth0", "ipam del"]
+        );
+    }
+
+    #[test]
+    fn a_namespace_that_cannot_be_opened_still_releases_the_address() {
+        let net = RecordingNet::new();
+        let ipam = NotedIpam(&net);
+        let open = crate::Error::io(
+            "cannot open",
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        let e = del_teardown(None, Some(open), "eth0", Some(&ipam), DelOrder::LinkFirst)
+            .finish()
+            .expect_err("reported");
+        assert!(e.to_string().contains("cannot open"), "{e}");
+        assert_eq!(net.lines(), vec!["ipam del"]);
+    }
 }

@@ -149,14 +149,6 @@ pub fn setup_veth<H: LinkOps + ?Sized, C: LinkOps + ?Sized>(
         .unwrap_or_else(|| Error::Exists("no free host veth name".into())))
 }
 
-/// DEL of a plugin whose only state is one interface in the pod and an
-/// IPAM allocation: releases the address (when there is an IPAM plugin),
-/// then removes `ifname` from the pod, both even if the other fails
-/// (a [`crate::Teardown`]: the IPAM's own code wins over a generic 5).
-pub fn del_link_and_ipam(args: &cni_skel::CmdArgs, ipam: Option<&str>) -> Result<()> {
-    crate::podlink::del_steps(args, ipam, true).finish()
-}
-
 #[cfg(test)]
 mod fake_tests {
     //! The veth core on the recording fake: operation order, retries, the

@@ -24,6 +24,9 @@ use std::path::PathBuf;
 /// node bridge through a veth pair on ADD, unplugs it on DEL.
 pub struct Bridge;
 
+/// The order DEL takes the pod link and the address in (as the reference: the address is never handed out while its old interface still exists).
+const DEL_ORDER: podlink::DelOrder = podlink::DelOrder::LinkFirst;
+
 fn default_bridge() -> String {
     "cni0".into()
 }
@@ -480,7 +483,7 @@ impl Plugin for Bridge {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut td = podlink::del_steps(args, n.ipam.as_deref(), false);
+        let mut td = podlink::del_steps(args, n.ipam.as_deref(), DEL_ORDER);
         if n.conf.macspoofchk {
             td.step(nft::Nft::open().and_then(|nft| {
                 nft::rulesets::spoofchk::remove(
@@ -1127,7 +1130,7 @@ mod fake_tests {
     fn del_of_a_pair_already_gone_still_releases_the_address() {
         let net = RecordingNet::new();
         let ipam = FakeIpam::v4("10.8.0.5/24", "10.8.0.1");
-        let td = kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), false);
+        let td = kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), DEL_ORDER);
         td.finish().expect("DEL");
         assert_eq!(ipam.calls(), vec!["ipam del"]);
     }

@@ -13,6 +13,9 @@ use netlink::{LinkKind, LinkSpec};
 /// interface on ADD, deletes it and releases its addresses on DEL.
 pub struct Dummy;
 
+/// The order DEL takes the pod link and the address in (as the reference).
+const DEL_ORDER: podlink::DelOrder = podlink::DelOrder::IpamFirst;
+
 /// The IPAM plugin's type; the reference requires one.
 fn ipam(args: &CmdArgs) -> CniResult<String> {
     let _: serde_json::Value = args.parse_conf()?;
@@ -39,7 +42,7 @@ impl Plugin for Dummy {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let ipam = ipam(args)?;
-        Ok(kit::veth::del_link_and_ipam(args, Some(&ipam))?)
+        Ok(podlink::del_one_link(args, Some(&ipam), DEL_ORDER)?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -139,7 +142,7 @@ mod fake_tests {
     fn del_of_a_dummy_already_gone_releases_and_succeeds() {
         let net = RecordingNet::new();
         let ipam = FakeIpam::v4("10.6.0.5/24", "10.6.0.1");
-        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), true)
+        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), DEL_ORDER)
             .finish()
             .expect("DEL");
         assert_eq!(ipam.calls(), vec!["ipam del"]);

@@ -18,6 +18,9 @@ use serde::Deserialize;
 /// on ADD, deletes it on DEL.
 pub struct Ipvlan;
 
+/// The order DEL takes the pod link and the address in (as the reference).
+const DEL_ORDER: podlink::DelOrder = podlink::DelOrder::IpamFirst;
+
 #[derive(Debug, Clone, Deserialize)]
 struct Conf {
     #[serde(default)]
@@ -96,7 +99,7 @@ fn load(args: &CmdArgs, host: &dyn LinkOps, cont: &dyn LinkOps) -> CniResult<Net
 }
 
 impl Plugin for Ipvlan {
-    kit::one_link_verbs!("ipvlan", load, check_core, parse, ipam_first);
+    kit::one_link_verbs!("ipvlan", load, check_core, parse, DEL_ORDER);
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let (ns, n) = podlink::open_with(args, load)?;
@@ -260,7 +263,7 @@ mod fake_tests {
     #[test]
     fn del_of_a_pod_already_gone_succeeds() {
         let ipam = FakeIpam::v4("10.2.0.5/24", "10.2.0.1");
-        kit::podlink::del_teardown(None, None, "eth0", Some(&ipam), true)
+        kit::podlink::del_teardown(None, None, "eth0", Some(&ipam), DEL_ORDER)
             .finish()
             .expect("DEL");
         assert_eq!(ipam.calls(), vec!["ipam del"]);

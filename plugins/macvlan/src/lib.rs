@@ -20,6 +20,9 @@ use serde::Deserialize;
 /// macvlan on ADD, deletes it on DEL.
 pub struct Macvlan;
 
+/// The order DEL takes the pod link and the address in (as the reference: the address is never handed out while its old interface still exists).
+const DEL_ORDER: podlink::DelOrder = podlink::DelOrder::LinkFirst;
+
 #[derive(Debug, Clone, Deserialize)]
 struct Conf {
     /// Empty: the interface of the default route (in the container's
@@ -209,7 +212,7 @@ fn kernel_release() -> String {
 }
 
 impl Plugin for Macvlan {
-    kit::one_link_verbs!("macvlan", load, check_core, parse, link_first);
+    kit::one_link_verbs!("macvlan", load, check_core, parse, DEL_ORDER);
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let ifname = args.ifname.as_str();
@@ -420,7 +423,7 @@ mod fake_tests {
     fn del_of_a_link_already_gone_succeeds_and_still_releases_the_address() {
         let net = RecordingNet::new();
         let ipam = ipam();
-        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), false)
+        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), DEL_ORDER)
             .finish()
             .expect("DEL");
         assert_eq!(net.lines(), vec!["delete eth0"]);

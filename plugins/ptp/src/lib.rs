@@ -22,6 +22,9 @@ use std::path::PathBuf;
 /// and its host-side routes on ADD, removes them on DEL.
 pub struct Ptp;
 
+/// The order DEL takes the pod link and the address in (as the reference: the address is never handed out while its old interface still exists).
+const DEL_ORDER: podlink::DelOrder = podlink::DelOrder::LinkFirst;
+
 #[derive(Debug, Clone, Deserialize)]
 struct Conf {
     #[serde(default)]
@@ -79,7 +82,7 @@ impl Plugin for Ptp {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let n = load(args)?;
-        let mut td = podlink::del_steps(args, Some(&n.ipam), false);
+        let mut td = podlink::del_steps(args, Some(&n.ipam), DEL_ORDER);
         let dir = n.conf.state_dir.as_deref();
         podlink::masq_del_step(&mut td, n.conf.ip_masq, dir, &n.conf.name, args);
         Ok(td.finish()?)
@@ -431,7 +434,7 @@ mod fake_tests {
     #[test]
     fn del_of_a_pair_already_gone_still_releases_the_address() {
         let (net, _, _, ipam, _) = setup();
-        let td = kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), false);
+        let td = kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), DEL_ORDER);
         td.finish().expect("DEL");
         assert_eq!(ipam.calls(), vec!["ipam del"]);
     }

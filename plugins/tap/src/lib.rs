@@ -22,6 +22,9 @@ use serde::Deserialize;
 /// device on ADD, deletes it on DEL.
 pub struct Tap;
 
+/// The order DEL takes the pod link and the address in (as the reference).
+const DEL_ORDER: podlink::DelOrder = podlink::DelOrder::IpamFirst;
+
 #[derive(Debug, Clone, Deserialize)]
 struct Conf {
     #[serde(rename = "multiQueue", default, deserialize_with = "flex")]
@@ -201,10 +204,8 @@ impl Plugin for Tap {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         // Gone netns or tap (or none given) is success.
-        Ok(kit::veth::del_link_and_ipam(
-            args,
-            load(args)?.ipam.as_deref(),
-        )?)
+        let ipam = load(args)?.ipam;
+        Ok(podlink::del_one_link(args, ipam.as_deref(), DEL_ORDER)?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -426,7 +427,7 @@ mod fake_tests {
     #[test]
     fn del_of_a_tap_already_gone_succeeds() {
         let net = RecordingNet::new();
-        kit::podlink::del_teardown(Some(&net), None, "eth0", None, true)
+        kit::podlink::del_teardown(Some(&net), None, "eth0", None, DEL_ORDER)
             .finish()
             .expect("DEL");
         assert_eq!(net.lines(), vec!["delete eth0"]);

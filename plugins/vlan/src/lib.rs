@@ -16,6 +16,9 @@ use serde::Deserialize;
 /// sub-interface on ADD, deletes it on DEL.
 pub struct Vlan;
 
+/// The order DEL takes the pod link and the address in (as the reference).
+const DEL_ORDER: podlink::DelOrder = podlink::DelOrder::IpamFirst;
+
 #[derive(Debug, Clone, Deserialize)]
 struct Conf {
     #[serde(default)]
@@ -71,7 +74,7 @@ fn load(args: &CmdArgs, host: &dyn LinkOps, cont: &dyn LinkOps) -> CniResult<Net
 }
 
 impl Plugin for Vlan {
-    kit::one_link_verbs!("vlan", load, check_core, parse, ipam_first);
+    kit::one_link_verbs!("vlan", load, check_core, parse, DEL_ORDER);
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let (ns, n) = podlink::open_with(args, load)?;
@@ -208,7 +211,7 @@ mod fake_tests {
     #[test]
     fn del_when_the_link_is_already_gone_succeeds() {
         let (net, _, _, _, ipam) = setup();
-        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), true)
+        kit::podlink::del_teardown(Some(&net), None, "eth0", Some(&ipam), DEL_ORDER)
             .finish()
             .expect("DEL");
         assert_eq!(net.lines(), vec!["delete eth0"]);
