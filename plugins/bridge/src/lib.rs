@@ -107,6 +107,12 @@ struct Network {
 }
 
 impl Network {
+    /// Whether the pod's port carries VLANs (`vlan` or `vlanTrunk`): the
+    /// bridge then filters by VLAN and the port gets its VLAN entries.
+    fn uses_vlans(&self) -> bool {
+        self.conf.vlan != 0 || self.conf.vlan_trunk.is_some()
+    }
+
     fn mac(&self) -> CniResult<Option<[u8; 6]>> {
         if self.mac_text.is_empty() {
             return Ok(None);
@@ -640,7 +646,7 @@ fn check_core(
                 h.name, i.mac
             )));
         }
-        if n.conf.vlan != 0 || n.conf.vlan_trunk.is_some() {
+        if n.uses_vlans() {
             port_vlans(&h)?;
         }
         found = true;
@@ -692,7 +698,7 @@ impl BridgeNode for RealNode<'_> {
             &kit::BridgeOptions {
                 mtu: (c.mtu > 0).then_some(c.mtu),
                 promisc: c.promisc_mode,
-                vlan_filtering: c.vlan != 0 || c.vlan_trunk.is_some(),
+                vlan_filtering: self.n.uses_vlans(),
             },
         )
         .map_err(|e| Error::from(e).details(format!("failed to create bridge {:?}", c.bridge)))
@@ -700,7 +706,7 @@ impl BridgeNode for RealNode<'_> {
 
     fn port_setup(&self, port: u32) -> CniResult<()> {
         let (host, c) = (&self.ns.host, &self.n.conf);
-        if c.vlan != 0 || c.vlan_trunk.is_some() {
+        if self.n.uses_vlans() {
             program_port_vlans(host, port, self.n)?;
         }
         if c.hairpin_mode || c.port_isolation {
@@ -882,7 +888,7 @@ fn add_core<'a>(
         )
         .map_err(Error::from)?;
         cont_link.up = true;
-        if n.conf.is_gw && !(n.conf.vlan != 0 && gws.is_empty()) {
+        if n.conf.is_gw && !gws.is_empty() {
             // As the reference: the pods' gateway for their VLAN is the
             // `<bridge>.<vlan>` end of a veth whose other end is a bridge
             // port on that VLAN, listed after the pod's interfaces.
