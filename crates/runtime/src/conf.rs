@@ -316,7 +316,6 @@ impl NetworkConfigList {
     }
 }
 
-/// The plugin configs in `dir/*.conf` (none when `dir` does not exist).
 /// Reads the config file `path` and parses it with `parse`; either failure
 /// is an [`Error::ConfigFile`] naming the file.
 fn read_config_file<T>(
@@ -331,6 +330,7 @@ fn read_config_file<T>(
     parse(&bytes).map_err(file_err)
 }
 
+/// The plugin configs in `dir/*.conf` (none when `dir` does not exist).
 fn plugin_files(dir: &Path) -> Result<Vec<PluginConfig>> {
     let mut out = Vec::new();
     for file in conf_files(dir, &["conf"])? {
