@@ -51,29 +51,24 @@ impl Nft {
     /// Reads the ruleset generation, builds a batch with `build` (which
     /// reads what it needs; `None`: nothing to do) and commits it bound to
     /// that generation. When the ruleset changed meanwhile (ERESTART) it
-    /// starts over, `tries` times at most, then returns the last ERESTART
-    /// (with `tries` 0: `Error::Invalid { what, detail }`).
+    /// starts over, `tries` times in all (at least once), then returns the
+    /// last ERESTART ([`Error::is_restart`]).
     pub fn commit_fresh(
         &self,
         tries: usize,
-        (what, detail): (&str, &str),
         mut build: impl FnMut() -> Result<Option<Batch>>,
     ) -> Result<()> {
-        let mut last = None;
-        for _ in 0..tries {
+        let mut left = tries.max(1);
+        loop {
             let gen = self.genid()?;
             let Some(b) = build()? else {
                 return Ok(());
             };
             match self.commit_at(&b, gen) {
-                Err(e) if e.is_restart() => last = Some(e),
+                Err(e) if e.is_restart() && left > 1 => left -= 1,
                 other => return other,
             }
         }
-        Err(last.unwrap_or_else(|| Error::Invalid {
-            what: what.into(),
-            detail: detail.into(),
-        }))
     }
 
     /// Commits `batch` only if the ruleset generation is still `genid`;

@@ -256,3 +256,50 @@ fn stale_generation_is_refused() {
     nft.commit_at(&b, nft.genid().expect("genid"))
         .expect("retry");
 }
+
+#[test]
+fn commit_fresh_rebuilds_after_a_concurrent_change_and_gives_up_after_its_tries() {
+    let ns = TestNs::new("nftf");
+    let nft = Nft::open_in(ns.ns()).expect("open");
+    let other = Nft::open_in(ns.ns()).expect("open");
+    let bump = |name: &str| {
+        let mut b = Batch::new();
+        b.add_table(Family::Inet, name);
+        other.commit(&b).expect("concurrent change");
+    };
+    // A change between the build and the commit: the first attempt is
+    // refused, the second (rebuilt on the new generation) lands.
+    let mut builds = 0;
+    nft.commit_fresh(3, || {
+        builds += 1;
+        if builds == 1 {
+            bump("x1");
+        }
+        let mut b = Batch::new();
+        b.add_table(Family::Inet, "mine");
+        Ok(Some(b))
+    })
+    .expect("second attempt");
+    assert_eq!(builds, 2);
+    assert!(nft.table_exists(Family::Inet, "mine").expect("get"));
+
+    // A change before every commit: `tries` builds (at least one), then the
+    // last ERESTART.
+    for (tries, want) in [(2, 2), (0, 1)] {
+        let mut builds = 0;
+        let e = nft
+            .commit_fresh(tries, || {
+                builds += 1;
+                bump(&format!("y{tries}{builds}"));
+                let mut b = Batch::new();
+                b.add_table(Family::Inet, "never");
+                Ok(Some(b))
+            })
+            .expect_err("always stale");
+        assert!(e.is_restart(), "{e}");
+        assert_eq!(builds, want);
+    }
+    assert!(!nft.table_exists(Family::Inet, "never").expect("get"));
+    // Nothing to do: no commit at all.
+    nft.commit_fresh(1, || Ok(None)).expect("nothing");
+}

@@ -179,11 +179,11 @@ impl NftBackend {
         NftBackend { nft }
     }
 
-    fn read(&self) -> CniResult<State> {
+    fn read(&self) -> nft::Result<State> {
         let chains = match self.nft.chains(F, TABLE) {
             Ok(c) => c,
             Err(e) if e.is_not_found() => Vec::new(),
-            Err(e) => return Err(kit::err(e)),
+            Err(e) => return Err(e),
         };
         if chains.is_empty() {
             return Ok(State {
@@ -191,7 +191,7 @@ impl NftBackend {
                 rules: Vec::new(),
             });
         }
-        let rules = self.nft.rules(F, TABLE, None).map_err(kit::err)?;
+        let rules = self.nft.rules(F, TABLE, None)?;
         Ok(State { chains, rules })
     }
 
@@ -199,27 +199,19 @@ impl NftBackend {
     /// state's generation, retrying while concurrent calls change the
     /// ruleset.
     fn transact(&self, build: impl Fn(&State, &mut Batch)) -> CniResult<()> {
-        let mut last = None;
-        for _ in 0..RETRIES {
-            let gen = self.nft.genid().map_err(kit::err)?;
+        let done = self.nft.commit_fresh(RETRIES, || {
             let st = self.read()?;
             let mut b = Batch::new();
             build(&st, &mut b);
-            if b.is_empty() {
-                return Ok(());
-            }
-            match self.nft.commit_at(&b, gen) {
-                Err(e) if e.is_restart() => last = Some(e),
-                other => return other.map_err(kit::err),
-            }
+            Ok((!b.is_empty()).then_some(b))
+        });
+        match done {
+            Err(e) if e.is_restart() => Err(Error::new(
+                cni_spec::ErrorCode::TryAgainLater,
+                format!("table inet {TABLE} kept changing during the update: {e}"),
+            )),
+            other => other.map_err(kit::err),
         }
-        Err(Error::new(
-            cni_spec::ErrorCode::TryAgainLater,
-            format!(
-                "table inet {TABLE} kept changing during the update{}",
-                last.map(|e| format!(": {e}")).unwrap_or_default()
-            ),
-        ))
     }
 }
 
@@ -292,7 +284,7 @@ impl Backend for NftBackend {
     }
 
     fn check(&self, pod: &Pod) -> CniResult<()> {
-        let st = self.read()?;
+        let st = self.read().map_err(kit::err)?;
         let fail = |what: String| Err(Error::internal(format!("firewall CHECK: {what}")));
         if !st.complete() {
             return fail(format!(

@@ -32,8 +32,6 @@ pub const CHAIN: &str = "postrouting";
 const PREFIX: &str = "rcni:";
 /// Attempts when the ruleset keeps changing under us.
 const RETRIES: usize = 10;
-/// What a commit reports when it ran out of attempts.
-const GAVE_UP: (&str, &str) = ("masquerade", "ruleset kept changing");
 
 /// The comment that identifies a network's rule for one subnet.
 pub fn comment(network: &str, subnet: IpNet) -> String {
@@ -105,7 +103,7 @@ pub fn ensure(nft: &Nft, network: &str, subnets: &[IpNet]) -> Result<()> {
     if missing(&present(nft)?, network, subnets).is_empty() {
         return Ok(());
     }
-    nft.commit_fresh(RETRIES, GAVE_UP, || {
+    nft.commit_fresh(RETRIES, || {
         let todo = missing(&present(nft)?, network, subnets);
         if todo.is_empty() {
             return Ok(None);
@@ -130,7 +128,7 @@ pub fn ensure(nft: &Nft, network: &str, subnets: &[IpNet]) -> Result<()> {
 
 /// Removes every masquerade rule of `network`. Succeeds when there is none.
 pub fn remove(nft: &Nft, network: &str) -> Result<()> {
-    nft.commit_fresh(RETRIES, GAVE_UP, || {
+    nft.commit_fresh(RETRIES, || {
         let handles = present(nft)?
             .into_iter()
             .filter(|(n, _, _)| n == network)

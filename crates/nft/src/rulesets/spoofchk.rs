@@ -96,9 +96,7 @@ fn commit_retrying(
     nft: &Nft,
     build: impl Fn(&[(String, String, String, u64)]) -> Option<Batch>,
 ) -> Result<()> {
-    nft.commit_fresh(RETRIES, ("macspoofchk", "ruleset kept changing"), || {
-        Ok(build(&present(nft)?))
-    })
+    nft.commit_fresh(RETRIES, || Ok(build(&present(nft)?)))
 }
 
 /// Installs the check for `p`, replacing an older rule of the same

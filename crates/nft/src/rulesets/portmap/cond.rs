@@ -123,11 +123,7 @@ fn commit_retrying(
     nft: &Nft,
     build: impl Fn(&[(String, u64)]) -> Result<Option<Batch>>,
 ) -> Result<()> {
-    let gave_up = (
-        "conditional host port mapping",
-        "the ruleset kept changing; try again",
-    );
-    nft.commit_fresh(RETRIES, gave_up, || build(&cond_rules(nft)?))
+    nft.commit_fresh(RETRIES, || build(&cond_rules(nft)?))
 }
 
 /// Adds conditional mappings (usually one attachment's): each with the
