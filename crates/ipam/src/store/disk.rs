@@ -11,7 +11,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::format::Owner;
-use super::fsutil::{link_follow, mkdir_p, overwrite, overwrite_stat, remove_if_exists, set_mtime};
+use super::fsutil::{
+    link_follow, mkdir_p, overwrite, overwrite_open, overwrite_stat, remove_if_exists, set_mtime,
+};
 use super::index::{GEN_WRAP, STATE_FILE, TAKEN_PAGE};
 use super::spare::SPARE_DIR;
 use super::state::{cursor_name, link_path, only_cursors_removed, CursorMark, State};
@@ -338,7 +340,7 @@ impl DiskGuard<'_> {
                         Ok(f)
                     });
                 if let Ok(f) = old {
-                    let md = rewrite(&f, text)?;
+                    let md = overwrite_open(&f, text.as_bytes())?;
                     if fs::hard_link(&link, path).is_ok() {
                         return Ok(md);
                     }
@@ -347,7 +349,7 @@ impl DiskGuard<'_> {
             }
             Err(e) => return Err(e),
         };
-        rewrite(&f, text)
+        overwrite_open(&f, text.as_bytes())
     }
 
     /// Tracks the cursors written under this lock: a cursor that is a new
@@ -372,19 +374,6 @@ impl DiskGuard<'_> {
             }
         }
     }
-}
-
-/// Replaces a small file's content in place (see `fsutil::overwrite`);
-/// returns its metadata after the write.
-fn rewrite(f: &File, text: &str) -> std::io::Result<fs::Metadata> {
-    use std::os::unix::fs::FileExt;
-    f.write_all_at(text.as_bytes(), 0)?;
-    let md = f.metadata()?;
-    if md.len() > text.len() as u64 {
-        f.set_len(text.len() as u64)?;
-        return f.metadata();
-    }
-    Ok(md)
 }
 
 impl Drop for DiskGuard<'_> {

@@ -96,13 +96,18 @@ pub(super) fn overwrite(path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// [`overwrite`], returning the file's metadata after the write.
 pub(super) fn overwrite_stat(path: &Path, data: &[u8]) -> io::Result<fs::Metadata> {
-    use std::os::unix::fs::FileExt;
     let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o644)
         .open(path)?;
+    overwrite_open(&f, data)
+}
+
+/// [`overwrite_stat`] of a file already open for writing.
+pub(super) fn overwrite_open(f: &fs::File, data: &[u8]) -> io::Result<fs::Metadata> {
+    use std::os::unix::fs::FileExt;
     f.write_all_at(data, 0)?;
     let md = f.metadata()?;
     if md.len() > data.len() as u64 {
