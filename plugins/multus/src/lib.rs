@@ -23,6 +23,10 @@ use cni_spec::error::CniResult;
 use cni_spec::{CniArgs, Error, ErrorCode};
 use conf::Conf;
 use runtime::{CniConfig, NetworkConfigList, PluginConfig, RuntimeConf};
+use serde_json::{json, Map, Value};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// How multus runs its delegate networks: the seam under its verbs.
 /// `runtime::CniConfig` execs the plugins as a runtime would; the unit
@@ -62,10 +66,6 @@ impl Delegates for CniConfig {
         CniConfig::status(self, list)
     }
 }
-use serde_json::{json, Map, Value};
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The plugin: implements [`cni_skel::Plugin`] for ADD, DEL, CHECK, GC and
 /// STATUS.
@@ -226,7 +226,7 @@ struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     fn new(args: &'a CmdArgs) -> CniResult<Ctx<'a>> {
-        Ctx::with(args, |c, args| {
+        Ctx::with(args, |c| {
             Box::new(CniConfig::new(c.plugin_path(&args.path)).with_cache_dir(c.cni_dir()))
         })
     }
@@ -234,7 +234,7 @@ impl<'a> Ctx<'a> {
     /// The context with the delegate runner `cni` makes from the config.
     fn with(
         args: &'a CmdArgs,
-        cni: impl FnOnce(&Conf, &CmdArgs) -> Box<dyn Delegates>,
+        cni: impl FnOnce(&Conf) -> Box<dyn Delegates>,
     ) -> CniResult<Ctx<'a>> {
         let mut c: Conf = args.parse_conf()?;
         if c.cni_version.is_empty() {
@@ -243,7 +243,7 @@ impl<'a> Ctx<'a> {
         c.validate()?;
         let log = Log::new(&c);
         let cni_args = CniArgs::parse(&args.args)?;
-        let cni = cni(&c, args);
+        let cni = cni(&c);
         Ok(Ctx {
             args,
             c,
@@ -643,19 +643,19 @@ impl Plugin for Multus {
     }
 
     fn add(&self, args: &CmdArgs) -> CniResult<cni_spec::Result> {
-        add_in(&Ctx::new(args)?, args)
+        add_in(&Ctx::new(args)?)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        del_in(&Ctx::new(args)?, args)
+        del_in(&Ctx::new(args)?)
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        check_in(&Ctx::new(args)?, args)
+        check_in(&Ctx::new(args)?)
     }
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
-        gc_in(&Ctx::new(args)?, args)
+        gc_in(&Ctx::new(args)?)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
@@ -665,7 +665,8 @@ impl Plugin for Multus {
 
 /// ADD with the delegates `ctx` runs: records them, adds each in order,
 /// and on a failure DELs what was added (the failing one too).
-fn add_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<cni_spec::Result> {
+fn add_in(ctx: &Ctx) -> CniResult<cni_spec::Result> {
+    let args = ctx.args;
     let netns = args.require_netns()?.display().to_string();
     if let Some(file) = &ctx.c.readiness_indicator_file {
         let limit = ctx.c.readiness_timeout()?;
@@ -780,7 +781,8 @@ fn add_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<cni_spec::Result> {
 
 /// DEL: every recorded delegate in reverse (or, without a record, a
 /// best-effort DEL of the configured networks), then the record.
-fn del_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<()> {
+fn del_in(ctx: &Ctx) -> CniResult<()> {
+    let args = ctx.args;
     let cni_dir = ctx.c.cni_dir();
     let entry = match cache::load(&cni_dir, &args.container_id, &args.ifname) {
         Ok(e) => e,
@@ -837,7 +839,8 @@ fn del_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<()> {
 }
 
 /// CHECK: every recorded delegate, in order; no record is code 3.
-fn check_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<()> {
+fn check_in(ctx: &Ctx) -> CniResult<()> {
+    let args = ctx.args;
     let entry = cache::load(&ctx.c.cni_dir(), &args.container_id, &args.ifname)
         .map_err(Error::io)?
         .ok_or_else(|| {
@@ -860,7 +863,8 @@ fn check_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<()> {
 }
 
 /// GC: stale records and their delegates, then GC of every network known.
-fn gc_in(ctx: &Ctx, args: &CmdArgs) -> CniResult<()> {
+fn gc_in(ctx: &Ctx) -> CniResult<()> {
+    let args = ctx.args;
     let cni_dir = ctx.c.cni_dir();
     let valid = valid_attachments(&args.stdin);
     let mut first: Option<Error> = None;
@@ -1048,7 +1052,7 @@ mod fake_tests {
 
     fn ctx<'a>(args: &'a CmdArgs, fake: &FakeDelegates) -> Ctx<'a> {
         let fake = fake.clone();
-        Ctx::with(args, move |_, _| Box::new(fake)).expect("ctx")
+        Ctx::with(args, move |_| Box::new(fake)).expect("ctx")
     }
 
     fn scratch(tag: &str) -> Scratch {
@@ -1063,7 +1067,7 @@ mod fake_tests {
     fn add_records_the_delegates_then_adds_each_in_order() {
         let dir = scratch("add");
         let (a, fake) = (args(&dir), FakeDelegates::default());
-        let r = add_in(&ctx(&a, &fake), &a).expect("add");
+        let r = add_in(&ctx(&a, &fake)).expect("add");
         assert_eq!(fake.lines(), ["ADD cluster eth0", "ADD extra net1"]);
         let names: Vec<&str> = r.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["eth0", "net1"]);
@@ -1075,7 +1079,7 @@ mod fake_tests {
         let dir = scratch("undo");
         let (a, fake) = (args(&dir), FakeDelegates::default());
         fake.refuse.borrow_mut().push(("ADD", "extra"));
-        let e = add_in(&ctx(&a, &fake), &a).expect_err("refused");
+        let e = add_in(&ctx(&a, &fake)).expect_err("refused");
         assert_eq!(e.code, 11, "{e}");
         assert!(e.msg.contains("busy"), "{e}");
         assert_eq!(
@@ -1094,8 +1098,8 @@ mod fake_tests {
     fn a_second_add_of_the_same_attachment_is_refused_with_code_4_before_any_delegate() {
         let dir = scratch("twice");
         let (a, fake) = (args(&dir), FakeDelegates::default());
-        add_in(&ctx(&a, &fake), &a).expect("add");
-        let e = add_in(&ctx(&a, &fake), &a).expect_err("again");
+        add_in(&ctx(&a, &fake)).expect("add");
+        let e = add_in(&ctx(&a, &fake)).expect_err("again");
         assert_eq!(e.code, 4, "{e}");
         assert_eq!(fake.lines().len(), 2);
     }
@@ -1104,12 +1108,12 @@ mod fake_tests {
     fn del_deletes_the_delegates_in_reverse_and_a_second_del_succeeds() {
         let dir = scratch("del");
         let (a, fake) = (args(&dir), FakeDelegates::default());
-        add_in(&ctx(&a, &fake), &a).expect("add");
-        del_in(&ctx(&a, &fake), &a).expect("del");
+        add_in(&ctx(&a, &fake)).expect("add");
+        del_in(&ctx(&a, &fake)).expect("del");
         assert_eq!(fake.lines()[2..], ["DEL extra net1", "DEL cluster eth0"]);
         assert!(record(&dir).is_none());
         // No record: a best-effort DEL of the configured networks.
-        del_in(&ctx(&a, &fake), &a).expect("del again");
+        del_in(&ctx(&a, &fake)).expect("del again");
         assert_eq!(fake.lines()[4..], ["DEL extra net1", "DEL cluster eth0"]);
     }
 
@@ -1117,13 +1121,13 @@ mod fake_tests {
     fn del_goes_on_after_a_refusal_reports_its_code_and_keeps_the_record() {
         let dir = scratch("delfail");
         let (a, fake) = (args(&dir), FakeDelegates::default());
-        add_in(&ctx(&a, &fake), &a).expect("add");
+        add_in(&ctx(&a, &fake)).expect("add");
         fake.refuse.borrow_mut().push(("DEL", "extra"));
-        let e = del_in(&ctx(&a, &fake), &a).expect_err("refused");
+        let e = del_in(&ctx(&a, &fake)).expect_err("refused");
         assert_eq!(e.code, 11, "{e}");
         assert_eq!(fake.lines()[2..], ["DEL extra net1", "DEL cluster eth0"]);
         assert!(record(&dir).is_some(), "kept for the next DEL");
-        del_in(&ctx(&a, &fake), &a).expect("retried DEL");
+        del_in(&ctx(&a, &fake)).expect("retried DEL");
         assert!(record(&dir).is_none());
     }
 
@@ -1131,11 +1135,11 @@ mod fake_tests {
     fn check_without_a_record_fails_with_code_3_and_with_one_checks_each_delegate() {
         let dir = scratch("check");
         let (a, fake) = (args(&dir), FakeDelegates::default());
-        let e = check_in(&ctx(&a, &fake), &a).expect_err("no record");
+        let e = check_in(&ctx(&a, &fake)).expect_err("no record");
         assert_eq!(e.code, 3, "{e}");
         assert!(fake.lines().is_empty());
-        add_in(&ctx(&a, &fake), &a).expect("add");
-        check_in(&ctx(&a, &fake), &a).expect("check");
+        add_in(&ctx(&a, &fake)).expect("add");
+        check_in(&ctx(&a, &fake)).expect("check");
         assert_eq!(
             fake.lines()[2..],
             ["CHECK cluster eth0", "CHECK extra net1"]
