@@ -185,8 +185,9 @@ fn enable_route_localnet(
         let Some(link) = sock.link_by_index(oif).map_err(kit::err)? else {
             continue;
         };
-        let key = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", link.name);
-        sys.write(std::path::Path::new(&key), "1")?;
+        let key = kit::sysctl::net_key_path("net/ipv4/conf/IFNAME/route_localnet", &link.name)
+            .map_err(kit::err)?;
+        sys.write(&key, "1")?;
     }
     Ok(())
 }
