@@ -537,7 +537,7 @@ mod fake_tests {
     }
 
     /// A host with the pod's veth `veth1` and a prevResult listing it.
-    fn host() -> (FakeHost, Link, Result) {
+    fn host() -> (FakeHost, Link) {
         let host = FakeHost::new();
         let index = host.add_link("veth1", "veth");
         let mut prev = Result::new("1.0.0");
@@ -546,12 +546,12 @@ mod fake_tests {
             ..Default::default()
         });
         let link = host_side(&host, &prev, index, "eth0").expect("host side");
-        (host, link, prev)
+        (host, link)
     }
 
     #[test]
     fn add_shapes_ingress_then_builds_the_ifb_and_redirects_egress_to_it() {
-        let (host, veth, _) = host();
+        let (host, veth) = host();
         let ifb = shape(&host, &veth, &both(), "net", "ctr").expect("add");
         let name = ifb_name("net", "ctr");
         assert_eq!(ifb.map(|i| i.name), Some(name.clone()));
@@ -575,7 +575,7 @@ mod fake_tests {
 
     #[test]
     fn a_refused_redirect_fails_add_with_code_5_and_removes_ifb_and_qdiscs() {
-        let (host, veth, _) = host();
+        let (host, veth) = host();
         host.fail_next("redirect", EPERM);
         let e = shape(&host, &veth, &both(), "net", "ctr").expect_err("refused");
         assert_eq!(e.code, 5, "{e}");
@@ -586,7 +586,7 @@ mod fake_tests {
 
     #[test]
     fn add_refuses_a_veth_someone_else_shapes_with_code_5_and_touches_nothing() {
-        let (host, veth, _) = host();
+        let (host, veth) = host();
         host.qdiscs.borrow_mut().push(netlink::Qdisc {
             index: veth.index,
             handle: handle(1, 0),
@@ -602,7 +602,7 @@ mod fake_tests {
 
     #[test]
     fn a_host_veth_missing_from_prev_result_is_code_5() {
-        let (host, veth, _) = host();
+        let (host, veth) = host();
         let e = host_side(&host, &Result::new("1.0.0"), veth.index, "eth0").expect_err("unlisted");
         assert_eq!(e.code, 5);
         let e = host_side(&host, &Result::new("1.0.0"), 999, "eth0").expect_err("gone");
@@ -611,7 +611,7 @@ mod fake_tests {
 
     #[test]
     fn del_after_add_leaves_nothing_and_del_again_succeeds() {
-        let (host, veth, _) = host();
+        let (host, veth) = host();
         shape(&host, &veth, &both(), "net", "ctr").expect("add");
         let ifb = ifb_name("net", "ctr");
         teardown(&host, Some(&veth), &ifb).finish().expect("del");
@@ -627,7 +627,7 @@ mod fake_tests {
 
     #[test]
     fn check_of_missing_shaping_fails_with_code_999() {
-        let (host, veth, _) = host();
+        let (host, veth) = host();
         let name = ifb_name("net", "ctr");
         let ps = Psched::read();
         let e = check_shaping(&host, &veth, &both(), &name, &ps).expect_err("no tbf");
@@ -644,7 +644,7 @@ mod fake_tests {
 
     #[test]
     fn gc_deletes_only_this_networks_ifbs_not_kept() {
-        let (host, veth, _) = host();
+        let (host, veth) = host();
         shape(&host, &veth, &both(), "net", "gone").expect("add");
         let kept = host.add_link(&ifb_name("net", "kept"), "ifb");
         host.links.borrow_mut()[2].alias = Some("rcni-bandwidth:net:kept".into());
