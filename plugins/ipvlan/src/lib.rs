@@ -158,9 +158,9 @@ fn add_core(cx: podlink::Call<'_>, n: &Network) -> CniResult<Result> {
 fn check_core(cont: &dyn LinkOps, n: &Network, args: &CmdArgs) -> CniResult<()> {
     let prev = n
         .prev
-        .clone()
+        .as_ref()
         .ok_or_else(|| Error::invalid_config("required prevResult missing"))?;
-    let c = kit::iface::prev_container_link(cont, &prev, &args.ifname, &args.netns)?;
+    let c = kit::iface::prev_container_link(cont, prev, &args.ifname, &args.netns)?;
     let mode = c
         .ipvlan_mode()
         .ok_or_else(|| podlink::not_of_type(&c, "Error", "ipvlan"))?;
@@ -172,7 +172,7 @@ fn check_core(cont: &dyn LinkOps, n: &Network, args: &CmdArgs) -> CniResult<()> 
         )));
     }
     podlink::check_parent(&c, &n.master, n.in_container, "ipvlan")?;
-    podlink::check_ips_routes(cont, &c, &prev)
+    podlink::check_ips_routes(cont, &c, prev)
 }
 
 #[cfg(test)]
