@@ -741,6 +741,28 @@ fn k8s_args(ns: &str, name: &str) -> String {
     )
 }
 
+/// The network-status list a PATCH body sets.
+fn patched_status(body: &Value) -> Vec<Value> {
+    let text = body["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+        .as_str()
+        .expect("status string");
+    serde_json::from_str(text).expect("status json")
+}
+
+/// (name, interface, default) of each network-status entry.
+fn status_names(status: &[Value]) -> Vec<(&str, &str, bool)> {
+    status
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or(""),
+                s["interface"].as_str().unwrap_or(""),
+                s["default"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn k8s_shorthand_inline_and_confdir_nads_status_patch_and_del_with_the_api_down() {
     let env = Env::new("muk");
@@ -784,25 +806,9 @@ fn k8s_shorthand_inline_and_confdir_nads_status_patch_and_del_with_the_api_down(
     let (path, ctype, body) = &patches[0];
     assert_eq!(path, "/api/v1/namespaces/web/pods/p1");
     assert_eq!(ctype, "application/merge-patch+json");
-    let status: Value = serde_json::from_str(
-        body["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
-            .as_str()
-            .expect("status string"),
-    )
-    .expect("status json");
-    let status = status.as_array().expect("list");
-    let names: Vec<(&str, &str, bool)> = status
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap_or(""),
-                s["interface"].as_str().unwrap_or(""),
-                s["default"].as_bool().unwrap_or(false),
-            )
-        })
-        .collect();
+    let status = patched_status(body);
     assert_eq!(
-        names,
+        status_names(&status),
         [
             ("k8s-pod-network", "eth0", true),
             ("web/net-a", "net1", false),
@@ -897,6 +903,90 @@ fn k8s_json_selection_options_reach_the_delegate_and_default_route_moves() {
     // DEL cleared the status annotation.
     let last = api.patches().pop().expect("patch");
     assert!(last.2["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"].is_null());
+}
+
+#[test]
+fn k8s_default_network_annotation_replaces_the_cluster_network() {
+    let env = Env::new("mud");
+    let pod = TestNs::new("mudpod");
+    let mut cluster = Cluster::default();
+    cluster.pods.insert(
+        "web/p3".into(),
+        json!({"v1.multus-cni.io/default-network": "fast",
+               "k8s.v1.cni.cncf.io/networks": "net-a"}),
+    );
+    cluster.pods.insert(
+        "web/p4".into(),
+        json!({"v1.multus-cni.io/default-network": "fast, web/net-a"}),
+    );
+    cluster.pods.insert(
+        "web/p5".into(),
+        json!({"v1.multus-cni.io/default-network": "web/missing"}),
+    );
+    // The default network's definition lives in multusNamespace.
+    let mut fast = env.ptp("fast", "10.43.0.0/24");
+    fast["cniVersion"] = json!("1.0.0");
+    fast["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    cluster
+        .nads
+        .insert("kube-system/fast".into(), Some(fast.to_string()));
+    let mut net_a = env.ptp("net-a", "10.41.0.0/24");
+    net_a["cniVersion"] = json!("1.0.0");
+    cluster
+        .nads
+        .insert("web/net-a".into(), Some(net_a.to_string()));
+    let api = FakeApi::start(&env.node, cluster);
+    let mut cluster_net = env.ptp("k8s-pod-network", "10.40.0.0/24");
+    cluster_net["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    let conf = env.multus(json!({
+        "kubeconfig": api.kubeconfig(env.tmp.path()),
+        "namespaceIsolation": true,
+        "delegates": [cluster_net],
+    }));
+
+    let args = k8s_args("web", "p3");
+    let r = env.call("ADD", "cd", &pod.path(), &conf, &args).ok();
+    assert_eq!(pod_links(&pod), ["eth0", "net1"]);
+    assert!(first_ip(&pod, "eth0").starts_with("10.43.0."));
+    assert!(first_ip(&pod, "net1").starts_with("10.41.0."));
+    assert!(
+        r["ips"][0]["address"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("10.43.0."),
+        "{r}"
+    );
+    // The configured cluster network was not attached at all.
+    let allocated = env.allocated();
+    assert!(
+        !allocated.iter().any(|a| a.starts_with("10.40.")),
+        "{allocated:?}"
+    );
+    let routes = pod.ip_json(&["-4", "route", "show", "default"]);
+    assert_eq!(routes[0]["dev"], "eth0", "{routes}");
+    let patches = api.patches();
+    assert_eq!(
+        status_names(&patched_status(&patches[0].2)),
+        [
+            ("kube-system/fast", "eth0", true),
+            ("web/net-a", "net1", false)
+        ]
+    );
+    env.call("DEL", "cd", &pod.path(), &conf, &args).ok();
+    assert!(pod_links(&pod).is_empty(), "{:?}", pod_links(&pod));
+    assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+    assert!(env.cached().is_empty(), "{:?}", env.cached());
+
+    // Two default networks, or one whose definition does not exist: code 7
+    // before anything is attached.
+    for (name, what) in [("p4", "2 networks"), ("p5", "web/missing")] {
+        let out = env.call("ADD", "cd2", &pod.path(), &conf, &k8s_args("web", name));
+        assert_eq!(out.err_code(), 7, "{}", out.stdout);
+        assert!(out.stdout.contains(what), "{}", out.stdout);
+        assert!(pod_links(&pod).is_empty(), "{:?}", pod_links(&pod));
+        assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+        assert!(env.cached().is_empty(), "{:?}", env.cached());
+    }
 }
 
 #[test]

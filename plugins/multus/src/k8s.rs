@@ -1,5 +1,6 @@
-//! The Kubernetes side: the pod's `k8s.v1.cni.cncf.io/networks`
-//! annotation (both forms), NetworkAttachmentDefinitions, and the
+//! The Kubernetes side: the pod's `k8s.v1.cni.cncf.io/networks` and
+//! `v1.multus-cni.io/default-network` annotations (both forms),
+//! NetworkAttachmentDefinitions, and the
 //! `k8s.v1.cni.cncf.io/network-status` annotation written back.
 
 use cni_spec::{Error, ErrorCode};
@@ -10,6 +11,9 @@ use std::time::Duration;
 
 /// The annotation selecting extra networks.
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+/// The annotation that replaces the cluster network for one pod: a single
+/// selection, its namespace `multusNamespace` unless it names one.
+pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
 /// The annotation the attachments are reported in.
 pub const STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
 
@@ -56,15 +60,34 @@ pub struct Selection {
     pub gateway_request: Option<Value>,
 }
 
-/// Parses the annotation: a JSON list of selections, or the shorthand
-/// `ns/name@ifname, name2`.
+/// Parses the networks annotation: a JSON list of selections, or the
+/// shorthand `ns/name@ifname, name2`.
 pub fn parse_networks(text: &str) -> Result<Vec<Selection>, Error> {
+    parse_selections(NETWORKS_ANNOTATION, text)
+}
+
+/// Parses the default-network annotation, in either form: exactly one
+/// selection. Empty or more than one is code 7, as Multus refuses both.
+pub fn parse_default_network(text: &str) -> Result<Selection, Error> {
+    let mut list = parse_selections(DEFAULT_NETWORK_ANNOTATION, text)?;
+    match list.len() {
+        1 => Ok(list.remove(0)),
+        0 => Err(Error::invalid_config(format!(
+            "pod annotation {DEFAULT_NETWORK_ANNOTATION} is empty"
+        ))),
+        n => Err(Error::invalid_config(format!(
+            "pod annotation {DEFAULT_NETWORK_ANNOTATION} selects {n} networks; a pod has one default network"
+        ))),
+    }
+}
+
+/// Selections from the text of annotation `key` (named in errors).
+fn parse_selections(key: &str, text: &str) -> Result<Vec<Selection>, Error> {
     let t = text.trim();
     if t.is_empty() {
         return Ok(Vec::new());
     }
-    let bad =
-        |m: String| Error::invalid_config(format!("pod annotation {NETWORKS_ANNOTATION}: {m}"));
+    let bad = |m: String| Error::invalid_config(format!("pod annotation {key}: {m}"));
     if t.starts_with('[') || t.starts_with('{') {
         let list: Vec<Selection> = if t.starts_with('{') {
             vec![serde_json::from_str(t).map_err(|e| bad(e.to_string()))?]
@@ -78,7 +101,9 @@ pub fn parse_networks(text: &str) -> Result<Vec<Selection>, Error> {
             if s.infiniband_guid.is_some() {
                 return Err(Error::new(
                     ErrorCode::UnsupportedField,
-                    format!("pod annotation {NETWORKS_ANNOTATION}: infiniband-guid is not supported by rcni's multus"),
+                    format!(
+                        "pod annotation {key}: infiniband-guid is not supported by rcni's multus"
+                    ),
                 ));
             }
         }
@@ -254,5 +279,25 @@ mod tests {
         assert_eq!(parse_networks("a@").unwrap_err().code, 7);
         assert_eq!(parse_networks(r#"[{"name":1}]"#).unwrap_err().code, 7);
         assert!(parse_networks("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_default_network_is_exactly_one_selection() {
+        let s = parse_default_network(" other/fast@eth9 ").unwrap();
+        assert_eq!(
+            (
+                s.name.as_str(),
+                s.namespace.as_deref(),
+                s.interface.as_deref()
+            ),
+            ("fast", Some("other"), Some("eth9"))
+        );
+        let s = parse_default_network(r#"{"name":"fast","ips":["10.9.0.5/24"]}"#).unwrap();
+        assert_eq!((s.name.as_str(), s.namespace.is_none()), ("fast", true));
+        for bad in ["", "  ", "a,b", r#"[{"name":"a"},{"name":"b"}]"#, "a@"] {
+            let e = parse_default_network(bad).unwrap_err();
+            assert_eq!(e.code, 7, "{bad:?}");
+            assert!(e.msg.contains(DEFAULT_NETWORK_ANNOTATION), "{}", e.msg);
+        }
     }
 }

@@ -429,6 +429,32 @@ impl<'a> Ctx<'a> {
                 .get(k8s::NETWORKS_ANNOTATION)
                 .and_then(Value::as_str)
                 .unwrap_or("");
+            // Multus's pod-level override of the cluster network: the
+            // definition lives in `multusNamespace` unless the selection
+            // names another (no namespace isolation applies, as there).
+            if let Some(v) = annotations.get(k8s::DEFAULT_NETWORK_ANNOTATION) {
+                let sel = k8s::parse_default_network(v.as_str().unwrap_or(""))?;
+                let ns = sel
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| self.c.multus_namespace());
+                let ifname = sel
+                    .interface
+                    .clone()
+                    .unwrap_or_else(|| self.args.ifname.clone());
+                let caps = self.c.runtime_config.clone().unwrap_or_default();
+                let mut cluster = self.attachment(&api, &ns, &sel, ifname, caps, &base_args)?;
+                cluster.entry.master = true;
+                if let Some(first) = plan.first_mut() {
+                    self.log.verbose(&format!(
+                        "{}: the cluster network {} replaced by {}",
+                        k8s::DEFAULT_NETWORK_ANNOTATION,
+                        first.entry.name,
+                        cluster.entry.name
+                    ));
+                    *first = cluster;
+                }
+            }
             for sel in k8s::parse_networks(text)? {
                 let idx = plan.len();
                 plan.push(self.selected(&api, &pod_ns, &sel, idx, &base_args)?);
@@ -467,7 +493,23 @@ impl<'a> Ctx<'a> {
                 self.c.global_namespaces()
             )));
         }
-        let config = api.nad_config(&ns, &sel.name)?.ok_or_else(|| {
+        let ifname = sel.interface.clone().unwrap_or_else(|| format!("net{idx}"));
+        self.attachment(api, &ns, sel, ifname, Map::new(), base_args)
+    }
+
+    /// The network of selection `sel` from NetworkAttachmentDefinition
+    /// `ns/<name>`, as interface `ifname`: the selection's `ips`, `mac`,
+    /// `portMappings` and `bandwidth` go over `capability_args`.
+    fn attachment(
+        &self,
+        api: &k8s::Api,
+        ns: &str,
+        sel: &k8s::Selection,
+        ifname: String,
+        mut capability_args: Map<String, Value>,
+        base_args: &[(String, String)],
+    ) -> CniResult<Planned> {
+        let config = api.nad_config(ns, &sel.name)?.ok_or_else(|| {
             Error::invalid_config(format!(
                 "multus: NetworkAttachmentDefinition {ns}/{} not found",
                 sel.name
@@ -477,14 +519,13 @@ impl<'a> Ctx<'a> {
             self.in_conf_dir(&sel.name, sel.cni_args.as_ref())?
         } else {
             nad_network(
-                &ns,
+                ns,
                 &sel.name,
                 &config,
                 self.version(),
                 sel.cni_args.as_ref(),
             )?
         };
-        let mut capability_args = Map::new();
         let mut cni_args = base_args.to_vec();
         let mut extra_args = false;
         if let Some(ips) = &sel.ips {
@@ -509,7 +550,7 @@ impl<'a> Ctx<'a> {
         Ok(Planned {
             entry: cache::DelegateEntry {
                 name: format!("{ns}/{}", sel.name),
-                ifname: sel.interface.clone().unwrap_or_else(|| format!("net{idx}")),
+                ifname,
                 config: String::from_utf8_lossy(&list.bytes).into_owned(),
                 cni_args,
                 capability_args,
