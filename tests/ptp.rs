@@ -143,6 +143,43 @@ fn pods_talk_through_the_node_and_masquerade_outside() {
     assert!(veth_names(&env.node).is_empty());
 }
 
+/// An IPAM route whose gateway is another address of the pod's subnet (not
+/// the ptp gateway): the reference accepts it (it adds IPAM routes while
+/// the subnet is still on-link), so rcni does too, marking it on-link.
+#[test]
+fn ipam_route_via_another_address_of_the_subnet_is_kept() {
+    let env = Env::new("ptr");
+    for (k, subnet, dst, gw) in [
+        (4, "10.44.0.0/24", "192.168.77.0/24", "10.44.0.254"),
+        (6, "fd00:44::/64", "fd00:77::/64", "fd00:44::fe"),
+    ] {
+        let pod = TestNs::new("ptr");
+        let conf = env.conf("1.0.0", subnet, json!({}));
+        let mut conf = conf;
+        conf["ipam"]["routes"] = json!([{"dst": dst, "gw": gw}]);
+        let res = env.call("ADD", "ctr-r", &pod.path(), &conf).ok();
+        assert_eq!(res["routes"][0]["gw"], gw, "{res}");
+        let r = pod.ip_json(&[&format!("-{k}"), "route", "show", dst]);
+        assert_eq!(r[0]["gateway"], gw, "{r}");
+        assert_eq!(r[0]["dev"], "eth0", "{r}");
+        let mut with_prev = conf.clone();
+        with_prev["prevResult"] = res.clone();
+        env.call("CHECK", "ctr-r", &pod.path(), &with_prev).ok();
+        env.call("DEL", "ctr-r", &pod.path(), &conf).ok();
+        assert!(veth_names(&env.node).is_empty());
+        assert!(env.allocated().is_empty());
+    }
+    // A gateway outside every subnet of the pod stays refused, as in the
+    // reference: the kernel cannot reach it.
+    let pod = TestNs::new("ptr");
+    let mut conf = env.conf("1.0.0", "10.44.0.0/24", json!({}));
+    conf["ipam"]["routes"] = json!([{"dst": "192.168.77.0/24", "gw": "10.45.0.1"}]);
+    let out = env.call("ADD", "ctr-r", &pod.path(), &conf);
+    assert_eq!(out.err_code(), 5, "{}", out.stdout);
+    assert!(veth_names(&env.node).is_empty());
+    assert!(env.allocated().is_empty());
+}
+
 #[test]
 fn failure_after_ipam_leaves_nothing() {
     let env = Env::new("pte");

@@ -240,7 +240,11 @@ fn add_core<'a>(
         .and_then(|i| i.gateway);
     for r in &result.routes {
         let gw = r.gw.or(if r.dst.addr().is_ipv4() { gw4 } else { gw6 });
-        add_route(cont, &kit::result_route(r, c.index, gw))?;
+        let mut route = kit::result_route(r, c.index, gw);
+        if r.gw.is_some_and(|g| needs_onlink(g, &result.ips)) {
+            route = route.onlink();
+        }
+        add_route(cont, &route)?;
     }
 
     // Host side: the gateway address on the veth, a route to the pod.
@@ -312,6 +316,16 @@ fn check_core(at: podlink::Seam<'_>, prev: &Result, args: &CmdArgs) -> CniResult
         return Err(Error::internal("CNI veth created for ptp was not found"));
     }
     podlink::check_ips_routes(at.cont, &c, prev)
+}
+
+/// Whether an IPAM route's gateway `g` must be marked on-link: it lies in
+/// one of the pod's subnets but is not a ptp gateway. The reference adds
+/// IPAM routes while the pod's subnet route still exists (it removes it
+/// afterwards), so such a gateway is accepted there and the route stays,
+/// resolved on the pod's link; without a subnet route the kernel wants
+/// `onlink` for the same route.
+fn needs_onlink(g: IpAddr, ips: &[cni_spec::IpConfig]) -> bool {
+    ips.iter().all(|i| i.gateway != Some(g)) && ips.iter().any(|i| i.address.contains(&g))
 }
 
 fn add_route(sock: &dyn LinkOps, r: &netlink::Route) -> CniResult<()> {
@@ -411,6 +425,19 @@ mod fake_tests {
                 .any(|l| l.starts_with("node masq") || l == "node unmasq"),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn only_a_gateway_elsewhere_in_the_pods_subnet_is_marked_on_link() {
+        let ips: Vec<cni_spec::IpConfig> = serde_json::from_str(
+            r#"[{"address":"10.1.0.5/24","gateway":"10.1.0.1"},
+                {"address":"fd00:1::5/64","gateway":"fd00:1::1"}]"#,
+        )
+        .expect("ips");
+        let on = |g: &str| needs_onlink(g.parse().expect("ip"), &ips);
+        assert!(on("10.1.0.254") && on("fd00:1::fe"));
+        assert!(!on("10.1.0.1") && !on("fd00:1::1"));
+        assert!(!on("10.2.0.1") && !on("fd00:2::1"));
     }
 
     #[test]
