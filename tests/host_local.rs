@@ -77,6 +77,9 @@ per_version!(add_check_del_del_every_version, |v| {
         with_prev["prevResult"] = res.clone();
         let check = Call::new("CHECK", "ctr-a", &node.path(), &with_prev.to_string());
         run_plugin(bin.path(), "host-local", &check, Some(node.ns())).ok();
+        // As the reference's, CHECK asks the store only: no prevResult needed.
+        let bare = Call::new("CHECK", "ctr-a", &node.path(), &c);
+        run_plugin(bin.path(), "host-local", &bare, Some(node.ns())).ok();
     }
     let del = Call::new("DEL", "ctr-a", &node.path(), &c);
     run_plugin(bin.path(), "host-local", &del, Some(node.ns())).ok();
@@ -84,6 +87,11 @@ per_version!(add_check_del_del_every_version, |v| {
         !netdir.join("10.77.0.2").exists(),
         "DEL released the address"
     );
+    if testutil::has_check(v) {
+        let bare = Call::new("CHECK", "ctr-a", &node.path(), &c);
+        let gone = run_plugin(bin.path(), "host-local", &bare, Some(node.ns()));
+        assert_ne!(gone.code, 0, "CHECK after DEL must fail: {}", gone.stdout);
+    }
     run_plugin(bin.path(), "host-local", &del, Some(node.ns())).ok();
     run_plugin(
         bin.path(),

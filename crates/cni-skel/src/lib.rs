@@ -222,6 +222,13 @@ pub trait Plugin: Sync {
     /// `CHECK`: verify that the attachment described by `prevResult` is intact.
     fn check(&self, args: &CmdArgs) -> CniResult<()>;
 
+    /// Whether CHECK without `prevResult` is refused (code 7) before
+    /// [`Plugin::check`] runs. A plugin whose CHECK looks only at its own
+    /// records (host-local, as the reference's) answers false.
+    fn check_needs_prev_result(&self) -> bool {
+        true
+    }
+
     /// Default: nothing to collect.
     fn gc(&self, _args: &CmdArgs) -> CniResult<()> {
         Ok(())
@@ -371,7 +378,7 @@ fn dispatch(
         validate::container_id(&get("CNI_CONTAINERID"))?;
         validate::interface_name(&get("CNI_IFNAME"))?;
     }
-    if command == Command::Check && conf.prev_result.is_none() {
+    if command == Command::Check && conf.prev_result.is_none() && plugin.check_needs_prev_result() {
         return Err(Error::invalid_config(
             "CHECK needs prevResult in the configuration",
         ));

@@ -27,6 +27,46 @@ impl Plugin for Fake {
     }
 }
 
+/// A plugin whose CHECK looks at its own records only.
+struct OwnRecords;
+
+impl Plugin for OwnRecords {
+    fn name(&self) -> &'static str {
+        "own-records"
+    }
+    fn add(&self, args: &CmdArgs) -> CniResult<cni_spec::Result> {
+        Ok(cni_spec::Result::new(args.version()))
+    }
+    fn del(&self, _args: &CmdArgs) -> CniResult<()> {
+        Ok(())
+    }
+    fn check(&self, _args: &CmdArgs) -> CniResult<()> {
+        Err(Error::new(ErrorCode::UnknownContainer, "reached check"))
+    }
+    fn check_needs_prev_result(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn check_without_prev_result_reaches_a_plugin_that_does_not_need_it() {
+    let map: HashMap<String, String> = with(&[("CNI_COMMAND", "CHECK")])
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let get = |k: &str| map.get(k).cloned();
+    let conf = r#"{"cniVersion":"1.0.0","name":"net1","type":"own-records"}"#;
+    let out = execute(&OwnRecords, &get, &mut conf.as_bytes());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (out.exit_code, v["msg"].as_str()),
+        (1, Some("reached check"))
+    );
+    let out = execute(&Fake, &get, &mut conf.as_bytes());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["code"], 7, "{v}");
+}
+
 fn run(env: &[(&str, &str)], stdin: &str) -> (i32, serde_json::Value) {
     let map: HashMap<String, String> = env
         .iter()

@@ -85,6 +85,12 @@ impl Plugin for HostLocal {
             .map_err(cni_error)
     }
 
+    /// CHECK asks the store whether the attachment holds an address, as
+    /// the reference's: prevResult is not needed.
+    fn check_needs_prev_result(&self) -> bool {
+        false
+    }
+
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let sc = store_conf(args)?;
         let held = ops::check(&sc, &args.container_id, &args.ifname).map_err(cni_error)?;
