@@ -95,20 +95,21 @@ fn runtime_mappings(args: &CmdArgs) -> CniResult<Vec<cni_spec::runtime_config::P
     Ok(rc.port_mappings)
 }
 
-/// The container's addresses in prevResult: those on an interface inside
-/// the sandbox, or without interface index. First of each family.
-fn pod_ips(prev: &Result) -> (Option<IpAddr>, Option<IpAddr>) {
+/// The container's addresses in prevResult for interface `ifname`, first
+/// of each family, as the reference picks them: an address is skipped only
+/// when its interface index names a listed interface that is not `ifname`
+/// in the sandbox (no index, or one past the list, still counts). With
+/// several attachments in one pod (multus), `net1`'s portmap maps to
+/// `net1`'s address, not `eth0`'s.
+fn pod_ips(prev: &Result, ifname: &str) -> (Option<IpAddr>, Option<IpAddr>) {
     let mut v4 = None;
     let mut v6 = None;
     for ip in &prev.ips {
-        let in_sandbox = match ip.interface {
-            Some(i) => prev
-                .interfaces
-                .get(i)
-                .is_some_and(|x| !x.sandbox.is_empty()),
-            None => true,
-        };
-        if !in_sandbox {
+        let elsewhere = ip
+            .interface
+            .and_then(|i| prev.interfaces.get(i))
+            .is_some_and(|x| x.name != ifname || x.sandbox.is_empty());
+        if elsewhere {
             continue;
         }
         match ip.address.addr() {
@@ -124,7 +125,7 @@ fn pod_ips(prev: &Result) -> (Option<IpAddr>, Option<IpAddr>) {
 }
 
 fn build_mappings(args: &CmdArgs, prev: &Result) -> CniResult<Vec<Mapping>> {
-    let (v4, v6) = pod_ips(prev);
+    let (v4, v6) = pod_ips(prev, &args.ifname);
     let mut out = Vec::new();
     for pm in runtime_mappings(args)? {
         let proto = Proto::parse(&pm.protocol).ok_or_else(|| {
@@ -230,7 +231,7 @@ fn del_families(args: &CmdArgs) -> Vec<IpVersion> {
     let Ok(Some(prev)) = args.conf.prev_result() else {
         return both;
     };
-    let (v4, v6) = pod_ips(&prev);
+    let (v4, v6) = pod_ips(&prev, &args.ifname);
     let found: Vec<IpVersion> = [v4, v6].into_iter().flatten().map(IpVersion::of).collect();
     if found.is_empty() {
         both
@@ -535,6 +536,39 @@ mod fake_tests {
     fn want(args: &CmdArgs) -> Vec<Mapping> {
         let prev = prev_result(args).expect("prev");
         build_mappings(args, &prev).expect("mappings")
+    }
+
+    #[test]
+    fn the_pod_address_is_the_one_of_cni_ifname() {
+        let mut a = args(serde_json::json!({"prevResult": {
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": "eth0", "sandbox": "/run/netns/x"},
+                {"name": "veth1"},
+                {"name": "net1", "sandbox": "/run/netns/x"}
+            ],
+            "ips": [
+                {"interface": 0, "address": "10.0.0.2/24"},
+                {"interface": 1, "address": "10.5.0.1/24"},
+                {"interface": 2, "address": "10.99.0.5/24"},
+                {"interface": 7, "address": "fd00:7::5/64"}
+            ]
+        }}));
+        let pods = |a: &CmdArgs| -> Vec<String> {
+            let mut v: Vec<String> = want(a).iter().map(|m| m.pod_ip.to_string()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        // An index past the interface list does not rule an address out.
+        assert_eq!(pods(&a), ["10.0.0.2", "fd00:7::5"]);
+        a.ifname = "net1".into();
+        assert_eq!(pods(&a), ["10.99.0.5", "fd00:7::5"]);
+        // The node's interface never counts, even by its own name.
+        a.ifname = "veth1".into();
+        assert_eq!(pods(&a), ["fd00:7::5"]);
+        a.ifname = "eth9".into();
+        assert_eq!(pods(&a), ["fd00:7::5"]);
     }
 
     #[test]
