@@ -1,6 +1,8 @@
 //! `tuning`: a chained plugin that changes network sysctls and link
 //! attributes (MAC, MTU, promiscuous and all-multicast mode, transmit queue
-//! length) of the container interface, and puts them back on DEL.
+//! length) of the container interface, and puts the link attributes and
+//! the interface's own sysctls back on DEL (namespace-wide sysctls stay:
+//! the pod's other attachments share them).
 //!
 //! The original values are saved in `<dataDir>/<containerID>_<ifname>.json`
 //! (`dataDir` defaults to `/run/cni/tuning`, the reference's location and
@@ -308,8 +310,22 @@ fn tune(
     Ok(())
 }
 
-/// DEL's work in the sandbox: puts the saved values back (what cannot be
-/// is logged, not reported) and removes the backup.
+/// Whether the sysctl file `path` belongs to interface `ifname`
+/// (`…/conf/<ifname>/…`, `…/neigh/<ifname>/…`) rather than to the whole
+/// namespace.
+fn is_interface_sysctl(path: &str, ifname: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts
+        .windows(2)
+        .any(|w| matches!(w[0], "conf" | "neigh") && w[1] == ifname)
+}
+
+/// DEL's work in the sandbox: puts the saved link attributes and the
+/// interface's own sysctls back (what cannot be is logged, not reported)
+/// and removes the backup. Namespace-wide sysctls stay as they are, as the
+/// reference leaves every sysctl: they are shared by the pod's other
+/// attachments, whose tuning may have set the same key (and whose CHECK
+/// looks for it).
 fn untune(
     ns: &impl Enter,
     sock: &dyn LinkAttrOps,
@@ -318,7 +334,10 @@ fn untune(
     path: &Path,
     saved: &Backup,
 ) -> CniResult<()> {
-    if let Err(e) = restore(ns, sock, sys, &args.ifname, saved) {
+    let mut own = saved.clone();
+    own.sysctl
+        .retain(|path, _| is_interface_sysctl(path, &args.ifname));
+    if let Err(e) = restore(ns, sock, sys, &args.ifname, &own) {
         // As the reference: a value that cannot be put back (say, the
         // interface is gone) must not make every later DEL fail.
         cni_skel::log::warn(&format!(
@@ -442,8 +461,10 @@ impl Plugin for Tuning {
             return Ok(());
         };
         let ns = match args.netns_path().map(NetNs::open) {
-            // No sandbox left: nothing to put back.
-            None => return remove_backup(&path),
+            // No sandbox named: a later DEL that names it can still put
+            // the originals back (as the reference keeps the file).
+            None => return Ok(()),
+            // The sandbox is gone: nothing left to put back.
             Some(Err(e)) if e.is_not_found() => return remove_backup(&path),
             Some(Err(e)) => {
                 return Err(kit::err(
@@ -653,6 +674,40 @@ mod fake_tests {
         let e = p.tune().expect_err("no eth0");
         assert_eq!(e.code, 5, "{e}");
         assert!(p.sys.plan.lines().is_empty());
+        assert!(read_backup(&p.path).expect("read").is_none());
+    }
+
+    #[test]
+    fn interface_sysctls_are_told_from_namespace_wide_ones() {
+        assert!(is_interface_sysctl(RP, "eth0"));
+        assert!(is_interface_sysctl(
+            "/proc/sys/net/ipv6/neigh/eth0/retrans_time_ms",
+            "eth0"
+        ));
+        assert!(!is_interface_sysctl(RP, "eth1"));
+        assert!(!is_interface_sysctl("/proc/sys/net/core/somaxconn", "eth0"));
+        assert!(!is_interface_sysctl(
+            "/proc/sys/net/ipv4/conf/all/rp_filter",
+            "eth0"
+        ));
+    }
+
+    #[test]
+    fn del_leaves_namespace_wide_sysctls_to_the_pods_other_attachments() {
+        let dir = scratch("shared");
+        let p = pod(&dir);
+        p.tune().expect("add");
+        const SOMAXCONN: &str = "/proc/sys/net/core/somaxconn";
+        let mut saved = read_backup(&p.path).expect("read").expect("saved");
+        saved.sysctl.insert(SOMAXCONN.into(), "4096".into());
+        write_backup(&p.path, &saved).expect("write");
+        p.sys
+            .values
+            .borrow_mut()
+            .insert(SOMAXCONN.into(), "1000".into());
+        p.untune().expect("del");
+        assert_eq!(p.sys.get(RP).as_deref(), Some("1"));
+        assert_eq!(p.sys.get(SOMAXCONN).as_deref(), Some("1000"));
         assert!(read_backup(&p.path).expect("read").is_none());
     }
 
