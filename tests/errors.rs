@@ -313,6 +313,25 @@ fn unknown_plugin_name_is_a_usage_error() {
     assert!(out.stdout.is_empty(), "nothing on stdout");
 }
 
+/// Run by hand (no CNI_COMMAND, or an empty one, as the reference treats
+/// both): the about text on stderr, nothing on stdout, exit 0.
+#[test]
+fn without_a_command_a_plugin_explains_itself() {
+    let bin = PluginDir::install(Path::new(env!("CARGO_BIN_EXE_rcni")));
+    for empty in [false, true] {
+        let mut cmd = std::process::Command::new(bin.path().join("bridge"));
+        cmd.env_clear().stdin(std::process::Stdio::null());
+        if empty {
+            cmd.env("CNI_COMMAND", "");
+        }
+        let out = cmd.output().expect("run bridge");
+        assert_eq!(out.status.code(), Some(0), "empty={empty}");
+        assert!(out.stdout.is_empty(), "empty={empty}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("CNI protocol versions supported"), "{err}");
+    }
+}
+
 #[test]
 fn version_works_with_podman_style_dummy_env() {
     // Podman asks every plugin for VERSION with placeholder values.

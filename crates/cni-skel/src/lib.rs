@@ -423,8 +423,9 @@ pub fn plugin_main(plugin: &dyn Plugin) -> ! {
     std::panic::set_hook(Box::new(|info| {
         log::error(&format!("panic: {info}"));
     }));
-    if std::env::var_os("CNI_COMMAND").is_none() {
-        // A person ran the binary by hand: explain, like the reference does.
+    if std::env::var_os("CNI_COMMAND").is_none_or(|c| c.is_empty()) {
+        // A person ran the binary by hand: explain, like the reference does
+        // (which treats a set but empty CNI_COMMAND the same way).
         eprintln!(
             "CNI {} plugin (rcni {})\nCNI protocol versions supported: {}",
             plugin.name(),
