@@ -145,12 +145,15 @@ fn belongs_to(route: &Route, addr: &IpNet) -> bool {
     }
 }
 
+/// The rules (source, table) one ADD made, in `done` as they are made,
+/// so a failure takes back exactly those.
 fn setup_tables(
     sock: &dyn RoutingOps,
     ips: &[IpConfig],
     ifname: &str,
     gws: &Gateways,
-) -> CniResult<Vec<(IpAddr, u32)>> {
+    done: &mut Vec<(IpAddr, u32)>,
+) -> CniResult<()> {
     let rules = sock.rules(Family::All).map_err(kit::err)?;
     let mut routes = sock.routes(Family::All, None).map_err(kit::err)?;
     let link = sock
@@ -163,7 +166,6 @@ fn setup_tables(
         .cloned()
         .collect();
 
-    let mut done = Vec::new();
     let mut moved: Vec<&Route> = Vec::new();
     let mut table = free_table(&rules, &routes, FIRST_TABLE);
     for ip in ips {
@@ -206,7 +208,30 @@ fn setup_tables(
     for r in moved {
         let _ = sock.del_route(r);
     }
-    Ok(done)
+    Ok(())
+}
+
+/// Takes back the rules in `done` and, when this call chose their tables
+/// (free when chosen), the routes it put there for `ifname`. Another ADD's
+/// rules and tables are left alone.
+fn take_back(sock: &dyn RoutingOps, ifname: &str, done: &[(IpAddr, u32)], own_tables: bool) {
+    for (ip, t) in done {
+        let _ = sock.del_rule(&source_rule(*ip, *t));
+    }
+    if !own_tables {
+        return;
+    }
+    let tables: BTreeSet<u32> = done.iter().map(|(_, t)| *t).collect();
+    let (Ok(Some(link)), Ok(routes)) = (sock.link_by_name(ifname), sock.routes(Family::All, None))
+    else {
+        return;
+    };
+    for r in routes
+        .iter()
+        .filter(|r| tables.contains(&r.table) && r.oif == Some(link.index))
+    {
+        let _ = sock.del_route(r);
+    }
 }
 
 /// The rule sources DEL and CHECK look for: the interface's addresses now,
@@ -253,39 +278,21 @@ fn add_rules(
     sock: &dyn RoutingOps,
     conf: &SbrConf,
     gws: &Gateways,
-    prev: &Result,
     ips: &[IpConfig],
     ifname: &str,
 ) -> CniResult<()> {
+    let mut done = Vec::new();
     let outcome = match conf.table {
-        Some(t) => {
-            let mut done = Vec::new();
-            let mut failed = None;
-            for ip in ips {
-                let addr = ip.address.addr();
-                match sock.add_rule(&source_rule(addr, t)) {
-                    Ok(()) => done.push((addr, t)),
-                    Err(e) => {
-                        failed = Some(kit::err(e));
-                        break;
-                    }
-                }
-            }
-            match failed {
-                None => Ok(done),
-                Some(e) => Err((e, done)),
-            }
-        }
-        None => setup_tables(sock, ips, ifname, gws).map_err(|e| (e, Vec::new())),
+        Some(t) => ips.iter().try_for_each(|ip| {
+            let addr = ip.address.addr();
+            sock.add_rule(&source_rule(addr, t)).map_err(kit::err)?;
+            done.push((addr, t));
+            Ok(())
+        }),
+        None => setup_tables(sock, ips, ifname, gws, &mut done),
     };
-    if let Err((e, done)) = outcome {
-        // Take back the rules this call added; with tables chosen here,
-        // also whatever they already hold for this interface.
-        let (_, sources) = known_sources(sock, ifname, Some(prev)).unwrap_or_default();
-        let _ = tidy(sock, ifname, conf.table, &sources);
-        for (ip, t) in done {
-            let _ = sock.del_rule(&source_rule(ip, t));
-        }
+    if let Err(e) = outcome {
+        take_back(sock, ifname, &done, conf.table.is_none());
         return Err(e);
     }
     Ok(())
@@ -355,7 +362,7 @@ impl Plugin for Sbr {
         let path = args.require_netns()?;
         let (_ns, sock) = open_sandbox(path)?;
         let _lock = NsLock::take(path)?;
-        add_rules(&sock, &conf, &gws, &prev, &ips, &args.ifname)?;
+        add_rules(&sock, &conf, &gws, &ips, &args.ifname)?;
         Ok(prev)
     }
 
@@ -540,7 +547,7 @@ mod fake_tests {
         let prev = prev();
         let ips = ips_for(&prev, "eth0")?;
         let gws = conf.static_gateways()?;
-        add_rules(ns, conf, &gws, &prev, &ips, "eth0")
+        add_rules(ns, conf, &gws, &ips, "eth0")
     }
 
     #[test]
@@ -585,6 +592,34 @@ mod fake_tests {
         );
         assert!(ns.rules.borrow().is_empty());
         assert!(ns.routes.borrow().iter().all(|r| r.table == RT_TABLE_MAIN));
+    }
+
+    #[test]
+    fn a_failing_second_add_takes_back_only_what_it_made() {
+        let (ns, _) = sandbox();
+        add(&ns, &SbrConf::default()).expect("first add");
+        let before_rules = ns.rules.borrow().clone();
+        let in_100 = |ns: &FakeHost| {
+            ns.routes
+                .borrow()
+                .iter()
+                .filter(|r| r.table == FIRST_TABLE)
+                .count()
+        };
+        let routes_100 = in_100(&ns);
+        assert!(routes_100 > 0);
+        ns.fail_next("route add default", errno::EPERM);
+        let e = add(&ns, &SbrConf::default()).expect_err("refused");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(
+            ns.lines()
+                .iter()
+                .any(|l| l == "rule del from 10.0.0.2/32 table 101"),
+            "{:?}",
+            ns.lines()
+        );
+        assert_eq!(*ns.rules.borrow(), before_rules);
+        assert_eq!(in_100(&ns), routes_100);
     }
 
     #[test]
@@ -634,7 +669,7 @@ mod fake_tests {
         let ips = ips_for(&prev, "eth0").expect("ips");
         ns.fail_next("rule add from fd00::2", errno::EPERM);
         let gws = conf.static_gateways().expect("gateways");
-        let e = add_rules(&ns, &conf, &gws, &prev, &ips, "eth0").expect_err("refused");
+        let e = add_rules(&ns, &conf, &gws, &ips, "eth0").expect_err("refused");
         assert_eq!(e.code, 5, "{e}");
         assert!(ns.rules.borrow().is_empty(), "{:?}", ns.lines());
         assert!(
