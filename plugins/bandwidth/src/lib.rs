@@ -387,12 +387,14 @@ impl Plugin for BandwidthPlugin {
 
     fn add(&self, args: &CmdArgs) -> CniResult<Result> {
         let limits = Limits::load(args)?;
-        let prev = args.conf.prev_result()?;
-        if limits.is_zero() {
-            return Ok(prev.unwrap_or_else(|| Result::new(args.version())));
-        }
-        let mut prev = prev
+        // Without prevResult there is nothing to pass on, limits or not.
+        let mut prev = args
+            .conf
+            .prev_result()?
             .ok_or_else(|| Error::invalid_config("bandwidth must be called as a chained plugin"))?;
+        if limits.is_zero() {
+            return Ok(prev);
+        }
         let host = Socket::route().map_err(kit::err)?;
         let host_if = host_interface(&host, &prev, &args.netns, &args.ifname)?;
         let ifb = shape(
@@ -459,6 +461,20 @@ mod tests {
         let r: RawConf =
             serde_json::from_str(json).map_err(|e| Error::invalid_config(e.to_string()))?;
         Limits::from_raw(r)
+    }
+
+    #[test]
+    fn add_without_prev_result_is_code_7_with_or_without_limits() {
+        for extra in [
+            "",
+            r#","runtimeConfig":{"bandwidth":{"ingressRate":8000,"ingressBurst":800}}"#,
+        ] {
+            let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bandwidth"{extra}}}"#);
+            let args = cni_skel::fuzzing::args(conf.as_bytes()).expect("args");
+            let e = BandwidthPlugin.add(&args).expect_err("no prevResult");
+            assert_eq!(e.code, 7, "{e}");
+            assert!(e.msg.contains("chained"), "{e}");
+        }
     }
 
     #[test]
