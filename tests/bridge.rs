@@ -366,7 +366,17 @@ fn vlan_settings_out_of_range_are_config_errors() {
         assert!(env.allocated().is_empty());
         assert!(!pod.link_names().contains(&"eth0".to_string()));
         assert!(veth_names(&env.node).is_empty());
+        // The DEL a runtime sends after the failed ADD succeeds.
+        env.call("DEL", "ctr-v", &pod.path(), &conf).ok();
     }
+    // So does DEL with a bridge name no link can have.
+    let conf = env.conf(
+        "1.0.0",
+        "10.27.0.0/24",
+        json!({"bridge": "a-bridge-name-far-too-long"}),
+    );
+    assert_eq!(env.call("ADD", "ctr-v", &pod.path(), &conf).err_code(), 7);
+    env.call("DEL", "ctr-v", &pod.path(), &conf).ok();
 }
 
 /// `bridge -j vlan show dev PORT` as (vid, pvid, untagged) triples.

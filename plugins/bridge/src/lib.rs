@@ -219,11 +219,30 @@ fn check_port_vlans(host: &Socket, port: u32, name: &str, n: &Network) -> CniRes
     Ok(())
 }
 
-fn load(args: &CmdArgs) -> CniResult<Network> {
+/// The config as parsed, before the checks only creating needs.
+fn parse(args: &CmdArgs) -> CniResult<Conf> {
     let mut c: Conf = args.parse_conf()?;
     if c.name.is_empty() {
         c.name = args.conf.name.clone();
     }
+    Ok(c)
+}
+
+/// DEL's view of the config: what deleting uses. A VLAN ID or bridge name
+/// ADD refuses must not make the attachment undeletable (runtimes call DEL
+/// after a failed ADD, with the same config); the reference does not check
+/// the bridge name on DEL either.
+fn load_for_del(args: &CmdArgs) -> CniResult<Network> {
+    Ok(Network {
+        conf: parse(args)?,
+        ipam: podlink::ipam_type(args),
+        mac_text: String::new(),
+        vlans: Vec::new(),
+    })
+}
+
+fn load(args: &CmdArgs) -> CniResult<Network> {
+    let mut c = parse(args)?;
     if !(0..=4094).contains(&c.vlan) {
         return Err(invalid(format!(
             "invalid VLAN ID {} (must be between 0 and 4094)",
@@ -488,7 +507,7 @@ impl Plugin for Bridge {
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let n = load(args)?;
+        let n = load_for_del(args)?;
         let mut td = podlink::del_steps(args, n.ipam.as_deref(), DEL_ORDER);
         if n.conf.macspoofchk {
             td.step(nft::Nft::open().and_then(|nft| {
