@@ -563,8 +563,19 @@ fn malformed_config_leaves_nothing() {
     assert_eq!(run(&c).err_code(), 7);
     // Not JSON at all.
     assert_eq!(run("{not json").err_code(), 6);
-    // DEL with a bad config fails too, rather than guessing.
-    let bad = conf(v, json!({"ingressPolicy": "closed"}), None);
+    // The DEL a runtime sends after such a refused ADD succeeds: it looks
+    // for rules of this attachment everywhere (there are none).
+    for extra in [
+        json!({"ingressPolicy": "closed"}),
+        json!({"backend": "pf"}),
+        json!({"iptablesAdminChainName": "a-chain-name-longer-than-28-chars"}),
+    ] {
+        let bad = conf(v, extra.clone(), None);
+        let o = t.run(bin.path(), &Call::new("DEL", "ctr0", &p.ns.path(), &bad));
+        assert_eq!(o.code, 0, "{extra}: {}", o.stdout);
+    }
+    // A config that does not parse still fails DEL.
+    let bad = conf(v, json!({"backend": 5}), None);
     let o = t.run(bin.path(), &Call::new("DEL", "ctr0", &p.ns.path(), &bad));
     assert_eq!(o.err_code(), 7);
 

@@ -133,6 +133,21 @@ impl Conf {
         Conf::from_raw(raw)
     }
 
+    /// DEL's view of the config. A backend, policy or admin chain name ADD
+    /// refuses means that ADD made nothing: DEL then looks for rules of
+    /// ours everywhere (as with no `backend`) instead of failing, so the DEL
+    /// a runtime sends after the refused ADD succeeds (the reference does
+    /// not refuse them on DEL either). A config that does not parse still
+    /// fails.
+    fn load_for_del(args: &CmdArgs) -> CniResult<Conf> {
+        let raw: RawConf = args.parse_conf()?;
+        Ok(Conf::from_raw(raw).unwrap_or(Conf {
+            backend: BackendKind::Auto,
+            admin_chain: DEFAULT_ADMIN_CHAIN.to_string(),
+            policy: Policy::Open,
+        }))
+    }
+
     fn from_raw(raw: RawConf) -> CniResult<Conf> {
         let backend = match raw.backend.as_deref().unwrap_or("") {
             "" => BackendKind::Auto,
@@ -350,7 +365,7 @@ impl Plugin for Firewall {
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let conf = Conf::load(args)?;
+        let conf = Conf::load_for_del(args)?;
         let who = owner(args);
         remove_everywhere(&conf, &|t| who.owns(t))
     }
