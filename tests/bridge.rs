@@ -721,6 +721,29 @@ fn macspoofchk_drops_frames_with_a_forged_source_mac() {
     env.call("DEL", "ctr-t", &b.path(), &conf).ok();
 }
 
+/// A runtime's netns file whose namespace was unmounted (an empty file
+/// left at the path): DEL takes the sandbox as gone and releases the
+/// address. Any other file that is no namespace stays code 3.
+#[test]
+fn del_with_an_unmounted_netns_file_releases_the_address() {
+    let env = Env::new("bru");
+    let pod = TestNs::new("bru");
+    let conf = env.conf("1.0.0", "10.34.0.0/24", json!({}));
+    env.call("ADD", "ctr-u", &pod.path(), &conf).ok();
+    assert_eq!(env.allocated().len(), 1);
+    let unmounted = env.state_dir.path().join("unmounted-netns");
+    std::fs::write(&unmounted, b"").expect("empty file");
+    env.call("DEL", "ctr-u", &unmounted, &conf).ok();
+    assert!(env.allocated().is_empty(), "{:?}", env.allocated());
+    let other = env.state_dir.path().join("not-a-netns");
+    std::fs::write(&other, b"x").expect("file");
+    let out = env.call("DEL", "ctr-u", &other, &conf);
+    assert_eq!(out.err_code(), 3, "{}", out.stdout);
+    // The real namespace, still there in this test, goes with its veth.
+    env.call("DEL", "ctr-u", &pod.path(), &conf).ok();
+    assert!(veth_names(&env.node).is_empty());
+}
+
 #[test]
 fn failure_after_ipam_leaves_nothing() {
     let env = Env::new("bre");

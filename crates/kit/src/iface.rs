@@ -307,7 +307,7 @@ pub fn open_pod(netns: Option<&std::path::Path>) -> Result<Option<Socket>> {
     };
     let ns = match netns::NetNs::open(path) {
         Ok(ns) => ns,
-        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) if e.is_gone() => return Ok(None),
         Err(e) => return Err(Error::UnknownContainer(e)),
     };
     Ok(Some(netlink::Socket::route_in(&ns)?))

@@ -52,6 +52,14 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    #[error("{path} is an empty file, not a network namespace: its namespace was unmounted")]
+    /// The path is an empty regular file: what a runtime's bind-mount
+    /// target (`/run/netns/<name>`) is once its namespace was unmounted and
+    /// the file not yet removed.
+    Unmounted {
+        /// The path.
+        path: PathBuf,
+    },
     #[error("failed to enter netns {path}: {source}")]
     /// `setns` into the namespace failed.
     Enter {
@@ -83,6 +91,13 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Open { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
+
+    /// True when the path names no namespace any more: it does not exist,
+    /// or it is [`Error::Unmounted`]. DEL treats both as a sandbox already
+    /// gone; any other file that is not a namespace stays an error.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Error::Unmounted { .. }) || self.is_not_found()
+    }
 }
 
 /// This crate's result type.
@@ -96,6 +111,7 @@ pub struct NetNs {
 }
 
 const NSFS_MAGIC: i64 = 0x6e73_6673;
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
 impl NetNs {
     /// Opens a namespace by path (`/run/netns/x`, `/proc/<pid>/ns/net`, ...)
@@ -117,7 +133,15 @@ impl NetNs {
         }
         let magic = st.f_type as i64;
         if magic != NSFS_MAGIC {
-            return Err(Error::NotNetNs { path });
+            // procfs files report size 0 too: only elsewhere is an empty
+            // regular file a mount point left behind.
+            let empty = magic != PROC_SUPER_MAGIC
+                && file.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+            return Err(if empty {
+                Error::Unmounted { path }
+            } else {
+                Error::NotNetNs { path }
+            });
         }
         Ok(NetNs { file, path })
     }
@@ -357,6 +381,28 @@ mod tests {
         assert!(NetNs::open("/nonexistent/ns")
             .expect_err("missing")
             .is_not_found());
+    }
+
+    #[test]
+    fn an_empty_file_is_a_namespace_gone_and_another_file_is_not() {
+        let dir = std::env::temp_dir().join(format!("rcni-netns-gone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let empty = dir.join("unmounted");
+        std::fs::write(&empty, b"").expect("empty");
+        let full = dir.join("other");
+        std::fs::write(&full, b"not a namespace").expect("full");
+        let gone = NetNs::open(&empty).expect_err("empty file");
+        let other = NetNs::open(&full).expect_err("other file");
+        let missing = NetNs::open(dir.join("missing")).expect_err("missing");
+        let a_dir = NetNs::open(&dir).expect_err("a directory");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(gone.is_gone(), "{gone}");
+        assert!(!other.is_gone(), "{other}");
+        assert!(missing.is_gone(), "{missing}");
+        assert!(!a_dir.is_gone(), "{a_dir}");
+        assert!(!NetNs::open("/proc/self/status")
+            .expect_err("procfs")
+            .is_gone());
     }
 
     #[test]

@@ -502,7 +502,7 @@ impl Plugin for HostDevice {
             match NetNs::open(path) {
                 // Gone: the kernel already returned a physical device to the
                 // initial namespace and destroyed a virtual one.
-                Err(e) if e.is_not_found() || matches!(e, netns::Error::NotNetNs { .. }) => {}
+                Err(e) if e.is_gone() => {}
                 Err(e) => td.push(kit::Error::UnknownContainer(e)),
                 Ok(cns) => {
                     let node = NetNs::current().map_err(kit::err)?;

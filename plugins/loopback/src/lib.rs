@@ -46,7 +46,7 @@ impl Plugin for Loopback {
         };
         let ns = match NetNs::open(path) {
             Ok(ns) => ns,
-            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_gone() => return Ok(()),
             Err(e) => {
                 return Err(kit::err(
                     kit::Error::NetNs(e).context("failed to open netns"),

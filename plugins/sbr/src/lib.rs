@@ -374,7 +374,7 @@ impl Plugin for Sbr {
         };
         let ns = match NetNs::open(path) {
             Ok(ns) => ns,
-            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_gone() => return Ok(()),
             Err(e) => return Err(Error::io(format!("failed to open netns: {e}"))),
         };
         let sock = Socket::route_in(&ns).map_err(kit::err)?;

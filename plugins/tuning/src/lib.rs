@@ -465,7 +465,7 @@ impl Plugin for Tuning {
             // the originals back (as the reference keeps the file).
             None => return Ok(()),
             // The sandbox is gone: nothing left to put back.
-            Some(Err(e)) if e.is_not_found() => return remove_backup(&path),
+            Some(Err(e)) if e.is_gone() => return remove_backup(&path),
             Some(Err(e)) => {
                 return Err(kit::err(
                     kit::Error::NetNs(e).context("failed to open netns"),

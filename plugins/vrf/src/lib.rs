@@ -192,7 +192,7 @@ impl Plugin for Vrf {
         };
         let cns = match NetNs::open(path) {
             Ok(ns) => ns,
-            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_gone() => return Ok(()),
             Err(e) => return Err(Error::io(format!("failed to open netns: {e}"))),
         };
         let s = Socket::route_in(&cns).map_err(kit::err)?;
