@@ -30,6 +30,10 @@ pub struct Selection {
     /// The interface name in the pod; unset, `net<N>` by position.
     #[serde(default)]
     pub interface: Option<String>,
+    /// `interfaceRequest`: Multus's older name for `interface`, used when
+    /// `interface` is absent.
+    #[serde(rename = "interfaceRequest", default)]
+    pub interface_request: Option<String>,
     /// `ips`: static addresses, passed as the `ips` capability and `CNI_ARGS`
     /// `IP`.
     #[serde(default)]
@@ -89,11 +93,16 @@ fn parse_selections(key: &str, text: &str) -> Result<Vec<Selection>, Error> {
     }
     let bad = |m: String| Error::invalid_config(format!("pod annotation {key}: {m}"));
     if t.starts_with('[') || t.starts_with('{') {
-        let list: Vec<Selection> = if t.starts_with('{') {
+        let mut list: Vec<Selection> = if t.starts_with('{') {
             vec![serde_json::from_str(t).map_err(|e| bad(e.to_string()))?]
         } else {
             serde_json::from_str(t).map_err(|e| bad(e.to_string()))?
         };
+        for s in &mut list {
+            if s.interface.as_deref().is_none_or(str::is_empty) {
+                s.interface = s.interface_request.take().filter(|i| !i.is_empty());
+            }
+        }
         for s in &list {
             if s.name.is_empty() {
                 return Err(bad("an entry has no name".into()));
@@ -279,6 +288,13 @@ mod tests {
         assert_eq!(parse_networks("a@").unwrap_err().code, 7);
         assert_eq!(parse_networks(r#"[{"name":1}]"#).unwrap_err().code, 7);
         assert!(parse_networks("").unwrap().is_empty());
+        // The older key names the interface when `interface` does not.
+        let l = parse_networks(
+            r#"[{"name":"a","interfaceRequest":"old0"},{"name":"b","interface":"new0","interfaceRequest":"old1"}]"#,
+        )
+        .unwrap();
+        assert_eq!(l[0].interface.as_deref(), Some("old0"));
+        assert_eq!(l[1].interface.as_deref(), Some("new0"));
     }
 
     #[test]
