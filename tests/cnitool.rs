@@ -397,3 +397,26 @@ fn cnitool_timeout_kills_a_hanging_plugin() {
         "{err}"
     );
 }
+
+/// What a plugin that succeeds writes on stderr reaches cnitool's stderr,
+/// as libcni copies it to the runtime's.
+#[test]
+fn cnitool_passes_a_successful_plugins_stderr_on() {
+    let t = Tool::new("cts");
+    t.script_plugin(
+        "warn",
+        r#"cat >/dev/null
+echo "warn: something to know" >&2
+[ "$CNI_COMMAND" = ADD ] && echo '{"cniVersion":"1.0.0","ips":[{"address":"10.84.0.9/24"}]}'
+exit 0"#,
+    );
+    t.conf(
+        "10-w.conflist",
+        r#"{"cniVersion":"1.0.0","name":"w","plugins":[{"type":"warn"}]}"#,
+    );
+    let out = t.run(None, &["add", "w", "/run/netns/x"], &[]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warn: something to know"), "{err}");
+    ok(&t.run(None, &["del", "w", "/run/netns/x"], &[]));
+}

@@ -258,6 +258,12 @@ fn wait_with_timeout(
 
 fn finish(path: &Path, code: i32, stdout: Vec<u8>, stderr: Vec<u8>) -> CniResult<Vec<u8>> {
     if code == 0 {
+        // What a successful plugin warns about reaches our caller, as libcni
+        // copies it to the runtime's stderr (informational: a failed write
+        // is ignored).
+        if !stderr.is_empty() {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &stderr);
+        }
         return Ok(stdout);
     }
     if let Ok(e) = serde_json::from_slice::<Error>(&stdout) {

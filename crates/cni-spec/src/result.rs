@@ -208,6 +208,8 @@ struct Wire1 {
 
 #[derive(Serialize, Deserialize)]
 struct IpConfig04 {
+    // Written from the address; libcni reads a result without it too.
+    #[serde(default)]
     version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interface: Option<usize>,

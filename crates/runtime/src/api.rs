@@ -117,6 +117,23 @@ impl CniConfig {
     /// Checks everything that can be checked before a plugin runs and
     /// returns the path of each plugin.
     fn prepare(&self, list: &NetworkConfigList, rt: Option<&RuntimeConf>) -> Result<Vec<PathBuf>> {
+        self.validate_list(list, rt)?;
+        list.plugins.iter().map(|p| self.find_plugin(p)).collect()
+    }
+
+    /// The binary of plugin `p`, searched in this runtime's path.
+    fn find_plugin(&self, p: &PluginConfig) -> Result<PathBuf> {
+        find_in_path(&p.conf.plugin_type, &self.path).map_err(|e| {
+            Error::Invalid(cni_spec::Error {
+                msg: format!("plugin {}: {}", p.describe(), e.msg),
+                ..e
+            })
+        })
+    }
+
+    /// The list's own rules (name, cniVersion, at least one plugin) and,
+    /// with `rt`, the attachment's (container id, interface name).
+    fn validate_list(&self, list: &NetworkConfigList, rt: Option<&RuntimeConf>) -> Result<()> {
         validate::network_name(&list.name)?;
         if !version::is_known(&list.cni_version) {
             return Err(Error::Invalid(cni_spec::Error::new(
@@ -139,17 +156,7 @@ impl CniConfig {
                 list.name
             ))));
         }
-        list.plugins
-            .iter()
-            .map(|p| {
-                find_in_path(&p.conf.plugin_type, &self.path).map_err(|e| {
-                    Error::Invalid(cni_spec::Error {
-                        msg: format!("plugin {}: {}", p.describe(), e.msg),
-                        ..e
-                    })
-                })
-            })
-            .collect()
+        Ok(())
     }
 
     /// The stdin of one plugin call: its config with `name`, `cniVersion`,
@@ -417,24 +424,25 @@ impl CniConfig {
                 });
             }
         }
-        // Every stale DEL is attempted before a broken list (say, a missing
-        // plugin binary) can stop the GC step, as libcni does.
-        let bins = match self.prepare(list, None) {
-            Ok(b) => b,
-            Err(e) => {
-                errs.push(e);
-                return Error::join(errs);
-            }
-        };
+        // Every stale DEL is attempted before a broken list can stop the GC
+        // step, and each plugin's GC runs even when another's binary is
+        // missing: the errors are collected, as libcni does.
+        if let Err(e) = self.validate_list(list, None) {
+            errs.push(e);
+            return Error::join(errs);
+        }
         if version::at_least(&list.cni_version, "1.1.0") {
             let keep = serde_json::to_value(valid).unwrap_or(Value::Array(Vec::new()));
             let extra = [
                 ("cni.dev/valid-attachments", keep.clone()),
                 ("cni.dev/attachments", keep),
             ];
-            for (plugin, bin) in list.plugins.iter().zip(&bins) {
+            for plugin in &list.plugins {
                 let stdin = Self::plugin_stdin(list, plugin, None, None, &extra);
-                if let Err(e) = self.call(Command::Gc, bin, plugin, None, &stdin) {
+                let done = self
+                    .find_plugin(plugin)
+                    .and_then(|bin| self.call(Command::Gc, &bin, plugin, None, &stdin));
+                if let Err(e) = done {
                     errs.push(e);
                 }
             }

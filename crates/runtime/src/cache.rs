@@ -10,7 +10,10 @@
 //!
 //! Written the way Go's `encoding/json` writes it (sorted map keys, HTML
 //! characters escaped, empty optional fields left out), so libcni and rcni
-//! read each other's files and write identical ones. Files are written to a
+//! read each other's files and write identical ones (with libcni up to 1.1;
+//! from 1.2 libcni leaves an empty `dns` out of a 1.0.0+ result, where rcni
+//! keeps `"dns":{}` as the reference plugins print it: both read either).
+//! Files are written to a
 //! temporary name, fsynced and renamed into place (mode 0600, directory 0700).
 
 use crate::error::{Error, Result};

@@ -1,6 +1,7 @@
 //! JSON written the way Go's `encoding/json` writes it, so files libcni
-//! and rcni write for the same attachment are byte-identical: map keys
-//! sorted at every level, `<`, `>`, `&`, U+2028 and U+2029 escaped.
+//! and rcni write for the same attachment are byte-identical (see the
+//! cache module for the one libcni 1.2 difference, an empty `dns`): map
+//! keys sorted at every level, `<`, `>`, `&`, U+2028 and U+2029 escaped.
 
 use serde_json::{Map, Value};
 

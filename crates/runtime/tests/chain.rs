@@ -442,9 +442,14 @@ fn validation_refuses_before_any_plugin_runs() {
             assert!(err.to_string().contains(needle), "{verb}: {err}");
         }
         if needle.contains('/') || needle == "missing" {
-            assert!(cni.gc(&net, &[]).is_err());
             let st = list(&String::from_utf8_lossy(&net.bytes).replace("1.0.0", "1.1.0"));
             assert!(cni.status(&st).is_err());
+            assert!(env.calls().is_empty(), "{needle}: a plugin ran");
+            // GC, as libcni's, runs the GC of every plugin it finds and
+            // reports the one it cannot (never a path given as `type`).
+            assert!(cni.gc(&st, &[]).is_err());
+            assert_eq!(who(&env.calls()), ["a:GC"], "{needle}");
+            env.clear();
         }
         assert!(env.calls().is_empty(), "{needle}: a plugin ran");
     }
@@ -624,6 +629,19 @@ fn gc_keeps_going_when_stale_dels_fail() {
         2,
         "failed DELs keep their cache"
     );
+}
+
+#[test]
+fn gc_runs_every_plugin_it_finds_when_one_binary_is_missing() {
+    let env = Env::with_plain_a();
+    env.plugin("b", Fake::default());
+    let cni = env.cni();
+    let net = list(
+        r#"{"cniVersion":"1.1.0","name":"g4","plugins":[{"type":"a"},{"type":"zz-missing"},{"type":"b"}]}"#,
+    );
+    let err = cni.gc(&net, &[]).expect_err("zz-missing is not installed");
+    assert!(err.to_string().contains("zz-missing"), "{err}");
+    assert_eq!(who(&env.calls()), ["a:GC", "b:GC"]);
 }
 
 #[test]

@@ -103,6 +103,22 @@ fn empty_dns_printed_as_object() {
 }
 
 #[test]
+fn a_v04_address_without_its_version_field_is_read() {
+    for v in ["0.3.0", "0.3.1", "0.4.0"] {
+        let text = format!(
+            r#"{{"cniVersion":"{v}","ips":[{{"address":"10.1.0.2/24"}},{{"address":"fd00::2/64"}}]}}"#
+        );
+        let r = Result::from_slice(text.as_bytes(), v).expect("libcni reads it");
+        assert_eq!(r.ips.len(), 2);
+        let out = r.to_json(v).expect("print");
+        assert!(
+            out.contains(r#""version":"4""#) && out.contains(r#""version":"6""#),
+            "{out}"
+        );
+    }
+}
+
+#[test]
 fn missing_version_uses_fallback() {
     let r = Result::from_slice(br#"{"ip4":{"ip":"10.0.0.2/24"}}"#, "0.2.0").expect("parse");
     assert_eq!(r.cni_version, "0.2.0");
