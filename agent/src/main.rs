@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rcni_agent::model::NodeSource;
 use std::sync::Arc;
 
-use rcni_agent::{args, cniconf, datapath, health, source};
+use rcni_agent::{args, cniconf, datapath, health, safety, source};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -103,6 +103,28 @@ impl Agent {
                     return Round::Retry;
                 }
             }
+        }
+        // This node's own CIDRs go onto the pods' bridge and into routes and
+        // masquerade: one the host already uses (the uplink's subnet, a
+        // route someone made) is refused and nothing is done.
+        let own_problems: Vec<String> = match datapath::own_facts() {
+            Ok(facts) => me
+                .pod_cidrs
+                .iter()
+                .map(ipnet::IpNet::trunc)
+                .filter_map(|c| {
+                    safety::own_cidr_problem(&c, &self.args.datapath.cluster_cidr, &facts)
+                        .map(|why| format!("this node's pod CIDR {c} {why}"))
+                })
+                .collect(),
+            Err(e) => vec![format!("cannot read this host's addresses and routes: {e}")],
+        };
+        if !own_problems.is_empty() {
+            for p in &own_problems {
+                log!("refused: {p}; nothing reconciled");
+            }
+            self.status.ready.store(false, Ordering::Relaxed);
+            return Round::Retry;
         }
         let t0 = Instant::now();
         let reconciled = datapath::reconcile(&self.args.node_name, &nodes, &self.args.datapath);

@@ -21,6 +21,13 @@
 //!   this host already routes (same CIDR, same node address) keeps its
 //!   route; when neither or both are routed, both are refused.
 //!
+//! This node's own pod CIDR ([`own_cidr_problem`]) must be inside the
+//! cluster CIDR of its family when one is configured, not a default route
+//! nor a reserved range, and must not overlap a subnet or a route of the
+//! host outside the pods' bridge and the agent's overlay: the node would
+//! otherwise put the uplink's network on its bridge. The agent does nothing
+//! with a node whose own CIDR is refused.
+//!
 //! A node address is refused unless it is unicast (not unspecified,
 //! loopback, multicast, limited or subnet broadcast, link-local, `0/8`,
 //! `240/4`, IPv4-mapped) and not one of this host's own addresses. A pod
@@ -139,6 +146,55 @@ pub fn cidr_problem(
     if let Some(r) = host.foreign_routes.iter().find(|r| overlaps(r, cidr)) {
         return Some(format!(
             "overlaps the route {r}, which the agent does not own"
+        ));
+    }
+    None
+}
+
+/// What on this host this node's own pod CIDRs must not collide with:
+/// addresses and routes on links other than the pods' bridge and the
+/// agent's own overlay devices, routes the agent does not own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnFacts {
+    /// (subnet of an address, its link's name), for every address on a
+    /// link that is not the pods' bridge or the agent's overlay.
+    pub subnets: Vec<(IpNet, String)>,
+    /// (destination, link name or "-") of main-table routes the agent does
+    /// not own, on links that are not the pods' bridge or its overlay, the
+    /// default routes excepted.
+    pub routes: Vec<(IpNet, String)>,
+}
+
+/// Why `cidr` (already truncated) cannot be this node's own pod CIDR: the
+/// node would put it on the pods' bridge, route and masquerade it, so it
+/// must be a plain private range of the cluster that nothing else on the
+/// host uses (an uplink's subnet, a route someone else made).
+pub fn own_cidr_problem(cidr: &IpNet, cluster: &[IpNet], host: &OwnFacts) -> Option<String> {
+    if cidr.prefix_len() == 0 {
+        return Some("is a default route".into());
+    }
+    let fam: Vec<&IpNet> = cluster
+        .iter()
+        .filter(|c| c.addr().is_ipv4() == cidr.addr().is_ipv4())
+        .collect();
+    if !fam.is_empty() && !fam.iter().any(|c| c.contains(cidr)) {
+        return Some(format!(
+            "is not inside the cluster CIDR {}",
+            fam.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(r) = reserved().iter().find(|r| overlaps(r, cidr)) {
+        return Some(format!("overlaps the reserved range {r}"));
+    }
+    if let Some((s, link)) = host.subnets.iter().find(|(s, _)| overlaps(s, cidr)) {
+        return Some(format!("overlaps the subnet {s} of {link}"));
+    }
+    if let Some((r, link)) = host.routes.iter().find(|(r, _)| overlaps(r, cidr)) {
+        return Some(format!(
+            "overlaps the route {r} (dev {link}), which the agent does not own"
         ));
     }
     None
@@ -266,6 +322,34 @@ pub fn screen(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_cidr_is_refused_when_the_host_uses_it() {
+        let facts = OwnFacts {
+            subnets: vec![("192.168.70.0/24".parse().unwrap(), "eth0".into())],
+            routes: vec![("172.20.0.0/16".parse().unwrap(), "wg0".into())],
+        };
+        let cluster: Vec<IpNet> = vec!["10.244.0.0/16".parse().unwrap()];
+        let why = |c: &str, cl: &[IpNet]| own_cidr_problem(&c.parse().unwrap(), cl, &facts);
+        assert_eq!(why("10.244.1.0/24", &cluster), None);
+        assert_eq!(
+            why("192.168.70.0/24", &[]).as_deref(),
+            Some("overlaps the subnet 192.168.70.0/24 of eth0")
+        );
+        assert!(why("192.168.70.0/24", &cluster)
+            .unwrap()
+            .contains("cluster CIDR"));
+        assert!(why("172.20.5.0/24", &[])
+            .unwrap()
+            .contains("route 172.20.0.0/16 (dev wg0)"));
+        assert!(why("0.0.0.0/0", &[]).unwrap().contains("default route"));
+        assert!(why("127.0.0.0/24", &[]).unwrap().contains("reserved"));
+        assert_eq!(
+            why("fd44:1::/64", &cluster),
+            None,
+            "no IPv6 cluster CIDR given"
+        );
+    }
 
     fn node(name: &str, ips: &[&str], cidrs: &[&str]) -> NodeInfo {
         NodeInfo {

@@ -38,6 +38,7 @@
 
 mod host;
 mod masquerade;
+mod own;
 mod plan;
 mod routes;
 mod sysctl;
@@ -53,6 +54,7 @@ use crate::model::NodeInfo;
 use crate::safety;
 
 pub use masquerade::{cluster_networks, masquerade_rules};
+pub use own::own_facts;
 pub use vxlan::{vtep_ip, vtep_mac, vtep_mac_of};
 
 use host::{find_uplink, host_facts, subnets_of};
