@@ -162,9 +162,10 @@ struct Cli {
     #[arg(long, env = "RCNI_AGENT_RCNI", value_name = "PATH")]
     rcni: Option<PathBuf>,
 
-    /// Seconds between full resyncs (changes seen by a watch apply at once).
+    /// Seconds between full resyncs (changes seen by a watch apply at
+    /// once), at most a day.
     #[arg(long, env = "RCNI_AGENT_INTERVAL", value_name = "SECONDS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     interval: u64,
 
     /// One round, then exit: 0 when everything was set up, 1 otherwise.
@@ -441,6 +442,8 @@ mod tests {
         assert!(parse("--node-name a --vxlan-vni 16777216", None).is_err());
         assert!(parse("--node-name a --vxlan-port 0", None).is_err());
         assert!(parse("--node-name a --interval", None).is_err());
+        assert!(parse("--node-name a --interval 18446744073709551615", None).is_err());
+        assert!(parse("--node-name a --interval 86401", None).is_err());
         assert!(parse("--node-name a --interval 0", None).is_err());
         assert!(parse("--node-name a --lease-ttl 1", None).is_err());
         assert!(parse("--node-name a --bogus 1", None).is_err());
