@@ -105,7 +105,16 @@ fn install(args: &[String]) -> i32 {
         return 2;
     };
     match install_into(&dir, copy) {
-        Ok(n) => println!("installed {n} plugins into {}", dir.display()),
+        Ok((n, replaced)) => {
+            println!("installed {n} plugins into {}", dir.display());
+            if !replaced.is_empty() {
+                println!(
+                    "replaced {} plugin(s) that were not rcni's: {}",
+                    replaced.len(),
+                    replaced.join(", ")
+                );
+            }
+        }
         Err(e) => {
             eprintln!("rcni install: {e}");
             return 1;
@@ -220,7 +229,39 @@ fn place(dst: &Path, make: impl Fn(&Path) -> std::io::Result<()>) -> std::io::Re
     })
 }
 
-fn install_into(dir: &Path, copy: bool) -> Result<usize, String> {
+/// Whether regular files `a` and `b` look like the same binary: equal
+/// sizes, and equal first and last 64 KiB (a copy of rcni, not another
+/// vendor's plugin; reading whole binaries on every install is not needed).
+fn same_content(a: &Path, b: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    const SAMPLE: u64 = 64 * 1024;
+    let size = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+    };
+    let (Some(len), Some(other)) = (size(a), size(b)) else {
+        return false;
+    };
+    if len != other {
+        return false;
+    }
+    let sample = |p: &Path| -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(p)?;
+        let mut out = Vec::new();
+        (&mut f).take(SAMPLE).read_to_end(&mut out)?;
+        f.seek(SeekFrom::Start(len.saturating_sub(SAMPLE)))?;
+        f.take(SAMPLE).read_to_end(&mut out)?;
+        Ok(out)
+    };
+    matches!((sample(a), sample(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Installs rcni and one entry per plugin name into `dir`: the number of
+/// plugins and the names whose earlier file was not rcni's (another
+/// vendor's binary, replaced: said, never silently).
+fn install_into(dir: &Path, copy: bool) -> Result<(usize, Vec<String>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     make_dirs(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let main = dir.join("rcni");
@@ -236,8 +277,16 @@ fn install_into(dir: &Path, copy: bool) -> Result<usize, String> {
         })
         .map_err(|e| format!("cannot copy {} to {}: {e}", exe.display(), main.display()))?;
     }
+    let mut replaced = Vec::new();
     for (name, _) in PLUGINS {
         let dst = dir.join(name);
+        // Ours: our link, our binary itself, or a copy of it (--copy).
+        let ours = std::fs::read_link(&dst).is_ok_and(|t| t == Path::new("rcni"))
+            || same(&dst, &main)
+            || same_content(&dst, &main);
+        if !ours && std::fs::symlink_metadata(&dst).is_ok() {
+            replaced.push((*name).to_string());
+        }
         let made = if copy {
             place(&dst, |tmp| {
                 std::fs::copy(&main, tmp)?;
@@ -248,5 +297,5 @@ fn install_into(dir: &Path, copy: bool) -> Result<usize, String> {
         };
         made.map_err(|e| format!("cannot install {}: {e}", dst.display()))?;
     }
-    Ok(PLUGINS.len())
+    Ok((PLUGINS.len(), replaced))
 }

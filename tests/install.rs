@@ -47,13 +47,29 @@ fn links_every_plugin_and_answers_version() {
         .expect("VERSION");
     let j: serde_json::Value = serde_json::from_slice(&v.stdout).expect("json");
     assert_eq!(j["supportedVersions"].as_array().map(Vec::len), Some(7));
-    // Installing again replaces atomically and still works.
+    // Installing again replaces atomically and still works; our own
+    // entries are not reported as replaced.
     let again = rcni()
         .args(["install", "--bin-dir"])
         .arg(dir.path())
         .output()
         .expect("again");
     assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("replaced"));
+    // Another vendor's plugin is replaced, and said so.
+    std::fs::remove_file(dir.path().join("bridge")).expect("rm");
+    std::fs::write(dir.path().join("bridge"), b"#!/bin/sh\nexit 0\n").expect("vendor bridge");
+    let out = rcni()
+        .args(["install", "--bin-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("over a vendor plugin");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("replaced 1 plugin(s) that were not rcni's: bridge"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -67,6 +83,13 @@ fn copies_are_independent_files() {
     assert!(out.status.success());
     let meta = std::fs::symlink_metadata(dir.path().join("bridge")).expect("bridge");
     assert!(meta.file_type().is_file(), "a real file, not a link");
+    let again = rcni()
+        .args(["install", "--copy", "--bin-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("again");
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("replaced"));
 }
 
 #[test]
