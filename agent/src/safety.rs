@@ -99,6 +99,19 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }
 
+/// "is not inside the cluster CIDR …" when a cluster CIDR of `cidr`'s
+/// family is configured and none holds it.
+fn outside_cluster(cidr: &IpNet, cluster: &[IpNet]) -> Option<String> {
+    let fam: Vec<String> = cluster
+        .iter()
+        .filter(|c| c.addr().is_ipv4() == cidr.addr().is_ipv4())
+        .map(|c| c.to_string())
+        .collect();
+    let inside = cluster.iter().any(|c| c.contains(cidr));
+    (!fam.is_empty() && !inside)
+        .then(|| format!("is not inside the cluster CIDR {}", fam.join(", ")))
+}
+
 /// Why `cidr` (already truncated) cannot be a remote node's pod CIDR,
 /// looking at the cluster and the host only (not at other nodes).
 pub fn cidr_problem(
@@ -110,29 +123,24 @@ pub fn cidr_problem(
     if cidr.prefix_len() == 0 {
         return Some("is a default route".into());
     }
-    let fam: Vec<&IpNet> = cluster
-        .iter()
-        .filter(|c| c.addr().is_ipv4() == cidr.addr().is_ipv4())
-        .collect();
-    if fam.is_empty() {
-        let min = if cidr.addr().is_ipv4() {
-            MIN_PREFIX_V4
-        } else {
-            MIN_PREFIX_V6
-        };
-        if cidr.prefix_len() < min {
-            return Some(format!(
-                "is shorter than /{min} (the minimum without a cluster CIDR)"
-            ));
+    match outside_cluster(cidr, cluster) {
+        Some(why) => return Some(why),
+        None if !cluster
+            .iter()
+            .any(|c| c.addr().is_ipv4() == cidr.addr().is_ipv4()) =>
+        {
+            let min = if cidr.addr().is_ipv4() {
+                MIN_PREFIX_V4
+            } else {
+                MIN_PREFIX_V6
+            };
+            if cidr.prefix_len() < min {
+                return Some(format!(
+                    "is shorter than /{min} (the minimum without a cluster CIDR)"
+                ));
+            }
         }
-    } else if !fam.iter().any(|c| c.contains(cidr)) {
-        return Some(format!(
-            "is not inside the cluster CIDR {}",
-            fam.iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        None => {}
     }
     if let Some(r) = reserved().iter().find(|r| overlaps(r, cidr)) {
         return Some(format!("overlaps the reserved range {r}"));
@@ -173,18 +181,8 @@ pub fn own_cidr_problem(cidr: &IpNet, cluster: &[IpNet], host: &OwnFacts) -> Opt
     if cidr.prefix_len() == 0 {
         return Some("is a default route".into());
     }
-    let fam: Vec<&IpNet> = cluster
-        .iter()
-        .filter(|c| c.addr().is_ipv4() == cidr.addr().is_ipv4())
-        .collect();
-    if !fam.is_empty() && !fam.iter().any(|c| c.contains(cidr)) {
-        return Some(format!(
-            "is not inside the cluster CIDR {}",
-            fam.iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+    if let Some(why) = outside_cluster(cidr, cluster) {
+        return Some(why);
     }
     if let Some(r) = reserved().iter().find(|r| overlaps(r, cidr)) {
         return Some(format!("overlaps the reserved range {r}"));
