@@ -12,6 +12,8 @@ use rcni_agent::model::{NodeInfo, NodeSource};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use ipnet::IpNet;
 use rcni_agent::source::etcd::{free_subnet, Allocation, EtcdSource, DEFAULT_PREFIX};
 use serde_json::json;
@@ -526,4 +528,139 @@ fn watch_signals_changes_and_a_compacted_revision_means_relist() {
         .unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
     assert_eq!(source.nodes().unwrap().len(), 1);
+}
+
+/// etcd on the loopback of a network namespace of the test's own: the
+/// clients run inside it too (see [`NsEtcd::run`]), so nothing of the test
+/// touches the namespace it was started in. Dropped in field order: etcd
+/// killed (its data dir removed), then the namespace deleted, also when the
+/// test panics.
+struct NsEtcd {
+    etcd: Etcd,
+    ns: testutil::TestNs,
+}
+
+impl NsEtcd {
+    fn start() -> NsEtcd {
+        let ns = testutil::TestNs::new("etcd");
+        let etcd = Etcd::start_in(ns.name(), "127.0.0.1");
+        NsEtcd { etcd, ns }
+    }
+
+    /// Runs `f` on this thread inside the namespace (threads it starts,
+    /// such as a watch, stay there).
+    fn run<T: Send>(&self, f: impl FnOnce(&Etcd) -> T + Send) -> T {
+        let etcd = &self.etcd;
+        self.ns.run(move || f(etcd))
+    }
+}
+
+/// `etcdctl get KEY -w json`: the record's value (parsed) and lease.
+fn record(etcd: &Etcd, key: &str) -> Option<(serde_json::Value, i64)> {
+    let out = etcd
+        .ctl(None)
+        .args(["get", key, "-w", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kv = v["kvs"].get(0)?;
+    let value = B64.decode(kv["value"].as_str().unwrap()).unwrap();
+    Some((
+        serde_json::from_slice(&value).unwrap(),
+        kv["lease"].as_i64().unwrap_or(0),
+    ))
+}
+
+fn cidrs_of(v: &serde_json::Value) -> Vec<String> {
+    v["podCIDRs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_restart_with_another_cluster_cidr_or_mask_replaces_the_old_subnet() {
+    let env = NsEtcd::start();
+    env.run(|etcd| {
+        let start = |pools: &[(&str, u8)]| {
+            let mut b = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+                .unwrap()
+                .with_allocation(Allocation {
+                    // The CNI config of the earlier run names its subnet.
+                    prefer: vec!["10.244.0.0/24".parse().unwrap()],
+                    ..alloc("b", "192.168.1.2", pools, 30)
+                });
+            let lines = b.maintain().unwrap();
+            let lease = b.lease_id().unwrap();
+            let (value, on) = record(etcd, "/rcni/nodes/b").unwrap();
+            assert_eq!(on, lease, "the record is on the new lease");
+            (b, lines, cidrs_of(&value))
+        };
+        let (first, lines, cidrs) = start(&[("10.244.0.0/16", 24)]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(cidrs, ["10.244.0.0/24"]);
+        // The agent stops (its lease lives on) and comes back with another
+        // --cluster-cidr: a new subnet in it, the old record replaced.
+        drop(first);
+        let (second, lines, cidrs) = start(&[("10.99.0.0/16", 24)]);
+        assert_eq!(
+            lines,
+            [
+                "warning: pod CIDR 10.244.0.0/24 of the existing record of node b is outside \
+                 --cluster-cidr 10.99.0.0/16: allocating a new one"
+                    .to_string(),
+                format!(
+                    "registered node b with pod CIDRs 10.99.0.0/24 (lease {:x}, ttl 30 s)",
+                    second.lease_id().unwrap()
+                )
+            ]
+        );
+        assert_eq!(cidrs, ["10.99.0.0/24"]);
+        let mut peer = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+        assert_eq!(
+            peer.nodes().unwrap(),
+            vec![NodeInfo {
+                name: "b".into(),
+                addresses: vec!["192.168.1.2".parse().unwrap()],
+                pod_cidrs: vec!["10.99.0.0/24".parse().unwrap()],
+            }]
+        );
+
+        // Another node CIDR mask size.
+        drop(second);
+        let (third, lines, cidrs) = start(&[("10.99.0.0/16", 25)]);
+        assert!(
+            lines[0].contains(
+                "pod CIDR 10.99.0.0/24 of the existing record of node b is not a /25 \
+                 (the node CIDR mask size for 10.99.0.0/16): allocating a new one"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(cidrs, ["10.99.0.0/25"]);
+
+        // A pool added (dual stack): the IPv4 subnet stays, one is added.
+        drop(third);
+        let (fourth, lines, cidrs) = start(&[("10.99.0.0/16", 25), ("fd44::/48", 64)]);
+        assert!(
+            lines[0].contains(
+                "the existing record of node b has no pod CIDR in fd44::/48: allocating one"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(cidrs, ["10.99.0.0/25", "fd44::/64"]);
+
+        // The same configuration again: kept, no warning.
+        drop(fourth);
+        let (_fifth, lines, cidrs) = start(&[("10.99.0.0/16", 25), ("fd44::/48", 64)]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(cidrs, ["10.99.0.0/25", "fd44::/64"]);
+        assert_eq!(peer.nodes().unwrap().len(), 1);
+    });
 }

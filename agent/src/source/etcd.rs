@@ -25,6 +25,8 @@
 //! agent registers its own node instead ([`EtcdSource::register`]): a free
 //! subnet per pool, claimed in a transaction, the record on a lease kept
 //! alive by [`NodeSource::maintain`], gone when the agent stops renewing.
+//! A restarted agent keeps the pod CIDRs of its earlier record only as far
+//! as they are `/mask` subnets of the configured pools.
 //!
 //! # Protocol
 //!
@@ -84,6 +86,9 @@ pub struct EtcdSource {
     /// record whether it has a lease.
     last_revision: Option<i64>,
     leased: Vec<(String, bool)>,
+    /// Warnings of the last registration, for [`NodeSource::maintain`] to
+    /// hand out.
+    notes: Vec<String>,
     /// [`NodeSource::maintain`] does nothing before this (back-off after an
     /// error, or the next check of a hand-written record).
     maintain_after: Option<Instant>,
@@ -167,6 +172,76 @@ struct Registration {
     next_keepalive: Instant,
 }
 
+/// `a, b, c`.
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pod CIDRs of a registration: for each pool, in order, the first of
+/// `existing` (the node's record found at registration), then of `again`
+/// (asked for again: this process's last, the CNI config's) that is a
+/// `/mask` inside it and overlaps no other node's (`taken`: node name and
+/// CIDR), else its first free `/mask`. What of `existing` is not kept is
+/// said in the notes, as is a pool it had nothing in.
+fn choose_cidrs(
+    alloc: &Allocation,
+    existing: &[IpNet],
+    again: &[IpNet],
+    taken: &[(&str, IpNet)],
+) -> Result<(Vec<IpNet>, Vec<String>), String> {
+    let overlaps = |a: &IpNet, b: &IpNet| a.contains(b) || b.contains(a);
+    let fits = |c: &IpNet, pool: &IpNet, mask: u8| c.prefix_len() == mask && pool.contains(c);
+    let free = |c: &IpNet| !taken.iter().any(|(_, t)| overlaps(t, c));
+    let taken_nets: Vec<IpNet> = taken.iter().map(|(_, t)| *t).collect();
+    let name = &alloc.node_name;
+    let mut cidrs = Vec::new();
+    let mut notes = Vec::new();
+    let mut missing = Vec::new();
+    for (pool, mask) in &alloc.pools {
+        let kept = existing.iter().find(|c| fits(c, pool, *mask) && free(c));
+        if kept.is_none() && !existing.is_empty() {
+            missing.push(*pool);
+        }
+        let got = kept
+            .or_else(|| again.iter().find(|c| fits(c, pool, *mask) && free(c)))
+            .copied()
+            .or_else(|| free_subnet(pool, *mask, &taken_nets));
+        match got {
+            Some(c) => cidrs.push(c),
+            None => return Err(format!("no free /{mask} left in {pool} for node {name}")),
+        }
+    }
+    let cluster = join(&alloc.pools.iter().map(|(p, _)| *p).collect::<Vec<_>>());
+    for c in existing.iter().filter(|c| !cidrs.contains(c)) {
+        let of = format!("pod CIDR {c} of the existing record of node {name}");
+        let why = match alloc.pools.iter().find(|(p, _)| p.contains(c)) {
+            None => format!("{of} is outside --cluster-cidr {cluster}: allocating a new one"),
+            Some((p, m)) if c.prefix_len() != *m => format!(
+                "{of} is not a /{m} (the node CIDR mask size for {p}): allocating a new one"
+            ),
+            Some(_) => match taken.iter().find(|(_, t)| overlaps(t, c)) {
+                Some((other, t)) => {
+                    format!("{of} overlaps node {other}'s {t}: allocating a new one")
+                }
+                None => format!("{of} is a second one in its pool: dropped"),
+            },
+        };
+        notes.push(why);
+    }
+    if notes.is_empty() {
+        for p in missing {
+            notes.push(format!(
+                "the existing record of node {name} has no pod CIDR in {p}: allocating one"
+            ));
+        }
+    }
+    Ok((cidrs, notes))
+}
+
 /// The first `/mask` subnet of `pool` that overlaps none of `taken`.
 pub fn free_subnet(pool: &IpNet, mask: u8, taken: &[IpNet]) -> Option<IpNet> {
     pool.subnets(mask)
@@ -232,6 +307,7 @@ impl EtcdSource {
             last_cidrs: Vec::new(),
             last_revision: None,
             leased: Vec::new(),
+            notes: Vec::new(),
             maintain_after: None,
             backoff: MIN_BACKOFF,
         })
@@ -280,12 +356,20 @@ impl EtcdSource {
     }
 
     /// Registers this node (see [`Allocation`]): keeps the pod CIDRs of its
-    /// record if it has one (a restarted agent gets its subnet back),
-    /// else takes a free subnet of each pool; puts the record attached to
-    /// a new lease, in a transaction that fails if any node record changed
-    /// since it was read (then it reads and tries again), so two agents
-    /// never get the same subnet. A record without a lease (written by
-    /// hand) is used as it is and not touched. The pod CIDRs.
+    /// record if it has one (a restarted agent gets its subnet back) as
+    /// far as they still fit the configuration (see below), else takes a
+    /// free subnet of each pool; puts the record attached to a new lease,
+    /// in a transaction that fails if any node record changed since it was
+    /// read (then it reads and tries again), so two agents never get the
+    /// same subnet. A record without a lease (written by hand) is used as
+    /// it is and not touched. The pod CIDRs.
+    ///
+    /// A pod CIDR of an earlier record is kept only when it is a `/mask`
+    /// inside a pool (a restart with another `--cluster-cidr` or mask
+    /// size) and overlaps no other node's; the others are dropped with a
+    /// warning (handed out by the next [`NodeSource::maintain`]) and the
+    /// record is replaced by one with a new subnet of each pool left
+    /// without one.
     pub fn register(&mut self) -> Result<Vec<IpNet>, SourceError> {
         let Some(alloc) = self.alloc.clone() else {
             return Err(self.error("no allocation configured"));
@@ -304,35 +388,20 @@ impl EtcdSource {
                 self.registration = None;
                 return Ok(m.pod_cidrs.clone());
             }
-            let cidrs = match mine.filter(|m| !m.pod_cidrs.is_empty()) {
-                Some(m) => m.pod_cidrs.clone(),
-                None => {
-                    let taken: Vec<IpNet> = nodes
-                        .iter()
-                        .filter(|n| n.name != alloc.node_name)
-                        .flat_map(|n| n.pod_cidrs.iter().copied())
-                        .collect();
-                    let mut cidrs = Vec::new();
-                    for (pool, mask) in &alloc.pools {
-                        let again = self.last_cidrs.iter().chain(&alloc.prefer).find(|c| {
-                            c.prefix_len() == *mask
-                                && pool.contains(*c)
-                                && !taken.iter().any(|t| t.contains(*c) || c.contains(t))
-                        });
-                        let got = again.copied().or_else(|| free_subnet(pool, *mask, &taken));
-                        match got {
-                            Some(c) => cidrs.push(c),
-                            None => {
-                                return Err(self.error(format!(
-                                    "no free /{mask} left in {pool} for node {}",
-                                    alloc.node_name
-                                )))
-                            }
-                        }
-                    }
-                    cidrs
-                }
-            };
+            let taken: Vec<(&str, IpNet)> = nodes
+                .iter()
+                .filter(|n| n.name != alloc.node_name)
+                .flat_map(|n| n.pod_cidrs.iter().map(|c| (n.name.as_str(), *c)))
+                .collect();
+            let existing = mine.map_or(&[][..], |m| m.pod_cidrs.as_slice());
+            let again: Vec<IpNet> = self
+                .last_cidrs
+                .iter()
+                .chain(&alloc.prefer)
+                .copied()
+                .collect();
+            let (cidrs, notes) =
+                choose_cidrs(&alloc, existing, &again, &taken).map_err(|m| self.error(m))?;
             let lease = self.grant(alloc.lease_ttl)?;
             let record = NodeInfo {
                 name: alloc.node_name.clone(),
@@ -364,12 +433,21 @@ impl EtcdSource {
                     next_keepalive: Instant::now() + keepalive_period(alloc.lease_ttl),
                 });
                 self.last_cidrs = cidrs.clone();
+                self.notes.extend(notes);
                 return Ok(cidrs);
             }
             // Another record changed in between: drop our lease, read again.
             let _ = self.post("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
         }
         Err(self.error("lost the allocation race 20 times in a row"))
+    }
+
+    /// The warnings of the last registration, to log.
+    fn take_notes(&mut self) -> Vec<String> {
+        self.notes
+            .drain(..)
+            .map(|n| format!("warning: {n}"))
+            .collect()
     }
 
     fn grant(&mut self, ttl: u64) -> Result<i64, SourceError> {
@@ -561,19 +639,20 @@ impl EtcdSource {
             return Ok(Vec::new());
         };
         if self.registration.is_some() && self.keep_alive()? {
-            return Ok(Vec::new());
+            return Ok(self.take_notes());
         }
         let lost = !self.last_cidrs.is_empty();
         let cidrs = self.register()?;
+        let mut lines = self.take_notes();
         let Some(lease) = self.lease_id() else {
             // A hand-written record: nothing to keep alive; look again
             // in a while (it may be deleted).
             self.maintain_after = Some(Instant::now() + Duration::from_secs(5));
-            return Ok(Vec::new());
+            return Ok(lines);
         };
         let nets: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
         self.maintain_after = None;
-        Ok(vec![format!(
+        lines.push(format!(
             "{} node {} with pod CIDRs {} (lease {lease:x}, ttl {} s)",
             if lost {
                 "registered again"
@@ -583,7 +662,8 @@ impl EtcdSource {
             alloc.node_name,
             nets.join(", "),
             alloc.lease_ttl
-        )])
+        ));
+        Ok(lines)
     }
 }
 
@@ -776,5 +856,48 @@ mod tests {
         assert_eq!(prefix_range_end(b"/rcni/nodes/"), b"/rcni/nodes0");
         assert_eq!(prefix_range_end(b"a\xff"), b"b");
         assert_eq!(prefix_range_end(b"\xff\xff"), vec![0]);
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_existing_record_keeps_only_what_fits_the_pools() {
+        let alloc = Allocation {
+            node_name: "b".into(),
+            addresses: Vec::new(),
+            pools: vec![(nets(&["10.244.0.0/16"])[0], 24)],
+            lease_ttl: 20,
+            prefer: Vec::new(),
+        };
+        let taken = [("c", nets(&["10.244.3.0/24"])[0])];
+        // Kept: a /24 of the pool; a second one in the pool is dropped.
+        let (cidrs, notes) = choose_cidrs(
+            &alloc,
+            &nets(&["10.244.5.0/24", "10.244.6.0/24"]),
+            &[],
+            &taken,
+        )
+        .unwrap();
+        assert_eq!(cidrs, nets(&["10.244.5.0/24"]));
+        assert_eq!(
+            notes,
+            ["pod CIDR 10.244.6.0/24 of the existing record of node b is a second one in its pool: dropped"]
+        );
+        // Overlapping another node's: a free one instead, and why.
+        let (cidrs, notes) = choose_cidrs(&alloc, &nets(&["10.244.3.0/24"]), &[], &taken).unwrap();
+        assert_eq!(cidrs, nets(&["10.244.0.0/24"]));
+        assert_eq!(
+            notes,
+            ["pod CIDR 10.244.3.0/24 of the existing record of node b overlaps node c's 10.244.3.0/24: allocating a new one"]
+        );
+        // Asked for again (this process's last, the CNI config's).
+        let (cidrs, notes) = choose_cidrs(&alloc, &[], &nets(&["10.244.9.0/24"]), &taken).unwrap();
+        assert_eq!((cidrs, notes.len()), (nets(&["10.244.9.0/24"]), 0));
+        // No room: an error naming the pool.
+        let full = [("c", nets(&["10.244.0.0/16"])[0])];
+        let err = choose_cidrs(&alloc, &[], &[], &full).unwrap_err();
+        assert_eq!(err, "no free /24 left in 10.244.0.0/16 for node b");
     }
 }
