@@ -576,6 +576,29 @@ fn record(etcd: &Etcd, key: &str) -> Option<(serde_json::Value, i64)> {
     ))
 }
 
+fn del(etcd: &Etcd, key: &str) {
+    let out = etcd.ctl(None).args(["del", key]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Calls `maintain` every 100 ms (as the agent's loop does) until it has
+/// something to say; those lines, and how long it took.
+fn maintain_until_lines(s: &mut EtcdSource, within: Duration) -> (Vec<String>, Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let lines = s.maintain().unwrap();
+        if !lines.is_empty() {
+            return (lines, start.elapsed());
+        }
+        assert!(start.elapsed() < within, "nothing happened in {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn cidrs_of(v: &serde_json::Value) -> Vec<String> {
     v["podCIDRs"]
         .as_array()
@@ -583,6 +606,167 @@ fn cidrs_of(v: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|c| c.as_str().unwrap().to_string())
         .collect()
+}
+
+#[test]
+fn a_record_deleted_or_overwritten_while_its_lease_lives_is_put_back() {
+    let env = NsEtcd::start();
+    env.run(|etcd| {
+        let pools = [("10.244.0.0/16", 24)];
+        // a: a peer with a long lease; b: the node under test, lease 2 s
+        // (a keepalive every 667 ms, each followed by a read of its record).
+        let mut a = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+            .unwrap()
+            .with_allocation(alloc("a", "192.168.1.1", &pools, 30));
+        let mut b = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+            .unwrap()
+            .with_allocation(alloc("b", "192.168.1.2", &pools, 2));
+        assert_eq!(a.register().unwrap(), ["10.244.0.0/24".parse().unwrap()]);
+        let lines = b.maintain().unwrap();
+        assert!(
+            lines[0].contains("registered node b with pod CIDRs 10.244.1.0/24"),
+            "{lines:?}"
+        );
+        let lease = b.lease_id().unwrap();
+        let cidrs_of_b = |peer: &mut EtcdSource| -> Option<Vec<IpNet>> {
+            let nodes = peer.nodes().unwrap();
+            nodes.into_iter().find(|n| n.name == "b").map(|n| n.pod_cidrs)
+        };
+        let mut peer = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+        assert_eq!(
+            cidrs_of_b(&mut peer),
+            Some(vec!["10.244.1.0/24".parse().unwrap()])
+        );
+        let rx = peer.watch().unwrap();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            "watch: started"
+        );
+
+        // Deleted by hand while b's lease lives: the peer sees it go...
+        del(etcd, "/rcni/nodes/b");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+        assert_eq!(cidrs_of_b(&mut peer), None);
+        // ...and b puts it back, same CIDR, same lease, by the next
+        // keepalive (the lease is 2 s; within 3 s, a few keepalives).
+        let (lines, took) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "warning: the record /rcni/nodes/b of node b is gone although its lease {lease:x} is alive; \
+                 registered it again with pod CIDRs 10.244.1.0/24 on lease {lease:x}"
+            )),
+            "{lines:?}"
+        );
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert_eq!(b.lease_id(), Some(lease));
+        let (value, on) = record(etcd, "/rcni/nodes/b").unwrap();
+        assert_eq!(on, lease);
+        assert_eq!(
+            value,
+            json!({"name": "b", "addresses": ["192.168.1.2"], "podCIDRs": ["10.244.1.0/24"]})
+        );
+        // The peer's watch and listing see it again.
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+        assert_eq!(
+            cidrs_of_b(&mut peer),
+            Some(vec!["10.244.1.0/24".parse().unwrap()])
+        );
+
+        // Overwritten without a lease (another CIDR): put back on the
+        // lease, the warning naming what was found.
+        etcd.put(
+            "/rcni/nodes/b",
+            r#"{"name":"b","addresses":["192.168.1.99"],"podCIDRs":["10.244.7.0/24"]}"#,
+        );
+        let (lines, _) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert!(
+            lines[0].starts_with(
+                "warning: the record /rcni/nodes/b of node b was overwritten: found name \"b\", \
+                 addresses [192.168.1.99], podCIDRs [10.244.7.0/24] without a lease; \
+                 registered it again with pod CIDRs 10.244.1.0/24"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(record(etcd, "/rcni/nodes/b").unwrap().1, lease);
+        // Overwritten with something that is no node's JSON: the same.
+        etcd.put("/rcni/nodes/b", "garbage");
+        let (lines, _) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert!(
+            lines[0].contains("was overwritten: found \"garbage\", not a node's JSON"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            cidrs_of(&record(etcd, "/rcni/nodes/b").unwrap().0),
+            ["10.244.1.0/24"]
+        );
+
+        // Deleted, and meanwhile another node took its CIDR: b gets a
+        // free one instead, on the same lease.
+        del(etcd, "/rcni/nodes/b");
+        etcd.put(
+            "/rcni/nodes/c",
+            r#"{"name":"c","addresses":["192.168.1.3"],"podCIDRs":["10.244.1.0/24"]}"#,
+        );
+        let (lines, _) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert!(
+            lines[0].ends_with(&format!(
+                "its pod CIDRs 10.244.1.0/24 are no longer free: \
+                 registered it again with pod CIDRs 10.244.2.0/24 on lease {lease:x}"
+            )),
+            "{lines:?}"
+        );
+        let (value, on) = record(etcd, "/rcni/nodes/b").unwrap();
+        assert_eq!((cidrs_of(&value), on), (vec!["10.244.2.0/24".into()], lease));
+
+        // Kept alive past its TTL all along, and quiet while intact.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            assert!(b.maintain().unwrap().is_empty());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(record(etcd, "/rcni/nodes/b").unwrap().1, lease);
+    });
+}
+
+#[test]
+fn a_listing_that_misses_the_record_has_it_put_back_at_once() {
+    let env = NsEtcd::start();
+    env.run(|etcd| {
+        // A 30 s lease: the next keepalive is 10 s away. An address given
+        // twice and a CIDR asked for again that is not its network's
+        // form: the record as listed still counts as the one written.
+        let mut b = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+            .unwrap()
+            .with_allocation(Allocation {
+                addresses: vec!["192.168.1.2".parse().unwrap(); 2],
+                prefer: vec!["10.244.0.7/24".parse().unwrap()],
+                ..alloc("b", "192.168.1.2", &[("10.244.0.0/16", 24)], 30)
+            });
+        assert!(!b.maintain().unwrap().is_empty());
+        let lease = b.lease_id().unwrap();
+        // Nothing to repair while the listing shows the record.
+        for _ in 0..3 {
+            assert_eq!(b.nodes().unwrap().len(), 1);
+            assert!(b.maintain().unwrap().is_empty());
+        }
+        del(etcd, "/rcni/nodes/b");
+        // The agent's round lists (the watch told it of the deletion),
+        // finds no record of its own; the next maintain puts it back.
+        assert!(b.nodes().unwrap().is_empty());
+        let lines = b.maintain().unwrap();
+        assert!(lines[0].contains("is gone although its lease"), "{lines:?}");
+        assert_eq!(
+            b.nodes().unwrap(),
+            vec![NodeInfo {
+                name: "b".into(),
+                addresses: vec!["192.168.1.2".parse().unwrap()],
+                pod_cidrs: vec!["10.244.0.0/24".parse().unwrap()],
+            }]
+        );
+        assert_eq!(record(etcd, "/rcni/nodes/b").unwrap().1, lease);
+        assert!(b.maintain().unwrap().is_empty());
+    });
 }
 
 #[test]
