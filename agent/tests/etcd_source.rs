@@ -12,6 +12,8 @@ use rcni_agent::model::{NodeInfo, NodeSource};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use ipnet::IpNet;
 use rcni_agent::source::etcd::{free_subnet, Allocation, EtcdSource, DEFAULT_PREFIX};
 use serde_json::json;
@@ -526,4 +528,323 @@ fn watch_signals_changes_and_a_compacted_revision_means_relist() {
         .unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
     assert_eq!(source.nodes().unwrap().len(), 1);
+}
+
+/// etcd on the loopback of a network namespace of the test's own: the
+/// clients run inside it too (see [`NsEtcd::run`]), so nothing of the test
+/// touches the namespace it was started in. Dropped in field order: etcd
+/// killed (its data dir removed), then the namespace deleted, also when the
+/// test panics.
+struct NsEtcd {
+    etcd: Etcd,
+    ns: testutil::TestNs,
+}
+
+impl NsEtcd {
+    fn start() -> NsEtcd {
+        let ns = testutil::TestNs::new("etcd");
+        let etcd = Etcd::start_in(ns.name(), "127.0.0.1");
+        NsEtcd { etcd, ns }
+    }
+
+    /// Runs `f` on this thread inside the namespace (threads it starts,
+    /// such as a watch, stay there).
+    fn run<T: Send>(&self, f: impl FnOnce(&Etcd) -> T + Send) -> T {
+        let etcd = &self.etcd;
+        self.ns.run(move || f(etcd))
+    }
+}
+
+/// `etcdctl get KEY -w json`: the record's value (parsed) and lease.
+fn record(etcd: &Etcd, key: &str) -> Option<(serde_json::Value, i64)> {
+    let out = etcd
+        .ctl(None)
+        .args(["get", key, "-w", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kv = v["kvs"].get(0)?;
+    let value = B64.decode(kv["value"].as_str().unwrap()).unwrap();
+    Some((
+        serde_json::from_slice(&value).unwrap(),
+        kv["lease"].as_i64().unwrap_or(0),
+    ))
+}
+
+fn del(etcd: &Etcd, key: &str) {
+    let out = etcd.ctl(None).args(["del", key]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Calls `maintain` every 100 ms (as the agent's loop does) until it has
+/// something to say; those lines, and how long it took.
+fn maintain_until_lines(s: &mut EtcdSource, within: Duration) -> (Vec<String>, Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let lines = s.maintain().unwrap();
+        if !lines.is_empty() {
+            return (lines, start.elapsed());
+        }
+        assert!(start.elapsed() < within, "nothing happened in {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn cidrs_of(v: &serde_json::Value) -> Vec<String> {
+    v["podCIDRs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_record_deleted_or_overwritten_while_its_lease_lives_is_put_back() {
+    let env = NsEtcd::start();
+    env.run(|etcd| {
+        let pools = [("10.244.0.0/16", 24)];
+        // a: a peer with a long lease; b: the node under test, lease 2 s
+        // (a keepalive every 667 ms, each followed by a read of its record).
+        let mut a = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+            .unwrap()
+            .with_allocation(alloc("a", "192.168.1.1", &pools, 30));
+        let mut b = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+            .unwrap()
+            .with_allocation(alloc("b", "192.168.1.2", &pools, 2));
+        assert_eq!(a.register().unwrap(), ["10.244.0.0/24".parse().unwrap()]);
+        let lines = b.maintain().unwrap();
+        assert!(
+            lines[0].contains("registered node b with pod CIDRs 10.244.1.0/24"),
+            "{lines:?}"
+        );
+        let lease = b.lease_id().unwrap();
+        let cidrs_of_b = |peer: &mut EtcdSource| -> Option<Vec<IpNet>> {
+            let nodes = peer.nodes().unwrap();
+            nodes.into_iter().find(|n| n.name == "b").map(|n| n.pod_cidrs)
+        };
+        let mut peer = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+        assert_eq!(
+            cidrs_of_b(&mut peer),
+            Some(vec!["10.244.1.0/24".parse().unwrap()])
+        );
+        let rx = peer.watch().unwrap();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            "watch: started"
+        );
+
+        // Deleted by hand while b's lease lives: the peer sees it go...
+        del(etcd, "/rcni/nodes/b");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+        assert_eq!(cidrs_of_b(&mut peer), None);
+        // ...and b puts it back, same CIDR, same lease, by the next
+        // keepalive (the lease is 2 s; within 3 s, a few keepalives).
+        let (lines, took) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "warning: the record /rcni/nodes/b of node b is gone although its lease {lease:x} is alive; \
+                 registered it again with pod CIDRs 10.244.1.0/24 on lease {lease:x}"
+            )),
+            "{lines:?}"
+        );
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert_eq!(b.lease_id(), Some(lease));
+        let (value, on) = record(etcd, "/rcni/nodes/b").unwrap();
+        assert_eq!(on, lease);
+        assert_eq!(
+            value,
+            json!({"name": "b", "addresses": ["192.168.1.2"], "podCIDRs": ["10.244.1.0/24"]})
+        );
+        // The peer's watch and listing see it again.
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "");
+        assert_eq!(
+            cidrs_of_b(&mut peer),
+            Some(vec!["10.244.1.0/24".parse().unwrap()])
+        );
+
+        // Overwritten without a lease (another CIDR): put back on the
+        // lease, the warning naming what was found.
+        etcd.put(
+            "/rcni/nodes/b",
+            r#"{"name":"b","addresses":["192.168.1.99"],"podCIDRs":["10.244.7.0/24"]}"#,
+        );
+        let (lines, _) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert!(
+            lines[0].starts_with(
+                "warning: the record /rcni/nodes/b of node b was overwritten: found name \"b\", \
+                 addresses [192.168.1.99], podCIDRs [10.244.7.0/24] without a lease; \
+                 registered it again with pod CIDRs 10.244.1.0/24"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(record(etcd, "/rcni/nodes/b").unwrap().1, lease);
+        // Overwritten with something that is no node's JSON: the same.
+        etcd.put("/rcni/nodes/b", "garbage");
+        let (lines, _) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert!(
+            lines[0].contains("was overwritten: found \"garbage\", not a node's JSON"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            cidrs_of(&record(etcd, "/rcni/nodes/b").unwrap().0),
+            ["10.244.1.0/24"]
+        );
+
+        // Deleted, and meanwhile another node took its CIDR: b gets a
+        // free one instead, on the same lease.
+        del(etcd, "/rcni/nodes/b");
+        etcd.put(
+            "/rcni/nodes/c",
+            r#"{"name":"c","addresses":["192.168.1.3"],"podCIDRs":["10.244.1.0/24"]}"#,
+        );
+        let (lines, _) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert!(
+            lines[0].ends_with(&format!(
+                "its pod CIDRs 10.244.1.0/24 are no longer free: \
+                 registered it again with pod CIDRs 10.244.2.0/24 on lease {lease:x}"
+            )),
+            "{lines:?}"
+        );
+        let (value, on) = record(etcd, "/rcni/nodes/b").unwrap();
+        assert_eq!((cidrs_of(&value), on), (vec!["10.244.2.0/24".into()], lease));
+
+        // Kept alive past its TTL all along, and quiet while intact.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            assert!(b.maintain().unwrap().is_empty());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(record(etcd, "/rcni/nodes/b").unwrap().1, lease);
+    });
+}
+
+#[test]
+fn a_listing_that_misses_the_record_has_it_put_back_at_once() {
+    let env = NsEtcd::start();
+    env.run(|etcd| {
+        // A 30 s lease: the next keepalive is 10 s away. An address given
+        // twice and a CIDR asked for again that is not its network's
+        // form: the record as listed still counts as the one written.
+        let mut b = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+            .unwrap()
+            .with_allocation(Allocation {
+                addresses: vec!["192.168.1.2".parse().unwrap(); 2],
+                prefer: vec!["10.244.0.7/24".parse().unwrap()],
+                ..alloc("b", "192.168.1.2", &[("10.244.0.0/16", 24)], 30)
+            });
+        assert!(!b.maintain().unwrap().is_empty());
+        let lease = b.lease_id().unwrap();
+        // Nothing to repair while the listing shows the record.
+        for _ in 0..3 {
+            assert_eq!(b.nodes().unwrap().len(), 1);
+            assert!(b.maintain().unwrap().is_empty());
+        }
+        del(etcd, "/rcni/nodes/b");
+        // The agent's round lists (the watch told it of the deletion),
+        // finds no record of its own; the next maintain puts it back.
+        assert!(b.nodes().unwrap().is_empty());
+        let lines = b.maintain().unwrap();
+        assert!(lines[0].contains("is gone although its lease"), "{lines:?}");
+        assert_eq!(
+            b.nodes().unwrap(),
+            vec![NodeInfo {
+                name: "b".into(),
+                addresses: vec!["192.168.1.2".parse().unwrap()],
+                pod_cidrs: vec!["10.244.0.0/24".parse().unwrap()],
+            }]
+        );
+        assert_eq!(record(etcd, "/rcni/nodes/b").unwrap().1, lease);
+        assert!(b.maintain().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn a_restart_with_another_cluster_cidr_or_mask_replaces_the_old_subnet() {
+    let env = NsEtcd::start();
+    env.run(|etcd| {
+        let start = |pools: &[(&str, u8)]| {
+            let mut b = EtcdSource::new(&etcd.url, DEFAULT_PREFIX)
+                .unwrap()
+                .with_allocation(Allocation {
+                    // The CNI config of the earlier run names its subnet.
+                    prefer: vec!["10.244.0.0/24".parse().unwrap()],
+                    ..alloc("b", "192.168.1.2", pools, 30)
+                });
+            let lines = b.maintain().unwrap();
+            let lease = b.lease_id().unwrap();
+            let (value, on) = record(etcd, "/rcni/nodes/b").unwrap();
+            assert_eq!(on, lease, "the record is on the new lease");
+            (b, lines, cidrs_of(&value))
+        };
+        let (first, lines, cidrs) = start(&[("10.244.0.0/16", 24)]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(cidrs, ["10.244.0.0/24"]);
+        // The agent stops (its lease lives on) and comes back with another
+        // --cluster-cidr: a new subnet in it, the old record replaced.
+        drop(first);
+        let (second, lines, cidrs) = start(&[("10.99.0.0/16", 24)]);
+        assert_eq!(
+            lines,
+            [
+                "warning: pod CIDR 10.244.0.0/24 of the existing record of node b is outside \
+                 --cluster-cidr 10.99.0.0/16: allocating a new one"
+                    .to_string(),
+                format!(
+                    "registered node b with pod CIDRs 10.99.0.0/24 (lease {:x}, ttl 30 s)",
+                    second.lease_id().unwrap()
+                )
+            ]
+        );
+        assert_eq!(cidrs, ["10.99.0.0/24"]);
+        let mut peer = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
+        assert_eq!(
+            peer.nodes().unwrap(),
+            vec![NodeInfo {
+                name: "b".into(),
+                addresses: vec!["192.168.1.2".parse().unwrap()],
+                pod_cidrs: vec!["10.99.0.0/24".parse().unwrap()],
+            }]
+        );
+
+        // Another node CIDR mask size.
+        drop(second);
+        let (third, lines, cidrs) = start(&[("10.99.0.0/16", 25)]);
+        assert!(
+            lines[0].contains(
+                "pod CIDR 10.99.0.0/24 of the existing record of node b is not a /25 \
+                 (the node CIDR mask size for 10.99.0.0/16): allocating a new one"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(cidrs, ["10.99.0.0/25"]);
+
+        // A pool added (dual stack): the IPv4 subnet stays, one is added.
+        drop(third);
+        let (fourth, lines, cidrs) = start(&[("10.99.0.0/16", 25), ("fd44::/48", 64)]);
+        assert!(
+            lines[0].contains(
+                "the existing record of node b has no pod CIDR in fd44::/48: allocating one"
+            ),
+            "{lines:?}"
+        );
+        assert_eq!(cidrs, ["10.99.0.0/25", "fd44::/64"]);
+
+        // The same configuration again: kept, no warning.
+        drop(fourth);
+        let (_fifth, lines, cidrs) = start(&[("10.99.0.0/16", 25), ("fd44::/48", 64)]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(cidrs, ["10.99.0.0/25", "fd44::/64"]);
+        assert_eq!(peer.nodes().unwrap().len(), 1);
+    });
 }

@@ -25,6 +25,13 @@
 //! agent registers its own node instead ([`EtcdSource::register`]): a free
 //! subnet per pool, claimed in a transaction, the record on a lease kept
 //! alive by [`NodeSource::maintain`], gone when the agent stops renewing.
+//! After each keepalive (and whenever a listing does not show the record
+//! as registered) the agent reads its record back (one GET); deleted
+//! while the lease lives (`etcdctl del`), or overwritten by another value
+//! or onto another lease, it is put back on the lease, with the same pod
+//! CIDRs while no other node holds them, and a warning says what was
+//! found. A restarted agent keeps the pod CIDRs of its earlier record only
+//! as far as they are `/mask` subnets of the configured pools.
 //!
 //! # Protocol
 //!
@@ -80,10 +87,16 @@ pub struct EtcdSource {
     /// The pod CIDRs this process registered last: asked for again first
     /// when the lease was lost.
     last_cidrs: Vec<IpNet>,
-    /// The node records and the revision of the last listing, and for each
-    /// record whether it has a lease.
+    /// The revision of the last listing, and for each record it read the
+    /// lease it is attached to (0: none).
     last_revision: Option<i64>,
-    leased: Vec<(String, bool)>,
+    leases: Vec<(String, i64)>,
+    /// The next [`NodeSource::maintain`] reads this node's record to check
+    /// it is still there as written (the last listing did not show it so).
+    check_record: bool,
+    /// Warnings of the last registration, for [`NodeSource::maintain`] to
+    /// hand out.
+    notes: Vec<String>,
     /// [`NodeSource::maintain`] does nothing before this (back-off after an
     /// error, or the next check of a hand-written record).
     maintain_after: Option<Instant>,
@@ -167,6 +180,110 @@ struct Registration {
     next_keepalive: Instant,
 }
 
+/// A node's record as read back: its value (or why it is not a node's
+/// JSON) and its lease (0: none).
+struct Found {
+    node: Result<NodeInfo, String>,
+    lease: i64,
+}
+
+/// What [`EtcdSource::renew`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renewal {
+    /// Not due yet: nothing sent.
+    NotDue,
+    /// Kept alive.
+    Renewed,
+    /// Gone (or never registered): register again.
+    Expired,
+}
+
+/// The record this node registers with `cidrs`, in the form a listing
+/// reads it back (addresses once each), so that the two compare equal.
+fn record_of(alloc: &Allocation, cidrs: &[IpNet]) -> NodeInfo {
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    for a in &alloc.addresses {
+        if !addresses.contains(a) {
+            addresses.push(*a);
+        }
+    }
+    NodeInfo {
+        name: alloc.node_name.clone(),
+        addresses,
+        pod_cidrs: cidrs.to_vec(),
+    }
+}
+
+/// `a, b, c`.
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pod CIDRs of a registration: for each pool, in order, the first of
+/// `existing` (the node's record found at registration), then of `again`
+/// (asked for again: this process's last, the CNI config's) that is a
+/// `/mask` inside it and overlaps no other node's (`taken`: node name and
+/// CIDR), else its first free `/mask`. What of `existing` is not kept is
+/// said in the notes, as is a pool it had nothing in.
+fn choose_cidrs(
+    alloc: &Allocation,
+    existing: &[IpNet],
+    again: &[IpNet],
+    taken: &[(&str, IpNet)],
+) -> Result<(Vec<IpNet>, Vec<String>), String> {
+    let overlaps = |a: &IpNet, b: &IpNet| a.contains(b) || b.contains(a);
+    let fits = |c: &IpNet, pool: &IpNet, mask: u8| c.prefix_len() == mask && pool.contains(c);
+    let free = |c: &IpNet| !taken.iter().any(|(_, t)| overlaps(t, c));
+    let taken_nets: Vec<IpNet> = taken.iter().map(|(_, t)| *t).collect();
+    let name = &alloc.node_name;
+    let mut cidrs = Vec::new();
+    let mut notes = Vec::new();
+    let mut missing = Vec::new();
+    for (pool, mask) in &alloc.pools {
+        let kept = existing.iter().find(|c| fits(c, pool, *mask) && free(c));
+        if kept.is_none() && !existing.is_empty() {
+            missing.push(*pool);
+        }
+        let got = kept
+            .or_else(|| again.iter().find(|c| fits(c, pool, *mask) && free(c)))
+            .copied()
+            .or_else(|| free_subnet(pool, *mask, &taken_nets));
+        match got {
+            Some(c) => cidrs.push(c),
+            None => return Err(format!("no free /{mask} left in {pool} for node {name}")),
+        }
+    }
+    let cluster = join(&alloc.pools.iter().map(|(p, _)| *p).collect::<Vec<_>>());
+    for c in existing.iter().filter(|c| !cidrs.contains(c)) {
+        let of = format!("pod CIDR {c} of the existing record of node {name}");
+        let why = match alloc.pools.iter().find(|(p, _)| p.contains(c)) {
+            None => format!("{of} is outside --cluster-cidr {cluster}: allocating a new one"),
+            Some((p, m)) if c.prefix_len() != *m => format!(
+                "{of} is not a /{m} (the node CIDR mask size for {p}): allocating a new one"
+            ),
+            Some(_) => match taken.iter().find(|(_, t)| overlaps(t, c)) {
+                Some((other, t)) => {
+                    format!("{of} overlaps node {other}'s {t}: allocating a new one")
+                }
+                None => format!("{of} is a second one in its pool: dropped"),
+            },
+        };
+        notes.push(why);
+    }
+    if notes.is_empty() {
+        for p in missing {
+            notes.push(format!(
+                "the existing record of node {name} has no pod CIDR in {p}: allocating one"
+            ));
+        }
+    }
+    Ok((cidrs, notes))
+}
+
 /// The first `/mask` subnet of `pool` that overlaps none of `taken`.
 pub fn free_subnet(pool: &IpNet, mask: u8, taken: &[IpNet]) -> Option<IpNet> {
     pool.subnets(mask)
@@ -231,7 +348,9 @@ impl EtcdSource {
             registration: None,
             last_cidrs: Vec::new(),
             last_revision: None,
-            leased: Vec::new(),
+            leases: Vec::new(),
+            check_record: false,
+            notes: Vec::new(),
             maintain_after: None,
             backoff: MIN_BACKOFF,
         })
@@ -280,13 +399,31 @@ impl EtcdSource {
     }
 
     /// Registers this node (see [`Allocation`]): keeps the pod CIDRs of its
-    /// record if it has one (a restarted agent gets its subnet back),
-    /// else takes a free subnet of each pool; puts the record attached to
-    /// a new lease, in a transaction that fails if any node record changed
-    /// since it was read (then it reads and tries again), so two agents
-    /// never get the same subnet. A record without a lease (written by
-    /// hand) is used as it is and not touched. The pod CIDRs.
+    /// record if it has one (a restarted agent gets its subnet back) as
+    /// far as they still fit the configuration (see below), else takes a
+    /// free subnet of each pool; puts the record attached to a new lease,
+    /// in a transaction that fails if any node record changed since it was
+    /// read (then it reads and tries again), so two agents never get the
+    /// same subnet. A record without a lease (written by hand) is used as
+    /// it is and not touched. The pod CIDRs.
+    ///
+    /// A pod CIDR of an earlier record is kept only when it is a `/mask`
+    /// inside a pool (a restart with another `--cluster-cidr` or mask
+    /// size) and overlaps no other node's; the others are dropped with a
+    /// warning (handed out by the next [`NodeSource::maintain`]) and the
+    /// record is replaced by one with a new subnet of each pool left
+    /// without one.
     pub fn register(&mut self) -> Result<Vec<IpNet>, SourceError> {
+        self.allocate(None).map(|(cidrs, _)| cidrs)
+    }
+
+    /// [`EtcdSource::register`], or with `repair` (the lease of this
+    /// process's registration) puts this node's record back on that lease
+    /// with the pod CIDRs it registered last when they are still free
+    /// (else new ones), whatever the key holds now. The pod CIDRs, and
+    /// whether the record was written (a repair finds it intact when it
+    /// was put back meanwhile).
+    fn allocate(&mut self, repair: Option<i64>) -> Result<(Vec<IpNet>, bool), SourceError> {
         let Some(alloc) = self.alloc.clone() else {
             return Err(self.error("no allocation configured"));
         };
@@ -298,47 +435,50 @@ impl EtcdSource {
                 return Err(self.error("the range answer carried no revision"));
             };
             let mine = nodes.iter().find(|n| n.name == alloc.node_name);
-            let leased = self.leased.iter().any(|(n, l)| n == &alloc.node_name && *l);
-            if let Some(m) = mine.filter(|m| !m.pod_cidrs.is_empty() && !leased) {
-                // Hand-written: nothing to allocate or keep alive.
-                self.registration = None;
-                return Ok(m.pod_cidrs.clone());
-            }
-            let cidrs = match mine.filter(|m| !m.pod_cidrs.is_empty()) {
-                Some(m) => m.pod_cidrs.clone(),
+            let mine_lease = self
+                .leases
+                .iter()
+                .find(|(n, _)| n == &alloc.node_name)
+                .map_or(0, |(_, l)| *l);
+            match repair {
                 None => {
-                    let taken: Vec<IpNet> = nodes
-                        .iter()
-                        .filter(|n| n.name != alloc.node_name)
-                        .flat_map(|n| n.pod_cidrs.iter().copied())
-                        .collect();
-                    let mut cidrs = Vec::new();
-                    for (pool, mask) in &alloc.pools {
-                        let again = self.last_cidrs.iter().chain(&alloc.prefer).find(|c| {
-                            c.prefix_len() == *mask
-                                && pool.contains(*c)
-                                && !taken.iter().any(|t| t.contains(*c) || c.contains(t))
-                        });
-                        let got = again.copied().or_else(|| free_subnet(pool, *mask, &taken));
-                        match got {
-                            Some(c) => cidrs.push(c),
-                            None => {
-                                return Err(self.error(format!(
-                                    "no free /{mask} left in {pool} for node {}",
-                                    alloc.node_name
-                                )))
-                            }
-                        }
+                    if let Some(m) = mine.filter(|m| !m.pod_cidrs.is_empty() && mine_lease == 0) {
+                        // Hand-written: nothing to allocate or keep alive.
+                        self.registration = None;
+                        return Ok((m.pod_cidrs.clone(), false));
                     }
-                    cidrs
                 }
+                Some(lease) => {
+                    if mine_lease == lease && mine == self.expected_record().as_ref() {
+                        self.check_record = false;
+                        return Ok((self.last_cidrs.clone(), false));
+                    }
+                }
+            }
+            let taken: Vec<(&str, IpNet)> = nodes
+                .iter()
+                .filter(|n| n.name != alloc.node_name)
+                .flat_map(|n| n.pod_cidrs.iter().map(|c| (n.name.as_str(), *c)))
+                .collect();
+            // A repair puts back what this process registered, not what
+            // it found at its key.
+            let existing = match (repair, mine) {
+                (None, Some(m)) => m.pod_cidrs.as_slice(),
+                _ => &[],
             };
-            let lease = self.grant(alloc.lease_ttl)?;
-            let record = NodeInfo {
-                name: alloc.node_name.clone(),
-                addresses: alloc.addresses.clone(),
-                pod_cidrs: cidrs.clone(),
+            let again: Vec<IpNet> = self
+                .last_cidrs
+                .iter()
+                .chain(&alloc.prefer)
+                .map(IpNet::trunc)
+                .collect();
+            let (cidrs, notes) =
+                choose_cidrs(&alloc, existing, &again, &taken).map_err(|m| self.error(m))?;
+            let lease = match repair {
+                Some(l) => l,
+                None => self.grant(alloc.lease_ttl)?,
             };
+            let record = record_of(&alloc, &cidrs);
             let value = serde_json::to_vec(&record)
                 .map_err(|e| self.error(format!("node {}: {e}", record.name)))?;
             let body = json!({
@@ -355,21 +495,159 @@ impl EtcdSource {
                     "lease": lease.to_string(),
                 }}],
             });
-            let answer = self.post("/v3/kv/txn", &body)?;
+            let answer = self.post("/v3/kv/txn", &body);
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    if repair.is_none() {
+                        let _ = self.post("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
+                    }
+                    return Err(e);
+                }
+            };
             let answer: serde_json::Value = serde_json::from_slice(&answer)
                 .map_err(|e| self.error(format!("bad JSON in the txn answer: {e}")))?;
             if answer["succeeded"] == true {
-                self.registration = Some(Registration {
-                    lease,
-                    next_keepalive: Instant::now() + keepalive_period(alloc.lease_ttl),
-                });
+                if repair.is_none() {
+                    self.registration = Some(Registration {
+                        lease,
+                        next_keepalive: Instant::now() + keepalive_period(alloc.lease_ttl),
+                    });
+                }
                 self.last_cidrs = cidrs.clone();
-                return Ok(cidrs);
+                self.check_record = false;
+                self.notes.extend(notes);
+                return Ok((cidrs, true));
             }
-            // Another record changed in between: drop our lease, read again.
-            let _ = self.post("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
+            // Another record changed in between: read again (dropping the
+            // lease granted for this try).
+            if repair.is_none() {
+                let _ = self.post("/v3/lease/revoke", &json!({"ID": lease.to_string()}));
+            }
         }
         Err(self.error("lost the allocation race 20 times in a row"))
+    }
+
+    /// The warnings of the last registration, to log.
+    fn take_notes(&mut self) -> Vec<String> {
+        self.notes
+            .drain(..)
+            .map(|n| format!("warning: {n}"))
+            .collect()
+    }
+
+    /// The record this process registered, as it wrote it.
+    fn expected_record(&self) -> Option<NodeInfo> {
+        let alloc = self.alloc.as_ref()?;
+        self.registration.as_ref()?;
+        Some(record_of(alloc, &self.last_cidrs))
+    }
+
+    /// After a listing: unless it shows this node's record as registered
+    /// and on its lease, the next [`NodeSource::maintain`] reads it.
+    fn note_own_record(&mut self, nodes: &[NodeInfo]) {
+        let (Some(expected), Some(lease)) = (self.expected_record(), self.lease_id()) else {
+            return;
+        };
+        let listed = nodes.iter().find(|n| n.name == expected.name);
+        let listed_lease = self
+            .leases
+            .iter()
+            .find(|(n, _)| n == &expected.name)
+            .map(|(_, l)| *l);
+        if listed != Some(&expected) || listed_lease != Some(lease) {
+            self.check_record = true;
+        }
+    }
+
+    /// This node's record as etcd has it now (one GET): `None` when the
+    /// key is gone, else its value (or why it is not a node's JSON) and
+    /// its lease (0: none).
+    fn own_record(&mut self) -> Result<Option<Found>, SourceError> {
+        let Some(name) = self.alloc.as_ref().map(|a| a.node_name.clone()) else {
+            return Ok(None);
+        };
+        let key = self.key_for(&name);
+        let body = self.post("/v3/kv/range", &json!({"key": B64.encode(&key)}))?;
+        let answer: RangeResponse = serde_json::from_slice(&body)
+            .map_err(|e| self.error(format!("bad JSON in the range answer for {key}: {e}")))?;
+        let Some(kv) = answer.kvs.first() else {
+            return Ok(None);
+        };
+        let lease = kv.lease.as_ref().and_then(int64).unwrap_or(0);
+        let node = B64
+            .decode(&kv.value)
+            .map_err(|e| format!("a value that is not base64 ({e})"))
+            .and_then(|v| {
+                serde_json::from_slice::<serde_json::Value>(&v).map_err(|e| {
+                    let short: String = String::from_utf8_lossy(&v).chars().take(200).collect();
+                    format!("{short:?}, not a node's JSON ({e})")
+                })
+            })
+            .and_then(|v| node_from_json(&v).map(|(n, _)| n));
+        Ok(Some(Found { node, lease }))
+    }
+
+    /// Checks (one GET) that this node's record is still there as this
+    /// process wrote it, on `lease`; puts it back when it is gone or was
+    /// overwritten (see [`EtcdSource::allocate`]). Lines to log.
+    fn check_own_record(&mut self, lease: i64) -> Result<Vec<String>, SourceError> {
+        let Some(expected) = self.expected_record() else {
+            return Ok(Vec::new());
+        };
+        let key = self.key_for(&expected.name);
+        let found = self.own_record()?;
+        let what = match &found {
+            Some(Found {
+                node: Ok(n),
+                lease: l,
+            }) if *l == lease && *n == expected => {
+                self.check_record = false;
+                return Ok(Vec::new());
+            }
+            None => format!(
+                "the record {key} of node {} is gone although its lease {lease:x} is alive",
+                expected.name
+            ),
+            Some(Found { node, lease: l }) => {
+                let value = match node {
+                    Ok(n) => format!(
+                        "name {:?}, addresses [{}], podCIDRs [{}]",
+                        n.name,
+                        join(&n.addresses),
+                        join(&n.pod_cidrs)
+                    ),
+                    Err(e) => e.clone(),
+                };
+                let on = match *l {
+                    0 => "without a lease".to_string(),
+                    l if l == lease => format!("on its lease {l:x}"),
+                    l => format!("on lease {l:x}, not its lease {lease:x}"),
+                };
+                format!(
+                    "the record {key} of node {} was overwritten: found {value} {on}",
+                    expected.name
+                )
+            }
+        };
+        let before = self.last_cidrs.clone();
+        let (cidrs, written) = self.allocate(Some(lease))?;
+        let mut lines = self.take_notes();
+        if !written {
+            lines.push(format!("{what}; it is back as registered now"));
+        } else if cidrs == before {
+            lines.push(format!(
+                "warning: {what}; registered it again with pod CIDRs {} on lease {lease:x}",
+                join(&cidrs)
+            ));
+        } else {
+            lines.push(format!(
+                "warning: {what}; its pod CIDRs {} are no longer free: registered it again with pod CIDRs {} on lease {lease:x}",
+                join(&before),
+                join(&cidrs)
+            ));
+        }
+        Ok(lines)
     }
 
     fn grant(&mut self, ttl: u64) -> Result<i64, SourceError> {
@@ -385,11 +663,15 @@ impl EtcdSource {
     /// Renews the lease when due; `Ok(false)` when etcd no longer knows it
     /// (expired: the record is gone and must be registered again).
     pub fn keep_alive(&mut self) -> Result<bool, SourceError> {
+        Ok(self.renew()? != Renewal::Expired)
+    }
+
+    fn renew(&mut self) -> Result<Renewal, SourceError> {
         let Some(reg) = self.registration.clone() else {
-            return Ok(false);
+            return Ok(Renewal::Expired);
         };
         if Instant::now() < reg.next_keepalive {
-            return Ok(true);
+            return Ok(Renewal::NotDue);
         }
         let answer = self.post("/v3/lease/keepalive", &json!({"ID": reg.lease.to_string()}))?;
         let v: serde_json::Value = serde_json::from_slice(&answer)
@@ -397,13 +679,13 @@ impl EtcdSource {
         let ttl = v["result"].get("TTL").and_then(int64).unwrap_or(0);
         if ttl <= 0 {
             self.registration = None;
-            return Ok(false);
+            return Ok(Renewal::Expired);
         }
         let period = keepalive_period(self.alloc.as_ref().map_or(30, |a| a.lease_ttl));
         if let Some(r) = self.registration.as_mut() {
             r.next_keepalive = Instant::now() + period;
         }
-        Ok(true)
+        Ok(Renewal::Renewed)
     }
 
     /// Starts the watch (see [`NodeSource::watch`]) from `revision`.
@@ -560,20 +842,29 @@ impl EtcdSource {
         let Some(alloc) = self.alloc.clone() else {
             return Ok(Vec::new());
         };
-        if self.registration.is_some() && self.keep_alive()? {
-            return Ok(Vec::new());
+        if let Some(lease) = self.lease_id() {
+            // After each keepalive, and whenever a listing did not show
+            // the record as registered, read it: a record deleted (or
+            // overwritten) while the lease lives on would otherwise stay
+            // gone, the lease kept alive for nothing.
+            match self.renew()? {
+                Renewal::NotDue if !self.check_record => return Ok(self.take_notes()),
+                Renewal::NotDue | Renewal::Renewed => return self.check_own_record(lease),
+                Renewal::Expired => {}
+            }
         }
         let lost = !self.last_cidrs.is_empty();
         let cidrs = self.register()?;
+        let mut lines = self.take_notes();
         let Some(lease) = self.lease_id() else {
             // A hand-written record: nothing to keep alive; look again
             // in a while (it may be deleted).
             self.maintain_after = Some(Instant::now() + Duration::from_secs(5));
-            return Ok(Vec::new());
+            return Ok(lines);
         };
         let nets: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
         self.maintain_after = None;
-        Ok(vec![format!(
+        lines.push(format!(
             "{} node {} with pod CIDRs {} (lease {lease:x}, ttl {} s)",
             if lost {
                 "registered again"
@@ -583,7 +874,8 @@ impl EtcdSource {
             alloc.node_name,
             nets.join(", "),
             alloc.lease_ttl
-        )])
+        ));
+        Ok(lines)
     }
 }
 
@@ -725,7 +1017,7 @@ impl NodeSource for EtcdSource {
         let mut start = self.prefix.as_bytes().to_vec();
         let mut revision: Option<serde_json::Value> = None;
         let mut nodes = Vec::new();
-        self.leased.clear();
+        self.leases.clear();
         for _ in 0..MAX_PAGES {
             let mut request = json!({
                 "key": B64.encode(&start),
@@ -747,8 +1039,8 @@ impl NodeSource for EtcdSource {
             for kv in &answer.kvs {
                 match self.node_from(kv) {
                     Ok(n) => {
-                        let leased = kv.lease.as_ref().and_then(int64).unwrap_or(0) != 0;
-                        self.leased.push((n.name.clone(), leased));
+                        let lease = kv.lease.as_ref().and_then(int64).unwrap_or(0);
+                        self.leases.push((n.name.clone(), lease));
                         nodes.push(n)
                     }
                     Err(e) => self.skipped.push(format!("{}; skipped", e.message)),
@@ -756,7 +1048,10 @@ impl NodeSource for EtcdSource {
             }
             let last = match answer.kvs.last() {
                 Some(kv) if answer.more => kv,
-                _ => return Ok(nodes),
+                _ => {
+                    self.note_own_record(&nodes);
+                    return Ok(nodes);
+                }
             };
             start = B64
                 .decode(&last.key)
@@ -776,5 +1071,48 @@ mod tests {
         assert_eq!(prefix_range_end(b"/rcni/nodes/"), b"/rcni/nodes0");
         assert_eq!(prefix_range_end(b"a\xff"), b"b");
         assert_eq!(prefix_range_end(b"\xff\xff"), vec![0]);
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_existing_record_keeps_only_what_fits_the_pools() {
+        let alloc = Allocation {
+            node_name: "b".into(),
+            addresses: Vec::new(),
+            pools: vec![(nets(&["10.244.0.0/16"])[0], 24)],
+            lease_ttl: 20,
+            prefer: Vec::new(),
+        };
+        let taken = [("c", nets(&["10.244.3.0/24"])[0])];
+        // Kept: a /24 of the pool; a second one in the pool is dropped.
+        let (cidrs, notes) = choose_cidrs(
+            &alloc,
+            &nets(&["10.244.5.0/24", "10.244.6.0/24"]),
+            &[],
+            &taken,
+        )
+        .unwrap();
+        assert_eq!(cidrs, nets(&["10.244.5.0/24"]));
+        assert_eq!(
+            notes,
+            ["pod CIDR 10.244.6.0/24 of the existing record of node b is a second one in its pool: dropped"]
+        );
+        // Overlapping another node's: a free one instead, and why.
+        let (cidrs, notes) = choose_cidrs(&alloc, &nets(&["10.244.3.0/24"]), &[], &taken).unwrap();
+        assert_eq!(cidrs, nets(&["10.244.0.0/24"]));
+        assert_eq!(
+            notes,
+            ["pod CIDR 10.244.3.0/24 of the existing record of node b overlaps node c's 10.244.3.0/24: allocating a new one"]
+        );
+        // Asked for again (this process's last, the CNI config's).
+        let (cidrs, notes) = choose_cidrs(&alloc, &[], &nets(&["10.244.9.0/24"]), &taken).unwrap();
+        assert_eq!((cidrs, notes.len()), (nets(&["10.244.9.0/24"]), 0));
+        // No room: an error naming the pool.
+        let full = [("c", nets(&["10.244.0.0/16"])[0])];
+        let err = choose_cidrs(&alloc, &[], &[], &full).unwrap_err();
+        assert_eq!(err, "no free /24 left in 10.244.0.0/16 for node b");
     }
 }
