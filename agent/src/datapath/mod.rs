@@ -14,6 +14,9 @@
 //!   neighbour and address on them (IPv6 link-local ones excepted);
 //! - the nftables table `inet rcni-agent`.
 //!
+//! A route of ours is kept only when it is exactly one that is wanted
+//! (destination, next hop, device and metric); duplicates go.
+//!
 //! Routing per remote pod CIDR:
 //! - *host-gw*: the remote node's address is inside a subnet of one of the
 //!   uplink's addresses: `CIDR via NODE_IP dev UPLINK proto 82`.

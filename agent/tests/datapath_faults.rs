@@ -1,0 +1,180 @@
+//! The real `rcni-agent --once` on one node (a network namespace whose
+//! uplink `eth0` is a veth on 192.168.50.0/24, its peer in the same
+//! namespace) facing faults in its datapath: duplicate routes of the
+//! agent's protocol. No packet leaves the namespace. Build the `rcni`
+//! binary first (`cargo build -p rcni`).
+
+// Test code: a helper may unwrap what the test itself set up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use testutil::{command_in, TempDir, TestNs};
+
+const A_IP: &str = "192.168.50.10";
+
+/// Node "a": its namespace (removed on drop, also when a test panics) and
+/// its directories.
+struct Node {
+    ns: TestNs,
+    conf: TempDir,
+    bin: TempDir,
+    files: TempDir,
+}
+
+fn sh(ns: &TestNs, cmd: &str) {
+    let argv: Vec<&str> = cmd.split_whitespace().collect();
+    ns.exec(&argv);
+}
+
+impl Node {
+    fn new(tag: &str) -> Node {
+        let ns = TestNs::new(tag);
+        // The other end stays in the namespace, up, without addresses.
+        sh(&ns, "ip link add eth0 mtu 1500 type veth peer name lan0");
+        sh(&ns, &format!("ip addr add {A_IP}/24 dev eth0"));
+        sh(&ns, "ip link set lan0 up");
+        sh(&ns, "ip link set eth0 up");
+        Node {
+            ns,
+            conf: TempDir::new("conf"),
+            bin: TempDir::new("bin"),
+            files: TempDir::new("nodes"),
+        }
+    }
+
+    /// Writes a nodes file: (name, addresses, pod CIDRs) per node.
+    fn nodes_file(&self, file: &str, nodes: &[(&str, &[&str], &[&str])]) -> PathBuf {
+        let list: Vec<Value> = nodes
+            .iter()
+            .map(|(n, ips, cidrs)| json!({"name": n, "addresses": ips, "podCIDRs": cidrs}))
+            .collect();
+        let p = self.files.path().join(file);
+        std::fs::write(&p, serde_json::to_vec(&list).expect("json")).expect("write nodes");
+        p
+    }
+
+    /// `rcni-agent --once` as node "a"; its exit code and stderr.
+    fn agent_once(&self, file: &Path, extra: &[&str]) -> (Option<i32>, String) {
+        let out = command_in(Some(self.ns.ns()), env!("CARGO_BIN_EXE_rcni-agent"))
+            .arg("--node-name")
+            .arg("a")
+            .arg("--source")
+            .arg(format!("file:{}", file.display()))
+            .arg("--cni-conf-dir")
+            .arg(self.conf.path())
+            .arg("--cni-bin-dir")
+            .arg(self.bin.path())
+            .arg("--rcni")
+            .arg(testutil::rcni_bin())
+            .arg("--once")
+            .args(extra)
+            .output()
+            .expect("run rcni-agent");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`Node::agent_once`], asserting success.
+    fn agent_ok(&self, file: &Path, extra: &[&str]) -> String {
+        let (code, err) = self.agent_once(file, extra);
+        assert_eq!(code, Some(0), "agent failed:\n{err}");
+        err
+    }
+}
+
+/// The agent's routes (proto 82) as "dst via gw dev DEV metric N", sorted.
+fn agent_routes(ns: &TestNs) -> Vec<String> {
+    let mut out = Vec::new();
+    for fam in ["-4", "-6"] {
+        let v = ns.ip_json(&[fam, "route", "show", "proto", "82"]);
+        for r in v.as_array().expect("routes") {
+            let onlink = r["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "onlink"));
+            out.push(format!(
+                "{} via {} dev {}{} metric {}",
+                r["dst"].as_str().unwrap_or("?"),
+                r["gateway"].as_str().unwrap_or("-"),
+                r["dev"].as_str().unwrap_or("?"),
+                if onlink { " onlink" } else { "" },
+                r["metric"].as_u64().unwrap_or(0)
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+const B_ROUTE: &str = "10.244.2.0/24 via 192.168.50.11 dev eth0 metric 0";
+
+#[test]
+fn duplicate_agent_routes_with_another_metric_are_removed() {
+    let node = Node::new("dup");
+    let ns = &node.ns;
+    sh(ns, "ip addr add fd50::10/64 dev eth0 nodad");
+    let a: (&str, &[&str], &[&str]) = ("a", &[A_IP, "fd50::10"], &["10.244.1.0/24", "fd44:1::/64"]);
+    let b: (&str, &[&str], &[&str]) = (
+        "b",
+        &["192.168.50.11", "fd50::11"],
+        &["10.244.2.0/24", "fd44:2::/64"],
+    );
+    let ab = node.nodes_file("ab.json", &[a, b]);
+    node.agent_ok(&ab, &[]);
+    let wanted = [
+        B_ROUTE.to_string(),
+        "fd44:2::/64 via fd50::11 dev eth0 metric 1024".to_string(),
+    ];
+    assert_eq!(agent_routes(ns), wanted);
+
+    // Duplicates of the agent's protocol next to its routes: another
+    // gateway and metric, the same gateway and another metric, IPv6 too.
+    sh(
+        ns,
+        "ip route add 10.244.2.0/24 via 192.168.50.96 metric 50 proto 82",
+    );
+    sh(
+        ns,
+        "ip route add 10.244.2.0/24 via 192.168.50.11 metric 60 proto 82",
+    );
+    sh(
+        ns,
+        "ip -6 route add fd44:2::/64 via fd50::96 metric 50 proto 82",
+    );
+    assert_eq!(agent_routes(ns).len(), 5);
+    let eth0 = &ns.ip_json(&["link", "show", "eth0"])[0]["ifindex"];
+    let err = node.agent_ok(&ab, &[]);
+    for removed in [
+        format!("removed route 10.244.2.0/24 via 192.168.50.96 dev #{eth0} metric 50"),
+        format!("removed route 10.244.2.0/24 via 192.168.50.11 dev #{eth0} metric 60"),
+        format!("removed route fd44:2::/64 via fd50::96 dev #{eth0} metric 50"),
+    ] {
+        assert!(err.contains(&removed), "{removed}\n{err}");
+    }
+    assert_eq!(agent_routes(ns), wanted);
+    // Nothing left to do.
+    let err = node.agent_ok(&ab, &[]);
+    assert!(err.contains(": 0 changes"), "{err}");
+
+    // Only a route with another metric left: it goes, the wanted one comes.
+    sh(ns, "ip route del 10.244.2.0/24 proto 82");
+    sh(
+        ns,
+        "ip route add 10.244.2.0/24 via 192.168.50.11 metric 70 proto 82",
+    );
+    let err = node.agent_ok(&ab, &[]);
+    assert!(
+        err.contains(&format!(
+            "removed route 10.244.2.0/24 via 192.168.50.11 dev #{eth0} metric 70"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("set route 10.244.2.0/24 via 192.168.50.11"),
+        "{err}"
+    );
+    assert_eq!(agent_routes(ns), wanted);
+}
