@@ -1,8 +1,12 @@
 //! The real `rcni-agent --once` on one node (a network namespace whose
 //! uplink `eth0` is a veth on 192.168.50.0/24, its peer in the same
-//! namespace) facing faults in its datapath: duplicate routes of the
-//! agent's protocol. No packet leaves the namespace. Build the `rcni`
-//! binary first (`cargo build -p rcni`).
+//! namespace) facing faults in its datapath: a foreign VXLAN device
+//! holding the agent's VNI and port, and duplicate routes of the agent's
+//! protocol. A fault of the overlay costs only the peers that need it:
+//! departed peers' routes still go, host-gw peers are still routed,
+//! masquerade, forwarding and the CNI config are still set up, and the
+//! round fails (exit status 1). No packet leaves the namespace. Build the
+//! `rcni` binary first (`cargo build -p rcni`).
 
 // Test code: a helper may unwrap what the test itself set up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -84,6 +88,30 @@ impl Node {
         assert_eq!(code, Some(0), "agent failed:\n{err}");
         err
     }
+
+    fn conflist_path(&self) -> PathBuf {
+        self.conf.path().join("10-rcni.conflist")
+    }
+
+    fn conflist(&self) -> Value {
+        let raw = std::fs::read(self.conflist_path()).expect("conflist written");
+        serde_json::from_slice(&raw).expect("conflist json")
+    }
+
+    fn has_link(&self, name: &str) -> bool {
+        self.ns.link_names().iter().any(|l| l == name)
+    }
+
+    /// The masquerade table and IPv4 forwarding, both set up by every
+    /// round that gets past the routes.
+    fn assert_masquerade_and_forwarding(&self) {
+        let nft = self
+            .ns
+            .exec(&["nft", "list", "table", "inet", "rcni-agent"]);
+        assert!(nft.contains("masquerade"), "{nft}");
+        let fwd = self.ns.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
+        assert_eq!(fwd.trim(), "1");
+    }
 }
 
 /// The agent's routes (proto 82) as "dst via gw dev DEV metric N", sorted.
@@ -109,7 +137,113 @@ fn agent_routes(ns: &TestNs) -> Vec<String> {
     out
 }
 
+/// Everything of a link an owner set up: settings, addresses, FDB.
+fn link_state(ns: &TestNs, dev: &str) -> String {
+    ns.exec(&["ip", "-d", "link", "show", dev])
+        + &ns.exec(&["ip", "addr", "show", dev])
+        + &ns.exec(&["bridge", "fdb", "show", "dev", dev])
+}
+
+/// Every route of the node that is not the agent's: neither of its
+/// protocol nor on its device; host routes of IPv6 link-local addresses
+/// (the kernel's, added when it gets to them) left out.
+fn foreign_routes(ns: &TestNs) -> Vec<String> {
+    let mut out = Vec::new();
+    for fam in ["-4", "-6"] {
+        let v = ns.ip_json(&[fam, "route", "show", "table", "all"]);
+        for r in v.as_array().expect("routes") {
+            let ll_host =
+                r["table"] == "local" && r["dst"].as_str().is_some_and(|d| d.starts_with("fe80:"));
+            let ours = r["protocol"] == "82" || r["protocol"] == 82 || r["dev"] == "rcni.vxlan";
+            if !ours && !ll_host {
+                out.push(r.to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+const A: (&str, &[&str], &[&str]) = ("a", &[A_IP], &["10.244.1.0/24"]);
+/// On-link: host-gw.
+const B: (&str, &[&str], &[&str]) = ("b", &["192.168.50.11"], &["10.244.2.0/24"]);
+/// Off-link: VXLAN.
+const C: (&str, &[&str], &[&str]) = ("c", &["192.168.60.10"], &["10.244.3.0/24"]);
+/// On-link: host-gw; the one that departs.
+const D: (&str, &[&str], &[&str]) = ("d", &["192.168.50.12"], &["10.244.4.0/24"]);
+
 const B_ROUTE: &str = "10.244.2.0/24 via 192.168.50.11 dev eth0 metric 0";
+const C_ROUTE: &str = "10.244.3.0/24 via 10.244.3.0 dev rcni.vxlan onlink metric 0";
+const D_ROUTE: &str = "10.244.4.0/24 via 192.168.50.12 dev eth0 metric 0";
+
+#[test]
+fn foreign_vxlan_device_with_our_vni_costs_only_the_overlay_peers() {
+    let node = Node::new("fvx");
+    let ns = &node.ns;
+    let abd = node.nodes_file("abd.json", &[A, B, D]);
+    node.agent_ok(&abd, &[]);
+    assert_eq!(agent_routes(ns), [B_ROUTE, D_ROUTE]);
+
+    // Another overlay (flannel's defaults) takes VNI 1 on port 8472, the
+    // agent's defaults, with an address and an FDB entry of its own.
+    sh(
+        ns,
+        &format!("ip link add flannel.1 type vxlan id 1 dstport 8472 local {A_IP} dev eth0"),
+    );
+    sh(ns, "ip addr add 10.250.0.0/32 dev flannel.1");
+    sh(ns, "ip link set flannel.1 up");
+    sh(
+        ns,
+        "bridge fdb append 00:00:00:00:00:00 dev flannel.1 dst 192.168.60.99",
+    );
+    let flannel = link_state(ns, "flannel.1");
+    let foreign = foreign_routes(ns);
+    std::fs::remove_file(node.conflist_path()).expect("remove conflist");
+
+    // D departs, C (off-link, needs the overlay) arrives.
+    let abc = node.nodes_file("abc.json", &[A, B, C]);
+    let (code, err) = node.agent_once(&abc, &[]);
+    assert_eq!(code, Some(1), "the round must fail:\n{err}");
+    assert!(
+        err.contains(
+            "error: rcni.vxlan not set up: the VXLAN device \"flannel.1\" already uses VNI 1 on UDP port 8472"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("--vxlan-vni") && err.contains("--vxlan-port"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "error: node c: 10.244.3.0/24 needs rcni.vxlan, which is not set up; not routed"
+        ),
+        "{err}"
+    );
+    // The rest of the round: D's route gone, B's kept, masquerade,
+    // forwarding and the CNI config set up.
+    assert!(err.contains("removed route 10.244.4.0/24"), "{err}");
+    assert_eq!(agent_routes(ns), [B_ROUTE]);
+    assert!(!node.has_link("rcni.vxlan"));
+    node.assert_masquerade_and_forwarding();
+    let conf = node.conflist();
+    assert_eq!(
+        conf["plugins"][0]["ipam"]["ranges"],
+        json!([[{"subnet": "10.244.1.0/24"}]])
+    );
+    // The MTU the overlay will need once it works.
+    assert_eq!(conf["plugins"][0]["mtu"], 1450);
+    // The other overlay is untouched.
+    assert_eq!(link_state(ns, "flannel.1"), flannel);
+    assert_eq!(foreign_routes(ns), foreign);
+
+    // Following the advice: another VNI, and C is reached.
+    let err = node.agent_ok(&abc, &["--vxlan-vni", "2"]);
+    assert!(err.contains("created rcni.vxlan vni 2"), "{err}");
+    assert_eq!(agent_routes(ns), [B_ROUTE, C_ROUTE]);
+    assert_eq!(link_state(ns, "flannel.1"), flannel);
+    assert_eq!(foreign_routes(ns), foreign);
+}
 
 #[test]
 fn duplicate_agent_routes_with_another_metric_are_removed() {

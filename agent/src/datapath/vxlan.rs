@@ -93,7 +93,9 @@ pub(super) fn ensure_vxlan(
             let spec = LinkSpec::new(dev, LinkKind::Vxlan(want.clone()))
                 .mtu(mtu)
                 .mac(&mac);
-            sock.create_link(&spec)?;
+            if let Err(e) = sock.create_link(&spec) {
+                return Err(explain_create_failure(sock, opts, device, e));
+            }
             report.changes.push(format!(
                 "created {dev} vni {} port {} local {local} dev {} mtu {mtu}",
                 opts.vxlan_vni, opts.vxlan_port, uplink.name
@@ -149,10 +151,73 @@ pub(super) fn ensure_vxlan(
         }
     }
     if !link.up {
-        sock.set_link_up(link.index)?;
-        report.changes.push(format!("set {dev} up"));
+        match sock.set_link_up(link.index) {
+            Ok(()) => report.changes.push(format!("set {dev} up")),
+            // The device opens its UDP socket when it goes up.
+            Err(e) if e.errno() == Some(libc::EADDRINUSE) => {
+                return Err(Error::Overlay(format!(
+                    "{e}: something else holds UDP port {}; give the overlay another port with --vxlan-port (the same on every node)",
+                    opts.vxlan_port
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(link.index)
+}
+
+/// Why creating `device` failed, in words that say what to do: the kernel
+/// allows one VXLAN device per VNI and UDP port (per underlay family), so
+/// EEXIST means another device already uses ours.
+fn explain_create_failure(
+    sock: &Socket,
+    opts: &DatapathOptions,
+    device: &Device,
+    e: netlink::Error,
+) -> Error {
+    if e.errno() != Some(libc::EEXIST) {
+        return e.into();
+    }
+    let (vni, port) = (opts.vxlan_vni, opts.vxlan_port);
+    let advice = "give the overlay another VNI with --vxlan-vni (or another port with --vxlan-port), the same on every node";
+    // Best effort: the error stands also when the links cannot be listed.
+    // Only a device of the same underlay family clashes; prefer one.
+    let holder = sock.links().ok().and_then(|links| {
+        let mut clashing: Vec<Link> = links
+            .into_iter()
+            .filter(|l| l.name != device.name && vxlan_uses(l, vni, port))
+            .collect();
+        clashing.sort_by_key(|l| vxlan_is_v6(l) != device.local.is_ipv6());
+        clashing.into_iter().next()
+    });
+    match holder {
+        Some(l) => Error::Overlay(format!(
+            "the VXLAN device {:?} already uses VNI {vni} on UDP port {port} (the kernel allows one device per VNI and port); {advice}",
+            l.name
+        )),
+        None => Error::Overlay(format!(
+            "{e}; if another VXLAN device uses VNI {vni} on UDP port {port}, {advice}"
+        )),
+    }
+}
+
+/// Whether `l` is a VXLAN device using `vni` on UDP `port`.
+fn vxlan_uses(l: &Link, vni: u32, port: u16) -> bool {
+    use netlink::link::{IFLA_VXLAN_ID, IFLA_VXLAN_PORT};
+    if l.kind.as_deref() != Some("vxlan") {
+        return false;
+    }
+    let a = l.info_attrs();
+    a.get(IFLA_VXLAN_ID).and_then(|x| x.u32()) == Some(vni)
+        && a.get(IFLA_VXLAN_PORT).and_then(|x| x.be16()) == Some(port)
+}
+
+/// Whether VXLAN link `l` runs over IPv6 (its local or remote address is
+/// one).
+fn vxlan_is_v6(l: &Link) -> bool {
+    use netlink::link::{IFLA_VXLAN_GROUP6, IFLA_VXLAN_LOCAL6};
+    let a = l.info_attrs();
+    a.get(IFLA_VXLAN_LOCAL6).is_some() || a.get(IFLA_VXLAN_GROUP6).is_some()
 }
 
 pub(super) fn sync_fdb(
