@@ -1,12 +1,13 @@
 //! The real `rcni-agent --once` on one node (a network namespace whose
 //! uplink `eth0` is a veth on 192.168.50.0/24, its peer in the same
 //! namespace) facing faults in its datapath: a foreign VXLAN device
-//! holding the agent's VNI and port, and duplicate routes of the agent's
-//! protocol. A fault of the overlay costs only the peers that need it:
-//! departed peers' routes still go, host-gw peers are still routed,
-//! masquerade, forwarding and the CNI config are still set up, and the
-//! round fails (exit status 1). No packet leaves the namespace. Build the
-//! `rcni` binary first (`cargo build -p rcni`).
+//! holding the agent's VNI and port, an `--mtu` the uplink cannot carry
+//! over VXLAN, and duplicate routes of the agent's protocol. A fault of
+//! the overlay costs only the peers that need it: departed peers' routes
+//! still go, host-gw peers are still routed, masquerade, forwarding and
+//! the CNI config are still set up, and the round fails (exit status 1).
+//! No packet leaves the namespace. Build the `rcni` binary first
+//! (`cargo build -p rcni`).
 
 // Test code: a helper may unwrap what the test itself set up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -243,6 +244,51 @@ fn foreign_vxlan_device_with_our_vni_costs_only_the_overlay_peers() {
     assert_eq!(agent_routes(ns), [B_ROUTE, C_ROUTE]);
     assert_eq!(link_state(ns, "flannel.1"), flannel);
     assert_eq!(foreign_routes(ns), foreign);
+}
+
+#[test]
+fn mtu_the_uplink_cannot_carry_over_vxlan_refuses_only_the_overlay() {
+    let node = Node::new("mtu");
+    let ns = &node.ns;
+    let abc = node.nodes_file("abc.json", &[A, B, C]);
+    // Without --mtu: the uplink's minus the overhead.
+    node.agent_ok(&abc, &[]);
+    assert_eq!(agent_routes(ns), [B_ROUTE, C_ROUTE]);
+    let vx = &ns.ip_json(&["-d", "link", "show", "rcni.vxlan"])[0];
+    assert_eq!(vx["mtu"], 1450, "{vx}");
+    std::fs::remove_file(node.conflist_path()).expect("remove conflist");
+
+    // --mtu 1500 on a 1500-byte uplink: refused with both numbers, never
+    // sent to the kernel; the overlay and C's route go, the rest stands.
+    let (code, err) = node.agent_once(&abc, &["--mtu", "1500"]);
+    assert_eq!(code, Some(1), "the round must fail:\n{err}");
+    assert!(
+        err.contains(
+            "error: rcni.vxlan not set up: --mtu 1500 is too large: the uplink eth0 has MTU 1500, which leaves 1450 after 50 bytes of VXLAN-over-IPv4 encapsulation"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("Invalid argument"), "{err}");
+    assert!(
+        err.contains(
+            "error: node c: 10.244.3.0/24 needs rcni.vxlan, which is not set up; not routed"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("deleted rcni.vxlan"), "{err}");
+    assert_eq!(agent_routes(ns), [B_ROUTE]);
+    assert!(!node.has_link("rcni.vxlan"));
+    node.assert_masquerade_and_forwarding();
+    assert_eq!(node.conflist()["plugins"][0]["mtu"], 1500);
+
+    // An --mtu that fits sets the device up with it.
+    node.agent_ok(&abc, &["--mtu", "1450"]);
+    assert_eq!(agent_routes(ns), [B_ROUTE, C_ROUTE]);
+    let vx = &ns.ip_json(&["-d", "link", "show", "rcni.vxlan"])[0];
+    assert_eq!(vx["mtu"], 1450, "{vx}");
+    let flags = vx["flags"].as_array().expect("flags");
+    assert!(flags.iter().any(|f| f == "UP"), "{vx}");
+    assert_eq!(node.conflist()["plugins"][0]["mtu"], 1450);
 }
 
 #[test]

@@ -18,8 +18,8 @@
 //! (destination, next hop, device and metric); duplicates go.
 //!
 //! A VXLAN device that cannot be set up (another device holds its VNI and
-//! port, the kernel refuses a request) costs only the peers that need it:
-//! the error
+//! port, `--mtu` leaves no room for the encapsulation on the uplink, the
+//! kernel refuses a request) costs only the peers that need it: the error
 //! and those peers are reported, their routes go, and every other route,
 //! the masquerade rules and forwarding are still reconciled.
 //!
@@ -69,7 +69,7 @@ use masquerade::sync_masquerade;
 use plan::{plan, Path};
 use routes::sync_routes;
 use sysctl::ensure_forwarding;
-use vxlan::{ensure_vxlan, sync_fdb, sync_neighbours, Device};
+use vxlan::{ensure_vxlan, overlay_mtu, sync_fdb, sync_neighbours, Device};
 
 /// The route protocol that marks the agent's routes.
 pub const RTPROT_RCNI: u8 = 0x52;
@@ -204,8 +204,8 @@ pub enum Error {
     #[error(transparent)]
     Netlink(#[from] netlink::Error),
     /// A VXLAN device cannot work as configured: another device holds its
-    /// VNI and port. Only the peers that need that device go unrouted; the
-    /// message says what to do.
+    /// VNI and port, or `--mtu` does not fit the uplink. Only the peers
+    /// that need that device go unrouted; the message says what to do.
     #[error("{0}")]
     Overlay(String),
     /// An nftables transaction failed.
@@ -320,9 +320,7 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
             return None;
         };
         let set_up = |report: &mut Report| -> Result<u32> {
-            let mtu = opts
-                .mtu
-                .unwrap_or_else(|| uplink.mtu.saturating_sub(overhead));
+            let mtu = overlay_mtu(opts.mtu, &uplink, overhead)?;
             report.vxlan_mtu = Some(report.vxlan_mtu.map_or(mtu, |m| m.min(mtu)));
             let device = Device {
                 name: dev,

@@ -166,6 +166,28 @@ pub(super) fn ensure_vxlan(
     Ok(link.index)
 }
 
+/// The MTU of an overlay device: `--mtu` when the uplink can carry it
+/// after `overhead` bytes of encapsulation, else an error naming both
+/// numbers; without `--mtu` the uplink's MTU minus `overhead`.
+pub(super) fn overlay_mtu(configured: Option<u32>, uplink: &Link, overhead: u32) -> Result<u32> {
+    let fits = uplink.mtu.saturating_sub(overhead);
+    match configured {
+        None => Ok(fits),
+        Some(m) if m <= fits => Ok(m),
+        Some(m) => {
+            let underlay = if overhead == super::VXLAN6_OVERHEAD {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
+            Err(Error::Overlay(format!(
+                "--mtu {m} is too large: the uplink {} has MTU {}, which leaves {fits} after {overhead} bytes of VXLAN-over-{underlay} encapsulation; use --mtu {fits} or less, or raise the uplink's MTU",
+                uplink.name, uplink.mtu
+            )))
+        }
+    }
+}
+
 /// Why creating `device` failed, in words that say what to do: the kernel
 /// allows one VXLAN device per VNI and UDP port (per underlay family), so
 /// EEXIST means another device already uses ours.
@@ -316,6 +338,38 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(a[..2], [0x0a, 0x59]);
         assert_eq!(a, vtep_mac_of("fd50::10".parse().unwrap()));
+    }
+
+    #[test]
+    fn configured_mtu_must_fit_the_uplink() {
+        use crate::datapath::{VXLAN6_OVERHEAD, VXLAN_OVERHEAD};
+        let eth0 = Link {
+            name: "eth0".into(),
+            mtu: 1500,
+            ..Default::default()
+        };
+        assert_eq!(overlay_mtu(None, &eth0, VXLAN_OVERHEAD).unwrap(), 1450);
+        assert_eq!(overlay_mtu(None, &eth0, VXLAN6_OVERHEAD).unwrap(), 1430);
+        assert_eq!(
+            overlay_mtu(Some(1450), &eth0, VXLAN_OVERHEAD).unwrap(),
+            1450
+        );
+        let e = overlay_mtu(Some(1500), &eth0, VXLAN_OVERHEAD)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--mtu 1500 is too large")
+                && e.contains("eth0 has MTU 1500, which leaves 1450")
+                && e.contains("VXLAN-over-IPv4"),
+            "{e}"
+        );
+        let e = overlay_mtu(Some(1450), &eth0, VXLAN6_OVERHEAD)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("leaves 1430 after 70 bytes of VXLAN-over-IPv6"),
+            "{e}"
+        );
     }
 
     #[test]
