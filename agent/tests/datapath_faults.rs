@@ -1,13 +1,13 @@
 //! The real `rcni-agent --once` on one node (a network namespace whose
 //! uplink `eth0` is a veth on 192.168.50.0/24, its peer in the same
 //! namespace) facing faults in its datapath: a foreign VXLAN device
-//! holding the agent's VNI and port, an `--mtu` the uplink cannot carry
-//! over VXLAN, and duplicate routes of the agent's protocol. A fault of
-//! the overlay costs only the peers that need it: departed peers' routes
-//! still go, host-gw peers are still routed, masquerade, forwarding and
-//! the CNI config are still set up, and the round fails (exit status 1).
-//! No packet leaves the namespace. Build the `rcni` binary first
-//! (`cargo build -p rcni`).
+//! holding the agent's VNI and port, a socket holding its UDP port, an
+//! `--mtu` the uplink cannot carry over VXLAN, and duplicate routes of the
+//! agent's protocol. A fault of the overlay costs only the peers that need
+//! it: departed peers' routes still go, host-gw peers are still routed,
+//! masquerade, forwarding and the CNI config are still set up, and the
+//! round fails (exit status 1). No packet leaves the namespace. Build the
+//! `rcni` binary first (`cargo build -p rcni`).
 
 // Test code: a helper may unwrap what the test itself set up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -289,6 +289,38 @@ fn mtu_the_uplink_cannot_carry_over_vxlan_refuses_only_the_overlay() {
     let flags = vx["flags"].as_array().expect("flags");
     assert!(flags.iter().any(|f| f == "UP"), "{vx}");
     assert_eq!(node.conflist()["plugins"][0]["mtu"], 1450);
+}
+
+#[test]
+fn udp_port_held_by_a_socket_costs_only_the_overlay_peers() {
+    let node = Node::new("udp");
+    let ns = &node.ns;
+    // A socket of another program on the VXLAN port, inside the node.
+    let held = ns.run(|| std::net::UdpSocket::bind("0.0.0.0:8472").expect("bind 8472"));
+    let abc = node.nodes_file("abc.json", &[A, B, C]);
+    let (code, err) = node.agent_once(&abc, &[]);
+    assert_eq!(code, Some(1), "the round must fail:\n{err}");
+    assert!(
+        err.contains(
+            "something else holds UDP port 8472; give the overlay another port with --vxlan-port"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "error: node c: 10.244.3.0/24 needs rcni.vxlan, which is not set up; not routed"
+        ),
+        "{err}"
+    );
+    assert_eq!(agent_routes(ns), [B_ROUTE]);
+    assert!(!node.has_link("rcni.vxlan"));
+    node.assert_masquerade_and_forwarding();
+    assert_eq!(node.conflist()["plugins"][0]["mtu"], 1450);
+
+    // The port free again, the next round sets the overlay up.
+    drop(held);
+    node.agent_ok(&abc, &[]);
+    assert_eq!(agent_routes(ns), [B_ROUTE, C_ROUTE]);
 }
 
 #[test]
