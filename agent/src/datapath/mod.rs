@@ -14,6 +14,15 @@
 //!   neighbour and address on them (IPv6 link-local ones excepted);
 //! - the nftables table `inet rcni-agent`.
 //!
+//! A route of ours is kept only when it is exactly one that is wanted
+//! (destination, next hop, device and metric); duplicates go.
+//!
+//! A VXLAN device that cannot be set up (another device holds its VNI and
+//! port, `--mtu` leaves no room for the encapsulation on the uplink, the
+//! kernel refuses a request) costs only the peers that need it: the error
+//! and those peers are reported, their routes go, and every other route,
+//! the masquerade rules and forwarding are still reconciled.
+//!
 //! Routing per remote pod CIDR:
 //! - *host-gw*: the remote node's address is inside a subnet of one of the
 //!   uplink's addresses: `CIDR via NODE_IP dev UPLINK proto 82`.
@@ -62,7 +71,7 @@ use masquerade::sync_masquerade;
 use plan::{plan, Path};
 use routes::sync_routes;
 use sysctl::ensure_forwarding;
-use vxlan::{ensure_vxlan, sync_fdb, sync_neighbours, Device};
+use vxlan::{ensure_vxlan, overlay_mtu, sync_fdb, sync_neighbours, Device};
 
 /// The route protocol that marks the agent's routes.
 pub const RTPROT_RCNI: u8 = 0x52;
@@ -144,7 +153,8 @@ impl Default for DatapathOptions {
 pub struct Report {
     /// One line per change made to the kernel.
     pub changes: Vec<String>,
-    /// Problems with single peers (the rest was still reconciled).
+    /// Problems with single peers, or with an overlay device and so with
+    /// the peers that need it (the rest was still reconciled).
     pub errors: Vec<String>,
     /// Node entries refused by [`safety::screen`]; they change nothing.
     pub refused: Vec<String>,
@@ -152,7 +162,8 @@ pub struct Report {
     pub uplink: String,
     /// The uplink's MTU.
     pub uplink_mtu: u32,
-    /// Set when at least one peer is reached over VXLAN.
+    /// Set when at least one peer needs VXLAN (also when its device could
+    /// not be set up this round: pods made meanwhile fit it once it is).
     pub vxlan_mtu: Option<u32>,
     /// `--mtu`, if given.
     pub mtu_override: Option<u32>,
@@ -194,6 +205,11 @@ pub enum Error {
     /// A netlink request failed.
     #[error(transparent)]
     Netlink(#[from] netlink::Error),
+    /// A VXLAN device cannot work as configured: another device holds its
+    /// VNI and port, or `--mtu` does not fit the uplink. Only the peers
+    /// that need that device go unrouted; the message says what to do.
+    #[error("{0}")]
+    Overlay(String),
     /// An nftables transaction failed.
     #[error("nftables: {0}")]
     Nft(#[from] nft::Error),
@@ -292,29 +308,39 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
         })
         .collect();
 
+    // An overlay that cannot be set up costs only the peers that need it:
+    // its error is reported, and the routes, masquerade and forwarding of
+    // everything else are still reconciled.
     let overlay = |dev: &str,
                    vx_peers: &[(IpNet, IpAddr)],
                    local: Option<IpAddr>,
                    own: &[IpNet],
                    overhead: u32,
                    report: &mut Report|
-     -> Result<Option<u32>> {
+     -> Option<u32> {
         let (false, Some(local)) = (vx_peers.is_empty(), local) else {
-            return Ok(None);
+            return None;
         };
-        let mtu = opts
-            .mtu
-            .unwrap_or_else(|| uplink.mtu.saturating_sub(overhead));
-        report.vxlan_mtu = Some(report.vxlan_mtu.map_or(mtu, |m| m.min(mtu)));
-        let device = Device {
-            name: dev,
-            local,
-            mtu,
+        let set_up = |report: &mut Report| -> Result<u32> {
+            let mtu = overlay_mtu(opts.mtu, &uplink, overhead)?;
+            report.vxlan_mtu = Some(report.vxlan_mtu.map_or(mtu, |m| m.min(mtu)));
+            let device = Device {
+                name: dev,
+                local,
+                mtu,
+            };
+            let idx = ensure_vxlan(&sock, opts, &uplink, &device, own, report)?;
+            sync_fdb(&sock, dev, idx, vx_peers, report)?;
+            sync_neighbours(&sock, dev, idx, vx_peers, report)?;
+            Ok(idx)
         };
-        let idx = ensure_vxlan(&sock, opts, &uplink, &device, own, report)?;
-        sync_fdb(&sock, dev, idx, vx_peers, report)?;
-        sync_neighbours(&sock, dev, idx, vx_peers, report)?;
-        Ok(Some(idx))
+        match set_up(report) {
+            Ok(idx) => Some(idx),
+            Err(e) => {
+                report.errors.push(format!("{dev} not set up: {e}"));
+                None
+            }
+        }
     };
     let vx_index = overlay(
         VXLAN_DEV,
@@ -323,7 +349,7 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
         &own,
         VXLAN_OVERHEAD,
         &mut report,
-    )?;
+    );
     let own6: Vec<IpNet> = own.iter().filter(|c| c.addr().is_ipv6()).copied().collect();
     let vx6_index = overlay(
         VXLAN6_DEV,
@@ -332,39 +358,53 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
         &own6,
         VXLAN6_OVERHEAD,
         &mut report,
-    )?;
+    );
 
     let mut want: Vec<Route> = Vec::new();
     for p in &peers {
         let (ip, prefix) = (p.cidr.network(), p.cidr.prefix_len());
-        let dev = match p.path {
-            Path::HostGw { .. } => None,
-            Path::Vxlan { .. } => Some(vx_index),
-            Path::Vxlan6 { .. } => Some(vx6_index),
-        };
-        let r = match (&p.path, dev) {
-            (Path::HostGw { node_ip }, _) => {
+        let (dev, index) = match p.path {
+            Path::HostGw { node_ip } => {
                 report.peers_host_gw += 1;
-                Route::to(ip, prefix).via(*node_ip).dev(uplink.index)
+                let r = Route::to(ip, prefix).via(node_ip).dev(uplink.index);
+                want.push(r.protocol(RTPROT_RCNI));
+                continue;
             }
-            (_, Some(Some(vx))) => {
-                report.peers_vxlan += 1;
-                Route::to(ip, prefix).via(vtep_ip(&p.cidr)).dev(vx).onlink()
-            }
-            (_, _) => continue,
+            Path::Vxlan { .. } => (VXLAN_DEV, vx_index),
+            Path::Vxlan6 { .. } => (VXLAN6_DEV, vx6_index),
         };
+        // Its device failed (the reason is in the errors already): the
+        // peer is refused this round, and a route it had goes below.
+        let Some(vx) = index else {
+            report.errors.push(format!(
+                "node {}: {} needs {dev}, which is not set up; not routed",
+                p.node, p.cidr
+            ));
+            continue;
+        };
+        report.peers_vxlan += 1;
+        let r = Route::to(ip, prefix).via(vtep_ip(&p.cidr)).dev(vx).onlink();
         want.push(r.protocol(RTPROT_RCNI));
     }
     sync_routes(&sock, &want, &mut report)?;
 
+    // A device no peer is routed over goes (with a failed overlay's
+    // leftovers); failing that is one more error, not the end of the round.
     for (dev, index) in [(VXLAN_DEV, vx_index), (VXLAN6_DEV, vx6_index)] {
-        if index.is_none() {
-            if let Some(l) = sock.link_by_name(dev)? {
-                sock.delete_link(l.index)?;
-                report
-                    .changes
-                    .push(format!("deleted {dev}: no peer needs it"));
-            }
+        if index.is_some() {
+            continue;
+        }
+        let deleted = match sock.link_by_name(dev) {
+            Ok(Some(l)) => sock.delete_link(l.index),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match deleted {
+            Ok(true) => report
+                .changes
+                .push(format!("deleted {dev}: no peer is routed over it")),
+            Ok(false) => {}
+            Err(e) => report.errors.push(format!("{dev}: {e}")),
         }
     }
 

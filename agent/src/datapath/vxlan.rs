@@ -93,7 +93,9 @@ pub(super) fn ensure_vxlan(
             let spec = LinkSpec::new(dev, LinkKind::Vxlan(want.clone()))
                 .mtu(mtu)
                 .mac(&mac);
-            sock.create_link(&spec)?;
+            if let Err(e) = sock.create_link(&spec) {
+                return Err(explain_create_failure(sock, opts, device, e));
+            }
             report.changes.push(format!(
                 "created {dev} vni {} port {} local {local} dev {} mtu {mtu}",
                 opts.vxlan_vni, opts.vxlan_port, uplink.name
@@ -149,10 +151,95 @@ pub(super) fn ensure_vxlan(
         }
     }
     if !link.up {
-        sock.set_link_up(link.index)?;
-        report.changes.push(format!("set {dev} up"));
+        match sock.set_link_up(link.index) {
+            Ok(()) => report.changes.push(format!("set {dev} up")),
+            // The device opens its UDP socket when it goes up.
+            Err(e) if e.errno() == Some(libc::EADDRINUSE) => {
+                return Err(Error::Overlay(format!(
+                    "{e}: something else holds UDP port {}; give the overlay another port with --vxlan-port (the same on every node)",
+                    opts.vxlan_port
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(link.index)
+}
+
+/// The MTU of an overlay device: `--mtu` when the uplink can carry it
+/// after `overhead` bytes of encapsulation, else an error naming both
+/// numbers; without `--mtu` the uplink's MTU minus `overhead`.
+pub(super) fn overlay_mtu(configured: Option<u32>, uplink: &Link, overhead: u32) -> Result<u32> {
+    let fits = uplink.mtu.saturating_sub(overhead);
+    match configured {
+        None => Ok(fits),
+        Some(m) if m <= fits => Ok(m),
+        Some(m) => {
+            let underlay = if overhead == super::VXLAN6_OVERHEAD {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
+            Err(Error::Overlay(format!(
+                "--mtu {m} is too large: the uplink {} has MTU {}, which leaves {fits} after {overhead} bytes of VXLAN-over-{underlay} encapsulation; use --mtu {fits} or less, or raise the uplink's MTU",
+                uplink.name, uplink.mtu
+            )))
+        }
+    }
+}
+
+/// Why creating `device` failed, in words that say what to do: the kernel
+/// allows one VXLAN device per VNI and UDP port (per underlay family), so
+/// EEXIST means another device already uses ours.
+fn explain_create_failure(
+    sock: &Socket,
+    opts: &DatapathOptions,
+    device: &Device,
+    e: netlink::Error,
+) -> Error {
+    if e.errno() != Some(libc::EEXIST) {
+        return e.into();
+    }
+    let (vni, port) = (opts.vxlan_vni, opts.vxlan_port);
+    let advice = "give the overlay another VNI with --vxlan-vni (or another port with --vxlan-port), the same on every node";
+    // Best effort: the error stands also when the links cannot be listed.
+    // Only a device of the same underlay family clashes; prefer one.
+    let holder = sock.links().ok().and_then(|links| {
+        let mut clashing: Vec<Link> = links
+            .into_iter()
+            .filter(|l| l.name != device.name && vxlan_uses(l, vni, port))
+            .collect();
+        clashing.sort_by_key(|l| vxlan_is_v6(l) != device.local.is_ipv6());
+        clashing.into_iter().next()
+    });
+    match holder {
+        Some(l) => Error::Overlay(format!(
+            "the VXLAN device {:?} already uses VNI {vni} on UDP port {port} (the kernel allows one device per VNI and port); {advice}",
+            l.name
+        )),
+        None => Error::Overlay(format!(
+            "{e}; if another VXLAN device uses VNI {vni} on UDP port {port}, {advice}"
+        )),
+    }
+}
+
+/// Whether `l` is a VXLAN device using `vni` on UDP `port`.
+fn vxlan_uses(l: &Link, vni: u32, port: u16) -> bool {
+    use netlink::link::{IFLA_VXLAN_ID, IFLA_VXLAN_PORT};
+    if l.kind.as_deref() != Some("vxlan") {
+        return false;
+    }
+    let a = l.info_attrs();
+    a.get(IFLA_VXLAN_ID).and_then(|x| x.u32()) == Some(vni)
+        && a.get(IFLA_VXLAN_PORT).and_then(|x| x.be16()) == Some(port)
+}
+
+/// Whether VXLAN link `l` runs over IPv6 (its local or remote address is
+/// one).
+fn vxlan_is_v6(l: &Link) -> bool {
+    use netlink::link::{IFLA_VXLAN_GROUP6, IFLA_VXLAN_LOCAL6};
+    let a = l.info_attrs();
+    a.get(IFLA_VXLAN_LOCAL6).is_some() || a.get(IFLA_VXLAN_GROUP6).is_some()
 }
 
 pub(super) fn sync_fdb(
@@ -251,6 +338,38 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(a[..2], [0x0a, 0x59]);
         assert_eq!(a, vtep_mac_of("fd50::10".parse().unwrap()));
+    }
+
+    #[test]
+    fn configured_mtu_must_fit_the_uplink() {
+        use crate::datapath::{VXLAN6_OVERHEAD, VXLAN_OVERHEAD};
+        let eth0 = Link {
+            name: "eth0".into(),
+            mtu: 1500,
+            ..Default::default()
+        };
+        assert_eq!(overlay_mtu(None, &eth0, VXLAN_OVERHEAD).unwrap(), 1450);
+        assert_eq!(overlay_mtu(None, &eth0, VXLAN6_OVERHEAD).unwrap(), 1430);
+        assert_eq!(
+            overlay_mtu(Some(1450), &eth0, VXLAN_OVERHEAD).unwrap(),
+            1450
+        );
+        let e = overlay_mtu(Some(1500), &eth0, VXLAN_OVERHEAD)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--mtu 1500 is too large")
+                && e.contains("eth0 has MTU 1500, which leaves 1450")
+                && e.contains("VXLAN-over-IPv4"),
+            "{e}"
+        );
+        let e = overlay_mtu(Some(1450), &eth0, VXLAN6_OVERHEAD)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("leaves 1430 after 70 bytes of VXLAN-over-IPv6"),
+            "{e}"
+        );
     }
 
     #[test]
