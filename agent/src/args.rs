@@ -38,6 +38,8 @@ pub struct Args {
     pub interval: Duration,
     /// `--once`: one round, then exit.
     pub once: bool,
+    /// `--uninstall`: remove the agent's state from the node, then exit.
+    pub uninstall: bool,
     /// `--insecure-allow-http-token`: a Kubernetes bearer token may go over
     /// plain http://.
     pub insecure_http_token: bool,
@@ -173,6 +175,13 @@ struct Cli {
           num_args = 0, default_missing_value = "true", default_value = "false")]
     once: bool,
 
+    /// Remove what the agent set up on this node (its routes, VXLAN
+    /// devices, masquerade table and conflist), then exit; the plugins in
+    /// --cni-bin-dir and the forwarding sysctls stay.
+    #[arg(long, env = "RCNI_AGENT_UNINSTALL", value_parser = BoolishValueParser::new(),
+          num_args = 0, default_missing_value = "true", default_value = "false")]
+    uninstall: bool,
+
     /// Allow sending a Kubernetes bearer token over plain http://.
     #[arg(long = "insecure-allow-http-token", env = "RCNI_AGENT_INSECURE_ALLOW_HTTP_TOKEN",
           value_parser = BoolishValueParser::new(), num_args = 0,
@@ -271,6 +280,7 @@ where
         rcni: cli.rcni,
         interval: Duration::from_secs(cli.interval),
         once: cli.once,
+        uninstall: cli.uninstall,
         insecure_http_token: cli.insecure_http_token,
         node_cidr_mask_size: cli.node_cidr_mask_size,
         node_ip: cli.node_ip,

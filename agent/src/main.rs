@@ -203,6 +203,42 @@ impl Agent {
     }
 }
 
+/// `--uninstall`: the agent's data path and its conflist off this node.
+/// The node record (etcd) goes when its lease runs out; the plugins stay,
+/// since other networks of the node may use them.
+fn uninstall(args: &args::Args) -> i32 {
+    let mut failed = false;
+    match datapath::uninstall() {
+        Ok(report) => {
+            for c in &report.changes {
+                log!("{c}");
+            }
+            for e in &report.errors {
+                log!("error: {e}");
+            }
+            failed |= !report.errors.is_empty();
+        }
+        Err(e) => {
+            log!("error: {e}");
+            failed = true;
+        }
+    }
+    let conf = args.cni_conf_dir.join(cniconf::FILE_NAME);
+    match rcni_os::remove_file(&conf) {
+        Ok(true) => log!("removed {}", conf.display()),
+        Ok(false) => {}
+        Err(e) => {
+            log!("error: cannot remove {}: {e}", conf.display());
+            failed = true;
+        }
+    }
+    log!(
+        "uninstalled; the plugins in {} stay",
+        args.cni_bin_dir.display()
+    );
+    i32::from(failed)
+}
+
 fn main() {
     args::drop_empty_env();
     let args = match args::parse_from(std::env::args_os(), std::env::var("NODE_NAME").ok()) {
@@ -210,6 +246,9 @@ fn main() {
         // Help and version on stdout with status 0; errors on stderr, 2.
         Err(e) => e.exit(),
     };
+    if args.uninstall {
+        std::process::exit(uninstall(&args));
+    }
     install_signal_handlers();
     let allocation = (!args.node_cidr_mask_size.is_empty()).then(|| source::etcd::Allocation {
         node_name: args.node_name.clone(),

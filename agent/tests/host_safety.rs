@@ -54,10 +54,24 @@ impl Node {
 
     /// `rcni-agent --once` with this node's record holding `cidrs`.
     fn agent_once(&self, cidrs: &[&str], extra: &[&str]) -> Output {
+        self.agent_with_peers(cidrs, &[], extra)
+    }
+
+    /// `rcni-agent --once` with this node's record and `peers` (name,
+    /// address, pod CIDR).
+    fn agent_with_peers(
+        &self,
+        cidrs: &[&str],
+        peers: &[(&str, &str, &str)],
+        extra: &[&str],
+    ) -> Output {
         let file = self.files.path().join("nodes.json");
-        let list =
-            json!([{"name": "a", "addresses": ["192.168.70.5", "fd70::5"], "podCIDRs": cidrs}]);
-        std::fs::write(&file, list.to_string()).expect("nodes file");
+        let mut list =
+            vec![json!({"name": "a", "addresses": ["192.168.70.5", "fd70::5"], "podCIDRs": cidrs})];
+        for (name, ip, cidr) in peers {
+            list.push(json!({"name": name, "addresses": [ip], "podCIDRs": [cidr]}));
+        }
+        std::fs::write(&file, json!(list).to_string()).expect("nodes file");
         command_in(Some(self.ns.ns()), env!("CARGO_BIN_EXE_rcni-agent"))
             .args(["--node-name", "a", "--source"])
             .arg(format!("file:{}", file.display()))
@@ -133,4 +147,66 @@ fn ipv6_forwarding_on_keeps_router_advertisements_accepted() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("accept_ra"), "{err}");
+}
+
+#[test]
+fn uninstall_removes_the_agents_routes_devices_table_and_conflist() {
+    let n = Node::new("hsu");
+    // b shares the uplink's subnet (host-gw), c does not (VXLAN).
+    let peers = [
+        ("b", "192.168.70.6", "10.244.2.0/24"),
+        ("c", "192.168.80.10", "10.244.3.0/24"),
+    ];
+    let out = n.agent_with_peers(&["10.244.1.0/24"], &peers, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = |n: &Node| {
+        n.ns.exec(&["ip", "route", "show", "table", "all", "proto", "82"])
+    };
+    assert!(
+        ours(&n).contains("10.244.2.0/24") && ours(&n).contains("10.244.3.0/24"),
+        "{}",
+        ours(&n)
+    );
+    assert!(n.ns.link_names().iter().any(|l| l == "rcni.vxlan"));
+    assert!(n.ns.exec(&["nft", "list", "tables"]).contains("rcni-agent"));
+    let conf = n.conf.path().join("10-rcni.conflist");
+    assert!(conf.exists());
+    let plugins = std::fs::read_dir(n.bin.path()).expect("bin dir").count();
+    assert!(plugins > 0);
+
+    for round in 0..2 {
+        let out = command_in(Some(n.ns.ns()), env!("CARGO_BIN_EXE_rcni-agent"))
+            .args([
+                "--node-name",
+                "a",
+                "--source",
+                "file:/nonexistent",
+                "--uninstall",
+            ])
+            .arg("--cni-conf-dir")
+            .arg(n.conf.path())
+            .arg("--cni-bin-dir")
+            .arg(n.bin.path())
+            .output()
+            .expect("run rcni-agent --uninstall");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "round {round}: {err}");
+        assert!(ours(&n).trim().is_empty(), "{}", ours(&n));
+        assert!(!n.ns.link_names().iter().any(|l| l.starts_with("rcni.")));
+        assert!(!n.ns.exec(&["nft", "list", "tables"]).contains("rcni-agent"));
+        assert!(!conf.exists());
+        // The uplink and its own routes are as they were; the plugins stay.
+        assert!(n
+            .ns
+            .exec(&["ip", "route"])
+            .contains("192.168.70.0/24 dev eth0"));
+        assert_eq!(
+            std::fs::read_dir(n.bin.path()).expect("bin dir").count(),
+            plugins
+        );
+    }
 }

@@ -230,6 +230,35 @@ pub type Result<T> = std::result::Result<T, Error>;
 // changed rule set is noticed without decoding expressions.
 use rcni_os::fnv1a;
 
+/// Removes what the agent set up in the calling thread's namespace: its
+/// routes (protocol 82, main table), its VXLAN devices (with their FDB and
+/// neighbour entries) and its masquerade table. Forwarding sysctls stay
+/// (other software may rely on them). Goes on after a failure; every step
+/// is in the report, failures in its errors.
+pub fn uninstall() -> Result<Report> {
+    let mut report = Report::default();
+    let sock = Socket::route()?;
+    if let Err(e) = sync_routes(&sock, &[], &mut report) {
+        report.errors.push(format!("routes: {e}"));
+    }
+    for dev in [VXLAN_DEV, VXLAN6_DEV] {
+        let deleted = match sock.link_by_name(dev) {
+            Ok(Some(l)) => sock.delete_link(l.index),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match deleted {
+            Ok(true) => report.changes.push(format!("deleted {dev}")),
+            Ok(false) => {}
+            Err(e) => report.errors.push(format!("{dev}: {e}")),
+        }
+    }
+    if let Err(e) = sync_masquerade(&[], &mut report) {
+        report.errors.push(format!("masquerade: {e}"));
+    }
+    Ok(report)
+}
+
 /// Reconciles the calling thread's network namespace with `nodes`.
 pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) -> Result<Report> {
     let me = nodes
