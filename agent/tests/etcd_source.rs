@@ -170,6 +170,11 @@ fn bad_values_are_skipped_one_by_one() {
         "/rcni/nodes/n2",
         r#"{"name":"n2","addresses":["192.168.1.2","nonsense"],"podCIDRs":["10.244.2.0/24","10.244.2/33"]}"#,
     );
+    // A key one level too deep: "g5/x" is no node's name.
+    etcd.put(
+        "/rcni/nodes/g5/x",
+        &serde_json::to_string(&node("g5/x", "192.168.1.5", "10.244.5.0/24")).unwrap(),
+    );
     let mut source = EtcdSource::new(&etcd.url, DEFAULT_PREFIX).unwrap();
     assert_eq!(
         source.nodes().unwrap(),
@@ -186,7 +191,8 @@ fn bad_values_are_skipped_one_by_one() {
     );
     assert!(skipped.contains("address \"nonsense\""), "{skipped}");
     assert!(skipped.contains("pod CIDR \"10.244.2/33\""), "{skipped}");
-    assert_eq!(source.skipped().len(), 4, "{skipped}");
+    assert!(skipped.contains("\"g5/x\" is not a node name"), "{skipped}");
+    assert_eq!(source.skipped().len(), 5, "{skipped}");
 }
 
 /// Fake: faults a real etcd cannot be made to produce (see the top).

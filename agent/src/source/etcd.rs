@@ -824,6 +824,11 @@ impl EtcdSource {
             })?;
         self.skipped.extend(problems);
         let name = key.strip_prefix(&self.prefix).unwrap_or(&key);
+        // One key level per node: a name holding '/' (or blank, or with
+        // control characters) is no node's name.
+        if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+            return Err(self.error(format!("{key}: {name:?} is not a node name")));
+        }
         if node.name != name {
             return Err(self.error(format!(
                 "{key}: the value names node {:?}, not {name:?}",
