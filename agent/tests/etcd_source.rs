@@ -725,6 +725,48 @@ fn a_record_deleted_or_overwritten_while_its_lease_lives_is_put_back() {
         let (value, on) = record(etcd, "/rcni/nodes/b").unwrap();
         assert_eq!((cidrs_of(&value), on), (vec!["10.244.2.0/24".into()], lease));
 
+        // Taken by another live registration (a second agent with this
+        // node's name): left to it, warned once, no tug of war; when that
+        // lease is revoked the record goes and b puts its own back.
+        let grant = etcd
+            .ctl(None)
+            .args(["lease", "grant", "60"])
+            .output()
+            .unwrap();
+        let other = String::from_utf8_lossy(&grant.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let out = etcd
+            .ctl(None)
+            .args([
+                "put",
+                "--lease",
+                &other,
+                "/rcni/nodes/b",
+                r#"{"name":"b","addresses":["192.168.1.77"],"podCIDRs":["10.244.9.0/24"]}"#,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (lines, _) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert!(
+            lines[0].contains("is held by another registration") && lines[0].contains(&other),
+            "{lines:?}"
+        );
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            assert!(b.maintain().unwrap().is_empty(), "warned once only");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_ne!(record(etcd, "/rcni/nodes/b").unwrap().1, lease, "left alone");
+        let out = etcd.ctl(None).args(["lease", "revoke", &other]).output().unwrap();
+        assert!(out.status.success());
+        let (lines, _) = maintain_until_lines(&mut b, Duration::from_secs(3));
+        assert!(lines[0].contains("is gone although its lease"), "{lines:?}");
+        assert_eq!(record(etcd, "/rcni/nodes/b").unwrap().1, lease);
+
         // Kept alive past its TTL all along, and quiet while intact.
         let until = std::time::Instant::now() + Duration::from_secs(2);
         while std::time::Instant::now() < until {

@@ -94,6 +94,9 @@ pub struct EtcdSource {
     /// The next [`NodeSource::maintain`] reads this node's record to check
     /// it is still there as written (the last listing did not show it so).
     check_record: bool,
+    /// The other lease last found holding this node's record (warned once:
+    /// the record is left to that registration until its lease runs out).
+    foreign_lease: Option<i64>,
     /// Warnings of the last registration, for [`NodeSource::maintain`] to
     /// hand out.
     notes: Vec<String>,
@@ -350,6 +353,7 @@ impl EtcdSource {
             last_revision: None,
             leases: Vec::new(),
             check_record: false,
+            foreign_lease: None,
             notes: Vec::new(),
             maintain_after: None,
             backoff: MIN_BACKOFF,
@@ -603,7 +607,24 @@ impl EtcdSource {
                 lease: l,
             }) if *l == lease && *n == expected => {
                 self.check_record = false;
+                self.foreign_lease = None;
                 return Ok(Vec::new());
+            }
+            // On another live registration's lease (a second agent with
+            // this node's name): taking it back would start a tug of war,
+            // each rewrite waking every agent. Left alone, warned once; when
+            // that lease runs out etcd deletes the record and it is put
+            // back as gone.
+            Some(Found { lease: l, .. }) if *l != 0 && *l != lease => {
+                self.check_record = false;
+                if self.foreign_lease == Some(*l) {
+                    return Ok(Vec::new());
+                }
+                self.foreign_lease = Some(*l);
+                return Ok(vec![format!(
+                    "warning: the record {key} of node {} is held by another registration (lease {l:x}, not this agent's {lease:x}): is another agent running with this node name? left to it until its lease runs out",
+                    expected.name
+                )]);
             }
             None => format!(
                 "the record {key} of node {} is gone although its lease {lease:x} is alive",
