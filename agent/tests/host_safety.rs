@@ -136,12 +136,21 @@ fn an_own_pod_cidr_on_the_uplinks_subnet_is_refused_before_anything() {
 fn ipv6_forwarding_on_keeps_router_advertisements_accepted() {
     let n = Node::new("hsr");
     assert_eq!(n.sysctl("net.ipv6.conf.eth0.accept_ra"), "1");
+    let default_before = n.sysctl("net.ipv6.conf.default.accept_ra");
     let out = n.agent_once(&["10.244.1.0/24", "fd44:1::/64"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(n.sysctl("net.ipv6.conf.all.forwarding"), "1", "{err}");
     assert_eq!(n.sysctl("net.ipv6.conf.eth0.accept_ra"), "2", "{err}");
     assert!(err.contains("accept_ra = 2"), "{err}");
+    // Interfaces made later (pod veths) must not start accepting
+    // advertisements: the default entry is not touched.
+    assert_eq!(
+        n.sysctl("net.ipv6.conf.default.accept_ra"),
+        default_before,
+        "{err}"
+    );
+    assert!(!err.contains("default/accept_ra"), "{err}");
     // A second round changes nothing more.
     let out = n.agent_once(&["10.244.1.0/24", "fd44:1::/64"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -23,15 +23,20 @@ pub(super) fn ensure_forwarding(path: &str, report: &mut Report) -> Result<()> {
 
 /// Before IPv6 forwarding goes on: every interface that accepts router
 /// advertisements (`accept_ra` 1) is set to accept them while forwarding
-/// too (2), and so is the default for interfaces made later. With 1, the
-/// kernel would drop the default routes the node learnt from its router
-/// the moment forwarding goes on, and ignore every later advertisement:
-/// the node's own IPv6 uplink would break.
+/// too (2). With 1, the kernel would drop the default routes the node
+/// learnt from its router the moment forwarding goes on, and ignore every
+/// later advertisement: the node's own IPv6 uplink would break. The
+/// `default` entry is left alone on purpose: at 2 it would make every
+/// interface created later (each pod's host veth among them) accept
+/// advertisements from whatever sits on its other end.
 fn keep_router_advertisements(report: &mut Report) -> Result<()> {
     let io = |what: String| move |source| Error::Io { what, source };
     let names =
         rcni_os::dir_names(Path::new(IPV6_CONF)).map_err(io(format!("list {IPV6_CONF}")))?;
-    for name in names.iter().filter(|n| *n != "all" && *n != "lo") {
+    for name in names
+        .iter()
+        .filter(|n| !matches!(n.as_str(), "all" | "lo" | "default"))
+    {
         let key = Path::new(IPV6_CONF).join(name).join("accept_ra");
         // An interface may vanish meanwhile: skip what cannot be read.
         let Ok(v) = rcni_os::read_to_string(&key) else {
