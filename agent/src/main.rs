@@ -91,22 +91,10 @@ impl Agent {
             return Round::Retry;
         };
         self.waiting_logged = false;
-        if !self.installed {
-            let rcni = self.args.rcni.clone().unwrap_or_else(cniconf::default_rcni);
-            match cniconf::install(&rcni, &self.args.cni_bin_dir) {
-                Ok(msg) => {
-                    log!("{msg}");
-                    self.installed = true;
-                }
-                Err(e) => {
-                    log!("{e}");
-                    return Round::Retry;
-                }
-            }
-        }
         // This node's own CIDRs go onto the pods' bridge and into routes and
         // masquerade: one the host already uses (the uplink's subnet, a
-        // route someone made) is refused and nothing is done.
+        // route someone made) is refused and nothing is done: no binaries
+        // installed, no conflist, route or rule.
         let own_problems: Vec<String> = match datapath::own_facts() {
             Ok(facts) => me
                 .pod_cidrs
@@ -125,6 +113,19 @@ impl Agent {
             }
             self.status.ready.store(false, Ordering::Relaxed);
             return Round::Retry;
+        }
+        if !self.installed {
+            let rcni = self.args.rcni.clone().unwrap_or_else(cniconf::default_rcni);
+            match cniconf::install(&rcni, &self.args.cni_bin_dir) {
+                Ok(msg) => {
+                    log!("{msg}");
+                    self.installed = true;
+                }
+                Err(e) => {
+                    log!("{e}");
+                    return Round::Retry;
+                }
+            }
         }
         let t0 = Instant::now();
         let reconciled = datapath::reconcile(&self.args.node_name, &nodes, &self.args.datapath);

@@ -25,7 +25,9 @@
 //! cluster CIDR of its family when one is configured, not a default route
 //! nor a reserved range, and must not overlap a subnet or a route of the
 //! host outside the pods' bridge and the agent's overlay: the node would
-//! otherwise put the uplink's network on its bridge. The agent does nothing
+//! otherwise put the uplink's network on its bridge. The one route
+//! overlap allowed is a broad route holding the whole declared cluster
+//! CIDR (a VPN's `10.0.0.0/8`): the pods are carved out of it on purpose. The agent does nothing
 //! with a node whose own CIDR is refused.
 //!
 //! A node address is refused unless it is unicast (not unspecified,
@@ -190,7 +192,21 @@ pub fn own_cidr_problem(cidr: &IpNet, cluster: &[IpNet], host: &OwnFacts) -> Opt
     if let Some((s, link)) = host.subnets.iter().find(|(s, _)| overlaps(s, cidr)) {
         return Some(format!("overlaps the subnet {s} of {link}"));
     }
-    if let Some((r, link)) = host.routes.iter().find(|(r, _)| overlaps(r, cidr)) {
+    // A broad route that holds the whole declared cluster CIDR (a VPN's
+    // 10.0.0.0/8, a 0.0.0.0/1) is one the cluster carves its pods out of
+    // on purpose: the bridge's more specific route only takes the pods'
+    // share. Any other overlap would send part of the pods' traffic away.
+    let carved_from = |r: &IpNet| {
+        r.contains(cidr)
+            && cluster
+                .iter()
+                .any(|c| c.contains(cidr) && r.contains(c) && r != c)
+    };
+    if let Some((r, link)) = host
+        .routes
+        .iter()
+        .find(|(r, _)| overlaps(r, cidr) && !carved_from(r))
+    {
         return Some(format!(
             "overlaps the route {r} (dev {link}), which the agent does not own"
         ));
@@ -340,6 +356,25 @@ mod tests {
         assert!(why("172.20.5.0/24", &[])
             .unwrap()
             .contains("route 172.20.0.0/16 (dev wg0)"));
+        // Inside a declared cluster CIDR that the route holds whole, the
+        // pods are carved out of the broad route on purpose.
+        let cl172: Vec<IpNet> = vec!["172.20.128.0/17".parse().unwrap()];
+        assert_eq!(why("172.20.130.0/24", &cl172), None);
+        // A route inside the CIDR, equal to it, or holding only part of
+        // the cluster CIDR is refused all the same.
+        let narrow = OwnFacts {
+            subnets: vec![],
+            routes: vec![
+                ("10.244.1.128/25".parse().unwrap(), "wg0".into()),
+                ("10.244.2.0/24".parse().unwrap(), "eth1".into()),
+                ("10.244.8.0/21".parse().unwrap(), "eth2".into()),
+            ],
+        };
+        let why_n = |c: &str| own_cidr_problem(&c.parse().unwrap(), &cluster, &narrow);
+        assert!(why_n("10.244.1.0/24").unwrap().contains("10.244.1.128/25"));
+        assert!(why_n("10.244.2.0/24").unwrap().contains("10.244.2.0/24"));
+        assert!(why_n("10.244.9.0/24").unwrap().contains("10.244.8.0/21"));
+        assert_eq!(why_n("10.244.3.0/24"), None);
         assert!(why("0.0.0.0/0", &[]).unwrap().contains("default route"));
         assert!(why("127.0.0.0/24", &[]).unwrap().contains("reserved"));
         assert_eq!(

@@ -1,6 +1,7 @@
 //! `rcni-agent --once` on one node namespace whose host state must survive
 //! the agent: an own pod CIDR the host already uses (the uplink's subnet)
-//! is refused before anything is done, and turning IPv6 forwarding on keeps
+//! is refused before anything is done (no plugin installed, no conflist,
+//! route or rule), and turning IPv6 forwarding on keeps
 //! router advertisements accepted (`accept_ra` 1 → 2). Build the `rcni`
 //! binary first (`cargo build -p rcni`).
 
@@ -108,6 +109,13 @@ fn an_own_pod_cidr_on_the_uplinks_subnet_is_refused_before_anything() {
             .next()
             .is_none(),
         "no conflist written"
+    );
+    assert!(
+        std::fs::read_dir(n.bin.path())
+            .expect("bin dir")
+            .next()
+            .is_none(),
+        "no plugin installed"
     );
     for fam in ["-4", "-6"] {
         let ours =
