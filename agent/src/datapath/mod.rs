@@ -351,7 +351,18 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
             return None;
         };
         let set_up = |report: &mut Report| -> Result<u32> {
-            let mtu = overlay_mtu(opts.mtu, &uplink, overhead)?;
+            let mtu = match overlay_mtu(opts.mtu, &uplink, overhead) {
+                Ok(m) => m,
+                Err(e) => {
+                    // The refused --mtu is not handed to pods either: they
+                    // get what the overlay can carry, so they still fit
+                    // once the operator fixes the flag.
+                    report.mtu_override = None;
+                    let fits = uplink.mtu.saturating_sub(overhead);
+                    report.vxlan_mtu = Some(report.vxlan_mtu.map_or(fits, |m| m.min(fits)));
+                    return Err(e);
+                }
+            };
             report.vxlan_mtu = Some(report.vxlan_mtu.map_or(mtu, |m| m.min(mtu)));
             let device = Device {
                 name: dev,
