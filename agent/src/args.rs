@@ -91,7 +91,7 @@ as [env: ...] above; switches take 1/true/yes/on); the command line wins.";
 #[derive(Debug, Parser)]
 #[command(name = "rcni-agent", version, after_help = AFTER_HELP)]
 struct Cli {
-    /// This node's name (default: $NODE_NAME).
+    /// This node's name (default: $NODE_NAME; --uninstall needs none).
     #[arg(long, env = "RCNI_AGENT_NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
 
@@ -258,6 +258,9 @@ where
         .node_name
         .filter(|n| !n.is_empty())
         .or(env_node.filter(|n| !n.is_empty()))
+        // Uninstalling removes what the agent made on this host, whatever
+        // node it was: no name is needed for that.
+        .or_else(|| cli.uninstall.then(String::new))
         .ok_or_else(|| {
             Cli::command().error(
                 ErrorKind::MissingRequiredArgument,
@@ -287,6 +290,17 @@ where
         lease_ttl: cli.lease_ttl,
         health_addr: cli.health_addr,
     };
+    let pools = &a.datapath.cluster_cidr;
+    for (i, c) in pools.iter().enumerate() {
+        if let Some(o) = pools[i + 1..]
+            .iter()
+            .find(|o| o.contains(&c.network()) || c.contains(&o.network()))
+        {
+            return Err(invalid(format!(
+                "--cluster-cidr {c} and {o} overlap: give each range once"
+            )));
+        }
+    }
     if !a.node_cidr_mask_size.is_empty() {
         if !a.source.starts_with("etcd:") {
             return Err(invalid(
@@ -433,6 +447,23 @@ mod tests {
         assert_eq!(a.rcni, Some(PathBuf::from("/r")));
         assert!(a.once);
         assert!(a.insecure_http_token);
+        // Overlapping pools (the same one twice included) are refused.
+        for bad in [
+            "--node-name a --cluster-cidr 10.244.0.0/16,10.244.8.0/21",
+            "--node-name a --cluster-cidr 10.244.0.0/16 --cluster-cidr 10.244.0.0/16",
+            "--node-name a --cluster-cidr fd44::/48,fd44::/32",
+        ] {
+            let e = parse(bad, None).unwrap_err().to_string();
+            assert!(e.contains("overlap"), "{bad}: {e}");
+        }
+        assert!(parse(
+            "--node-name a --cluster-cidr 10.244.0.0/16,10.245.0.0/16",
+            None
+        )
+        .is_ok());
+        // --uninstall needs no node name; everything else does.
+        assert!(parse("--uninstall", None).is_ok());
+        assert!(parse("--once", None).is_err());
         // Repeated --cluster-cidr adds up; host bits are dropped.
         let r = parse(
             "--node-name a --cluster-cidr 10.244.1.1/16 --cluster-cidr fd44::/48",
