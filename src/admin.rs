@@ -109,7 +109,7 @@ fn install(args: &[String]) -> i32 {
             println!("installed {n} plugins into {}", dir.display());
             if !replaced.is_empty() {
                 println!(
-                    "replaced {} plugin(s) that were not rcni's: {}",
+                    "replaced {} plugin(s) that were not links to or copies of this rcni: {}",
                     replaced.len(),
                     replaced.join(", ")
                 );

@@ -67,7 +67,7 @@ fn links_every_plugin_and_answers_version() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(
-        text.contains("replaced 1 plugin(s) that were not rcni's: bridge"),
+        text.contains("replaced 1 plugin(s) that were not links to or copies of this rcni: bridge"),
         "{text}"
     );
 }
