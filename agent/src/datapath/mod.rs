@@ -369,18 +369,27 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
                 local,
                 mtu,
             };
-            let idx = ensure_vxlan(&sock, opts, &uplink, &device, own, report)?;
-            sync_fdb(&sock, dev, idx, vx_peers, report)?;
-            sync_neighbours(&sock, dev, idx, vx_peers, report)?;
-            Ok(idx)
+            ensure_vxlan(&sock, opts, &uplink, &device, own, report)
         };
-        match set_up(report) {
-            Ok(idx) => Some(idx),
+        let idx = match set_up(report) {
+            Ok(idx) => idx,
             Err(e) => {
                 report.errors.push(format!("{dev} not set up: {e}"));
-                None
+                return None;
             }
+        };
+        // The device stands: a failed forwarding or neighbour entry is
+        // reported (the round fails and the next one retries) but does not
+        // take the overlay, and every peer routed over it, down.
+        if let Err(e) = sync_fdb(&sock, dev, idx, vx_peers, report) {
+            report
+                .errors
+                .push(format!("{dev}: forwarding entries: {e}"));
         }
+        if let Err(e) = sync_neighbours(&sock, dev, idx, vx_peers, report) {
+            report.errors.push(format!("{dev}: neighbour entries: {e}"));
+        }
+        Some(idx)
     };
     let vx_index = overlay(
         VXLAN_DEV,
