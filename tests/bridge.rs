@@ -321,6 +321,36 @@ fn force_address_replaces_a_foreign_bridge_address() {
 }
 
 #[test]
+fn a_bridge_made_elsewhere_keeps_its_mac_once_it_has_a_gateway() {
+    // Without a pinned MAC the kernel gives a bridge its lowest port's MAC
+    // (zeros without ports), so the pods' gateway MAC would change as pods
+    // come and go. The reference pins it with the gateway address.
+    let env = Env::new("brm");
+    env.node
+        .exec(&["ip", "link", "add", "br-m", "type", "bridge"]);
+    let mac = |ns: &TestNs| link(ns, "br-m")["address"].as_str().unwrap().to_string();
+    let conf = env.conf(
+        "1.0.0",
+        "10.26.0.0/24",
+        json!({"bridge": "br-m", "isGateway": true}),
+    );
+    let (p1, p2) = (TestNs::new("brm1"), TestNs::new("brm2"));
+    let r1 = env.call("ADD", "ctr-m1", &p1.path(), &conf).ok();
+    let pinned = mac(&env.node);
+    assert_ne!(pinned, "00:00:00:00:00:00");
+    assert_eq!(r1["interfaces"][0]["mac"], pinned.as_str(), "{r1}");
+    env.call("ADD", "ctr-m2", &p2.path(), &conf).ok();
+    env.call("DEL", "ctr-m1", &p1.path(), &conf).ok();
+    assert_eq!(mac(&env.node), pinned, "the first port left");
+    env.call("DEL", "ctr-m2", &p2.path(), &conf).ok();
+    assert_eq!(mac(&env.node), pinned, "no port left");
+    // A later pod's result names the same gateway MAC.
+    let r3 = env.call("ADD", "ctr-m3", &p1.path(), &conf).ok();
+    assert_eq!(r3["interfaces"][0]["mac"], pinned.as_str(), "{r3}");
+    env.call("DEL", "ctr-m3", &p1.path(), &conf).ok();
+}
+
+#[test]
 fn layer2_and_disabled_container_interface() {
     let env = Env::new("brl");
     let pod = TestNs::new("brl");

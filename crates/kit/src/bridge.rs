@@ -93,14 +93,15 @@ pub fn ensure_bridge(sock: &Socket, name: &str, opts: &BridgeOptions) -> Result<
     Ok(link)
 }
 
-/// Puts the gateway address `gw` (with its subnet's prefix) on `link` once.
-/// Another IPv4 address (or an overlapping IPv6 one) there is an error
-/// unless `force`, which replaces it — the reference's `forceAddress`.
-pub fn ensure_gateway_addr(sock: &Socket, link: &Link, gw: IpNet, force: bool) -> Result<()> {
+/// Puts the gateway address `gw` (with its subnet's prefix) on `link` once:
+/// whether it was added now. Another IPv4 address (or an overlapping IPv6
+/// one) there is an error unless `force`, which replaces it — the
+/// reference's `forceAddress`.
+pub fn ensure_gateway_addr(sock: &Socket, link: &Link, gw: IpNet, force: bool) -> Result<bool> {
     let family = Family::of(gw.addr());
     for a in sock.addresses(Some(link.index), family)? {
         if a.addr == gw.addr() && a.prefix == gw.prefix_len() {
-            return Ok(());
+            return Ok(false);
         }
         if a.addr.is_ipv6() && a.scope == netlink::addr::RT_SCOPE_LINK {
             continue;
@@ -129,10 +130,27 @@ pub fn ensure_gateway_addr(sock: &Socket, link: &Link, gw: IpNet, force: bool) -
             ..Default::default()
         },
     ) {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_exists() => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.is_exists() => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Pins the MAC of bridge `index` to the one it has now, as the reference
+/// does when it gives a bridge its gateway address. A bridge whose MAC was
+/// never set follows its lowest port's (and is zeroed with no port): the
+/// pods' gateway would change MAC as pods come and go, and their neighbour
+/// caches would point at a MAC that no longer answers. Setting the same
+/// address is enough: the kernel then keeps it (and the bridge id) as is.
+/// A bridge without ports has no MAC to keep, and is left alone.
+pub fn pin_bridge_mac(sock: &Socket, index: u32) -> Result<()> {
+    let Some(link) = sock.link_by_index(index)? else {
+        return Err(Error::Missing(format!("bridge #{index} vanished")));
+    };
+    if link.mac.len() == 6 && link.mac.iter().any(|b| *b != 0) {
+        sock.set_mac(index, &link.mac)?;
+    }
+    Ok(())
 }
 
 fn no_vlan_filtering(name: &str, e: &netlink::Error) -> Error {

@@ -23,7 +23,7 @@ pub mod undo;
 pub mod veth;
 
 pub use attach::{Attachment, Attachments, DEFAULT_STATE_ROOT};
-pub use bridge::{ensure_bridge, ensure_gateway_addr, BridgeOptions};
+pub use bridge::{ensure_bridge, ensure_gateway_addr, pin_bridge_mac, BridgeOptions};
 pub use error::{err, Error, Result, ResultExt, Teardown};
 pub use iface::{
     configure_iface, result_route, validate_iface_ips, validate_routes, wait_operational,

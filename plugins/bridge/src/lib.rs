@@ -792,9 +792,17 @@ impl BridgeNode for RealNode<'_> {
                 format!("failed to set bridge addr on {:?}", n.conf.bridge),
             ),
         };
+        let mut added = false;
         for gw in gws {
-            kit::ensure_gateway_addr(host, on, *gw, n.conf.force_address)
+            added |= kit::ensure_gateway_addr(host, on, *gw, n.conf.force_address)
                 .map_err(|e| Error::from(e).details(what.clone()))?;
+        }
+        // A bridge someone else made (ours are pinned at creation) gets
+        // its MAC pinned with its first gateway address, as the
+        // reference does, so the pods' gateway MAC stays put.
+        if added && vlan_gw.is_none() {
+            kit::pin_bridge_mac(host, br.index)
+                .map_err(|e| Error::from(e).details("could not set bridge's mac"))?;
         }
         let v4 = gws.iter().any(|g| g.addr().is_ipv4());
         let v6 = gws.iter().any(|g| g.addr().is_ipv6());
