@@ -201,3 +201,59 @@ fn failure_after_ipam_leaves_nothing() {
     assert!(veth_names(&env.node).is_empty());
     assert!(!pod2.link_names().contains(&"eth0".to_string()));
 }
+
+/// Sends one router advertisement (router lifetime 1800 s) from `ns`'s
+/// `eth0` to all nodes on the link.
+fn send_router_advertisement(ns: &TestNs) {
+    let script = "import socket,struct\n\
+s=socket.socket(socket.AF_INET6,socket.SOCK_RAW,socket.IPPROTO_ICMPV6)\n\
+i=socket.if_nametoindex('eth0')\n\
+s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_MULTICAST_HOPS,255)\n\
+s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_MULTICAST_IF,i)\n\
+s.sendto(struct.pack('!BBHBBHII',134,0,0,64,0,1800,0,0),('ff02::1',0,0,i))\n";
+    ns.exec(&["python3", "-c", script]);
+}
+
+/// The node's IPv6 default routes, waiting up to 2 s for one to appear.
+fn node_default_v6(node: &TestNs) -> String {
+    for _ in 0..20 {
+        let r = node.exec(&["ip", "-6", "route", "show", "default"]);
+        if !r.trim().is_empty() {
+            return r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    String::new()
+}
+
+#[test]
+fn a_pods_router_advertisement_does_not_become_the_nodes_default_route() {
+    // An IPv4-only pod: the node keeps IPv6 forwarding off, where an
+    // interface with accept_ra 1 would take a pod's advertisement as its
+    // router's. The reference sets accept_ra 0 on the host end; so must we.
+    let env = Env::new("ptr");
+    let pod = TestNs::new("ptr");
+    pod.exec(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+    let conf = env.conf("1.0.0", "10.41.0.0/24", json!({}));
+    let res = env.call("ADD", "ctr-ra", &pod.path(), &conf).ok();
+    let host = res["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        env.node
+            .exec(&["sysctl", "-n", "net.ipv6.conf.all.forwarding"])
+            .trim(),
+        "0"
+    );
+    let key = format!("net.ipv6.conf.{host}.accept_ra");
+    assert_eq!(env.node.exec(&["sysctl", "-n", &key]).trim(), "0");
+    send_router_advertisement(&pod);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = env.node.exec(&["ip", "-6", "route", "show", "default"]);
+    assert!(r.trim().is_empty(), "a pod became the node's router: {r}");
+    // The same advertisement is taken once the host end accepts them:
+    // the check above is not vacuous.
+    env.node.exec(&["sysctl", "-qw", &format!("{key}=1")]);
+    send_router_advertisement(&pod);
+    let r = node_default_v6(&env.node);
+    assert!(r.contains(&host), "{r}");
+    env.call("DEL", "ctr-ra", &pod.path(), &conf).ok();
+}

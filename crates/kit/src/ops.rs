@@ -649,7 +649,8 @@ pub mod fake {
     }
 
     /// A recording [`crate::podlink::VethNode`]: its steps land in the
-    /// log of `net` (`node masq [...]`, `node unmasq`, `node wait`; the host
+    /// log of `net` (`node masq [...]`, `node unmasq`, `node wait`,
+    /// `node no_ra NAME`; the host
     /// end's `up` of [`crate::podlink::VethNode::host_up_and_wait`] through
     /// `net` itself), so that they read in order with the netlink
     /// operations.
@@ -681,6 +682,9 @@ pub mod fake {
             crate::ops::LinkOps::set_link_up(self.net, host).map_err(crate::err)?;
             self.note("node wait".into());
             Ok(())
+        }
+        fn ignore_router_advertisements(&self, host_veth: &str) {
+            self.note(format!("node no_ra {host_veth}"));
         }
     }
 

@@ -206,6 +206,11 @@ pub trait VethNode {
     /// Brings the host end up (the pod's end is up already: this gives
     /// both carrier) and waits until both ends can carry traffic.
     fn host_up_and_wait(&self, host_index: u32, cont_index: u32) -> CniResult<()>;
+    /// Best effort: the host end `host_veth` ignores router advertisements
+    /// (`accept_ra` 0), as the reference sets it. Otherwise, on a node
+    /// without IPv6 forwarding, a pod could send one and become the node's
+    /// IPv6 default gateway.
+    fn ignore_router_advertisements(&self, host_veth: &str);
 }
 
 /// How long ADD waits for a veth's ends to become operational.
@@ -257,6 +262,12 @@ impl VethNode for RealVethNode<'_> {
             OPER_UP_TIMEOUT,
         )
         .map_err(Error::from)
+    }
+
+    fn ignore_router_advertisements(&self, host_veth: &str) {
+        // The node's namespace is this thread's: the sysctl is its own.
+        // IPv6 may be off there (no such file): nothing to ignore then.
+        let _ = crate::sysctl_set(&format!("net/ipv6/conf/{host_veth}/accept_ra"), "0");
     }
 
     fn host_up_and_wait(&self, host_index: u32, cont_index: u32) -> CniResult<()> {

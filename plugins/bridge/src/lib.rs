@@ -846,6 +846,7 @@ fn add_core<'a>(
         .map_err(Error::from)?;
     let host_index = pair.host.index;
     undo.push("delete veth", move || host.delete_link(host_index));
+    veth.ignore_router_advertisements(&pair.host.name);
     if pair.host.master != Some(br.index) {
         host.set_master(host_index, br.index).map_err(|e| {
             Error::io(format!(
@@ -1081,6 +1082,7 @@ mod fake_tests {
                 "node bridge".to_string(),
                 format!("create {host} peer eth0 master {b}"),
                 "get eth0".to_string(),
+                format!("node no_ra {host}"),
                 format!("node port {h}"),
                 "node spoofchk".to_string(),
                 "node container up".to_string(),

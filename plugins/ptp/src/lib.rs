@@ -183,6 +183,7 @@ fn add_core<'a>(
         .map_err(Error::from)?;
     let host_index = pair.host.index;
     undo.push("delete veth", move || host.delete_link(host_index));
+    veth.ignore_router_advertisements(&pair.host.name);
     // The host veth routes for the pod: no DAD on its link-local address
     // (generated once the container end goes up, below). While that is
     // tentative the node sends no neighbour solicitation for packets it
@@ -393,6 +394,7 @@ mod fake_tests {
             vec![
                 format!("create {host} peer eth0"),
                 "get eth0".to_string(),
+                format!("node no_ra {host}"),
                 format!("up {c}"),
                 format!("addr {c} 10.7.0.5/24"),
                 format!("route 10.7.0.1/32 dev {c}"),
