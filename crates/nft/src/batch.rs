@@ -259,14 +259,18 @@ impl Batch {
 
     /// Creates a named set or map unless it exists.
     pub fn add_set(&mut self, family: Family, table: &str, set: &SetSpec) -> &mut Batch {
+        self.set_msg(family, table, set, NLM_F_CREATE | NLM_F_ACK)
+    }
+
+    /// Creates a named set or map; one that exists fails the transaction
+    /// with EEXIST (so that of two racing upgrades only one adds rules).
+    pub fn create_set(&mut self, family: Family, table: &str, set: &SetSpec) -> &mut Batch {
+        self.set_msg(family, table, set, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK)
+    }
+
+    fn set_msg(&mut self, family: Family, table: &str, set: &SetSpec, flags: u16) -> &mut Batch {
         self.next_set_id += 1;
-        let mut m = SET.msg(
-            NFT_MSG_NEWSET,
-            NLM_F_CREATE | NLM_F_ACK,
-            family,
-            table,
-            &set.name,
-        );
+        let mut m = SET.msg(NFT_MSG_NEWSET, flags, family, table, &set.name);
         let mut flags = 0;
         if set.data.is_some() {
             flags |= NFT_SET_MAP;

@@ -211,6 +211,8 @@ pub enum DataType {
     InetService,
     /// A packet mark.
     Mark,
+    /// An interface index (`meta iif` / `meta oif`).
+    IfIndex,
 }
 
 impl DataType {
@@ -222,6 +224,7 @@ impl DataType {
             DataType::InetProto => 12,
             DataType::InetService => 13,
             DataType::Mark => 19,
+            DataType::IfIndex => 20,
         }
     }
     /// Bytes of one value of this type.
@@ -232,6 +235,7 @@ impl DataType {
             DataType::InetProto => 1,
             DataType::InetService => 2,
             DataType::Mark => 4,
+            DataType::IfIndex => 4,
         }
     }
     /// Combined type id of a concatenation (first field in the high bits).
@@ -292,6 +296,8 @@ pub enum Value {
     Port(u16),
     /// A mark.
     Mark(u32),
+    /// An interface index.
+    IfIndex(u32),
 }
 
 impl Value {
@@ -301,6 +307,7 @@ impl Value {
             Value::Proto(p) => vec![p],
             Value::Port(p) => p.to_be_bytes().to_vec(),
             Value::Mark(m) => m.to_ne_bytes().to_vec(),
+            Value::IfIndex(i) => i.to_ne_bytes().to_vec(),
         }
     }
 

@@ -122,6 +122,7 @@ fn host_ip_and_masq_all() {
         &Options {
             snat: true,
             masq_all: true,
+            pod_links: Vec::new(),
         },
     )
     .expect("add");

@@ -77,6 +77,8 @@ impl Config {
         Options {
             snat: self.snat.unwrap_or(true),
             masq_all: self.masq_all,
+            // Found by ADD (a route lookup), not configured.
+            pod_links: Vec::new(),
         }
     }
 }
@@ -165,25 +167,38 @@ fn build_mappings(args: &CmdArgs, prev: &Result) -> CniResult<Vec<Mapping>> {
     Ok(out)
 }
 
+/// The node's interface that routes to each pod address (a bridge, or a
+/// ptp host veth), found by a route lookup as the reference does, so it
+/// works for every result version (0.1.0/0.2.0 list no interfaces). An
+/// address the node has no route to is left out.
+fn pod_links(sock: &dyn RoutingOps, pod_ips: &[IpAddr]) -> CniResult<Vec<(IpAddr, u32)>> {
+    let mut out = Vec::new();
+    for ip in pod_ips {
+        if out.iter().any(|(seen, _)| seen == ip) {
+            continue;
+        }
+        if let Some(oif) = sock.route_get(*ip).map_err(kit::err)?.and_then(|r| r.oif) {
+            out.push((*ip, oif));
+        }
+    }
+    Ok(out)
+}
+
 /// Connections from 127.0.0.0/8 DNATed to a pod leave through the node's
-/// interface that routes to the pod (a bridge, or a ptp host veth): it must
-/// accept local sources. Found by a route lookup, as the reference does, so
-/// it works for every result version (0.1.0/0.2.0 list no interfaces).
+/// interface that routes to the pod (`links`, from [`pod_links`]): it must
+/// accept local sources.
 fn enable_route_localnet(
     sock: &dyn RoutingOps,
     sys: &dyn SysctlOps,
-    pod_ips: &[std::net::IpAddr],
+    links: &[(IpAddr, u32)],
 ) -> CniResult<()> {
     let mut done = Vec::new();
-    for ip in pod_ips.iter().filter(|ip| ip.is_ipv4()) {
-        let Some(oif) = sock.route_get(*ip).map_err(kit::err)?.and_then(|r| r.oif) else {
-            continue;
-        };
-        if done.contains(&oif) {
+    for (_, oif) in links.iter().filter(|(ip, _)| ip.is_ipv4()) {
+        if done.contains(oif) {
             continue;
         }
-        done.push(oif);
-        let Some(link) = sock.link_by_index(oif).map_err(kit::err)? else {
+        done.push(*oif);
+        let Some(link) = sock.link_by_index(*oif).map_err(kit::err)? else {
             continue;
         };
         let key = kit::sysctl::net_key_path("net/ipv4/conf/IFNAME/route_localnet", &link.name)
@@ -381,15 +396,12 @@ impl Plugin for Portmap {
         if mappings.is_empty() {
             return Ok(prev);
         }
-        let opts = conf.options();
+        let mut opts = conf.options();
         if opts.snat {
-            let v4: Vec<std::net::IpAddr> = mappings
-                .iter()
-                .map(|m| m.pod_ip)
-                .filter(|ip| ip.is_ipv4())
-                .collect();
+            let ips: Vec<IpAddr> = mappings.iter().map(|m| m.pod_ip).collect();
             let sock = netlink::Socket::route().map_err(kit::err)?;
-            enable_route_localnet(&sock, &ProcSys, &v4)?;
+            opts.pod_links = pod_links(&sock, &ips)?;
+            enable_route_localnet(&sock, &ProcSys, &opts.pod_links)?;
         }
         let nft = Nft::open().map_err(kit::err)?;
         install(&nft, args, &mappings, (&c4, &c6), &opts)?;
@@ -690,10 +702,12 @@ mod fake_tests {
             .iter()
             .map(|i| i.parse().expect("ip"))
             .collect();
-        enable_route_localnet(&host, &sys, &pods).expect("localnet");
+        let links = pod_links(&host, &pods).expect("links");
+        assert_eq!(links, [(pods[0], cni0), (pods[1], cni0)]);
+        enable_route_localnet(&host, &sys, &links).expect("localnet");
         assert_eq!(sys.plan.lines(), [format!("write {key} = 1")]);
         sys.plan.fail_next("write", EPERM);
-        let e = enable_route_localnet(&host, &sys, &pods).expect_err("refused");
+        let e = enable_route_localnet(&host, &sys, &links).expect_err("refused");
         assert_eq!(e.code, 5, "{e}");
     }
 

@@ -556,3 +556,162 @@ fn conditions_restrict_which_traffic_is_forwarded() {
     assert!(!rules().contains("rcni:"), "{}", rules());
     assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none());
 }
+
+/// Runs portmap in `node` for the pod `pod` at `pod_ip` behind bridge
+/// `br0`, mapping host port 8080/tcp to 80, as a chain after bridge does.
+fn call_bridged(node: &TestNs, pod: &TestNs, cmd: &str, id: &str, pod_ip: &str) -> (i32, Value) {
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "pmbridge",
+        "type": "portmap",
+        "runtimeConfig": {"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}
+        ]},
+        "prevResult": {
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": "br0", "mac": "aa:bb:cc:dd:ee:10"},
+                {"name": "vp1", "mac": "aa:bb:cc:dd:ee:11"},
+                {"name": "eth0", "mac": "aa:bb:cc:dd:ee:12", "sandbox": pod.path()}
+            ],
+            "ips": [{"address": format!("{pod_ip}/24"), "gateway": "10.62.0.1", "interface": 2}]
+        }
+    });
+    let stdin = conf.to_string();
+    let netns = pod.path().display().to_string();
+    let env = move |k: &str| -> Option<String> {
+        match k {
+            "CNI_COMMAND" => Some(cmd.to_string()),
+            "CNI_CONTAINERID" => Some(id.to_string()),
+            "CNI_NETNS" => Some(netns.clone()),
+            "CNI_IFNAME" => Some("eth0".into()),
+            "CNI_PATH" => Some("/nonexistent".into()),
+            _ => None,
+        }
+    };
+    let out = node.run(|| {
+        let mut input = stdin.as_bytes();
+        cni_skel::execute(&Portmap, &env, &mut input)
+    });
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.exit_code, v)
+}
+
+#[test]
+fn another_pod_on_the_bridge_reaches_a_host_port_without_br_netfilter() {
+    // pod2 → node:8080 is DNATed to pod1 on the same bridge. Unless the
+    // connection is masqueraded (the reference masquerades every source of
+    // the pod's subnet), pod1 answers pod2 straight over the bridge, past
+    // the node's conntrack, and pod2 drops the reply: it only worked where
+    // br_netfilter sends bridged frames through iptables.
+    let node = TestNs::new("pbn");
+    let pods = [TestNs::new("pb1"), TestNs::new("pb2")];
+    node.exec(&["ip", "link", "add", "br0", "type", "bridge"]);
+    node.exec(&["ip", "addr", "add", "10.62.0.1/24", "dev", "br0"]);
+    node.exec(&["ip", "link", "set", "br0", "up"]);
+    node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    // Where br_netfilter is loaded, bridged frames skip iptables here.
+    node.exec(&[
+        "sh",
+        "-c",
+        "[ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || \
+         sysctl -qw net.bridge.bridge-nf-call-iptables=0",
+    ]);
+    for (i, pod) in pods.iter().enumerate() {
+        let port = format!("vp{}", i + 1);
+        node.exec(&[
+            "ip",
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            pod.name(),
+        ]);
+        node.exec(&["ip", "link", "set", &port, "master", "br0", "up"]);
+        let addr = format!("10.62.0.{}/24", i + 2);
+        pod.exec(&["ip", "addr", "add", &addr, "dev", "eth0"]);
+        pod.exec(&["ip", "link", "set", "eth0", "up"]);
+        pod.exec(&["ip", "route", "add", "default", "via", "10.62.0.1"]);
+    }
+    for ns in [&node, &pods[0], &pods[1]] {
+        ns.wait_links_operational();
+    }
+    let web = pods[0]
+        .run(|| TcpListener::bind("0.0.0.0:80"))
+        .expect("listen");
+    let (code, out) = call_bridged(&node, &pods[0], "ADD", "ctrb1", "10.62.0.2");
+    assert_eq!(code, 0, "{out}");
+    let peer = tcp_ok(&pods[1], &web, "10.62.0.1:8080").expect("pod2 to pod1's host port");
+    assert_eq!(
+        peer.ip().to_string(),
+        "10.62.0.1",
+        "masqueraded to the node"
+    );
+    // pod1 reaching its own host port still works (hairpin).
+    let peer = tcp_ok(&pods[0], &web, "10.62.0.1:8080").expect("hairpin");
+    assert_eq!(peer.ip().to_string(), "10.62.0.1");
+    let (code, out) = call_bridged(&node, &pods[0], "DEL", "ctrb1", "10.62.0.2");
+    assert_eq!(code, 0, "{out}");
+    assert!(tcp_ok(&pods[1], &web, "10.62.0.1:8080").is_none());
+    let left = node.exec(&["nft", "list", "table", "inet", "rcni-portmap"]);
+    assert!(!left.contains("elements"), "{left}");
+}
+
+#[test]
+fn a_table_made_by_an_older_rcni_gains_the_pod_link_sets() {
+    // Older rcni tables have no `podlink` sets: an ADD adds them (and
+    // their rules), and DEL still removes the other sets' elements.
+    let t = topo();
+    let (code, out) = call(&t, "ADD", "1.0.0", "ctr-old");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = call(&t, "DEL", "1.0.0", "ctr-old");
+    assert_eq!(code, 0, "{out}");
+    let listing = t.node.exec(&[
+        "nft",
+        "-a",
+        "list",
+        "chain",
+        "inet",
+        "rcni-portmap",
+        "postrouting",
+    ]);
+    for line in listing.lines().filter(|l| l.contains("@podlink")) {
+        let handle = line.rsplit(' ').next().expect("handle");
+        t.node.exec(&[
+            "nft",
+            "delete",
+            "rule",
+            "inet",
+            "rcni-portmap",
+            "postrouting",
+            "handle",
+            handle,
+        ]);
+    }
+    for set in ["podlink4", "podlink6"] {
+        t.node
+            .exec(&["nft", "delete", "set", "inet", "rcni-portmap", set]);
+    }
+    let web = t
+        .pod
+        .run(|| TcpListener::bind("0.0.0.0:80"))
+        .expect("listen");
+    let (code, out) = call(&t, "ADD", "1.0.0", "ctr-new");
+    assert_eq!(code, 0, "{out}");
+    let table = t
+        .node
+        .exec(&["nft", "list", "table", "inet", "rcni-portmap"]);
+    assert_eq!(table.matches("@podlink").count(), 2, "{table}");
+    let peer = tcp_ok(&t.outside, &web, "192.168.61.1:8080").expect("forwarded");
+    assert_eq!(peer.ip().to_string(), "192.168.61.2");
+    let (code, out) = call(&t, "CHECK", "1.0.0", "ctr-new");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = call(&t, "DEL", "1.0.0", "ctr-new");
+    assert_eq!(code, 0, "{out}");
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none());
+}

@@ -33,6 +33,7 @@ pub(crate) fn portmap_scaling(o: &Options) -> Figure {
         let opts = nft::rulesets::portmap::Options {
             snat: true,
             masq_all: false,
+            pod_links: Vec::new(),
         };
         // The first ADD creates the table: not what is measured.
         let fill: Vec<_> = (0..n.max(1))

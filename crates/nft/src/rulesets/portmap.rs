@@ -14,6 +14,8 @@
 //! set snat4    { ipv4_addr . inet_proto . inet_service }       # pod . proto . podPort   (localhost SNAT)
 //! set hairpin4 { ipv4_addr . ipv4_addr . inet_proto . inet_service }  # pod . pod . proto . podPort
 //! set hairpin6 { ... } , set masqall4 / masqall6 { addr . inet_proto . inet_service }
+//! set podlink4 { iface_index . ipv4_addr . inet_proto . inet_service }  # link to pod . pod . proto . podPort
+//! set podlink6 { ... }
 //!
 //! chain dnat        { dnat ip to ip daddr . meta l4proto . th dport map @hostip4
 //!                     dnat ip to meta l4proto . th dport map @any4   (and ip6) }
@@ -22,13 +24,19 @@
 //! chain postrouting { type nat hook postrouting priority srcnat;
 //!                     ct status dnat ip daddr . meta l4proto . th dport @masqall4 masquerade
 //!                     ct status dnat ip saddr 127.0.0.0/8 ip daddr . meta l4proto . th dport @snat4 masquerade
-//!                     ct status dnat ip saddr . ip daddr . meta l4proto . th dport @hairpin4 masquerade  (and ip6) }
+//!                     ct status dnat ip saddr . ip daddr . meta l4proto . th dport @hairpin4 masquerade
+//!                     ct status dnat meta iif . ip daddr . meta l4proto . th dport @podlink4 masquerade  (and ip6) }
 //! ```
 //!
 //! Semantics of the reference plugin's options:
 //! - `snat` (default true): hairpin traffic (a pod reaching its own host
-//!   port) and traffic from the node's `127.0.0.0/8` are masqueraded
-//!   (elements in `hairpin*` and `snat4`). Connections from localhost also
+//!   port, or another pod reaching it from the link that leads to it: the
+//!   reference masquerades every source of the pod's subnet) and traffic
+//!   from the node's `127.0.0.0/8` are masqueraded (elements in
+//!   `hairpin*`, `podlink*` and `snat4`). Without it, a pod on the same
+//!   bridge would get the answer straight from the pod it reached, past
+//!   the node's conntrack, unless `br_netfilter` sends bridged traffic
+//!   through it. Connections from localhost also
 //!   need `net.ipv4.conf.<host interface>.route_localnet=1`, which the
 //!   plugin sets (a sysctl, not a firewall rule). IPv6 has no localhost
 //!   case, as in the reference.
@@ -145,12 +153,16 @@ impl Mapping {
 }
 
 /// Per-call options (the plugin's config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// Masquerade hairpin and localhost traffic (reference default: true).
     pub snat: bool,
     /// Masquerade every connection to the mapped ports.
     pub masq_all: bool,
+    /// (pod address, index of the node's interface that routes to it):
+    /// with `snat`, connections entering through that interface to the
+    /// pod's mapped ports are masqueraded (other pods on its bridge).
+    pub pod_links: Vec<(IpAddr, u32)>,
 }
 
 impl Default for Options {
@@ -158,6 +170,7 @@ impl Default for Options {
         Options {
             snat: true,
             masq_all: false,
+            pod_links: Vec::new(),
         }
     }
 }
@@ -216,7 +229,66 @@ fn sets() -> Vec<SetSpec> {
         out.push(SetSpec::set(&format!("masqall{x}"), &[a, P, S]));
     }
     out.push(SetSpec::set("snat4", &[DataType::Ipv4Addr, P, S]));
+    out.extend(podlink_sets());
     out
+}
+
+/// The sets added after the first release of the table: a table made by
+/// an older rcni lacks them until [`upgrade_layout`] adds them.
+fn podlink_sets() -> Vec<SetSpec> {
+    [IpVersion::V4, IpVersion::V6]
+        .into_iter()
+        .map(|ver| {
+            SetSpec::set(
+                &format!("podlink{}", suffix(ver)),
+                &[DataType::IfIndex, addr_type(ver), P, S],
+            )
+        })
+        .collect()
+}
+
+/// `ct status dnat meta iif . daddr . meta l4proto . th dport @podlinkX
+/// masquerade`.
+fn podlink_rule(ver: IpVersion) -> Rule {
+    let n = addr_regs(ver);
+    let r = Rule::new()
+        .nfproto(ver)
+        .ct_status(ct_status::DNAT)
+        .expr(Expr::Meta {
+            key: MetaKey::Iif,
+            dreg: Reg(0),
+        })
+        .expr(load_addr(ver, true, Reg(1)));
+    load_proto_port(r, Reg(1 + n))
+        .expr(Expr::Lookup {
+            set: format!("podlink{}", suffix(ver)),
+            sreg: Reg(0),
+            dreg: None,
+            invert: false,
+        })
+        .masquerade()
+}
+
+/// Adds what a table made by an older rcni lacks (the `podlink` sets and
+/// their rules), in one transaction. Racing callers: the loser's EEXIST
+/// means it is there.
+fn upgrade_layout(nft: &Nft) -> Result<()> {
+    match nft.set_elements(Family::Inet, TABLE, "podlink4") {
+        Ok(_) => return Ok(()),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let mut b = Batch::new();
+    for s in podlink_sets() {
+        b.create_set(Family::Inet, TABLE, &s);
+    }
+    for ver in [IpVersion::V4, IpVersion::V6] {
+        b.add_rule(Family::Inet, TABLE, "postrouting", &podlink_rule(ver));
+    }
+    match nft.commit(&b) {
+        Err(e) if e.is_exists() => Ok(()),
+        other => other,
+    }
 }
 
 fn load_addr(ver: IpVersion, dst: bool, reg: Reg) -> Expr {
@@ -347,6 +419,7 @@ fn layout(b: &mut Batch) {
             "postrouting",
             &masq_rule(ver, &format!("hairpin{x}"), true, false),
         );
+        b.add_rule(f, TABLE, "postrouting", &podlink_rule(ver));
     }
 }
 
@@ -416,6 +489,15 @@ fn elements(m: &Mapping, opts: &Options) -> Vec<(String, Element)> {
             Value::Port(m.pod_port),
         ];
         out.push((format!("hairpin{x}"), Element::new(&hp)));
+        for (_, link) in opts.pod_links.iter().filter(|(ip, _)| *ip == m.pod_ip) {
+            let pl = [
+                Value::IfIndex(*link),
+                Value::Ip(m.pod_ip),
+                proto,
+                Value::Port(m.pod_port),
+            ];
+            out.push((format!("podlink{x}"), Element::new(&pl)));
+        }
         if ver == IpVersion::V4 {
             out.push(("snat4".to_string(), Element::new(&pod)));
         }
@@ -467,8 +549,13 @@ pub fn add(nft: &Nft, mappings: &[Mapping], opts: &Options) -> Result<()> {
         match nft.commit(&b) {
             Ok(()) => return Ok(()),
             Err(e) if e.is_not_found() => match nft.commit(&batch(&per_set, true)) {
-                // Someone else created the table meanwhile: go again.
-                Err(e) if e.is_exists() => continue,
+                // The table exists: someone else created it meanwhile, or
+                // an older rcni made it without the newer sets. Go again
+                // once those are there.
+                Err(e) if e.is_exists() => {
+                    upgrade_layout(nft)?;
+                    continue;
+                }
                 other => return other,
             },
             Err(e) if e.is_exists() => reconcile(nft, &mut per_set, mappings)?,
@@ -521,7 +608,9 @@ fn dump(nft: &Nft) -> Result<Vec<(String, Vec<ElemInfo>)>> {
     for s in sets() {
         match nft.set_elements(Family::Inet, TABLE, &s.name) {
             Ok(e) => out.push((s.name, e)),
-            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            // No table at all, or one made by an older rcni without this
+            // set: its other sets still count.
+            Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         }
     }
