@@ -8,9 +8,12 @@
 //!   `ip6 saddr|daddr [==|!=] ADDR[/LEN]` (in `conditionsV6`);
 //! - `[meta] iifname|oifname [==|!=] NAME` (exact names, quoted or not).
 //!
-//! A list whose first string starts with `-` or `!` is in iptables syntax
-//! (the reference then uses its iptables backend, which rcni does not have):
-//! refused with code 2.
+//! A list whose first string starts with `-` or `!` is in iptables syntax,
+//! the only one the reference had before its nftables backend. The matches
+//! with the same meaning are translated: `[!] -s|--source ADDR[/LEN]`,
+//! `[!] -d|--destination ADDR[/LEN]`, `[!] -i|--in-interface NAME`,
+//! `[!] -o|--out-interface NAME` (exact names). Any other iptables match
+//! (`-p`, `-m …`, a `+` wildcard) is refused with code 2, naming it.
 
 use cni_spec::error::CniResult;
 use cni_spec::{Error, ErrorCode};
@@ -31,13 +34,7 @@ pub fn parse(field: &str, list: Option<&[String]>, v6: bool) -> CniResult<Vec<Co
         .first()
         .is_some_and(|s| s.starts_with('-') || s.starts_with('!'))
     {
-        return Err(Error::new(
-            ErrorCode::UnsupportedField,
-            format!(
-                "{field}: iptables match conditions need the reference's iptables backend, \
-                 which rcni does not have; write them in nftables syntax"
-            ),
-        ));
+        return parse_iptables(field, list, v6);
     }
     let joined = list.join(" ");
     let mut toks = joined.split_whitespace().peekable();
@@ -104,6 +101,64 @@ pub fn parse(field: &str, list: Option<&[String]>, v6: bool) -> CniResult<Vec<Co
                 });
             }
             other => return Err(bad(format!("unsupported expression at {other:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// `list` in iptables syntax (each string one argument, as the reference
+/// passes them to iptables; a string holding spaces is split).
+fn parse_iptables(field: &str, list: &[String], v6: bool) -> CniResult<Vec<Condition>> {
+    let unsupported = |what: &str| {
+        Error::new(
+            ErrorCode::UnsupportedField,
+            format!(
+                "{field}: the iptables match {what:?} has no equivalent in rcni; supported: \
+                 [!] -s/-d ADDR[/LEN], [!] -i/-o NAME, or nftables syntax ({SUPPORTED})"
+            ),
+        )
+    };
+    let bad = |what: String| Error::invalid_config(format!("{field}: {what}"));
+    let mut toks = list.iter().flat_map(|s| s.split_whitespace());
+    let mut out = Vec::new();
+    while let Some(mut t) = toks.next() {
+        let negate = t == "!";
+        if negate {
+            t = toks.next().ok_or_else(|| bad("\"!\" at the end".into()))?;
+        }
+        let value = |toks: &mut dyn Iterator<Item = &str>| {
+            toks.next()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("{t:?} without a value")))
+        };
+        match t {
+            "-s" | "--source" | "--src" | "-d" | "--destination" | "--dst" => {
+                let v = value(&mut toks)?;
+                let net = prefix(&v, v6).ok_or_else(|| {
+                    bad(format!(
+                        "{v:?} is not an {} address or prefix",
+                        if v6 { "IPv6" } else { "IPv4" }
+                    ))
+                })?;
+                let dst = matches!(t, "-d" | "--destination" | "--dst");
+                out.push(Condition::Addr { dst, net, negate });
+            }
+            "-i" | "--in-interface" | "-o" | "--out-interface" => {
+                let name = value(&mut toks)?;
+                if name.ends_with('+') {
+                    return Err(unsupported(&format!("{t} {name}")));
+                }
+                if !netlink::valid_ifname(&name) {
+                    return Err(bad(format!("{name:?} is not an interface name")));
+                }
+                let output = matches!(t, "-o" | "--out-interface");
+                out.push(Condition::Ifname {
+                    output,
+                    name,
+                    negate,
+                });
+            }
+            other => return Err(unsupported(other)),
         }
     }
     Ok(out)
@@ -207,11 +262,73 @@ mod tests {
             assert_eq!(e.code, 7, "{items:?}: {}", e.msg);
             assert!(e.msg.starts_with(field), "{}", e.msg);
         }
-        let e = parse("conditionsV4", Some(&v(&["-s", "1.2.3.4"])), false).expect_err("iptables");
+        let e = parse("conditionsV4", Some(&v(&["-p", "tcp"])), false).expect_err("iptables");
         assert_eq!(e.code, 2);
-        let e =
-            parse("conditionsV6", Some(&v(&["!", "-s", "12::34"])), true).expect_err("iptables");
+        assert!(e.msg.contains("\"-p\""), "{}", e.msg);
+        let e = parse(
+            "conditionsV6",
+            Some(&v(&["-m", "addrtype", "--dst-type", "LOCAL"])),
+            true,
+        )
+        .expect_err("iptables");
         assert_eq!(e.code, 2);
         assert!(e.msg.contains("conditionsV6"), "{}", e.msg);
+        let e = parse("conditionsV4", Some(&v(&["-i", "eth+"])), false).expect_err("wildcard");
+        assert_eq!(e.code, 2);
+        for bad in [
+            v(&["-s"]),
+            v(&["-s", "10.0.0.0/33"]),
+            v(&["!"]),
+            v(&["-o", "a/b"]),
+        ] {
+            let e = parse("conditionsV4", Some(&bad), false).expect_err("bad");
+            assert_eq!(e.code, 7, "{bad:?}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn iptables_matches_with_an_nftables_equivalent_are_translated() {
+        let c = parse(
+            "conditionsV4",
+            Some(&v(&[
+                "-s",
+                "10.9.3.4/16",
+                "!",
+                "-d",
+                "192.0.2.1",
+                "-i eth0",
+            ])),
+            false,
+        )
+        .expect("ok");
+        assert_eq!(
+            c,
+            vec![
+                Condition::Addr {
+                    dst: false,
+                    net: "10.9.0.0/16".parse().expect("net"),
+                    negate: false
+                },
+                Condition::Addr {
+                    dst: true,
+                    net: "192.0.2.1/32".parse().expect("net"),
+                    negate: true
+                },
+                Condition::Ifname {
+                    output: false,
+                    name: "eth0".into(),
+                    negate: false
+                },
+            ]
+        );
+        let c = parse(
+            "conditionsV6",
+            Some(&v(&["!", "--source", "fd00::/8", "--out-interface", "lo"])),
+            true,
+        )
+        .expect("ok");
+        assert_eq!(c.len(), 2);
+        let e = parse("conditionsV6", Some(&v(&["-s", "10.0.0.1"])), true).expect_err("family");
+        assert_eq!(e.code, 7);
     }
 }

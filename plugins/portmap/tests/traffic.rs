@@ -537,13 +537,26 @@ fn conditions_restrict_which_traffic_is_forwarded() {
     let (code, out) = cmd("DEL", "ctr2", by_iface);
     assert_eq!(code, 0, "{out}");
 
-    // What rcni cannot express: code 7 naming the field; iptables syntax:
-    // code 2. Nothing is added either way.
+    // The reference's iptables syntax, translated: a negated source.
+    let not_outside = json!(["!", "-s", "192.168.61.0/24"]);
+    let (code, out) = add("ctr4", not_outside.clone());
+    assert_eq!(code, 0, "{out}");
+    let peer = tcp_ok(&other, &web, "192.168.62.1:8080").expect("other source");
+    assert_eq!(peer.ip().to_string(), "192.168.62.2");
+    assert!(tcp_ok(&t.outside, &web, "192.168.61.1:8080").is_none());
+    let (code, out) = cmd("CHECK", "ctr4", not_outside.clone());
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cmd("DEL", "ctr4", not_outside);
+    assert_eq!(code, 0, "{out}");
+    assert!(!rules().contains("rcni:"), "{}", rules());
+
+    // What rcni cannot express: code 7 naming the field; an iptables match
+    // without an nftables equivalent: code 2. Nothing is added either way.
     for (conds, want) in [
         (json!(["tcp dport 22"]), 7),
         (json!(["ip saddr { 10.0.0.1, 10.0.0.2 }"]), 7),
         (json!(["ip6 saddr ::1"]), 7),
-        (json!(["-s", "192.168.61.2"]), 2),
+        (json!(["-p", "tcp", "--dport", "22"]), 2),
     ] {
         let (code, out) = add("ctr3", conds.clone());
         assert_ne!(code, 0, "{conds}");
