@@ -184,6 +184,31 @@ fn pod_links(sock: &dyn RoutingOps, pod_ips: &[IpAddr]) -> CniResult<Vec<(IpAddr
     Ok(out)
 }
 
+/// Of `links`, those the network itself made on the node: listed in
+/// `prev` without a sandbox (a bridge, a ptp host veth). Only their traffic
+/// comes from the pod's neighbours; a pod address routed via the node's
+/// uplink (macvlan on the LAN) would otherwise masquerade every client.
+fn own_links(
+    sock: &dyn RoutingOps,
+    prev: &Result,
+    links: Vec<(IpAddr, u32)>,
+) -> CniResult<Vec<(IpAddr, u32)>> {
+    let host_side: Vec<&str> = prev
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.is_empty())
+        .map(|i| i.name.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for (ip, oif) in links {
+        let name = sock.link_by_index(oif).map_err(kit::err)?.map(|l| l.name);
+        if name.is_some_and(|n| host_side.contains(&n.as_str())) {
+            out.push((ip, oif));
+        }
+    }
+    Ok(out)
+}
+
 /// Connections from 127.0.0.0/8 DNATed to a pod leave through the node's
 /// interface that routes to the pod (`links`, from [`pod_links`]): it must
 /// accept local sources.
@@ -400,8 +425,9 @@ impl Plugin for Portmap {
         if opts.snat {
             let ips: Vec<IpAddr> = mappings.iter().map(|m| m.pod_ip).collect();
             let sock = netlink::Socket::route().map_err(kit::err)?;
-            opts.pod_links = pod_links(&sock, &ips)?;
-            enable_route_localnet(&sock, &ProcSys, &opts.pod_links)?;
+            let links = pod_links(&sock, &ips)?;
+            enable_route_localnet(&sock, &ProcSys, &links)?;
+            opts.pod_links = own_links(&sock, &prev, links)?;
         }
         let nft = Nft::open().map_err(kit::err)?;
         install(&nft, args, &mappings, (&c4, &c6), &opts)?;
@@ -709,6 +735,34 @@ mod fake_tests {
         sys.plan.fail_next("write", EPERM);
         let e = enable_route_localnet(&host, &sys, &links).expect_err("refused");
         assert_eq!(e.code, 5, "{e}");
+    }
+
+    #[test]
+    fn only_links_the_network_made_lead_to_the_pods_neighbours() {
+        use kit::routing::fake::FakeHost;
+        let host = FakeHost::new();
+        let cni0 = host.add_link("cni0", "bridge");
+        let eth0 = host.add_link("eth0", "veth");
+        let prev = Result::from_value(
+            &serde_json::json!({
+                "cniVersion": "1.0.0",
+                "interfaces": [
+                    {"name": "cni0"},
+                    {"name": "eth0", "sandbox": "/run/netns/p"}
+                ],
+                "ips": []
+            }),
+            "1.0.0",
+        )
+        .expect("result");
+        let (a, b): (IpAddr, IpAddr) = (
+            "10.0.0.2".parse().expect("ip"),
+            "192.0.2.9".parse().expect("ip"),
+        );
+        // The pod's own eth0 shares the uplink's name: only a host-side
+        // entry counts.
+        let kept = own_links(&host, &prev, vec![(a, cni0), (b, eth0)]).expect("links");
+        assert_eq!(kept, [(a, cni0)]);
     }
 
     #[test]

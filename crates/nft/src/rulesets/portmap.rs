@@ -159,9 +159,10 @@ pub struct Options {
     pub snat: bool,
     /// Masquerade every connection to the mapped ports.
     pub masq_all: bool,
-    /// (pod address, index of the node's interface that routes to it):
-    /// with `snat`, connections entering through that interface to the
-    /// pod's mapped ports are masqueraded (other pods on its bridge).
+    /// (pod address, index of the node's interface that routes to it, when
+    /// the pod's network made that interface): with `snat`, connections
+    /// entering through it to the pod's mapped ports are masqueraded (other
+    /// pods on its bridge).
     pub pod_links: Vec<(IpAddr, u32)>,
 }
 
