@@ -167,66 +167,73 @@ fn build_mappings(args: &CmdArgs, prev: &Result) -> CniResult<Vec<Mapping>> {
     Ok(out)
 }
 
+/// A pod address and the node's interface that routes to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PodLink {
+    ip: IpAddr,
+    index: u32,
+    name: String,
+}
+
 /// The node's interface that routes to each pod address (a bridge, or a
 /// ptp host veth), found by a route lookup as the reference does, so it
-/// works for every result version (0.1.0/0.2.0 list no interfaces). An
-/// address the node has no route to is left out.
-fn pod_links(sock: &dyn RoutingOps, pod_ips: &[IpAddr]) -> CniResult<Vec<(IpAddr, u32)>> {
-    let mut out = Vec::new();
+/// works for every result version (0.1.0/0.2.0 list no interfaces). One
+/// route lookup per address, one link lookup per interface; an address
+/// the node has no route to is left out.
+fn pod_links(sock: &dyn RoutingOps, pod_ips: &[IpAddr]) -> CniResult<Vec<PodLink>> {
+    let mut out: Vec<PodLink> = Vec::new();
     for ip in pod_ips {
-        if out.iter().any(|(seen, _)| seen == ip) {
+        if out.iter().any(|l| l.ip == *ip) {
             continue;
         }
-        if let Some(oif) = sock.route_get(*ip).map_err(kit::err)?.and_then(|r| r.oif) {
-            out.push((*ip, oif));
-        }
+        let Some(index) = sock.route_get(*ip).map_err(kit::err)?.and_then(|r| r.oif) else {
+            continue;
+        };
+        let name = match out.iter().find(|l| l.index == index) {
+            Some(l) => l.name.clone(),
+            None => match sock.link_by_index(index).map_err(kit::err)? {
+                Some(link) => link.name,
+                None => continue,
+            },
+        };
+        out.push(PodLink {
+            ip: *ip,
+            index,
+            name,
+        });
     }
     Ok(out)
 }
 
 /// Of `links`, those the network itself made on the node: listed in
-/// `prev` without a sandbox (a bridge, a ptp host veth). Only their traffic
-/// comes from the pod's neighbours; a pod address routed via the node's
-/// uplink (macvlan on the LAN) would otherwise masquerade every client.
-fn own_links(
-    sock: &dyn RoutingOps,
-    prev: &Result,
-    links: Vec<(IpAddr, u32)>,
-) -> CniResult<Vec<(IpAddr, u32)>> {
-    let host_side: Vec<&str> = prev
-        .interfaces
+/// `prev` without a sandbox (a bridge, a ptp host veth), as (pod address,
+/// interface index). Only their traffic comes from the pod's neighbours; a
+/// pod address routed via the node's uplink (macvlan on the LAN) would
+/// otherwise masquerade every client.
+fn own_links(prev: &Result, links: &[PodLink]) -> Vec<(IpAddr, u32)> {
+    let host_side = |name: &str| {
+        prev.interfaces
+            .iter()
+            .any(|i| i.sandbox.is_empty() && i.name == name)
+    };
+    links
         .iter()
-        .filter(|i| i.sandbox.is_empty())
-        .map(|i| i.name.as_str())
-        .collect();
-    let mut out = Vec::new();
-    for (ip, oif) in links {
-        let name = sock.link_by_index(oif).map_err(kit::err)?.map(|l| l.name);
-        if name.is_some_and(|n| host_side.contains(&n.as_str())) {
-            out.push((ip, oif));
-        }
-    }
-    Ok(out)
+        .filter(|l| host_side(&l.name))
+        .map(|l| (l.ip, l.index))
+        .collect()
 }
 
 /// Connections from 127.0.0.0/8 DNATed to a pod leave through the node's
 /// interface that routes to the pod (`links`, from [`pod_links`]): it must
-/// accept local sources.
-fn enable_route_localnet(
-    sock: &dyn RoutingOps,
-    sys: &dyn SysctlOps,
-    links: &[(IpAddr, u32)],
-) -> CniResult<()> {
-    let mut done = Vec::new();
-    for (_, oif) in links.iter().filter(|(ip, _)| ip.is_ipv4()) {
-        if done.contains(oif) {
+/// accept local sources. Each interface once.
+fn enable_route_localnet(sys: &dyn SysctlOps, links: &[PodLink]) -> CniResult<()> {
+    let mut done: Vec<&str> = Vec::new();
+    for l in links.iter().filter(|l| l.ip.is_ipv4()) {
+        if done.contains(&l.name.as_str()) {
             continue;
         }
-        done.push(*oif);
-        let Some(link) = sock.link_by_index(*oif).map_err(kit::err)? else {
-            continue;
-        };
-        let key = kit::sysctl::net_key_path("net/ipv4/conf/IFNAME/route_localnet", &link.name)
+        done.push(&l.name);
+        let key = kit::sysctl::net_key_path("net/ipv4/conf/IFNAME/route_localnet", &l.name)
             .map_err(kit::err)?;
         sys.write(&key, "1")?;
     }
@@ -426,8 +433,8 @@ impl Plugin for Portmap {
             let ips: Vec<IpAddr> = mappings.iter().map(|m| m.pod_ip).collect();
             let sock = netlink::Socket::route().map_err(kit::err)?;
             let links = pod_links(&sock, &ips)?;
-            enable_route_localnet(&sock, &ProcSys, &links)?;
-            opts.pod_links = own_links(&sock, &prev, links)?;
+            enable_route_localnet(&ProcSys, &links)?;
+            opts.pod_links = own_links(&prev, &links);
         }
         let nft = Nft::open().map_err(kit::err)?;
         install(&nft, args, &mappings, (&c4, &c6), &opts)?;
@@ -729,20 +736,20 @@ mod fake_tests {
             .map(|i| i.parse().expect("ip"))
             .collect();
         let links = pod_links(&host, &pods).expect("links");
-        assert_eq!(links, [(pods[0], cni0), (pods[1], cni0)]);
-        enable_route_localnet(&host, &sys, &links).expect("localnet");
+        let found: Vec<(IpAddr, u32, &str)> = links
+            .iter()
+            .map(|l| (l.ip, l.index, l.name.as_str()))
+            .collect();
+        assert_eq!(found, [(pods[0], cni0, "cni0"), (pods[1], cni0, "cni0")]);
+        enable_route_localnet(&sys, &links).expect("localnet");
         assert_eq!(sys.plan.lines(), [format!("write {key} = 1")]);
         sys.plan.fail_next("write", EPERM);
-        let e = enable_route_localnet(&host, &sys, &links).expect_err("refused");
+        let e = enable_route_localnet(&sys, &links).expect_err("refused");
         assert_eq!(e.code, 5, "{e}");
     }
 
     #[test]
     fn only_links_the_network_made_lead_to_the_pods_neighbours() {
-        use kit::routing::fake::FakeHost;
-        let host = FakeHost::new();
-        let cni0 = host.add_link("cni0", "bridge");
-        let eth0 = host.add_link("eth0", "veth");
         let prev = Result::from_value(
             &serde_json::json!({
                 "cniVersion": "1.0.0",
@@ -761,8 +768,19 @@ mod fake_tests {
         );
         // The pod's own eth0 shares the uplink's name: only a host-side
         // entry counts.
-        let kept = own_links(&host, &prev, vec![(a, cni0), (b, eth0)]).expect("links");
-        assert_eq!(kept, [(a, cni0)]);
+        let links = [
+            PodLink {
+                ip: a,
+                index: 4,
+                name: "cni0".into(),
+            },
+            PodLink {
+                ip: b,
+                index: 2,
+                name: "eth0".into(),
+            },
+        ];
+        assert_eq!(own_links(&prev, &links), [(a, 4)]);
     }
 
     #[test]
