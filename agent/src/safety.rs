@@ -25,10 +25,10 @@
 //! cluster CIDR of its family when one is configured, not a default route
 //! nor a reserved range, and must not overlap a subnet or a route of the
 //! host outside the pods' bridge and the agent's overlay: the node would
-//! otherwise put the uplink's network on its bridge. The one route
-//! overlap allowed is a broad route holding the whole declared cluster
-//! CIDR (a VPN's `10.0.0.0/8`): the pods are carved out of it on purpose. The agent does nothing
-//! with a node whose own CIDR is refused.
+//! otherwise put the uplink's network on its bridge. The one route overlap
+//! allowed is a broad route holding the whole declared cluster CIDR (a
+//! VPN's `10.0.0.0/8`): the pods are carved out of it on purpose. The agent
+//! does nothing with a node whose own CIDR is refused.
 //!
 //! A node address is refused unless it is unicast (not unspecified,
 //! loopback, multicast, limited or subnet broadcast, link-local, `0/8`,
@@ -197,10 +197,9 @@ pub fn own_cidr_problem(cidr: &IpNet, cluster: &[IpNet], host: &OwnFacts) -> Opt
     // on purpose: the bridge's more specific route only takes the pods'
     // share. Any other overlap would send part of the pods' traffic away.
     let carved_from = |r: &IpNet| {
-        r.contains(cidr)
-            && cluster
-                .iter()
-                .any(|c| c.contains(cidr) && r.contains(c) && r != c)
+        cluster
+            .iter()
+            .any(|c| c.contains(cidr) && r.contains(c) && r != c)
     };
     if let Some((r, link)) = host
         .routes

@@ -1,9 +1,9 @@
 //! `rcni-agent --once` on one node namespace whose host state must survive
 //! the agent: an own pod CIDR the host already uses (the uplink's subnet)
 //! is refused before anything is done (no plugin installed, no conflist,
-//! route or rule), and turning IPv6 forwarding on keeps
-//! router advertisements accepted (`accept_ra` 1 → 2). Build the `rcni`
-//! binary first (`cargo build -p rcni`).
+//! route or rule), and turning IPv6 forwarding on keeps router
+//! advertisements accepted (`accept_ra` 1 → 2). Build the `rcni` binary
+//! first (`cargo build -p rcni`).
 
 // Test code: a helper may unwrap what the test itself set up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -351,19 +351,19 @@ pub fn reconcile(this_node: &str, nodes: &[NodeInfo], opts: &DatapathOptions) ->
             return None;
         };
         let set_up = |report: &mut Report| -> Result<u32> {
-            let mtu = match overlay_mtu(opts.mtu, &uplink, overhead) {
-                Ok(m) => m,
+            // A refused --mtu is not handed to pods either: they get what
+            // the overlay can carry, so they still fit once it is fixed.
+            let (mtu, refused) = match overlay_mtu(opts.mtu, &uplink, overhead) {
+                Ok(m) => (m, None),
                 Err(e) => {
-                    // The refused --mtu is not handed to pods either: they
-                    // get what the overlay can carry, so they still fit
-                    // once the operator fixes the flag.
                     report.mtu_override = None;
-                    let fits = uplink.mtu.saturating_sub(overhead);
-                    report.vxlan_mtu = Some(report.vxlan_mtu.map_or(fits, |m| m.min(fits)));
-                    return Err(e);
+                    (overlay_mtu(None, &uplink, overhead)?, Some(e))
                 }
             };
             report.vxlan_mtu = Some(report.vxlan_mtu.map_or(mtu, |m| m.min(mtu)));
+            if let Some(e) = refused {
+                return Err(e);
+            }
             let device = Device {
                 name: dev,
                 local,
