@@ -339,6 +339,10 @@ fn a_bridge_made_elsewhere_keeps_its_mac_once_it_has_a_gateway() {
     let pinned = mac(&env.node);
     assert_ne!(pinned, "00:00:00:00:00:00");
     assert_eq!(r1["interfaces"][0]["mac"], pinned.as_str(), "{r1}");
+    // The host end ignores router advertisements, as the reference's do.
+    let host = r1["interfaces"][1]["name"].as_str().unwrap();
+    let key = format!("net.ipv6.conf.{host}.accept_ra");
+    assert_eq!(env.node.exec(&["sysctl", "-n", &key]).trim(), "0");
     env.call("ADD", "ctr-m2", &p2.path(), &conf).ok();
     env.call("DEL", "ctr-m1", &p1.path(), &conf).ok();
     assert_eq!(mac(&env.node), pinned, "the first port left");

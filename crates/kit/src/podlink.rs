@@ -161,20 +161,25 @@ pub struct Call<'a> {
 
 impl Call<'_> {
     /// The pod's veth pair for this call ([`crate::veth::setup_veth`]):
-    /// the host end in `at.host`, `args.ifname` in the pod.
+    /// the host end in `at.host`, `args.ifname` in the pod. The host end
+    /// ignores router advertisements from then on, through `node`, as the
+    /// reference's veth setup leaves every host end.
     pub fn setup_veth(
         &self,
         opts: &crate::veth::VethOptions<'_>,
+        node: &dyn VethNode,
     ) -> crate::Result<crate::veth::VethPair> {
         let (at, args) = (self.at, self.args);
-        crate::veth::setup_veth(
+        let pair = crate::veth::setup_veth(
             at.host,
             at.cont,
             at.cns,
             &args.container_id,
             &args.ifname,
             opts,
-        )
+        )?;
+        node.ignore_router_advertisements(&pair.host.name);
+        Ok(pair)
     }
 }
 

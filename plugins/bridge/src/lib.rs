@@ -835,18 +835,20 @@ fn add_core<'a>(
     let mut result = Result::new(args.version());
 
     let pair = cx
-        .setup_veth(&kit::veth::VethOptions {
-            mtu: (n.conf.mtu > 0).then_some(n.conf.mtu),
-            mac: mac.as_ref().map(|m| &m[..]),
-            // Up last (below): see there.
-            host_up: false,
-            master: Some(br.index),
-            queues: kit::veth::queues_from_config(n.conf.veth_queues),
-        })
+        .setup_veth(
+            &kit::veth::VethOptions {
+                mtu: (n.conf.mtu > 0).then_some(n.conf.mtu),
+                mac: mac.as_ref().map(|m| &m[..]),
+                // Up last (below): see there.
+                host_up: false,
+                master: Some(br.index),
+                queues: kit::veth::queues_from_config(n.conf.veth_queues),
+            },
+            veth,
+        )
         .map_err(Error::from)?;
     let host_index = pair.host.index;
     undo.push("delete veth", move || host.delete_link(host_index));
-    veth.ignore_router_advertisements(&pair.host.name);
     if pair.host.master != Some(br.index) {
         host.set_master(host_index, br.index).map_err(|e| {
             Error::io(format!(

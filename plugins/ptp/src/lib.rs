@@ -173,17 +173,19 @@ fn add_core<'a>(
 
     let mtu = (n.conf.mtu > 0).then_some(n.conf.mtu);
     let pair = cx
-        .setup_veth(&kit::veth::VethOptions {
-            mtu,
-            mac: None,
-            host_up: true,
-            master: None,
-            queues: kit::veth::queues_from_config(n.conf.veth_queues),
-        })
+        .setup_veth(
+            &kit::veth::VethOptions {
+                mtu,
+                mac: None,
+                host_up: true,
+                master: None,
+                queues: kit::veth::queues_from_config(n.conf.veth_queues),
+            },
+            veth,
+        )
         .map_err(Error::from)?;
     let host_index = pair.host.index;
     undo.push("delete veth", move || host.delete_link(host_index));
-    veth.ignore_router_advertisements(&pair.host.name);
     // The host veth routes for the pod: no DAD on its link-local address
     // (generated once the container end goes up, below). While that is
     // tentative the node sends no neighbour solicitation for packets it
