@@ -41,19 +41,7 @@ impl Env {
     /// namespace with `far_addr` (CIDR); returns the device's MAC.
     fn device(&self, name: &str, far_addr: &str) -> String {
         let peer = testutil::unique("pr");
-        self.node.exec(&[
-            "ip",
-            "link",
-            "add",
-            name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            self.far.name(),
-        ]);
+        self.node.add_veth(name, &self.far, &peer);
         self.node.exec(&["ip", "link", "set", name, "up"]);
         self.far
             .exec(&["ip", "addr", "add", far_addr, "dev", &peer]);

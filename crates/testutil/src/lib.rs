@@ -96,6 +96,23 @@ impl TestNs {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A veth pair: `name` here, its peer `peer_name` in `peer` (both down).
+    pub fn add_veth(&self, name: &str, peer: &TestNs, peer_name: &str) {
+        self.exec(&[
+            "ip",
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_name,
+            "netns",
+            peer.name(),
+        ]);
+    }
+
     /// `ip -j ARGS` inside this namespace, parsed.
     pub fn ip_json(&self, args: &[&str]) -> Value {
         let mut argv = vec!["ip", "-j"];

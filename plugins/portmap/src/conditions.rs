@@ -64,12 +64,7 @@ pub fn parse(field: &str, list: Option<&[String]>, v6: bool) -> CniResult<Vec<Co
                 let value = toks
                     .next()
                     .ok_or_else(|| bad(format!("\"{t}\" without an address")))?;
-                let net = prefix(value, v6).ok_or_else(|| {
-                    bad(format!(
-                        "{value:?} is not an {} address or prefix",
-                        if v6 { "IPv6" } else { "IPv4" }
-                    ))
-                })?;
+                let net = prefix(value, v6).map_err(bad)?;
                 out.push(Condition::Addr { dst, net, negate });
             }
             "meta" | "iifname" | "oifname" => {
@@ -134,12 +129,7 @@ fn parse_iptables(field: &str, list: &[String], v6: bool) -> CniResult<Vec<Condi
         match t {
             "-s" | "--source" | "--src" | "-d" | "--destination" | "--dst" => {
                 let v = value(&mut toks)?;
-                let net = prefix(&v, v6).ok_or_else(|| {
-                    bad(format!(
-                        "{v:?} is not an {} address or prefix",
-                        if v6 { "IPv6" } else { "IPv4" }
-                    ))
-                })?;
+                let net = prefix(&v, v6).map_err(bad)?;
                 let dst = matches!(t, "-d" | "--destination" | "--dst");
                 out.push(Condition::Addr { dst, net, negate });
             }
@@ -179,12 +169,19 @@ fn operator<'a>(toks: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>) -
     }
 }
 
-fn prefix(s: &str, v6: bool) -> Option<IpNet> {
+/// `s` as a prefix of the family (host bits dropped, as nft does), or what
+/// is wrong with it.
+fn prefix(s: &str, v6: bool) -> Result<IpNet, String> {
     let net = match s.parse::<IpNet>() {
-        Ok(n) => n.trunc(),
-        Err(_) => IpNet::from(s.parse::<IpAddr>().ok()?),
+        Ok(n) => Some(n.trunc()),
+        Err(_) => s.parse::<IpAddr>().ok().map(IpNet::from),
     };
-    (net.addr().is_ipv6() == v6).then_some(net)
+    net.filter(|n| n.addr().is_ipv6() == v6).ok_or_else(|| {
+        format!(
+            "{s:?} is not an {} address or prefix",
+            if v6 { "IPv6" } else { "IPv4" }
+        )
+    })
 }
 
 #[cfg(test)]

@@ -27,14 +27,9 @@ fn topo() -> Topo {
         pod: TestNs::new("pp"),
         outside: TestNs::new("po"),
     };
-    let (pn, on) = (t.pod.name().to_string(), t.outside.name().to_string());
     let n = &t.node;
-    n.exec(&[
-        "ip", "link", "add", "vpod", "type", "veth", "peer", "name", "eth0", "netns", &pn,
-    ]);
-    n.exec(&[
-        "ip", "link", "add", "vout", "type", "veth", "peer", "name", "eth0", "netns", &on,
-    ]);
+    n.add_veth("vpod", &t.pod, "eth0");
+    n.add_veth("vout", &t.outside, "eth0");
     n.exec(&["ip", "addr", "add", "10.61.0.1/24", "dev", "vpod"]);
     n.exec(&["ip", "addr", "add", "192.168.61.1/24", "dev", "vout"]);
     n.exec(&["ip", "link", "set", "vpod", "up"]);
@@ -117,8 +112,14 @@ fn call_with(
     for (k, v) in extra.as_object().into_iter().flatten() {
         conf[k] = v.clone();
     }
+    run_portmap(&t.node, &t.pod, cmd, id, &conf)
+}
+
+/// Runs the plugin in `node` for `pod`'s `eth0` with `conf` on stdin: exit
+/// code and stdout (Null when empty or not JSON).
+fn run_portmap(node: &TestNs, pod: &TestNs, cmd: &str, id: &str, conf: &Value) -> (i32, Value) {
     let stdin = conf.to_string();
-    let netns = t.pod.path().display().to_string();
+    let netns = pod.path().display().to_string();
     let env = move |k: &str| -> Option<String> {
         match k {
             "CNI_COMMAND" => Some(cmd.to_string()),
@@ -129,15 +130,11 @@ fn call_with(
             _ => None,
         }
     };
-    let out = t.node.run(|| {
+    let out = node.run(|| {
         let mut input = stdin.as_bytes();
         cni_skel::execute(&Portmap, &env, &mut input)
     });
-    let v = if out.stdout.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    };
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.exit_code, v)
 }
 
@@ -441,19 +438,7 @@ fn conditions_restrict_which_traffic_is_forwarded() {
     let t = topo();
     // A second outside network on its own node interface.
     let other = TestNs::new("po2");
-    t.node.exec(&[
-        "ip",
-        "link",
-        "add",
-        "vout2",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        other.name(),
-    ]);
+    t.node.add_veth("vout2", &other, "eth0");
     t.node
         .exec(&["ip", "addr", "add", "192.168.62.1/24", "dev", "vout2"]);
     t.node.exec(&["ip", "link", "set", "vout2", "up"]);
@@ -590,24 +575,7 @@ fn call_bridged(node: &TestNs, pod: &TestNs, cmd: &str, id: &str, pod_ip: &str) 
             "ips": [{"address": format!("{pod_ip}/24"), "gateway": "10.62.0.1", "interface": 2}]
         }
     });
-    let stdin = conf.to_string();
-    let netns = pod.path().display().to_string();
-    let env = move |k: &str| -> Option<String> {
-        match k {
-            "CNI_COMMAND" => Some(cmd.to_string()),
-            "CNI_CONTAINERID" => Some(id.to_string()),
-            "CNI_NETNS" => Some(netns.clone()),
-            "CNI_IFNAME" => Some("eth0".into()),
-            "CNI_PATH" => Some("/nonexistent".into()),
-            _ => None,
-        }
-    };
-    let out = node.run(|| {
-        let mut input = stdin.as_bytes();
-        cni_skel::execute(&Portmap, &env, &mut input)
-    });
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.exit_code, v)
+    run_portmap(node, pod, cmd, id, &conf)
 }
 
 #[test]
@@ -632,19 +600,7 @@ fn another_pod_on_the_bridge_reaches_a_host_port_without_br_netfilter() {
     ]);
     for (i, pod) in pods.iter().enumerate() {
         let port = format!("vp{}", i + 1);
-        node.exec(&[
-            "ip",
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            pod.name(),
-        ]);
+        node.add_veth(&port, pod, "eth0");
         node.exec(&["ip", "link", "set", &port, "master", "br0", "up"]);
         let addr = format!("10.62.0.{}/24", i + 2);
         pod.exec(&["ip", "addr", "add", &addr, "dev", "eth0"]);
